@@ -1,0 +1,113 @@
+//! Command-line interface: clap types, exit codes, and dispatch to one file
+//! per subcommand. `anyhow` lives here and in `main.rs` only.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::manifest::{ConfigArg, LoadOptions, ManifestError};
+
+pub mod check;
+pub mod check_ports;
+pub mod plan;
+pub mod up;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  all good (warnings alone still exit 0)
+  1  problems found (check), or a required agent failed (up)
+  2  the manifest could not be read (bad YAML, unknown field, unset variable) or usage error
+  3  no supervisor is running for this run directory";
+
+#[derive(Debug, Parser)]
+#[command(name = "supervisor", version, about = "Supervisor and process orchestrator for multi-agent systems", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `supervisor=debug`.
+    #[arg(long, global = true, env = "SUPERVISOR_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every check on the manifests: duplicates, unknown dependencies, cycles, ports.
+    Check(check::Args),
+    /// Show every port the manifests use, and the conflicts; `--fix` rewrites conflicting ports.
+    CheckPorts(check_ports::Args),
+    /// Print the start order: topological levels, dependencies, critical path.
+    Plan(plan::Args),
+    /// Start the agents of this host in dependency order and keep them running.
+    Up(up::Args),
+}
+
+/// Where the manifests come from; shared by every subcommand that reads them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManifestArgs {
+    /// Manifest file; repeat for several. `FILE@HOST` says which machine the
+    /// file's agents run on (default: the manifest's `host:`, else `localhost`).
+    #[arg(long = "config", short = 'c', required = true, value_name = "FILE[@HOST]")]
+    pub configs: Vec<String>,
+    /// A dotenv file whose variables are used in `${VAR}` expansion (before the environment).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+}
+
+impl ManifestArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            env_file: self.env_file.clone(),
+            ..LoadOptions::default()
+        }
+    }
+
+    pub fn config_args(&self) -> Vec<ConfigArg> {
+        self.configs.iter().map(|text| ConfigArg::parse(text)).collect()
+    }
+}
+
+/// The process exit codes; listed in `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Problems = 1,
+    Usage = 2,
+    NotRunning = 3,
+}
+
+impl Exit {
+    /// The code for an error that reached `main`: manifest errors are usage
+    /// errors (2), everything else is a failure (1).
+    pub fn from_error(error: &anyhow::Error) -> Exit {
+        if error.chain().any(|cause| cause.is::<ManifestError>()) {
+            Exit::Usage
+        } else {
+            Exit::Problems
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit as u8)
+    }
+}
+
+/// Logs go to stderr so that stdout stays for command output (tables, JSON).
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::CheckPorts(args) => check_ports::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Up(args) => up::run(args),
+    }
+}

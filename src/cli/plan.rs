@@ -1,0 +1,114 @@
+//! `supervisor plan`: the start order (topological levels), each agent's
+//! dependencies, the critical path; `--format dot` for Graphviz, `json` for machines.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::check::{print_problems, report_unreadable};
+use super::{Exit, ManifestArgs};
+use crate::check::{self, CheckOptions};
+use crate::manifest::{Manifest, ReadinessCheck};
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Dot,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Expected time to ready of agents whose readiness is a probe or the SDK
+    /// (agents with only a start period use that), for the critical path length.
+    #[arg(long, default_value = "1s", value_parser = parse_estimate)]
+    pub estimate: Duration,
+}
+
+fn parse_estimate(text: &str) -> Result<Duration, String> {
+    crate::manifest::raw::parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 2s)"))
+}
+
+/// How long an agent is expected to take to become ready.
+fn estimate(manifest: &Manifest, name: &str, probe_estimate: Duration) -> Duration {
+    match manifest.agent(name).map(|agent| (&agent.readiness.check, agent.readiness.initial_delay)) {
+        Some((ReadinessCheck::StartPeriod(period), delay)) => *period + delay,
+        Some((_, delay)) => probe_estimate.max(delay),
+        None => probe_estimate,
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let options = CheckOptions { bind_check: false, ..CheckOptions::default() };
+    let report = match check::run_with(&args.manifests.config_args(), &args.manifests.load_options(), &options) {
+        Ok(report) => report,
+        Err(error) => return report_unreadable(error, false),
+    };
+    let plan = match Plan::new(&report.manifest) {
+        Ok(plan) => plan,
+        Err(_) => {
+            print_problems(&report.problems);
+            return Ok(Exit::Problems);
+        }
+    };
+    let manifest = &report.manifest;
+    let (path, length) = plan.critical_path(|name| estimate(manifest, name, args.estimate));
+    match args.format {
+        Format::Dot => print!("{}", dot(&plan)),
+        Format::Json => {
+            let value = serde_json::json!({
+                "levels": plan.levels,
+                "dependencies": plan.order().map(|name| (name.to_string(), serde_json::json!(plan.dependencies(name)))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                "critical_path": path,
+                "critical_path_seconds": length.as_secs_f64(),
+            });
+            println!("{}", serde_json::to_string_pretty(&value).context("serializing the plan")?);
+        }
+        Format::Text => {
+            for (index, level) in plan.levels.iter().enumerate() {
+                println!("level {index}:");
+                for name in level {
+                    let deps = plan.dependencies(name);
+                    let host = manifest.agent(name).map(|agent| agent.host.as_str()).unwrap_or("?");
+                    if deps.is_empty() {
+                        println!("  {name} [{host}]");
+                    } else {
+                        println!("  {name} [{host}] <- {}", deps.join(", "));
+                    }
+                }
+            }
+            println!(
+                "critical path ({} agents, about {:.1}s with readiness estimates): {}",
+                path.len(),
+                length.as_secs_f64(),
+                path.join(" -> ")
+            );
+        }
+    }
+    if report.has_errors() {
+        print_problems(&report.problems);
+        return Ok(Exit::Problems);
+    }
+    Ok(Exit::Ok)
+}
+
+/// Graphviz: an edge from each agent to each of its dependencies, one rank per level.
+fn dot(plan: &Plan) -> String {
+    let mut out = String::from("digraph plan {\n  rankdir=BT;\n  node [shape=box];\n");
+    for level in &plan.levels {
+        let names: Vec<String> = level.iter().map(|name| format!("{name:?}")).collect();
+        out.push_str(&format!("  {{ rank=same; {}; }}\n", names.join("; ")));
+    }
+    for name in plan.order() {
+        for dependency in plan.dependencies(name) {
+            out.push_str(&format!("  {name:?} -> {dependency:?};\n"));
+        }
+    }
+    out.push_str("}\n");
+    out
+}

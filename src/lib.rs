@@ -1,0 +1,30 @@
+//! `supervisor`: a supervisor and process orchestrator for multi-agent systems.
+//!
+//! It reads agent manifests (its own format and the legacy
+//! `startup_config.yaml` formats), checks them for port conflicts and
+//! dependency cycles before anything runs, starts agents in dependency order
+//! and keeps them running.
+//!
+//! # Layout
+//!
+//! - [`manifest`]: YAML text -> node tree with locations -> `RawManifest`
+//!   (serde) -> `validate` -> [`manifest::Manifest`]. Variables, legacy
+//!   formats, problems with file:line.
+//! - [`plan`]: dependency graph (petgraph), cycles, topological levels,
+//!   critical path.
+//! - [`check`]: every pre-flight check over a loaded manifest (duplicates,
+//!   unknown dependencies, cycles, ports), and the in-place port fixer.
+//! - [`cli`]: clap types and one file per subcommand; the only place with `anyhow`.
+//! - [`process`]: spawning, signalling and reaping agent processes.
+//! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
+//! - [`supervisor`]: the runtime owner of agent state (run loop, transitions, restarts).
+//! - [`shutdown`]: the root cancellation token and task tracking.
+
+pub mod check;
+pub mod cli;
+pub mod health;
+pub mod manifest;
+pub mod plan;
+pub mod process;
+pub mod shutdown;
+pub mod supervisor;

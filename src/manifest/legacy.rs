@@ -1,0 +1,275 @@
+//! Legacy `startup_config.yaml` formats: detection, and rewriting into the
+//! native shape (a mapping with `defaults` and an `agents` list) so one
+//! deserializer and one validator serve every format.
+//!
+//! The formats are described in docs/legacy.md. Keys with no meaning here are
+//! kept under each agent's `extra`; top-level blocks we do not use
+//! (`resource_limits`, `hybrid_inference_policy`, ...) are left alone.
+
+use super::problem::{Problem, ProblemKind};
+use super::yaml::{Node, Value};
+
+/// Top-level keys of the native format.
+pub const NATIVE_KEYS: &[&str] = &["version", "host", "strategy", "defaults", "agents"];
+
+/// The result of reading a root mapping.
+pub struct Converted {
+    /// `native`, `legacy:agent_groups`, `legacy:pc2_services`, ...
+    pub format: String,
+    /// The native-shaped root.
+    pub root: Node,
+    /// Entries that are not agents and were left out, as warnings.
+    pub ignored: Vec<(Problem, usize)>,
+}
+
+/// Detects the format of `root` and rewrites legacy formats to the native shape.
+pub fn convert(root: Node) -> Converted {
+    let Some(entries) = root.as_mapping() else {
+        return Converted { format: "native".into(), root, ignored: Vec::new() };
+    };
+    let has = |key: &str| root.get(key).is_some();
+    let mut legacy = Legacy { agents: Vec::new(), ignored: Vec::new(), pass_port: false };
+    let format = if has("agent_groups") {
+        legacy.pass_port = true;
+        if let Some(groups) = root.get("agent_groups") {
+            legacy.walk_groups("agent_groups", groups);
+        }
+        if has("machine_profiles") { "legacy:agent_groups+machine_profiles" } else { "legacy:agent_groups" }
+    } else if has("pc2_services") {
+        for key in ["pc2_services", "core_services"] {
+            if let Some(list) = root.get(key) {
+                legacy.walk_list(key, list);
+            }
+        }
+        "legacy:pc2_services"
+    } else if let Some(services) = root.get("mvs_services") {
+        legacy.walk_named_map("mvs_services", services);
+        "legacy:mvs_services"
+    } else if has("include") && !has("agents") {
+        let (key, _) = root.get_entry("include").expect("checked above");
+        legacy.ignored.push((
+            Problem::warning(ProblemKind::Ignored, "`include:` lists other manifests; they are not read from here")
+                .suggest("pass each included file with its own --config"),
+            key.line,
+        ));
+        "legacy:include"
+    } else if entries.iter().any(|(key, value)| key.as_str().is_some_and(|k| k.ends_with("_agents")) && is_entry_list(value)) {
+        for (key, value) in entries {
+            let name = key.as_str().unwrap_or_default();
+            if name.ends_with("_agents") && is_entry_list(value) {
+                legacy.walk_list(name, value);
+            }
+        }
+        "legacy:settings+agents"
+    } else if !has("version") && root.get("agents").and_then(Node::as_sequence).is_some_and(|items| items.iter().any(is_simple_entry)) {
+        legacy.walk_list("agents", root.get("agents").expect("checked above"));
+        "legacy:simple"
+    } else if !has("version") && !has("agents") && entries.iter().any(|(_, value)| is_entry_list(value)) {
+        legacy.pass_port = true;
+        for (key, value) in entries {
+            if is_entry_list(value) {
+                legacy.walk_list(key.as_str().unwrap_or_default(), value);
+            }
+        }
+        "legacy:groups"
+    } else {
+        return Converted { format: "native".into(), root, ignored: Vec::new() };
+    };
+    let root = legacy.into_native(&root);
+    Converted { format: format.into(), root, ignored: legacy.ignored }
+}
+
+/// A list whose items are mappings with a `name` (a legacy group list).
+fn is_entry_list(node: &Node) -> bool {
+    node.as_sequence()
+        .is_some_and(|items| !items.is_empty() && items.iter().all(|item| item.get("name").is_some()))
+}
+
+/// An item of the `simple` format: `{name, path, port, enabled, args}`.
+fn is_simple_entry(node: &Node) -> bool {
+    node.get("path").is_some() || node.get("script").is_some()
+}
+
+/// Whether a mapping in `agent_groups` is an agent entry (not a nested group
+/// or a block such as `group_config`).
+fn is_agent_entry(node: &Node) -> bool {
+    ["script_path", "script", "path", "command", "port"].iter().any(|key| node.get(key).is_some())
+}
+
+struct Legacy {
+    /// Native-shaped agent mappings.
+    agents: Vec<Node>,
+    /// Warnings with their line.
+    ignored: Vec<(Problem, usize)>,
+    /// The MainPC launcher passed `--port <port>` to each script.
+    pass_port: bool,
+}
+
+impl Legacy {
+    /// `group: { AgentName: {...}, nested_group: { AgentName: {...} } }`.
+    fn walk_groups(&mut self, path: &str, groups: &Node) {
+        let Some(groups) = groups.as_mapping() else { return };
+        for (group_key, group) in groups {
+            let group_path = format!("{path}.{}", group_key.as_str().unwrap_or_default());
+            if group.is_null() {
+                continue; // an empty group: nothing in it to skip
+            }
+            if group.get("agents").is_some_and(|agents| agents.as_sequence().is_some()) && !group.as_mapping().unwrap_or_default().iter().any(|(_, entry)| is_agent_entry(entry)) {
+                // A `docker_groups` block indented under agent_groups: {description, agents: [names]}.
+                self.ignore(format!("`{group_path}` is a group definition (`agents:` lists names), not agent entries; ignored"), group_key.line);
+                continue;
+            }
+            self.walk_named_map(&group_path, group);
+        }
+    }
+
+    /// `Name: {...}` entries, recursing into nested groups.
+    fn walk_named_map(&mut self, path: &str, map: &Node) {
+        let Some(entries) = map.as_mapping() else {
+            self.ignore(format!("`{path}` is {} and holds no agents", map.kind_name()), map.line);
+            return;
+        };
+        for (key, entry) in entries {
+            let name = key.as_str().unwrap_or_default();
+            let entry_path = format!("{path}.{name}");
+            if entry.as_mapping().is_some() && is_agent_entry(entry) {
+                let agent = self.convert_entry(Some(key), entry);
+                self.agents.push(agent);
+            } else if entry.as_mapping().is_some_and(|inner| !inner.is_empty() && inner.iter().all(|(_, value)| value.as_mapping().is_some())) {
+                self.walk_named_map(&entry_path, entry);
+            } else {
+                self.ignore(format!("`{entry_path}` is not an agent entry (no script_path, command or port); ignored"), key.line);
+            }
+        }
+    }
+
+    /// `- {name: ..., script_path: ...}` entries.
+    fn walk_list(&mut self, path: &str, list: &Node) {
+        let Some(items) = list.as_sequence() else { return };
+        for (index, item) in items.iter().enumerate() {
+            if item.as_mapping().is_some() {
+                let agent = self.convert_entry(None, item);
+                self.agents.push(agent);
+            } else {
+                self.ignore(format!("`{path}[{index}]` is {}, not an agent entry; ignored", item.kind_name()), item.line);
+            }
+        }
+    }
+
+    fn ignore(&mut self, message: String, line: usize) {
+        self.ignored.push((Problem::warning(ProblemKind::Ignored, message), line));
+    }
+
+    /// Renames legacy keys to native ones; unknown keys go under `extra`.
+    fn convert_entry(&mut self, name_key: Option<&Node>, entry: &Node) -> Node {
+        let mut native: Vec<(Node, Node)> = Vec::new();
+        let mut extra: Vec<(Node, Node)> = Vec::new();
+        let mut params: Option<&Node> = None;
+        let mut args: Option<&Node> = None;
+        if let Some(key) = name_key {
+            native.push((Node::scalar_at("name", key), key.clone()));
+        }
+        for (key, value) in entry.as_mapping().unwrap_or_default() {
+            let native_key = match key.as_str().unwrap_or_default() {
+                "name" if name_key.is_none() => "name",
+                "script_path" | "script" | "path" => "script_path",
+                "host" => "host",
+                "port" => "port",
+                "health_check_port" | "health_port" => "health_check_port",
+                "required" | "critical" => "required",
+                "dependencies" | "depends_on" => "dependencies",
+                "config" => "config",
+                "env_vars" | "environment" | "env" => "env",
+                "enabled" => "enabled",
+                "params" => {
+                    params = Some(value);
+                    continue;
+                }
+                "args" => {
+                    args = Some(value);
+                    continue;
+                }
+                _ => {
+                    extra.push((key.clone(), value.clone()));
+                    continue;
+                }
+            };
+            if native.iter().any(|(existing, _)| existing.as_str() == Some(native_key)) {
+                // Two legacy spellings of one key (`script` and `path`): keep the first, pass the other on.
+                extra.push((key.clone(), value.clone()));
+                continue;
+            }
+            native.push((Node::scalar_at(native_key, key), value.clone()));
+        }
+        if let Some(env) = params.and_then(|params| params.get("env_vars")).filter(|env| env.as_mapping().is_some()) {
+            match native.iter_mut().find(|(key, _)| key.as_str() == Some("env")) {
+                Some((_, Node { value: Value::Mapping(existing), .. })) => existing.extend(env.as_mapping().unwrap_or_default().iter().cloned()),
+                _ => native.push((Node::scalar_at("env", env), env.clone())),
+            }
+        }
+        if let Some(arguments) = self.arguments(entry, params, args) {
+            native.push((Node::scalar_at("args", &arguments), arguments));
+        }
+        if !extra.is_empty() {
+            native.push((Node::scalar_at("extra", entry), Node::with_value(Value::Mapping(extra), entry)));
+        }
+        Node::with_value(Value::Mapping(native), entry)
+    }
+
+    /// `--port <port>` (MainPC launcher), then `params` as `--k v` flags, then `args`.
+    fn arguments(&self, entry: &Node, params: Option<&Node>, args: Option<&Node>) -> Option<Node> {
+        let mut items: Vec<Node> = Vec::new();
+        if self.pass_port && entry.get("script_path").is_some() {
+            if let Some(port) = entry.get("port") {
+                items.push(Node::scalar_at("--port", port));
+                items.push(port.clone());
+            }
+        }
+        if let Some(params) = params.and_then(Node::as_mapping) {
+            for (key, value) in params {
+                if key.as_str() == Some("env_vars") && value.as_mapping().is_some() {
+                    continue; // environment, not a flag: see `params_env`
+                }
+                items.push(Node::scalar_at(format!("--{}", key.as_str().unwrap_or_default()), key));
+                match &value.value {
+                    // The legacy launcher passed nested values as their text.
+                    Value::Mapping(_) | Value::Sequence(_) => items.push(Node::scalar_at(value.to_json().to_string(), value)),
+                    Value::Scalar { .. } => items.push(value.clone()),
+                }
+            }
+        }
+        match args {
+            Some(args) if items.is_empty() => return Some(args.clone()),
+            Some(args) => match &args.value {
+                Value::Sequence(list) => items.extend(list.iter().cloned()),
+                Value::Scalar { .. } if args.is_null() => {}
+                _ => items.push(args.clone()),
+            },
+            None => {}
+        }
+        let at = params.or(args).unwrap_or(entry);
+        (!items.is_empty()).then(|| Node::with_value(Value::Sequence(items), at))
+    }
+
+    /// `{defaults: {env}, agents: [...]}` from the legacy root.
+    fn into_native(&mut self, root: &Node) -> Node {
+        let mut env: Vec<(Node, Node)> = Vec::new();
+        let environments = [root.get("global_settings").and_then(|settings| settings.get("environment")), root.get("environment")];
+        for environment in environments.into_iter().flatten() {
+            for (key, value) in environment.as_mapping().unwrap_or_default() {
+                if value.as_mapping().is_none() && value.as_sequence().is_none() {
+                    env.push((key.clone(), value.clone()));
+                }
+            }
+        }
+        let mut top: Vec<(Node, Node)> = Vec::new();
+        if !env.is_empty() {
+            let env_node = Node::with_value(Value::Mapping(env), root);
+            let defaults = Node::with_value(Value::Mapping(vec![(Node::scalar_at("env", root), env_node)]), root);
+            top.push((Node::scalar_at("defaults", root), defaults));
+        }
+        let agents = Node::with_value(Value::Sequence(std::mem::take(&mut self.agents)), root);
+        top.push((Node::scalar_at("agents", root), agents));
+        Node::with_value(Value::Mapping(top), root)
+    }
+}

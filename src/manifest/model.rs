@@ -1,0 +1,243 @@
+//! The validated manifest: the only manifest type the rest of the crate accepts.
+//!
+//! Built by [`crate::manifest::validate`] from the raw (serde) form; nothing
+//! downstream re-checks these values. Durations are already parsed, ports are
+//! in range, commands are already split into argv, and every agent knows the
+//! file and line it came from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where something was written: a file and a 1-based line (and column).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// Every agent of every manifest file given on the command line, as one graph.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    /// Agents in file order (first file first). Names are unique only after
+    /// `check` passed: duplicates are kept here so they can be reported.
+    pub agents: Vec<Agent>,
+    /// The files read, in command-line order.
+    pub files: Vec<SourceFile>,
+    /// What happens to other agents when one restarts (`strategy:` at the top
+    /// level of a native manifest; the first file that sets it wins).
+    pub strategy: Strategy,
+}
+
+/// Restart strategies, as in Erlang/OTP supervisors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Restart only the agent that stopped.
+    #[default]
+    OneForOne,
+    /// Also restart the agents that depend on it (transitively), in dependency order.
+    RestForOne,
+    /// Restart every agent.
+    OneForAll,
+}
+
+impl Manifest {
+    /// The agent called `name`, if any (the first one when names repeat).
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|agent| agent.name == name)
+    }
+}
+
+/// One manifest file as read.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// The format that was detected (`native`, `legacy:agent_groups`, ...).
+    pub format: String,
+    /// The machine this file's agents run on unless they say otherwise.
+    pub host: String,
+    /// The file's text, kept so `check-ports --fix` can edit it in place.
+    pub text: String,
+}
+
+/// One agent, validated.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: String,
+    /// Where the agent's entry starts.
+    pub location: Location,
+    /// The machine the agent runs on (`localhost` unless a manifest says otherwise).
+    pub host: String,
+    /// The address probes and dependents use to reach the agent: `127.0.0.1`
+    /// for agents of a local host (legacy `host: 0.0.0.0` / `localhost`
+    /// entries included), else the host itself.
+    pub address: String,
+    /// The program and its arguments (`script_path` already turned into
+    /// `[interpreter, script_path, args...]`). Empty only when `check`
+    /// reported an error for the agent.
+    pub command: Vec<String>,
+    /// Run `command[0]` through `sh -c` (only when the manifest says `shell: true`).
+    pub shell: bool,
+    pub cwd: Option<PathBuf>,
+    /// Environment added to the supervisor's own, in order.
+    pub env: BTreeMap<String, String>,
+    pub port: Option<u16>,
+    pub health_check_port: Option<u16>,
+    /// Every port this agent uses on its host (service, health, `config:` ports,
+    /// legacy implicit ones), with where each was written.
+    pub ports: Vec<PortUse>,
+    /// Names of the agents that must be ready before this one starts.
+    pub dependencies: Vec<Dependency>,
+    /// A required agent that cannot become ready fails `up`.
+    pub required: bool,
+    /// `enabled: false` agents are planned and checked but never started.
+    pub enabled: bool,
+    pub readiness: Readiness,
+    pub liveness: Option<Liveness>,
+    pub restart: RestartPolicy,
+    pub heartbeat: Heartbeat,
+    pub stop: StopPolicy,
+    /// Free-form `config:` from the manifest, passed through to the agent.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Keys a legacy manifest carried that have no meaning here; kept, not rejected.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// True when the entry came from a legacy `startup_config.yaml` format.
+    pub legacy: bool,
+}
+
+/// A dependency edge as written, with its location for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub name: String,
+    pub location: Location,
+}
+
+/// How a port is used by an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortUse {
+    pub port: u16,
+    /// The field it came from: `port`, `health_check_port`, `config.zmq_port`,
+    /// `health_check_port (implicit: port+1)`, `http health (implicit: health_check_port+1)`.
+    pub field: String,
+    pub kind: PortKind,
+    /// Where the value was written (for implicit ports: where the agent starts).
+    pub location: Location,
+    /// Byte range of the value in the file text, for in-place fixes; `None` for implicit ports.
+    pub span: Option<std::ops::Range<usize>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortKind {
+    /// Written explicitly in the manifest.
+    Explicit,
+    /// Legacy default health port `port + 1`, taken when none is written.
+    ImplicitHealth,
+    /// The legacy base class's HTTP health server at `health_check_port + 1`.
+    /// Real only for agents built on that class, so a clash is a warning.
+    LegacyHttpHealth,
+}
+
+/// A probe target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connect to `host:port` succeeds.
+    Tcp { host: String, port: u16 },
+    /// An HTTP GET answers 2xx.
+    Http { url: String },
+    /// The command exits 0 (argv, no shell).
+    Exec { command: Vec<String> },
+    /// The legacy ZMQ health protocol: REQ `{"action": "health_check"}` to
+    /// `tcp://host:port`, reply `status: ok` (see docs/legacy.md).
+    Zmq { host: String, port: u16 },
+}
+
+/// When an agent counts as ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub check: ReadinessCheck,
+    /// Give up (the agent failed to start) after this long.
+    pub timeout: Duration,
+    /// Time between probe attempts.
+    pub interval: Duration,
+    /// Wait this long after spawn before the first probe.
+    pub initial_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadinessCheck {
+    /// The agent reports READY through the SDK.
+    Sdk,
+    Probe(Probe),
+    /// No probe: ready once it has been running for this long.
+    StartPeriod(Duration),
+}
+
+/// Probing a ready agent to find out whether it hung.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Liveness {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that mean the agent is hung.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartPolicy {
+    pub mode: RestartMode,
+    pub backoff: Backoff,
+    /// More than this many restarts within `within` marks the agent failed;
+    /// `None` means no limit.
+    pub max_restarts: Option<u32>,
+    pub within: Duration,
+    /// The backoff starts over once the agent has stayed up this long.
+    pub reset_after: Duration,
+    /// Exit codes that count as success for `on-failure` (default `[0]`).
+    pub success_codes: Vec<i32>,
+    /// What giving up on a required agent does.
+    pub on_give_up: GiveUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GiveUp {
+    /// Stop everything and exit 1 (for required agents).
+    #[default]
+    Shutdown,
+    /// Mark the agent failed and keep the others running.
+    KeepRunning,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub interval: Duration,
+    pub misses: u32,
+    pub progress_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopPolicy {
+    /// Sent first; SIGKILL follows after `grace`.
+    pub signal: nix::sys::signal::Signal,
+    pub grace: Duration,
+}

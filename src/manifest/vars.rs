@@ -1,0 +1,234 @@
+//! Variable expansion in manifest values: `${VAR}`, `${VAR:-default}`, `$$`
+//! for a literal `$`, the legacy port arithmetic `${PORT_OFFSET}+7200`, and the
+//! legacy boolean expression `${X:-false} == 'false'`.
+//!
+//! Owns the variable grammar and where values come from (environment, then
+//! `--env-file`, then built-in defaults). Values are never expanded again, so
+//! a variable that names another cannot loop.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::yaml::{Node, Value};
+
+/// Variables that have a value even when unset, as the legacy launchers gave them.
+const BUILT_IN_DEFAULTS: &[(&str, &str)] = &[
+    // Every legacy launcher treated an unset offset as 0.
+    ("PORT_OFFSET", "0"),
+    // `PYTHONPATH: ${PYTHONPATH}:...` extends an inherited path that may be unset.
+    ("PYTHONPATH", ""),
+];
+
+/// The values `${VAR}` can take.
+#[derive(Debug, Clone, Default)]
+pub struct Variables {
+    values: HashMap<String, String>,
+}
+
+impl Variables {
+    /// `environment` (or the process environment), overridden by the dotenv
+    /// file's values.
+    pub fn new(environment: Option<&HashMap<String, String>>, env_file: Option<&Path>) -> Result<Variables, String> {
+        let mut values: HashMap<String, String> = match environment {
+            Some(map) => map.clone(),
+            None => std::env::vars().collect(),
+        };
+        if let Some(path) = env_file {
+            let entries = dotenvy::from_path_iter(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            for entry in entries {
+                let (key, value) = entry.map_err(|error| format!("{}: {error}", path.display()))?;
+                values.insert(key, value);
+            }
+        }
+        if !values.contains_key("PWD") {
+            if let Ok(dir) = std::env::current_dir() {
+                values.insert("PWD".into(), dir.display().to_string());
+            }
+        }
+        Ok(Variables { values })
+    }
+
+    /// Variables from a fixed list (tests).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Variables {
+        Variables { values: pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect() }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| BUILT_IN_DEFAULTS.iter().find(|(key, _)| *key == name).map(|(_, value)| *value))
+    }
+}
+
+/// What a scalar became after expansion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expanded {
+    Text(String),
+    /// `${PORT_OFFSET}+7200`.
+    Integer(i64),
+    /// `${X:-false} == 'false'`.
+    Boolean(bool),
+}
+
+/// Expands one scalar. Errors name the variable (or the bad arithmetic).
+pub fn expand(text: &str, variables: &Variables) -> Result<Expanded, String> {
+    if let Some((left, right)) = split_arithmetic(text) {
+        let value = substitute(left, variables)?;
+        let base: i64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{left}` is `{value}`, not a whole number, in `{text}`"))?;
+        let offset: i64 = right.parse().map_err(|_| format!("`{right}` is not a whole number in `{text}`"))?;
+        return base
+            .checked_add(offset)
+            .map(Expanded::Integer)
+            .ok_or_else(|| format!("`{text}` overflows"));
+    }
+    if let Some((left, equal, literal)) = split_comparison(text) {
+        let value = substitute(left, variables)?;
+        let value = value.trim().trim_matches(|c| c == '\'' || c == '"');
+        return Ok(Expanded::Boolean((value == literal) == equal));
+    }
+    substitute(text, variables).map(Expanded::Text)
+}
+
+/// `${NAME}+123` with nothing else around it.
+fn split_arithmetic(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim();
+    let (left, right) = text.rsplit_once('+')?;
+    let is_reference = left.starts_with("${") && left.ends_with('}') && left[2..].find('}') == Some(left.len() - 3);
+    (is_reference && !right.is_empty() && right.bytes().all(|byte| byte.is_ascii_digit())).then_some((left, right))
+}
+
+/// `<something with ${..}> == 'literal'` (or `!=`, or double quotes).
+fn split_comparison(text: &str) -> Option<(&str, bool, &str)> {
+    if !text.contains("${") {
+        return None;
+    }
+    let text = text.trim();
+    let quote = text.chars().last().filter(|c| *c == '\'' || *c == '"')?;
+    let body = &text[..text.len() - 1];
+    let start = body.rfind(quote)?;
+    let literal = &body[start + 1..];
+    let before = body[..start].trim_end();
+    let (left, equal) = if let Some(left) = before.strip_suffix("==") {
+        (left, true)
+    } else if let Some(left) = before.strip_suffix("!=") {
+        (left, false)
+    } else {
+        return None;
+    };
+    Some((left.trim(), equal, literal))
+}
+
+/// Replaces every `${NAME}` / `${NAME:-default}` and `$$`.
+fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(position) = rest.find('$') {
+        out.push_str(&rest[..position]);
+        let after = &rest[position + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
+            let reference = &inner[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (reference, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{reference}}}` is not a variable reference (expected ${{NAME}} or ${{NAME:-default}})"));
+            }
+            match (variables.get(name), default) {
+                // `:-` also replaces an empty value, as in the shell.
+                (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
+                (Some(value), _) => out.push_str(value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => return Err(format!("variable `{name}` is not set and has no default (write `${{{name}:-default}}` or set it)")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            // A lone `$` (as in a shell command) stays as written.
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Expands every scalar under `node` (not mapping keys). Returns each failure
+/// with the node it happened at.
+pub fn expand_tree(node: &mut Node, variables: &Variables, errors: &mut Vec<(String, usize, usize)>) {
+    match &mut node.value {
+        Value::Scalar { text, plain } => {
+            if !text.contains('$') {
+                return;
+            }
+            match expand(text, variables) {
+                Ok(Expanded::Text(value)) => *text = value,
+                Ok(Expanded::Integer(value)) => {
+                    *text = value.to_string();
+                    *plain = true;
+                }
+                Ok(Expanded::Boolean(value)) => {
+                    *text = value.to_string();
+                    *plain = true;
+                }
+                Err(message) => errors.push((message, node.line, node.column)),
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(|item| expand_tree(item, variables, errors)),
+        Value::Mapping(entries) => entries.iter_mut().for_each(|(_, value)| expand_tree(value, variables, errors)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Variables {
+        Variables::from_pairs(&[("HOST", "10.0.0.2"), ("OFFSET", "100"), ("EMPTY", ""), ("WORD", "abc")])
+    }
+
+    #[test]
+    fn plain_references_and_defaults() {
+        assert_eq!(expand("tcp://${HOST}:1", &vars()), Ok(Expanded::Text("tcp://10.0.0.2:1".into())));
+        assert_eq!(expand("${MISSING:-redis}", &vars()), Ok(Expanded::Text("redis".into())));
+        assert_eq!(expand("${EMPTY:-fallback}", &vars()), Ok(Expanded::Text("fallback".into())));
+        assert_eq!(expand("cost $$5 and $PATH", &vars()), Ok(Expanded::Text("cost $5 and $PATH".into())));
+    }
+
+    #[test]
+    fn unset_variables_are_errors_naming_them() {
+        let error = expand("${NOPE}", &vars()).unwrap_err();
+        assert!(error.contains("`NOPE` is not set"), "{error}");
+        assert!(expand("${NOT CLOSED", &vars()).is_err());
+        assert!(expand("${}", &vars()).is_err());
+    }
+
+    #[test]
+    fn port_arithmetic_gives_an_integer() {
+        assert_eq!(expand("${PORT_OFFSET}+7200", &vars()), Ok(Expanded::Integer(7200)));
+        assert_eq!(expand("${OFFSET}+7200", &vars()), Ok(Expanded::Integer(7300)));
+        assert!(expand("${WORD}+1", &vars()).unwrap_err().contains("not a whole number"));
+        assert_eq!(expand("a+1", &vars()), Ok(Expanded::Text("a+1".into())));
+    }
+
+    #[test]
+    fn legacy_boolean_expressions_are_evaluated() {
+        assert_eq!(expand("${RTAP_ENABLED:-false} == 'false'", &vars()), Ok(Expanded::Boolean(true)));
+        let enabled = Variables::from_pairs(&[("RTAP_ENABLED", "true")]);
+        assert_eq!(expand("${RTAP_ENABLED:-false} == 'false'", &enabled), Ok(Expanded::Boolean(false)));
+        assert_eq!(expand("${RTAP_ENABLED:-false} != \"false\"", &enabled), Ok(Expanded::Boolean(true)));
+    }
+
+    #[test]
+    fn values_are_not_expanded_twice() {
+        let looping = Variables::from_pairs(&[("A", "${B}"), ("B", "${A}")]);
+        assert_eq!(expand("${A}", &looping), Ok(Expanded::Text("${B}".into())));
+    }
+}

@@ -1,0 +1,324 @@
+//! Spawning, signalling and reaping agent processes.
+//!
+//! Owns the OS side of an agent run: the [`Spawner`] trait the supervisor
+//! calls (so tests can use a fake one with a paused clock), the real
+//! [`ProcessSpawner`], and the output pump that writes each agent's
+//! stdout/stderr to its rotated log file and the console ([`log`]).
+//!
+//! Does not own any decision: when to start, restart or stop an agent is the
+//! supervisor's (`crate::supervisor`); this module only reports what happened
+//! through a [`Reporter`].
+//!
+//! Every child gets its own process group (so a signal reaches its
+//! grandchildren too), `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the
+//! supervisor) and `kill_on_drop`. Children are spawned from one long-lived
+//! thread, never from `spawn_blocking`: PDEATHSIG fires when the *thread* that
+//! forked the child exits, and blocking-pool threads idle out (see
+//! `shared/notes/crates.md`). When a child's leader exits, the rest of its
+//! process group is killed so no grandchild is left behind.
+
+pub mod log;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+
+pub use log::{Console, LogTarget};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal (number).
+    Signaled(i32),
+}
+
+impl std::fmt::Display for Termination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Termination::Code(code) => write!(f, "exited with code {code}"),
+            Termination::Signaled(number) => match Signal::try_from(*number) {
+                Ok(signal) => write!(f, "killed by {}", signal.as_str()),
+                Err(_) => write!(f, "killed by signal {number}"),
+            },
+        }
+    }
+}
+
+impl From<std::process::ExitStatus> for Termination {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Termination::Code(code),
+            (None, Some(signal)) => Termination::Signaled(signal),
+            // Neither a code nor a signal cannot happen on Unix for a reaped child.
+            (None, None) => Termination::Code(-1),
+        }
+    }
+}
+
+/// What happened to one spawned process, in this order: `Spawned` or
+/// `SpawnFailed`, then (after `Spawned`) exactly one `Exited`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessEvent {
+    Spawned { pid: u32 },
+    SpawnFailed { error: String },
+    Exited { termination: Termination },
+}
+
+/// Called from the spawner's thread for each [`ProcessEvent`] of one run.
+pub type Reporter = Box<dyn Fn(ProcessEvent) + Send + Sync>;
+
+/// Everything needed to start one run of an agent.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnSpec {
+    /// The agent name (for logs and the console prefix).
+    pub name: String,
+    /// The program and its arguments; never empty.
+    pub argv: Vec<String>,
+    /// Run `argv[0]` through `sh -c`.
+    pub shell: bool,
+    pub cwd: Option<PathBuf>,
+    /// Added to the supervisor's own environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Where stdout/stderr are written; `None` discards them (unless `console`).
+    pub log: Option<LogTarget>,
+    /// Copy every output line to the console with a `name |` prefix.
+    pub console: Option<Console>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start agent `{agent}` ({program}): {source}")]
+    Start { agent: String, program: String, source: std::io::Error },
+    #[error("cannot signal process group {pid} with {signal}: {source}")]
+    Signal { pid: u32, signal: Signal, source: nix::Error },
+    #[error("the spawner thread is gone")]
+    SpawnerGone,
+    #[error("cannot start the spawner thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Starts and signals agent processes. The supervisor loop is its only user.
+pub trait Spawner: Send + 'static {
+    /// Starts a process; everything that happens to it goes to `report`. Must
+    /// not block: the real spawner hands the request to its own thread.
+    fn spawn(&mut self, spec: SpawnSpec, report: Reporter);
+
+    /// Sends `signal` to the whole process group led by `pid`.
+    fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError>;
+}
+
+/// A request for the spawner thread.
+struct Request {
+    spec: SpawnSpec,
+    report: Reporter,
+}
+
+/// The real [`Spawner`]: forks from one dedicated, long-lived thread that
+/// also reaps the children and pumps their output.
+pub struct ProcessSpawner {
+    /// The spawner thread holds the receiving end; dropping this sender ends
+    /// the thread, which kills whatever children are still running.
+    requests: mpsc::UnboundedSender<Request>,
+    /// Joined on drop so every child is reaped before the supervisor returns.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProcessSpawner {
+    pub fn start() -> Result<ProcessSpawner, SpawnError> {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(SpawnError::Thread)?;
+        let thread = std::thread::Builder::new()
+            .name("agent-spawner".into())
+            .spawn(move || runtime.block_on(run_spawner(receiver)))
+            .map_err(SpawnError::Thread)?;
+        Ok(ProcessSpawner { requests, thread: Some(thread) })
+    }
+}
+
+impl Drop for ProcessSpawner {
+    fn drop(&mut self) {
+        // Closing the channel ends `run_spawner`; the join waits for it.
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.requests, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Spawner for ProcessSpawner {
+    fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
+        if let Err(mpsc::error::SendError(request)) = self.requests.send(Request { spec, report }) {
+            (request.report)(ProcessEvent::SpawnFailed { error: SpawnError::SpawnerGone.to_string() });
+        }
+    }
+
+    fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
+        signal_group(pid, signal)
+    }
+}
+
+/// `killpg(pid, signal)`; a group that is already gone is not an error.
+pub fn signal_group(pid: u32, signal: Signal) -> Result<(), SpawnError> {
+    let group = Pid::from_raw(pid as i32);
+    match nix::sys::signal::killpg(group, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(SpawnError::Signal { pid, signal, source }),
+    }
+}
+
+/// The spawner thread's body: one task per child (wait + output), until the
+/// request channel closes and every child has been reaped.
+async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>) {
+    let children = tokio_util::task::TaskTracker::new();
+    while let Some(Request { spec, report }) = requests.recv().await {
+        match start(&spec) {
+            Ok(child) => {
+                children.spawn(supervise_child(child, spec, report));
+            }
+            Err(error) => report(ProcessEvent::SpawnFailed { error: error.to_string() }),
+        }
+    }
+    // The supervisor is gone; children it did not stop die with their group.
+    children.close();
+    children.wait().await;
+}
+
+/// Kills the process group when dropped: after the leader exits (grandchildren
+/// left behind) and when the task is dropped with the child still running.
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = signal_group(self.0, Signal::SIGKILL);
+    }
+}
+
+async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, report: Reporter) {
+    let Some(pid) = child.id() else {
+        report(ProcessEvent::SpawnFailed { error: "the child exited before it got a pid".into() });
+        return;
+    };
+    let guard = GroupGuard(pid);
+    report(ProcessEvent::Spawned { pid });
+    let output = log::pump(child.stdout.take(), child.stderr.take(), &spec);
+    let status = child.wait().await;
+    drop(guard);
+    let termination = match status {
+        Ok(status) => Termination::from(status),
+        Err(_) => Termination::Code(-1),
+    };
+    report(ProcessEvent::Exited { termination });
+    // The group is dead, so the pipes reach end of file soon.
+    output.await;
+}
+
+/// Forks and execs one child with its own process group and PDEATHSIG.
+fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
+    let (program, args): (&str, &[String]) = if spec.shell {
+        ("sh", &[])
+    } else {
+        (spec.argv[0].as_str(), &spec.argv[1..])
+    };
+    let mut command = tokio::process::Command::new(program);
+    if spec.shell {
+        command.arg("-c").arg(&spec.argv[0]);
+    } else {
+        command.args(args);
+    }
+    command
+        .envs(spec.env.iter().map(|(key, value)| (key, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The parent may have died before prctl took effect.
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(std::io::Error::other("the supervisor exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|source| SpawnError::Start {
+        agent: spec.name.clone(),
+        program: program.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn collect() -> (Reporter, Arc<Mutex<Vec<ProcessEvent>>>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        (Box::new(move |event| sink.lock().unwrap().push(event)), events)
+    }
+
+    fn wait_for(events: &Arc<Mutex<Vec<ProcessEvent>>>, count: usize) -> Vec<ProcessEvent> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = events.lock().unwrap().clone();
+            if seen.len() >= count {
+                return seen;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {count} events, got {seen:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_child_is_spawned_reaped_and_reports_its_code() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        let (report, events) = collect();
+        spawner.spawn(
+            SpawnSpec { name: "t".into(), argv: vec!["exit 7".into()], shell: true, ..Default::default() },
+            report,
+        );
+        let seen = wait_for(&events, 2);
+        assert!(matches!(seen[0], ProcessEvent::Spawned { .. }));
+        assert_eq!(seen[1], ProcessEvent::Exited { termination: Termination::Code(7) });
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_failure() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        let (report, events) = collect();
+        spawner.spawn(SpawnSpec { name: "t".into(), argv: vec!["/nonexistent/x".into()], ..Default::default() }, report);
+        let seen = wait_for(&events, 1);
+        assert!(matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("/nonexistent/x")));
+    }
+
+    #[test]
+    fn a_signal_reaches_the_group() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        let (report, events) = collect();
+        spawner.spawn(SpawnSpec { name: "t".into(), argv: vec!["sleep".into(), "30".into()], ..Default::default() }, report);
+        let ProcessEvent::Spawned { pid } = wait_for(&events, 1)[0] else { panic!("not spawned") };
+        spawner.signal_group(pid, Signal::SIGTERM).unwrap();
+        let seen = wait_for(&events, 2);
+        assert_eq!(seen[1], ProcessEvent::Exited { termination: Termination::Signaled(15) });
+    }
+}

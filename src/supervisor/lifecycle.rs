@@ -1,0 +1,1044 @@
+//! The pure heart of the supervisor: the agent table and
+//! [`Lifecycle::apply`]`(event, now) -> Vec<Action>`.
+//!
+//! Owns every agent's state, run generation, pid, timers (readiness timeout,
+//! start period, restart delay, stop grace), stop intent and restart
+//! bookkeeping. Does no I/O and never reads the clock: the run loop in
+//! [`super`] feeds it events with `now`, performs the actions it returns and
+//! sleeps until [`Lifecycle::next_deadline`].
+//!
+//! Rules it implements:
+//! - an agent starts the moment all its dependencies are `Ready` (never level
+//!   by level); with `sequential` (benchmark baseline) one at a time in plan
+//!   order;
+//! - a dependency that failed, was blocked or stopped for good blocks its
+//!   pending dependents;
+//! - stops go in reverse dependency order: an agent asked to stop for
+//!   shutdown or a strategy restart is signalled only once none of its
+//!   dependents is alive; a hung or never-ready agent is stopped at once;
+//! - restarts follow [`super::restart`]; strategies `rest_for_one` and
+//!   `one_for_all` requeue the affected agents, which start again when their
+//!   dependencies are ready;
+//! - a required agent that fails (with `on_give_up: shutdown`) shuts
+//!   everything down and becomes the [`Outcome`]'s failure.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::event::{Action, AgentId, AgentStatus, Event, Failure, Outcome, StatusSnapshot};
+use super::restart::{Decision, Jitter, RestartTracker};
+use super::state::{AgentState, allowed};
+use crate::manifest::{Agent, GiveUp, ReadinessCheck, Strategy};
+use crate::process::Termination;
+
+/// With an `sdk` readiness check and no SDK yet, an agent counts as ready
+/// after running this long.
+const SDK_FALLBACK_START_PERIOD: Duration = Duration::from_secs(1);
+
+/// One agent as the supervisor runs it.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub agent: Agent,
+    /// Runs on another host: never spawned, only probed until ready so its
+    /// local dependents can start.
+    pub remote: bool,
+}
+
+/// Why an agent is being stopped; decides where its exit leads.
+#[derive(Debug, Clone, PartialEq)]
+enum StopIntent {
+    /// The supervisor is shutting down: -> `Stopped`.
+    Shutdown,
+    /// Restarted because of an agent it depends on (strategy): -> `Pending`.
+    Requeue,
+    /// Hung (liveness): killed, then restarted under its policy.
+    Restart(String),
+    /// Cannot become ready: -> `Failed`.
+    GiveUp(String),
+}
+
+impl StopIntent {
+    /// Shutdown and requeue wait for dependents to stop first.
+    fn waits_for_dependents(&self) -> bool {
+        matches!(self, StopIntent::Shutdown | StopIntent::Requeue)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    spec: AgentSpec,
+    dependencies: Vec<AgentId>,
+    dependents: Vec<AgentId>,
+    state: AgentState,
+    /// Spawn generation; events carrying an older one are stale.
+    run: u64,
+    pid: Option<u32>,
+    spawned_at: Option<Instant>,
+    ready_this_run: bool,
+    first_ready: Option<Instant>,
+    time_to_ready: Option<Duration>,
+    ready_deadline: Option<Instant>,
+    start_period_deadline: Option<Instant>,
+    restart_at: Option<Instant>,
+    kill_at: Option<Instant>,
+    stop: Option<StopIntent>,
+    liveness_failures: u32,
+    restarts: RestartTracker,
+    reason: Option<String>,
+}
+
+impl Record {
+    fn name(&self) -> &str {
+        &self.spec.agent.name
+    }
+
+    /// Has (or is about to have) a process of its own.
+    fn alive(&self) -> bool {
+        !self.spec.remote && matches!(self.state, AgentState::Starting | AgentState::Ready | AgentState::Stopping)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Running,
+    ShuttingDown { forced: bool },
+}
+
+/// The agent table and its transition function.
+#[derive(Debug)]
+pub struct Lifecycle {
+    agents: Vec<Record>,
+    /// Agent ids in a valid start order (dependencies first).
+    order: Vec<AgentId>,
+    strategy: Strategy,
+    sequential: bool,
+    mode: Mode,
+    failure: Option<Failure>,
+    started: Instant,
+    all_ready_after: Option<Duration>,
+    jitter: Jitter,
+    finished: bool,
+}
+
+impl Lifecycle {
+    /// `agents` in any order; dependencies on names not in the list (disabled
+    /// agents, agents of other hosts nobody here needs) are ignored.
+    pub fn new(agents: Vec<AgentSpec>, strategy: Strategy, sequential: bool, now: Instant, jitter: Jitter) -> Lifecycle {
+        let index = |name: &str| agents.iter().position(|spec| spec.agent.name == name);
+        let dependencies: Vec<Vec<AgentId>> = agents
+            .iter()
+            .map(|spec| {
+                let mut ids: Vec<AgentId> =
+                    spec.agent.dependencies.iter().filter_map(|dependency| index(&dependency.name)).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            })
+            .collect();
+        let mut dependents = vec![Vec::new(); agents.len()];
+        for (id, list) in dependencies.iter().enumerate() {
+            for dependency in list {
+                dependents[*dependency].push(id);
+            }
+        }
+        let order = start_order(&dependencies);
+        let agents = agents
+            .into_iter()
+            .zip(dependencies)
+            .zip(dependents)
+            .map(|((spec, dependencies), dependents)| Record {
+                spec,
+                dependencies,
+                dependents,
+                state: AgentState::Pending,
+                run: 0,
+                pid: None,
+                spawned_at: None,
+                ready_this_run: false,
+                first_ready: None,
+                time_to_ready: None,
+                ready_deadline: None,
+                start_period_deadline: None,
+                restart_at: None,
+                kill_at: None,
+                stop: None,
+                liveness_failures: 0,
+                restarts: RestartTracker::default(),
+                reason: None,
+            })
+            .collect();
+        Lifecycle {
+            agents,
+            order,
+            strategy,
+            sequential,
+            mode: Mode::Running,
+            failure: None,
+            started: now,
+            all_ready_after: None,
+            jitter,
+            finished: false,
+        }
+    }
+
+    pub fn spec(&self, agent: AgentId) -> &AgentSpec {
+        &self.agents[agent].spec
+    }
+
+    pub fn state(&self, agent: AgentId) -> AgentState {
+        self.agents[agent].state
+    }
+
+    pub fn id(&self, name: &str) -> Option<AgentId> {
+        self.agents.iter().position(|record| record.name() == name)
+    }
+
+    /// The agents' ids in start order.
+    pub fn order(&self) -> &[AgentId] {
+        &self.order
+    }
+
+    /// The dependencies of `agent` that are in the table.
+    pub fn dependencies(&self, agent: AgentId) -> &[AgentId] {
+        &self.agents[agent].dependencies
+    }
+
+    /// Call right after construction: starts the agents without dependencies.
+    pub fn begin(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.progress(now, &mut actions);
+        actions
+    }
+
+    /// Applies one event and returns what the run loop must do.
+    pub fn apply(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.finished {
+            return actions;
+        }
+        match event {
+            Event::Spawned { agent, run, pid } => {
+                if self.current(agent, run) {
+                    self.agents[agent].pid = Some(pid);
+                }
+            }
+            Event::SpawnFailed { agent, run, error } => {
+                if self.current(agent, run) && self.agents[agent].state == AgentState::Starting {
+                    actions.push(Action::CancelWatchers { agent });
+                    if self.agents[agent].stop == Some(StopIntent::Shutdown) {
+                        self.transition(agent, AgentState::Stopped);
+                    } else {
+                        self.fail(agent, format!("cannot be started: {error}"), &mut actions);
+                    }
+                }
+            }
+            Event::Exited { agent, run, termination } => {
+                if self.current(agent, run) {
+                    self.on_exit(agent, termination, now, &mut actions);
+                }
+            }
+            Event::ReadinessPassed { agent, run } => {
+                let record = &self.agents[agent];
+                if self.current(agent, run) && record.state == AgentState::Starting && record.stop.is_none() {
+                    self.become_ready(agent, now, &mut actions);
+                }
+            }
+            Event::LivenessProbed { agent, run, result } => {
+                if self.current(agent, run) {
+                    self.on_liveness(agent, result, &mut actions);
+                }
+            }
+            Event::DeadlineReached => self.on_deadlines(now, &mut actions),
+            Event::ShutdownRequested { force } => self.shutdown(None, force, &mut actions),
+        }
+        self.progress(now, &mut actions);
+        actions
+    }
+
+    /// The earliest timer of any agent.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.agents
+            .iter()
+            .flat_map(|record| [record.ready_deadline, record.start_period_deadline, record.restart_at, record.kill_at])
+            .flatten()
+            .min()
+    }
+
+    pub fn snapshot(&self) -> StatusSnapshot {
+        StatusSnapshot {
+            started: self.started,
+            agents: self
+                .agents
+                .iter()
+                .map(|record| AgentStatus {
+                    name: record.name().to_string(),
+                    state: record.state,
+                    remote: record.spec.remote,
+                    required: record.spec.agent.required,
+                    pid: record.pid,
+                    restarts: record.restarts.total,
+                    ready_at: record.first_ready.map(|at| at.duration_since(self.started)),
+                    time_to_ready: record.time_to_ready,
+                    waiting_on: if record.state == AgentState::Pending {
+                        record
+                            .dependencies
+                            .iter()
+                            .filter(|dependency| self.agents[**dependency].state != AgentState::Ready)
+                            .map(|dependency| self.agents[*dependency].name().to_string())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    reason: record.reason.clone(),
+                })
+                .collect(),
+            all_ready_after: self.all_ready_after,
+            shutting_down: self.mode != Mode::Running,
+        }
+    }
+
+    fn current(&self, agent: AgentId, run: u64) -> bool {
+        self.agents.get(agent).is_some_and(|record| record.run == run)
+    }
+
+    /// Changes state, enforcing the table of `state.rs`, and drops the timers
+    /// that belong to the old state.
+    fn transition(&mut self, agent: AgentId, to: AgentState) {
+        let record = &mut self.agents[agent];
+        let from = record.state;
+        if !allowed(from, to) {
+            tracing::error!(agent = record.name(), %from, %to, "illegal state transition (bug)");
+            debug_assert!(false, "illegal transition {from:?} -> {to:?} for {}", record.spec.agent.name);
+            return;
+        }
+        tracing::debug!(agent = record.name(), %from, %to, "transition");
+        record.state = to;
+        record.ready_deadline = None;
+        record.start_period_deadline = None;
+        record.restart_at = None;
+        if to != AgentState::Stopping {
+            record.kill_at = None;
+        }
+        if matches!(to, AgentState::Pending | AgentState::Blocked | AgentState::BackingOff | AgentState::Stopped | AgentState::Failed) {
+            record.stop = None;
+        }
+    }
+
+    fn start(&mut self, agent: AgentId, now: Instant, actions: &mut Vec<Action>) {
+        self.transition(agent, AgentState::Starting);
+        let record = &mut self.agents[agent];
+        record.run += 1;
+        record.pid = None;
+        record.spawned_at = Some(now);
+        record.ready_this_run = false;
+        record.liveness_failures = 0;
+        let run = record.run;
+        let readiness = record.spec.agent.readiness.clone();
+        record.ready_deadline = Some(now + readiness.timeout);
+        tracing::info!(agent = record.name(), run, remote = record.spec.remote, "starting");
+        if !record.spec.remote {
+            actions.push(Action::Spawn { agent, run });
+        }
+        match readiness.check {
+            ReadinessCheck::Probe(_) => actions.push(Action::WatchReadiness { agent, run }),
+            // Nothing to observe on another host without a probe.
+            _ if record.spec.remote => self.become_ready(agent, now, actions),
+            ReadinessCheck::StartPeriod(period) => record.start_period_deadline = Some(now + period),
+            ReadinessCheck::Sdk => record.start_period_deadline = Some(now + SDK_FALLBACK_START_PERIOD),
+        }
+    }
+
+    fn become_ready(&mut self, agent: AgentId, now: Instant, actions: &mut Vec<Action>) {
+        self.transition(agent, AgentState::Ready);
+        let record = &mut self.agents[agent];
+        record.ready_this_run = true;
+        record.first_ready.get_or_insert(now);
+        let took = now.duration_since(record.spawned_at.unwrap_or(now));
+        record.time_to_ready = Some(took);
+        tracing::info!(agent = record.name(), "ready after {}", format_duration(took));
+        if !record.spec.remote && record.spec.agent.liveness.is_some() {
+            actions.push(Action::WatchLiveness { agent, run: record.run });
+        }
+    }
+
+    fn on_liveness(&mut self, agent: AgentId, result: Result<(), String>, actions: &mut Vec<Action>) {
+        let record = &mut self.agents[agent];
+        if record.state != AgentState::Ready || record.stop.is_some() {
+            return;
+        }
+        let Some(liveness) = &record.spec.agent.liveness else { return };
+        match result {
+            Ok(()) => record.liveness_failures = 0,
+            Err(error) => {
+                record.liveness_failures += 1;
+                tracing::warn!(agent = record.name(), failures = record.liveness_failures, %error, "liveness probe failed");
+                if record.liveness_failures >= liveness.failures.max(1) {
+                    let reason = format!("hung: liveness probe failed {} times in a row ({error})", record.liveness_failures);
+                    record.stop = Some(StopIntent::Restart(reason));
+                    actions.push(Action::CancelWatchers { agent });
+                }
+            }
+        }
+    }
+
+    fn on_deadlines(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for agent in 0..self.agents.len() {
+            let record = &mut self.agents[agent];
+            let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
+            match record.state {
+                AgentState::Starting if record.stop.is_none() && due(record.ready_deadline) => {
+                    let reason = format!("not ready within {}", format_duration(record.spec.agent.readiness.timeout));
+                    record.ready_deadline = None;
+                    actions.push(Action::CancelWatchers { agent });
+                    if record.spec.remote {
+                        self.fail(agent, reason, actions);
+                    } else {
+                        record.stop = Some(StopIntent::GiveUp(reason));
+                    }
+                }
+                AgentState::Starting if record.stop.is_none() && due(record.start_period_deadline) => {
+                    self.become_ready(agent, now, actions);
+                }
+                AgentState::BackingOff if due(record.restart_at) => {
+                    if self.dependencies_ready(agent) {
+                        self.start(agent, now, actions);
+                    } else {
+                        self.transition(agent, AgentState::Pending);
+                    }
+                }
+                AgentState::Stopping if due(record.kill_at) => {
+                    record.kill_at = None;
+                    if let Some(pid) = record.pid {
+                        tracing::warn!(agent = record.name(), "did not stop within its grace; sending SIGKILL");
+                        actions.push(Action::Signal { agent, run: record.run, pid, signal: Signal::SIGKILL });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_exit(&mut self, agent: AgentId, termination: Termination, now: Instant, actions: &mut Vec<Action>) {
+        let record = &mut self.agents[agent];
+        record.pid = None;
+        actions.push(Action::CancelWatchers { agent });
+        let intent = record.stop.take();
+        tracing::info!(agent = record.name(), state = %record.state, "{termination}");
+        match intent {
+            Some(StopIntent::Shutdown) => {
+                record.reason = Some(format!("{termination} (stopped)"));
+                self.transition(agent, AgentState::Stopped);
+            }
+            Some(StopIntent::Requeue) if self.mode == Mode::Running => {
+                record.reason = Some(format!("{termination} (restarted with a dependency)"));
+                self.transition(agent, AgentState::Pending);
+            }
+            Some(StopIntent::Requeue) => self.transition(agent, AgentState::Stopped),
+            Some(StopIntent::GiveUp(reason)) => self.fail(agent, reason, actions),
+            Some(StopIntent::Restart(reason)) => self.decide_restart(agent, termination, true, reason, now, actions),
+            None => self.decide_restart(agent, termination, false, termination.to_string(), now, actions),
+        }
+    }
+
+    fn decide_restart(
+        &mut self,
+        agent: AgentId,
+        termination: Termination,
+        failed: bool,
+        reason: String,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.mode != Mode::Running {
+            self.transition(agent, AgentState::Stopped);
+            return;
+        }
+        let jitter = self.jitter.next();
+        let record = &mut self.agents[agent];
+        let uptime = now.duration_since(record.spawned_at.unwrap_or(now));
+        let policy = record.spec.agent.restart.clone();
+        match record.restarts.on_exit(&policy, termination, failed, uptime, now, jitter) {
+            Decision::Done => {
+                tracing::info!(agent = record.name(), "{reason}; not restarted (restart policy)");
+                record.reason = Some(reason);
+                self.transition(agent, AgentState::Stopped);
+            }
+            Decision::Restart { delay } => {
+                tracing::warn!(agent = record.name(), "{reason}; restarting in {}", format_duration(delay));
+                record.reason = Some(reason);
+                self.transition(agent, AgentState::BackingOff);
+                self.agents[agent].restart_at = Some(now + delay);
+                self.apply_strategy(agent);
+            }
+            Decision::GiveUp { reason } => self.fail(agent, reason, actions),
+        }
+    }
+
+    /// What a restart of `agent` does to the others.
+    fn apply_strategy(&mut self, agent: AgentId) {
+        let affected: Vec<AgentId> = match self.strategy {
+            Strategy::OneForOne => {
+                for dependent in &self.agents[agent].dependents {
+                    let record = &self.agents[*dependent];
+                    if record.alive() {
+                        tracing::warn!(agent = record.name(), "dependency `{}` is down", self.agents[agent].name());
+                    }
+                }
+                Vec::new()
+            }
+            Strategy::RestForOne => self.transitive_dependents(agent),
+            Strategy::OneForAll => (0..self.agents.len()).filter(|other| *other != agent).collect(),
+        };
+        for other in affected {
+            let record = &mut self.agents[other];
+            if matches!(record.state, AgentState::Starting | AgentState::Ready) && record.stop.is_none() {
+                record.stop = Some(StopIntent::Requeue);
+            }
+        }
+    }
+
+    fn transitive_dependents(&self, agent: AgentId) -> Vec<AgentId> {
+        let mut found = vec![false; self.agents.len()];
+        let mut stack = vec![agent];
+        while let Some(next) = stack.pop() {
+            for dependent in &self.agents[next].dependents {
+                if !found[*dependent] {
+                    found[*dependent] = true;
+                    stack.push(*dependent);
+                }
+            }
+        }
+        (0..self.agents.len()).filter(|id| found[*id]).collect()
+    }
+
+    fn fail(&mut self, agent: AgentId, reason: String, actions: &mut Vec<Action>) {
+        self.transition(agent, AgentState::Failed);
+        let record = &mut self.agents[agent];
+        record.reason = Some(reason.clone());
+        let required = record.spec.agent.required && record.spec.agent.restart.on_give_up == GiveUp::Shutdown;
+        if required && self.mode == Mode::Running {
+            tracing::error!(agent = record.name(), "required agent failed: {reason}; stopping everything");
+            let failure = Failure { agent: record.name().to_string(), reason };
+            self.shutdown(Some(failure), false, actions);
+        } else {
+            tracing::error!(agent = record.name(), "agent failed: {reason}; its dependents will not start");
+        }
+    }
+
+    fn shutdown(&mut self, failure: Option<Failure>, force: bool, actions: &mut Vec<Action>) {
+        if self.failure.is_none() {
+            self.failure = failure;
+        }
+        if let Mode::ShuttingDown { forced } = self.mode {
+            if force && !forced {
+                self.mode = Mode::ShuttingDown { forced: true };
+                tracing::warn!("second stop request: killing every agent now");
+                for (agent, record) in self.agents.iter_mut().enumerate() {
+                    if let (AgentState::Stopping, Some(pid)) = (record.state, record.pid) {
+                        record.kill_at = None;
+                        actions.push(Action::Signal { agent, run: record.run, pid, signal: Signal::SIGKILL });
+                    }
+                }
+            }
+            return;
+        }
+        self.mode = Mode::ShuttingDown { forced: force };
+        for agent in 0..self.agents.len() {
+            let record = &mut self.agents[agent];
+            match record.state {
+                AgentState::Pending | AgentState::Blocked | AgentState::BackingOff => {
+                    self.transition(agent, AgentState::Stopped);
+                }
+                AgentState::Starting | AgentState::Ready if record.spec.remote => {
+                    actions.push(Action::CancelWatchers { agent });
+                    self.transition(agent, AgentState::Stopped);
+                }
+                AgentState::Starting | AgentState::Ready | AgentState::Stopping => {
+                    actions.push(Action::CancelWatchers { agent });
+                    record.stop = Some(StopIntent::Shutdown);
+                    if force && record.state == AgentState::Stopping {
+                        if let Some(pid) = record.pid {
+                            record.kill_at = None;
+                            actions.push(Action::Signal { agent, run: record.run, pid, signal: Signal::SIGKILL });
+                        }
+                    }
+                }
+                AgentState::Stopped | AgentState::Failed => {}
+            }
+        }
+    }
+
+    fn dependencies_ready(&self, agent: AgentId) -> bool {
+        self.agents[agent].dependencies.iter().all(|dependency| self.agents[*dependency].state == AgentState::Ready)
+    }
+
+    /// Everything that follows from the current states: block, start, stop,
+    /// detect all-ready and the end.
+    fn progress(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.mode == Mode::Running {
+            for index in 0..self.order.len() {
+                let agent = self.order[index];
+                if self.agents[agent].state != AgentState::Pending {
+                    continue;
+                }
+                let blocker = self.agents[agent].dependencies.iter().copied().find(|dependency| {
+                    matches!(self.agents[*dependency].state, AgentState::Failed | AgentState::Blocked | AgentState::Stopped)
+                });
+                if let Some(blocker) = blocker {
+                    let reason = format!("dependency `{}` is {}", self.agents[blocker].name(), self.agents[blocker].state);
+                    tracing::warn!(agent = self.agents[agent].name(), "not started: {reason}");
+                    self.agents[agent].reason = Some(reason);
+                    self.transition(agent, AgentState::Blocked);
+                }
+            }
+            for index in 0..self.order.len() {
+                let agent = self.order[index];
+                if self.sequential && self.agents.iter().any(|record| record.state == AgentState::Starting) {
+                    break;
+                }
+                if self.agents[agent].state == AgentState::Pending && self.dependencies_ready(agent) {
+                    self.start(agent, now, actions);
+                }
+            }
+        }
+        self.stop_wave(now, actions);
+        if self.all_ready_after.is_none() && self.mode == Mode::Running {
+            let settled = self.agents.iter().all(|record| {
+                record.first_ready.is_some() || matches!(record.state, AgentState::Failed | AgentState::Blocked | AgentState::Stopped)
+            });
+            if settled {
+                self.all_ready_after = Some(now.duration_since(self.started));
+            }
+        }
+        let done = match self.mode {
+            Mode::ShuttingDown { .. } => self.agents.iter().all(|record| record.state.is_final()),
+            Mode::Running => self
+                .agents
+                .iter()
+                .all(|record| matches!(record.state, AgentState::Stopped | AgentState::Failed | AgentState::Blocked)),
+        };
+        if done && !self.finished {
+            self.finished = true;
+            actions.push(Action::Exit(Outcome { failure: self.failure.clone() }));
+        }
+    }
+
+    /// Signals every agent whose stop is due, dependents before dependencies.
+    fn stop_wave(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let forced = self.mode == Mode::ShuttingDown { forced: true };
+        for index in (0..self.order.len()).rev() {
+            let agent = self.order[index];
+            let record = &self.agents[agent];
+            let Some(intent) = &record.stop else { continue };
+            if !matches!(record.state, AgentState::Starting | AgentState::Ready) {
+                continue;
+            }
+            if record.spec.remote {
+                self.transition(agent, AgentState::Stopped);
+                continue;
+            }
+            // A spawn in flight: signalled once its pid is known.
+            let Some(pid) = record.pid else { continue };
+            if intent.waits_for_dependents()
+                && record.dependents.iter().any(|dependent| self.agents[*dependent].alive())
+            {
+                continue;
+            }
+            let (signal, kill_at) = match intent {
+                _ if forced => (Signal::SIGKILL, None),
+                StopIntent::Restart(_) => (Signal::SIGKILL, None),
+                _ => (record.spec.agent.stop.signal, Some(now + record.spec.agent.stop.grace)),
+            };
+            tracing::info!(agent = record.name(), "stopping with {}", signal.as_str());
+            let run = record.run;
+            self.transition(agent, AgentState::Stopping);
+            self.agents[agent].kill_at = kill_at;
+            actions.push(Action::CancelWatchers { agent });
+            actions.push(Action::Signal { agent, run, pid, signal });
+        }
+    }
+}
+
+/// Dependencies first; ties keep table order. Agents in a cycle (refused by
+/// `check` before we get here) are appended at the end.
+fn start_order(dependencies: &[Vec<AgentId>]) -> Vec<AgentId> {
+    let mut placed = vec![false; dependencies.len()];
+    let mut order = Vec::with_capacity(dependencies.len());
+    loop {
+        let before = order.len();
+        for (agent, list) in dependencies.iter().enumerate() {
+            if !placed[agent] && list.iter().all(|dependency| placed[*dependency]) {
+                placed[agent] = true;
+                order.push(agent);
+            }
+        }
+        if order.len() == before {
+            break;
+        }
+    }
+    order.extend((0..dependencies.len()).filter(|agent| !placed[*agent]));
+    order
+}
+
+/// `250ms`, `1.50s`.
+pub fn format_duration(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.2}s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::manifest::{
+        Backoff, Dependency, Heartbeat, Liveness, Location, Probe, Readiness, RestartMode, RestartPolicy, StopPolicy,
+    };
+
+    pub fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    /// An agent with default settings: ready 100 ms after start, restart
+    /// always with 100 ms x2 backoff, SIGTERM with 1 s grace.
+    pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
+        Agent {
+            name: name.to_string(),
+            location: Location::default(),
+            host: "localhost".into(),
+            bind_address: "127.0.0.1".into(),
+            command: vec!["true".into()],
+            shell: false,
+            cwd: None,
+            env: Default::default(),
+            port: None,
+            health_check_port: None,
+            ports: Vec::new(),
+            dependencies: dependencies
+                .iter()
+                .map(|name| Dependency { name: name.to_string(), location: Location::default() })
+                .collect(),
+            required: true,
+            enabled: true,
+            readiness: Readiness {
+                check: ReadinessCheck::StartPeriod(ms(100)),
+                timeout: Duration::from_secs(30),
+                interval: ms(100),
+                initial_delay: Duration::ZERO,
+            },
+            liveness: None,
+            restart: RestartPolicy {
+                mode: RestartMode::Always,
+                backoff: Backoff { initial: ms(100), max: Duration::from_secs(30), multiplier: 2.0 },
+                max_restarts: Some(5),
+                within: Duration::from_secs(60),
+                reset_after: Duration::from_secs(10),
+                success_codes: vec![0],
+                on_give_up: GiveUp::Shutdown,
+            },
+            heartbeat: Heartbeat { interval: Duration::from_secs(5), misses: 3, progress_timeout: None },
+            stop: StopPolicy { signal: Signal::SIGTERM, grace: Duration::from_secs(1) },
+            config: Default::default(),
+            extra: Default::default(),
+            legacy: false,
+        }
+    }
+
+    fn local(agents: Vec<Agent>) -> Vec<AgentSpec> {
+        agents.into_iter().map(|agent| AgentSpec { agent, remote: false }).collect()
+    }
+
+    /// Drives a lifecycle by hand: spawns get pids 1000+agent, signals are recorded.
+    struct Driver {
+        lifecycle: Lifecycle,
+        now: Instant,
+        log: Vec<Action>,
+    }
+
+    impl Driver {
+        fn new(agents: Vec<Agent>, strategy: Strategy) -> Driver {
+            let now = Instant::now();
+            let mut lifecycle = Lifecycle::new(local(agents), strategy, false, now, Jitter::new(7));
+            let actions = lifecycle.begin(now);
+            let mut driver = Driver { lifecycle, now, log: Vec::new() };
+            driver.perform(actions);
+            driver
+        }
+
+        fn id(&self, name: &str) -> AgentId {
+            self.lifecycle.id(name).unwrap()
+        }
+
+        fn state(&self, name: &str) -> AgentState {
+            self.lifecycle.state(self.id(name))
+        }
+
+        fn perform(&mut self, actions: Vec<Action>) {
+            for action in actions {
+                self.log.push(action.clone());
+                if let Action::Spawn { agent, run } = action {
+                    let more = self.lifecycle.apply(Event::Spawned { agent, run, pid: 1000 + agent as u32 }, self.now);
+                    self.perform(more);
+                }
+            }
+        }
+
+        fn send(&mut self, event: Event) {
+            let actions = self.lifecycle.apply(event, self.now);
+            self.perform(actions);
+        }
+
+        fn advance(&mut self, by: Duration) {
+            self.now += by;
+            while self.lifecycle.next_deadline().is_some_and(|at| at <= self.now) {
+                self.send(Event::DeadlineReached);
+            }
+        }
+
+        fn exit(&mut self, name: &str, termination: Termination) {
+            let agent = self.id(name);
+            let run = self.lifecycle.agents[agent].run;
+            self.send(Event::Exited { agent, run, termination });
+        }
+
+        fn take_log(&mut self) -> Vec<Action> {
+            std::mem::take(&mut self.log)
+        }
+
+        fn signalled(&mut self) -> Vec<(String, Signal)> {
+            self.take_log()
+                .into_iter()
+                .filter_map(|action| match action {
+                    Action::Signal { agent, signal, .. } => Some((self.lifecycle.spec(agent).agent.name.clone(), signal)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn spawned(&mut self) -> Vec<String> {
+            self.take_log()
+                .into_iter()
+                .filter_map(|action| match action {
+                    Action::Spawn { agent, .. } => Some(self.lifecycle.spec(agent).agent.name.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn agents_start_as_soon_as_their_own_dependencies_are_ready() {
+        let mut slow = agent("slow", &[]);
+        slow.readiness.check = ReadinessCheck::StartPeriod(Duration::from_secs(5));
+        let agents = vec![agent("db", &[]), slow, agent("api", &["db"]), agent("ui", &["api", "slow"])];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        assert_eq!(driver.spawned(), ["db", "slow"]);
+        driver.advance(ms(100));
+        // api does not wait for `slow`, which is in the same level as db.
+        assert_eq!(driver.spawned(), ["api"]);
+        driver.advance(ms(100));
+        assert_eq!(driver.state("api"), AgentState::Ready);
+        assert_eq!(driver.spawned(), Vec::<String>::new());
+        driver.advance(Duration::from_secs(5));
+        assert_eq!(driver.spawned(), ["ui"]);
+        driver.advance(ms(100));
+        assert!(driver.lifecycle.snapshot().all_ready_after.is_some());
+    }
+
+    #[test]
+    fn sequential_mode_starts_one_agent_at_a_time() {
+        let now = Instant::now();
+        let agents = local(vec![agent("a", &[]), agent("b", &[]), agent("c", &[])]);
+        let mut lifecycle = Lifecycle::new(agents, Strategy::OneForOne, true, now, Jitter::new(1));
+        let actions = lifecycle.begin(now);
+        assert_eq!(actions.iter().filter(|action| matches!(action, Action::Spawn { .. })).count(), 1);
+    }
+
+    #[test]
+    fn shutdown_stops_dependents_first_and_kills_after_the_grace() {
+        let agents = vec![agent("db", &[]), agent("api", &["db"]), agent("ui", &["api"]), agent("free", &[])];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.send(Event::ShutdownRequested { force: false });
+        assert_eq!(driver.signalled(), [("ui".into(), Signal::SIGTERM), ("free".into(), Signal::SIGTERM)]);
+        driver.exit("ui", Termination::Signaled(15));
+        assert_eq!(driver.signalled(), [("api".into(), Signal::SIGTERM)]);
+        // api ignores SIGTERM: SIGKILL after its grace.
+        driver.advance(Duration::from_secs(1));
+        assert_eq!(driver.signalled(), [("api".into(), Signal::SIGKILL)]);
+        driver.exit("api", Termination::Signaled(9));
+        driver.exit("free", Termination::Signaled(15));
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
+        driver.exit("db", Termination::Code(0));
+        let log = driver.take_log();
+        assert_eq!(log.last(), Some(&Action::Exit(Outcome::default())));
+    }
+
+    #[test]
+    fn a_second_stop_request_kills_at_once() {
+        let agents = vec![agent("db", &[]), agent("api", &["db"])];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.send(Event::ShutdownRequested { force: false });
+        driver.take_log();
+        driver.send(Event::ShutdownRequested { force: true });
+        assert_eq!(driver.signalled(), [("api".into(), Signal::SIGKILL)]);
+        driver.exit("api", Termination::Signaled(9));
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGKILL)]);
+    }
+
+    #[test]
+    fn a_required_agent_that_is_never_ready_fails_the_run() {
+        let mut db = agent("db", &[]);
+        db.readiness.check = ReadinessCheck::Probe(Probe::Tcp { host: "127.0.0.1".into(), port: 1 });
+        db.readiness.timeout = Duration::from_secs(2);
+        let agents = vec![db, agent("api", &["db"])];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(Duration::from_secs(2));
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
+        driver.exit("db", Termination::Signaled(15));
+        assert_eq!(driver.state("db"), AgentState::Failed);
+        assert_eq!(driver.state("api"), AgentState::Stopped);
+        let Some(Action::Exit(outcome)) = driver.take_log().pop() else { panic!("no exit") };
+        let failure = outcome.failure.expect("a failure");
+        assert_eq!(failure.agent, "db");
+        assert!(failure.reason.contains("not ready within 2.00s"), "{}", failure.reason);
+    }
+
+    #[test]
+    fn an_optional_agent_failing_blocks_its_dependents_only() {
+        let mut flaky = agent("flaky", &[]);
+        flaky.required = false;
+        flaky.restart.mode = RestartMode::Never;
+        let agents = vec![flaky, agent("user", &["flaky"]), agent("other", &[])];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.exit("flaky", Termination::Code(3));
+        assert_eq!(driver.state("flaky"), AgentState::Failed);
+        assert_eq!(driver.state("user"), AgentState::Blocked);
+        driver.advance(ms(100));
+        assert_eq!(driver.state("other"), AgentState::Ready);
+        assert!(!driver.lifecycle.snapshot().shutting_down);
+    }
+
+    #[test]
+    fn restarts_back_off_until_the_intensity_limit() {
+        let mut crashy = agent("crashy", &[]);
+        crashy.restart.max_restarts = Some(2);
+        let mut driver = Driver::new(vec![crashy], Strategy::OneForOne);
+        for _ in 0..2 {
+            driver.exit("crashy", Termination::Code(1));
+            assert_eq!(driver.state("crashy"), AgentState::BackingOff);
+            driver.advance(Duration::from_secs(1));
+            assert_eq!(driver.state("crashy"), AgentState::Starting);
+        }
+        driver.exit("crashy", Termination::Code(1));
+        assert_eq!(driver.state("crashy"), AgentState::Failed);
+        let Some(Action::Exit(outcome)) = driver.take_log().pop() else { panic!("no exit") };
+        assert!(outcome.failure.unwrap().reason.contains("max_restarts: 2"));
+    }
+
+    #[test]
+    fn a_hung_agent_is_killed_and_restarted() {
+        let mut hung = agent("hung", &[]);
+        hung.liveness = Some(Liveness {
+            probe: Probe::Tcp { host: "127.0.0.1".into(), port: 1 },
+            interval: Duration::from_secs(1),
+            timeout: ms(500),
+            failures: 3,
+        });
+        let mut driver = Driver::new(vec![hung], Strategy::OneForOne);
+        driver.advance(ms(100));
+        assert!(driver.take_log().iter().any(|action| matches!(action, Action::WatchLiveness { .. })));
+        let run = driver.lifecycle.agents[0].run;
+        for attempt in 0..3 {
+            assert_eq!(driver.state("hung"), AgentState::Ready, "attempt {attempt}");
+            driver.send(Event::LivenessProbed { agent: 0, run, result: Err("timed out".into()) });
+        }
+        assert_eq!(driver.signalled(), [("hung".into(), Signal::SIGKILL)]);
+        driver.exit("hung", Termination::Signaled(9));
+        assert_eq!(driver.state("hung"), AgentState::BackingOff);
+        assert!(driver.lifecycle.agents[0].reason.as_deref().unwrap().contains("liveness probe failed 3 times"));
+        driver.advance(ms(200));
+        assert_eq!(driver.state("hung"), AgentState::Starting);
+    }
+
+    #[test]
+    fn one_success_resets_the_liveness_count() {
+        let mut agent = agent("a", &[]);
+        agent.liveness = Some(Liveness {
+            probe: Probe::Tcp { host: "127.0.0.1".into(), port: 1 },
+            interval: Duration::from_secs(1),
+            timeout: ms(500),
+            failures: 2,
+        });
+        let mut driver = Driver::new(vec![agent], Strategy::OneForOne);
+        driver.advance(ms(100));
+        let run = driver.lifecycle.agents[0].run;
+        for result in [Err("x".to_string()), Ok(()), Err("x".to_string())] {
+            driver.send(Event::LivenessProbed { agent: 0, run, result });
+        }
+        assert_eq!(driver.state("a"), AgentState::Ready);
+    }
+
+    #[test]
+    fn rest_for_one_restarts_the_dependents_in_order() {
+        let agents = vec![agent("db", &[]), agent("api", &["db"]), agent("ui", &["api"]), agent("free", &[])];
+        let mut driver = Driver::new(agents, Strategy::RestForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.exit("db", Termination::Code(1));
+        assert_eq!(driver.signalled(), [("ui".into(), Signal::SIGTERM)]);
+        driver.exit("ui", Termination::Signaled(15));
+        assert_eq!(driver.signalled(), [("api".into(), Signal::SIGTERM)]);
+        driver.exit("api", Termination::Signaled(15));
+        assert_eq!(driver.state("api"), AgentState::Pending);
+        assert_eq!(driver.state("free"), AgentState::Ready);
+        driver.advance(ms(120));
+        assert_eq!(driver.spawned(), ["db"]);
+        driver.advance(ms(100));
+        assert_eq!(driver.spawned(), ["api"]);
+        driver.advance(ms(100));
+        assert_eq!(driver.spawned(), ["ui"]);
+    }
+
+    #[test]
+    fn one_for_all_restarts_everyone_and_one_for_one_nobody_else() {
+        let agents = vec![agent("db", &[]), agent("api", &["db"]), agent("free", &[])];
+        let mut driver = Driver::new(agents.clone(), Strategy::OneForAll);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.exit("db", Termination::Code(1));
+        assert_eq!(driver.signalled(), [("free".into(), Signal::SIGTERM), ("api".into(), Signal::SIGTERM)]);
+
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.exit("db", Termination::Code(1));
+        assert_eq!(driver.signalled(), []);
+        assert_eq!(driver.state("api"), AgentState::Ready);
+    }
+
+    #[test]
+    fn stale_events_of_an_old_run_are_ignored() {
+        let mut driver = Driver::new(vec![agent("a", &[])], Strategy::OneForOne);
+        driver.exit("a", Termination::Code(1));
+        driver.advance(Duration::from_secs(1));
+        assert_eq!(driver.state("a"), AgentState::Starting);
+        driver.send(Event::Exited { agent: 0, run: 1, termination: Termination::Code(1) });
+        assert_eq!(driver.state("a"), AgentState::Starting);
+    }
+
+    #[test]
+    fn everything_done_ends_the_run() {
+        let mut job = agent("job", &[]);
+        job.restart.mode = RestartMode::OnFailure;
+        let mut driver = Driver::new(vec![job], Strategy::OneForOne);
+        driver.advance(ms(100));
+        driver.exit("job", Termination::Code(0));
+        assert_eq!(driver.take_log().pop(), Some(Action::Exit(Outcome::default())));
+    }
+}
