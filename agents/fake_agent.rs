@@ -1,1 +1,206 @@
-fn main() {}
+//! `fake-agent`: the test agent of the integration tests and the startup
+//! benchmark. Its flags choose its behaviour: how long before it is ready,
+//! when it crashes and with which code, whether it ignores SIGTERM, forks a
+//! grandchild or hangs. It records `start`, `ready` and `stop` lines with
+//! wall-clock timestamps to a file so tests can check the start order.
+//!
+//! Ready means: it listens on `--port` (or `AGENT_PORT`) on 127.0.0.1 and
+//! answers every connection with `HTTP/1.1 200 OK` (so tcp and http probes
+//! both work), and/or it has written `--ready-file`.
+//!
+//! Owns nothing of the supervisor; it only uses what an agent sees (argv,
+//! environment, signals).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Parser)]
+#[command(name = "fake-agent", about = "A configurable agent for supervisor tests")]
+struct Args {
+    /// Name used in records (default: AGENT_NAME, else `fake`).
+    #[arg(long, env = "AGENT_NAME", default_value = "fake")]
+    name: String,
+    /// Port to listen on once ready.
+    #[arg(long, env = "AGENT_PORT")]
+    port: Option<u16>,
+    /// Time from start to ready (`200ms`, `1s`, `2m` or seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    ready_after: Duration,
+    /// Write this file when ready.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Exit with `--exit-code` this long after start.
+    #[arg(long, value_parser = parse_duration)]
+    crash_after: Option<Duration>,
+    #[arg(long, default_value_t = 1)]
+    exit_code: i32,
+    /// Keep running on SIGTERM (only SIGKILL stops it).
+    #[arg(long)]
+    ignore_sigterm: bool,
+    /// On SIGTERM, wait this long before exiting.
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    stop_delay: Duration,
+    /// Start a child process (sleeping forever) in the same process group.
+    #[arg(long)]
+    fork_grandchild: bool,
+    /// Where to write the grandchild's pid.
+    #[arg(long)]
+    grandchild_pid_file: Option<PathBuf>,
+    /// Stop answering connections this long after start (still listening).
+    #[arg(long, value_parser = parse_duration)]
+    hang_after: Option<Duration>,
+    /// Append `start|ready|stop NAME UNIX_NANOS PID` lines here.
+    #[arg(long, env = "FAKE_AGENT_RECORD")]
+    record: Option<PathBuf>,
+    /// Internal: be the grandchild (sleep until killed).
+    #[arg(long, hide = true)]
+    sleep_forever: bool,
+}
+
+/// `500ms`, `1s`, `2m`, `1.5` (seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(index) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("bad duration `{text}`"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in `{text}`")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn record(args: &Args, what: &str) {
+    let Some(path) = &args.record else { return };
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_nanos()).unwrap_or(0);
+    let line = format!("{what} {} {nanos} {}\n", args.name, std::process::id());
+    // One write of a short line with O_APPEND: lines of concurrent agents do not interleave.
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.sleep_forever {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fake-agent: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(run(args));
+    std::process::ExitCode::from(code as u8)
+}
+
+async fn run(args: Args) -> i32 {
+    let started = tokio::time::Instant::now();
+    record(&args, "start");
+    println!("fake-agent {} started (pid {})", args.name, std::process::id());
+    let _grandchild = if args.fork_grandchild { fork_grandchild(&args) } else { None };
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        eprintln!("fake-agent: cannot watch SIGTERM");
+        return 2;
+    };
+    let never = Duration::from_secs(365 * 24 * 3600);
+    let crash_at = started + args.crash_after.unwrap_or(never);
+    let hang_at = started + args.hang_after.unwrap_or(never);
+    let ready = tokio::time::sleep_until(started + args.ready_after);
+    tokio::pin!(ready);
+    let mut listener: Option<tokio::net::TcpListener> = None;
+    let mut is_ready = false;
+    loop {
+        tokio::select! {
+            _ = &mut ready, if !is_ready => {
+                is_ready = true;
+                if let Some(port) = args.port {
+                    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(bound) => listener = Some(bound),
+                        Err(error) => {
+                            eprintln!("fake-agent {}: cannot listen on {port}: {error}", args.name);
+                            return 3;
+                        }
+                    }
+                }
+                if let Some(path) = &args.ready_file {
+                    let _ = std::fs::write(path, b"ready\n");
+                }
+                record(&args, "ready");
+                println!("fake-agent {} ready", args.name);
+            }
+            accepted = accept(&listener) => {
+                if let Ok((stream, _)) = accepted {
+                    if tokio::time::Instant::now() < hang_at {
+                        tokio::spawn(answer(stream));
+                    } else {
+                        // Hung: keep the connection open and never answer.
+                        tokio::spawn(async move {
+                            let _stream = stream;
+                            std::future::pending::<()>().await;
+                        });
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(crash_at) => {
+                eprintln!("fake-agent {}: crashing with code {}", args.name, args.exit_code);
+                record(&args, "crash");
+                return args.exit_code;
+            }
+            _ = terminate.recv() => {
+                if args.ignore_sigterm {
+                    println!("fake-agent {}: ignoring SIGTERM", args.name);
+                    continue;
+                }
+                record(&args, "stop");
+                tokio::time::sleep(args.stop_delay).await;
+                println!("fake-agent {}: stopped", args.name);
+                return 0;
+            }
+        }
+    }
+}
+
+async fn accept(listener: &Option<tokio::net::TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads (some of) the request and answers 200.
+async fn answer(mut stream: tokio::net::TcpStream) {
+    let mut buffer = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await;
+    let _ = stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+fn fork_grandchild(args: &Args) -> Option<std::process::Child> {
+    let exe = std::env::current_exe().ok()?;
+    let child = std::process::Command::new(exe)
+        .arg("--sleep-forever")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    println!("fake-agent {}: grandchild {}", args.name, child.id());
+    if let Some(path) = &args.grandchild_pid_file {
+        let _ = std::fs::write(path, child.id().to_string());
+    }
+    Some(child)
+}

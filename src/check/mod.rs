@@ -81,6 +81,11 @@ pub fn run_with(configs: &[ConfigArg], options: &LoadOptions, check: &CheckOptio
 
 /// Runs every check over an already loaded manifest.
 pub fn check_manifest(manifest: Manifest, mut problems: Vec<Problem>, options: &CheckOptions) -> Report {
+    if manifest.agents.is_empty() {
+        let mut problem = Problem::warning(ProblemKind::NoAgents, "no agents are defined").suggest("add an `agents:` list or mapping (see docs/manifest.md)");
+        problem.file = manifest.files.first().map(|file| file.path.display().to_string());
+        problems.push(problem);
+    }
     duplicate_agents(&manifest, &mut problems);
     unknown_dependencies(&manifest, &mut problems);
     cycles(&manifest, &mut problems);

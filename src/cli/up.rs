@@ -1,14 +1,291 @@
-//! `supervisor up`: check the manifests, then run the agents of this host.
+//! `supervisor up`: check the manifests (refusing on errors, like `check`),
+//! pick the agents of this host, run them under the supervisor until
+//! SIGINT/SIGTERM (or until all are ready with `--exit-when-ready`), show a
+//! progress line while starting and a summary once everything is ready.
+//!
+//! Owns the glue only: the runtime, the signal watcher and printing. The
+//! decisions live in `crate::supervisor`.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
 
 use super::{Exit, ManifestArgs};
+use crate::check::{self, CheckOptions, is_this_host, local_hostname};
+use crate::manifest::{Agent, Manifest};
+use crate::plan::Plan;
+use crate::process::{Console, ProcessSpawner};
+use crate::shutdown::{Shutdown, watch_signals};
+use crate::supervisor::{self, AgentSpec, AgentState, StatusSnapshot, SupervisorHandle, format_duration};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub manifests: ManifestArgs,
+    /// Run the agents of this machine name (default: this machine's hostname;
+    /// `localhost` and `127.0.0.1` always mean this machine).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Where logs (`logs/<agent>.log`) and run state go
+    /// (default: `.supervisor/` beside the first manifest).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Do not copy agent output to the console (it still goes to the log files).
+    #[arg(long)]
+    pub no_console: bool,
+    /// Once every agent is ready, print the summary, stop them all and exit
+    /// (0, or 1 if a required agent failed). For benchmarks and smoke tests.
+    #[arg(long)]
+    pub exit_when_ready: bool,
+    /// Start one agent at a time in plan order, each after the previous is
+    /// ready (the baseline of `scripts/bench-startup.sh`).
+    #[arg(long)]
+    pub sequential: bool,
+    /// Also write the start-up summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Skip trying to bind this host's ports before starting.
+    #[arg(long)]
+    pub no_bind_check: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let _ = args;
-    anyhow::bail!("`supervisor up` is not built yet")
+    let hostname = local_hostname();
+    let host = args.host.clone().unwrap_or_else(|| hostname.clone());
+    let configs = args.manifests.config_args();
+    let options = CheckOptions { bind_check: !args.no_bind_check, this_host: host.clone() };
+    let report = check::run_with(&configs, &args.manifests.load_options(), &options)
+        .context("the manifest could not be read")?;
+    super::check::print_problems(&report.problems);
+    if report.has_errors() {
+        return Ok(super::check::exit_code(&report));
+    }
+    let manifest = report.manifest;
+    let explicit_host = args.host.is_some();
+    let is_local = |agent: &Agent| {
+        if explicit_host {
+            agent.host == host || (is_this_host(&host, &hostname) && is_this_host(&agent.host, &hostname))
+        } else {
+            is_this_host(&agent.host, &hostname)
+        }
+    };
+    let agents = select_agents(&manifest, is_local);
+    if agents.iter().all(|spec| spec.remote) {
+        let hosts: BTreeSet<&str> = manifest.agents.iter().map(|agent| agent.host.as_str()).collect();
+        anyhow::bail!(
+            "no enabled agent runs on host `{host}` (the manifests name: {})",
+            hosts.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let run_dir = match &args.run_dir {
+        Some(dir) => dir.clone(),
+        None => default_run_dir(configs.first().map(|config| config.path.as_path())),
+    };
+    let logs = run_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let width = agents.iter().map(|spec| spec.agent.name.len()).max().unwrap_or(0);
+    let config = supervisor::Config {
+        agents,
+        strategy: manifest.strategy,
+        sequential: args.sequential,
+        logs: Some(logs.clone()),
+        console: (!args.no_console).then(|| Console { width, color: std::io::stdout().is_terminal() }),
+        port_offset: std::env::var("PORT_OFFSET").unwrap_or_else(|_| "0".into()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("supervisor")
+        .build()
+        .context("starting the async runtime")?;
+    tracing::info!(host = %host, logs = %logs.display(), "starting {} agents", config.agents.iter().filter(|spec| !spec.remote).count());
+    let outcome = runtime.block_on(supervise(config, &args))?;
+    match outcome.failure {
+        Some(failure) => Err(anyhow::anyhow!("{failure}")),
+        None => Ok(Exit::Ok),
+    }
+}
+
+/// The enabled agents of this host, plus the agents of other hosts that they
+/// depend on directly (probed, not started).
+fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<AgentSpec> {
+    let local: Vec<&Agent> = manifest.agents.iter().filter(|agent| agent.enabled && is_local(agent)).collect();
+    let needed: BTreeSet<&str> = local
+        .iter()
+        .flat_map(|agent| agent.dependencies.iter().map(|dependency| dependency.name.as_str()))
+        .collect();
+    let mut specs: Vec<AgentSpec> = local.iter().map(|agent| AgentSpec { agent: (*agent).clone(), remote: false }).collect();
+    for agent in &manifest.agents {
+        if agent.enabled && !is_local(agent) && needed.contains(agent.name.as_str()) {
+            specs.push(AgentSpec { agent: agent.clone(), remote: true });
+        }
+    }
+    for agent in &manifest.agents {
+        if !agent.enabled && needed.contains(agent.name.as_str()) {
+            tracing::warn!(agent = %agent.name, "is disabled; agents depending on it start without it");
+        }
+    }
+    specs
+}
+
+/// `.supervisor/` beside the first manifest.
+fn default_run_dir(first: Option<&Path>) -> PathBuf {
+    let parent = first.and_then(Path::parent).filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parent.join(".supervisor")
+}
+
+async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<supervisor::Outcome> {
+    let shutdown = Shutdown::new();
+    let spawner = ProcessSpawner::start().context("starting the process spawner")?;
+    let plan = Plan::new(&Manifest {
+        agents: config.agents.iter().map(|spec| spec.agent.clone()).collect(),
+        ..Manifest::default()
+    })
+    .context("planning the start order")?;
+    let (handle, task) = supervisor::spawn(config, spawner, &shutdown);
+    let force = handle.clone();
+    let signals = tokio::spawn(watch_signals(shutdown.token().clone(), move || force.try_shutdown(true)));
+    let progress = tokio::spawn(report_progress(handle.clone(), plan, args.exit_when_ready, args.summary_json.clone()));
+    let outcome = task.await.context("the supervisor task panicked")?;
+    signals.abort();
+    let _ = progress.await;
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), shutdown.wait()).await.is_err() {
+        tracing::warn!("some tasks did not finish within 5s");
+    }
+    Ok(outcome)
+}
+
+/// Prints a progress line while agents start (at most once a second, and on
+/// each new ready agent), then the summary once all are ready.
+async fn report_progress(handle: SupervisorHandle, plan: Plan, exit_when_ready: bool, summary_json: Option<PathBuf>) {
+    let mut status = handle.subscribe();
+    let mut last_line = String::new();
+    let mut last_print = tokio::time::Instant::now();
+    loop {
+        let snapshot = status.borrow_and_update().clone();
+        if snapshot.shutting_down {
+            return;
+        }
+        if snapshot.all_ready_after.is_some() {
+            let summary = summary(&snapshot, &plan);
+            eprint!("{}", summary.text);
+            if let Some(path) = &summary_json {
+                if let Err(error) = std::fs::write(path, summary.json.to_string()) {
+                    tracing::warn!(path = %path.display(), %error, "cannot write the summary");
+                }
+            }
+            if exit_when_ready {
+                handle.shutdown(false).await;
+            }
+            return;
+        }
+        let line = progress_line(&snapshot);
+        let ready_changed = line.split(';').next() != last_line.split(';').next();
+        if line != last_line && (ready_changed || last_print.elapsed() >= Duration::from_secs(1)) {
+            eprintln!("{line}");
+            last_line = line;
+            last_print = tokio::time::Instant::now();
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `starting: 3/7 ready; probing db; waiting: api (db), ui (api)`.
+fn progress_line(snapshot: &StatusSnapshot) -> String {
+    let local: Vec<_> = snapshot.agents.iter().filter(|agent| !agent.remote).collect();
+    let ready = local.iter().filter(|agent| agent.state == AgentState::Ready).count();
+    let mut line = format!("starting: {ready}/{} ready", local.len());
+    let probing: Vec<&str> = snapshot
+        .agents
+        .iter()
+        .filter(|agent| agent.state == AgentState::Starting)
+        .map(|agent| agent.name.as_str())
+        .collect();
+    if !probing.is_empty() {
+        line.push_str(&format!("; starting {}", abbreviate(&probing)));
+    }
+    let waiting: Vec<String> = snapshot
+        .agents
+        .iter()
+        .filter(|agent| agent.state == AgentState::Pending)
+        .map(|agent| format!("{} ({})", agent.name, agent.waiting_on.join(", ")))
+        .collect();
+    if !waiting.is_empty() {
+        let names: Vec<&str> = waiting.iter().map(String::as_str).collect();
+        line.push_str(&format!("; waiting: {}", abbreviate(&names)));
+    }
+    line
+}
+
+fn abbreviate(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    if names.len() <= SHOWN {
+        names.join(", ")
+    } else {
+        format!("{} and {} more", names[..SHOWN].join(", "), names.len() - SHOWN)
+    }
+}
+
+struct Summary {
+    text: String,
+    json: serde_json::Value,
+}
+
+/// Time to all-ready, each agent's ready time, and the critical path weighted
+/// by the measured start-to-ready times.
+fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
+    let total = snapshot.all_ready_after.unwrap_or_default();
+    let seconds = |duration: Option<Duration>| duration.map(|value| value.as_secs_f64());
+    let (path, length) = plan.critical_path(|name| {
+        snapshot
+            .agents
+            .iter()
+            .find(|agent| agent.name == name)
+            .and_then(|agent| agent.time_to_ready)
+            .unwrap_or_default()
+    });
+    let ready = snapshot.agents.iter().filter(|agent| agent.ready_at.is_some()).count();
+    let mut text = format!("all ready: {ready}/{} agents in {}\n", snapshot.agents.len(), format_duration(total));
+    let width = snapshot.agents.iter().map(|agent| agent.name.len()).max().unwrap_or(5).max(5);
+    text.push_str(&format!("  {:<width$}  {:>9}  {:>9}  state\n", "agent", "ready at", "took"));
+    let mut agents = snapshot.agents.clone();
+    agents.sort_by_key(|agent| agent.ready_at.unwrap_or(Duration::MAX));
+    let mut json_agents = serde_json::Map::new();
+    for agent in &agents {
+        let show = |duration: Option<Duration>| duration.map(format_duration).unwrap_or_else(|| "-".into());
+        let mut state = agent.state.to_string();
+        if let Some(reason) = agent.reason.as_ref().filter(|_| agent.ready_at.is_none()) {
+            state.push_str(&format!(" ({reason})"));
+        }
+        text.push_str(&format!(
+            "  {:<width$}  {:>9}  {:>9}  {state}\n",
+            agent.name,
+            show(agent.ready_at),
+            show(agent.time_to_ready)
+        ));
+        json_agents.insert(
+            agent.name.clone(),
+            serde_json::json!({
+                "state": agent.state.as_str(),
+                "ready_at_s": seconds(agent.ready_at),
+                "time_to_ready_s": seconds(agent.time_to_ready),
+                "restarts": agent.restarts,
+            }),
+        );
+    }
+    text.push_str(&format!("critical path: {} ({})\n", path.join(" -> "), format_duration(length)));
+    let json = serde_json::json!({
+        "all_ready_s": total.as_secs_f64(),
+        "ready": ready,
+        "agents_total": snapshot.agents.len(),
+        "critical_path": path,
+        "critical_path_s": length.as_secs_f64(),
+        "agents": json_agents,
+    });
+    Summary { text, json }
 }

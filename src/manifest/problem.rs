@@ -40,6 +40,8 @@ pub enum ProblemKind {
     RequiredOnOptional,
     /// An entry that is not an agent and is not used (legacy manifests).
     Ignored,
+    /// The manifests define no agent at all.
+    NoAgents,
 }
 
 /// Who uses a port: an agent and the field it came from.

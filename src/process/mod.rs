@@ -218,8 +218,9 @@ async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, repo
         Err(_) => Termination::Code(-1),
     };
     report(ProcessEvent::Exited { termination });
-    // The group is dead, so the pipes reach end of file soon.
-    output.await;
+    // The group is dead, so the pipes reach end of file soon, unless a
+    // grandchild left the group and kept them open: do not wait for it.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), output).await;
 }
 
 /// Forks and execs one child with its own process group and PDEATHSIG.

@@ -570,8 +570,12 @@ impl Lifecycle {
         }
     }
 
+    /// Every dependency is ready and not about to be stopped.
     fn dependencies_ready(&self, agent: AgentId) -> bool {
-        self.agents[agent].dependencies.iter().all(|dependency| self.agents[*dependency].state == AgentState::Ready)
+        self.agents[agent].dependencies.iter().all(|dependency| {
+            let record = &self.agents[*dependency];
+            record.state == AgentState::Ready && record.stop.is_none()
+        })
     }
 
     /// Everything that follows from the current states: block, start, stop,
@@ -709,7 +713,7 @@ pub(crate) mod tests {
             name: name.to_string(),
             location: Location::default(),
             host: "localhost".into(),
-            bind_address: "127.0.0.1".into(),
+            address: "127.0.0.1".into(),
             command: vec!["true".into()],
             shell: false,
             cwd: None,
@@ -791,11 +795,14 @@ pub(crate) mod tests {
             self.perform(actions);
         }
 
+        /// Moves the clock forward, firing each deadline at its own time.
         fn advance(&mut self, by: Duration) {
-            self.now += by;
-            while self.lifecycle.next_deadline().is_some_and(|at| at <= self.now) {
+            let end = self.now + by;
+            while let Some(at) = self.lifecycle.next_deadline().filter(|at| *at <= end) {
+                self.now = at.max(self.now);
                 self.send(Event::DeadlineReached);
             }
+            self.now = end;
         }
 
         fn exit(&mut self, name: &str, termination: Termination) {
@@ -864,14 +871,14 @@ pub(crate) mod tests {
         driver.advance(ms(300));
         driver.take_log();
         driver.send(Event::ShutdownRequested { force: false });
-        assert_eq!(driver.signalled(), [("ui".into(), Signal::SIGTERM), ("free".into(), Signal::SIGTERM)]);
+        assert_eq!(driver.signalled(), [("free".into(), Signal::SIGTERM), ("ui".into(), Signal::SIGTERM)]);
+        driver.exit("free", Termination::Signaled(15));
         driver.exit("ui", Termination::Signaled(15));
         assert_eq!(driver.signalled(), [("api".into(), Signal::SIGTERM)]);
         // api ignores SIGTERM: SIGKILL after its grace.
         driver.advance(Duration::from_secs(1));
         assert_eq!(driver.signalled(), [("api".into(), Signal::SIGKILL)]);
         driver.exit("api", Termination::Signaled(9));
-        driver.exit("free", Termination::Signaled(15));
         assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
         driver.exit("db", Termination::Code(0));
         let log = driver.take_log();
@@ -929,10 +936,11 @@ pub(crate) mod tests {
         let mut crashy = agent("crashy", &[]);
         crashy.restart.max_restarts = Some(2);
         let mut driver = Driver::new(vec![crashy], Strategy::OneForOne);
-        for _ in 0..2 {
+        for attempt in 0..2 {
             driver.exit("crashy", Termination::Code(1));
             assert_eq!(driver.state("crashy"), AgentState::BackingOff);
-            driver.advance(Duration::from_secs(1));
+            // Delays of 100 ms, then 200 ms, +-20%.
+            driver.advance(ms(125 << attempt));
             assert_eq!(driver.state("crashy"), AgentState::Starting);
         }
         driver.exit("crashy", Termination::Code(1));
@@ -962,7 +970,7 @@ pub(crate) mod tests {
         driver.exit("hung", Termination::Signaled(9));
         assert_eq!(driver.state("hung"), AgentState::BackingOff);
         assert!(driver.lifecycle.agents[0].reason.as_deref().unwrap().contains("liveness probe failed 3 times"));
-        driver.advance(ms(200));
+        driver.advance(ms(125));
         assert_eq!(driver.state("hung"), AgentState::Starting);
     }
 
@@ -1026,7 +1034,7 @@ pub(crate) mod tests {
     fn stale_events_of_an_old_run_are_ignored() {
         let mut driver = Driver::new(vec![agent("a", &[])], Strategy::OneForOne);
         driver.exit("a", Termination::Code(1));
-        driver.advance(Duration::from_secs(1));
+        driver.advance(ms(125));
         assert_eq!(driver.state("a"), AgentState::Starting);
         driver.send(Event::Exited { agent: 0, run: 1, termination: Termination::Code(1) });
         assert_eq!(driver.state("a"), AgentState::Starting);

@@ -1,1 +1,525 @@
-//! Placeholder: filled in by the runtime work (issue 3).
+//! The runtime owner of agent state: one task runs [`Supervisor::run`], a
+//! single `select!` over its inbox (process and probe events), commands from
+//! [`SupervisorHandle`]s, the next deadline and the shutdown token. Every
+//! event goes through the pure [`lifecycle::Lifecycle::apply`]; this file
+//! only performs the returned actions (spawn, signal, start/stop probe
+//! tasks) and publishes a [`StatusSnapshot`] after each one.
+//!
+//! Layout: [`event`] (events, actions, commands, status), [`state`] (states
+//! and the transition table), [`lifecycle`] (the pure transition function),
+//! [`restart`] (policy, backoff, intensity). Does not own processes
+//! ([`crate::process`]), probes ([`crate::health`]) or the CLI.
+
+pub mod event;
+pub mod lifecycle;
+pub mod restart;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{AgentStatus, Command, Event, Failure, Outcome, StatusSnapshot};
+pub use lifecycle::{AgentSpec, format_duration};
+pub use state::AgentState;
+
+use crate::manifest::{Agent, Probe, Strategy};
+use crate::process::{Console, LogTarget, ProcessEvent, SpawnSpec, Spawner};
+use crate::shutdown::Shutdown;
+use event::{Action, AgentId};
+use lifecycle::Lifecycle;
+use restart::Jitter;
+
+/// Probe attempts never get less time than this, whatever the interval.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the supervisor runs and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The agents of this host, plus the agents of other hosts they depend on
+    /// (`remote: true`).
+    pub agents: Vec<AgentSpec>,
+    pub strategy: Strategy,
+    /// Start one agent at a time in plan order (the benchmark's baseline).
+    pub sequential: bool,
+    /// Agent logs go to `<logs>/<agent>.log`; `None` discards them.
+    pub logs: Option<PathBuf>,
+    /// Echo agent output to the console with a `name |` prefix.
+    pub console: Option<Console>,
+    /// `PORT_OFFSET` given to agents.
+    pub port_offset: String,
+}
+
+/// A cloneable way to reach the supervisor task.
+#[derive(Debug, Clone)]
+pub struct SupervisorHandle {
+    /// Received by the supervisor task; sends fail once it has ended.
+    commands: mpsc::Sender<Command>,
+    /// Updated by the supervisor task after every event.
+    status: watch::Receiver<StatusSnapshot>,
+}
+
+impl SupervisorHandle {
+    /// Stops every agent in reverse dependency order; `force` skips the grace.
+    pub async fn shutdown(&self, force: bool) {
+        let _ = self.commands.send(Command::Shutdown { force }).await;
+    }
+
+    /// Like [`SupervisorHandle::shutdown`], from synchronous code (signal handlers).
+    pub fn try_shutdown(&self, force: bool) {
+        let _ = self.commands.try_send(Command::Shutdown { force });
+    }
+
+    /// The current status; `None` once the supervisor has ended.
+    pub async fn status(&self) -> Option<StatusSnapshot> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Status { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Follows every status change.
+    pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
+        self.status.clone()
+    }
+}
+
+/// Starts the supervisor task on `shutdown`'s tracker. The task ends when
+/// every agent is settled (after a shutdown, or when nothing is left to run).
+/// Cancelling `shutdown`'s token stops the agents gracefully.
+pub fn spawn<S: Spawner>(config: Config, spawner: S, shutdown: &Shutdown) -> (SupervisorHandle, JoinHandle<Outcome>) {
+    let now = Instant::now();
+    let lifecycle = Lifecycle::new(config.agents.clone(), config.strategy, config.sequential, now, Jitter::from_entropy());
+    let (command_sender, commands) = mpsc::channel(64);
+    let (event_sender, events) = mpsc::unbounded_channel();
+    let (status_sender, status) = watch::channel(lifecycle.snapshot());
+    let supervisor = Supervisor {
+        lifecycle,
+        config,
+        spawner,
+        events,
+        event_sender,
+        commands,
+        status: status_sender,
+        watchers: HashMap::new(),
+        token: shutdown.token().clone(),
+        shutdown: shutdown.clone(),
+    };
+    let task = shutdown.tracker().spawn(supervisor.run());
+    (SupervisorHandle { commands: command_sender, status }, task)
+}
+
+struct Supervisor<S> {
+    lifecycle: Lifecycle,
+    config: Config,
+    spawner: S,
+    /// Process reporters and probe tasks hold clones of `event_sender`; the
+    /// loop keeps one too, so `recv` never sees a closed channel.
+    events: mpsc::UnboundedReceiver<Event>,
+    event_sender: mpsc::UnboundedSender<Event>,
+    /// Senders live in [`SupervisorHandle`]s; when all are dropped the
+    /// branch is disabled and the loop carries on.
+    commands: mpsc::Receiver<Command>,
+    /// Read by every [`SupervisorHandle::subscribe`]r.
+    status: watch::Sender<StatusSnapshot>,
+    /// One token per agent with probe tasks; cancelled to stop them.
+    watchers: HashMap<AgentId, CancellationToken>,
+    /// The root token: its cancellation is the shutdown request.
+    token: CancellationToken,
+    /// Probe tasks are spawned on its tracker.
+    shutdown: Shutdown,
+}
+
+impl<S: Spawner> Supervisor<S> {
+    async fn run(mut self) -> Outcome {
+        let mut shutdown_seen = false;
+        let actions = self.lifecycle.begin(Instant::now());
+        if let Some(outcome) = self.perform(actions) {
+            return outcome;
+        }
+        loop {
+            let deadline = self.lifecycle.next_deadline();
+            let event = tokio::select! {
+                Some(event) = self.events.recv() => event,
+                Some(command) = self.commands.recv() => match command {
+                    Command::Shutdown { force } => Event::ShutdownRequested { force },
+                    Command::Status { reply } => {
+                        let _ = reply.send(self.lifecycle.snapshot());
+                        continue;
+                    }
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => Event::DeadlineReached,
+                _ = self.token.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    Event::ShutdownRequested { force: false }
+                }
+            };
+            let actions = self.lifecycle.apply(event, Instant::now());
+            let outcome = self.perform(actions);
+            self.status.send_replace(self.lifecycle.snapshot());
+            if let Some(outcome) = outcome {
+                for (_, token) in self.watchers.drain() {
+                    token.cancel();
+                }
+                return outcome;
+            }
+        }
+    }
+
+    /// Performs actions; returns the outcome when one of them ends the loop.
+    fn perform(&mut self, actions: Vec<Action>) -> Option<Outcome> {
+        let mut outcome = None;
+        for action in actions {
+            match action {
+                Action::Spawn { agent, run } => self.spawn_agent(agent, run),
+                Action::Signal { agent, pid, signal, .. } => {
+                    if let Err(error) = self.spawner.signal_group(pid, signal) {
+                        let name = &self.lifecycle.spec(agent).agent.name;
+                        tracing::warn!(agent = %name, %error, "cannot signal");
+                    }
+                }
+                Action::WatchReadiness { agent, run } => {
+                    let spec = self.lifecycle.spec(agent);
+                    if let crate::manifest::ReadinessCheck::Probe(probe) = &spec.agent.readiness.check {
+                        let probe = probe_target(probe, spec);
+                        let readiness = spec.agent.readiness.clone();
+                        let token = self.watcher_token(agent);
+                        let events = self.event_sender.clone();
+                        self.shutdown.tracker().spawn(watch_readiness(probe, readiness, token, move || {
+                            let _ = events.send(Event::ReadinessPassed { agent, run });
+                        }));
+                    }
+                }
+                Action::WatchLiveness { agent, run } => {
+                    let spec = self.lifecycle.spec(agent);
+                    if let Some(liveness) = spec.agent.liveness.clone() {
+                        let probe = probe_target(&liveness.probe, spec);
+                        let token = self.watcher_token(agent);
+                        let events = self.event_sender.clone();
+                        self.shutdown.tracker().spawn(watch_liveness(probe, liveness, token, move |result| {
+                            let _ = events.send(Event::LivenessProbed { agent, run, result });
+                        }));
+                    }
+                }
+                Action::CancelWatchers { agent } => {
+                    if let Some(token) = self.watchers.remove(&agent) {
+                        token.cancel();
+                    }
+                }
+                Action::Exit(end) => outcome = Some(end),
+            }
+        }
+        outcome
+    }
+
+    /// A fresh token for the agent's probe tasks (cancelling any older one).
+    fn watcher_token(&mut self, agent: AgentId) -> CancellationToken {
+        let token = self.token.child_token();
+        if let Some(old) = self.watchers.insert(agent, token.clone()) {
+            old.cancel();
+        }
+        token
+    }
+
+    fn spawn_agent(&mut self, agent: AgentId, run: u64) {
+        let spec = spawn_spec(&self.lifecycle, agent, &self.config);
+        let events = self.event_sender.clone();
+        let report = Box::new(move |event: ProcessEvent| {
+            let event = match event {
+                ProcessEvent::Spawned { pid } => Event::Spawned { agent, run, pid },
+                ProcessEvent::SpawnFailed { error } => Event::SpawnFailed { agent, run, error },
+                ProcessEvent::Exited { termination } => Event::Exited { agent, run, termination },
+            };
+            let _ = events.send(event);
+        });
+        self.spawner.spawn(spec, report);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// For an agent of another host, probes aimed at a loopback or wildcard
+/// address go to that host instead.
+fn probe_target(probe: &Probe, spec: &AgentSpec) -> Probe {
+    if !spec.remote {
+        return probe.clone();
+    }
+    let local = |host: &str| matches!(host, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "");
+    match probe {
+        Probe::Tcp { host, port } if local(host) => Probe::Tcp { host: spec.agent.host.clone(), port: *port },
+        Probe::Zmq { host, port } if local(host) => Probe::Zmq { host: spec.agent.host.clone(), port: *port },
+        other => other.clone(),
+    }
+}
+
+/// The address other agents use to reach `agent` (resolved by the loader:
+/// loopback for this host's agents, else the agent's host).
+fn endpoint_host(spec: &AgentSpec) -> String {
+    if spec.remote && matches!(spec.agent.address.as_str(), "127.0.0.1" | "localhost" | "") {
+        return spec.agent.host.clone();
+    }
+    spec.agent.address.clone()
+}
+
+/// `api-gateway` -> `API_GATEWAY`.
+fn variable_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+/// The command, environment and log target of one run. Injected variables
+/// come first so the manifest's `env` can override them.
+fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSpec {
+    let spec: &Agent = &lifecycle.spec(agent).agent;
+    let mut env = vec![
+        ("AGENT_NAME".to_string(), spec.name.clone()),
+        ("PORT_OFFSET".to_string(), config.port_offset.clone()),
+    ];
+    if let Some(port) = spec.port {
+        env.push(("AGENT_PORT".into(), port.to_string()));
+    }
+    if let Some(port) = spec.health_check_port {
+        env.push(("AGENT_HEALTH_PORT".into(), port.to_string()));
+        if spec.legacy {
+            env.push(("HEALTH_CHECK_PORT".into(), port.to_string()));
+        }
+    }
+    let mut endpoints = serde_json::Map::new();
+    for dependency in lifecycle.dependencies(agent) {
+        let dependency = lifecycle.spec(*dependency);
+        if let Some(port) = dependency.agent.port {
+            let endpoint = format!("tcp://{}:{port}", endpoint_host(dependency));
+            env.push((format!("{}_ENDPOINT", variable_name(&dependency.agent.name)), endpoint.clone()));
+            endpoints.insert(dependency.agent.name.clone(), endpoint.into());
+        }
+    }
+    env.push(("AGENT_DEPENDENCIES".into(), serde_json::Value::Object(endpoints).to_string()));
+    env.extend(spec.env.iter().map(|(key, value)| (key.clone(), value.clone())));
+    SpawnSpec {
+        name: spec.name.clone(),
+        argv: spec.command.clone(),
+        shell: spec.shell,
+        cwd: spec.cwd.clone(),
+        env,
+        log: config.logs.as_ref().map(|dir| LogTarget::new(dir.join(format!("{}.log", spec.name)))),
+        console: config.console.clone(),
+    }
+}
+
+/// How long one probe attempt may take.
+fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
+    interval.max(MIN_PROBE_TIMEOUT).min(limit.max(MIN_PROBE_TIMEOUT))
+}
+
+/// Probes after the initial delay, then every interval, until one attempt
+/// passes (reported once) or `token` is cancelled. The readiness timeout is
+/// the lifecycle's deadline, not this task's.
+async fn watch_readiness(probe: Probe, readiness: crate::manifest::Readiness, token: CancellationToken, passed: impl FnOnce()) {
+    tokio::select! {
+        _ = token.cancelled() => return,
+        _ = tokio::time::sleep(readiness.initial_delay) => {}
+    }
+    let timeout = attempt_timeout(readiness.interval, readiness.timeout);
+    loop {
+        let next = Instant::now() + readiness.interval;
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = crate::health::probe(&probe, timeout) => result,
+        };
+        if result.is_ok() {
+            passed();
+            return;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Probes every interval and reports each result until `token` is cancelled.
+async fn watch_liveness(
+    probe: Probe,
+    liveness: crate::manifest::Liveness,
+    token: CancellationToken,
+    report: impl Fn(Result<(), String>),
+) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = crate::health::probe(&probe, liveness.timeout) => result,
+        };
+        report(result.map_err(|error| error.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The whole run loop with a fake spawner and a paused clock.
+
+    use std::sync::{Arc, Mutex};
+
+    use nix::sys::signal::Signal;
+
+    use super::lifecycle::tests::{agent, ms};
+    use super::*;
+    use crate::manifest::RestartMode;
+    use crate::process::{Reporter, SpawnError, Termination};
+
+    /// What a fake process does on its own.
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        /// Runs until signalled.
+        Run,
+        /// Exits with this code after this long.
+        ExitAfter(Duration, i32),
+        /// Ignores SIGTERM, dies on SIGKILL.
+        IgnoreTerm,
+    }
+
+    #[derive(Default)]
+    struct Journal {
+        /// (agent, when) for every spawn.
+        spawns: Vec<(String, Instant)>,
+        /// (agent, signal, when) for every signal.
+        signals: Vec<(String, Signal, Instant)>,
+    }
+
+    /// Processes that exist only as reporters; exits are timers on the (paused) clock.
+    struct FakeSpawner {
+        behaviour: fn(&str) -> Behaviour,
+        journal: Arc<Mutex<Journal>>,
+        next_pid: u32,
+        live: HashMap<u32, (String, Behaviour, Arc<Reporter>)>,
+    }
+
+    impl Spawner for FakeSpawner {
+        fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
+            self.next_pid += 1;
+            let pid = self.next_pid;
+            self.journal.lock().unwrap().spawns.push((spec.name.clone(), Instant::now()));
+            let behaviour = (self.behaviour)(&spec.name);
+            let report = Arc::new(report);
+            report(ProcessEvent::Spawned { pid });
+            if let Behaviour::ExitAfter(after, code) = behaviour {
+                let report = report.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    report(ProcessEvent::Exited { termination: Termination::Code(code) });
+                });
+            }
+            self.live.insert(pid, (spec.name, behaviour, report));
+        }
+
+        fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
+            if let Some((name, behaviour, report)) = self.live.get(&pid) {
+                self.journal.lock().unwrap().signals.push((name.clone(), signal, Instant::now()));
+                let ignored = matches!(behaviour, Behaviour::IgnoreTerm) && signal != Signal::SIGKILL;
+                if !ignored {
+                    report(ProcessEvent::Exited { termination: Termination::Signaled(signal as i32) });
+                    self.live.remove(&pid);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn config(agents: Vec<Agent>) -> Config {
+        Config {
+            agents: agents.into_iter().map(|agent| AgentSpec { agent, remote: false }).collect(),
+            strategy: Strategy::OneForOne,
+            sequential: false,
+            logs: None,
+            console: None,
+            port_offset: "0".into(),
+        }
+    }
+
+    fn fake(behaviour: fn(&str) -> Behaviour) -> (FakeSpawner, Arc<Mutex<Journal>>) {
+        let journal = Arc::new(Mutex::new(Journal::default()));
+        (FakeSpawner { behaviour, journal: journal.clone(), next_pid: 100, live: HashMap::new() }, journal)
+    }
+
+    async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(600), future).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_follow_the_backoff_and_stop_at_the_intensity_limit() {
+        let mut crashy = agent("crashy", &[]);
+        crashy.restart.max_restarts = Some(5);
+        crashy.restart.backoff.max = ms(1000);
+        crashy.readiness.check = crate::manifest::ReadinessCheck::StartPeriod(ms(10));
+        let (spawner, journal) = fake(|_| Behaviour::ExitAfter(ms(50), 1));
+        let shutdown = Shutdown::new();
+        let start = Instant::now();
+        let (_handle, task) = spawn(config(vec![crashy]), spawner, &shutdown);
+        let outcome = bounded("the supervisor to give up", task).await.unwrap();
+        let failure = outcome.failure.expect("crashy exhausted its restarts");
+        assert_eq!(failure.agent, "crashy");
+        let spawns: Vec<Instant> = journal.lock().unwrap().spawns.iter().map(|(_, at)| *at).collect();
+        assert_eq!(spawns.len(), 6, "one start and five restarts");
+        assert!(spawns[0].duration_since(start) < ms(5));
+        // Each gap is 50 ms of run time plus the backoff delay: 100, 200, 400, 800, 1000 (capped), +-20%.
+        let expected = [100, 200, 400, 800, 1000];
+        for (index, pair) in spawns.windows(2).enumerate() {
+            let delay = pair[1].duration_since(pair[0]) - ms(50);
+            let nominal = expected[index] as f64;
+            let low = ms((nominal * 0.8) as u64 - 1);
+            let high = ms(((nominal * 1.2) as u64).min(1000) + 1);
+            assert!(low <= delay && delay <= high, "restart {index}: {delay:?} not in {low:?}..{high:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_then_forced_stop_in_reverse_order() {
+        let mut db = agent("db", &[]);
+        db.stop.grace = Duration::from_secs(3);
+        let api = agent("api", &["db"]);
+        let (spawner, journal) = fake(|name| if name == "db" { Behaviour::IgnoreTerm } else { Behaviour::Run });
+        let shutdown = Shutdown::new();
+        let (handle, task) = spawn(config(vec![db, api]), spawner, &shutdown);
+        let mut status = handle.subscribe();
+        bounded("all ready", status.wait_for(|status| status.all_ready_after.is_some())).await.unwrap();
+        let asked = Instant::now();
+        shutdown.cancel();
+        let outcome = bounded("the stop", task).await.unwrap();
+        assert_eq!(outcome, Outcome::default());
+        let signals: Vec<(String, Signal, Duration)> = journal
+            .lock()
+            .unwrap()
+            .signals
+            .iter()
+            .map(|(name, signal, at)| (name.clone(), *signal, at.duration_since(asked)))
+            .collect();
+        let names: Vec<(&str, Signal)> = signals.iter().map(|(name, signal, _)| (name.as_str(), *signal)).collect();
+        assert_eq!(names, [("api", Signal::SIGTERM), ("db", Signal::SIGTERM), ("db", Signal::SIGKILL)]);
+        let grace = signals[2].2 - signals[1].2;
+        assert!(grace >= Duration::from_secs(3) && grace < Duration::from_millis(3100), "{grace:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_that_finishes_ends_the_run_cleanly() {
+        let mut job = agent("job", &[]);
+        job.restart.mode = RestartMode::OnFailure;
+        let (spawner, _) = fake(|_| Behaviour::ExitAfter(ms(500), 0));
+        let shutdown = Shutdown::new();
+        let (handle, task) = spawn(config(vec![job]), spawner, &shutdown);
+        assert_eq!(bounded("the end", task).await.unwrap(), Outcome::default());
+        assert!(handle.status().await.is_none());
+    }
+}

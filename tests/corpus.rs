@@ -1,0 +1,163 @@
+//! `check`, `check-ports` and `plan` over every real legacy manifest in
+//! `../shared/corpus/legacy-startup-configs/`, with the findings of a
+//! hand-verified sample asserted.
+//!
+//! The three files INDEX.tsv marks `unparseable` are broken YAML (a
+//! truncated quoted scalar, a mapping value inside a flow list); they must
+//! exit 2 with the line of the break. Every other file must be read: exit 0
+//! (clean) or 1 (problems found).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn corpus_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/legacy-startup-configs");
+    assert!(dir.join("INDEX.tsv").exists(), "the corpus is missing at {}", dir.display());
+    dir
+}
+
+fn env_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.env")
+}
+
+/// (exit code, stdout, stderr) of `supervisor <command> -c FILE ...`.
+fn run(command: &str, file: &Path, extra: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+        .arg(command)
+        .arg("-c")
+        .arg(file)
+        .arg("--env-file")
+        .arg(env_file())
+        .args(extra)
+        .env_remove("PORT_OFFSET")
+        .env("SUPERVISOR_LOG", "warn")
+        .output()
+        .expect("run supervisor");
+    (
+        output.status.code().expect("no signal"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// (file name, format kind) from INDEX.tsv.
+fn index() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(corpus_dir().join("INDEX.tsv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            (fields[0].to_string(), fields[5].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_corpus_file_is_read_by_check_check_ports_and_plan() {
+    let files = index();
+    assert_eq!(files.len(), 129);
+    let mut counts = std::collections::BTreeMap::new();
+    for (name, kind) in &files {
+        let path = corpus_dir().join(name);
+        let expect_unreadable = kind.starts_with("unparseable");
+        for command in ["check", "check-ports", "plan"] {
+            let extra: &[&str] = if command == "plan" { &[] } else { &["--no-bind-check"] };
+            let (code, stdout, stderr) = run(command, &path, extra);
+            assert!(!stderr.contains("panicked"), "{command} {name} panicked: {stderr}");
+            if expect_unreadable {
+                assert_eq!(code, 2, "{command} {name} ({kind}) should not parse: {stderr}");
+                assert!(stderr.contains(&format!("{name}:")) && stderr.contains("invalid YAML"), "{command} {name}: {stderr}");
+            } else {
+                assert!(code == 0 || code == 1, "{command} {name} ({kind}) exited {code}:\n{stdout}\n{stderr}");
+            }
+            *counts.entry((command, code)).or_insert(0) += 1;
+        }
+    }
+    eprintln!("exit codes per command: {counts:?}");
+}
+
+fn problems(name: &str) -> Vec<Value> {
+    let (_, stdout, stderr) = run("check", &corpus_dir().join(name), &["--no-bind-check", "--json"]);
+    let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{name}: {error}: {stderr}"));
+    value["problems"].as_array().unwrap().clone()
+}
+
+fn cycles(problems: &[Value]) -> Vec<Vec<String>> {
+    problems.iter().filter(|p| p["kind"] == "cycle").map(|p| serde_json::from_value(p["agents"].clone()).unwrap()).collect()
+}
+
+fn conflict_users(problems: &[Value], port: u64) -> Vec<String> {
+    problems
+        .iter()
+        .filter(|p| p["kind"] == "port_conflict" && p["port"] == port)
+        .flat_map(|p| p["users"].as_array().unwrap().iter().map(|u| format!("{}.{}", u["agent"].as_str().unwrap(), u["field"].as_str().unwrap())))
+        .collect()
+}
+
+/// MainPC 07-12..07-23: StreamingInterruptHandler depends on StreamingTTSAgent,
+/// which depends on TTSService, which depends on StreamingInterruptHandler.
+#[test]
+fn sample_mainpc_streaming_cycle() {
+    let found = problems("5aa46d427277.yaml");
+    assert_eq!(cycles(&found), vec![vec!["StreamingInterruptHandler", "StreamingTTSAgent", "TTSService"]]);
+}
+
+/// June MainPC list: TaskRouter lists DynamicIdentityAgent among its
+/// dependencies (line 10) and DynamicIdentityAgent depends on TaskRouter (line 57).
+#[test]
+fn sample_june_two_agent_cycle() {
+    let found = problems("ca17afa9cae3.yaml");
+    assert!(cycles(&found).contains(&vec!["DynamicIdentityAgent".to_string(), "TaskRouter".to_string()]), "{:?}", cycles(&found));
+}
+
+/// PC2 list: the health agents depend on each other in a ring of four.
+#[test]
+fn sample_pc2_health_ring() {
+    let found = problems("e76c806a65de.yaml");
+    assert_eq!(cycles(&found), vec![vec!["HealthMonitor", "PerformanceMonitor", "PerformanceLoggerAgent", "SelfHealingAgent"]]);
+}
+
+/// MainPC agent_groups: EmotionEngine and CloudTranslationService both use
+/// `${PORT_OFFSET}+5590` / `+6590` (lines 472-473 and 547-548).
+#[test]
+fn sample_emotion_engine_translation_port_clash() {
+    let found = problems("1cf5b6b2872c.yaml");
+    let mut users = conflict_users(&found, 5590);
+    users.sort();
+    assert_eq!(users, ["CloudTranslationService.port", "EmotionEngine.port"]);
+    let mut users = conflict_users(&found, 6590);
+    users.sort();
+    assert_eq!(users, ["CloudTranslationService.health_check_port", "EmotionEngine.health_check_port"]);
+}
+
+/// PC2 list: CentralErrorBus and VisionProcessingAgent both on 7150/8150.
+#[test]
+fn sample_pc2_error_bus_vision_clash() {
+    let found = problems("1e3e9d6f31aa.yaml");
+    let mut users = conflict_users(&found, 7150);
+    users.sort();
+    assert_eq!(users, ["CentralErrorBus.port", "VisionProcessingAgent.port"]);
+}
+
+/// The `simple` format: MemoryOrchestrator on 5576 has the implicit health
+/// port 5577, which MemoryClient uses as its port.
+#[test]
+fn sample_simple_format_implicit_health_clash() {
+    let found = problems("a30800ac3272.yaml");
+    let conflict = found.iter().find(|p| p["kind"] == "port_conflict" && p["port"] == 5577).expect("a 5577 conflict");
+    assert_eq!(conflict["severity"], "error");
+    assert_eq!(conflict_users(&found, 5577), ["MemoryOrchestrator.health_check_port (implicit: port+1)", "MemoryClient.port"]);
+}
+
+/// HEAD of MainPC (49 agents) has no cycle and no error, only warnings.
+#[test]
+fn sample_mainpc_head_is_clean_of_errors() {
+    let found = problems("3dd45d008fc4.yaml");
+    let errors: Vec<&Value> = found.iter().filter(|p| p["severity"] == "error").collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (code, stdout, _) = run("plan", &corpus_dir().join("3dd45d008fc4.yaml"), &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("critical path"), "{stdout}");
+}
