@@ -1,1 +1,100 @@
-fn main() {}
+//! Benchmark (not a test): load + check + plan a generated 1,000-agent
+//! manifest and print the times, with the bare YAML parse of the same text
+//! as the baseline measured in the same run.
+//!
+//! Run: `cargo bench --bench plan` (release build). Target: `check` on
+//! 1,000 agents under 20 ms.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use supervisor::check::{check_manifest, CheckOptions};
+use supervisor::manifest::{load_str, yaml, LoadOptions};
+use supervisor::plan::Plan;
+
+/// A layered DAG: agent i depends on up to three agents of lower index
+/// (a deterministic pseudo-random choice), each with a port and a health port.
+fn manifest(agents: usize) -> String {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut text = String::from("version: 1\ndefaults:\n  env: { PYTHONUNBUFFERED: \"1\" }\nagents:\n");
+    for index in 0..agents {
+        let deps: Vec<String> = if index == 0 { Vec::new() } else { (0..(next() % 4)).map(|_| format!("agent{}", next() as usize % index)).collect() };
+        text.push_str(&format!(
+            "  agent{index}:\n    command: [\"python3\", \"agents/a{index}.py\", \"--port\", \"{port}\"]\n    port: ${{PORT_OFFSET}}+{port}\n    health_check_port: {health}\n    dependencies: [{deps}]\n    readiness: {{ tcp: {port}, timeout: 30s }}\n    restart: {{ policy: on-failure, max_restarts: 5, within: 60s }}\n",
+            port = 10000 + index * 2,
+            health = 10001 + index * 2,
+            deps = deps.join(", ")
+        ));
+    }
+    text
+}
+
+/// Median of `runs` timings of `work`.
+fn median(runs: usize, mut work: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            work();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn main() {
+    let agents = 1000;
+    let text = manifest(agents);
+    let options = LoadOptions { environment: Some(HashMap::new()), ..LoadOptions::default() };
+    let no_bind = CheckOptions { bind_check: false, this_host: "localhost".into() };
+    let with_bind = CheckOptions { bind_check: true, this_host: "localhost".into() };
+    let runs = 31;
+
+    let events = median(runs, || {
+        let mut count = 0usize;
+        for event in saphyr_parser::Parser::new_from_str(black_box(&text)) {
+            black_box(event.expect("valid YAML"));
+            count += 1;
+        }
+        black_box(count);
+    });
+    let parse = median(runs, || {
+        black_box(yaml::parse(black_box(&text)).expect("valid YAML"));
+    });
+    let load = median(runs, || {
+        black_box(load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest"));
+    });
+    let check = median(runs, || {
+        let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
+        let report = check_manifest(loaded.manifest, loaded.problems, &no_bind);
+        assert!(!report.has_errors(), "{:?}", report.problems.first());
+        black_box(report);
+    });
+    let check_bind = median(5, || {
+        let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
+        black_box(check_manifest(loaded.manifest, loaded.problems, &with_bind));
+    });
+    let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
+    let plan = median(runs, || {
+        black_box(Plan::new(&loaded.manifest).expect("acyclic"));
+    });
+    let levels = Plan::new(&loaded.manifest).expect("acyclic").levels.len();
+
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let ratio = |duration: Duration| duration.as_secs_f64() / parse.as_secs_f64();
+    println!("bench-plan: {agents} agents, {} KiB of YAML, {levels} levels, median of {runs} runs", text.len() / 1024);
+    println!("  yaml parse (baseline)        {:8.2} ms   1.00x", ms(parse));
+    println!("  yaml events only (parser)    {:8.2} ms  {:5.2}x", ms(events), ratio(events));
+    println!("  load (parse+vars+validate)   {:8.2} ms  {:5.2}x", ms(load), ratio(load));
+    println!("  check (load + all checks)    {:8.2} ms  {:5.2}x   target < 20 ms: {}", ms(check), ratio(check), if ms(check) < 20.0 { "met" } else { "MISSED" });
+    println!("  check + bind test of {} ports {:7.2} ms  {:5.2}x", agents * 2, ms(check_bind), ratio(check_bind));
+    println!("  plan (graph, levels)         {:8.2} ms  {:5.2}x", ms(plan), ratio(plan));
+}

@@ -150,9 +150,13 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
 }
 
 fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
+    let mut by_name: std::collections::HashMap<&str, &Agent> = std::collections::HashMap::new();
+    for agent in &manifest.agents {
+        by_name.entry(&agent.name).or_insert(agent);
+    }
     for agent in manifest.agents.iter().filter(|agent| agent.required) {
         for dependency in &agent.dependencies {
-            if let Some(optional) = manifest.agent(&dependency.name).filter(|dependency| !dependency.required) {
+            if let Some(optional) = by_name.get(dependency.name.as_str()).filter(|dependency| !dependency.required) {
                 let mut problem = Problem::warning(ProblemKind::RequiredOnOptional, format!("required agent `{}` depends on optional agent `{}`; if it fails, `{}` cannot start", agent.name, optional.name, agent.name))
                     .at(&dependency.location)
                     .for_agent(&agent.name)
@@ -199,7 +203,8 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
         .for_agent(&change.0.name);
         if let Some(replacement) = replacement {
             problem = problem.suggest(format!("change {}.{} to {replacement}, which is free", change.0.name, change.1.field));
-            if let Some(span) = &change.1.span {
+            // Warnings are suggestions only: `--fix` changes what really clashes.
+            if let (true, Some(span)) = (error, &change.1.span) {
                 fixes.push(PortFix { file: change.1.location.file.clone(), span: span.clone(), agent: change.0.name.clone(), field: change.1.field.clone(), old: *port, new: replacement });
             }
         }

@@ -213,7 +213,10 @@ fn progress_line(snapshot: &StatusSnapshot) -> String {
         .agents
         .iter()
         .filter(|agent| agent.state == AgentState::Pending)
-        .map(|agent| format!("{} ({})", agent.name, agent.waiting_on.join(", ")))
+        .map(|agent| match agent.waiting_on.is_empty() {
+            true => agent.name.clone(),
+            false => format!("{} ({})", agent.name, agent.waiting_on.join(", ")),
+        })
         .collect();
     if !waiting.is_empty() {
         let names: Vec<&str> = waiting.iter().map(String::as_str).collect();

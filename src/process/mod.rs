@@ -11,8 +11,8 @@
 //!
 //! Every child gets its own process group (so a signal reaches its
 //! grandchildren too), `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the
-//! supervisor) and `kill_on_drop`. Children are spawned from one long-lived
-//! thread, never from `spawn_blocking`: PDEATHSIG fires when the *thread* that
+//! supervisor) and `kill_on_drop`. Children are spawned from a few long-lived
+//! threads, never from `spawn_blocking`: PDEATHSIG fires when the *thread* that
 //! forked the child exits, and blocking-pool threads idle out (see
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
 //! process group is killed so no grandchild is left behind.
@@ -119,37 +119,49 @@ struct Request {
     report: Reporter,
 }
 
-/// The real [`Spawner`]: forks from one dedicated, long-lived thread that
-/// also reaps the children and pumps their output.
+/// How many spawner threads fork children. `fork`+`exec` of one child blocks
+/// its thread until the exec happened (a few ms), so a burst of agents (a
+/// whole level becoming startable at once) is spread over several threads.
+const SPAWNER_THREADS: usize = 4;
+
+/// The real [`Spawner`]: forks from a few dedicated, long-lived threads,
+/// which also reap the children and pump their output.
 pub struct ProcessSpawner {
-    /// The spawner thread holds the receiving end; dropping this sender ends
-    /// the thread, which kills whatever children are still running.
-    requests: mpsc::UnboundedSender<Request>,
+    /// One sender per spawner thread, which holds the receiving end;
+    /// dropping them ends the threads, which kill whatever children are
+    /// still running.
+    requests: Vec<mpsc::UnboundedSender<Request>>,
+    /// Round-robin index into `requests`.
+    next: usize,
     /// Joined on drop so every child is reaped before the supervisor returns.
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ProcessSpawner {
     pub fn start() -> Result<ProcessSpawner, SpawnError> {
-        let (requests, receiver) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(SpawnError::Thread)?;
-        let thread = std::thread::Builder::new()
-            .name("agent-spawner".into())
-            .spawn(move || runtime.block_on(run_spawner(receiver)))
-            .map_err(SpawnError::Thread)?;
-        Ok(ProcessSpawner { requests, thread: Some(thread) })
+        let mut spawner = ProcessSpawner { requests: Vec::new(), next: 0, threads: Vec::new() };
+        for index in 0..SPAWNER_THREADS {
+            let (requests, receiver) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(SpawnError::Thread)?;
+            let thread = std::thread::Builder::new()
+                .name(format!("agent-spawner-{index}"))
+                .spawn(move || runtime.block_on(run_spawner(receiver)))
+                .map_err(SpawnError::Thread)?;
+            spawner.requests.push(requests);
+            spawner.threads.push(thread);
+        }
+        Ok(spawner)
     }
 }
 
 impl Drop for ProcessSpawner {
     fn drop(&mut self) {
-        // Closing the channel ends `run_spawner`; the join waits for it.
-        let (closed, _) = mpsc::unbounded_channel();
-        drop(std::mem::replace(&mut self.requests, closed));
-        if let Some(thread) = self.thread.take() {
+        // Closing the channels ends each `run_spawner`; the joins wait for them.
+        self.requests.clear();
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -157,7 +169,8 @@ impl Drop for ProcessSpawner {
 
 impl Spawner for ProcessSpawner {
     fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
-        if let Err(mpsc::error::SendError(request)) = self.requests.send(Request { spec, report }) {
+        self.next = (self.next + 1) % self.requests.len();
+        if let Err(mpsc::error::SendError(request)) = self.requests[self.next].send(Request { spec, report }) {
             (request.report)(ProcessEvent::SpawnFailed { error: SpawnError::SpawnerGone.to_string() });
         }
     }
@@ -210,7 +223,8 @@ async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, repo
     };
     let guard = GroupGuard(pid);
     report(ProcessEvent::Spawned { pid });
-    let output = log::pump(child.stdout.take(), child.stderr.take(), &spec);
+    // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
+    let mut output = tokio::spawn(log::pump(child.stdout.take(), child.stderr.take(), &spec));
     let status = child.wait().await;
     drop(guard);
     let termination = match status {
@@ -220,7 +234,9 @@ async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, repo
     report(ProcessEvent::Exited { termination });
     // The group is dead, so the pipes reach end of file soon, unless a
     // grandchild left the group and kept them open: do not wait for it.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), output).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut output).await.is_err() {
+        output.abort();
+    }
 }
 
 /// Forks and execs one child with its own process group and PDEATHSIG.

@@ -35,6 +35,9 @@ use event::{Action, AgentId};
 use lifecycle::Lifecycle;
 use restart::Jitter;
 
+/// At most this many queued events are applied before the status is published.
+const MAX_BATCH: usize = 256;
+
 /// Probe attempts never get less time than this, whatever the interval.
 const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -141,6 +144,7 @@ impl<S: Spawner> Supervisor<S> {
         if let Some(outcome) = self.perform(actions) {
             return outcome;
         }
+        self.status.send_replace(self.lifecycle.snapshot());
         loop {
             let deadline = self.lifecycle.next_deadline();
             let event = tokio::select! {
@@ -159,7 +163,18 @@ impl<S: Spawner> Supervisor<S> {
                 }
             };
             let actions = self.lifecycle.apply(event, Instant::now());
-            let outcome = self.perform(actions);
+            let mut outcome = self.perform(actions);
+            // Under a burst (a whole level spawning and becoming ready) apply
+            // what is already queued before publishing one snapshot: building
+            // it is O(agents), the events themselves are cheap.
+            for _ in 0..MAX_BATCH {
+                if outcome.is_some() {
+                    break;
+                }
+                let Ok(event) = self.events.try_recv() else { break };
+                let actions = self.lifecycle.apply(event, Instant::now());
+                outcome = self.perform(actions);
+            }
             self.status.send_replace(self.lifecycle.snapshot());
             if let Some(outcome) = outcome {
                 for (_, token) in self.watchers.drain() {

@@ -1,0 +1,211 @@
+//! Shared helpers for the runtime integration tests (`up.rs`, `restart.rs`,
+//! `shutdown.rs`): a scratch directory with a manifest, a running
+//! `supervisor up` whose output is captured, the `fake-agent` record file,
+//! and bounded waits. Every process a test starts is killed by pid when the
+//! test ends, pass or fail.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_fake-agent");
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_supervisor");
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free loopback port.
+pub fn port() -> u16 {
+    portpicker::pick_unused_port().expect("a free port")
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// A line written by `fake-agent --record`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: String,
+    pub name: String,
+    pub nanos: u128,
+    pub pid: u32,
+}
+
+/// One test's scratch directory, manifest and record file.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub record: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let record = dir.path().join("record.txt");
+        Fixture { dir, record }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `manifest.yaml`; `FAKE` in the text becomes the fake-agent path.
+    pub fn manifest(&self, text: &str) -> PathBuf {
+        let path = self.path("manifest.yaml");
+        std::fs::write(&path, text.replace("FAKE", FAKE_AGENT)).expect("write manifest");
+        path
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                Some(Record {
+                    kind: parts.next()?.to_string(),
+                    name: parts.next()?.to_string(),
+                    nanos: parts.next()?.parse().ok()?,
+                    pid: parts.next()?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    pub fn records_of(&self, kind: &str, name: &str) -> Vec<Record> {
+        self.records().into_iter().filter(|record| record.kind == kind && record.name == name).collect()
+    }
+
+    /// The first `kind` record of `name`; panics if there is none.
+    pub fn first(&self, kind: &str, name: &str) -> Record {
+        self.records_of(kind, name)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no `{kind}` record for {name}: {:?}", self.records()))
+    }
+
+    /// Starts `supervisor up --config manifest.yaml` with `extra` arguments.
+    pub fn up(&self, manifest: &Path, extra: &[&str]) -> Up {
+        let mut command = Command::new(SUPERVISOR);
+        command
+            .args(["--log", "info", "up", "--config"])
+            .arg(manifest)
+            .args(extra)
+            .env("FAKE_AGENT_RECORD", &self.record)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start supervisor");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut output = output.lock().expect("output lock");
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+            });
+        }
+        Up { child, output, record: self.record.clone(), status: None }
+    }
+}
+
+/// A running `supervisor up`. Dropping it kills the supervisor and every
+/// agent pid found in the record file.
+pub struct Up {
+    pub child: Child,
+    output: Arc<Mutex<String>>,
+    record: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Up {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it printed so far (stdout and stderr, interleaved by line).
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    pub fn wait_for_output(&self, text: &str, timeout: Duration) {
+        let what = format!("supervisor output containing {text:?}");
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(text) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; output so far:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal supervisor");
+    }
+
+    /// Waits for the supervisor to exit; panics with its output after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "supervisor still running after {timeout:?}; output:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        for pid in text.lines().filter_map(|line| line.split_whitespace().nth(3)?.parse::<i32>().ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Kills a pid read from a file (a grandchild) when dropped.
+pub struct KillOnDrop(pub Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+pub fn now_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_nanos()).unwrap_or(0)
+}

@@ -1,0 +1,254 @@
+//! `supervisor up` with real processes: start order, readiness of each probe
+//! kind, a required agent that never becomes ready, an optional one that
+//! fails, refusing to start on check errors, logs and injected environment.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, port};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+#[test]
+fn agents_start_only_after_their_dependencies_are_ready() {
+    let fixture = Fixture::new();
+    let (db, api) = (port(), port());
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  db:
+    command: ["FAKE", "--ready-after", "400ms"]
+    port: {db}
+    readiness: {{ tcp: {db}, timeout: 20s, interval: 20ms }}
+  api:
+    command: ["FAKE", "--ready-after", "200ms"]
+    port: {api}
+    dependencies: [db]
+    readiness: {{ http: "http://127.0.0.1:{api}/health", timeout: 20s, interval: 20ms }}
+  ui:
+    command: ["FAKE"]
+    dependencies: [api, db]
+    readiness: {{ start_period: 100ms }}
+  free:
+    command: ["FAKE"]
+    readiness: {{ start_period: 100ms }}
+"#
+    ));
+    let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    for (agent, dependency) in [("api", "db"), ("ui", "api"), ("ui", "db")] {
+        let started = fixture.first("start", agent).nanos;
+        let ready = fixture.first("ready", dependency).nanos;
+        assert!(started >= ready, "{agent} started before {dependency} was ready");
+    }
+    // `free` does not wait for anyone: it starts with db, long before db is ready.
+    assert!(fixture.first("start", "free").nanos < fixture.first("ready", "db").nanos);
+    let output = up.output();
+    assert!(output.contains("all ready: 4/4 agents"), "{output}");
+    assert!(output.contains("critical path: db -> api -> ui"), "{output}");
+}
+
+#[test]
+fn every_probe_kind_gates_readiness() {
+    let fixture = Fixture::new();
+    let (tcp, http) = (port(), port());
+    let ready_file = fixture.path("exec-ready");
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  tcp:
+    command: ["FAKE", "--ready-after", "300ms"]
+    port: {tcp}
+    readiness: {{ tcp: {tcp}, timeout: 20s, interval: 20ms }}
+  http:
+    command: ["FAKE", "--ready-after", "300ms"]
+    port: {http}
+    readiness: {{ http: "http://127.0.0.1:{http}/", timeout: 20s, interval: 20ms }}
+  exec:
+    command: ["FAKE", "--ready-after", "300ms", "--ready-file", "{file}"]
+    readiness: {{ exec: ["test", "-f", "{file}"], timeout: 20s, interval: 20ms }}
+  period:
+    command: ["FAKE"]
+    readiness: {{ start_period: 300ms }}
+  last:
+    command: ["FAKE"]
+    dependencies: [tcp, http, exec, period]
+    readiness: {{ start_period: 10ms }}
+"#,
+        file = ready_file.display()
+    ));
+    let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    let last = fixture.first("start", "last").nanos;
+    for agent in ["tcp", "http", "exec"] {
+        assert!(last >= fixture.first("ready", agent).nanos, "last started before {agent} was ready");
+    }
+    let period = fixture.first("start", "period").nanos;
+    assert!(last >= period + 300_000_000, "start period not respected");
+}
+
+#[test]
+fn a_required_agent_that_is_never_ready_fails_up_and_names_it() {
+    let fixture = Fixture::new();
+    let (db, free) = (port(), port());
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  db:
+    command: ["FAKE", "--ready-after", "60s"]
+    port: {db}
+    readiness: {{ tcp: {db}, timeout: 1s, interval: 50ms }}
+  api:
+    command: ["FAKE"]
+    dependencies: [db]
+  free:
+    command: ["FAKE", "--ready-after", "100ms"]
+    port: {free}
+    readiness: {{ tcp: {free}, timeout: 10s, interval: 20ms }}
+"#
+    ));
+    let mut up = fixture.up(&manifest, &[]);
+    let status = up.wait(BOUND);
+    assert_eq!(status.code(), Some(1), "output:\n{}", up.output());
+    let output = up.output();
+    assert!(output.contains("required agent `db` failed: not ready within 1.00s"), "{output}");
+    assert!(fixture.records_of("start", "api").is_empty(), "api must never start");
+    // Everything that was started was stopped.
+    assert_eq!(fixture.records_of("stop", "db").len(), 1);
+    assert_eq!(fixture.records_of("stop", "free").len(), 1);
+}
+
+#[test]
+fn an_optional_agent_failing_only_blocks_its_dependents() {
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest(
+        r#"
+version: 1
+agents:
+  flaky:
+    command: ["FAKE", "--crash-after", "100ms", "--exit-code", "3"]
+    required: false
+    restart: never
+    readiness: { start_period: 2s }
+  user:
+    command: ["FAKE"]
+    dependencies: [flaky]
+    required: false
+  other:
+    command: ["FAKE"]
+    readiness: { start_period: 200ms }
+"#,
+    );
+    let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(fixture.records_of("start", "user").is_empty(), "user must not start");
+    assert_eq!(fixture.records_of("start", "other").len(), 1);
+    let output = up.output();
+    assert!(output.contains("exited with code 3 (restart: never)"), "{output}");
+    assert!(output.contains("dependency `flaky` is failed"), "{output}");
+}
+
+#[test]
+fn check_errors_refuse_to_start_anything() {
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest(
+        r#"
+version: 1
+agents:
+  a:
+    command: ["FAKE"]
+    dependencies: [b]
+  b:
+    command: ["FAKE"]
+    dependencies: [a]
+"#,
+    );
+    let mut up = fixture.up(&manifest, &[]);
+    let status = up.wait(BOUND);
+    assert_eq!(status.code(), Some(1), "output:\n{}", up.output());
+    assert!(up.output().contains("a -> b -> a"), "{}", up.output());
+    assert!(fixture.records().is_empty(), "nothing may start");
+}
+
+#[test]
+fn logs_go_to_the_run_dir_and_the_environment_is_injected() {
+    let fixture = Fixture::new();
+    let (db, own) = (port(), port());
+    let script = "echo \"name=$AGENT_NAME port=$AGENT_PORT db=$DB_ENDPOINT offset=$PORT_OFFSET custom=$CUSTOM\"; sleep 30";
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  db:
+    command: ["FAKE", "--ready-after", "100ms"]
+    port: {db}
+    readiness: {{ tcp: {db}, timeout: 20s, interval: 20ms }}
+  env-check:
+    command: ['{script}']
+    shell: true
+    port: {own}
+    env: {{ CUSTOM: "yes" }}
+    dependencies: [db]
+    readiness: {{ start_period: 300ms }}
+"#
+    ));
+    let run_dir = fixture.path("run");
+    let mut up = fixture.up(&manifest, &["--exit-when-ready", "--run-dir", run_dir.to_str().unwrap()]);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    let log = std::fs::read_to_string(run_dir.join("logs/env-check.log")).expect("env-check log");
+    let expected = format!("name=env-check port={own} db=tcp://127.0.0.1:{db} offset=0 custom=yes");
+    assert!(log.contains(&expected), "log: {log}");
+    assert!(up.output().contains(&format!("env-check | {expected}")), "console: {}", up.output());
+    let db_log = std::fs::read_to_string(run_dir.join("logs/db.log")).expect("db log");
+    assert!(db_log.contains("fake-agent db ready"), "{db_log}");
+}
+
+#[test]
+fn a_dependency_on_another_host_is_waited_for_through_its_probe() {
+    let fixture = Fixture::new();
+    let remote = port();
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  remote-db:
+    host: 127.0.0.2
+    command: ["never-run-here"]
+    port: {remote}
+    readiness: {{ tcp: {remote}, timeout: 20s, interval: 20ms }}
+  api:
+    command: ["FAKE"]
+    dependencies: [remote-db]
+    readiness: {{ start_period: 10ms }}
+"#
+    ));
+    let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(fixture.records_of("start", "api").is_empty(), "api started before its remote dependency was up");
+    let listening_since = common::now_nanos();
+    let listener = std::net::TcpListener::bind(("127.0.0.2", remote)).expect("listen on 127.0.0.2");
+    let status = up.wait(BOUND);
+    drop(listener);
+    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(fixture.first("start", "api").nanos >= listening_since);
+}
+
+#[test]
+fn the_example_manifest_runs_from_a_fresh_clone() {
+    let fixture = Fixture::new();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/startup.yaml");
+    let run_dir = fixture.path("run");
+    let mut up = fixture.up(&manifest, &["--exit-when-ready", "--run-dir", run_dir.to_str().unwrap()]);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(up.output().contains("all ready: 4/4 agents"), "{}", up.output());
+    assert!(up.output().contains("critical path: store -> api -> worker"), "{}", up.output());
+}
