@@ -20,7 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
-#[command(name = "fake-agent", about = "A configurable agent for supervisor tests")]
+#[command(
+    name = "fake-agent",
+    about = "A configurable agent for supervisor tests"
+)]
 struct Args {
     /// Name used in records (default: AGENT_NAME, else `fake`).
     #[arg(long, env = "AGENT_NAME", default_value = "fake")]
@@ -69,7 +72,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(index) => text.split_at(index),
         None => (text, "s"),
     };
-    let value: f64 = number.trim().parse().map_err(|_| format!("bad duration `{text}`"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration `{text}`"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -81,10 +87,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn record(args: &Args, what: &str) {
     let Some(path) = &args.record else { return };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or(0);
     let line = format!("{what} {} {nanos} {}\n", args.name, std::process::id());
     // One write of a short line with O_APPEND: lines of concurrent agents do not interleave.
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = file.write_all(line.as_bytes());
     }
 }
@@ -96,7 +109,10 @@ fn main() -> std::process::ExitCode {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fake-agent: {error}");
@@ -110,8 +126,16 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> i32 {
     let started = tokio::time::Instant::now();
     record(&args, "start");
-    println!("fake-agent {} started (pid {})", args.name, std::process::id());
-    let _grandchild = if args.fork_grandchild { fork_grandchild(&args) } else { None };
+    println!(
+        "fake-agent {} started (pid {})",
+        args.name,
+        std::process::id()
+    );
+    let _grandchild = if args.fork_grandchild {
+        fork_grandchild(&args)
+    } else {
+        None
+    };
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         eprintln!("fake-agent: cannot watch SIGTERM");
         return 2;
@@ -174,7 +198,9 @@ async fn run(args: Args) -> i32 {
     }
 }
 
-async fn accept(listener: &Option<tokio::net::TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+async fn accept(
+    listener: &Option<tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match listener {
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,

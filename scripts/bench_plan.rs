@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use supervisor::check::{check_manifest, CheckOptions};
-use supervisor::manifest::{load_str, yaml, LoadOptions};
+use supervisor::check::{CheckOptions, check_manifest};
+use supervisor::manifest::{LoadOptions, load_str, yaml};
 use supervisor::plan::Plan;
 
 /// A layered DAG: agent i depends on up to three agents of lower index
@@ -24,9 +24,16 @@ fn manifest(agents: usize) -> String {
         state ^= state << 17;
         state
     };
-    let mut text = String::from("version: 1\ndefaults:\n  env: { PYTHONUNBUFFERED: \"1\" }\nagents:\n");
+    let mut text =
+        String::from("version: 1\ndefaults:\n  env: { PYTHONUNBUFFERED: \"1\" }\nagents:\n");
     for index in 0..agents {
-        let deps: Vec<String> = if index == 0 { Vec::new() } else { (0..(next() % 4)).map(|_| format!("agent{}", next() as usize % index)).collect() };
+        let deps: Vec<String> = if index == 0 {
+            Vec::new()
+        } else {
+            (0..(next() % 4))
+                .map(|_| format!("agent{}", next() as usize % index))
+                .collect()
+        };
         text.push_str(&format!(
             "  agent{index}:\n    command: [\"python3\", \"agents/a{index}.py\", \"--port\", \"{port}\"]\n    port: ${{PORT_OFFSET}}+{port}\n    health_check_port: {health}\n    dependencies: [{deps}]\n    readiness: {{ tcp: {port}, timeout: 30s }}\n    restart: {{ policy: on-failure, max_restarts: 5, within: 60s }}\n",
             port = 10000 + index * 2,
@@ -53,9 +60,18 @@ fn median(runs: usize, mut work: impl FnMut()) -> Duration {
 fn main() {
     let agents = 1000;
     let text = manifest(agents);
-    let options = LoadOptions { environment: Some(HashMap::new()), ..LoadOptions::default() };
-    let no_bind = CheckOptions { bind_check: false, this_host: "localhost".into() };
-    let with_bind = CheckOptions { bind_check: true, this_host: "localhost".into() };
+    let options = LoadOptions {
+        environment: Some(HashMap::new()),
+        ..LoadOptions::default()
+    };
+    let no_bind = CheckOptions {
+        bind_check: false,
+        this_host: "localhost".into(),
+    };
+    let with_bind = CheckOptions {
+        bind_check: true,
+        this_host: "localhost".into(),
+    };
     let runs = 31;
 
     let events = median(runs, || {
@@ -90,11 +106,39 @@ fn main() {
 
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let ratio = |duration: Duration| duration.as_secs_f64() / parse.as_secs_f64();
-    println!("bench-plan: {agents} agents, {} KiB of YAML, {levels} levels, median of {runs} runs", text.len() / 1024);
-    println!("  yaml parse (baseline)        {:8.2} ms   1.00x", ms(parse));
-    println!("  yaml events only (parser)    {:8.2} ms  {:5.2}x", ms(events), ratio(events));
-    println!("  load (parse+vars+validate)   {:8.2} ms  {:5.2}x", ms(load), ratio(load));
-    println!("  check (load + all checks)    {:8.2} ms  {:5.2}x   target < 20 ms: {}", ms(check), ratio(check), if ms(check) < 20.0 { "met" } else { "MISSED" });
-    println!("  check + bind test of {} ports {:7.2} ms  {:5.2}x", agents * 2, ms(check_bind), ratio(check_bind));
-    println!("  plan (graph, levels)         {:8.2} ms  {:5.2}x", ms(plan), ratio(plan));
+    println!(
+        "bench-plan: {agents} agents, {} KiB of YAML, {levels} levels, median of {runs} runs",
+        text.len() / 1024
+    );
+    println!(
+        "  yaml parse (baseline)        {:8.2} ms   1.00x",
+        ms(parse)
+    );
+    println!(
+        "  yaml events only (parser)    {:8.2} ms  {:5.2}x",
+        ms(events),
+        ratio(events)
+    );
+    println!(
+        "  load (parse+vars+validate)   {:8.2} ms  {:5.2}x",
+        ms(load),
+        ratio(load)
+    );
+    println!(
+        "  check (load + all checks)    {:8.2} ms  {:5.2}x   target < 20 ms: {}",
+        ms(check),
+        ratio(check),
+        if ms(check) < 20.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "  check + bind test of {} ports {:7.2} ms  {:5.2}x",
+        agents * 2,
+        ms(check_bind),
+        ratio(check_bind)
+    );
+    println!(
+        "  plan (graph, levels)         {:8.2} ms  {:5.2}x",
+        ms(plan),
+        ratio(plan)
+    );
 }

@@ -21,7 +21,10 @@ fn supervisor(dir: &Path, args: &[&str]) -> Run {
         .output()
         .expect("run supervisor");
     Run {
-        code: output.status.code().expect("exited normally, not by a signal"),
+        code: output
+            .status
+            .code()
+            .expect("exited normally, not by a signal"),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
@@ -37,13 +40,20 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn check_json(text: &str) -> (i32, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "m.yaml", text);
-    let run = supervisor(dir.path(), &["check", "--no-bind-check", "--json", "-c", "m.yaml"]);
-    let value: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|error| panic!("not JSON ({error}): {}\n{}", run.stdout, run.stderr));
+    let run = supervisor(
+        dir.path(),
+        &["check", "--no-bind-check", "--json", "-c", "m.yaml"],
+    );
+    let value: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}\n{}", run.stdout, run.stderr));
     (run.code, value["problems"].as_array().unwrap().clone())
 }
 
 fn of_kind<'a>(problems: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    problems.iter().filter(|problem| problem["kind"] == kind).collect()
+    problems
+        .iter()
+        .filter(|problem| problem["kind"] == kind)
+        .collect()
 }
 
 const AGENT: &str = "command: [\"true\"]";
@@ -51,7 +61,11 @@ const AGENT: &str = "command: [\"true\"]";
 #[test]
 fn bad_yaml_names_the_line_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "m.yaml", "version: 1\nagents:\n  a:\n    command: [\"x\"\n  b: {}\n");
+    write(
+        dir.path(),
+        "m.yaml",
+        "version: 1\nagents:\n  a:\n    command: [\"x\"\n  b: {}\n",
+    );
     let run = supervisor(dir.path(), &["check", "-c", "m.yaml"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("m.yaml:"), "{}", run.stderr);
@@ -60,32 +74,65 @@ fn bad_yaml_names_the_line_and_exits_2() {
 
 #[test]
 fn wrong_types_name_field_and_line() {
-    let (code, problems) = check_json("version: 1\nagents:\n  db:\n    command: [\"true\"]\n    port: seventy\n    required: maybe\n  api:\n    command: [\"true\"]\n    dependencies: db\n");
+    let (code, problems) = check_json(
+        "version: 1\nagents:\n  db:\n    command: [\"true\"]\n    port: seventy\n    required: maybe\n  api:\n    command: [\"true\"]\n    dependencies: db\n",
+    );
     assert_eq!(code, 2);
-    let messages: Vec<String> = problems.iter().map(|problem| format!("{}:{}", problem["line"], problem["message"])).collect();
-    assert!(messages.iter().any(|m| m.starts_with("5:") && m.contains("agents.db.port") && m.contains("expected an integer")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.starts_with("9:") && m.contains("agents.api.dependencies")), "{messages:?}");
+    let messages: Vec<String> = problems
+        .iter()
+        .map(|problem| format!("{}:{}", problem["line"], problem["message"]))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("5:")
+            && m.contains("agents.db.port")
+            && m.contains("expected an integer")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("9:") && m.contains("agents.api.dependencies")),
+        "{messages:?}"
+    );
 }
 
 #[test]
 fn unknown_keys_are_errors_with_a_suggestion() {
-    let (code, problems) = check_json("version: 1\nagents:\n  db:\n    command: [\"true\"]\n    dependncies: []\n");
+    let (code, problems) =
+        check_json("version: 1\nagents:\n  db:\n    command: [\"true\"]\n    dependncies: []\n");
     assert_eq!(code, 2);
     assert_eq!(problems[0]["line"], 5);
     let message = problems[0]["message"].as_str().unwrap();
-    assert!(message.contains("unknown field `dependncies`") && message.contains("did you mean `dependencies`"), "{message}");
+    assert!(
+        message.contains("unknown field `dependncies`")
+            && message.contains("did you mean `dependencies`"),
+        "{message}"
+    );
     let (code, problems) = check_json("version: 1\nagnets: {}\n");
     assert_eq!(code, 2);
-    assert!(problems[0]["message"].as_str().unwrap().contains("did you mean `agents`"), "{problems:?}");
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `agents`"),
+        "{problems:?}"
+    );
 }
 
 #[test]
 fn unset_variables_are_named_with_their_line() {
-    let (code, problems) = check_json("version: 1\nagents:\n  db:\n    command: [\"run\", \"${SURELY_UNSET_VAR_1}\"]\n    env: { A: \"${SURELY_UNSET_VAR_2}\" }\n");
+    let (code, problems) = check_json(
+        "version: 1\nagents:\n  db:\n    command: [\"run\", \"${SURELY_UNSET_VAR_1}\"]\n    env: { A: \"${SURELY_UNSET_VAR_2}\" }\n",
+    );
     assert_eq!(code, 2);
     let unset = of_kind(&problems, "unset_variable");
     assert_eq!(unset.len(), 2, "{problems:?}");
-    assert!(unset[0]["message"].as_str().unwrap().contains("SURELY_UNSET_VAR_1"));
+    assert!(
+        unset[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SURELY_UNSET_VAR_1")
+    );
     assert_eq!(unset[0]["line"], 4);
     assert_eq!(unset[1]["line"], 5);
 }
@@ -93,16 +140,41 @@ fn unset_variables_are_named_with_their_line() {
 #[test]
 fn variables_defaults_arithmetic_and_legacy_booleans() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "vars.env", "OFFSET_HOST=10.1.2.3\nPORT_OFFSET=100\n");
+    write(
+        dir.path(),
+        "vars.env",
+        "OFFSET_HOST=10.1.2.3\nPORT_OFFSET=100\n",
+    );
     write(
         dir.path(),
         "m.yaml",
         "pc2_services:\n  - name: A\n    script_path: a.py\n    host: ${OFFSET_HOST}\n    port: ${PORT_OFFSET}+7200\n    health_check_port: \"${PORT_OFFSET}+8200\"\n    required: ${RTAP_UNSET_FLAG:-false} == 'false'\n    config: { backend: \"${BACKEND:-redis}\" }\n",
     );
-    let run = supervisor(dir.path(), &["check-ports", "--no-bind-check", "--json", "-c", "m.yaml", "--env-file", "vars.env"]);
+    let run = supervisor(
+        dir.path(),
+        &[
+            "check-ports",
+            "--no-bind-check",
+            "--json",
+            "-c",
+            "m.yaml",
+            "--env-file",
+            "vars.env",
+        ],
+    );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let value: Value = serde_json::from_str(&run.stdout).unwrap();
-    let ports: Vec<(u64, String)> = value["ports"].as_array().unwrap().iter().map(|row| (row["port"].as_u64().unwrap(), row["host"].as_str().unwrap().to_string())).collect();
+    let ports: Vec<(u64, String)> = value["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["port"].as_u64().unwrap(),
+                row["host"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     assert!(ports.contains(&(7300, "10.1.2.3".to_string())), "{ports:?}");
     assert!(ports.contains(&(8300, "10.1.2.3".to_string())), "{ports:?}");
 }
@@ -116,11 +188,21 @@ fn cycles_of_length_one_two_and_many_are_printed_in_order() {
     assert_eq!(code, 1);
     let cycles: Vec<(Vec<String>, String, u64)> = of_kind(&problems, "cycle")
         .iter()
-        .map(|problem| (serde_json::from_value(problem["agents"].clone()).unwrap(), problem["message"].as_str().unwrap().to_string(), problem["line"].as_u64().unwrap()))
+        .map(|problem| {
+            (
+                serde_json::from_value(problem["agents"].clone()).unwrap(),
+                problem["message"].as_str().unwrap().to_string(),
+                problem["line"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(cycles.len(), 3, "{problems:?}");
     assert_eq!(cycles[0].0, ["a", "b", "c", "d"]);
-    assert!(cycles[0].1.contains("a -> b -> c -> d -> a"), "{}", cycles[0].1);
+    assert!(
+        cycles[0].1.contains("a -> b -> c -> d -> a"),
+        "{}",
+        cycles[0].1
+    );
     assert_eq!(cycles[0].2, 6);
     assert_eq!(cycles[1].0, ["self"]);
     assert!(cycles[1].1.contains("depends on itself"));
@@ -130,10 +212,15 @@ fn cycles_of_length_one_two_and_many_are_printed_in_order() {
 
 #[test]
 fn ports_zero_and_too_large_are_invalid() {
-    let (code, problems) = check_json(&format!("version: 1\nagents:\n  a: {{ {AGENT}, port: 0 }}\n  b: {{ {AGENT}, port: 70000 }}\n  c: {{ {AGENT}, port: -5 }}\n"));
+    let (code, problems) = check_json(&format!(
+        "version: 1\nagents:\n  a: {{ {AGENT}, port: 0 }}\n  b: {{ {AGENT}, port: 70000 }}\n  c: {{ {AGENT}, port: -5 }}\n"
+    ));
     assert_eq!(code, 1);
     let invalid = of_kind(&problems, "invalid_port");
-    let ports: Vec<i64> = invalid.iter().map(|problem| problem["port"].as_i64().unwrap()).collect();
+    let ports: Vec<i64> = invalid
+        .iter()
+        .map(|problem| problem["port"].as_i64().unwrap())
+        .collect();
     assert_eq!(ports, [0, 70000, -5]);
     assert_eq!(invalid[1]["line"], 4);
 }
@@ -157,15 +244,39 @@ fn duplicates_unknown_dependencies_and_optional_dependencies() {
     let (code, problems) = check_json(&text);
     assert_eq!(code, 1);
     let duplicate = of_kind(&problems, "duplicate_agent");
-    assert_eq!((duplicate.len(), duplicate[0]["agent"].as_str(), duplicate[0]["line"].as_u64()), (1, Some("db"), Some(4)));
+    assert_eq!(
+        (
+            duplicate.len(),
+            duplicate[0]["agent"].as_str(),
+            duplicate[0]["line"].as_u64()
+        ),
+        (1, Some("db"), Some(4))
+    );
     let unknown = of_kind(&problems, "unknown_dependency");
     assert_eq!(unknown.len(), 1);
-    assert_eq!((unknown[0]["agent"].as_str(), unknown[0]["dependency"].as_str()), (Some("api"), Some("dbb")));
-    assert!(unknown[0]["suggestion"].as_str().unwrap().contains("did you mean `db`"));
+    assert_eq!(
+        (
+            unknown[0]["agent"].as_str(),
+            unknown[0]["dependency"].as_str()
+        ),
+        (Some("api"), Some("dbb"))
+    );
+    assert!(
+        unknown[0]["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `db`")
+    );
     let optional = of_kind(&problems, "required_on_optional");
-    assert_eq!((optional.len(), optional[0]["severity"].as_str()), (1, Some("warning")));
+    assert_eq!(
+        (optional.len(), optional[0]["severity"].as_str()),
+        (1, Some("warning"))
+    );
     let duplicate_key = of_kind(&problems, "duplicate_key");
-    assert_eq!((duplicate_key.len(), duplicate_key[0]["line"].as_u64()), (1, Some(7)));
+    assert_eq!(
+        (duplicate_key.len(), duplicate_key[0]["line"].as_u64()),
+        (1, Some(7))
+    );
 }
 
 #[test]
@@ -179,11 +290,23 @@ fn port_conflicts_get_a_free_replacement_not_used_in_the_manifest() {
     assert_eq!(conflicts.len(), 2, "{problems:?}");
     assert_eq!(conflicts[0]["port"], 47100);
     assert_eq!(conflicts[0]["host"], "localhost");
-    assert_eq!(conflicts[0]["users"], serde_json::json!([{"agent": "a", "field": "port"}, {"agent": "b", "field": "port"}]));
-    assert_eq!(conflicts[1]["users"][1], serde_json::json!({"agent": "c", "field": "config.grpc_port"}));
-    let replacements: Vec<u64> = conflicts.iter().map(|problem| problem["replacement"].as_u64().unwrap()).collect();
+    assert_eq!(
+        conflicts[0]["users"],
+        serde_json::json!([{"agent": "a", "field": "port"}, {"agent": "b", "field": "port"}])
+    );
+    assert_eq!(
+        conflicts[1]["users"][1],
+        serde_json::json!({"agent": "c", "field": "config.grpc_port"})
+    );
+    let replacements: Vec<u64> = conflicts
+        .iter()
+        .map(|problem| problem["replacement"].as_u64().unwrap())
+        .collect();
     for replacement in &replacements {
-        assert!(![47100, 47101, 47102, 47103].contains(replacement), "{replacement} is used in the manifest");
+        assert!(
+            ![47100, 47101, 47102, 47103].contains(replacement),
+            "{replacement} is used in the manifest"
+        );
     }
     assert_ne!(replacements[0], replacements[1]);
 }
@@ -194,7 +317,13 @@ fn ports_bound_by_another_process_are_reported() {
     let port = listener.local_addr().unwrap().port();
     let (code, problems) = {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "m.yaml", &format!("version: 1\nagents:\n  a: {{ {AGENT}, port: {port} }}\n  far: {{ {AGENT}, port: {port}, host: far-away-machine }}\n"));
+        write(
+            dir.path(),
+            "m.yaml",
+            &format!(
+                "version: 1\nagents:\n  a: {{ {AGENT}, port: {port} }}\n  far: {{ {AGENT}, port: {port}, host: far-away-machine }}\n"
+            ),
+        );
         let run = supervisor(dir.path(), &["check", "--json", "-c", "m.yaml"]);
         let value: Value = serde_json::from_str(&run.stdout).unwrap();
         (run.code, value["problems"].as_array().unwrap().clone())
@@ -211,41 +340,123 @@ fn check_ports_fix_changes_only_the_conflicting_values() {
     let dir = tempfile::tempdir().unwrap();
     let original = "# keep this comment\nversion: 1\nagents:\n  a:\n    command: [\"true\"]\n    port: 47200   # the first one\n  b:\n    command: [\"true\"]\n    port: \"47200\"\n  c:\n    command: [\"true\"]\n    port: ${PORT_OFFSET}+47200\n";
     write(dir.path(), "m.yaml", original);
-    let run = supervisor(dir.path(), &["check-ports", "--no-bind-check", "--fix", "-c", "m.yaml"]);
+    let run = supervisor(
+        dir.path(),
+        &["check-ports", "--no-bind-check", "--fix", "-c", "m.yaml"],
+    );
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert_eq!(std::fs::read_to_string(dir.path().join("m.yaml")).unwrap(), original, "the original is untouched");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("m.yaml")).unwrap(),
+        original,
+        "the original is untouched"
+    );
     let fixed = std::fs::read_to_string(dir.path().join("m.fixed.yaml")).unwrap();
-    let changed: Vec<(&str, &str)> = original.lines().zip(fixed.lines()).filter(|(a, b)| a != b).collect();
-    assert_eq!(changed.len(), 1, "one conflict (three users), one value changed:\n{fixed}");
-    assert!(changed[0].0.contains("${PORT_OFFSET}+47200") && changed[0].1.starts_with("    port: ${PORT_OFFSET}+472"), "{changed:?}");
-    let run = supervisor(dir.path(), &["check-ports", "--no-bind-check", "-c", "m.fixed.yaml"]);
-    assert!(run.stdout.contains("1 conflicts"), "b and a still share 47200: {}", run.stdout);
+    let changed: Vec<(&str, &str)> = original
+        .lines()
+        .zip(fixed.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "one conflict (three users), one value changed:\n{fixed}"
+    );
+    assert!(
+        changed[0].0.contains("${PORT_OFFSET}+47200")
+            && changed[0].1.starts_with("    port: ${PORT_OFFSET}+472"),
+        "{changed:?}"
+    );
+    let run = supervisor(
+        dir.path(),
+        &["check-ports", "--no-bind-check", "-c", "m.fixed.yaml"],
+    );
+    assert!(
+        run.stdout.contains("1 conflicts"),
+        "b and a still share 47200: {}",
+        run.stdout
+    );
 }
 
 #[test]
 fn several_manifests_form_one_graph_with_hosts() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "main.yaml", &format!("version: 1\nagents:\n  hub: {{ {AGENT}, port: 47300 }}\n  relay: {{ {AGENT}, port: 47301, dependencies: [remote] }}\n"));
-    write(dir.path(), "pc2.yaml", &format!("version: 1\nhost: pc2\nagents:\n  remote: {{ {AGENT}, port: 47300, dependencies: [hub] }}\n"));
-    let run = supervisor(dir.path(), &["check", "--no-bind-check", "-c", "main.yaml", "-c", "pc2.yaml"]);
-    assert_eq!(run.code, 0, "same port on two hosts is fine, cross-file dependencies resolve: {}{}", run.stdout, run.stderr);
-    let run = supervisor(dir.path(), &["check", "--no-bind-check", "-c", "main.yaml", "-c", "pc2.yaml@localhost"]);
+    write(
+        dir.path(),
+        "main.yaml",
+        &format!(
+            "version: 1\nagents:\n  hub: {{ {AGENT}, port: 47300 }}\n  relay: {{ {AGENT}, port: 47301, dependencies: [remote] }}\n"
+        ),
+    );
+    write(
+        dir.path(),
+        "pc2.yaml",
+        &format!(
+            "version: 1\nhost: pc2\nagents:\n  remote: {{ {AGENT}, port: 47300, dependencies: [hub] }}\n"
+        ),
+    );
+    let run = supervisor(
+        dir.path(),
+        &[
+            "check",
+            "--no-bind-check",
+            "-c",
+            "main.yaml",
+            "-c",
+            "pc2.yaml",
+        ],
+    );
+    assert_eq!(
+        run.code, 0,
+        "same port on two hosts is fine, cross-file dependencies resolve: {}{}",
+        run.stdout, run.stderr
+    );
+    let run = supervisor(
+        dir.path(),
+        &[
+            "check",
+            "--no-bind-check",
+            "-c",
+            "main.yaml",
+            "-c",
+            "pc2.yaml@localhost",
+        ],
+    );
     assert_eq!(run.code, 1, "on one host the ports clash: {}", run.stderr);
     assert!(run.stderr.contains("port 47300"), "{}", run.stderr);
     let run = supervisor(dir.path(), &["plan", "-c", "main.yaml", "-c", "pc2.yaml"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("level 0:\n  hub [localhost]\nlevel 1:\n  remote [pc2] <- hub\nlevel 2:\n  relay [localhost] <- remote"), "{}", run.stdout);
-    assert!(run.stdout.contains("critical path (3 agents"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("critical path (3 agents"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
 fn plan_writes_dot_and_refuses_cycles() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "m.yaml", &format!("version: 1\nagents:\n  a: {{ {AGENT} }}\n  b: {{ {AGENT}, dependencies: [a] }}\n"));
+    write(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "version: 1\nagents:\n  a: {{ {AGENT} }}\n  b: {{ {AGENT}, dependencies: [a] }}\n"
+        ),
+    );
     let run = supervisor(dir.path(), &["plan", "--format", "dot", "-c", "m.yaml"]);
     assert_eq!(run.code, 0);
-    assert!(run.stdout.starts_with("digraph plan {") && run.stdout.contains("\"b\" -> \"a\";"), "{}", run.stdout);
-    write(dir.path(), "cycle.yaml", &format!("version: 1\nagents:\n  a: {{ {AGENT}, dependencies: [b] }}\n  b: {{ {AGENT}, dependencies: [a] }}\n"));
+    assert!(
+        run.stdout.starts_with("digraph plan {") && run.stdout.contains("\"b\" -> \"a\";"),
+        "{}",
+        run.stdout
+    );
+    write(
+        dir.path(),
+        "cycle.yaml",
+        &format!(
+            "version: 1\nagents:\n  a: {{ {AGENT}, dependencies: [b] }}\n  b: {{ {AGENT}, dependencies: [a] }}\n"
+        ),
+    );
     let run = supervisor(dir.path(), &["plan", "-c", "cycle.yaml"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("a -> b -> a"), "{}", run.stderr);
@@ -256,7 +467,11 @@ fn missing_files_and_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let run = supervisor(dir.path(), &["check", "-c", "nope.yaml"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("nope.yaml") && run.stderr.contains("cannot read"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nope.yaml") && run.stderr.contains("cannot read"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(supervisor(dir.path(), &["check"]).code, 2);
     assert_eq!(supervisor(dir.path(), &["no-such-command"]).code, 2);
 }
@@ -265,5 +480,10 @@ fn missing_files_and_usage_errors_exit_2() {
 fn help_lists_the_exit_codes() {
     let run = supervisor(Path::new("."), &["--help"]);
     assert_eq!(run.code, 0);
-    assert!(run.stdout.contains("Exit codes:") && run.stdout.contains("2  the manifest could not be read"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Exit codes:")
+            && run.stdout.contains("2  the manifest could not be read"),
+        "{}",
+        run.stdout
+    );
 }

@@ -14,7 +14,11 @@ use serde_json::Value;
 
 fn corpus_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/legacy-startup-configs");
-    assert!(dir.join("INDEX.tsv").exists(), "the corpus is missing at {}", dir.display());
+    assert!(
+        dir.join("INDEX.tsv").exists(),
+        "the corpus is missing at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -63,14 +67,30 @@ fn every_corpus_file_is_read_by_check_check_ports_and_plan() {
         let path = corpus_dir().join(name);
         let expect_unreadable = kind.starts_with("unparseable");
         for command in ["check", "check-ports", "plan"] {
-            let extra: &[&str] = if command == "plan" { &[] } else { &["--no-bind-check"] };
-            let (code, stdout, stderr) = run(command, &path, extra);
-            assert!(!stderr.contains("panicked"), "{command} {name} panicked: {stderr}");
-            if expect_unreadable {
-                assert_eq!(code, 2, "{command} {name} ({kind}) should not parse: {stderr}");
-                assert!(stderr.contains(&format!("{name}:")) && stderr.contains("invalid YAML"), "{command} {name}: {stderr}");
+            let extra: &[&str] = if command == "plan" {
+                &[]
             } else {
-                assert!(code == 0 || code == 1, "{command} {name} ({kind}) exited {code}:\n{stdout}\n{stderr}");
+                &["--no-bind-check"]
+            };
+            let (code, stdout, stderr) = run(command, &path, extra);
+            assert!(
+                !stderr.contains("panicked"),
+                "{command} {name} panicked: {stderr}"
+            );
+            if expect_unreadable {
+                assert_eq!(
+                    code, 2,
+                    "{command} {name} ({kind}) should not parse: {stderr}"
+                );
+                assert!(
+                    stderr.contains(&format!("{name}:")) && stderr.contains("invalid YAML"),
+                    "{command} {name}: {stderr}"
+                );
+            } else {
+                assert!(
+                    code == 0 || code == 1,
+                    "{command} {name} ({kind}) exited {code}:\n{stdout}\n{stderr}"
+                );
             }
             *counts.entry((command, code)).or_insert(0) += 1;
         }
@@ -79,20 +99,37 @@ fn every_corpus_file_is_read_by_check_check_ports_and_plan() {
 }
 
 fn problems(name: &str) -> Vec<Value> {
-    let (_, stdout, stderr) = run("check", &corpus_dir().join(name), &["--no-bind-check", "--json"]);
-    let value: Value = serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{name}: {error}: {stderr}"));
+    let (_, stdout, stderr) = run(
+        "check",
+        &corpus_dir().join(name),
+        &["--no-bind-check", "--json"],
+    );
+    let value: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{name}: {error}: {stderr}"));
     value["problems"].as_array().unwrap().clone()
 }
 
 fn cycles(problems: &[Value]) -> Vec<Vec<String>> {
-    problems.iter().filter(|p| p["kind"] == "cycle").map(|p| serde_json::from_value(p["agents"].clone()).unwrap()).collect()
+    problems
+        .iter()
+        .filter(|p| p["kind"] == "cycle")
+        .map(|p| serde_json::from_value(p["agents"].clone()).unwrap())
+        .collect()
 }
 
 fn conflict_users(problems: &[Value], port: u64) -> Vec<String> {
     problems
         .iter()
         .filter(|p| p["kind"] == "port_conflict" && p["port"] == port)
-        .flat_map(|p| p["users"].as_array().unwrap().iter().map(|u| format!("{}.{}", u["agent"].as_str().unwrap(), u["field"].as_str().unwrap())))
+        .flat_map(|p| {
+            p["users"].as_array().unwrap().iter().map(|u| {
+                format!(
+                    "{}.{}",
+                    u["agent"].as_str().unwrap(),
+                    u["field"].as_str().unwrap()
+                )
+            })
+        })
         .collect()
 }
 
@@ -101,7 +138,14 @@ fn conflict_users(problems: &[Value], port: u64) -> Vec<String> {
 #[test]
 fn sample_mainpc_streaming_cycle() {
     let found = problems("5aa46d427277.yaml");
-    assert_eq!(cycles(&found), vec![vec!["StreamingInterruptHandler", "StreamingTTSAgent", "TTSService"]]);
+    assert_eq!(
+        cycles(&found),
+        vec![vec![
+            "StreamingInterruptHandler",
+            "StreamingTTSAgent",
+            "TTSService"
+        ]]
+    );
 }
 
 /// June MainPC list: TaskRouter lists DynamicIdentityAgent among its
@@ -109,14 +153,29 @@ fn sample_mainpc_streaming_cycle() {
 #[test]
 fn sample_june_two_agent_cycle() {
     let found = problems("ca17afa9cae3.yaml");
-    assert!(cycles(&found).contains(&vec!["DynamicIdentityAgent".to_string(), "TaskRouter".to_string()]), "{:?}", cycles(&found));
+    assert!(
+        cycles(&found).contains(&vec![
+            "DynamicIdentityAgent".to_string(),
+            "TaskRouter".to_string()
+        ]),
+        "{:?}",
+        cycles(&found)
+    );
 }
 
 /// PC2 list: the health agents depend on each other in a ring of four.
 #[test]
 fn sample_pc2_health_ring() {
     let found = problems("e76c806a65de.yaml");
-    assert_eq!(cycles(&found), vec![vec!["HealthMonitor", "PerformanceMonitor", "PerformanceLoggerAgent", "SelfHealingAgent"]]);
+    assert_eq!(
+        cycles(&found),
+        vec![vec![
+            "HealthMonitor",
+            "PerformanceMonitor",
+            "PerformanceLoggerAgent",
+            "SelfHealingAgent"
+        ]]
+    );
 }
 
 /// MainPC agent_groups: EmotionEngine and CloudTranslationService both use
@@ -126,10 +185,19 @@ fn sample_emotion_engine_translation_port_clash() {
     let found = problems("1cf5b6b2872c.yaml");
     let mut users = conflict_users(&found, 5590);
     users.sort();
-    assert_eq!(users, ["CloudTranslationService.port", "EmotionEngine.port"]);
+    assert_eq!(
+        users,
+        ["CloudTranslationService.port", "EmotionEngine.port"]
+    );
     let mut users = conflict_users(&found, 6590);
     users.sort();
-    assert_eq!(users, ["CloudTranslationService.health_check_port", "EmotionEngine.health_check_port"]);
+    assert_eq!(
+        users,
+        [
+            "CloudTranslationService.health_check_port",
+            "EmotionEngine.health_check_port"
+        ]
+    );
 }
 
 /// PC2 list: CentralErrorBus and VisionProcessingAgent both on 7150/8150.
@@ -138,7 +206,10 @@ fn sample_pc2_error_bus_vision_clash() {
     let found = problems("1e3e9d6f31aa.yaml");
     let mut users = conflict_users(&found, 7150);
     users.sort();
-    assert_eq!(users, ["CentralErrorBus.port", "VisionProcessingAgent.port"]);
+    assert_eq!(
+        users,
+        ["CentralErrorBus.port", "VisionProcessingAgent.port"]
+    );
 }
 
 /// The `simple` format: MemoryOrchestrator on 5576 has the implicit health
@@ -146,9 +217,18 @@ fn sample_pc2_error_bus_vision_clash() {
 #[test]
 fn sample_simple_format_implicit_health_clash() {
     let found = problems("a30800ac3272.yaml");
-    let conflict = found.iter().find(|p| p["kind"] == "port_conflict" && p["port"] == 5577).expect("a 5577 conflict");
+    let conflict = found
+        .iter()
+        .find(|p| p["kind"] == "port_conflict" && p["port"] == 5577)
+        .expect("a 5577 conflict");
     assert_eq!(conflict["severity"], "error");
-    assert_eq!(conflict_users(&found, 5577), ["MemoryOrchestrator.health_check_port (implicit: port+1)", "MemoryClient.port"]);
+    assert_eq!(
+        conflict_users(&found, 5577),
+        [
+            "MemoryOrchestrator.health_check_port (implicit: port+1)",
+            "MemoryClient.port"
+        ]
+    );
 }
 
 /// HEAD of MainPC (49 agents) has no cycle and no error, only warnings.

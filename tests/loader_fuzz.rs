@@ -6,16 +6,26 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use proptest::prelude::*;
-use supervisor::check::{check_manifest, CheckOptions};
-use supervisor::manifest::{load_str, LoadOptions};
+use supervisor::check::{CheckOptions, check_manifest};
+use supervisor::manifest::{LoadOptions, load_str};
 
 fn options() -> LoadOptions {
-    LoadOptions { environment: Some(HashMap::from([("HOST".to_string(), "h".to_string())])), ..LoadOptions::default() }
+    LoadOptions {
+        environment: Some(HashMap::from([("HOST".to_string(), "h".to_string())])),
+        ..LoadOptions::default()
+    }
 }
 
 fn load_and_check(text: &str) {
     if let Ok(loaded) = load_str(Path::new("fuzz.yaml"), text, &options()) {
-        let report = check_manifest(loaded.manifest, loaded.problems, &CheckOptions { bind_check: false, this_host: "localhost".into() });
+        let report = check_manifest(
+            loaded.manifest,
+            loaded.problems,
+            &CheckOptions {
+                bind_check: false,
+                this_host: "localhost".into(),
+            },
+        );
         let _ = supervisor::plan::Plan::new(&report.manifest);
     }
 }

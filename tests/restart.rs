@@ -29,15 +29,34 @@ agents:
     let mut up = fixture.up(&manifest, &[]);
     let status = up.wait(BOUND);
     assert_eq!(status.code(), Some(1), "output:\n{}", up.output());
-    assert_eq!(fixture.records_of("start", "crashy").len(), 3, "one start and two restarts");
+    assert_eq!(
+        fixture.records_of("start", "crashy").len(),
+        3,
+        "one start and two restarts"
+    );
     let output = up.output();
-    assert!(output.contains("required agent `crashy` failed"), "{output}");
+    assert!(
+        output.contains("required agent `crashy` failed"),
+        "{output}"
+    );
     assert!(output.contains("max_restarts: 2"), "{output}");
     // The gaps between starts grow: 200 ms run + ~100 ms, then + ~200 ms.
-    let starts: Vec<u128> = fixture.records_of("start", "crashy").iter().map(|record| record.nanos).collect();
+    let starts: Vec<u128> = fixture
+        .records_of("start", "crashy")
+        .iter()
+        .map(|record| record.nanos)
+        .collect();
     let gap = |index: usize| Duration::from_nanos((starts[index + 1] - starts[index]) as u64);
-    assert!(gap(0) >= Duration::from_millis(270), "first gap {:?}", gap(0));
-    assert!(gap(1) >= Duration::from_millis(350), "second gap {:?}", gap(1));
+    assert!(
+        gap(0) >= Duration::from_millis(270),
+        "first gap {:?}",
+        gap(0)
+    );
+    assert!(
+        gap(1) >= Duration::from_millis(350),
+        "second gap {:?}",
+        gap(1)
+    );
 }
 
 #[test]
@@ -65,9 +84,21 @@ agents:
         fixture.records_of("start", "stuck").len() >= 2
     });
     let replaced_after = stopped.elapsed();
-    assert!(replaced_after < Duration::from_secs(6), "replaced after {replaced_after:?}");
-    wait_until("the hung process to be gone", Duration::from_secs(5), || !alive(first));
-    assert!(up.output().contains("liveness probe failed 3 times in a row"), "{}", up.output());
+    assert!(
+        replaced_after < Duration::from_secs(6),
+        "replaced after {replaced_after:?}"
+    );
+    wait_until(
+        "the hung process to be gone",
+        Duration::from_secs(5),
+        || !alive(first),
+    );
+    assert!(
+        up.output()
+            .contains("liveness probe failed 3 times in a row"),
+        "{}",
+        up.output()
+    );
 }
 
 #[test]
@@ -95,12 +126,21 @@ agents:
         marker = fixture.path("crashed-once").display()
     ));
     let up = fixture.up(&manifest, &[]);
-    wait_until("api to start twice", BOUND, || fixture.records_of("start", "api").len() >= 2);
+    wait_until("api to start twice", BOUND, || {
+        fixture.records_of("start", "api").len() >= 2
+    });
     let db_ready = fixture.records_of("ready", "db");
     assert_eq!(db_ready.len(), 2, "{:?}", fixture.records());
     let api_starts = fixture.records_of("start", "api");
     assert!(fixture.records_of("stop", "api")[0].nanos < api_starts[1].nanos);
-    assert!(api_starts[1].nanos >= db_ready[1].nanos, "api restarted before db was ready again");
-    assert_eq!(fixture.records_of("start", "free").len(), 1, "free is not restarted");
+    assert!(
+        api_starts[1].nanos >= db_ready[1].nanos,
+        "api restarted before db was ready again"
+    );
+    assert_eq!(
+        fixture.records_of("start", "free").len(),
+        1,
+        "free is not restarted"
+    );
     drop(up);
 }

@@ -50,8 +50,15 @@ fn sigint_stops_dependents_first_and_exits_0() {
     let stop = |name| fixture.first("stop", name).nanos;
     assert!(stop("ui") < stop("api"), "ui stops before api");
     // api takes 200 ms to stop; db is asked only after api exited.
-    assert!(stop("api") + 200_000_000 <= stop("db"), "db stops after api exited");
-    for record in fixture.records_of("start", "db").iter().chain(&fixture.records_of("start", "free")) {
+    assert!(
+        stop("api") + 200_000_000 <= stop("db"),
+        "db stops after api exited"
+    );
+    for record in fixture
+        .records_of("start", "db")
+        .iter()
+        .chain(&fixture.records_of("start", "free"))
+    {
         assert!(!alive(record.pid), "{} still alive", record.name);
     }
 }
@@ -68,10 +75,17 @@ fn an_agent_ignoring_sigterm_is_killed_after_its_grace() {
     let status = up.wait(BOUND);
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0), "output:\n{}", up.output());
-    assert!(took >= Duration::from_millis(1000), "grace not honoured: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "grace not honoured: {took:?}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(!alive(db));
-    assert!(up.output().contains("did not stop within its grace"), "{}", up.output());
+    assert!(
+        up.output().contains("did not stop within its grace"),
+        "{}",
+        up.output()
+    );
 }
 
 #[test]
@@ -82,13 +96,18 @@ fn a_second_sigint_skips_the_grace() {
     up.wait_for_output("all ready", BOUND);
     let asked = Instant::now();
     up.signal(Signal::SIGINT);
-    wait_until("api to stop", BOUND, || !fixture.records_of("stop", "api").is_empty());
+    wait_until("api to stop", BOUND, || {
+        !fixture.records_of("stop", "api").is_empty()
+    });
     // api takes 200 ms to exit; then db gets its SIGTERM (which it ignores).
     std::thread::sleep(Duration::from_millis(500));
     up.signal(Signal::SIGINT);
     let status = up.wait(BOUND);
     assert_eq!(status.code(), Some(0), "output:\n{}", up.output());
-    assert!(asked.elapsed() < Duration::from_secs(10), "the grace of 60s was not skipped");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the grace of 60s was not skipped"
+    );
     assert!(!alive(fixture.first("start", "db").pid));
 }
 
@@ -98,13 +117,20 @@ fn no_agent_survives_a_sigkill_of_the_supervisor() {
     let manifest = chain(&fixture, r#", "--ignore-sigterm""#, "10s");
     let mut up = fixture.up(&manifest, &[]);
     up.wait_for_output("all ready", BOUND);
-    let pids: Vec<u32> = fixture.records().iter().filter(|record| record.kind == "start").map(|record| record.pid).collect();
+    let pids: Vec<u32> = fixture
+        .records()
+        .iter()
+        .filter(|record| record.kind == "start")
+        .map(|record| record.pid)
+        .collect();
     assert!(pids.len() >= 4);
     up.signal(Signal::SIGKILL);
     up.wait(BOUND);
-    wait_until("every agent to die with the supervisor", Duration::from_secs(5), || {
-        pids.iter().all(|pid| !alive(*pid))
-    });
+    wait_until(
+        "every agent to die with the supervisor",
+        Duration::from_secs(5),
+        || pids.iter().all(|pid| !alive(*pid)),
+    );
 }
 
 #[test]
@@ -128,14 +154,36 @@ agents:
         crashed = crashed_file.display()
     ));
     let mut up = fixture.up(&manifest, &[]);
-    let read_pid = |path: &std::path::Path| std::fs::read_to_string(path).ok().and_then(|text| text.trim().parse::<u32>().ok());
-    wait_until("both grandchildren", BOUND, || read_pid(&stopped_file).is_some() && read_pid(&crashed_file).is_some());
-    let (stopped, crashed) = (read_pid(&stopped_file).unwrap(), read_pid(&crashed_file).unwrap());
+    let read_pid = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
+    wait_until("both grandchildren", BOUND, || {
+        read_pid(&stopped_file).is_some() && read_pid(&crashed_file).is_some()
+    });
+    let (stopped, crashed) = (
+        read_pid(&stopped_file).unwrap(),
+        read_pid(&crashed_file).unwrap(),
+    );
     let _cleanup = KillOnDrop(vec![stopped, crashed]);
-    wait_until("crasher to crash", BOUND, || !fixture.records_of("crash", "crasher").is_empty());
-    wait_until("the crashed agent's grandchild to die", Duration::from_secs(5), || !alive(crashed));
-    assert!(alive(stopped), "the running agent's grandchild is still there");
+    wait_until("crasher to crash", BOUND, || {
+        !fixture.records_of("crash", "crasher").is_empty()
+    });
+    wait_until(
+        "the crashed agent's grandchild to die",
+        Duration::from_secs(5),
+        || !alive(crashed),
+    );
+    assert!(
+        alive(stopped),
+        "the running agent's grandchild is still there"
+    );
     up.signal(Signal::SIGINT);
     assert_eq!(up.wait(BOUND).code(), Some(0), "output:\n{}", up.output());
-    wait_until("the stopped agent's grandchild to die", Duration::from_secs(5), || !alive(stopped));
+    wait_until(
+        "the stopped agent's grandchild to die",
+        Duration::from_secs(5),
+        || !alive(stopped),
+    );
 }

@@ -38,17 +38,27 @@ agents:
     ));
     let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
     let status = up.wait(BOUND);
-    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(
+        status.success(),
+        "exit {status:?}; output:\n{}",
+        up.output()
+    );
     for (agent, dependency) in [("api", "db"), ("ui", "api"), ("ui", "db")] {
         let started = fixture.first("start", agent).nanos;
         let ready = fixture.first("ready", dependency).nanos;
-        assert!(started >= ready, "{agent} started before {dependency} was ready");
+        assert!(
+            started >= ready,
+            "{agent} started before {dependency} was ready"
+        );
     }
     // `free` does not wait for anyone: it starts with db, long before db is ready.
     assert!(fixture.first("start", "free").nanos < fixture.first("ready", "db").nanos);
     let output = up.output();
     assert!(output.contains("all ready: 4/4 agents"), "{output}");
-    assert!(output.contains("critical path: db -> api -> ui"), "{output}");
+    assert!(
+        output.contains("critical path: db -> api -> ui"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -77,16 +87,23 @@ agents:
   last:
     command: ["FAKE"]
     dependencies: [tcp, http, exec, period]
-    readiness: {{ start_period: 10ms }}
+    readiness: {{ start_period: 300ms }}
 "#,
         file = ready_file.display()
     ));
     let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
     let status = up.wait(BOUND);
-    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(
+        status.success(),
+        "exit {status:?}; output:\n{}",
+        up.output()
+    );
     let last = fixture.first("start", "last").nanos;
     for agent in ["tcp", "http", "exec"] {
-        assert!(last >= fixture.first("ready", agent).nanos, "last started before {agent} was ready");
+        assert!(
+            last >= fixture.first("ready", agent).nanos,
+            "last started before {agent} was ready"
+        );
     }
     let period = fixture.first("start", "period").nanos;
     assert!(last >= period + 300_000_000, "start period not respected");
@@ -117,8 +134,14 @@ agents:
     let status = up.wait(BOUND);
     assert_eq!(status.code(), Some(1), "output:\n{}", up.output());
     let output = up.output();
-    assert!(output.contains("required agent `db` failed: not ready within 1.00s"), "{output}");
-    assert!(fixture.records_of("start", "api").is_empty(), "api must never start");
+    assert!(
+        output.contains("required agent `db` failed: not ready within 1.00s"),
+        "{output}"
+    );
+    assert!(
+        fixture.records_of("start", "api").is_empty(),
+        "api must never start"
+    );
     // Everything that was started was stopped.
     assert_eq!(fixture.records_of("stop", "db").len(), 1);
     assert_eq!(fixture.records_of("stop", "free").len(), 1);
@@ -147,11 +170,21 @@ agents:
     );
     let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
     let status = up.wait(BOUND);
-    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
-    assert!(fixture.records_of("start", "user").is_empty(), "user must not start");
+    assert!(
+        status.success(),
+        "exit {status:?}; output:\n{}",
+        up.output()
+    );
+    assert!(
+        fixture.records_of("start", "user").is_empty(),
+        "user must not start"
+    );
     assert_eq!(fixture.records_of("start", "other").len(), 1);
     let output = up.output();
-    assert!(output.contains("exited with code 3 (restart: never)"), "{output}");
+    assert!(
+        output.contains("exited with code 3 (restart: never)"),
+        "{output}"
+    );
     assert!(output.contains("dependency `flaky` is failed"), "{output}");
 }
 
@@ -200,13 +233,24 @@ agents:
 "#
     ));
     let run_dir = fixture.path("run");
-    let mut up = fixture.up(&manifest, &["--exit-when-ready", "--run-dir", run_dir.to_str().unwrap()]);
+    let mut up = fixture.up(
+        &manifest,
+        &["--exit-when-ready", "--run-dir", run_dir.to_str().unwrap()],
+    );
     let status = up.wait(BOUND);
-    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(
+        status.success(),
+        "exit {status:?}; output:\n{}",
+        up.output()
+    );
     let log = std::fs::read_to_string(run_dir.join("logs/env-check.log")).expect("env-check log");
     let expected = format!("name=env-check port={own} db=tcp://127.0.0.1:{db} offset=0 custom=yes");
     assert!(log.contains(&expected), "log: {log}");
-    assert!(up.output().contains(&format!("env-check | {expected}")), "console: {}", up.output());
+    assert!(
+        up.output().contains(&format!("env-check | {expected}")),
+        "console: {}",
+        up.output()
+    );
     let db_log = std::fs::read_to_string(run_dir.join("logs/db.log")).expect("db log");
     assert!(db_log.contains("fake-agent db ready"), "{db_log}");
 }
@@ -227,17 +271,24 @@ agents:
   api:
     command: ["FAKE"]
     dependencies: [remote-db]
-    readiness: {{ start_period: 10ms }}
+    readiness: {{ start_period: 300ms }}
 "#
     ));
     let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(fixture.records_of("start", "api").is_empty(), "api started before its remote dependency was up");
+    assert!(
+        fixture.records_of("start", "api").is_empty(),
+        "api started before its remote dependency was up"
+    );
     let listening_since = common::now_nanos();
     let listener = std::net::TcpListener::bind(("127.0.0.2", remote)).expect("listen on 127.0.0.2");
     let status = up.wait(BOUND);
     drop(listener);
-    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
+    assert!(
+        status.success(),
+        "exit {status:?}; output:\n{}",
+        up.output()
+    );
     assert!(fixture.first("start", "api").nanos >= listening_since);
 }
 
@@ -246,9 +297,25 @@ fn the_example_manifest_runs_from_a_fresh_clone() {
     let fixture = Fixture::new();
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/startup.yaml");
     let run_dir = fixture.path("run");
-    let mut up = fixture.up(&manifest, &["--exit-when-ready", "--run-dir", run_dir.to_str().unwrap()]);
+    let mut up = fixture.up(
+        &manifest,
+        &["--exit-when-ready", "--run-dir", run_dir.to_str().unwrap()],
+    );
     let status = up.wait(BOUND);
-    assert!(status.success(), "exit {status:?}; output:\n{}", up.output());
-    assert!(up.output().contains("all ready: 4/4 agents"), "{}", up.output());
-    assert!(up.output().contains("critical path: store -> api -> worker"), "{}", up.output());
+    assert!(
+        status.success(),
+        "exit {status:?}; output:\n{}",
+        up.output()
+    );
+    assert!(
+        up.output().contains("all ready: 4/4 agents"),
+        "{}",
+        up.output()
+    );
+    assert!(
+        up.output()
+            .contains("critical path: store -> api -> worker"),
+        "{}",
+        up.output()
+    );
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::PortFix;
-use crate::manifest::yaml::byte_offset;
 use crate::manifest::Manifest;
+use crate::manifest::yaml::byte_offset;
 
 /// One file's corrected text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,9 @@ pub fn apply(manifest: &Manifest, fixes: &[PortFix]) -> Vec<FixedFile> {
     }
     let mut fixed = Vec::new();
     for (path, mut fixes) in by_file {
-        let Some(source) = manifest.files.iter().find(|file| &file.path == path) else { continue };
+        let Some(source) = manifest.files.iter().find(|file| &file.path == path) else {
+            continue;
+        };
         let mut text = source.text.clone();
         let mut changes = Vec::new();
         let mut skipped = Vec::new();
@@ -42,14 +44,28 @@ pub fn apply(manifest: &Manifest, fixes: &[PortFix]) -> Vec<FixedFile> {
             match replace_port(&text[start..end], fix.old, fix.new) {
                 Some(value) => {
                     text.replace_range(start..end, &value);
-                    changes.push(format!("{}.{}: {} -> {}", fix.agent, fix.field, fix.old, fix.new));
+                    changes.push(format!(
+                        "{}.{}: {} -> {}",
+                        fix.agent, fix.field, fix.old, fix.new
+                    ));
                 }
-                None => skipped.push(format!("{}.{}: `{}` is not a plain number or `${{VAR}}+N`; change it by hand to {}", fix.agent, fix.field, &text[start..end], fix.new)),
+                None => skipped.push(format!(
+                    "{}.{}: `{}` is not a plain number or `${{VAR}}+N`; change it by hand to {}",
+                    fix.agent,
+                    fix.field,
+                    &text[start..end],
+                    fix.new
+                )),
             }
         }
         changes.reverse();
         skipped.reverse();
-        fixed.push(FixedFile { path: path.clone(), text, changes, skipped });
+        fixed.push(FixedFile {
+            path: path.clone(),
+            text,
+            changes,
+            skipped,
+        });
     }
     fixed
 }
@@ -59,12 +75,18 @@ pub fn apply(manifest: &Manifest, fixes: &[PortFix]) -> Vec<FixedFile> {
 fn replace_port(value: &str, old: u16, new: u16) -> Option<String> {
     let inner = value.trim().trim_matches(|c| c == '"' || c == '\'');
     let is_number = !inner.is_empty() && inner.bytes().all(|byte| byte.is_ascii_digit());
-    let is_arithmetic = inner.starts_with("${") && inner.rsplit_once("}+").is_some_and(|(_, digits)| !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()));
+    let is_arithmetic = inner.starts_with("${")
+        && inner.rsplit_once("}+").is_some_and(|(_, digits)| {
+            !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit())
+        });
     if !is_number && !is_arithmetic {
         return None;
     }
     let digits_end = value.rfind(|c: char| c.is_ascii_digit())? + 1;
-    let digits_start = value[..digits_end].rfind(|c: char| !c.is_ascii_digit()).map(|index| index + 1).unwrap_or(0);
+    let digits_start = value[..digits_end]
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map(|index| index + 1)
+        .unwrap_or(0);
     let written: i64 = value[digits_start..digits_end].parse().ok()?;
     let moved = written + i64::from(new) - i64::from(old);
     (moved >= 0).then(|| format!("{}{moved}{}", &value[..digits_start], &value[digits_end..]))
@@ -77,8 +99,14 @@ mod tests {
     #[test]
     fn plain_quoted_and_arithmetic_values_are_moved() {
         assert_eq!(replace_port("7200", 7200, 7205).as_deref(), Some("7205"));
-        assert_eq!(replace_port("\"7200\"", 7200, 7205).as_deref(), Some("\"7205\""));
-        assert_eq!(replace_port("${PORT_OFFSET}+7200", 7300, 7305).as_deref(), Some("${PORT_OFFSET}+7205"));
+        assert_eq!(
+            replace_port("\"7200\"", 7200, 7205).as_deref(),
+            Some("\"7205\"")
+        );
+        assert_eq!(
+            replace_port("${PORT_OFFSET}+7200", 7300, 7305).as_deref(),
+            Some("${PORT_OFFSET}+7205")
+        );
         assert_eq!(replace_port("${PORT}", 7200, 7205), None);
     }
 }

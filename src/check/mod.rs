@@ -12,7 +12,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::manifest::yaml::did_you_mean;
-use crate::manifest::{self, Agent, ConfigArg, LoadOptions, Manifest, ManifestError, PortKind, Problem, ProblemKind, User};
+use crate::manifest::{
+    self, Agent, ConfigArg, LoadOptions, Manifest, ManifestError, PortKind, Problem, ProblemKind,
+    User,
+};
 use crate::plan::{find_cycles, format_cycle};
 
 /// What to check besides the manifest itself.
@@ -28,13 +31,19 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { bind_check: true, this_host: local_hostname() }
+        CheckOptions {
+            bind_check: true,
+            this_host: local_hostname(),
+        }
     }
 }
 
 /// This machine's hostname (`localhost` when it cannot be read).
 pub fn local_hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Whether `host` names this machine.
@@ -74,16 +83,28 @@ pub fn run(configs: &[ConfigArg], options: &LoadOptions) -> Result<Report, Manif
     run_with(configs, options, &CheckOptions::default())
 }
 
-pub fn run_with(configs: &[ConfigArg], options: &LoadOptions, check: &CheckOptions) -> Result<Report, ManifestError> {
+pub fn run_with(
+    configs: &[ConfigArg],
+    options: &LoadOptions,
+    check: &CheckOptions,
+) -> Result<Report, ManifestError> {
     let loaded = manifest::load(configs, options)?;
     Ok(check_manifest(loaded.manifest, loaded.problems, check))
 }
 
 /// Runs every check over an already loaded manifest.
-pub fn check_manifest(manifest: Manifest, mut problems: Vec<Problem>, options: &CheckOptions) -> Report {
+pub fn check_manifest(
+    manifest: Manifest,
+    mut problems: Vec<Problem>,
+    options: &CheckOptions,
+) -> Report {
     if manifest.agents.is_empty() {
-        let mut problem = Problem::warning(ProblemKind::NoAgents, "no agents are defined").suggest("add an `agents:` list or mapping (see docs/manifest.md)");
-        problem.file = manifest.files.first().map(|file| file.path.display().to_string());
+        let mut problem = Problem::warning(ProblemKind::NoAgents, "no agents are defined")
+            .suggest("add an `agents:` list or mapping (see docs/manifest.md)");
+        problem.file = manifest
+            .files
+            .first()
+            .map(|file| file.path.display().to_string());
         problems.push(problem);
     }
     duplicate_agents(&manifest, &mut problems);
@@ -91,7 +112,11 @@ pub fn check_manifest(manifest: Manifest, mut problems: Vec<Problem>, options: &
     cycles(&manifest, &mut problems);
     required_on_optional(&manifest, &mut problems);
     let fixes = ports(&manifest, options, &mut problems);
-    Report { manifest, problems, fixes }
+    Report {
+        manifest,
+        problems,
+        fixes,
+    }
 }
 
 fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
@@ -99,10 +124,16 @@ fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
     for agent in &manifest.agents {
         match first.get(agent.name.as_str()) {
             Some(earlier) => problems.push(
-                Problem::error(ProblemKind::DuplicateAgent, format!("agent `{}` is defined twice (first at {})", agent.name, earlier.location))
-                    .at(&agent.location)
-                    .for_agent(&agent.name)
-                    .suggest("rename or remove one of them"),
+                Problem::error(
+                    ProblemKind::DuplicateAgent,
+                    format!(
+                        "agent `{}` is defined twice (first at {})",
+                        agent.name, earlier.location
+                    ),
+                )
+                .at(&agent.location)
+                .for_agent(&agent.name)
+                .suggest("rename or remove one of them"),
             ),
             None => {
                 first.insert(&agent.name, agent);
@@ -112,7 +143,11 @@ fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
 }
 
 fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
-    let names: BTreeSet<&str> = manifest.agents.iter().map(|agent| agent.name.as_str()).collect();
+    let names: BTreeSet<&str> = manifest
+        .agents
+        .iter()
+        .map(|agent| agent.name.as_str())
+        .collect();
     let candidates: Vec<&str> = names.iter().copied().collect();
     for agent in &manifest.agents {
         for dependency in &agent.dependencies {
@@ -123,10 +158,16 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 Some(close) => format!("did you mean `{close}`?"),
                 None => "define that agent, pass the manifest that defines it with another --config, or remove the dependency".into(),
             };
-            let mut problem = Problem::error(ProblemKind::UnknownDependency, format!("agent `{}` depends on `{}`, which is not defined", agent.name, dependency.name))
-                .at(&dependency.location)
-                .for_agent(&agent.name)
-                .suggest(suggestion);
+            let mut problem = Problem::error(
+                ProblemKind::UnknownDependency,
+                format!(
+                    "agent `{}` depends on `{}`, which is not defined",
+                    agent.name, dependency.name
+                ),
+            )
+            .at(&dependency.location)
+            .for_agent(&agent.name)
+            .suggest(suggestion);
             problem.dependency = Some(dependency.name.clone());
             problems.push(problem);
         }
@@ -135,7 +176,9 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
 
 fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
     for cycle in find_cycles(manifest) {
-        let first = manifest.agent(&cycle[0]).expect("cycles are made of defined agents");
+        let first = manifest
+            .agent(&cycle[0])
+            .expect("cycles are made of defined agents");
         let message = if cycle.len() == 1 {
             format!("agent `{}` depends on itself", cycle[0])
         } else {
@@ -156,7 +199,10 @@ fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
     }
     for agent in manifest.agents.iter().filter(|agent| agent.required) {
         for dependency in &agent.dependencies {
-            if let Some(optional) = by_name.get(dependency.name.as_str()).filter(|dependency| !dependency.required) {
+            if let Some(optional) = by_name
+                .get(dependency.name.as_str())
+                .filter(|dependency| !dependency.required)
+            {
                 let mut problem = Problem::warning(ProblemKind::RequiredOnOptional, format!("required agent `{}` depends on optional agent `{}`; if it fails, `{}` cannot start", agent.name, optional.name, agent.name))
                     .at(&dependency.location)
                     .for_agent(&agent.name)
@@ -175,10 +221,16 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
     let mut table: PortTable = BTreeMap::new();
     for agent in &manifest.agents {
         for port in &agent.ports {
-            table.entry((agent.host.as_str(), port.port)).or_default().push((agent, port));
+            table
+                .entry((agent.host.as_str(), port.port))
+                .or_default()
+                .push((agent, port));
         }
     }
-    let mut used: BTreeSet<(String, u16)> = table.keys().map(|(host, port)| (host.to_string(), *port)).collect();
+    let mut used: BTreeSet<(String, u16)> = table
+        .keys()
+        .map(|(host, port)| (host.to_string(), *port))
+        .collect();
     let mut fixes = Vec::new();
     for ((host, port), uses) in &table {
         let agents: BTreeSet<&str> = uses.iter().map(|(agent, _)| agent.name.as_str()).collect();
@@ -186,14 +238,41 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             continue;
         }
         // A clash counts as an error when two different agents really bind it.
-        let binding: BTreeSet<&str> = uses.iter().filter(|(_, port)| port.kind != PortKind::LegacyHttpHealth).map(|(agent, _)| agent.name.as_str()).collect();
+        let binding: BTreeSet<&str> = uses
+            .iter()
+            .filter(|(_, port)| port.kind != PortKind::LegacyHttpHealth)
+            .map(|(agent, _)| agent.name.as_str())
+            .collect();
         let error = binding.len() >= 2;
-        let users: Vec<User> = uses.iter().map(|(agent, port)| User { agent: agent.name.clone(), field: port.field.clone() }).collect();
-        let described: Vec<String> = users.iter().map(|user| format!("{}.{}", user.agent, user.field)).collect();
+        let users: Vec<User> = uses
+            .iter()
+            .map(|(agent, port)| User {
+                agent: agent.name.clone(),
+                field: port.field.clone(),
+            })
+            .collect();
+        let described: Vec<String> = users
+            .iter()
+            .map(|user| format!("{}.{}", user.agent, user.field))
+            .collect();
         // Change the last written value that can be changed in place.
-        let change = uses.iter().rev().find(|(_, port)| port.span.is_some()).or(uses.last()).expect("at least two users");
+        let change = uses
+            .iter()
+            .rev()
+            .find(|(_, port)| port.span.is_some())
+            .or(uses.last())
+            .expect("at least two users");
         let local = is_this_host(host, &options.this_host);
-        let replacement = free_port(host, *port, local && options.bind_check, &mut used, change.0.port.is_some() && change.1.field == "port" && change.0.legacy && change.0.health_check_port.is_none());
+        let replacement = free_port(
+            host,
+            *port,
+            local && options.bind_check,
+            &mut used,
+            change.0.port.is_some()
+                && change.1.field == "port"
+                && change.0.legacy
+                && change.0.health_check_port.is_none(),
+        );
         let mut problem = if error {
             Problem::error(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {}", described.join(" and ")))
         } else {
@@ -202,10 +281,20 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
         .at(&change.1.location)
         .for_agent(&change.0.name);
         if let Some(replacement) = replacement {
-            problem = problem.suggest(format!("change {}.{} to {replacement}, which is free", change.0.name, change.1.field));
+            problem = problem.suggest(format!(
+                "change {}.{} to {replacement}, which is free",
+                change.0.name, change.1.field
+            ));
             // Warnings are suggestions only: `--fix` changes what really clashes.
             if let (true, Some(span)) = (error, &change.1.span) {
-                fixes.push(PortFix { file: change.1.location.file.clone(), span: span.clone(), agent: change.0.name.clone(), field: change.1.field.clone(), old: *port, new: replacement });
+                fixes.push(PortFix {
+                    file: change.1.location.file.clone(),
+                    span: span.clone(),
+                    agent: change.0.name.clone(),
+                    field: change.1.field.clone(),
+                    old: *port,
+                    new: replacement,
+                });
             }
         }
         problem.port = Some(i64::from(*port));
@@ -216,7 +305,11 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
     }
     if options.bind_check {
         for ((host, port), uses) in &table {
-            if !is_this_host(host, &options.this_host) || uses.iter().all(|(_, port)| port.kind == PortKind::LegacyHttpHealth) {
+            if !is_this_host(host, &options.this_host)
+                || uses
+                    .iter()
+                    .all(|(_, port)| port.kind == PortKind::LegacyHttpHealth)
+            {
                 continue;
             }
             if portpicker::is_free_tcp(*port) {
@@ -224,9 +317,15 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             }
             let (agent, use_) = uses[0];
             let replacement = free_port(host, *port, true, &mut used, false);
-            let mut problem = Problem::error(ProblemKind::PortInUse, format!("port {port} ({}.{}) is already bound on this machine by another process", agent.name, use_.field))
-                .at(&use_.location)
-                .for_agent(&agent.name);
+            let mut problem = Problem::error(
+                ProblemKind::PortInUse,
+                format!(
+                    "port {port} ({}.{}) is already bound on this machine by another process",
+                    agent.name, use_.field
+                ),
+            )
+            .at(&use_.location)
+            .for_agent(&agent.name);
             problem = match replacement {
                 Some(free) => problem.suggest(format!("stop what holds it (e.g. `ss -ltnp 'sport = :{port}'`) or use {free}, which is free")),
                 None => problem.suggest(format!("stop what holds it (e.g. `ss -ltnp 'sport = :{port}'`)")),
@@ -243,11 +342,21 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
 /// The nearest port above `port` that the manifest does not use on `host`
 /// (and, if `probe_free`, that nothing on this machine holds). `with_next`
 /// also keeps the following port unused (a legacy implicit health port).
-fn free_port(host: &str, port: u16, probe_free: bool, used: &mut BTreeSet<(String, u16)>, with_next: bool) -> Option<u16> {
-    let is_used = |candidate: u16, used: &BTreeSet<(String, u16)>| used.contains(&(host.to_string(), candidate));
+fn free_port(
+    host: &str,
+    port: u16,
+    probe_free: bool,
+    used: &mut BTreeSet<(String, u16)>,
+    with_next: bool,
+) -> Option<u16> {
+    let is_used = |candidate: u16, used: &BTreeSet<(String, u16)>| {
+        used.contains(&(host.to_string(), candidate))
+    };
     let start = port.max(1024);
     for candidate in (start..=u16::MAX).skip(1).take(5000) {
-        if is_used(candidate, used) || (with_next && (candidate == u16::MAX || is_used(candidate + 1, used))) {
+        if is_used(candidate, used)
+            || (with_next && (candidate == u16::MAX || is_used(candidate + 1, used)))
+        {
             continue;
         }
         if probe_free && !portpicker::is_free_tcp(candidate) {

@@ -20,8 +20,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let options = CheckOptions { bind_check: !args.no_bind_check, ..CheckOptions::default() };
-    let report = match check::run_with(&args.manifests.config_args(), &args.manifests.load_options(), &options) {
+    let options = CheckOptions {
+        bind_check: !args.no_bind_check,
+        ..CheckOptions::default()
+    };
+    let report = match check::run_with(
+        &args.manifests.config_args(),
+        &args.manifests.load_options(),
+        &options,
+    ) {
         Ok(report) => report,
         Err(error) => return report_unreadable(error, args.json),
     };
@@ -36,7 +43,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
 /// 1 when any problem is an error, else 0.
 pub fn exit_code(report: &Report) -> Exit {
-    if report.has_errors() { Exit::Problems } else { Exit::Ok }
+    if report.has_errors() {
+        Exit::Problems
+    } else {
+        Exit::Ok
+    }
 }
 
 /// A manifest that could not be read: with `--json` its problems are printed
@@ -52,7 +63,10 @@ pub fn report_unreadable(error: ManifestError, json: bool) -> anyhow::Result<Exi
 
 pub fn print_json(problems: &[Problem]) -> anyhow::Result<()> {
     let value = serde_json::json!({ "problems": problems });
-    println!("{}", serde_json::to_string_pretty(&value).context("serializing problems")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).context("serializing problems")?
+    );
     Ok(())
 }
 
@@ -65,7 +79,10 @@ pub fn print_problems(problems: &[Problem]) {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let kind = serde_json::to_value(problem.kind).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
+        let kind = serde_json::to_value(problem.kind)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_default();
         let place = match (&problem.file, problem.line) {
             (Some(file), Some(line)) => format!("{file}:{line}: "),
             (Some(file), None) => format!("{file}: "),
@@ -79,9 +96,21 @@ pub fn print_problems(problems: &[Problem]) {
 }
 
 fn print_summary(report: &Report) {
-    let errors = report.problems.iter().filter(|problem| problem.is_error()).count();
+    let errors = report
+        .problems
+        .iter()
+        .filter(|problem| problem.is_error())
+        .count();
     let warnings = report.problems.len() - errors;
     let agents = report.manifest.agents.len();
-    let files: Vec<String> = report.manifest.files.iter().map(|file| format!("{} ({})", file.path.display(), file.format)).collect();
-    println!("checked {agents} agents in {}: {errors} errors, {warnings} warnings", files.join(", "));
+    let files: Vec<String> = report
+        .manifest
+        .files
+        .iter()
+        .map(|file| format!("{} ({})", file.path.display(), file.format))
+        .collect();
+    println!(
+        "checked {agents} agents in {}: {errors} errors, {warnings} warnings",
+        files.join(", ")
+    );
 }

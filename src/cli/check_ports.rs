@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::check::{exit_code, print_problems, report_unreadable};
 use super::{Exit, ManifestArgs};
-use crate::check::{self, fix, CheckOptions};
+use crate::check::{self, CheckOptions, fix};
 use crate::manifest::{PortKind, Problem, ProblemKind};
 
 #[derive(Debug, clap::Args)]
@@ -39,12 +39,25 @@ struct PortRow<'a> {
 }
 
 fn is_port_problem(problem: &Problem) -> bool {
-    matches!(problem.kind, ProblemKind::PortConflict | ProblemKind::InvalidPort | ProblemKind::PortInUse | ProblemKind::DuplicateKey)
+    matches!(
+        problem.kind,
+        ProblemKind::PortConflict
+            | ProblemKind::InvalidPort
+            | ProblemKind::PortInUse
+            | ProblemKind::DuplicateKey
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let options = CheckOptions { bind_check: !args.no_bind_check, ..CheckOptions::default() };
-    let mut report = match check::run_with(&args.manifests.config_args(), &args.manifests.load_options(), &options) {
+    let options = CheckOptions {
+        bind_check: !args.no_bind_check,
+        ..CheckOptions::default()
+    };
+    let mut report = match check::run_with(
+        &args.manifests.config_args(),
+        &args.manifests.load_options(),
+        &options,
+    ) {
         Ok(report) => report,
         Err(error) => return report_unreadable(error, args.json),
     };
@@ -72,17 +85,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     rows.sort_by(|a, b| (a.host, a.port, a.agent).cmp(&(b.host, b.port, b.agent)));
     if args.json {
         let value = serde_json::json!({ "ports": rows, "problems": report.problems });
-        println!("{}", serde_json::to_string_pretty(&value).context("serializing ports")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).context("serializing ports")?
+        );
     } else {
         print_table(&rows);
         print_problems(&report.problems);
-        let conflicts = report.problems.iter().filter(|problem| problem.kind == ProblemKind::PortConflict).count();
+        let conflicts = report
+            .problems
+            .iter()
+            .filter(|problem| problem.kind == ProblemKind::PortConflict)
+            .count();
         println!("{} ports, {conflicts} conflicts", rows.len());
     }
     if args.fix {
         for file in fix::apply(&report.manifest, &report.fixes) {
-            let target = if args.in_place { file.path.clone() } else { fixed_path(&file.path) };
-            std::fs::write(&target, &file.text).with_context(|| format!("writing {}", target.display()))?;
+            let target = if args.in_place {
+                file.path.clone()
+            } else {
+                fixed_path(&file.path)
+            };
+            std::fs::write(&target, &file.text)
+                .with_context(|| format!("writing {}", target.display()))?;
             for change in &file.changes {
                 eprintln!("fixed {}: {change}", target.display());
             }
@@ -99,18 +124,32 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 
 /// `dir/main.yaml` -> `dir/main.fixed.yaml`.
 pub fn fixed_path(path: &std::path::Path) -> std::path::PathBuf {
-    let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_else(|| "manifest".into());
-    let extension = path.extension().map(|extension| extension.to_string_lossy().into_owned()).unwrap_or_else(|| "yaml".into());
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "manifest".into());
+    let extension = path
+        .extension()
+        .map(|extension| extension.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "yaml".into());
     path.with_file_name(format!("{stem}.fixed.{extension}"))
 }
 
 fn print_table(rows: &[PortRow]) {
-    let width = |f: fn(&PortRow) -> usize, title: &str| rows.iter().map(f).max().unwrap_or(0).max(title.len());
+    let width = |f: fn(&PortRow) -> usize, title: &str| {
+        rows.iter().map(f).max().unwrap_or(0).max(title.len())
+    };
     let agent = width(|row| row.agent.len(), "AGENT");
     let field = width(|row| row.field.len(), "FIELD");
     let host = width(|row| row.host.len(), "HOST");
-    println!("{:<agent$}  {:<field$}  {:<11}  {:>5}  {:<host$}", "AGENT", "FIELD", "KIND", "PORT", "HOST");
+    println!(
+        "{:<agent$}  {:<field$}  {:<11}  {:>5}  {:<host$}",
+        "AGENT", "FIELD", "KIND", "PORT", "HOST"
+    );
     for row in rows {
-        println!("{:<agent$}  {:<field$}  {:<11}  {:>5}  {:<host$}", row.agent, row.field, row.kind, row.port, row.host);
+        println!(
+            "{:<agent$}  {:<field$}  {:<11}  {:>5}  {:<host$}",
+            row.agent, row.field, row.kind, row.port, row.host
+        );
     }
 }

@@ -46,7 +46,12 @@ pub enum Command {
 pub struct ManifestArgs {
     /// Manifest file; repeat for several. `FILE@HOST` says which machine the
     /// file's agents run on (default: the manifest's `host:`, else `localhost`).
-    #[arg(long = "config", short = 'c', required = true, value_name = "FILE[@HOST]")]
+    #[arg(
+        long = "config",
+        short = 'c',
+        required = true,
+        value_name = "FILE[@HOST]"
+    )]
     pub configs: Vec<String>,
     /// A dotenv file whose variables are used in `${VAR}` expansion (before the environment).
     #[arg(long, value_name = "FILE")]
@@ -62,7 +67,10 @@ impl ManifestArgs {
     }
 
     pub fn config_args(&self) -> Vec<ConfigArg> {
-        self.configs.iter().map(|text| ConfigArg::parse(text)).collect()
+        self.configs
+            .iter()
+            .map(|text| ConfigArg::parse(text))
+            .collect()
     }
 }
 

@@ -31,12 +31,16 @@ pub struct Args {
 }
 
 fn parse_estimate(text: &str) -> Result<Duration, String> {
-    crate::manifest::raw::parse_duration(text).ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 2s)"))
+    crate::manifest::raw::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 2s)"))
 }
 
 /// How long an agent is expected to take to become ready.
 fn estimate(manifest: &Manifest, name: &str, probe_estimate: Duration) -> Duration {
-    match manifest.agent(name).map(|agent| (&agent.readiness.check, agent.readiness.initial_delay)) {
+    match manifest
+        .agent(name)
+        .map(|agent| (&agent.readiness.check, agent.readiness.initial_delay))
+    {
         Some((ReadinessCheck::StartPeriod(period), delay)) => *period + delay,
         Some((_, delay)) => probe_estimate.max(delay),
         None => probe_estimate,
@@ -44,8 +48,15 @@ fn estimate(manifest: &Manifest, name: &str, probe_estimate: Duration) -> Durati
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let options = CheckOptions { bind_check: false, ..CheckOptions::default() };
-    let report = match check::run_with(&args.manifests.config_args(), &args.manifests.load_options(), &options) {
+    let options = CheckOptions {
+        bind_check: false,
+        ..CheckOptions::default()
+    };
+    let report = match check::run_with(
+        &args.manifests.config_args(),
+        &args.manifests.load_options(),
+        &options,
+    ) {
         Ok(report) => report,
         Err(error) => return report_unreadable(error, false),
     };
@@ -67,14 +78,20 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 "critical_path": path,
                 "critical_path_seconds": length.as_secs_f64(),
             });
-            println!("{}", serde_json::to_string_pretty(&value).context("serializing the plan")?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).context("serializing the plan")?
+            );
         }
         Format::Text => {
             for (index, level) in plan.levels.iter().enumerate() {
                 println!("level {index}:");
                 for name in level {
                     let deps = plan.dependencies(name);
-                    let host = manifest.agent(name).map(|agent| agent.host.as_str()).unwrap_or("?");
+                    let host = manifest
+                        .agent(name)
+                        .map(|agent| agent.host.as_str())
+                        .unwrap_or("?");
                     if deps.is_empty() {
                         println!("  {name} [{host}]");
                     } else {

@@ -19,7 +19,9 @@ use crate::manifest::{Agent, Manifest};
 use crate::plan::Plan;
 use crate::process::{Console, ProcessSpawner};
 use crate::shutdown::{Shutdown, watch_signals};
-use crate::supervisor::{self, AgentSpec, AgentState, StatusSnapshot, SupervisorHandle, format_duration};
+use crate::supervisor::{
+    self, AgentSpec, AgentState, StatusSnapshot, SupervisorHandle, format_duration,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,7 +58,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let hostname = local_hostname();
     let host = args.host.clone().unwrap_or_else(|| hostname.clone());
     let configs = args.manifests.config_args();
-    let options = CheckOptions { bind_check: !args.no_bind_check, this_host: host.clone() };
+    let options = CheckOptions {
+        bind_check: !args.no_bind_check,
+        this_host: host.clone(),
+    };
     let report = check::run_with(&configs, &args.manifests.load_options(), &options)
         .context("the manifest could not be read")?;
     super::check::print_problems(&report.problems);
@@ -67,14 +72,19 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let explicit_host = args.host.is_some();
     let is_local = |agent: &Agent| {
         if explicit_host {
-            agent.host == host || (is_this_host(&host, &hostname) && is_this_host(&agent.host, &hostname))
+            agent.host == host
+                || (is_this_host(&host, &hostname) && is_this_host(&agent.host, &hostname))
         } else {
             is_this_host(&agent.host, &hostname)
         }
     };
     let agents = select_agents(&manifest, is_local);
     if agents.iter().all(|spec| spec.remote) {
-        let hosts: BTreeSet<&str> = manifest.agents.iter().map(|agent| agent.host.as_str()).collect();
+        let hosts: BTreeSet<&str> = manifest
+            .agents
+            .iter()
+            .map(|agent| agent.host.as_str())
+            .collect();
         anyhow::bail!(
             "no enabled agent runs on host `{host}` (the manifests name: {})",
             hosts.into_iter().collect::<Vec<_>>().join(", ")
@@ -86,13 +96,20 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let logs = run_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let width = agents.iter().map(|spec| spec.agent.name.len()).max().unwrap_or(0);
+    let width = agents
+        .iter()
+        .map(|spec| spec.agent.name.len())
+        .max()
+        .unwrap_or(0);
     let config = supervisor::Config {
         agents,
         strategy: manifest.strategy,
         sequential: args.sequential,
         logs: Some(logs.clone()),
-        console: (!args.no_console).then(|| Console { width, color: std::io::stdout().is_terminal() }),
+        console: (!args.no_console).then(|| Console {
+            width,
+            color: std::io::stdout().is_terminal(),
+        }),
         port_offset: std::env::var("PORT_OFFSET").unwrap_or_else(|_| "0".into()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -111,15 +128,33 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
 /// The enabled agents of this host, plus the agents of other hosts that they
 /// depend on directly (probed, not started).
 fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<AgentSpec> {
-    let local: Vec<&Agent> = manifest.agents.iter().filter(|agent| agent.enabled && is_local(agent)).collect();
+    let local: Vec<&Agent> = manifest
+        .agents
+        .iter()
+        .filter(|agent| agent.enabled && is_local(agent))
+        .collect();
     let needed: BTreeSet<&str> = local
         .iter()
-        .flat_map(|agent| agent.dependencies.iter().map(|dependency| dependency.name.as_str()))
+        .flat_map(|agent| {
+            agent
+                .dependencies
+                .iter()
+                .map(|dependency| dependency.name.as_str())
+        })
         .collect();
-    let mut specs: Vec<AgentSpec> = local.iter().map(|agent| AgentSpec { agent: (*agent).clone(), remote: false }).collect();
+    let mut specs: Vec<AgentSpec> = local
+        .iter()
+        .map(|agent| AgentSpec {
+            agent: (*agent).clone(),
+            remote: false,
+        })
+        .collect();
     for agent in &manifest.agents {
         if agent.enabled && !is_local(agent) && needed.contains(agent.name.as_str()) {
-            specs.push(AgentSpec { agent: agent.clone(), remote: true });
+            specs.push(AgentSpec {
+                agent: agent.clone(),
+                remote: true,
+            });
         }
     }
     for agent in &manifest.agents {
@@ -132,7 +167,10 @@ fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<
 
 /// `.supervisor/` beside the first manifest.
 fn default_run_dir(first: Option<&Path>) -> PathBuf {
-    let parent = first.and_then(Path::parent).filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = first
+        .and_then(Path::parent)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     parent.join(".supervisor")
 }
 
@@ -140,19 +178,33 @@ async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<su
     let shutdown = Shutdown::new();
     let spawner = ProcessSpawner::start().context("starting the process spawner")?;
     let plan = Plan::new(&Manifest {
-        agents: config.agents.iter().map(|spec| spec.agent.clone()).collect(),
+        agents: config
+            .agents
+            .iter()
+            .map(|spec| spec.agent.clone())
+            .collect(),
         ..Manifest::default()
     })
     .context("planning the start order")?;
     let (handle, task) = supervisor::spawn(config, spawner, &shutdown);
     let force = handle.clone();
-    let signals = tokio::spawn(watch_signals(shutdown.token().clone(), move || force.try_shutdown(true)));
-    let progress = tokio::spawn(report_progress(handle.clone(), plan, args.exit_when_ready, args.summary_json.clone()));
+    let signals = tokio::spawn(watch_signals(shutdown.token().clone(), move || {
+        force.try_shutdown(true)
+    }));
+    let progress = tokio::spawn(report_progress(
+        handle.clone(),
+        plan,
+        args.exit_when_ready,
+        args.summary_json.clone(),
+    ));
     let outcome = task.await.context("the supervisor task panicked")?;
     signals.abort();
     let _ = progress.await;
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), shutdown.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), shutdown.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not finish within 5s");
     }
     Ok(outcome)
@@ -160,7 +212,12 @@ async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<su
 
 /// Prints a progress line while agents start (at most once a second, and on
 /// each new ready agent), then the summary once all are ready.
-async fn report_progress(handle: SupervisorHandle, plan: Plan, exit_when_ready: bool, summary_json: Option<PathBuf>) {
+async fn report_progress(
+    handle: SupervisorHandle,
+    plan: Plan,
+    exit_when_ready: bool,
+    summary_json: Option<PathBuf>,
+) {
     let mut status = handle.subscribe();
     let mut last_line = String::new();
     let mut last_print = tokio::time::Instant::now();
@@ -197,8 +254,15 @@ async fn report_progress(handle: SupervisorHandle, plan: Plan, exit_when_ready: 
 
 /// `starting: 3/7 ready; probing db; waiting: api (db), ui (api)`.
 fn progress_line(snapshot: &StatusSnapshot) -> String {
-    let local: Vec<_> = snapshot.agents.iter().filter(|agent| !agent.remote).collect();
-    let ready = local.iter().filter(|agent| agent.state == AgentState::Ready).count();
+    let local: Vec<_> = snapshot
+        .agents
+        .iter()
+        .filter(|agent| !agent.remote)
+        .collect();
+    let ready = local
+        .iter()
+        .filter(|agent| agent.state == AgentState::Ready)
+        .count();
     let mut line = format!("starting: {ready}/{} ready", local.len());
     let probing: Vec<&str> = snapshot
         .agents
@@ -230,7 +294,11 @@ fn abbreviate(names: &[&str]) -> String {
     if names.len() <= SHOWN {
         names.join(", ")
     } else {
-        format!("{} and {} more", names[..SHOWN].join(", "), names.len() - SHOWN)
+        format!(
+            "{} and {} more",
+            names[..SHOWN].join(", "),
+            names.len() - SHOWN
+        )
     }
 }
 
@@ -252,15 +320,34 @@ fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
             .and_then(|agent| agent.time_to_ready)
             .unwrap_or_default()
     });
-    let ready = snapshot.agents.iter().filter(|agent| agent.ready_at.is_some()).count();
-    let mut text = format!("all ready: {ready}/{} agents in {}\n", snapshot.agents.len(), format_duration(total));
-    let width = snapshot.agents.iter().map(|agent| agent.name.len()).max().unwrap_or(5).max(5);
-    text.push_str(&format!("  {:<width$}  {:>9}  {:>9}  state\n", "agent", "ready at", "took"));
+    let ready = snapshot
+        .agents
+        .iter()
+        .filter(|agent| agent.ready_at.is_some())
+        .count();
+    let mut text = format!(
+        "all ready: {ready}/{} agents in {}\n",
+        snapshot.agents.len(),
+        format_duration(total)
+    );
+    let width = snapshot
+        .agents
+        .iter()
+        .map(|agent| agent.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    text.push_str(&format!(
+        "  {:<width$}  {:>9}  {:>9}  state\n",
+        "agent", "ready at", "took"
+    ));
     let mut agents = snapshot.agents.clone();
     agents.sort_by_key(|agent| agent.ready_at.unwrap_or(Duration::MAX));
     let mut json_agents = serde_json::Map::new();
     for agent in &agents {
-        let show = |duration: Option<Duration>| duration.map(format_duration).unwrap_or_else(|| "-".into());
+        let show = |duration: Option<Duration>| {
+            duration.map(format_duration).unwrap_or_else(|| "-".into())
+        };
         let mut state = agent.state.to_string();
         if let Some(reason) = agent.reason.as_ref().filter(|_| agent.ready_at.is_none()) {
             state.push_str(&format!(" ({reason})"));
@@ -281,7 +368,11 @@ fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
             }),
         );
     }
-    text.push_str(&format!("critical path: {} ({})\n", path.join(" -> "), format_duration(length)));
+    text.push_str(&format!(
+        "critical path: {} ({})\n",
+        path.join(" -> "),
+        format_duration(length)
+    ));
     let json = serde_json::json!({
         "all_ready_s": total.as_secs_f64(),
         "ready": ready,

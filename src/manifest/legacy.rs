@@ -25,16 +25,28 @@ pub struct Converted {
 /// Detects the format of `root` and rewrites legacy formats to the native shape.
 pub fn convert(root: Node) -> Converted {
     let Some(entries) = root.as_mapping() else {
-        return Converted { format: "native".into(), root, ignored: Vec::new() };
+        return Converted {
+            format: "native".into(),
+            root,
+            ignored: Vec::new(),
+        };
     };
     let has = |key: &str| root.get(key).is_some();
-    let mut legacy = Legacy { agents: Vec::new(), ignored: Vec::new(), pass_port: false };
+    let mut legacy = Legacy {
+        agents: Vec::new(),
+        ignored: Vec::new(),
+        pass_port: false,
+    };
     let format = if has("agent_groups") {
         legacy.pass_port = true;
         if let Some(groups) = root.get("agent_groups") {
             legacy.walk_groups("agent_groups", groups);
         }
-        if has("machine_profiles") { "legacy:agent_groups+machine_profiles" } else { "legacy:agent_groups" }
+        if has("machine_profiles") {
+            "legacy:agent_groups+machine_profiles"
+        } else {
+            "legacy:agent_groups"
+        }
     } else if has("pc2_services") {
         for key in ["pc2_services", "core_services"] {
             if let Some(list) = root.get(key) {
@@ -48,12 +60,17 @@ pub fn convert(root: Node) -> Converted {
     } else if has("include") && !has("agents") {
         let (key, _) = root.get_entry("include").expect("checked above");
         legacy.ignored.push((
-            Problem::warning(ProblemKind::Ignored, "`include:` lists other manifests; they are not read from here")
-                .suggest("pass each included file with its own --config"),
+            Problem::warning(
+                ProblemKind::Ignored,
+                "`include:` lists other manifests; they are not read from here",
+            )
+            .suggest("pass each included file with its own --config"),
             key.line,
         ));
         "legacy:include"
-    } else if entries.iter().any(|(key, value)| key.as_str().is_some_and(|k| k.ends_with("_agents")) && is_entry_list(value)) {
+    } else if entries.iter().any(|(key, value)| {
+        key.as_str().is_some_and(|k| k.ends_with("_agents")) && is_entry_list(value)
+    }) {
         for (key, value) in entries {
             let name = key.as_str().unwrap_or_default();
             if name.ends_with("_agents") && is_entry_list(value) {
@@ -61,10 +78,18 @@ pub fn convert(root: Node) -> Converted {
             }
         }
         "legacy:settings+agents"
-    } else if !has("version") && root.get("agents").and_then(Node::as_sequence).is_some_and(|items| items.iter().any(is_simple_entry)) {
+    } else if !has("version")
+        && root
+            .get("agents")
+            .and_then(Node::as_sequence)
+            .is_some_and(|items| items.iter().any(is_simple_entry))
+    {
         legacy.walk_list("agents", root.get("agents").expect("checked above"));
         "legacy:simple"
-    } else if !has("version") && !has("agents") && entries.iter().any(|(_, value)| is_entry_list(value)) {
+    } else if !has("version")
+        && !has("agents")
+        && entries.iter().any(|(_, value)| is_entry_list(value))
+    {
         legacy.pass_port = true;
         for (key, value) in entries {
             if is_entry_list(value) {
@@ -73,16 +98,25 @@ pub fn convert(root: Node) -> Converted {
         }
         "legacy:groups"
     } else {
-        return Converted { format: "native".into(), root, ignored: Vec::new() };
+        return Converted {
+            format: "native".into(),
+            root,
+            ignored: Vec::new(),
+        };
     };
     let root = legacy.into_native(&root);
-    Converted { format: format.into(), root, ignored: legacy.ignored }
+    Converted {
+        format: format.into(),
+        root,
+        ignored: legacy.ignored,
+    }
 }
 
 /// A list whose items are mappings with a `name` (a legacy group list).
 fn is_entry_list(node: &Node) -> bool {
-    node.as_sequence()
-        .is_some_and(|items| !items.is_empty() && items.iter().all(|item| item.get("name").is_some()))
+    node.as_sequence().is_some_and(|items| {
+        !items.is_empty() && items.iter().all(|item| item.get("name").is_some())
+    })
 }
 
 /// An item of the `simple` format: `{name, path, port, enabled, args}`.
@@ -93,7 +127,9 @@ fn is_simple_entry(node: &Node) -> bool {
 /// Whether a mapping in `agent_groups` is an agent entry (not a nested group
 /// or a block such as `group_config`).
 fn is_agent_entry(node: &Node) -> bool {
-    ["script_path", "script", "path", "command", "port"].iter().any(|key| node.get(key).is_some())
+    ["script_path", "script", "path", "command", "port"]
+        .iter()
+        .any(|key| node.get(key).is_some())
 }
 
 struct Legacy {
@@ -108,13 +144,23 @@ struct Legacy {
 impl Legacy {
     /// `group: { AgentName: {...}, nested_group: { AgentName: {...} } }`.
     fn walk_groups(&mut self, path: &str, groups: &Node) {
-        let Some(groups) = groups.as_mapping() else { return };
+        let Some(groups) = groups.as_mapping() else {
+            return;
+        };
         for (group_key, group) in groups {
             let group_path = format!("{path}.{}", group_key.as_str().unwrap_or_default());
             if group.is_null() {
                 continue; // an empty group: nothing in it to skip
             }
-            if group.get("agents").is_some_and(|agents| agents.as_sequence().is_some()) && !group.as_mapping().unwrap_or_default().iter().any(|(_, entry)| is_agent_entry(entry)) {
+            if group
+                .get("agents")
+                .is_some_and(|agents| agents.as_sequence().is_some())
+                && !group
+                    .as_mapping()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(_, entry)| is_agent_entry(entry))
+            {
                 // A `docker_groups` block indented under agent_groups: {description, agents: [names]}.
                 self.ignore(format!("`{group_path}` is a group definition (`agents:` lists names), not agent entries; ignored"), group_key.line);
                 continue;
@@ -126,7 +172,10 @@ impl Legacy {
     /// `Name: {...}` entries, recursing into nested groups.
     fn walk_named_map(&mut self, path: &str, map: &Node) {
         let Some(entries) = map.as_mapping() else {
-            self.ignore(format!("`{path}` is {} and holds no agents", map.kind_name()), map.line);
+            self.ignore(
+                format!("`{path}` is {} and holds no agents", map.kind_name()),
+                map.line,
+            );
             return;
         };
         for (key, entry) in entries {
@@ -135,7 +184,9 @@ impl Legacy {
             if entry.as_mapping().is_some() && is_agent_entry(entry) {
                 let agent = self.convert_entry(Some(key), entry);
                 self.agents.push(agent);
-            } else if entry.as_mapping().is_some_and(|inner| !inner.is_empty() && inner.iter().all(|(_, value)| value.as_mapping().is_some())) {
+            } else if entry.as_mapping().is_some_and(|inner| {
+                !inner.is_empty() && inner.iter().all(|(_, value)| value.as_mapping().is_some())
+            }) {
                 self.walk_named_map(&entry_path, entry);
             } else {
                 self.ignore(format!("`{entry_path}` is not an agent entry (no script_path, command or port); ignored"), key.line);
@@ -145,19 +196,28 @@ impl Legacy {
 
     /// `- {name: ..., script_path: ...}` entries.
     fn walk_list(&mut self, path: &str, list: &Node) {
-        let Some(items) = list.as_sequence() else { return };
+        let Some(items) = list.as_sequence() else {
+            return;
+        };
         for (index, item) in items.iter().enumerate() {
             if item.as_mapping().is_some() {
                 let agent = self.convert_entry(None, item);
                 self.agents.push(agent);
             } else {
-                self.ignore(format!("`{path}[{index}]` is {}, not an agent entry; ignored", item.kind_name()), item.line);
+                self.ignore(
+                    format!(
+                        "`{path}[{index}]` is {}, not an agent entry; ignored",
+                        item.kind_name()
+                    ),
+                    item.line,
+                );
             }
         }
     }
 
     fn ignore(&mut self, message: String, line: usize) {
-        self.ignored.push((Problem::warning(ProblemKind::Ignored, message), line));
+        self.ignored
+            .push((Problem::warning(ProblemKind::Ignored, message), line));
     }
 
     /// Renames legacy keys to native ones; unknown keys go under `extra`.
@@ -194,16 +254,31 @@ impl Legacy {
                     continue;
                 }
             };
-            if native.iter().any(|(existing, _)| existing.as_str() == Some(native_key)) {
+            if native
+                .iter()
+                .any(|(existing, _)| existing.as_str() == Some(native_key))
+            {
                 // Two legacy spellings of one key (`script` and `path`): keep the first, pass the other on.
                 extra.push((key.clone(), value.clone()));
                 continue;
             }
             native.push((Node::scalar_at(native_key, key), value.clone()));
         }
-        if let Some(env) = params.and_then(|params| params.get("env_vars")).filter(|env| env.as_mapping().is_some()) {
-            match native.iter_mut().find(|(key, _)| key.as_str() == Some("env")) {
-                Some((_, Node { value: Value::Mapping(existing), .. })) => existing.extend(env.as_mapping().unwrap_or_default().iter().cloned()),
+        if let Some(env) = params
+            .and_then(|params| params.get("env_vars"))
+            .filter(|env| env.as_mapping().is_some())
+        {
+            match native
+                .iter_mut()
+                .find(|(key, _)| key.as_str() == Some("env"))
+            {
+                Some((
+                    _,
+                    Node {
+                        value: Value::Mapping(existing),
+                        ..
+                    },
+                )) => existing.extend(env.as_mapping().unwrap_or_default().iter().cloned()),
                 _ => native.push((Node::scalar_at("env", env), env.clone())),
             }
         }
@@ -211,7 +286,10 @@ impl Legacy {
             native.push((Node::scalar_at("args", &arguments), arguments));
         }
         if !extra.is_empty() {
-            native.push((Node::scalar_at("extra", entry), Node::with_value(Value::Mapping(extra), entry)));
+            native.push((
+                Node::scalar_at("extra", entry),
+                Node::with_value(Value::Mapping(extra), entry),
+            ));
         }
         Node::with_value(Value::Mapping(native), entry)
     }
@@ -230,10 +308,15 @@ impl Legacy {
                 if key.as_str() == Some("env_vars") && value.as_mapping().is_some() {
                     continue; // environment, not a flag: see `params_env`
                 }
-                items.push(Node::scalar_at(format!("--{}", key.as_str().unwrap_or_default()), key));
+                items.push(Node::scalar_at(
+                    format!("--{}", key.as_str().unwrap_or_default()),
+                    key,
+                ));
                 match &value.value {
                     // The legacy launcher passed nested values as their text.
-                    Value::Mapping(_) | Value::Sequence(_) => items.push(Node::scalar_at(value.to_json().to_string(), value)),
+                    Value::Mapping(_) | Value::Sequence(_) => {
+                        items.push(Node::scalar_at(value.to_json().to_string(), value))
+                    }
                     Value::Scalar { .. } => items.push(value.clone()),
                 }
             }
@@ -254,7 +337,11 @@ impl Legacy {
     /// `{defaults: {env}, agents: [...]}` from the legacy root.
     fn into_native(&mut self, root: &Node) -> Node {
         let mut env: Vec<(Node, Node)> = Vec::new();
-        let environments = [root.get("global_settings").and_then(|settings| settings.get("environment")), root.get("environment")];
+        let environments = [
+            root.get("global_settings")
+                .and_then(|settings| settings.get("environment")),
+            root.get("environment"),
+        ];
         for environment in environments.into_iter().flatten() {
             for (key, value) in environment.as_mapping().unwrap_or_default() {
                 if value.as_mapping().is_none() && value.as_sequence().is_none() {
@@ -265,7 +352,10 @@ impl Legacy {
         let mut top: Vec<(Node, Node)> = Vec::new();
         if !env.is_empty() {
             let env_node = Node::with_value(Value::Mapping(env), root);
-            let defaults = Node::with_value(Value::Mapping(vec![(Node::scalar_at("env", root), env_node)]), root);
+            let defaults = Node::with_value(
+                Value::Mapping(vec![(Node::scalar_at("env", root), env_node)]),
+                root,
+            );
             top.push((Node::scalar_at("defaults", root), defaults));
         }
         let agents = Node::with_value(Value::Sequence(std::mem::take(&mut self.agents)), root);

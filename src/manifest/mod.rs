@@ -36,16 +36,25 @@ impl ConfigArg {
     pub fn parse(text: &str) -> ConfigArg {
         match text.rsplit_once('@') {
             Some((path, host)) if !path.is_empty() && !host.is_empty() && !host.contains('/') => {
-                ConfigArg { path: PathBuf::from(path), host: Some(host.to_string()) }
+                ConfigArg {
+                    path: PathBuf::from(path),
+                    host: Some(host.to_string()),
+                }
             }
-            _ => ConfigArg { path: PathBuf::from(text), host: None },
+            _ => ConfigArg {
+                path: PathBuf::from(text),
+                host: None,
+            },
         }
     }
 }
 
 impl From<&Path> for ConfigArg {
     fn from(path: &Path) -> Self {
-        ConfigArg { path: path.to_path_buf(), host: None }
+        ConfigArg {
+            path: path.to_path_buf(),
+            host: None,
+        }
     }
 }
 
@@ -101,8 +110,15 @@ pub(crate) mod test_support {
                 deps.join(", ")
             ));
         }
-        load_str(Path::new("test.yaml"), &text, &LoadOptions { environment: Some(HashMap::new()), ..Default::default() })
-            .expect("test manifest is valid")
-            .manifest
+        load_str(
+            Path::new("test.yaml"),
+            &text,
+            &LoadOptions {
+                environment: Some(HashMap::new()),
+                ..Default::default()
+            },
+        )
+        .expect("test manifest is valid")
+        .manifest
     }
 }

@@ -251,7 +251,9 @@ pub struct RawDuration(pub Duration);
 /// Parses `500ms`, `1.5s`, `2m`, `1h`, `30` (seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number.parse().ok()?;
     let seconds = match unit.trim() {
@@ -451,7 +453,11 @@ impl JsonSchema for RawArgs {
 }
 
 /// Lets a field be either a word or its full mapping form.
-fn word_or_map<'de, D, T>(deserializer: D, word: impl FnOnce(&str) -> Option<T>, expected: &'static str) -> Result<T, D::Error>
+fn word_or_map<'de, D, T>(
+    deserializer: D,
+    word: impl FnOnce(&str) -> Option<T>,
+    expected: &'static str,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -467,13 +473,22 @@ where
             f.write_str(self.expected)
         }
         fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
-            (self.word)(text).ok_or_else(|| E::custom(format!("`{text}` is not valid here; expected {}", self.expected)))
+            (self.word)(text).ok_or_else(|| {
+                E::custom(format!(
+                    "`{text}` is not valid here; expected {}",
+                    self.expected
+                ))
+            })
         }
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
             T::deserialize(MapAccessDeserializer::new(map))
         }
     }
-    deserializer.deserialize_any(WordOrMap { word, expected, marker: std::marker::PhantomData })
+    deserializer.deserialize_any(WordOrMap {
+        word,
+        expected,
+        marker: std::marker::PhantomData,
+    })
 }
 
 /// Deserializes `readiness:`: `sdk`, `none`, or the mapping form.
@@ -485,7 +500,10 @@ impl<'de> Deserialize<'de> for ReadinessField {
         word_or_map(
             deserializer,
             |word| match word {
-                "sdk" => Some(RawReadiness { sdk: true, ..RawReadiness::default() }),
+                "sdk" => Some(RawReadiness {
+                    sdk: true,
+                    ..RawReadiness::default()
+                }),
                 "none" => Some(RawReadiness::default()),
                 _ => None,
             },

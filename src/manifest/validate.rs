@@ -13,7 +13,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::legacy::{self, NATIVE_KEYS};
-use super::raw::{RawAgent, RawCommand, RawArgs, RawDefaults, RawManifest, RawReadiness, RawRestart, RawRestartMode, RawGiveUp, RawStrategy, RawTarget, RawLiveness, RawDuration};
+use super::raw::{
+    RawAgent, RawArgs, RawCommand, RawDefaults, RawDuration, RawGiveUp, RawLiveness, RawManifest,
+    RawReadiness, RawRestart, RawRestartMode, RawStrategy, RawTarget,
+};
 use super::vars::{self, Variables};
 use super::yaml::{self, Node, Value};
 use super::*;
@@ -24,7 +27,10 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, ManifestError> {
     let variables = variables(options)?;
     let mut errors = Vec::new();
-    let mut loaded = Loaded { manifest: Manifest::default(), problems: Vec::new() };
+    let mut loaded = Loaded {
+        manifest: Manifest::default(),
+        problems: Vec::new(),
+    };
     let mut strategy = None;
     for config in configs {
         let text = match read_file(&config.path) {
@@ -45,10 +51,17 @@ pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, Mani
     Ok(loaded)
 }
 
-pub fn load_text(config: &ConfigArg, text: String, options: &LoadOptions) -> Result<Loaded, ManifestError> {
+pub fn load_text(
+    config: &ConfigArg,
+    text: String,
+    options: &LoadOptions,
+) -> Result<Loaded, ManifestError> {
     let variables = variables(options)?;
     let mut errors = Vec::new();
-    let mut loaded = Loaded { manifest: Manifest::default(), problems: Vec::new() };
+    let mut loaded = Loaded {
+        manifest: Manifest::default(),
+        problems: Vec::new(),
+    };
     let strategy = load_file(config, text, &variables, &mut loaded, &mut errors);
     if !errors.is_empty() {
         return Err(ManifestError { problems: errors });
@@ -58,8 +71,13 @@ pub fn load_text(config: &ConfigArg, text: String, options: &LoadOptions) -> Res
 }
 
 fn variables(options: &LoadOptions) -> Result<Variables, ManifestError> {
-    Variables::new(options.environment.as_ref(), options.env_file.as_deref()).map_err(|message| ManifestError {
-        problems: vec![Problem::error(ProblemKind::Syntax, format!("cannot read the env file: {message}"))],
+    Variables::new(options.environment.as_ref(), options.env_file.as_deref()).map_err(|message| {
+        ManifestError {
+            problems: vec![Problem::error(
+                ProblemKind::Syntax,
+                format!("cannot read the env file: {message}"),
+            )],
+        }
     })
 }
 
@@ -69,15 +87,26 @@ fn read_file(path: &Path) -> Result<String, Problem> {
         problem.file = Some(path.display().to_string());
         problem
     };
-    let metadata = std::fs::metadata(path).map_err(|error| fail(format!("cannot read the manifest: {error}")))?;
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| fail(format!("cannot read the manifest: {error}")))?;
     if metadata.len() > MAX_FILE_BYTES {
-        return Err(fail(format!("the manifest is {} bytes; the limit is {MAX_FILE_BYTES}", metadata.len())));
+        return Err(fail(format!(
+            "the manifest is {} bytes; the limit is {MAX_FILE_BYTES}",
+            metadata.len()
+        )));
     }
-    let bytes = std::fs::read(path).map_err(|error| fail(format!("cannot read the manifest: {error}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|error| fail(format!("cannot read the manifest: {error}")))?;
     String::from_utf8(bytes).map_err(|error| {
         let offset = error.utf8_error().valid_up_to();
-        let line = error.as_bytes()[..offset].iter().filter(|byte| **byte == b'\n').count() + 1;
-        let mut problem = fail(format!("the manifest is not UTF-8 text (bad byte at offset {offset})"));
+        let line = error.as_bytes()[..offset]
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count()
+            + 1;
+        let mut problem = fail(format!(
+            "the manifest is not UTF-8 text (bad byte at offset {offset})"
+        ));
         problem.line = Some(line);
         problem
     })
@@ -94,7 +123,11 @@ struct FileContext<'a> {
 
 impl FileContext<'_> {
     fn location(&self, node: &Node) -> Location {
-        Location { file: self.path.to_path_buf(), line: node.line, column: node.column }
+        Location {
+            file: self.path.to_path_buf(),
+            line: node.line,
+            column: node.column,
+        }
     }
 }
 
@@ -108,11 +141,21 @@ fn load_file(
     errors: &mut Vec<Problem>,
 ) -> Option<Option<Strategy>> {
     let path = config.path.as_path();
-    let at = |line: usize, column: usize| Location { file: path.to_path_buf(), line, column };
+    let at = |line: usize, column: usize| Location {
+        file: path.to_path_buf(),
+        line,
+        column,
+    };
     let (root, duplicates) = match yaml::parse(&text) {
         Ok(parsed) => parsed,
         Err(error) => {
-            errors.push(Problem::error(ProblemKind::Syntax, format!("invalid YAML: {}", error.message)).at(&at(error.line, error.column)));
+            errors.push(
+                Problem::error(
+                    ProblemKind::Syntax,
+                    format!("invalid YAML: {}", error.message),
+                )
+                .at(&at(error.line, error.column)),
+            );
             return None;
         }
     };
@@ -124,7 +167,16 @@ fn load_file(
         );
     }
     if root.as_mapping().is_none() {
-        errors.push(Problem::error(ProblemKind::InvalidValue, format!("the top level must be a mapping with `agents:`, found {}", root.kind_name())).at(&at(root.line, root.column)));
+        errors.push(
+            Problem::error(
+                ProblemKind::InvalidValue,
+                format!(
+                    "the top level must be a mapping with `agents:`, found {}",
+                    root.kind_name()
+                ),
+            )
+            .at(&at(root.line, root.column)),
+        );
         return None;
     }
     let converted = legacy::convert(root);
@@ -143,14 +195,26 @@ fn load_file(
     }
     // Agents are deserialized one by one so that every bad entry is reported.
     let agent_nodes: Vec<Node> = match root.value {
-        Value::Mapping(ref mut entries) => match entries.iter().position(|(key, _)| key.as_str() == Some("agents")) {
+        Value::Mapping(ref mut entries) => match entries
+            .iter()
+            .position(|(key, _)| key.as_str() == Some("agents"))
+        {
             Some(position) => {
                 let (_, agents) = entries.remove(position);
                 match agents.value {
                     Value::Sequence(items) => items,
                     _ if agents.is_null() => Vec::new(),
                     _ => {
-                        errors.push(Problem::error(ProblemKind::InvalidValue, format!("`agents` must be a list or a mapping, found {}", agents.kind_name())).at(&at(agents.line, agents.column)));
+                        errors.push(
+                            Problem::error(
+                                ProblemKind::InvalidValue,
+                                format!(
+                                    "`agents` must be a list or a mapping, found {}",
+                                    agents.kind_name()
+                                ),
+                            )
+                            .at(&at(agents.line, agents.column)),
+                        );
                         Vec::new()
                     }
                 }
@@ -166,28 +230,63 @@ fn load_file(
             if error.path.is_empty() || !NATIVE_KEYS.contains(&error.path.as_str()) {
                 message.push_str(" (not a known manifest format: expected `version`/`agents` or a legacy layout such as `agent_groups:`)");
             }
-            errors.push(Problem::error(ProblemKind::InvalidValue, message).at(&at(error.line, error.column)));
+            errors.push(
+                Problem::error(ProblemKind::InvalidValue, message)
+                    .at(&at(error.line, error.column)),
+            );
             return None;
         }
     };
-    let host = config.host.clone().or(raw.host.clone()).unwrap_or_else(|| "localhost".to_string());
-    let dir = path.parent().map(Path::to_path_buf).filter(|dir| !dir.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
-    let context = FileContext { path, dir, host: host.clone(), legacy, defaults: raw.defaults };
+    let host = config
+        .host
+        .clone()
+        .or(raw.host.clone())
+        .unwrap_or_else(|| "localhost".to_string());
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let context = FileContext {
+        path,
+        dir,
+        host: host.clone(),
+        legacy,
+        defaults: raw.defaults,
+    };
     for node in &agent_nodes {
         match yaml::from_node::<RawAgent>(node) {
             Ok(agent) => {
-                if let Some(agent) = build_agent(&context, agent, node, &mut loaded.problems, errors) {
+                if let Some(agent) =
+                    build_agent(&context, agent, node, &mut loaded.problems, errors)
+                {
                     loaded.manifest.agents.push(agent);
                 }
             }
             Err(error) => {
                 let name = node.get("name").and_then(Node::as_str).unwrap_or("?");
-                let field = if error.path.is_empty() { String::new() } else { format!(".{}", error.path) };
-                errors.push(Problem::error(ProblemKind::InvalidValue, format!("agents.{name}{field}: {}", error.message)).at(&at(error.line, error.column)).for_agent(name));
+                let field = if error.path.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{}", error.path)
+                };
+                errors.push(
+                    Problem::error(
+                        ProblemKind::InvalidValue,
+                        format!("agents.{name}{field}: {}", error.message),
+                    )
+                    .at(&at(error.line, error.column))
+                    .for_agent(name),
+                );
             }
         }
     }
-    loaded.manifest.files.push(SourceFile { path: path.to_path_buf(), format: converted.format, host, text });
+    loaded.manifest.files.push(SourceFile {
+        path: path.to_path_buf(),
+        format: converted.format,
+        host,
+        text,
+    });
     Some(raw.strategy.map(|strategy| match strategy {
         RawStrategy::OneForOne => Strategy::OneForOne,
         RawStrategy::RestForOne => Strategy::RestForOne,
@@ -197,16 +296,28 @@ fn load_file(
 
 /// `agents: {db: {...}}` -> `agents: [{name: db, ...}]`.
 fn normalize_agent_map(root: &mut Node, errors: &mut Vec<Problem>, path: &Path) {
-    let Value::Mapping(entries) = &mut root.value else { return };
-    let Some((_, agents)) = entries.iter_mut().find(|(key, _)| key.as_str() == Some("agents")) else { return };
-    let Value::Mapping(map) = &agents.value else { return };
+    let Value::Mapping(entries) = &mut root.value else {
+        return;
+    };
+    let Some((_, agents)) = entries
+        .iter_mut()
+        .find(|(key, _)| key.as_str() == Some("agents"))
+    else {
+        return;
+    };
+    let Value::Mapping(map) = &agents.value else {
+        return;
+    };
     let mut list = Vec::new();
     for (key, entry) in map {
         let mut entry = entry.clone();
         let is_null = entry.is_null();
         match &mut entry.value {
             Value::Mapping(fields) => {
-                if let Some((name_key, name)) = fields.iter().find(|(field, _)| field.as_str() == Some("name")) {
+                if let Some((name_key, name)) = fields
+                    .iter()
+                    .find(|(field, _)| field.as_str() == Some("name"))
+                {
                     if name.as_str() != key.as_str() {
                         errors.push(Problem::error(ProblemKind::InvalidValue, format!("agent `{}` has `name: {}`; in the mapping form the key is the name", key.as_str().unwrap_or_default(), name.as_str().unwrap_or_default())).at(&Location { file: path.to_path_buf(), line: name_key.line, column: name_key.column }));
                     }
@@ -215,7 +326,10 @@ fn normalize_agent_map(root: &mut Node, errors: &mut Vec<Problem>, path: &Path) 
                 }
             }
             _ if is_null => {
-                entry = Node::with_value(Value::Mapping(vec![(Node::scalar_at("name", key), key.clone())]), key);
+                entry = Node::with_value(
+                    Value::Mapping(vec![(Node::scalar_at("name", key), key.clone())]),
+                    key,
+                );
             }
             _ => {}
         }
@@ -225,8 +339,14 @@ fn normalize_agent_map(root: &mut Node, errors: &mut Vec<Problem>, path: &Path) 
 }
 
 /// Expands variables everywhere except the pass-through `extra` of agents.
-fn expand_except_extra(root: &mut Node, variables: &Variables, errors: &mut Vec<(String, usize, usize)>) {
-    let Value::Mapping(entries) = &mut root.value else { return };
+fn expand_except_extra(
+    root: &mut Node,
+    variables: &Variables,
+    errors: &mut Vec<(String, usize, usize)>,
+) {
+    let Value::Mapping(entries) = &mut root.value else {
+        return;
+    };
     for (key, value) in entries.iter_mut() {
         if key.as_str() != Some("agents") {
             vars::expand_tree(value, variables, errors);
@@ -253,29 +373,61 @@ fn expand_except_extra(root: &mut Node, variables: &Variables, errors: &mut Vec<
 
 /// Addresses that mean "this manifest's own machine".
 fn is_local_address(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "0.0.0.0" | "::" | "::1" | "*")
+    matches!(
+        host,
+        "localhost" | "127.0.0.1" | "0.0.0.0" | "::" | "::1" | "*"
+    )
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) && !name.starts_with('.')
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with('.')
 }
 
-fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut Vec<Problem>, errors: &mut Vec<Problem>) -> Option<Agent> {
+fn build_agent(
+    context: &FileContext,
+    raw: RawAgent,
+    node: &Node,
+    problems: &mut Vec<Problem>,
+    errors: &mut Vec<Problem>,
+) -> Option<Agent> {
     let location = context.location(node);
     let Some(name) = raw.name.clone() else {
-        problems.push(Problem::error(ProblemKind::InvalidAgent, "agent entry has no `name`").at(&location).suggest("add `name: <AgentName>`"));
+        problems.push(
+            Problem::error(ProblemKind::InvalidAgent, "agent entry has no `name`")
+                .at(&location)
+                .suggest("add `name: <AgentName>`"),
+        );
         return None;
     };
-    let field_location = |field: &str| node.get_entry(field).map(|(key, _)| context.location(key)).unwrap_or_else(|| location.clone());
+    let field_location = |field: &str| {
+        node.get_entry(field)
+            .map(|(key, _)| context.location(key))
+            .unwrap_or_else(|| location.clone())
+    };
     let mut invalid = |field: &str, message: String| {
-        errors.push(Problem::error(ProblemKind::InvalidValue, format!("agents.{name}.{field}: {message}")).at(&field_location(field)).for_agent(&name));
+        errors.push(
+            Problem::error(
+                ProblemKind::InvalidValue,
+                format!("agents.{name}.{field}: {message}"),
+            )
+            .at(&field_location(field))
+            .for_agent(&name),
+        );
     };
     if !valid_name(&name) {
         problems.push(
-            Problem::error(ProblemKind::InvalidAgent, format!("agent name `{name}` may hold only letters, digits, `_`, `-` and `.`"))
-                .at(&location)
-                .for_agent(&name)
-                .suggest("names become file names (logs) and variable names; rename it"),
+            Problem::error(
+                ProblemKind::InvalidAgent,
+                format!("agent name `{name}` may hold only letters, digits, `_`, `-` and `.`"),
+            )
+            .at(&location)
+            .for_agent(&name)
+            .suggest("names become file names (logs) and variable names; rename it"),
         );
     }
     let defaults = &context.defaults;
@@ -292,7 +444,10 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
     let args = match raw.args {
         None => Vec::new(),
         Some(RawArgs::Argv(argv)) => argv,
-        Some(RawArgs::Flags(flags)) => flags.into_iter().flat_map(|(key, value)| [format!("--{key}"), value]).collect(),
+        Some(RawArgs::Flags(flags)) => flags
+            .into_iter()
+            .flat_map(|(key, value)| [format!("--{key}"), value])
+            .collect(),
         Some(RawArgs::Line(line)) => shell_words::split(&line).unwrap_or_else(|error| {
             invalid("args", format!("cannot split `{line}`: {error}"));
             Vec::new()
@@ -300,71 +455,108 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
     };
     let mut command = match (raw.command, raw.script_path) {
         (Some(_), Some(_)) => {
-            invalid("command", "give `command` or `script_path`, not both".into());
+            invalid(
+                "command",
+                "give `command` or `script_path`, not both".into(),
+            );
             Vec::new()
         }
         (Some(RawCommand::Line(line)), None) if shell => vec![line],
         (Some(RawCommand::Line(line)), None) => shell_words::split(&line).unwrap_or_else(|error| {
-            invalid("command", format!("cannot split `{line}` like a shell would: {error}"));
+            invalid(
+                "command",
+                format!("cannot split `{line}` like a shell would: {error}"),
+            );
             Vec::new()
         }),
         (Some(RawCommand::Argv(argv)), None) => argv,
         (None, Some(script)) => {
-            let interpreter = raw.interpreter.or(defaults.interpreter.clone()).unwrap_or_else(|| "python3".into());
+            let interpreter = raw
+                .interpreter
+                .or(defaults.interpreter.clone())
+                .unwrap_or_else(|| "python3".into());
             vec![interpreter, script]
         }
         (None, None) => {
             problems.push(
-                Problem::error(ProblemKind::InvalidAgent, format!("agent `{name}` has neither `command` nor `script_path`"))
-                    .at(&location)
-                    .for_agent(&name)
-                    .suggest("add `command: [program, args...]` or `script_path: path/to/agent.py`"),
+                Problem::error(
+                    ProblemKind::InvalidAgent,
+                    format!("agent `{name}` has neither `command` nor `script_path`"),
+                )
+                .at(&location)
+                .for_agent(&name)
+                .suggest("add `command: [program, args...]` or `script_path: path/to/agent.py`"),
             );
             Vec::new()
         }
     };
     if shell && !args.is_empty() {
-        invalid("args", "`args` cannot be used with `shell: true`; put them in the command line".into());
+        invalid(
+            "args",
+            "`args` cannot be used with `shell: true`; put them in the command line".into(),
+        );
     } else {
         command.extend(args);
     }
     if command.first().is_some_and(|program| program.is_empty()) {
         invalid("command", "the program name is empty".into());
     }
-    let cwd = raw.cwd.or(defaults.cwd.clone()).map(|cwd| context.dir.join(cwd)).unwrap_or_else(|| context.dir.clone());
+    let cwd = raw
+        .cwd
+        .or(defaults.cwd.clone())
+        .map(|cwd| context.dir.join(cwd))
+        .unwrap_or_else(|| context.dir.clone());
     let mut env = defaults.env.clone();
     env.extend(raw.env);
 
     // Ports.
     let mut ports = Vec::new();
-    let mut port_field = |field: &str, value: Option<i64>, problems: &mut Vec<Problem>| -> Option<u16> {
-        let value = value?;
-        let (key, value_node) = node.get_entry(field)?;
-        match u16::try_from(value) {
-            Ok(port) if port > 0 => {
-                ports.push(PortUse { port, field: field.into(), kind: PortKind::Explicit, location: context.location(value_node), span: Some(value_node.span.clone()) });
-                Some(port)
-            }
-            _ => {
-                let mut problem = Problem::error(ProblemKind::InvalidPort, format!("agents.{name}.{field}: {value} is not a port (1-65535)"))
+    let mut port_field =
+        |field: &str, value: Option<i64>, problems: &mut Vec<Problem>| -> Option<u16> {
+            let value = value?;
+            let (key, value_node) = node.get_entry(field)?;
+            match u16::try_from(value) {
+                Ok(port) if port > 0 => {
+                    ports.push(PortUse {
+                        port,
+                        field: field.into(),
+                        kind: PortKind::Explicit,
+                        location: context.location(value_node),
+                        span: Some(value_node.span.clone()),
+                    });
+                    Some(port)
+                }
+                _ => {
+                    let mut problem = Problem::error(
+                        ProblemKind::InvalidPort,
+                        format!("agents.{name}.{field}: {value} is not a port (1-65535)"),
+                    )
                     .at(&context.location(key))
                     .for_agent(&name)
                     .suggest("use a port between 1024 and 65535");
-                problem.port = Some(value);
-                problems.push(problem);
-                None
+                    problem.port = Some(value);
+                    problems.push(problem);
+                    None
+                }
             }
-        }
-    };
+        };
     let port = port_field("port", raw.port, problems);
     let health_check_port = port_field("health_check_port", raw.health_check_port, problems);
-    for (key, value) in node.get("config").and_then(Node::as_mapping).unwrap_or_default() {
+    for (key, value) in node
+        .get("config")
+        .and_then(Node::as_mapping)
+        .unwrap_or_default()
+    {
         let Some(field) = key.as_str() else { continue };
         if field != "port" && !field.ends_with("_port") {
             continue;
         }
-        let Value::Scalar { text, plain: true } = &value.value else { continue };
-        let Ok(number) = text.parse::<i64>() else { continue };
+        let Value::Scalar { text, plain: true } = &value.value else {
+            continue;
+        };
+        let Ok(number) = text.parse::<i64>() else {
+            continue;
+        };
         match u16::try_from(number) {
             Ok(config_port) if config_port > 0 => ports.push(PortUse {
                 port: config_port,
@@ -374,7 +566,12 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
                 span: Some(value.span.clone()),
             }),
             _ => {
-                let mut problem = Problem::error(ProblemKind::InvalidPort, format!("agents.{name}.config.{field}: {number} is not a port (1-65535)")).at(&context.location(key)).for_agent(&name);
+                let mut problem = Problem::error(
+                    ProblemKind::InvalidPort,
+                    format!("agents.{name}.config.{field}: {number} is not a port (1-65535)"),
+                )
+                .at(&context.location(key))
+                .for_agent(&name);
                 problem.port = Some(number);
                 problems.push(problem);
             }
@@ -385,13 +582,28 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
         // health server listens on health port+1.
         let implicit_health = match (health_check_port, port) {
             (None, Some(port)) if port < u16::MAX => {
-                ports.push(PortUse { port: port + 1, field: "health_check_port (implicit: port+1)".into(), kind: PortKind::ImplicitHealth, location: location.clone(), span: None });
+                ports.push(PortUse {
+                    port: port + 1,
+                    field: "health_check_port (implicit: port+1)".into(),
+                    kind: PortKind::ImplicitHealth,
+                    location: location.clone(),
+                    span: None,
+                });
                 Some(port + 1)
             }
             _ => None,
         };
-        if let Some(health) = health_check_port.or(implicit_health).filter(|health| *health < u16::MAX) {
-            ports.push(PortUse { port: health + 1, field: "http health (implicit: health_check_port+1)".into(), kind: PortKind::LegacyHttpHealth, location: location.clone(), span: None });
+        if let Some(health) = health_check_port
+            .or(implicit_health)
+            .filter(|health| *health < u16::MAX)
+        {
+            ports.push(PortUse {
+                port: health + 1,
+                field: "http health (implicit: health_check_port+1)".into(),
+                kind: PortKind::LegacyHttpHealth,
+                location: location.clone(),
+                span: None,
+            });
         }
     }
 
@@ -402,19 +614,56 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
         .and_then(Node::as_sequence)
         .unwrap_or_default()
         .iter()
-        .filter_map(|item| item.as_str().map(|dependency| Dependency { name: dependency.trim().to_string(), location: context.location(item) }))
+        .filter_map(|item| {
+            item.as_str().map(|dependency| Dependency {
+                name: dependency.trim().to_string(),
+                location: context.location(item),
+            })
+        })
         .collect();
 
     // Readiness and liveness.
-    let legacy_health = context.legacy.then(|| health_check_port.map(|port| Probe::Zmq { host: address.clone(), port }).or_else(|| port.map(|port| Probe::Tcp { host: address.clone(), port }))).flatten();
-    let readiness_raw = raw.readiness.map(|field| field.0).or(defaults.readiness.clone().map(|field| field.0));
+    let legacy_health = context
+        .legacy
+        .then(|| {
+            health_check_port
+                .map(|port| Probe::Zmq {
+                    host: address.clone(),
+                    port,
+                })
+                .or_else(|| {
+                    port.map(|port| Probe::Tcp {
+                        host: address.clone(),
+                        port,
+                    })
+                })
+        })
+        .flatten();
+    let readiness_raw = raw
+        .readiness
+        .map(|field| field.0)
+        .or(defaults.readiness.clone().map(|field| field.0));
     let readiness = readiness(readiness_raw, legacy_health.clone(), &address, &mut invalid);
     let liveness = match raw.liveness.or(defaults.liveness.clone()) {
         Some(raw) => liveness(raw, &address, &mut invalid),
-        None => legacy_health.map(|probe| Liveness { probe, interval: Duration::from_secs(5), timeout: Duration::from_secs(2), failures: 3 }),
+        None => legacy_health.map(|probe| Liveness {
+            probe,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            failures: 3,
+        }),
     };
-    let restart = restart(raw.restart.map(|field| field.0).or(defaults.restart.clone().map(|field| field.0)).unwrap_or_default(), &mut invalid);
-    let heartbeat_raw = raw.heartbeat.or(defaults.heartbeat.clone()).unwrap_or_default();
+    let restart = restart(
+        raw.restart
+            .map(|field| field.0)
+            .or(defaults.restart.clone().map(|field| field.0))
+            .unwrap_or_default(),
+        &mut invalid,
+    );
+    let heartbeat_raw = raw
+        .heartbeat
+        .or(defaults.heartbeat.clone())
+        .unwrap_or_default();
     let heartbeat = Heartbeat {
         interval: duration(heartbeat_raw.interval, Duration::from_secs(1)),
         misses: heartbeat_raw.misses.unwrap_or(3).max(1),
@@ -424,11 +673,17 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
     let signal = match stop_raw.signal.as_deref() {
         None => Signal::SIGTERM,
         Some(text) => parse_signal(text).unwrap_or_else(|| {
-            invalid("stop", format!("`{text}` is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT) or number"));
+            invalid(
+                "stop",
+                format!("`{text}` is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT) or number"),
+            );
             Signal::SIGTERM
         }),
     };
-    let stop = StopPolicy { signal, grace: duration(stop_raw.grace, Duration::from_secs(10)) };
+    let stop = StopPolicy {
+        signal,
+        grace: duration(stop_raw.grace, Duration::from_secs(10)),
+    };
 
     Some(Agent {
         name,
@@ -458,7 +713,11 @@ fn build_agent(context: &FileContext, raw: RawAgent, node: &Node, problems: &mut
 
 /// Probes reach agents of a local host on loopback.
 fn local_or(host: &str) -> String {
-    if is_local_address(host) { "127.0.0.1".into() } else { host.to_string() }
+    if is_local_address(host) {
+        "127.0.0.1".into()
+    } else {
+        host.to_string()
+    }
 }
 
 fn duration(value: Option<RawDuration>, default: Duration) -> Duration {
@@ -471,7 +730,11 @@ fn parse_signal(text: &str) -> Option<Signal> {
         return Signal::try_from(number).ok();
     }
     let upper = text.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&full).ok()
 }
 
@@ -485,7 +748,10 @@ fn probe(
     field: &str,
     invalid: &mut impl FnMut(&str, String),
 ) -> Option<Probe> {
-    let count = [tcp.is_some(), http.is_some(), exec.is_some(), zmq.is_some()].iter().filter(|given| **given).count();
+    let count = [tcp.is_some(), http.is_some(), exec.is_some(), zmq.is_some()]
+        .iter()
+        .filter(|given| **given)
+        .count();
     if count > 1 {
         invalid(field, "give only one of tcp, http, exec, zmq".into());
         return None;
@@ -493,10 +759,16 @@ fn probe(
     let mut target = |target: RawTarget, kind: &str| -> Option<(String, u16)> {
         let (host, port) = match target {
             RawTarget::Port(port) => (address.to_string(), port),
-            RawTarget::Address(text) => match text.rsplit_once(':').map(|(host, port)| (host, port.parse::<i64>())) {
+            RawTarget::Address(text) => match text
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<i64>()))
+            {
                 Some((host, Ok(port))) => (host.to_string(), port),
                 _ => {
-                    invalid(field, format!("{kind}: `{text}` is not a port or host:port"));
+                    invalid(
+                        field,
+                        format!("{kind}: `{text}` is not a port or host:port"),
+                    );
                     return None;
                 }
             },
@@ -539,11 +811,24 @@ fn probe(
     Some(Probe::Exec { command })
 }
 
-fn readiness(raw: Option<RawReadiness>, legacy_default: Option<Probe>, address: &str, invalid: &mut impl FnMut(&str, String)) -> Readiness {
+fn readiness(
+    raw: Option<RawReadiness>,
+    legacy_default: Option<Probe>,
+    address: &str,
+    invalid: &mut impl FnMut(&str, String),
+) -> Readiness {
     let raw_given = raw.is_some();
     let raw = raw.unwrap_or_default();
     let start_period = duration(raw.start_period, Duration::from_secs(1));
-    let explicit = probe(raw.tcp, raw.http, raw.exec, raw.zmq, address, "readiness", invalid);
+    let explicit = probe(
+        raw.tcp,
+        raw.http,
+        raw.exec,
+        raw.zmq,
+        address,
+        "readiness",
+        invalid,
+    );
     let check = if raw.sdk {
         if explicit.is_some() {
             invalid("readiness", "`sdk` cannot be combined with a probe".into());
@@ -564,8 +849,14 @@ fn readiness(raw: Option<RawReadiness>, legacy_default: Option<Probe>, address: 
     }
 }
 
-fn liveness(raw: RawLiveness, address: &str, invalid: &mut impl FnMut(&str, String)) -> Option<Liveness> {
-    let Some(probe) = probe(raw.tcp, raw.http, raw.exec, raw.zmq, address, "liveness", invalid) else {
+fn liveness(
+    raw: RawLiveness,
+    address: &str,
+    invalid: &mut impl FnMut(&str, String),
+) -> Option<Liveness> {
+    let Some(probe) = probe(
+        raw.tcp, raw.http, raw.exec, raw.zmq, address, "liveness", invalid,
+    ) else {
         invalid("liveness", "needs one probe: tcp, http, exec or zmq".into());
         return None;
     };
@@ -585,10 +876,19 @@ fn restart(raw: RawRestart, invalid: &mut impl FnMut(&str, String)) -> RestartPo
         multiplier: backoff.multiplier.unwrap_or(2.0),
     };
     if !(1.0..=100.0).contains(&backoff.multiplier) {
-        invalid("restart", format!("backoff.multiplier {} must be between 1 and 100", backoff.multiplier));
+        invalid(
+            "restart",
+            format!(
+                "backoff.multiplier {} must be between 1 and 100",
+                backoff.multiplier
+            ),
+        );
     }
     if backoff.initial > backoff.max {
-        invalid("restart", "backoff.initial is larger than backoff.max".into());
+        invalid(
+            "restart",
+            "backoff.initial is larger than backoff.max".into(),
+        );
     }
     RestartPolicy {
         mode: match raw.policy.unwrap_or(RawRestartMode::Always) {

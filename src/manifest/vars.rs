@@ -28,13 +28,17 @@ pub struct Variables {
 impl Variables {
     /// `environment` (or the process environment), overridden by the dotenv
     /// file's values.
-    pub fn new(environment: Option<&HashMap<String, String>>, env_file: Option<&Path>) -> Result<Variables, String> {
+    pub fn new(
+        environment: Option<&HashMap<String, String>>,
+        env_file: Option<&Path>,
+    ) -> Result<Variables, String> {
         let mut values: HashMap<String, String> = match environment {
             Some(map) => map.clone(),
             None => std::env::vars().collect(),
         };
         if let Some(path) = env_file {
-            let entries = dotenvy::from_path_iter(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            let entries = dotenvy::from_path_iter(path)
+                .map_err(|error| format!("{}: {error}", path.display()))?;
             for entry in entries {
                 let (key, value) = entry.map_err(|error| format!("{}: {error}", path.display()))?;
                 values.insert(key, value);
@@ -50,14 +54,21 @@ impl Variables {
 
     /// Variables from a fixed list (tests).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Variables {
-        Variables { values: pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect() }
+        Variables {
+            values: pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .or_else(|| BUILT_IN_DEFAULTS.iter().find(|(key, _)| *key == name).map(|(_, value)| *value))
+        self.values.get(name).map(String::as_str).or_else(|| {
+            BUILT_IN_DEFAULTS
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| *value)
+        })
     }
 }
 
@@ -79,7 +90,9 @@ pub fn expand(text: &str, variables: &Variables) -> Result<Expanded, String> {
             .trim()
             .parse()
             .map_err(|_| format!("`{left}` is `{value}`, not a whole number, in `{text}`"))?;
-        let offset: i64 = right.parse().map_err(|_| format!("`{right}` is not a whole number in `{text}`"))?;
+        let offset: i64 = right
+            .parse()
+            .map_err(|_| format!("`{right}` is not a whole number in `{text}`"))?;
         return base
             .checked_add(offset)
             .map(Expanded::Integer)
@@ -97,8 +110,11 @@ pub fn expand(text: &str, variables: &Variables) -> Result<Expanded, String> {
 fn split_arithmetic(text: &str) -> Option<(&str, &str)> {
     let text = text.trim();
     let (left, right) = text.rsplit_once('+')?;
-    let is_reference = left.starts_with("${") && left.ends_with('}') && left[2..].find('}') == Some(left.len() - 3);
-    (is_reference && !right.is_empty() && right.bytes().all(|byte| byte.is_ascii_digit())).then_some((left, right))
+    let is_reference = left.starts_with("${")
+        && left.ends_with('}')
+        && left[2..].find('}') == Some(left.len() - 3);
+    (is_reference && !right.is_empty() && right.bytes().all(|byte| byte.is_ascii_digit()))
+        .then_some((left, right))
 }
 
 /// `<something with ${..}> == 'literal'` (or `!=`, or double quotes).
@@ -133,21 +149,29 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
             out.push('$');
             rest = tail;
         } else if let Some(inner) = after.strip_prefix('{') {
-            let end = inner.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
+            let end = inner
+                .find('}')
+                .ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
             let reference = &inner[..end];
             let (name, default) = match reference.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (reference, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{reference}}}` is not a variable reference (expected ${{NAME}} or ${{NAME:-default}})"));
+                return Err(format!(
+                    "`${{{reference}}}` is not a variable reference (expected ${{NAME}} or ${{NAME:-default}})"
+                ));
             }
             match (variables.get(name), default) {
                 // `:-` also replaces an empty value, as in the shell.
                 (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
                 (Some(value), _) => out.push_str(value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => return Err(format!("variable `{name}` is not set and has no default (write `${{{name}:-default}}` or set it)")),
+                (None, None) => {
+                    return Err(format!(
+                        "variable `{name}` is not set and has no default (write `${{{name}:-default}}` or set it)"
+                    ));
+                }
             }
             rest = &inner[end + 1..];
         } else {
@@ -162,7 +186,11 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
 
 /// Expands every scalar under `node` (not mapping keys). Returns each failure
 /// with the node it happened at.
-pub fn expand_tree(node: &mut Node, variables: &Variables, errors: &mut Vec<(String, usize, usize)>) {
+pub fn expand_tree(
+    node: &mut Node,
+    variables: &Variables,
+    errors: &mut Vec<(String, usize, usize)>,
+) {
     match &mut node.value {
         Value::Scalar { text, plain } => {
             if !text.contains('$') {
@@ -181,8 +209,12 @@ pub fn expand_tree(node: &mut Node, variables: &Variables, errors: &mut Vec<(Str
                 Err(message) => errors.push((message, node.line, node.column)),
             }
         }
-        Value::Sequence(items) => items.iter_mut().for_each(|item| expand_tree(item, variables, errors)),
-        Value::Mapping(entries) => entries.iter_mut().for_each(|(_, value)| expand_tree(value, variables, errors)),
+        Value::Sequence(items) => items
+            .iter_mut()
+            .for_each(|item| expand_tree(item, variables, errors)),
+        Value::Mapping(entries) => entries
+            .iter_mut()
+            .for_each(|(_, value)| expand_tree(value, variables, errors)),
     }
 }
 
@@ -191,15 +223,32 @@ mod tests {
     use super::*;
 
     fn vars() -> Variables {
-        Variables::from_pairs(&[("HOST", "10.0.0.2"), ("OFFSET", "100"), ("EMPTY", ""), ("WORD", "abc")])
+        Variables::from_pairs(&[
+            ("HOST", "10.0.0.2"),
+            ("OFFSET", "100"),
+            ("EMPTY", ""),
+            ("WORD", "abc"),
+        ])
     }
 
     #[test]
     fn plain_references_and_defaults() {
-        assert_eq!(expand("tcp://${HOST}:1", &vars()), Ok(Expanded::Text("tcp://10.0.0.2:1".into())));
-        assert_eq!(expand("${MISSING:-redis}", &vars()), Ok(Expanded::Text("redis".into())));
-        assert_eq!(expand("${EMPTY:-fallback}", &vars()), Ok(Expanded::Text("fallback".into())));
-        assert_eq!(expand("cost $$5 and $PATH", &vars()), Ok(Expanded::Text("cost $5 and $PATH".into())));
+        assert_eq!(
+            expand("tcp://${HOST}:1", &vars()),
+            Ok(Expanded::Text("tcp://10.0.0.2:1".into()))
+        );
+        assert_eq!(
+            expand("${MISSING:-redis}", &vars()),
+            Ok(Expanded::Text("redis".into()))
+        );
+        assert_eq!(
+            expand("${EMPTY:-fallback}", &vars()),
+            Ok(Expanded::Text("fallback".into()))
+        );
+        assert_eq!(
+            expand("cost $$5 and $PATH", &vars()),
+            Ok(Expanded::Text("cost $5 and $PATH".into()))
+        );
     }
 
     #[test]
@@ -212,18 +261,37 @@ mod tests {
 
     #[test]
     fn port_arithmetic_gives_an_integer() {
-        assert_eq!(expand("${PORT_OFFSET}+7200", &vars()), Ok(Expanded::Integer(7200)));
-        assert_eq!(expand("${OFFSET}+7200", &vars()), Ok(Expanded::Integer(7300)));
-        assert!(expand("${WORD}+1", &vars()).unwrap_err().contains("not a whole number"));
+        assert_eq!(
+            expand("${PORT_OFFSET}+7200", &vars()),
+            Ok(Expanded::Integer(7200))
+        );
+        assert_eq!(
+            expand("${OFFSET}+7200", &vars()),
+            Ok(Expanded::Integer(7300))
+        );
+        assert!(
+            expand("${WORD}+1", &vars())
+                .unwrap_err()
+                .contains("not a whole number")
+        );
         assert_eq!(expand("a+1", &vars()), Ok(Expanded::Text("a+1".into())));
     }
 
     #[test]
     fn legacy_boolean_expressions_are_evaluated() {
-        assert_eq!(expand("${RTAP_ENABLED:-false} == 'false'", &vars()), Ok(Expanded::Boolean(true)));
+        assert_eq!(
+            expand("${RTAP_ENABLED:-false} == 'false'", &vars()),
+            Ok(Expanded::Boolean(true))
+        );
         let enabled = Variables::from_pairs(&[("RTAP_ENABLED", "true")]);
-        assert_eq!(expand("${RTAP_ENABLED:-false} == 'false'", &enabled), Ok(Expanded::Boolean(false)));
-        assert_eq!(expand("${RTAP_ENABLED:-false} != \"false\"", &enabled), Ok(Expanded::Boolean(true)));
+        assert_eq!(
+            expand("${RTAP_ENABLED:-false} == 'false'", &enabled),
+            Ok(Expanded::Boolean(false))
+        );
+        assert_eq!(
+            expand("${RTAP_ENABLED:-false} != \"false\"", &enabled),
+            Ok(Expanded::Boolean(true))
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub struct Node {
 pub enum Value {
     /// A scalar as written. `plain` scalars get their type from their text
     /// (`7200` is a number, `true` a boolean, `~` null); quoted ones are strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Sequence(Vec<Node>),
     /// Entries in the order written (duplicates removed: the last one wins).
     Mapping(Vec<(Node, Node)>),
@@ -98,7 +101,13 @@ impl std::error::Error for Error {}
 
 impl de::Error for Error {
     fn custom<T: fmt::Display>(message: T) -> Self {
-        Error { message: message.to_string(), line: 0, column: 0, path: String::new(), located: false }
+        Error {
+            message: message.to_string(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            located: false,
+        }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -124,7 +133,12 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 
 impl Node {
     fn new(value: Value, line: usize, column: usize, span: Range<usize>) -> Node {
-        Node { value, line, column, span }
+        Node {
+            value,
+            line,
+            column,
+            span,
+        }
     }
 
     /// An empty mapping at the start of the text (what an empty file reads as).
@@ -134,7 +148,15 @@ impl Node {
 
     /// A plain scalar at the position of `at` (for values made up by the loader).
     pub fn scalar_at(text: impl Into<String>, at: &Node) -> Node {
-        Node::new(Value::Scalar { text: text.into(), plain: false }, at.line, at.column, at.span.clone())
+        Node::new(
+            Value::Scalar {
+                text: text.into(),
+                plain: false,
+            },
+            at.line,
+            at.column,
+            at.span.clone(),
+        )
     }
 
     /// A sequence or mapping made up by the loader, placed at `at`.
@@ -208,7 +230,14 @@ impl Node {
             Value::Sequence(items) => items.iter().map(Node::to_json).collect(),
             Value::Mapping(entries) => entries
                 .iter()
-                .map(|(key, value)| (key.as_str().map(str::to_string).unwrap_or_else(|| key.to_json().to_string()), value.to_json()))
+                .map(|(key, value)| {
+                    (
+                        key.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| key.to_json().to_string()),
+                        value.to_json(),
+                    )
+                })
                 .collect::<serde_json::Map<_, _>>()
                 .into(),
         }
@@ -234,14 +263,21 @@ fn resolve_plain(text: &str) -> Plain {
         return Plain::Null;
     }
     match text {
-        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Plain::Bool(true),
-        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Plain::Bool(false),
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
+            return Plain::Bool(true);
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Plain::Bool(false);
+        }
         _ => {}
     }
     if let Some(value) = parse_int(text) {
         return Plain::Int(value);
     }
-    let looks_numeric = text.bytes().next().is_some_and(|byte| byte.is_ascii_digit() || matches!(byte, b'-' | b'+' | b'.'));
+    let looks_numeric = text
+        .bytes()
+        .next()
+        .is_some_and(|byte| byte.is_ascii_digit() || matches!(byte, b'-' | b'+' | b'.'));
     if looks_numeric && let Ok(value) = text.parse::<f64>() {
         return Plain::Float(value);
     }
@@ -282,7 +318,13 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
         let line = span.start.line();
         let column = span.start.col() + 1;
         let range = span.start.index()..span.end.index();
-        let at = || Error { message: String::new(), line, column, path: String::new(), located: true };
+        let at = || Error {
+            message: String::new(),
+            line,
+            column,
+            path: String::new(),
+            located: true,
+        };
         match event {
             Event::StreamStart | Event::Nothing | Event::DocumentStart(_) => {}
             Event::DocumentEnd | Event::StreamEnd => {
@@ -291,49 +333,88 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                 }
             }
             Event::Alias(anchor) => {
-                let node = builder.anchors.iter().rev().find(|(id, _)| *id == anchor).map(|(_, node)| node.clone());
+                let node = builder
+                    .anchors
+                    .iter()
+                    .rev()
+                    .find(|(id, _)| *id == anchor)
+                    .map(|(_, node)| node.clone());
                 let Some(mut node) = node else {
-                    return Err(Error { message: "alias to an unknown anchor".into(), ..at() });
+                    return Err(Error {
+                        message: "alias to an unknown anchor".into(),
+                        ..at()
+                    });
                 };
-                builder.count(&node).map_err(|message| Error { message, ..at() })?;
+                builder
+                    .count(&node)
+                    .map_err(|message| Error { message, ..at() })?;
                 node.line = line;
                 node.column = column;
                 node.span = range;
-                if let Some(done) = builder.push(node).map_err(|message| Error { message, ..at() })? {
+                if let Some(done) = builder
+                    .push(node)
+                    .map_err(|message| Error { message, ..at() })?
+                {
                     root = Some(done);
                 }
             }
             Event::Scalar(value, style, anchor, _tag) => {
                 let plain = style == ScalarStyle::Plain;
-                let node = Node::new(Value::Scalar { text: value.into_owned(), plain }, line, column, range);
+                let node = Node::new(
+                    Value::Scalar {
+                        text: value.into_owned(),
+                        plain,
+                    },
+                    line,
+                    column,
+                    range,
+                );
                 if anchor > 0 {
                     builder.anchors.push((anchor, node.clone()));
                 }
                 builder.nodes += 1;
-                if let Some(done) = builder.push(node).map_err(|message| Error { message, ..at() })? {
+                if let Some(done) = builder
+                    .push(node)
+                    .map_err(|message| Error { message, ..at() })?
+                {
                     root = Some(done);
                 }
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if builder.stack.len() >= MAX_DEPTH {
-                    return Err(Error { message: format!("nesting deeper than {MAX_DEPTH} levels"), ..at() });
+                    return Err(Error {
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                        ..at()
+                    });
                 }
                 let value = if matches!(event, Event::SequenceStart(..)) {
                     Value::Sequence(Vec::new())
                 } else {
                     Value::Mapping(Vec::new())
                 };
-                builder.stack.push(Open { node: Node::new(value, line, column, range), anchor, pending_key: None, keys: Default::default(), merged: Default::default() });
+                builder.stack.push(Open {
+                    node: Node::new(value, line, column, range),
+                    anchor,
+                    pending_key: None,
+                    keys: Default::default(),
+                    merged: Default::default(),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let open = builder.stack.pop().expect("the parser balances start and end events");
+                let open = builder
+                    .stack
+                    .pop()
+                    .expect("the parser balances start and end events");
                 let mut node = open.node;
                 node.span.end = range.end;
                 if open.anchor > 0 {
                     builder.anchors.push((open.anchor, node.clone()));
                 }
                 builder.nodes += 1;
-                if let Some(done) = builder.push(node).map_err(|message| Error { message, ..at() })? {
+                if let Some(done) = builder
+                    .push(node)
+                    .map_err(|message| Error { message, ..at() })?
+                {
                     root = Some(done);
                 }
             }
@@ -374,12 +455,17 @@ impl Builder {
             1 + match &node.value {
                 Value::Scalar { .. } => 0,
                 Value::Sequence(items) => items.iter().map(size).sum(),
-                Value::Mapping(entries) => entries.iter().map(|(key, value)| size(key) + size(value)).sum(),
+                Value::Mapping(entries) => entries
+                    .iter()
+                    .map(|(key, value)| size(key) + size(value))
+                    .sum(),
             }
         }
         self.nodes += size(node);
         if self.nodes > MAX_NODES {
-            return Err(format!("document expands to more than {MAX_NODES} values (alias bomb?)"));
+            return Err(format!(
+                "document expands to more than {MAX_NODES} values (alias bomb?)"
+            ));
         }
         Ok(())
     }
@@ -395,7 +481,9 @@ impl Builder {
             Value::Mapping(entries) => match open.pending_key.take() {
                 None => {
                     if !matches!(node.value, Value::Scalar { .. }) {
-                        return Err("mapping keys must be plain values, not lists or mappings".into());
+                        return Err(
+                            "mapping keys must be plain values, not lists or mappings".into()
+                        );
                     }
                     open.pending_key = Some(node);
                 }
@@ -410,7 +498,10 @@ impl Builder {
                         entries.retain(|(name, _)| name.as_str() != Some(&key_text));
                         entries.push((key, node));
                     } else if !open.keys.insert(key_text.clone()) {
-                        let position = entries.iter().position(|(name, _)| name.as_str() == Some(&key_text)).expect("a key in the index is in the entries");
+                        let position = entries
+                            .iter()
+                            .position(|(name, _)| name.as_str() == Some(&key_text))
+                            .expect("a key in the index is in the entries");
                         self.duplicates.push(DuplicateKey {
                             key: key_text,
                             line: key.line,
@@ -444,7 +535,10 @@ fn merge(entries: &mut Vec<(Node, Node)>, source: &Node) -> Result<Vec<String>, 
             return Err("`<<` merges a mapping or a list of mappings".into());
         };
         for (key, value) in pairs {
-            if !entries.iter().any(|(name, _)| name.as_str() == key.as_str()) {
+            if !entries
+                .iter()
+                .any(|(name, _)| name.as_str() == key.as_str())
+            {
                 entries.push((key.clone(), value.clone()));
                 copied.push(key.as_str().unwrap_or_default().to_string());
             }
@@ -455,7 +549,10 @@ fn merge(entries: &mut Vec<(Node, Node)>, source: &Node) -> Result<Vec<String>, 
 
 /// Deserializes `T` from a node; errors carry the position of the value at fault.
 pub fn from_node<'de, T: serde::Deserialize<'de>>(node: &'de Node) -> Result<T, Error> {
-    T::deserialize(NodeDeserializer { node, path: Path::Root })
+    T::deserialize(NodeDeserializer {
+        node,
+        path: Path::Root,
+    })
 }
 
 /// Where a node sits, as a chain to the root; turned into text only when an
@@ -493,13 +590,17 @@ impl<'a, 'p> NodeDeserializer<'a, 'p> {
     fn scalar(&self) -> Result<(&'a str, bool), Error> {
         match &self.node.value {
             Value::Scalar { text, plain } => Ok((text, *plain)),
-            _ => Err(self.error(format!("expected a single value, found {}", self.node.kind_name()))),
+            _ => Err(self.error(format!(
+                "expected a single value, found {}",
+                self.node.kind_name()
+            ))),
         }
     }
 
     fn integer(&self) -> Result<i64, Error> {
         let (text, _) = self.scalar()?;
-        parse_int(text.trim()).ok_or_else(|| self.error(format!("expected an integer, found `{text}`")))
+        parse_int(text.trim())
+            .ok_or_else(|| self.error(format!("expected an integer, found `{text}`")))
     }
 }
 
@@ -527,8 +628,15 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
                 Plain::Str => visitor.visit_str(text),
             },
             Value::Scalar { text, plain: false } => visitor.visit_str(text),
-            Value::Sequence(items) => visitor.visit_seq(Sequence { parent: &self, items: items.iter().enumerate() }),
-            Value::Mapping(entries) => visitor.visit_map(Mapping { parent: &self, entries: entries.iter(), value: None }),
+            Value::Sequence(items) => visitor.visit_seq(Sequence {
+                parent: &self,
+                items: items.iter().enumerate(),
+            }),
+            Value::Mapping(entries) => visitor.visit_map(Mapping {
+                parent: &self,
+                entries: entries.iter(),
+                value: None,
+            }),
         };
         result.map_err(|error: Error| error.locate(self.node, &self.path.render()))
     }
@@ -539,7 +647,9 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
             Plain::Bool(value) => value,
             _ => return Err(self.error(format!("expected true or false, found `{text}`"))),
         };
-        visitor.visit_bool(value).map_err(|error: Error| error.locate(self.node, &self.path.render()))
+        visitor
+            .visit_bool(value)
+            .map_err(|error: Error| error.locate(self.node, &self.path.render()))
     }
 
     deserialize_integer! {
@@ -559,13 +669,20 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let (text, _) = self.scalar()?;
-        let value: f64 = text.trim().parse().map_err(|_| self.error(format!("expected a number, found `{text}`")))?;
-        visitor.visit_f64(value).map_err(|error: Error| error.locate(self.node, &self.path.render()))
+        let value: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| self.error(format!("expected a number, found `{text}`")))?;
+        visitor
+            .visit_f64(value)
+            .map_err(|error: Error| error.locate(self.node, &self.path.render()))
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let (text, _) = self.scalar()?;
-        visitor.visit_str(text).map_err(|error: Error| error.locate(self.node, &self.path.render()))
+        visitor
+            .visit_str(text)
+            .map_err(|error: Error| error.locate(self.node, &self.path.render()))
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -582,11 +699,15 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         if self.node.is_null() {
-            visitor.visit_none().map_err(|error: Error| error.locate(self.node, &self.path.render()))
+            visitor
+                .visit_none()
+                .map_err(|error: Error| error.locate(self.node, &self.path.render()))
         } else {
             let node = self.node;
             let path = self.path;
-            visitor.visit_some(self).map_err(|error: Error| error.locate(node, &path.render()))
+            visitor
+                .visit_some(self)
+                .map_err(|error: Error| error.locate(node, &path.render()))
         }
     }
 
@@ -594,17 +715,26 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
         if self.node.is_null() {
             visitor.visit_unit()
         } else {
-            Err(self.error(format!("expected nothing (null), found {}", self.node.kind_name())))
+            Err(self.error(format!(
+                "expected nothing (null), found {}",
+                self.node.kind_name()
+            )))
         }
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match &self.node.value {
             Value::Sequence(items) => visitor
-                .visit_seq(Sequence { parent: &self, items: items.iter().enumerate() })
+                .visit_seq(Sequence {
+                    parent: &self,
+                    items: items.iter().enumerate(),
+                })
                 .map_err(|error: Error| error.locate(self.node, &self.path.render())),
             // An empty value (`dependencies:`) reads as an empty list.
-            _ if self.node.is_null() => visitor.visit_seq(Sequence { parent: &self, items: [].iter().enumerate() }),
+            _ if self.node.is_null() => visitor.visit_seq(Sequence {
+                parent: &self,
+                items: [].iter().enumerate(),
+            }),
             _ => Err(self.error(format!("expected a list, found {}", self.node.kind_name()))),
         }
     }
@@ -612,12 +742,23 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match &self.node.value {
             Value::Mapping(entries) => visitor
-                .visit_map(Mapping { parent: &self, entries: entries.iter(), value: None })
+                .visit_map(Mapping {
+                    parent: &self,
+                    entries: entries.iter(),
+                    value: None,
+                })
                 .map_err(|error: Error| error.locate(self.node, &self.path.render())),
-            _ if self.node.is_null() => {
-                visitor.visit_map(Mapping { parent: &self, entries: [].iter(), value: None }).map_err(|error: Error| error.locate(self.node, &self.path.render()))
-            }
-            _ => Err(self.error(format!("expected a mapping, found {}", self.node.kind_name()))),
+            _ if self.node.is_null() => visitor
+                .visit_map(Mapping {
+                    parent: &self,
+                    entries: [].iter(),
+                    value: None,
+                })
+                .map_err(|error: Error| error.locate(self.node, &self.path.render())),
+            _ => Err(self.error(format!(
+                "expected a mapping, found {}",
+                self.node.kind_name()
+            ))),
         }
     }
 
@@ -636,7 +777,9 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        let (text, _) = self.scalar().map_err(|_| self.error(format!("expected one of: {}", variants.join(", "))))?;
+        let (text, _) = self
+            .scalar()
+            .map_err(|_| self.error(format!("expected one of: {}", variants.join(", "))))?;
         visitor
             .visit_enum(text.into_deserializer())
             .map_err(|error: Error| error.locate(self.node, &self.path.render()))
@@ -655,12 +798,17 @@ struct Sequence<'p, 'a> {
 impl<'de, 'a: 'de> SeqAccess<'de> for Sequence<'_, 'a> {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
         let Some((index, item)) = self.items.next() else {
             return Ok(None);
         };
         let path = Path::Index(&self.parent.path, index);
-        seed.deserialize(NodeDeserializer { node: item, path }).map(Some).map_err(|error: Error| error.locate(item, &path.render()))
+        seed.deserialize(NodeDeserializer { node: item, path })
+            .map(Some)
+            .map_err(|error: Error| error.locate(item, &path.render()))
     }
 }
 
@@ -674,26 +822,38 @@ struct Mapping<'p, 'a> {
 impl<'de, 'a: 'de> MapAccess<'de> for Mapping<'_, 'a> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
         let name = key.as_str().unwrap_or_default();
         let path = Path::Key(&self.parent.path, name);
         self.value = Some((value, name));
-        seed.deserialize(NodeDeserializer { node: key, path }).map(Some).map_err(|error: Error| error.locate(key, &path.render()))
+        seed.deserialize(NodeDeserializer { node: key, path })
+            .map(Some)
+            .map_err(|error: Error| error.locate(key, &path.render()))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let (value, name) = self.value.take().expect("serde reads a key before its value");
+        let (value, name) = self
+            .value
+            .take()
+            .expect("serde reads a key before its value");
         let path = Path::Key(&self.parent.path, name);
-        seed.deserialize(NodeDeserializer { node: value, path }).map_err(|error: Error| error.locate(value, &path.render()))
+        seed.deserialize(NodeDeserializer { node: value, path })
+            .map_err(|error: Error| error.locate(value, &path.render()))
     }
 }
 
 /// Byte offset of the character at `char_index` in `text` (spans are in characters).
 pub fn byte_offset(text: &str, char_index: usize) -> usize {
-    text.char_indices().nth(char_index).map(|(offset, _)| offset).unwrap_or(text.len())
+    text.char_indices()
+        .nth(char_index)
+        .map(|(offset, _)| offset)
+        .unwrap_or(text.len())
 }
 
 #[cfg(test)]
@@ -712,7 +872,10 @@ mod tests {
     #[test]
     fn errors_name_line_and_path() {
         let (node, _) = parse("items:\n  a:\n    port: 7200\n  b:\n    port: seventy\n").unwrap();
-        let error = from_node::<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Item>>>(&node).unwrap_err();
+        let error = from_node::<
+            std::collections::BTreeMap<String, std::collections::BTreeMap<String, Item>>,
+        >(&node)
+        .unwrap_err();
         assert_eq!((error.line, error.path.as_str()), (5, "items.b.port"));
         assert!(error.message.contains("expected an integer"), "{error}");
     }
@@ -728,14 +891,26 @@ mod tests {
     #[test]
     fn duplicate_keys_are_reported_and_the_last_wins() {
         let (node, duplicates) = parse("a: 1\nb: 2\na: 3\n").unwrap();
-        assert_eq!(duplicates, vec![DuplicateKey { key: "a".into(), line: 3, column: 1, first_line: 1 }]);
+        assert_eq!(
+            duplicates,
+            vec![DuplicateKey {
+                key: "a".into(),
+                line: 3,
+                column: 1,
+                first_line: 1
+            }]
+        );
         assert_eq!(node.get("a").and_then(Node::as_str), Some("3"));
     }
 
     #[test]
     fn merge_keys_and_aliases_expand() {
-        let (node, duplicates) = parse("base: &b {port: 1, tags: [x]}\nitem:\n  <<: *b\n  port: 2\n").unwrap();
-        assert!(duplicates.is_empty(), "overriding a merged key is not a duplicate: {duplicates:?}");
+        let (node, duplicates) =
+            parse("base: &b {port: 1, tags: [x]}\nitem:\n  <<: *b\n  port: 2\n").unwrap();
+        assert!(
+            duplicates.is_empty(),
+            "overriding a merged key is not a duplicate: {duplicates:?}"
+        );
         let item: Item = from_node(node.get("item").unwrap()).unwrap();
         assert_eq!((item.port, item.tags), (2, vec!["x".to_string()]));
     }
@@ -755,7 +930,10 @@ mod tests {
     fn deep_nesting_is_refused() {
         let text = "[".repeat(500) + &"]".repeat(500);
         let error = parse(&text).unwrap_err();
-        assert!(error.message.contains("nesting") || error.message.contains("recursion"), "{error:?}");
+        assert!(
+            error.message.contains("nesting") || error.message.contains("recursion"),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -767,7 +945,10 @@ mod tests {
     #[test]
     fn empty_text_is_an_empty_mapping() {
         assert_eq!(parse("").unwrap().0, Node::empty_mapping());
-        assert_eq!(parse("# only a comment\n").unwrap().0, Node::empty_mapping());
+        assert_eq!(
+            parse("# only a comment\n").unwrap().0,
+            Node::empty_mapping()
+        );
     }
 
     #[test]
@@ -775,6 +956,9 @@ mod tests {
         let text = "port: \"7200\"\nother: 7300\n";
         let (node, _) = parse(text).unwrap();
         let span = &node.get("other").unwrap().span;
-        assert_eq!(&text[byte_offset(text, span.start)..byte_offset(text, span.end)], "7300");
+        assert_eq!(
+            &text[byte_offset(text, span.start)..byte_offset(text, span.end)],
+            "7300"
+        );
     }
 }

@@ -155,8 +155,14 @@ impl Plan {
         for edge in graph.graph.raw_edges() {
             let from = graph.graph[edge.source()].clone();
             let to = graph.graph[edge.target()].clone();
-            dependents.get_mut(&to).expect("every node has an entry").push(from.clone());
-            dependencies.get_mut(&from).expect("every node has an entry").push(to);
+            dependents
+                .get_mut(&to)
+                .expect("every node has an entry")
+                .push(from.clone());
+            dependencies
+                .get_mut(&from)
+                .expect("every node has an entry")
+                .push(to);
         }
         for list in dependencies.values_mut().chain(dependents.values_mut()) {
             list.sort();
@@ -169,14 +175,21 @@ impl Plan {
             remaining.retain(|name| {
                 let deps = &dependencies[*name];
                 if deps.iter().all(|dep| level.contains_key(dep.as_str())) {
-                    let own = deps.iter().map(|dep| level[dep.as_str()] + 1).max().unwrap_or(0);
+                    let own = deps
+                        .iter()
+                        .map(|dep| level[dep.as_str()] + 1)
+                        .max()
+                        .unwrap_or(0);
                     level.insert(name, own);
                     false
                 } else {
                     true
                 }
             });
-            assert!(remaining.len() < before, "an acyclic graph always makes progress");
+            assert!(
+                remaining.len() < before,
+                "an acyclic graph always makes progress"
+            );
         }
         let mut levels: Vec<Vec<String>> = Vec::new();
         for (name, &depth) in &level {
@@ -185,7 +198,11 @@ impl Plan {
             }
             levels[depth].push((*name).to_string());
         }
-        Ok(Plan { levels, dependencies, dependents })
+        Ok(Plan {
+            levels,
+            dependencies,
+            dependents,
+        })
     }
 
     /// All agents in a valid start order (level by level).
@@ -195,7 +212,10 @@ impl Plan {
 
     /// The defined dependencies of `name` (empty for unknown names).
     pub fn dependencies(&self, name: &str) -> &[String] {
-        self.dependencies.get(name).map(Vec::as_slice).unwrap_or(&[])
+        self.dependencies
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The agents that depend directly on `name`.
@@ -214,7 +234,10 @@ impl Plan {
                 }
             }
         }
-        self.order().filter(|agent| found.contains(*agent)).map(str::to_string).collect()
+        self.order()
+            .filter(|agent| found.contains(*agent))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The longest chain of dependencies, weighting each agent by `estimate`
@@ -252,7 +275,13 @@ mod tests {
 
     #[test]
     fn levels_follow_dependencies() {
-        let manifest = manifest_from_edges(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"]), ("e", &[])]);
+        let manifest = manifest_from_edges(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("c", &["a"]),
+            ("d", &["b", "c"]),
+            ("e", &[]),
+        ]);
         let plan = Plan::new(&manifest).unwrap();
         assert_eq!(plan.levels, vec![vec!["a", "e"], vec!["b", "c"], vec!["d"]]);
         assert_eq!(plan.dependents("a"), ["b", "c"]);
@@ -289,7 +318,12 @@ mod tests {
 
     #[test]
     fn critical_path_is_the_longest_weighted_chain() {
-        let manifest = manifest_from_edges(&[("a", &[]), ("b", &["a"]), ("slow", &[]), ("c", &["b", "slow"])]);
+        let manifest = manifest_from_edges(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("slow", &[]),
+            ("c", &["b", "slow"]),
+        ]);
         let plan = Plan::new(&manifest).unwrap();
         let weight = |name: &str| Duration::from_secs(if name == "slow" { 10 } else { 1 });
         let (path, total) = plan.critical_path(weight);

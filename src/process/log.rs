@@ -26,7 +26,11 @@ pub struct LogTarget {
 impl LogTarget {
     /// 10 MB per file, 3 rotated files.
     pub fn new(path: PathBuf) -> LogTarget {
-        LogTarget { path, max_bytes: 10 * 1024 * 1024, keep: 3 }
+        LogTarget {
+            path,
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+        }
     }
 }
 
@@ -48,7 +52,11 @@ struct RotatingFile {
 
 impl RotatingFile {
     fn open(target: LogTarget) -> RotatingFile {
-        let mut rotating = RotatingFile { target, file: None, size: 0 };
+        let mut rotating = RotatingFile {
+            target,
+            file: None,
+            size: 0,
+        };
         rotating.reopen();
         rotating
     }
@@ -57,7 +65,10 @@ impl RotatingFile {
         if let Some(parent) = self.target.path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.target.path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.target.path);
         match file {
             Ok(file) => {
                 self.size = file.metadata().map(|meta| meta.len()).unwrap_or(0);
@@ -77,7 +88,11 @@ impl RotatingFile {
             self.reopen();
         }
         if let Some(file) = &mut self.file {
-            if file.write_all(line).and_then(|()| file.write_all(b"\n")).is_ok() {
+            if file
+                .write_all(line)
+                .and_then(|()| file.write_all(b"\n"))
+                .is_ok()
+            {
                 self.size += length;
             }
         }
@@ -103,7 +118,9 @@ const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 fn prefix(name: &str, console: &Console) -> String {
     let padded = format!("{name:<width$} | ", width = console.width);
     if console.color {
-        let hash = name.bytes().fold(0usize, |sum, byte| sum.wrapping_mul(31).wrapping_add(byte as usize));
+        let hash = name.bytes().fold(0usize, |sum, byte| {
+            sum.wrapping_mul(31).wrapping_add(byte as usize)
+        });
         format!("\x1b[{}m{padded}\x1b[0m", COLORS[hash % COLORS.len()])
     } else {
         padded
@@ -118,7 +135,10 @@ pub(super) fn pump(
     spec: &SpawnSpec,
 ) -> impl std::future::Future<Output = ()> + use<> {
     let mut file = spec.log.clone().map(RotatingFile::open);
-    let console = spec.console.as_ref().map(|console| prefix(&spec.name, console));
+    let console = spec
+        .console
+        .as_ref()
+        .map(|console| prefix(&spec.name, console));
     async move {
         let mut out = stdout.map(|stream| BufReader::new(stream).split(b'\n'));
         let mut err = stderr.map(|stream| BufReader::new(stream).split(b'\n'));
@@ -143,7 +163,9 @@ pub(super) fn pump(
 }
 
 /// The next line of a stream, or `None` at end of file or on a read error.
-async fn next<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Option<tokio::io::Split<R>>) -> Option<Vec<u8>> {
+async fn next<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut Option<tokio::io::Split<R>>,
+) -> Option<Vec<u8>> {
     match lines {
         Some(lines) => lines.next_segment().await.ok().flatten(),
         None => None,
@@ -158,19 +180,32 @@ mod tests {
     fn rotation_keeps_a_bounded_number_of_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/a.log");
-        let mut file = RotatingFile::open(LogTarget { path: path.clone(), max_bytes: 10, keep: 2 });
+        let mut file = RotatingFile::open(LogTarget {
+            path: path.clone(),
+            max_bytes: 10,
+            keep: 2,
+        });
         for index in 0..10 {
             file.write_line(format!("line{index}").as_bytes());
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "line9\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("logs/a.log.1")).unwrap(), "line8\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("logs/a.log.2")).unwrap(), "line7\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("logs/a.log.1")).unwrap(),
+            "line8\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("logs/a.log.2")).unwrap(),
+            "line7\n"
+        );
         assert!(!dir.path().join("logs/a.log.3").exists());
     }
 
     #[test]
     fn prefixes_line_up() {
-        let console = Console { width: 5, color: false };
+        let console = Console {
+            width: 5,
+            color: false,
+        };
         assert_eq!(prefix("db", &console), "db    | ");
     }
 }

@@ -94,9 +94,17 @@ pub struct SpawnSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start agent `{agent}` ({program}): {source}")]
-    Start { agent: String, program: String, source: std::io::Error },
+    Start {
+        agent: String,
+        program: String,
+        source: std::io::Error,
+    },
     #[error("cannot signal process group {pid} with {signal}: {source}")]
-    Signal { pid: u32, signal: Signal, source: nix::Error },
+    Signal {
+        pid: u32,
+        signal: Signal,
+        source: nix::Error,
+    },
     #[error("the spawner thread is gone")]
     SpawnerGone,
     #[error("cannot start the spawner thread: {0}")]
@@ -139,7 +147,11 @@ pub struct ProcessSpawner {
 
 impl ProcessSpawner {
     pub fn start() -> Result<ProcessSpawner, SpawnError> {
-        let mut spawner = ProcessSpawner { requests: Vec::new(), next: 0, threads: Vec::new() };
+        let mut spawner = ProcessSpawner {
+            requests: Vec::new(),
+            next: 0,
+            threads: Vec::new(),
+        };
         for index in 0..SPAWNER_THREADS {
             let (requests, receiver) = mpsc::unbounded_channel();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -170,8 +182,12 @@ impl Drop for ProcessSpawner {
 impl Spawner for ProcessSpawner {
     fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
         self.next = (self.next + 1) % self.requests.len();
-        if let Err(mpsc::error::SendError(request)) = self.requests[self.next].send(Request { spec, report }) {
-            (request.report)(ProcessEvent::SpawnFailed { error: SpawnError::SpawnerGone.to_string() });
+        if let Err(mpsc::error::SendError(request)) =
+            self.requests[self.next].send(Request { spec, report })
+        {
+            (request.report)(ProcessEvent::SpawnFailed {
+                error: SpawnError::SpawnerGone.to_string(),
+            });
         }
     }
 
@@ -185,7 +201,11 @@ pub fn signal_group(pid: u32, signal: Signal) -> Result<(), SpawnError> {
     let group = Pid::from_raw(pid as i32);
     match nix::sys::signal::killpg(group, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(source) => Err(SpawnError::Signal { pid, signal, source }),
+        Err(source) => Err(SpawnError::Signal {
+            pid,
+            signal,
+            source,
+        }),
     }
 }
 
@@ -198,7 +218,9 @@ async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>) {
             Ok(child) => {
                 children.spawn(supervise_child(child, spec, report));
             }
-            Err(error) => report(ProcessEvent::SpawnFailed { error: error.to_string() }),
+            Err(error) => report(ProcessEvent::SpawnFailed {
+                error: error.to_string(),
+            }),
         }
     }
     // The supervisor is gone; children it did not stop die with their group.
@@ -218,7 +240,9 @@ impl Drop for GroupGuard {
 
 async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, report: Reporter) {
     let Some(pid) = child.id() else {
-        report(ProcessEvent::SpawnFailed { error: "the child exited before it got a pid".into() });
+        report(ProcessEvent::SpawnFailed {
+            error: "the child exited before it got a pid".into(),
+        });
         return;
     };
     let guard = GroupGuard(pid);
@@ -234,7 +258,10 @@ async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, repo
     report(ProcessEvent::Exited { termination });
     // The group is dead, so the pipes reach end of file soon, unless a
     // grandchild left the group and kept them open: do not wait for it.
-    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut output).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut output)
+        .await
+        .is_err()
+    {
         output.abort();
     }
 }
@@ -291,7 +318,10 @@ mod tests {
     fn collect() -> (Reporter, Arc<Mutex<Vec<ProcessEvent>>>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
-        (Box::new(move |event| sink.lock().unwrap().push(event)), events)
+        (
+            Box::new(move |event| sink.lock().unwrap().push(event)),
+            events,
+        )
     }
 
     fn wait_for(events: &Arc<Mutex<Vec<ProcessEvent>>>, count: usize) -> Vec<ProcessEvent> {
@@ -301,7 +331,10 @@ mod tests {
             if seen.len() >= count {
                 return seen;
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {count} events, got {seen:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {count} events, got {seen:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -311,31 +344,64 @@ mod tests {
         let mut spawner = ProcessSpawner::start().unwrap();
         let (report, events) = collect();
         spawner.spawn(
-            SpawnSpec { name: "t".into(), argv: vec!["exit 7".into()], shell: true, ..Default::default() },
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["exit 7".into()],
+                shell: true,
+                ..Default::default()
+            },
             report,
         );
         let seen = wait_for(&events, 2);
         assert!(matches!(seen[0], ProcessEvent::Spawned { .. }));
-        assert_eq!(seen[1], ProcessEvent::Exited { termination: Termination::Code(7) });
+        assert_eq!(
+            seen[1],
+            ProcessEvent::Exited {
+                termination: Termination::Code(7)
+            }
+        );
     }
 
     #[test]
     fn a_missing_program_is_a_spawn_failure() {
         let mut spawner = ProcessSpawner::start().unwrap();
         let (report, events) = collect();
-        spawner.spawn(SpawnSpec { name: "t".into(), argv: vec!["/nonexistent/x".into()], ..Default::default() }, report);
+        spawner.spawn(
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["/nonexistent/x".into()],
+                ..Default::default()
+            },
+            report,
+        );
         let seen = wait_for(&events, 1);
-        assert!(matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("/nonexistent/x")));
+        assert!(
+            matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("/nonexistent/x"))
+        );
     }
 
     #[test]
     fn a_signal_reaches_the_group() {
         let mut spawner = ProcessSpawner::start().unwrap();
         let (report, events) = collect();
-        spawner.spawn(SpawnSpec { name: "t".into(), argv: vec!["sleep".into(), "30".into()], ..Default::default() }, report);
-        let ProcessEvent::Spawned { pid } = wait_for(&events, 1)[0] else { panic!("not spawned") };
+        spawner.spawn(
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["sleep".into(), "30".into()],
+                ..Default::default()
+            },
+            report,
+        );
+        let ProcessEvent::Spawned { pid } = wait_for(&events, 1)[0] else {
+            panic!("not spawned")
+        };
         spawner.signal_group(pid, Signal::SIGTERM).unwrap();
         let seen = wait_for(&events, 2);
-        assert_eq!(seen[1], ProcessEvent::Exited { termination: Termination::Signaled(15) });
+        assert_eq!(
+            seen[1],
+            ProcessEvent::Exited {
+                termination: Termination::Signaled(15)
+            }
+        );
     }
 }

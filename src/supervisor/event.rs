@@ -22,17 +22,38 @@ pub type AgentId = usize;
 /// an older run are ignored.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Spawned { agent: AgentId, run: u64, pid: u32 },
-    SpawnFailed { agent: AgentId, run: u64, error: String },
-    Exited { agent: AgentId, run: u64, termination: Termination },
+    Spawned {
+        agent: AgentId,
+        run: u64,
+        pid: u32,
+    },
+    SpawnFailed {
+        agent: AgentId,
+        run: u64,
+        error: String,
+    },
+    Exited {
+        agent: AgentId,
+        run: u64,
+        termination: Termination,
+    },
     /// The readiness probe passed.
-    ReadinessPassed { agent: AgentId, run: u64 },
+    ReadinessPassed {
+        agent: AgentId,
+        run: u64,
+    },
     /// One liveness probe attempt; `Err` carries why it failed.
-    LivenessProbed { agent: AgentId, run: u64, result: Result<(), String> },
+    LivenessProbed {
+        agent: AgentId,
+        run: u64,
+        result: Result<(), String>,
+    },
     /// The earliest deadline the loop was told about has passed.
     DeadlineReached,
     /// SIGINT/SIGTERM or `down`; `force` (a second signal) skips the grace.
-    ShutdownRequested { force: bool },
+    ShutdownRequested {
+        force: bool,
+    },
 }
 
 /// Something the run loop must do.
@@ -41,7 +62,12 @@ pub enum Action {
     /// Start a process for this run of the agent.
     Spawn { agent: AgentId, run: u64 },
     /// Send a signal to the process group of this run.
-    Signal { agent: AgentId, run: u64, pid: u32, signal: Signal },
+    Signal {
+        agent: AgentId,
+        run: u64,
+        pid: u32,
+        signal: Signal,
+    },
     /// Probe until ready (initial delay, interval), then report once.
     WatchReadiness { agent: AgentId, run: u64 },
     /// Probe every liveness interval and report each result.
@@ -58,7 +84,9 @@ pub enum Command {
     /// Stop everything in reverse dependency order; `force` skips the grace.
     Shutdown { force: bool },
     /// Reply with the current status.
-    Status { reply: oneshot::Sender<StatusSnapshot> },
+    Status {
+        reply: oneshot::Sender<StatusSnapshot>,
+    },
 }
 
 /// Why `up` failed.
@@ -114,6 +142,9 @@ pub struct StatusSnapshot {
 
 impl StatusSnapshot {
     pub fn ready_count(&self) -> usize {
-        self.agents.iter().filter(|agent| agent.state == AgentState::Ready).count()
+        self.agents
+            .iter()
+            .filter(|agent| agent.state == AgentState::Ready)
+            .count()
     }
 }

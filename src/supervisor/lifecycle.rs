@@ -96,7 +96,11 @@ impl Record {
 
     /// Has (or is about to have) a process of its own.
     fn alive(&self) -> bool {
-        !self.spec.remote && matches!(self.state, AgentState::Starting | AgentState::Ready | AgentState::Stopping)
+        !self.spec.remote
+            && matches!(
+                self.state,
+                AgentState::Starting | AgentState::Ready | AgentState::Stopping
+            )
     }
 }
 
@@ -125,13 +129,23 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// `agents` in any order; dependencies on names not in the list (disabled
     /// agents, agents of other hosts nobody here needs) are ignored.
-    pub fn new(agents: Vec<AgentSpec>, strategy: Strategy, sequential: bool, now: Instant, jitter: Jitter) -> Lifecycle {
+    pub fn new(
+        agents: Vec<AgentSpec>,
+        strategy: Strategy,
+        sequential: bool,
+        now: Instant,
+        jitter: Jitter,
+    ) -> Lifecycle {
         let index = |name: &str| agents.iter().position(|spec| spec.agent.name == name);
         let dependencies: Vec<Vec<AgentId>> = agents
             .iter()
             .map(|spec| {
-                let mut ids: Vec<AgentId> =
-                    spec.agent.dependencies.iter().filter_map(|dependency| index(&dependency.name)).collect();
+                let mut ids: Vec<AgentId> = spec
+                    .agent
+                    .dependencies
+                    .iter()
+                    .filter_map(|dependency| index(&dependency.name))
+                    .collect();
                 ids.sort_unstable();
                 ids.dedup();
                 ids
@@ -221,7 +235,20 @@ impl Lifecycle {
         match event {
             Event::Spawned { agent, run, pid } => {
                 if self.current(agent, run) {
-                    self.agents[agent].pid = Some(pid);
+                    let record = &mut self.agents[agent];
+                    record.pid = Some(pid);
+                    // A start period counts from the moment the process exists.
+                    if record.state == AgentState::Starting {
+                        match record.spec.agent.readiness.check {
+                            ReadinessCheck::StartPeriod(period) => {
+                                record.start_period_deadline = Some(now + period)
+                            }
+                            ReadinessCheck::Sdk => {
+                                record.start_period_deadline = Some(now + SDK_FALLBACK_START_PERIOD)
+                            }
+                            ReadinessCheck::Probe(_) => {}
+                        }
+                    }
                 }
             }
             Event::SpawnFailed { agent, run, error } => {
@@ -234,14 +261,21 @@ impl Lifecycle {
                     }
                 }
             }
-            Event::Exited { agent, run, termination } => {
+            Event::Exited {
+                agent,
+                run,
+                termination,
+            } => {
                 if self.current(agent, run) {
                     self.on_exit(agent, termination, now, &mut actions);
                 }
             }
             Event::ReadinessPassed { agent, run } => {
                 let record = &self.agents[agent];
-                if self.current(agent, run) && record.state == AgentState::Starting && record.stop.is_none() {
+                if self.current(agent, run)
+                    && record.state == AgentState::Starting
+                    && record.stop.is_none()
+                {
                     self.become_ready(agent, now, &mut actions);
                 }
             }
@@ -261,7 +295,14 @@ impl Lifecycle {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.agents
             .iter()
-            .flat_map(|record| [record.ready_deadline, record.start_period_deadline, record.restart_at, record.kill_at])
+            .flat_map(|record| {
+                [
+                    record.ready_deadline,
+                    record.start_period_deadline,
+                    record.restart_at,
+                    record.kill_at,
+                ]
+            })
             .flatten()
             .min()
     }
@@ -285,7 +326,9 @@ impl Lifecycle {
                         record
                             .dependencies
                             .iter()
-                            .filter(|dependency| self.agents[**dependency].state != AgentState::Ready)
+                            .filter(|dependency| {
+                                self.agents[**dependency].state != AgentState::Ready
+                            })
                             .map(|dependency| self.agents[*dependency].name().to_string())
                             .collect()
                     } else {
@@ -300,7 +343,9 @@ impl Lifecycle {
     }
 
     fn current(&self, agent: AgentId, run: u64) -> bool {
-        self.agents.get(agent).is_some_and(|record| record.run == run)
+        self.agents
+            .get(agent)
+            .is_some_and(|record| record.run == run)
     }
 
     /// Changes state, enforcing the table of `state.rs`, and drops the timers
@@ -310,7 +355,11 @@ impl Lifecycle {
         let from = record.state;
         if !allowed(from, to) {
             tracing::error!(agent = record.name(), %from, %to, "illegal state transition (bug)");
-            debug_assert!(false, "illegal transition {from:?} -> {to:?} for {}", record.spec.agent.name);
+            debug_assert!(
+                false,
+                "illegal transition {from:?} -> {to:?} for {}",
+                record.spec.agent.name
+            );
             return;
         }
         tracing::debug!(agent = record.name(), %from, %to, "transition");
@@ -321,7 +370,14 @@ impl Lifecycle {
         if to != AgentState::Stopping {
             record.kill_at = None;
         }
-        if matches!(to, AgentState::Pending | AgentState::Blocked | AgentState::BackingOff | AgentState::Stopped | AgentState::Failed) {
+        if matches!(
+            to,
+            AgentState::Pending
+                | AgentState::Blocked
+                | AgentState::BackingOff
+                | AgentState::Stopped
+                | AgentState::Failed
+        ) {
             record.stop = None;
         }
     }
@@ -337,7 +393,12 @@ impl Lifecycle {
         let run = record.run;
         let readiness = record.spec.agent.readiness.clone();
         record.ready_deadline = Some(now + readiness.timeout);
-        tracing::info!(agent = record.name(), run, remote = record.spec.remote, "starting");
+        tracing::info!(
+            agent = record.name(),
+            run,
+            remote = record.spec.remote,
+            "starting"
+        );
         if !record.spec.remote {
             actions.push(Action::Spawn { agent, run });
         }
@@ -345,8 +406,8 @@ impl Lifecycle {
             ReadinessCheck::Probe(_) => actions.push(Action::WatchReadiness { agent, run }),
             // Nothing to observe on another host without a probe.
             _ if record.spec.remote => self.become_ready(agent, now, actions),
-            ReadinessCheck::StartPeriod(period) => record.start_period_deadline = Some(now + period),
-            ReadinessCheck::Sdk => record.start_period_deadline = Some(now + SDK_FALLBACK_START_PERIOD),
+            // Armed by `Spawned`, once the process exists.
+            ReadinessCheck::StartPeriod(_) | ReadinessCheck::Sdk => {}
         }
     }
 
@@ -357,25 +418,42 @@ impl Lifecycle {
         record.first_ready.get_or_insert(now);
         let took = now.duration_since(record.spawned_at.unwrap_or(now));
         record.time_to_ready = Some(took);
-        tracing::info!(agent = record.name(), "ready after {}", format_duration(took));
+        tracing::info!(
+            agent = record.name(),
+            "ready after {}",
+            format_duration(took)
+        );
         if !record.spec.remote && record.spec.agent.liveness.is_some() {
-            actions.push(Action::WatchLiveness { agent, run: record.run });
+            actions.push(Action::WatchLiveness {
+                agent,
+                run: record.run,
+            });
         }
     }
 
-    fn on_liveness(&mut self, agent: AgentId, result: Result<(), String>, actions: &mut Vec<Action>) {
+    fn on_liveness(
+        &mut self,
+        agent: AgentId,
+        result: Result<(), String>,
+        actions: &mut Vec<Action>,
+    ) {
         let record = &mut self.agents[agent];
         if record.state != AgentState::Ready || record.stop.is_some() {
             return;
         }
-        let Some(liveness) = &record.spec.agent.liveness else { return };
+        let Some(liveness) = &record.spec.agent.liveness else {
+            return;
+        };
         match result {
             Ok(()) => record.liveness_failures = 0,
             Err(error) => {
                 record.liveness_failures += 1;
                 tracing::warn!(agent = record.name(), failures = record.liveness_failures, %error, "liveness probe failed");
                 if record.liveness_failures >= liveness.failures.max(1) {
-                    let reason = format!("hung: liveness probe failed {} times in a row ({error})", record.liveness_failures);
+                    let reason = format!(
+                        "hung: liveness probe failed {} times in a row ({error})",
+                        record.liveness_failures
+                    );
                     record.stop = Some(StopIntent::Restart(reason));
                     actions.push(Action::CancelWatchers { agent });
                 }
@@ -389,7 +467,10 @@ impl Lifecycle {
             let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
             match record.state {
                 AgentState::Starting if record.stop.is_none() && due(record.ready_deadline) => {
-                    let reason = format!("not ready within {}", format_duration(record.spec.agent.readiness.timeout));
+                    let reason = format!(
+                        "not ready within {}",
+                        format_duration(record.spec.agent.readiness.timeout)
+                    );
                     record.ready_deadline = None;
                     actions.push(Action::CancelWatchers { agent });
                     if record.spec.remote {
@@ -398,7 +479,9 @@ impl Lifecycle {
                         record.stop = Some(StopIntent::GiveUp(reason));
                     }
                 }
-                AgentState::Starting if record.stop.is_none() && due(record.start_period_deadline) => {
+                AgentState::Starting
+                    if record.stop.is_none() && due(record.start_period_deadline) =>
+                {
                     self.become_ready(agent, now, actions);
                 }
                 AgentState::BackingOff if due(record.restart_at) => {
@@ -411,8 +494,16 @@ impl Lifecycle {
                 AgentState::Stopping if due(record.kill_at) => {
                     record.kill_at = None;
                     if let Some(pid) = record.pid {
-                        tracing::warn!(agent = record.name(), "did not stop within its grace; sending SIGKILL");
-                        actions.push(Action::Signal { agent, run: record.run, pid, signal: Signal::SIGKILL });
+                        tracing::warn!(
+                            agent = record.name(),
+                            "did not stop within its grace; sending SIGKILL"
+                        );
+                        actions.push(Action::Signal {
+                            agent,
+                            run: record.run,
+                            pid,
+                            signal: Signal::SIGKILL,
+                        });
                     }
                 }
                 _ => {}
@@ -420,7 +511,13 @@ impl Lifecycle {
         }
     }
 
-    fn on_exit(&mut self, agent: AgentId, termination: Termination, now: Instant, actions: &mut Vec<Action>) {
+    fn on_exit(
+        &mut self,
+        agent: AgentId,
+        termination: Termination,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
         let record = &mut self.agents[agent];
         record.pid = None;
         actions.push(Action::CancelWatchers { agent });
@@ -437,8 +534,17 @@ impl Lifecycle {
             }
             Some(StopIntent::Requeue) => self.transition(agent, AgentState::Stopped),
             Some(StopIntent::GiveUp(reason)) => self.fail(agent, reason, actions),
-            Some(StopIntent::Restart(reason)) => self.decide_restart(agent, termination, true, reason, now, actions),
-            None => self.decide_restart(agent, termination, false, termination.to_string(), now, actions),
+            Some(StopIntent::Restart(reason)) => {
+                self.decide_restart(agent, termination, true, reason, now, actions)
+            }
+            None => self.decide_restart(
+                agent,
+                termination,
+                false,
+                termination.to_string(),
+                now,
+                actions,
+            ),
         }
     }
 
@@ -459,14 +565,24 @@ impl Lifecycle {
         let record = &mut self.agents[agent];
         let uptime = now.duration_since(record.spawned_at.unwrap_or(now));
         let policy = record.spec.agent.restart.clone();
-        match record.restarts.on_exit(&policy, termination, failed, uptime, now, jitter) {
+        match record
+            .restarts
+            .on_exit(&policy, termination, failed, uptime, now, jitter)
+        {
             Decision::Done => {
-                tracing::info!(agent = record.name(), "{reason}; not restarted (restart policy)");
+                tracing::info!(
+                    agent = record.name(),
+                    "{reason}; not restarted (restart policy)"
+                );
                 record.reason = Some(reason);
                 self.transition(agent, AgentState::Stopped);
             }
             Decision::Restart { delay } => {
-                tracing::warn!(agent = record.name(), "{reason}; restarting in {}", format_duration(delay));
+                tracing::warn!(
+                    agent = record.name(),
+                    "{reason}; restarting in {}",
+                    format_duration(delay)
+                );
                 record.reason = Some(reason);
                 self.transition(agent, AgentState::BackingOff);
                 self.agents[agent].restart_at = Some(now + delay);
@@ -483,17 +599,25 @@ impl Lifecycle {
                 for dependent in &self.agents[agent].dependents {
                     let record = &self.agents[*dependent];
                     if record.alive() {
-                        tracing::warn!(agent = record.name(), "dependency `{}` is down", self.agents[agent].name());
+                        tracing::warn!(
+                            agent = record.name(),
+                            "dependency `{}` is down",
+                            self.agents[agent].name()
+                        );
                     }
                 }
                 Vec::new()
             }
             Strategy::RestForOne => self.transitive_dependents(agent),
-            Strategy::OneForAll => (0..self.agents.len()).filter(|other| *other != agent).collect(),
+            Strategy::OneForAll => (0..self.agents.len())
+                .filter(|other| *other != agent)
+                .collect(),
         };
         for other in affected {
             let record = &mut self.agents[other];
-            if matches!(record.state, AgentState::Starting | AgentState::Ready) && record.stop.is_none() {
+            if matches!(record.state, AgentState::Starting | AgentState::Ready)
+                && record.stop.is_none()
+            {
                 record.stop = Some(StopIntent::Requeue);
             }
         }
@@ -517,13 +641,23 @@ impl Lifecycle {
         self.transition(agent, AgentState::Failed);
         let record = &mut self.agents[agent];
         record.reason = Some(reason.clone());
-        let required = record.spec.agent.required && record.spec.agent.restart.on_give_up == GiveUp::Shutdown;
+        let required =
+            record.spec.agent.required && record.spec.agent.restart.on_give_up == GiveUp::Shutdown;
         if required && self.mode == Mode::Running {
-            tracing::error!(agent = record.name(), "required agent failed: {reason}; stopping everything");
-            let failure = Failure { agent: record.name().to_string(), reason };
+            tracing::error!(
+                agent = record.name(),
+                "required agent failed: {reason}; stopping everything"
+            );
+            let failure = Failure {
+                agent: record.name().to_string(),
+                reason,
+            };
             self.shutdown(Some(failure), false, actions);
         } else {
-            tracing::error!(agent = record.name(), "agent failed: {reason}; its dependents will not start");
+            tracing::error!(
+                agent = record.name(),
+                "agent failed: {reason}; its dependents will not start"
+            );
         }
     }
 
@@ -538,7 +672,12 @@ impl Lifecycle {
                 for (agent, record) in self.agents.iter_mut().enumerate() {
                     if let (AgentState::Stopping, Some(pid)) = (record.state, record.pid) {
                         record.kill_at = None;
-                        actions.push(Action::Signal { agent, run: record.run, pid, signal: Signal::SIGKILL });
+                        actions.push(Action::Signal {
+                            agent,
+                            run: record.run,
+                            pid,
+                            signal: Signal::SIGKILL,
+                        });
                     }
                 }
             }
@@ -561,7 +700,12 @@ impl Lifecycle {
                     if force && record.state == AgentState::Stopping {
                         if let Some(pid) = record.pid {
                             record.kill_at = None;
-                            actions.push(Action::Signal { agent, run: record.run, pid, signal: Signal::SIGKILL });
+                            actions.push(Action::Signal {
+                                agent,
+                                run: record.run,
+                                pid,
+                                signal: Signal::SIGKILL,
+                            });
                         }
                     }
                 }
@@ -587,11 +731,22 @@ impl Lifecycle {
                 if self.agents[agent].state != AgentState::Pending {
                     continue;
                 }
-                let blocker = self.agents[agent].dependencies.iter().copied().find(|dependency| {
-                    matches!(self.agents[*dependency].state, AgentState::Failed | AgentState::Blocked | AgentState::Stopped)
-                });
+                let blocker = self.agents[agent]
+                    .dependencies
+                    .iter()
+                    .copied()
+                    .find(|dependency| {
+                        matches!(
+                            self.agents[*dependency].state,
+                            AgentState::Failed | AgentState::Blocked | AgentState::Stopped
+                        )
+                    });
                 if let Some(blocker) = blocker {
-                    let reason = format!("dependency `{}` is {}", self.agents[blocker].name(), self.agents[blocker].state);
+                    let reason = format!(
+                        "dependency `{}` is {}",
+                        self.agents[blocker].name(),
+                        self.agents[blocker].state
+                    );
                     tracing::warn!(agent = self.agents[agent].name(), "not started: {reason}");
                     self.agents[agent].reason = Some(reason);
                     self.transition(agent, AgentState::Blocked);
@@ -599,10 +754,16 @@ impl Lifecycle {
             }
             for index in 0..self.order.len() {
                 let agent = self.order[index];
-                if self.sequential && self.agents.iter().any(|record| record.state == AgentState::Starting) {
+                if self.sequential
+                    && self
+                        .agents
+                        .iter()
+                        .any(|record| record.state == AgentState::Starting)
+                {
                     break;
                 }
-                if self.agents[agent].state == AgentState::Pending && self.dependencies_ready(agent) {
+                if self.agents[agent].state == AgentState::Pending && self.dependencies_ready(agent)
+                {
                     self.start(agent, now, actions);
                 }
             }
@@ -610,7 +771,11 @@ impl Lifecycle {
         self.stop_wave(now, actions);
         if self.all_ready_after.is_none() && self.mode == Mode::Running {
             let settled = self.agents.iter().all(|record| {
-                record.first_ready.is_some() || matches!(record.state, AgentState::Failed | AgentState::Blocked | AgentState::Stopped)
+                record.first_ready.is_some()
+                    || matches!(
+                        record.state,
+                        AgentState::Failed | AgentState::Blocked | AgentState::Stopped
+                    )
             });
             if settled {
                 self.all_ready_after = Some(now.duration_since(self.started));
@@ -618,14 +783,18 @@ impl Lifecycle {
         }
         let done = match self.mode {
             Mode::ShuttingDown { .. } => self.agents.iter().all(|record| record.state.is_final()),
-            Mode::Running => self
-                .agents
-                .iter()
-                .all(|record| matches!(record.state, AgentState::Stopped | AgentState::Failed | AgentState::Blocked)),
+            Mode::Running => self.agents.iter().all(|record| {
+                matches!(
+                    record.state,
+                    AgentState::Stopped | AgentState::Failed | AgentState::Blocked
+                )
+            }),
         };
         if done && !self.finished {
             self.finished = true;
-            actions.push(Action::Exit(Outcome { failure: self.failure.clone() }));
+            actions.push(Action::Exit(Outcome {
+                failure: self.failure.clone(),
+            }));
         }
     }
 
@@ -646,21 +815,32 @@ impl Lifecycle {
             // A spawn in flight: signalled once its pid is known.
             let Some(pid) = record.pid else { continue };
             if intent.waits_for_dependents()
-                && record.dependents.iter().any(|dependent| self.agents[*dependent].alive())
+                && record
+                    .dependents
+                    .iter()
+                    .any(|dependent| self.agents[*dependent].alive())
             {
                 continue;
             }
             let (signal, kill_at) = match intent {
                 _ if forced => (Signal::SIGKILL, None),
                 StopIntent::Restart(_) => (Signal::SIGKILL, None),
-                _ => (record.spec.agent.stop.signal, Some(now + record.spec.agent.stop.grace)),
+                _ => (
+                    record.spec.agent.stop.signal,
+                    Some(now + record.spec.agent.stop.grace),
+                ),
             };
             tracing::info!(agent = record.name(), "stopping with {}", signal.as_str());
             let run = record.run;
             self.transition(agent, AgentState::Stopping);
             self.agents[agent].kill_at = kill_at;
             actions.push(Action::CancelWatchers { agent });
-            actions.push(Action::Signal { agent, run, pid, signal });
+            actions.push(Action::Signal {
+                agent,
+                run,
+                pid,
+                signal,
+            });
         }
     }
 }
@@ -699,7 +879,8 @@ pub fn format_duration(duration: Duration) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::manifest::{
-        Backoff, Dependency, Heartbeat, Liveness, Location, Probe, Readiness, RestartMode, RestartPolicy, StopPolicy,
+        Backoff, Dependency, Heartbeat, Liveness, Location, Probe, Readiness, RestartMode,
+        RestartPolicy, StopPolicy,
     };
 
     pub fn ms(millis: u64) -> Duration {
@@ -723,7 +904,10 @@ pub(crate) mod tests {
             ports: Vec::new(),
             dependencies: dependencies
                 .iter()
-                .map(|name| Dependency { name: name.to_string(), location: Location::default() })
+                .map(|name| Dependency {
+                    name: name.to_string(),
+                    location: Location::default(),
+                })
                 .collect(),
             required: true,
             enabled: true,
@@ -736,15 +920,26 @@ pub(crate) mod tests {
             liveness: None,
             restart: RestartPolicy {
                 mode: RestartMode::Always,
-                backoff: Backoff { initial: ms(100), max: Duration::from_secs(30), multiplier: 2.0 },
+                backoff: Backoff {
+                    initial: ms(100),
+                    max: Duration::from_secs(30),
+                    multiplier: 2.0,
+                },
                 max_restarts: Some(5),
                 within: Duration::from_secs(60),
                 reset_after: Duration::from_secs(10),
                 success_codes: vec![0],
                 on_give_up: GiveUp::Shutdown,
             },
-            heartbeat: Heartbeat { interval: Duration::from_secs(5), misses: 3, progress_timeout: None },
-            stop: StopPolicy { signal: Signal::SIGTERM, grace: Duration::from_secs(1) },
+            heartbeat: Heartbeat {
+                interval: Duration::from_secs(5),
+                misses: 3,
+                progress_timeout: None,
+            },
+            stop: StopPolicy {
+                signal: Signal::SIGTERM,
+                grace: Duration::from_secs(1),
+            },
             config: Default::default(),
             extra: Default::default(),
             legacy: false,
@@ -752,7 +947,13 @@ pub(crate) mod tests {
     }
 
     fn local(agents: Vec<Agent>) -> Vec<AgentSpec> {
-        agents.into_iter().map(|agent| AgentSpec { agent, remote: false }).collect()
+        agents
+            .into_iter()
+            .map(|agent| AgentSpec {
+                agent,
+                remote: false,
+            })
+            .collect()
     }
 
     /// Drives a lifecycle by hand: spawns get pids 1000+agent, signals are recorded.
@@ -767,7 +968,11 @@ pub(crate) mod tests {
             let now = Instant::now();
             let mut lifecycle = Lifecycle::new(local(agents), strategy, false, now, Jitter::new(7));
             let actions = lifecycle.begin(now);
-            let mut driver = Driver { lifecycle, now, log: Vec::new() };
+            let mut driver = Driver {
+                lifecycle,
+                now,
+                log: Vec::new(),
+            };
             driver.perform(actions);
             driver
         }
@@ -784,7 +989,14 @@ pub(crate) mod tests {
             for action in actions {
                 self.log.push(action.clone());
                 if let Action::Spawn { agent, run } = action {
-                    let more = self.lifecycle.apply(Event::Spawned { agent, run, pid: 1000 + agent as u32 }, self.now);
+                    let more = self.lifecycle.apply(
+                        Event::Spawned {
+                            agent,
+                            run,
+                            pid: 1000 + agent as u32,
+                        },
+                        self.now,
+                    );
                     self.perform(more);
                 }
             }
@@ -808,7 +1020,11 @@ pub(crate) mod tests {
         fn exit(&mut self, name: &str, termination: Termination) {
             let agent = self.id(name);
             let run = self.lifecycle.agents[agent].run;
-            self.send(Event::Exited { agent, run, termination });
+            self.send(Event::Exited {
+                agent,
+                run,
+                termination,
+            });
         }
 
         fn take_log(&mut self) -> Vec<Action> {
@@ -819,7 +1035,9 @@ pub(crate) mod tests {
             self.take_log()
                 .into_iter()
                 .filter_map(|action| match action {
-                    Action::Signal { agent, signal, .. } => Some((self.lifecycle.spec(agent).agent.name.clone(), signal)),
+                    Action::Signal { agent, signal, .. } => {
+                        Some((self.lifecycle.spec(agent).agent.name.clone(), signal))
+                    }
                     _ => None,
                 })
                 .collect()
@@ -829,7 +1047,9 @@ pub(crate) mod tests {
             self.take_log()
                 .into_iter()
                 .filter_map(|action| match action {
-                    Action::Spawn { agent, .. } => Some(self.lifecycle.spec(agent).agent.name.clone()),
+                    Action::Spawn { agent, .. } => {
+                        Some(self.lifecycle.spec(agent).agent.name.clone())
+                    }
                     _ => None,
                 })
                 .collect()
@@ -840,7 +1060,12 @@ pub(crate) mod tests {
     fn agents_start_as_soon_as_their_own_dependencies_are_ready() {
         let mut slow = agent("slow", &[]);
         slow.readiness.check = ReadinessCheck::StartPeriod(Duration::from_secs(5));
-        let agents = vec![agent("db", &[]), slow, agent("api", &["db"]), agent("ui", &["api", "slow"])];
+        let agents = vec![
+            agent("db", &[]),
+            slow,
+            agent("api", &["db"]),
+            agent("ui", &["api", "slow"]),
+        ];
         let mut driver = Driver::new(agents, Strategy::OneForOne);
         assert_eq!(driver.spawned(), ["db", "slow"]);
         driver.advance(ms(100));
@@ -861,17 +1086,34 @@ pub(crate) mod tests {
         let agents = local(vec![agent("a", &[]), agent("b", &[]), agent("c", &[])]);
         let mut lifecycle = Lifecycle::new(agents, Strategy::OneForOne, true, now, Jitter::new(1));
         let actions = lifecycle.begin(now);
-        assert_eq!(actions.iter().filter(|action| matches!(action, Action::Spawn { .. })).count(), 1);
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|action| matches!(action, Action::Spawn { .. }))
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn shutdown_stops_dependents_first_and_kills_after_the_grace() {
-        let agents = vec![agent("db", &[]), agent("api", &["db"]), agent("ui", &["api"]), agent("free", &[])];
+        let agents = vec![
+            agent("db", &[]),
+            agent("api", &["db"]),
+            agent("ui", &["api"]),
+            agent("free", &[]),
+        ];
         let mut driver = Driver::new(agents, Strategy::OneForOne);
         driver.advance(ms(300));
         driver.take_log();
         driver.send(Event::ShutdownRequested { force: false });
-        assert_eq!(driver.signalled(), [("free".into(), Signal::SIGTERM), ("ui".into(), Signal::SIGTERM)]);
+        assert_eq!(
+            driver.signalled(),
+            [
+                ("free".into(), Signal::SIGTERM),
+                ("ui".into(), Signal::SIGTERM)
+            ]
+        );
         driver.exit("free", Termination::Signaled(15));
         driver.exit("ui", Termination::Signaled(15));
         assert_eq!(driver.signalled(), [("api".into(), Signal::SIGTERM)]);
@@ -901,7 +1143,10 @@ pub(crate) mod tests {
     #[test]
     fn a_required_agent_that_is_never_ready_fails_the_run() {
         let mut db = agent("db", &[]);
-        db.readiness.check = ReadinessCheck::Probe(Probe::Tcp { host: "127.0.0.1".into(), port: 1 });
+        db.readiness.check = ReadinessCheck::Probe(Probe::Tcp {
+            host: "127.0.0.1".into(),
+            port: 1,
+        });
         db.readiness.timeout = Duration::from_secs(2);
         let agents = vec![db, agent("api", &["db"])];
         let mut driver = Driver::new(agents, Strategy::OneForOne);
@@ -910,10 +1155,16 @@ pub(crate) mod tests {
         driver.exit("db", Termination::Signaled(15));
         assert_eq!(driver.state("db"), AgentState::Failed);
         assert_eq!(driver.state("api"), AgentState::Stopped);
-        let Some(Action::Exit(outcome)) = driver.take_log().pop() else { panic!("no exit") };
+        let Some(Action::Exit(outcome)) = driver.take_log().pop() else {
+            panic!("no exit")
+        };
         let failure = outcome.failure.expect("a failure");
         assert_eq!(failure.agent, "db");
-        assert!(failure.reason.contains("not ready within 2.00s"), "{}", failure.reason);
+        assert!(
+            failure.reason.contains("not ready within 2.00s"),
+            "{}",
+            failure.reason
+        );
     }
 
     #[test]
@@ -945,7 +1196,9 @@ pub(crate) mod tests {
         }
         driver.exit("crashy", Termination::Code(1));
         assert_eq!(driver.state("crashy"), AgentState::Failed);
-        let Some(Action::Exit(outcome)) = driver.take_log().pop() else { panic!("no exit") };
+        let Some(Action::Exit(outcome)) = driver.take_log().pop() else {
+            panic!("no exit")
+        };
         assert!(outcome.failure.unwrap().reason.contains("max_restarts: 2"));
     }
 
@@ -953,23 +1206,41 @@ pub(crate) mod tests {
     fn a_hung_agent_is_killed_and_restarted() {
         let mut hung = agent("hung", &[]);
         hung.liveness = Some(Liveness {
-            probe: Probe::Tcp { host: "127.0.0.1".into(), port: 1 },
+            probe: Probe::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
             interval: Duration::from_secs(1),
             timeout: ms(500),
             failures: 3,
         });
         let mut driver = Driver::new(vec![hung], Strategy::OneForOne);
         driver.advance(ms(100));
-        assert!(driver.take_log().iter().any(|action| matches!(action, Action::WatchLiveness { .. })));
+        assert!(
+            driver
+                .take_log()
+                .iter()
+                .any(|action| matches!(action, Action::WatchLiveness { .. }))
+        );
         let run = driver.lifecycle.agents[0].run;
         for attempt in 0..3 {
             assert_eq!(driver.state("hung"), AgentState::Ready, "attempt {attempt}");
-            driver.send(Event::LivenessProbed { agent: 0, run, result: Err("timed out".into()) });
+            driver.send(Event::LivenessProbed {
+                agent: 0,
+                run,
+                result: Err("timed out".into()),
+            });
         }
         assert_eq!(driver.signalled(), [("hung".into(), Signal::SIGKILL)]);
         driver.exit("hung", Termination::Signaled(9));
         assert_eq!(driver.state("hung"), AgentState::BackingOff);
-        assert!(driver.lifecycle.agents[0].reason.as_deref().unwrap().contains("liveness probe failed 3 times"));
+        assert!(
+            driver.lifecycle.agents[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("liveness probe failed 3 times")
+        );
         driver.advance(ms(125));
         assert_eq!(driver.state("hung"), AgentState::Starting);
     }
@@ -978,7 +1249,10 @@ pub(crate) mod tests {
     fn one_success_resets_the_liveness_count() {
         let mut agent = agent("a", &[]);
         agent.liveness = Some(Liveness {
-            probe: Probe::Tcp { host: "127.0.0.1".into(), port: 1 },
+            probe: Probe::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
             interval: Duration::from_secs(1),
             timeout: ms(500),
             failures: 2,
@@ -987,14 +1261,23 @@ pub(crate) mod tests {
         driver.advance(ms(100));
         let run = driver.lifecycle.agents[0].run;
         for result in [Err("x".to_string()), Ok(()), Err("x".to_string())] {
-            driver.send(Event::LivenessProbed { agent: 0, run, result });
+            driver.send(Event::LivenessProbed {
+                agent: 0,
+                run,
+                result,
+            });
         }
         assert_eq!(driver.state("a"), AgentState::Ready);
     }
 
     #[test]
     fn rest_for_one_restarts_the_dependents_in_order() {
-        let agents = vec![agent("db", &[]), agent("api", &["db"]), agent("ui", &["api"]), agent("free", &[])];
+        let agents = vec![
+            agent("db", &[]),
+            agent("api", &["db"]),
+            agent("ui", &["api"]),
+            agent("free", &[]),
+        ];
         let mut driver = Driver::new(agents, Strategy::RestForOne);
         driver.advance(ms(300));
         driver.take_log();
@@ -1020,7 +1303,13 @@ pub(crate) mod tests {
         driver.advance(ms(300));
         driver.take_log();
         driver.exit("db", Termination::Code(1));
-        assert_eq!(driver.signalled(), [("free".into(), Signal::SIGTERM), ("api".into(), Signal::SIGTERM)]);
+        assert_eq!(
+            driver.signalled(),
+            [
+                ("free".into(), Signal::SIGTERM),
+                ("api".into(), Signal::SIGTERM)
+            ]
+        );
 
         let mut driver = Driver::new(agents, Strategy::OneForOne);
         driver.advance(ms(300));
@@ -1036,7 +1325,11 @@ pub(crate) mod tests {
         driver.exit("a", Termination::Code(1));
         driver.advance(ms(125));
         assert_eq!(driver.state("a"), AgentState::Starting);
-        driver.send(Event::Exited { agent: 0, run: 1, termination: Termination::Code(1) });
+        driver.send(Event::Exited {
+            agent: 0,
+            run: 1,
+            termination: Termination::Code(1),
+        });
         assert_eq!(driver.state("a"), AgentState::Starting);
     }
 
@@ -1047,6 +1340,9 @@ pub(crate) mod tests {
         let mut driver = Driver::new(vec![job], Strategy::OneForOne);
         driver.advance(ms(100));
         driver.exit("job", Termination::Code(0));
-        assert_eq!(driver.take_log().pop(), Some(Action::Exit(Outcome::default())));
+        assert_eq!(
+            driver.take_log().pop(),
+            Some(Action::Exit(Outcome::default()))
+        );
     }
 }

@@ -94,9 +94,19 @@ impl SupervisorHandle {
 /// Starts the supervisor task on `shutdown`'s tracker. The task ends when
 /// every agent is settled (after a shutdown, or when nothing is left to run).
 /// Cancelling `shutdown`'s token stops the agents gracefully.
-pub fn spawn<S: Spawner>(config: Config, spawner: S, shutdown: &Shutdown) -> (SupervisorHandle, JoinHandle<Outcome>) {
+pub fn spawn<S: Spawner>(
+    config: Config,
+    spawner: S,
+    shutdown: &Shutdown,
+) -> (SupervisorHandle, JoinHandle<Outcome>) {
     let now = Instant::now();
-    let lifecycle = Lifecycle::new(config.agents.clone(), config.strategy, config.sequential, now, Jitter::from_entropy());
+    let lifecycle = Lifecycle::new(
+        config.agents.clone(),
+        config.strategy,
+        config.sequential,
+        now,
+        Jitter::from_entropy(),
+    );
     let (command_sender, commands) = mpsc::channel(64);
     let (event_sender, events) = mpsc::unbounded_channel();
     let (status_sender, status) = watch::channel(lifecycle.snapshot());
@@ -113,7 +123,13 @@ pub fn spawn<S: Spawner>(config: Config, spawner: S, shutdown: &Shutdown) -> (Su
         shutdown: shutdown.clone(),
     };
     let task = shutdown.tracker().spawn(supervisor.run());
-    (SupervisorHandle { commands: command_sender, status }, task)
+    (
+        SupervisorHandle {
+            commands: command_sender,
+            status,
+        },
+        task,
+    )
 }
 
 struct Supervisor<S> {
@@ -171,7 +187,9 @@ impl<S: Spawner> Supervisor<S> {
                 if outcome.is_some() {
                     break;
                 }
-                let Ok(event) = self.events.try_recv() else { break };
+                let Ok(event) = self.events.try_recv() else {
+                    break;
+                };
                 let actions = self.lifecycle.apply(event, Instant::now());
                 outcome = self.perform(actions);
             }
@@ -191,7 +209,9 @@ impl<S: Spawner> Supervisor<S> {
         for action in actions {
             match action {
                 Action::Spawn { agent, run } => self.spawn_agent(agent, run),
-                Action::Signal { agent, pid, signal, .. } => {
+                Action::Signal {
+                    agent, pid, signal, ..
+                } => {
                     if let Err(error) = self.spawner.signal_group(pid, signal) {
                         let name = &self.lifecycle.spec(agent).agent.name;
                         tracing::warn!(agent = %name, %error, "cannot signal");
@@ -199,14 +219,21 @@ impl<S: Spawner> Supervisor<S> {
                 }
                 Action::WatchReadiness { agent, run } => {
                     let spec = self.lifecycle.spec(agent);
-                    if let crate::manifest::ReadinessCheck::Probe(probe) = &spec.agent.readiness.check {
+                    if let crate::manifest::ReadinessCheck::Probe(probe) =
+                        &spec.agent.readiness.check
+                    {
                         let probe = probe_target(probe, spec);
                         let readiness = spec.agent.readiness.clone();
                         let token = self.watcher_token(agent);
                         let events = self.event_sender.clone();
-                        self.shutdown.tracker().spawn(watch_readiness(probe, readiness, token, move || {
-                            let _ = events.send(Event::ReadinessPassed { agent, run });
-                        }));
+                        self.shutdown.tracker().spawn(watch_readiness(
+                            probe,
+                            readiness,
+                            token,
+                            move || {
+                                let _ = events.send(Event::ReadinessPassed { agent, run });
+                            },
+                        ));
                     }
                 }
                 Action::WatchLiveness { agent, run } => {
@@ -215,9 +242,14 @@ impl<S: Spawner> Supervisor<S> {
                         let probe = probe_target(&liveness.probe, spec);
                         let token = self.watcher_token(agent);
                         let events = self.event_sender.clone();
-                        self.shutdown.tracker().spawn(watch_liveness(probe, liveness, token, move |result| {
-                            let _ = events.send(Event::LivenessProbed { agent, run, result });
-                        }));
+                        self.shutdown.tracker().spawn(watch_liveness(
+                            probe,
+                            liveness,
+                            token,
+                            move |result| {
+                                let _ = events.send(Event::LivenessProbed { agent, run, result });
+                            },
+                        ));
                     }
                 }
                 Action::CancelWatchers { agent } => {
@@ -247,7 +279,11 @@ impl<S: Spawner> Supervisor<S> {
             let event = match event {
                 ProcessEvent::Spawned { pid } => Event::Spawned { agent, run, pid },
                 ProcessEvent::SpawnFailed { error } => Event::SpawnFailed { agent, run, error },
-                ProcessEvent::Exited { termination } => Event::Exited { agent, run, termination },
+                ProcessEvent::Exited { termination } => Event::Exited {
+                    agent,
+                    run,
+                    termination,
+                },
             };
             let _ = events.send(event);
         });
@@ -270,8 +306,14 @@ fn probe_target(probe: &Probe, spec: &AgentSpec) -> Probe {
     }
     let local = |host: &str| matches!(host, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "");
     match probe {
-        Probe::Tcp { host, port } if local(host) => Probe::Tcp { host: spec.agent.host.clone(), port: *port },
-        Probe::Zmq { host, port } if local(host) => Probe::Zmq { host: spec.agent.host.clone(), port: *port },
+        Probe::Tcp { host, port } if local(host) => Probe::Tcp {
+            host: spec.agent.host.clone(),
+            port: *port,
+        },
+        Probe::Zmq { host, port } if local(host) => Probe::Zmq {
+            host: spec.agent.host.clone(),
+            port: *port,
+        },
         other => other.clone(),
     }
 }
@@ -287,7 +329,15 @@ fn endpoint_host(spec: &AgentSpec) -> String {
 
 /// `api-gateway` -> `API_GATEWAY`.
 fn variable_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The command, environment and log target of one run. Injected variables
@@ -312,32 +362,52 @@ fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSp
         let dependency = lifecycle.spec(*dependency);
         if let Some(port) = dependency.agent.port {
             let endpoint = format!("tcp://{}:{port}", endpoint_host(dependency));
-            env.push((format!("{}_ENDPOINT", variable_name(&dependency.agent.name)), endpoint.clone()));
+            env.push((
+                format!("{}_ENDPOINT", variable_name(&dependency.agent.name)),
+                endpoint.clone(),
+            ));
             endpoints.insert(dependency.agent.name.clone(), endpoint.into());
         }
     }
-    env.push(("AGENT_DEPENDENCIES".into(), serde_json::Value::Object(endpoints).to_string()));
-    env.extend(spec.env.iter().map(|(key, value)| (key.clone(), value.clone())));
+    env.push((
+        "AGENT_DEPENDENCIES".into(),
+        serde_json::Value::Object(endpoints).to_string(),
+    ));
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone())),
+    );
     SpawnSpec {
         name: spec.name.clone(),
         argv: spec.command.clone(),
         shell: spec.shell,
         cwd: spec.cwd.clone(),
         env,
-        log: config.logs.as_ref().map(|dir| LogTarget::new(dir.join(format!("{}.log", spec.name)))),
+        log: config
+            .logs
+            .as_ref()
+            .map(|dir| LogTarget::new(dir.join(format!("{}.log", spec.name)))),
         console: config.console.clone(),
     }
 }
 
 /// How long one probe attempt may take.
 fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
-    interval.max(MIN_PROBE_TIMEOUT).min(limit.max(MIN_PROBE_TIMEOUT))
+    interval
+        .max(MIN_PROBE_TIMEOUT)
+        .min(limit.max(MIN_PROBE_TIMEOUT))
 }
 
 /// Probes after the initial delay, then every interval, until one attempt
 /// passes (reported once) or `token` is cancelled. The readiness timeout is
 /// the lifecycle's deadline, not this task's.
-async fn watch_readiness(probe: Probe, readiness: crate::manifest::Readiness, token: CancellationToken, passed: impl FnOnce()) {
+async fn watch_readiness(
+    probe: Probe,
+    readiness: crate::manifest::Readiness,
+    token: CancellationToken,
+    passed: impl FnOnce(),
+) {
     tokio::select! {
         _ = token.cancelled() => return,
         _ = tokio::time::sleep(readiness.initial_delay) => {}
@@ -426,7 +496,11 @@ mod tests {
         fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
             self.next_pid += 1;
             let pid = self.next_pid;
-            self.journal.lock().unwrap().spawns.push((spec.name.clone(), Instant::now()));
+            self.journal
+                .lock()
+                .unwrap()
+                .spawns
+                .push((spec.name.clone(), Instant::now()));
             let behaviour = (self.behaviour)(&spec.name);
             let report = Arc::new(report);
             report(ProcessEvent::Spawned { pid });
@@ -434,7 +508,9 @@ mod tests {
                 let report = report.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
-                    report(ProcessEvent::Exited { termination: Termination::Code(code) });
+                    report(ProcessEvent::Exited {
+                        termination: Termination::Code(code),
+                    });
                 });
             }
             self.live.insert(pid, (spec.name, behaviour, report));
@@ -442,10 +518,17 @@ mod tests {
 
         fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
             if let Some((name, behaviour, report)) = self.live.get(&pid) {
-                self.journal.lock().unwrap().signals.push((name.clone(), signal, Instant::now()));
-                let ignored = matches!(behaviour, Behaviour::IgnoreTerm) && signal != Signal::SIGKILL;
+                self.journal
+                    .lock()
+                    .unwrap()
+                    .signals
+                    .push((name.clone(), signal, Instant::now()));
+                let ignored =
+                    matches!(behaviour, Behaviour::IgnoreTerm) && signal != Signal::SIGKILL;
                 if !ignored {
-                    report(ProcessEvent::Exited { termination: Termination::Signaled(signal as i32) });
+                    report(ProcessEvent::Exited {
+                        termination: Termination::Signaled(signal as i32),
+                    });
                     self.live.remove(&pid);
                 }
             }
@@ -455,7 +538,13 @@ mod tests {
 
     fn config(agents: Vec<Agent>) -> Config {
         Config {
-            agents: agents.into_iter().map(|agent| AgentSpec { agent, remote: false }).collect(),
+            agents: agents
+                .into_iter()
+                .map(|agent| AgentSpec {
+                    agent,
+                    remote: false,
+                })
+                .collect(),
             strategy: Strategy::OneForOne,
             sequential: false,
             logs: None,
@@ -466,11 +555,21 @@ mod tests {
 
     fn fake(behaviour: fn(&str) -> Behaviour) -> (FakeSpawner, Arc<Mutex<Journal>>) {
         let journal = Arc::new(Mutex::new(Journal::default()));
-        (FakeSpawner { behaviour, journal: journal.clone(), next_pid: 100, live: HashMap::new() }, journal)
+        (
+            FakeSpawner {
+                behaviour,
+                journal: journal.clone(),
+                next_pid: 100,
+                live: HashMap::new(),
+            },
+            journal,
+        )
     }
 
     async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(600), future).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+        tokio::time::timeout(Duration::from_secs(600), future)
+            .await
+            .unwrap_or_else(|_| panic!("timed out: {what}"))
     }
 
     #[tokio::test(start_paused = true)]
@@ -486,7 +585,13 @@ mod tests {
         let outcome = bounded("the supervisor to give up", task).await.unwrap();
         let failure = outcome.failure.expect("crashy exhausted its restarts");
         assert_eq!(failure.agent, "crashy");
-        let spawns: Vec<Instant> = journal.lock().unwrap().spawns.iter().map(|(_, at)| *at).collect();
+        let spawns: Vec<Instant> = journal
+            .lock()
+            .unwrap()
+            .spawns
+            .iter()
+            .map(|(_, at)| *at)
+            .collect();
         assert_eq!(spawns.len(), 6, "one start and five restarts");
         assert!(spawns[0].duration_since(start) < ms(5));
         // Each gap is 50 ms of run time plus the backoff delay: 100, 200, 400, 800, 1000 (capped), +-20%.
@@ -496,7 +601,10 @@ mod tests {
             let nominal = expected[index] as f64;
             let low = ms((nominal * 0.8) as u64 - 1);
             let high = ms(((nominal * 1.2) as u64).min(1000) + 1);
-            assert!(low <= delay && delay <= high, "restart {index}: {delay:?} not in {low:?}..{high:?}");
+            assert!(
+                low <= delay && delay <= high,
+                "restart {index}: {delay:?} not in {low:?}..{high:?}"
+            );
         }
     }
 
@@ -505,11 +613,22 @@ mod tests {
         let mut db = agent("db", &[]);
         db.stop.grace = Duration::from_secs(3);
         let api = agent("api", &["db"]);
-        let (spawner, journal) = fake(|name| if name == "db" { Behaviour::IgnoreTerm } else { Behaviour::Run });
+        let (spawner, journal) = fake(|name| {
+            if name == "db" {
+                Behaviour::IgnoreTerm
+            } else {
+                Behaviour::Run
+            }
+        });
         let shutdown = Shutdown::new();
         let (handle, task) = spawn(config(vec![db, api]), spawner, &shutdown);
         let mut status = handle.subscribe();
-        bounded("all ready", status.wait_for(|status| status.all_ready_after.is_some())).await.unwrap();
+        bounded(
+            "all ready",
+            status.wait_for(|status| status.all_ready_after.is_some()),
+        )
+        .await
+        .unwrap();
         let asked = Instant::now();
         shutdown.cancel();
         let outcome = bounded("the stop", task).await.unwrap();
@@ -521,10 +640,23 @@ mod tests {
             .iter()
             .map(|(name, signal, at)| (name.clone(), *signal, at.duration_since(asked)))
             .collect();
-        let names: Vec<(&str, Signal)> = signals.iter().map(|(name, signal, _)| (name.as_str(), *signal)).collect();
-        assert_eq!(names, [("api", Signal::SIGTERM), ("db", Signal::SIGTERM), ("db", Signal::SIGKILL)]);
+        let names: Vec<(&str, Signal)> = signals
+            .iter()
+            .map(|(name, signal, _)| (name.as_str(), *signal))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("api", Signal::SIGTERM),
+                ("db", Signal::SIGTERM),
+                ("db", Signal::SIGKILL)
+            ]
+        );
         let grace = signals[2].2 - signals[1].2;
-        assert!(grace >= Duration::from_secs(3) && grace < Duration::from_millis(3100), "{grace:?}");
+        assert!(
+            grace >= Duration::from_secs(3) && grace < Duration::from_millis(3100),
+            "{grace:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,7 +34,8 @@ pub enum Decision {
 /// multiplier^attempt`, capped at `max`, then scaled by `1 + JITTER * jitter`
 /// where `jitter` is in `[-1, 1]` (and capped at `max` again).
 pub fn backoff_delay(backoff: &Backoff, attempt: u32, jitter: f64) -> Duration {
-    let base = backoff.initial.as_secs_f64() * backoff.multiplier.max(1.0).powi(attempt.min(64) as i32);
+    let base =
+        backoff.initial.as_secs_f64() * backoff.multiplier.max(1.0).powi(attempt.min(64) as i32);
     let capped = base.min(backoff.max.as_secs_f64());
     let jittered = capped * (1.0 + JITTER * jitter.clamp(-1.0, 1.0));
     Duration::from_secs_f64(jittered.min(backoff.max.as_secs_f64()).max(0.0))
@@ -94,11 +95,14 @@ impl RestartTracker {
         now: Instant,
         jitter: f64,
     ) -> Decision {
-        let success = !failed && matches!(termination, Termination::Code(code) if policy.success_codes.contains(&code));
+        let success = !failed
+            && matches!(termination, Termination::Code(code) if policy.success_codes.contains(&code));
         match policy.mode {
             RestartMode::Never if success => return Decision::Done,
             RestartMode::Never => {
-                return Decision::GiveUp { reason: format!("{termination} (restart: never)") };
+                return Decision::GiveUp {
+                    reason: format!("{termination} (restart: never)"),
+                };
             }
             RestartMode::OnFailure if success => return Decision::Done,
             RestartMode::OnFailure | RestartMode::Always => {}
@@ -107,7 +111,11 @@ impl RestartTracker {
             self.attempt = 0;
         }
         if let Some(limit) = policy.max_restarts {
-            while self.recent.front().is_some_and(|at| now.duration_since(*at) >= policy.within) {
+            while self
+                .recent
+                .front()
+                .is_some_and(|at| now.duration_since(*at) >= policy.within)
+            {
                 self.recent.pop_front();
             }
             if self.recent.len() as u32 >= limit {
@@ -136,7 +144,11 @@ pub(crate) mod tests {
     pub fn policy(mode: RestartMode) -> RestartPolicy {
         RestartPolicy {
             mode,
-            backoff: Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(30), multiplier: 2.0 },
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(30),
+                multiplier: 2.0,
+            },
             max_restarts: Some(5),
             within: Duration::from_secs(60),
             reset_after: Duration::from_secs(10),
@@ -151,22 +163,37 @@ pub(crate) mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let backoff = Backoff { initial: ms(100), max: ms(1000), multiplier: 2.0 };
-        let delays: Vec<_> = (0..6).map(|attempt| backoff_delay(&backoff, attempt, 0.0)).collect();
-        assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        let backoff = Backoff {
+            initial: ms(100),
+            max: ms(1000),
+            multiplier: 2.0,
+        };
+        let delays: Vec<_> = (0..6)
+            .map(|attempt| backoff_delay(&backoff, attempt, 0.0))
+            .collect();
+        assert_eq!(
+            delays,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
         assert_eq!(backoff_delay(&backoff, 1000, 0.0), ms(1000));
     }
 
     #[test]
     fn jitter_stays_within_its_fraction_and_the_cap() {
-        let backoff = Backoff { initial: ms(100), max: ms(1000), multiplier: 2.0 };
+        let backoff = Backoff {
+            initial: ms(100),
+            max: ms(1000),
+            multiplier: 2.0,
+        };
         assert_eq!(backoff_delay(&backoff, 0, 1.0), ms(120));
         assert_eq!(backoff_delay(&backoff, 0, -1.0), ms(80));
         assert_eq!(backoff_delay(&backoff, 9, 1.0), ms(1000));
         let mut jitter = Jitter::new(42);
         let values: Vec<f64> = (0..10_000).map(|_| jitter.next()).collect();
         assert!(values.iter().all(|value| (-1.0..=1.0).contains(value)));
-        assert!(values.iter().any(|value| *value < -0.9) && values.iter().any(|value| *value > 0.9));
+        assert!(
+            values.iter().any(|value| *value < -0.9) && values.iter().any(|value| *value > 0.9)
+        );
     }
 
     #[test]
@@ -175,15 +202,40 @@ pub(crate) mod tests {
         let code = Termination::Code;
         let mut tracker = RestartTracker::default();
         let always = policy(RestartMode::Always);
-        assert!(matches!(tracker.on_exit(&always, code(0), false, ms(1), now, 0.0), Decision::Restart { .. }));
+        assert!(matches!(
+            tracker.on_exit(&always, code(0), false, ms(1), now, 0.0),
+            Decision::Restart { .. }
+        ));
         let mut on_failure = policy(RestartMode::OnFailure);
         on_failure.success_codes = vec![0, 3];
-        assert_eq!(tracker.on_exit(&on_failure, code(3), false, ms(1), now, 0.0), Decision::Done);
-        assert!(matches!(tracker.on_exit(&on_failure, code(3), true, ms(1), now, 0.0), Decision::Restart { .. }));
-        assert!(matches!(tracker.on_exit(&on_failure, Termination::Signaled(9), false, ms(1), now, 0.0), Decision::Restart { .. }));
+        assert_eq!(
+            tracker.on_exit(&on_failure, code(3), false, ms(1), now, 0.0),
+            Decision::Done
+        );
+        assert!(matches!(
+            tracker.on_exit(&on_failure, code(3), true, ms(1), now, 0.0),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            tracker.on_exit(
+                &on_failure,
+                Termination::Signaled(9),
+                false,
+                ms(1),
+                now,
+                0.0
+            ),
+            Decision::Restart { .. }
+        ));
         let never = policy(RestartMode::Never);
-        assert_eq!(tracker.on_exit(&never, code(0), false, ms(1), now, 0.0), Decision::Done);
-        assert!(matches!(tracker.on_exit(&never, code(1), false, ms(1), now, 0.0), Decision::GiveUp { .. }));
+        assert_eq!(
+            tracker.on_exit(&never, code(0), false, ms(1), now, 0.0),
+            Decision::Done
+        );
+        assert!(matches!(
+            tracker.on_exit(&never, code(1), false, ms(1), now, 0.0),
+            Decision::GiveUp { .. }
+        ));
     }
 
     #[test]
@@ -195,13 +247,22 @@ pub(crate) mod tests {
         let mut tracker = RestartTracker::default();
         for second in 0..3 {
             let now = start + Duration::from_secs(second);
-            assert!(matches!(tracker.on_exit(&policy, Termination::Code(1), false, ms(1), now, 0.0), Decision::Restart { .. }));
+            assert!(matches!(
+                tracker.on_exit(&policy, Termination::Code(1), false, ms(1), now, 0.0),
+                Decision::Restart { .. }
+            ));
         }
         let now = start + Duration::from_secs(3);
-        assert!(matches!(tracker.on_exit(&policy, Termination::Code(1), false, ms(1), now, 0.0), Decision::GiveUp { .. }));
+        assert!(matches!(
+            tracker.on_exit(&policy, Termination::Code(1), false, ms(1), now, 0.0),
+            Decision::GiveUp { .. }
+        ));
         // Once the oldest restarts leave the window, restarting is allowed again.
         let later = start + Duration::from_secs(11);
-        assert!(matches!(tracker.on_exit(&policy, Termination::Code(1), false, ms(1), later, 0.0), Decision::Restart { .. }));
+        assert!(matches!(
+            tracker.on_exit(&policy, Termination::Code(1), false, ms(1), later, 0.0),
+            Decision::Restart { .. }
+        ));
     }
 
     #[test]
@@ -213,7 +274,8 @@ pub(crate) mod tests {
             .into_iter()
             .map(|uptime| tracker.on_exit(&policy, Termination::Code(1), false, uptime, now, 0.0))
             .collect();
-        let expected = [ms(100), ms(200), ms(400), ms(100), ms(200)].map(|delay| Decision::Restart { delay });
+        let expected =
+            [ms(100), ms(200), ms(400), ms(100), ms(200)].map(|delay| Decision::Restart { delay });
         assert_eq!(delays, expected);
     }
 }

@@ -182,7 +182,10 @@ mod tests {
     fn every_state_but_pending_is_reachable_and_every_live_state_can_stop() {
         for state in AgentState::ALL {
             if state != Pending {
-                assert!(AgentState::ALL.iter().any(|from| allowed(*from, state)), "{state:?} is unreachable");
+                assert!(
+                    AgentState::ALL.iter().any(|from| allowed(*from, state)),
+                    "{state:?} is unreachable"
+                );
             }
             if !state.is_final() {
                 assert!(allowed(state, Stopped), "{state:?} cannot be shut down");

@@ -22,7 +22,10 @@ pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_supervisor");
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -36,7 +39,9 @@ pub fn port() -> u16 {
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -92,7 +97,10 @@ impl Fixture {
     }
 
     pub fn records_of(&self, kind: &str, name: &str) -> Vec<Record> {
-        self.records().into_iter().filter(|record| record.kind == kind && record.name == name).collect()
+        self.records()
+            .into_iter()
+            .filter(|record| record.kind == kind && record.name == name)
+            .collect()
     }
 
     /// The first `kind` record of `name`; panics if there is none.
@@ -130,7 +138,12 @@ impl Fixture {
                 }
             });
         }
-        Up { child, output, record: self.record.clone(), status: None }
+        Up {
+            child,
+            output,
+            record: self.record.clone(),
+            status: None,
+        }
     }
 }
 
@@ -157,7 +170,11 @@ impl Up {
         let what = format!("supervisor output containing {text:?}");
         let deadline = Instant::now() + timeout;
         while !self.output().contains(text) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; output so far:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; output so far:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -176,7 +193,11 @@ impl Up {
                 std::thread::sleep(Duration::from_millis(100));
                 return status;
             }
-            assert!(Instant::now() < deadline, "supervisor still running after {timeout:?}; output:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "supervisor still running after {timeout:?}; output:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -189,7 +210,10 @@ impl Drop for Up {
             let _ = self.child.wait();
         }
         let text = std::fs::read_to_string(&self.record).unwrap_or_default();
-        for pid in text.lines().filter_map(|line| line.split_whitespace().nth(3)?.parse::<i32>().ok()) {
+        for pid in text
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(3)?.parse::<i32>().ok())
+        {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
@@ -207,5 +231,8 @@ impl Drop for KillOnDrop {
 }
 
 pub fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|since| since.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or(0)
 }
