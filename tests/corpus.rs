@@ -241,3 +241,28 @@ fn sample_mainpc_head_is_clean_of_errors() {
     assert_eq!(code, 0);
     assert!(stdout.contains("critical path"), "{stdout}");
 }
+
+/// v3 HEAD: `name.yaml@pc2` reads only the groups that
+/// `machine_profiles.pc2.enabled_groups` lists (core_services, memory_system,
+/// pc2_services, utility_services), as the legacy loader did.
+#[test]
+fn sample_v3_machine_profiles_pick_groups() {
+    let path = corpus_dir().join("ba45e739ec58.yaml");
+    let agents = |suffix: &str| -> Vec<String> {
+        let output = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .args(["plan", "--format", "json", "-c"])
+            .arg(format!("{}{suffix}", path.display()))
+            .env_remove("PORT_OFFSET")
+            .output()
+            .unwrap();
+        let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["levels"].as_array().unwrap().iter().flat_map(|level| level.as_array().unwrap().iter().map(|name| name.as_str().unwrap().to_string())).collect()
+    };
+    let all = agents("");
+    let pc2 = agents("@pc2");
+    assert_eq!(all.len(), 79);
+    assert!(pc2.contains(&"TieredResponder".to_string()) && pc2.contains(&"ServiceRegistry".to_string()), "{pc2:?}");
+    assert!(!pc2.contains(&"SpeechToTextAgent".to_string()), "speech_services is MainPC only");
+    assert!(all.contains(&"SpeechToTextAgent".to_string()));
+    assert_eq!(pc2.len(), 39);
+}

@@ -23,7 +23,9 @@ pub struct Converted {
 }
 
 /// Detects the format of `root` and rewrites legacy formats to the native shape.
-pub fn convert(root: Node) -> Converted {
+/// `host` (from `FILE@HOST`) picks a v3 `machine_profiles` entry: only its
+/// `enabled_groups` are read, as the legacy loader did.
+pub fn convert(root: Node, host: Option<&str>) -> Converted {
     let Some(entries) = root.as_mapping() else {
         return Converted {
             format: "native".into(),
@@ -39,8 +41,9 @@ pub fn convert(root: Node) -> Converted {
     };
     let format = if has("agent_groups") {
         legacy.pass_port = true;
+        let enabled = host.and_then(|host| enabled_groups(&root, host));
         if let Some(groups) = root.get("agent_groups") {
-            legacy.walk_groups("agent_groups", groups);
+            legacy.walk_groups("agent_groups", groups, enabled.as_deref(), host.unwrap_or_default());
         }
         if has("machine_profiles") {
             "legacy:agent_groups+machine_profiles"
@@ -112,6 +115,12 @@ pub fn convert(root: Node) -> Converted {
     }
 }
 
+/// `machine_profiles.<host>.enabled_groups` of a v3 manifest, if it has one for `host`.
+fn enabled_groups(root: &Node, host: &str) -> Option<Vec<String>> {
+    let groups = root.get("machine_profiles")?.get(host)?.get("enabled_groups")?.as_sequence()?;
+    Some(groups.iter().filter_map(|group| group.as_str().map(str::to_string)).collect())
+}
+
 /// A list whose items are mappings with a `name` (a legacy group list).
 fn is_entry_list(node: &Node) -> bool {
     node.as_sequence().is_some_and(|items| {
@@ -143,14 +152,19 @@ struct Legacy {
 
 impl Legacy {
     /// `group: { AgentName: {...}, nested_group: { AgentName: {...} } }`.
-    fn walk_groups(&mut self, path: &str, groups: &Node) {
+    fn walk_groups(&mut self, path: &str, groups: &Node, enabled: Option<&[String]>, profile: &str) {
         let Some(groups) = groups.as_mapping() else {
             return;
         };
         for (group_key, group) in groups {
-            let group_path = format!("{path}.{}", group_key.as_str().unwrap_or_default());
+            let group_name = group_key.as_str().unwrap_or_default();
+            let group_path = format!("{path}.{group_name}");
             if group.is_null() {
                 continue; // an empty group: nothing in it to skip
+            }
+            if enabled.is_some_and(|enabled| !enabled.iter().any(|name| name == group_name)) {
+                self.ignore(format!("`{group_path}` is not in `machine_profiles.{profile}.enabled_groups`; its agents are left out"), group_key.line);
+                continue;
             }
             if group
                 .get("agents")

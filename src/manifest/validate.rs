@@ -179,7 +179,7 @@ fn load_file(
         );
         return None;
     }
-    let converted = legacy::convert(root);
+    let converted = legacy::convert(root, config.host.as_deref());
     for (problem, line) in converted.ignored {
         loaded.problems.push(problem.at(&at(line, 0)));
     }
