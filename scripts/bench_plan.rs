@@ -99,7 +99,11 @@ fn main() {
         black_box(loaded_once.manifest.clone());
     });
     let checks_only = median(runs, || {
-        black_box(check_manifest(loaded_once.manifest.clone(), Vec::new(), &no_bind));
+        black_box(check_manifest(
+            loaded_once.manifest.clone(),
+            Vec::new(),
+            &no_bind,
+        ));
     });
     let check_bind = median(5, || {
         let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
@@ -138,7 +142,11 @@ fn main() {
         if ms(check) < 20.0 { "met" } else { "MISSED" }
     );
     let checks = checks_only.saturating_sub(clone_only);
-    println!("  checks alone (no load)       {:8.2} ms  {:5.2}x", ms(checks), ratio(checks));
+    println!(
+        "  checks alone (no load)       {:8.2} ms  {:5.2}x",
+        ms(checks),
+        ratio(checks)
+    );
     println!(
         "  check + bind test of {} ports {:7.2} ms  {:5.2}x",
         agents * 2,

@@ -256,13 +256,31 @@ fn sample_v3_machine_profiles_pick_groups() {
             .output()
             .unwrap();
         let value: Value = serde_json::from_slice(&output.stdout).unwrap();
-        value["levels"].as_array().unwrap().iter().flat_map(|level| level.as_array().unwrap().iter().map(|name| name.as_str().unwrap().to_string())).collect()
+        value["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|level| {
+                level
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|name| name.as_str().unwrap().to_string())
+            })
+            .collect()
     };
     let all = agents("");
     let pc2 = agents("@pc2");
     assert_eq!(all.len(), 79);
-    assert!(pc2.contains(&"TieredResponder".to_string()) && pc2.contains(&"ServiceRegistry".to_string()), "{pc2:?}");
-    assert!(!pc2.contains(&"SpeechToTextAgent".to_string()), "speech_services is MainPC only");
+    assert!(
+        pc2.contains(&"TieredResponder".to_string())
+            && pc2.contains(&"ServiceRegistry".to_string()),
+        "{pc2:?}"
+    );
+    assert!(
+        !pc2.contains(&"SpeechToTextAgent".to_string()),
+        "speech_services is MainPC only"
+    );
     assert!(all.contains(&"SpeechToTextAgent".to_string()));
     assert_eq!(pc2.len(), 39);
 }

@@ -43,7 +43,12 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
         legacy.pass_port = true;
         let enabled = host.and_then(|host| enabled_groups(&root, host));
         if let Some(groups) = root.get("agent_groups") {
-            legacy.walk_groups("agent_groups", groups, enabled.as_deref(), host.unwrap_or_default());
+            legacy.walk_groups(
+                "agent_groups",
+                groups,
+                enabled.as_deref(),
+                host.unwrap_or_default(),
+            );
         }
         if has("machine_profiles") {
             "legacy:agent_groups+machine_profiles"
@@ -117,8 +122,17 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
 
 /// `machine_profiles.<host>.enabled_groups` of a v3 manifest, if it has one for `host`.
 fn enabled_groups(root: &Node, host: &str) -> Option<Vec<String>> {
-    let groups = root.get("machine_profiles")?.get(host)?.get("enabled_groups")?.as_sequence()?;
-    Some(groups.iter().filter_map(|group| group.as_str().map(str::to_string)).collect())
+    let groups = root
+        .get("machine_profiles")?
+        .get(host)?
+        .get("enabled_groups")?
+        .as_sequence()?;
+    Some(
+        groups
+            .iter()
+            .filter_map(|group| group.as_str().map(str::to_string))
+            .collect(),
+    )
 }
 
 /// A list whose items are mappings with a `name` (a legacy group list).
@@ -152,7 +166,13 @@ struct Legacy {
 
 impl Legacy {
     /// `group: { AgentName: {...}, nested_group: { AgentName: {...} } }`.
-    fn walk_groups(&mut self, path: &str, groups: &Node, enabled: Option<&[String]>, profile: &str) {
+    fn walk_groups(
+        &mut self,
+        path: &str,
+        groups: &Node,
+        enabled: Option<&[String]>,
+        profile: &str,
+    ) {
         let Some(groups) = groups.as_mapping() else {
             return;
         };

@@ -22,7 +22,7 @@ use super::yaml::{self, Node, Value};
 use super::*;
 
 /// Files larger than this are refused before parsing.
-const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, ManifestError> {
     let variables = variables(options)?;
@@ -395,7 +395,12 @@ fn build_agent(
     problems: &mut Vec<Problem>,
     errors: &mut Vec<Problem>,
 ) -> Option<Agent> {
-    let location = context.location(node);
+    // The mapping form starts an agent at its name (the key), not its body.
+    let location = context.location(
+        node.get("name")
+            .filter(|name| name.line < node.line)
+            .unwrap_or(node),
+    );
     let Some(name) = raw.name.clone() else {
         problems.push(
             Problem::error(ProblemKind::InvalidAgent, "agent entry has no `name`")

@@ -1,0 +1,206 @@
+//! Transport: every ZeroMQ socket of the crate, and the wire messages that
+//! travel over them.
+//!
+//! Owns:
+//!
+//! - [`messages`]: the versioned agent protocol (frames and JSON shapes of
+//!   HELLO, READY, HEARTBEAT, ERROR, RESOLVE and their replies), and the
+//!   normalisation of the four legacy `ERROR:` shapes. Pure, no I/O.
+//! - [`endpoint`]: the supervisor-side agent endpoint, a thread owning the
+//!   ROUTER that agents connect to. It authenticates every message (agent
+//!   name + per-agent token) and delivers typed [`EndpointEvent`]s.
+//! - [`error_bus`]: a thread owning the error bus PUB socket and the legacy
+//!   `ERROR:` SUB socket; appends every [`ErrorRecord`] to `errors.jsonl`,
+//!   counts it, and re-publishes it with topic `<severity>.<agent>`.
+//! - [`pool`]: [`SocketPool`], pooled client sockets with lazy-pirate
+//!   requests, used by agents (re-exported by `sdk`).
+//! - [`heartbeat`]: [`HeartbeatTracker`], the pure deadline arithmetic of
+//!   "has this agent stopped beating / stopped making progress".
+//! - `wake`: the self-pipe that lets other threads wake a `zmq::poll` loop.
+//!
+//! Does not own agent state, restarts or policy (`supervisor` decides what a
+//! missed heartbeat or a fatal error means), and never exposes the `zmq`
+//! crate: other modules see only the types defined here.
+
+pub mod endpoint;
+pub mod error_bus;
+pub mod heartbeat;
+pub mod messages;
+pub mod pool;
+mod wake;
+
+pub use endpoint::{
+    AgentEndpoint, EndpointConfig, EndpointEvent, EndpointHandle, EndpointStats, Resolution,
+    ResolveReply,
+};
+pub use error_bus::{ErrorBus, ErrorBusConfig, ErrorBusHandle, ErrorBusStats, ErrorSink};
+pub use heartbeat::{HeartbeatTracker, HeartbeatVerdict};
+pub use messages::{AgentState, ErrorRecord, HeartbeatPayload, Severity};
+pub use pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};
+
+/// What went wrong in the transport, with the endpoint or agent it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A libzmq call failed.
+    #[error("{action} on {endpoint}: {source}")]
+    Zmq {
+        action: &'static str,
+        endpoint: String,
+        #[source]
+        source: ZmqError,
+    },
+    /// No reply (or no send) within the timeout, after every attempt.
+    #[error("{endpoint}: no reply after {attempts} attempt(s) of {timeout_ms} ms")]
+    Timeout {
+        endpoint: String,
+        attempts: u32,
+        timeout_ms: u64,
+    },
+    /// Every socket the pool may hold is in use.
+    #[error("socket pool exhausted for {endpoint} ({in_use} in use)")]
+    PoolExhausted { endpoint: String, in_use: usize },
+    /// A message could not be encoded or decoded.
+    #[error("malformed message from {origin}: {reason}")]
+    Malformed { origin: String, reason: String },
+    /// The supervisor refused a message of this agent.
+    #[error("supervisor rejected a message of agent `{agent}`: {reason}")]
+    Rejected { agent: String, reason: String },
+    /// A file of the run directory (e.g. `errors.jsonl`).
+    #[error("{path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread that owns the socket has ended.
+    #[error("the {what} thread has stopped")]
+    Stopped { what: &'static str },
+    /// Other I/O (threads, pipes).
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A libzmq error, without exposing the `zmq` crate's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZmqError {
+    message: String,
+    /// True for EAGAIN: a timeout or a full queue, not a broken socket.
+    would_block: bool,
+}
+
+impl ZmqError {
+    /// True when the call would have blocked (timeout or high-water mark).
+    pub fn would_block(&self) -> bool {
+        self.would_block
+    }
+}
+
+impl std::fmt::Display for ZmqError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ZmqError {}
+
+impl From<zmq::Error> for ZmqError {
+    fn from(error: zmq::Error) -> ZmqError {
+        ZmqError {
+            message: error.message().to_string(),
+            would_block: error == zmq::Error::EAGAIN,
+        }
+    }
+}
+
+impl TransportError {
+    pub(crate) fn zmq(action: &'static str, endpoint: &str, error: zmq::Error) -> TransportError {
+        TransportError::Zmq {
+            action,
+            endpoint: endpoint.to_string(),
+            source: error.into(),
+        }
+    }
+}
+
+/// One libzmq context for the process: a context owns I/O threads, so the
+/// endpoint, the error bus, pools and the SDK share it.
+pub(crate) fn context() -> zmq::Context {
+    static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
+    CONTEXT.get_or_init(zmq::Context::new).clone()
+}
+
+/// Milliseconds for a libzmq option, saturating (libzmq takes an `i32`).
+pub(crate) fn millis_i32(duration: std::time::Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// The endpoint a socket really bound (`tcp://127.0.0.1:*` -> the port).
+pub(crate) fn bound_endpoint(socket: &zmq::Socket, requested: &str) -> String {
+    match socket.get_last_endpoint() {
+        Ok(Ok(endpoint)) => endpoint,
+        _ => requested.to_string(),
+    }
+}
+
+/// Constant-time equality of two secrets: the time taken depends only on the
+/// lengths, never on where the first difference is.
+pub(crate) fn secrets_equal(expected: &[u8], given: &[u8]) -> bool {
+    if expected.len() != given.len() {
+        return false;
+    }
+    let difference = expected
+        .iter()
+        .zip(given)
+        .fold(0u8, |accumulated, (left, right)| accumulated | (left ^ right));
+    std::hint::black_box(difference) == 0
+}
+
+/// A fresh random agent token: 32 hex characters from the OS random source.
+pub fn generate_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let from_os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .is_ok();
+    if !from_os {
+        // Fallback: per-process random hash keys mixed with the time.
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in bytes.chunks_mut(8) {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_nanos())
+                    .unwrap_or_default(),
+            );
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(secrets_equal(b"abc", b"abc"));
+        assert!(!secrets_equal(b"abc", b"abd"));
+        assert!(!secrets_equal(b"abc", b"abcd"));
+        assert!(!secrets_equal(b"", b"a"));
+    }
+
+    #[test]
+    fn generated_tokens_are_hex_and_differ() {
+        let first = generate_token();
+        let second = generate_token();
+        assert_eq!(first.len(), 32);
+        assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(first, second);
+    }
+}
