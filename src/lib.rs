@@ -18,6 +18,8 @@
 //! - [`process`]: spawning, signalling and reaping agent processes.
 //! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
 //! - [`supervisor`]: the runtime owner of agent state (run loop, transitions, restarts).
+//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
+//! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown.
 //! - [`shutdown`]: the root cancellation token and task tracking.
 
 pub mod check;
@@ -26,5 +28,7 @@ pub mod health;
 pub mod manifest;
 pub mod plan;
 pub mod process;
+pub mod sdk;
 pub mod shutdown;
 pub mod supervisor;
+pub mod transport;

@@ -229,10 +229,10 @@ async fn report_progress(
         if snapshot.all_ready_after.is_some() {
             let summary = summary(&snapshot, &plan);
             eprint!("{}", summary.text);
-            if let Some(path) = &summary_json {
-                if let Err(error) = std::fs::write(path, summary.json.to_string()) {
-                    tracing::warn!(path = %path.display(), %error, "cannot write the summary");
-                }
+            if let Some(path) = &summary_json
+                && let Err(error) = std::fs::write(path, summary.json.to_string())
+            {
+                tracing::warn!(path = %path.display(), %error, "cannot write the summary");
             }
             if exit_when_ready {
                 handle.shutdown(false).await;

@@ -87,14 +87,13 @@ impl RotatingFile {
             rotate(&self.target.path, self.target.keep);
             self.reopen();
         }
-        if let Some(file) = &mut self.file {
-            if file
+        if let Some(file) = &mut self.file
+            && file
                 .write_all(line)
                 .and_then(|()| file.write_all(b"\n"))
                 .is_ok()
-            {
-                self.size += length;
-            }
+        {
+            self.size += length;
         }
     }
 }

@@ -561,7 +561,7 @@ impl Lifecycle {
             self.transition(agent, AgentState::Stopped);
             return;
         }
-        let jitter = self.jitter.next();
+        let jitter = self.jitter.sample();
         let record = &mut self.agents[agent];
         let uptime = now.duration_since(record.spawned_at.unwrap_or(now));
         let policy = record.spec.agent.restart.clone();
@@ -697,16 +697,17 @@ impl Lifecycle {
                 AgentState::Starting | AgentState::Ready | AgentState::Stopping => {
                     actions.push(Action::CancelWatchers { agent });
                     record.stop = Some(StopIntent::Shutdown);
-                    if force && record.state == AgentState::Stopping {
-                        if let Some(pid) = record.pid {
-                            record.kill_at = None;
-                            actions.push(Action::Signal {
-                                agent,
-                                run: record.run,
-                                pid,
-                                signal: Signal::SIGKILL,
-                            });
-                        }
+                    if force
+                        && record.state == AgentState::Stopping
+                        && let Some(pid) = record.pid
+                    {
+                        record.kill_at = None;
+                        actions.push(Action::Signal {
+                            agent,
+                            run: record.run,
+                            pid,
+                            signal: Signal::SIGKILL,
+                        });
                     }
                 }
                 AgentState::Stopped | AgentState::Failed => {}

@@ -61,7 +61,7 @@ impl Jitter {
     }
 
     /// A value in `[-1, 1]`.
-    pub fn next(&mut self) -> f64 {
+    pub fn sample(&mut self) -> f64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -189,7 +189,7 @@ pub(crate) mod tests {
         assert_eq!(backoff_delay(&backoff, 0, -1.0), ms(80));
         assert_eq!(backoff_delay(&backoff, 9, 1.0), ms(1000));
         let mut jitter = Jitter::new(42);
-        let values: Vec<f64> = (0..10_000).map(|_| jitter.next()).collect();
+        let values: Vec<f64> = (0..10_000).map(|_| jitter.sample()).collect();
         assert!(values.iter().all(|value| (-1.0..=1.0).contains(value)));
         assert!(
             values.iter().any(|value| *value < -0.9) && values.iter().any(|value| *value > 0.9)

@@ -16,12 +16,15 @@
 //!   requests, used by agents (re-exported by `sdk`).
 //! - [`heartbeat`]: [`HeartbeatTracker`], the pure deadline arithmetic of
 //!   "has this agent stopped beating / stopped making progress".
+//! - [`agent_link`]: the agent side: a thread owning the DEALER connected to
+//!   the endpoint, sending HELLO and automatic heartbeats (wrapped by `sdk`).
 //! - `wake`: the self-pipe that lets other threads wake a `zmq::poll` loop.
 //!
 //! Does not own agent state, restarts or policy (`supervisor` decides what a
 //! missed heartbeat or a fatal error means), and never exposes the `zmq`
 //! crate: other modules see only the types defined here.
 
+pub mod agent_link;
 pub mod endpoint;
 pub mod error_bus;
 pub mod heartbeat;
@@ -29,6 +32,7 @@ pub mod messages;
 pub mod pool;
 mod wake;
 
+pub use agent_link::{AgentLink, AgentLinkHandle, LinkSettings, LinkStats};
 pub use endpoint::{
     AgentEndpoint, EndpointConfig, EndpointEvent, EndpointHandle, EndpointStats, Resolution,
     ResolveReply,
@@ -155,7 +159,9 @@ pub(crate) fn secrets_equal(expected: &[u8], given: &[u8]) -> bool {
     let difference = expected
         .iter()
         .zip(given)
-        .fold(0u8, |accumulated, (left, right)| accumulated | (left ^ right));
+        .fold(0u8, |accumulated, (left, right)| {
+            accumulated | (left ^ right)
+        });
     std::hint::black_box(difference) == 0
 }
 

@@ -1,0 +1,338 @@
+//! The agent side of the agent protocol: a thread owning one DEALER socket
+//! connected to the supervisor's ROUTER. It says HELLO on start, sends a
+//! HEARTBEAT every interval on its own (with the latest payload), sends what
+//! the SDK asks, and routes replies back to the waiting caller by `seq`.
+//!
+//! Owns the DEALER socket, the agent's token and the sequence numbers. Does
+//! not own the public agent API (`crate::sdk` wraps this), signal handling or
+//! any retry policy beyond the socket's own reconnects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::messages::{AgentMessage, HeartbeatPayload, MessageKind, Reply, ReplyKind};
+use super::wake::{self, WakeReceiver, Waker};
+use super::{TransportError, context, millis_i32};
+
+/// Replies nobody collected within this long are forgotten.
+const PENDING_LIMIT: Duration = Duration::from_secs(60);
+
+/// How an agent reaches its supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// `SUPERVISOR_ENDPOINT`.
+    pub endpoint: String,
+    /// `AGENT_NAME`.
+    pub agent: String,
+    /// `AGENT_TOKEN`.
+    pub token: String,
+    /// Time between automatic heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Sent in HELLO, e.g. `rust/0.1.0`.
+    pub sdk: String,
+}
+
+/// Counters of the link, for the agent's own diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub heartbeats_sent: u64,
+    /// Heartbeats not sent because the socket's queue was full.
+    pub heartbeats_skipped: u64,
+    pub messages_sent: u64,
+    pub send_failures: u64,
+    /// Rejections nobody was waiting for (e.g. of heartbeats).
+    pub rejections: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    heartbeats_sent: AtomicU64,
+    heartbeats_skipped: AtomicU64,
+    messages_sent: AtomicU64,
+    send_failures: AtomicU64,
+    rejections: AtomicU64,
+}
+
+enum Command {
+    /// Send `message` (envelope filled in by the thread); the reply, if one
+    /// is expected, goes to `reply`.
+    Send {
+        message: AgentMessage,
+        reply: Option<std_mpsc::Sender<Reply>>,
+    },
+    SetPayload(HeartbeatPayload),
+    Stop,
+}
+
+/// A cloneable way to reach the link thread.
+#[derive(Debug, Clone)]
+pub struct AgentLinkHandle {
+    /// Received by the link thread; fails once it has stopped.
+    commands: std_mpsc::Sender<Command>,
+    waker: Waker,
+    counters: Arc<Counters>,
+    agent: String,
+}
+
+impl AgentLinkHandle {
+    /// Sends `message` and waits up to `timeout` for its reply. A `rejected`
+    /// reply becomes [`TransportError::Rejected`].
+    pub fn call(&self, message: AgentMessage, timeout: Duration) -> Result<Reply, TransportError> {
+        let (reply_sender, reply) = std_mpsc::channel();
+        self.command(Command::Send {
+            message,
+            reply: Some(reply_sender),
+        })?;
+        match reply.recv_timeout(timeout) {
+            Ok(reply) if reply.kind == ReplyKind::Rejected => Err(TransportError::Rejected {
+                agent: self.agent.clone(),
+                reason: reply.reason.unwrap_or_default(),
+            }),
+            Ok(reply) => Ok(reply),
+            Err(_) => Err(TransportError::Timeout {
+                endpoint: "supervisor".into(),
+                attempts: 1,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// Sends `message` without waiting for anything.
+    pub fn post(&self, message: AgentMessage) -> Result<(), TransportError> {
+        self.command(Command::Send {
+            message,
+            reply: None,
+        })
+    }
+
+    /// The payload attached to every following heartbeat.
+    pub fn set_payload(&self, payload: HeartbeatPayload) {
+        let _ = self.command(Command::SetPayload(payload));
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        LinkStats {
+            heartbeats_sent: read(&self.counters.heartbeats_sent),
+            heartbeats_skipped: read(&self.counters.heartbeats_skipped),
+            messages_sent: read(&self.counters.messages_sent),
+            send_failures: read(&self.counters.send_failures),
+            rejections: read(&self.counters.rejections),
+        }
+    }
+
+    /// Stops the thread; messages already queued are still flushed (the
+    /// socket lingers up to 2 s).
+    pub fn stop(&self) {
+        let _ = self.command(Command::Stop);
+    }
+
+    fn command(&self, command: Command) -> Result<(), TransportError> {
+        self.commands
+            .send(command)
+            .map_err(|_| TransportError::Stopped { what: "agent link" })?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+/// The link thread's state.
+pub struct AgentLink {
+    settings: LinkSettings,
+    dealer: zmq::Socket,
+    /// Senders live in [`AgentLinkHandle`]s; when all are gone the thread stops.
+    commands: std_mpsc::Receiver<Command>,
+    wake_receiver: WakeReceiver,
+    counters: Arc<Counters>,
+    payload: Option<HeartbeatPayload>,
+    next_seq: u64,
+    /// seq -> who waits for the reply, and since when.
+    pending: HashMap<u64, (std_mpsc::Sender<Reply>, Instant)>,
+}
+
+impl AgentLink {
+    /// Connects (libzmq connects in the background and reconnects on its
+    /// own) and starts the link thread, which says HELLO at once.
+    pub fn spawn(
+        settings: LinkSettings,
+    ) -> Result<(AgentLinkHandle, JoinHandle<()>), TransportError> {
+        let endpoint = settings.endpoint.clone();
+        let dealer = context()
+            .socket(zmq::DEALER)
+            .map_err(|error| TransportError::zmq("create DEALER", &endpoint, error))?;
+        dealer
+            .set_linger(2000)
+            .and_then(|()| dealer.set_sndtimeo(5000))
+            .and_then(|()| dealer.set_sndhwm(10_000))
+            .and_then(|()| dealer.set_reconnect_ivl(100))
+            .and_then(|()| dealer.set_reconnect_ivl_max(millis_i32(Duration::from_secs(2))))
+            .map_err(|error| TransportError::zmq("set DEALER options", &endpoint, error))?;
+        dealer
+            .connect(&endpoint)
+            .map_err(|error| TransportError::zmq("connect", &endpoint, error))?;
+        let (waker, wake_receiver) = wake::pair().map_err(|source| TransportError::Io {
+            what: "agent link wake pipe",
+            source,
+        })?;
+        let (commands_sender, commands) = std_mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let handle = AgentLinkHandle {
+            commands: commands_sender,
+            waker,
+            counters: counters.clone(),
+            agent: settings.agent.clone(),
+        };
+        let link = AgentLink {
+            settings,
+            dealer,
+            commands,
+            wake_receiver,
+            counters,
+            payload: None,
+            next_seq: 1,
+            pending: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("agent-link".into())
+            .spawn(move || link.run())
+            .map_err(|source| TransportError::Io {
+                what: "spawn the agent link thread",
+                source,
+            })?;
+        Ok((handle, thread))
+    }
+
+    fn run(mut self) {
+        let mut hello = self.envelope(MessageKind::Hello);
+        hello.pid = Some(std::process::id());
+        hello.sdk = Some(self.settings.sdk.clone());
+        self.send(&hello, 0);
+        // The first heartbeat goes out at once, so a supervisor that starts
+        // watching at spawn time sees one immediately.
+        let mut next_heartbeat = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_heartbeat {
+                self.heartbeat();
+                next_heartbeat = now + self.settings.heartbeat_interval;
+            }
+            let wait = next_heartbeat.saturating_duration_since(Instant::now());
+            let (dealer_readable, wake_readable) = {
+                let mut items = [
+                    self.dealer.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.wake_receiver.fd(), zmq::POLLIN),
+                ];
+                match zmq::poll(
+                    &mut items,
+                    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX).max(1),
+                ) {
+                    Ok(_) => {}
+                    Err(zmq::Error::EINTR) => continue,
+                    Err(error) => {
+                        tracing::error!(%error, "agent link poll failed");
+                        return;
+                    }
+                }
+                (items[0].is_readable(), items[1].is_readable())
+            };
+            if dealer_readable {
+                self.receive_replies();
+            }
+            if wake_readable {
+                self.wake_receiver.clear();
+                if !self.drain_commands() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Send { message, reply }) => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    if let Some(reply) = reply {
+                        self.pending.insert(seq, (reply, Instant::now()));
+                    }
+                    self.send(&message, seq);
+                }
+                Ok(Command::SetPayload(payload)) => self.payload = Some(payload),
+                Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return false,
+                Err(std_mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn envelope(&self, kind: MessageKind) -> AgentMessage {
+        AgentMessage::new(kind, &self.settings.agent, &self.settings.token, 0)
+    }
+
+    fn heartbeat(&mut self) {
+        let mut message = self.envelope(MessageKind::Heartbeat);
+        message.seq = self.next_seq;
+        self.next_seq += 1;
+        message.payload = self.payload.clone();
+        let body = message.encode();
+        // A heartbeat that cannot go now is worthless later: never wait.
+        match self
+            .dealer
+            .send_multipart([&[][..], &body[..]], zmq::DONTWAIT)
+        {
+            Ok(()) => bump(&self.counters.heartbeats_sent),
+            Err(_) => bump(&self.counters.heartbeats_skipped),
+        }
+        let now = Instant::now();
+        self.pending
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) < PENDING_LIMIT);
+    }
+
+    fn send(&mut self, message: &AgentMessage, seq: u64) {
+        let mut message = message.clone();
+        message.v = super::messages::PROTOCOL_VERSION;
+        message.agent.clone_from(&self.settings.agent);
+        message.token.clone_from(&self.settings.token);
+        message.seq = seq;
+        let body = message.encode();
+        // Blocking up to SNDTIMEO: errors and READY must not be dropped silently.
+        match self.dealer.send_multipart([&[][..], &body[..]], 0) {
+            Ok(()) => bump(&self.counters.messages_sent),
+            Err(error) => {
+                bump(&self.counters.send_failures);
+                tracing::warn!(endpoint = %self.settings.endpoint, %error, kind = ?message.kind, "cannot send to the supervisor");
+            }
+        }
+    }
+
+    fn receive_replies(&mut self) {
+        while let Ok(mut frames) = self.dealer.recv_multipart(zmq::DONTWAIT) {
+            let body = frames.pop().unwrap_or_default();
+            let reply = match Reply::decode(&body) {
+                Ok(reply) => reply,
+                Err(reason) => {
+                    tracing::warn!(%reason, "unreadable reply from the supervisor");
+                    continue;
+                }
+            };
+            match self.pending.remove(&reply.seq) {
+                Some((waiter, _)) => {
+                    let _ = waiter.send(reply);
+                }
+                None if reply.kind == ReplyKind::Rejected => {
+                    bump(&self.counters.rejections);
+                    tracing::warn!(agent = %self.settings.agent, reason = ?reply.reason, "the supervisor rejected a message");
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

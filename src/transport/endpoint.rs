@@ -1,0 +1,673 @@
+//! The supervisor-side agent endpoint: one thread owns the ROUTER socket
+//! agents connect to (`ipc://<run-dir>/agents.sock` by default, or a `tcp://`
+//! address for agents on other hosts), authenticates every message by agent
+//! name + per-agent token, and turns the good ones into [`EndpointEvent`]s on
+//! an `mpsc` channel. ERROR messages also go straight to the error bus.
+//!
+//! The thread never blocks on the event consumer: events go out with
+//! `try_send`; a full channel drops a heartbeat (the next one supersedes it)
+//! and refuses HELLO/READY/RESOLVE with a `busy` rejection the SDK retries.
+//! Every drop and rejection is counted in [`EndpointStats`].
+//!
+//! Owns the ROUTER socket, the token table and the counters. Does not own
+//! agent state or any decision about it (the supervisor loop), nor the error
+//! bus (it only holds an [`ErrorSink`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::error_bus::ErrorSink;
+use super::messages::{
+    AgentMessage, AgentState, ErrorRecord, HeartbeatPayload, MAX_MESSAGE_BYTES, MessageKind, Reply,
+    ReplyKind,
+};
+use super::wake::{self, WakeReceiver, Waker};
+use super::{TransportError, bound_endpoint, context, secrets_equal};
+
+/// At most this many messages are read per poll wake-up before commands
+/// (registrations, resolve answers) get another turn.
+const BATCH: usize = 1024;
+
+/// Where and how the endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// `ipc://<path>` or `tcp://<address>:<port>` (`tcp://127.0.0.1:*` picks a port).
+    pub bind: String,
+    /// Larger JSON frames are rejected and counted as oversized.
+    pub max_message_bytes: usize,
+}
+
+impl EndpointConfig {
+    /// The default: `ipc://<run_dir>/agents.sock`. Unix socket paths are
+    /// limited to about 107 bytes, so keep run directories short.
+    ///
+    /// ```
+    /// use supervisor::transport::EndpointConfig;
+    /// let config = EndpointConfig::in_run_dir(std::path::Path::new("/run/sv"));
+    /// assert_eq!(config.bind, "ipc:///run/sv/agents.sock");
+    /// ```
+    pub fn in_run_dir(run_dir: &Path) -> EndpointConfig {
+        EndpointConfig::at(&format!("ipc://{}", run_dir.join("agents.sock").display()))
+    }
+
+    /// Listen on an explicit endpoint, e.g. `tcp://0.0.0.0:7300`.
+    pub fn at(bind: &str) -> EndpointConfig {
+        EndpointConfig {
+            bind: bind.to_string(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Something an agent did, as seen by the endpoint (authenticated).
+///
+/// For the supervisor loop: `ReportedReady` is `readiness: sdk` passing,
+/// `HeartbeatReceived` feeds a [`super::HeartbeatTracker`], `ErrorReported`
+/// feeds the `on_error` policy (the record is already in `errors.jsonl`).
+#[derive(Debug)]
+pub enum EndpointEvent {
+    /// The agent said HELLO (it connected, or reconnected after a restart).
+    Connected { agent: String, pid: Option<u32> },
+    /// The agent said READY.
+    ReportedReady { agent: String },
+    /// A heartbeat, with its payload if it carried one.
+    HeartbeatReceived {
+        agent: String,
+        seq: u64,
+        payload: Option<HeartbeatPayload>,
+        received_at: Instant,
+    },
+    /// A structured error, already handed to the error bus.
+    ErrorReported { record: ErrorRecord },
+    /// The agent asks where `name` is; answer through `reply` (dropping it
+    /// answers "not found").
+    ResolveRequested {
+        agent: String,
+        name: String,
+        reply: ResolveReply,
+    },
+    /// A message was refused. `agent` is the claimed name, if one could be read.
+    Rejected {
+        agent: Option<String>,
+        reason: RejectReason,
+    },
+}
+
+/// Why a message was refused (each has its own counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    UnknownAgent,
+    BadToken,
+    Malformed,
+    Oversized,
+}
+
+impl RejectReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::UnknownAgent => "unknown agent",
+            RejectReason::BadToken => "bad token",
+            RejectReason::Malformed => "malformed message",
+            RejectReason::Oversized => "message too large",
+        }
+    }
+}
+
+/// The answer to a RESOLVE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// Where to connect; `None` when the agent has no endpoint.
+    pub endpoint: Option<String>,
+    pub state: AgentState,
+}
+
+impl Resolution {
+    /// "No such agent".
+    pub fn not_found() -> Resolution {
+        Resolution {
+            endpoint: None,
+            state: AgentState::Unknown,
+        }
+    }
+}
+
+/// Answers one RESOLVE request. Travels inside
+/// [`EndpointEvent::ResolveRequested`]; answering (or dropping) it queues the
+/// reply on the endpoint thread, so the agent is never left waiting.
+pub struct ResolveReply {
+    identity: Vec<u8>,
+    delimited: bool,
+    seq: u64,
+    name: String,
+    /// Received by the endpoint thread; if it has stopped, the answer is lost
+    /// (the agent's request times out).
+    commands: std_mpsc::Sender<Command>,
+    waker: Waker,
+    answered: bool,
+}
+
+impl std::fmt::Debug for ResolveReply {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ResolveReply")
+            .field("name", &self.name)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolveReply {
+    /// Sends the answer to the agent that asked.
+    pub fn answer(mut self, resolution: Resolution) {
+        self.send(resolution);
+    }
+
+    fn send(&mut self, resolution: Resolution) {
+        self.answered = true;
+        let found = resolution.endpoint.is_some() || resolution.state != AgentState::Unknown;
+        let reply = Reply {
+            name: Some(self.name.clone()),
+            found: Some(found),
+            endpoint: resolution.endpoint,
+            state: Some(resolution.state),
+            ..Reply::new(ReplyKind::Resolved, self.seq)
+        };
+        let _ = self.commands.send(Command::Send {
+            identity: std::mem::take(&mut self.identity),
+            delimited: self.delimited,
+            reply,
+        });
+        self.waker.wake();
+    }
+}
+
+impl Drop for ResolveReply {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.send(Resolution::not_found());
+        }
+    }
+}
+
+/// Instructions for the endpoint thread.
+enum Command {
+    Register {
+        agent: String,
+        token: String,
+    },
+    Unregister {
+        agent: String,
+    },
+    Send {
+        identity: Vec<u8>,
+        delimited: bool,
+        reply: Reply,
+    },
+    Stop,
+}
+
+/// Counters, readable at any time through [`EndpointHandle::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Messages read from the socket, good or bad.
+    pub received: u64,
+    pub heartbeats: u64,
+    pub readies: u64,
+    pub errors: u64,
+    pub resolves: u64,
+    pub rejected_unknown_agent: u64,
+    pub rejected_bad_token: u64,
+    pub rejected_malformed: u64,
+    pub rejected_oversized: u64,
+    /// Events not delivered because the channel was full or closed.
+    pub events_dropped: u64,
+    /// HELLO/READY/RESOLVE refused as `busy` because the channel was full.
+    pub refused_busy: u64,
+    /// Replies that could not be sent (peer gone or its queue full).
+    pub replies_failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    heartbeats: AtomicU64,
+    readies: AtomicU64,
+    errors: AtomicU64,
+    resolves: AtomicU64,
+    rejected_unknown_agent: AtomicU64,
+    rejected_bad_token: AtomicU64,
+    rejected_malformed: AtomicU64,
+    rejected_oversized: AtomicU64,
+    events_dropped: AtomicU64,
+    refused_busy: AtomicU64,
+    replies_failed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> EndpointStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        EndpointStats {
+            received: read(&self.received),
+            heartbeats: read(&self.heartbeats),
+            readies: read(&self.readies),
+            errors: read(&self.errors),
+            resolves: read(&self.resolves),
+            rejected_unknown_agent: read(&self.rejected_unknown_agent),
+            rejected_bad_token: read(&self.rejected_bad_token),
+            rejected_malformed: read(&self.rejected_malformed),
+            rejected_oversized: read(&self.rejected_oversized),
+            events_dropped: read(&self.events_dropped),
+            refused_busy: read(&self.refused_busy),
+            replies_failed: read(&self.replies_failed),
+        }
+    }
+}
+
+/// A cloneable way to reach the endpoint thread.
+#[derive(Debug, Clone)]
+pub struct EndpointHandle {
+    /// Received by the endpoint thread; sends fail once it has stopped.
+    commands: std_mpsc::Sender<Command>,
+    /// Wakes the thread's poll after every command.
+    waker: Waker,
+    /// Written by the endpoint thread only.
+    counters: Arc<Counters>,
+    endpoint: String,
+}
+
+impl EndpointHandle {
+    /// The endpoint agents connect to (the real port for `tcp://…:*`); pass
+    /// it to agents as `SUPERVISOR_ENDPOINT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Accepts messages from `agent` carrying `token` (replacing any earlier
+    /// token, e.g. a fresh one per restart). Takes effect before any message
+    /// read after this call returns.
+    pub fn register(&self, agent: &str, token: &str) {
+        self.command(Command::Register {
+            agent: agent.to_string(),
+            token: token.to_string(),
+        });
+    }
+
+    /// Refuses `agent` from now on.
+    pub fn unregister(&self, agent: &str) {
+        self.command(Command::Unregister {
+            agent: agent.to_string(),
+        });
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> EndpointStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the thread (it closes the socket); join its `JoinHandle` to wait.
+    pub fn stop(&self) {
+        self.command(Command::Stop);
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            self.waker.wake();
+        }
+    }
+}
+
+/// The endpoint thread's state.
+pub struct AgentEndpoint {
+    router: zmq::Socket,
+    endpoint: String,
+    max_message_bytes: usize,
+    /// Agent name -> token bytes.
+    tokens: HashMap<String, Vec<u8>>,
+    /// The supervisor (or a test) holds the receiver; when it is dropped,
+    /// events are counted as dropped and the thread carries on.
+    events: mpsc::Sender<EndpointEvent>,
+    /// The error bus thread holds the receiver; `None` in setups without a bus.
+    errors: Option<ErrorSink>,
+    /// Senders live in [`EndpointHandle`]s and [`ResolveReply`]s; when all are
+    /// gone the thread stops.
+    commands: std_mpsc::Receiver<Command>,
+    /// Kept to hand to [`ResolveReply`]s.
+    command_sender: std_mpsc::Sender<Command>,
+    waker: Waker,
+    wake_receiver: WakeReceiver,
+    counters: Arc<Counters>,
+}
+
+impl AgentEndpoint {
+    /// Binds the ROUTER and starts the endpoint thread. Bind errors are
+    /// returned here, not from the thread.
+    pub fn spawn(
+        config: &EndpointConfig,
+        events: mpsc::Sender<EndpointEvent>,
+        errors: Option<ErrorSink>,
+    ) -> Result<(EndpointHandle, JoinHandle<()>), TransportError> {
+        let router = context()
+            .socket(zmq::ROUTER)
+            .map_err(|error| TransportError::zmq("create ROUTER", &config.bind, error))?;
+        let setup = |action, result: zmq::Result<()>| {
+            result.map_err(|error| TransportError::zmq(action, &config.bind, error))
+        };
+        setup("set LINGER", router.set_linger(0))?;
+        setup("set ROUTER_MANDATORY", router.set_router_mandatory(true))?;
+        // Beyond the soft limit we still read (to count and reject); beyond
+        // this hard limit libzmq drops the connection to protect memory.
+        let hard_limit =
+            i64::try_from(config.max_message_bytes.saturating_mul(16)).unwrap_or(i64::MAX);
+        setup("set MAXMSGSIZE", router.set_maxmsgsize(hard_limit))?;
+        setup("set RCVHWM", router.set_rcvhwm(100_000))?;
+        setup("bind", router.bind(&config.bind))?;
+        let endpoint = bound_endpoint(&router, &config.bind);
+        let (waker, wake_receiver) = wake::pair().map_err(|source| TransportError::Io {
+            what: "endpoint wake pipe",
+            source,
+        })?;
+        let (command_sender, commands) = std_mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let handle = EndpointHandle {
+            commands: command_sender.clone(),
+            waker: waker.clone(),
+            counters: counters.clone(),
+            endpoint: endpoint.clone(),
+        };
+        let endpoint_thread = AgentEndpoint {
+            router,
+            endpoint,
+            max_message_bytes: config.max_message_bytes,
+            tokens: HashMap::new(),
+            events,
+            errors,
+            commands,
+            command_sender,
+            waker,
+            wake_receiver,
+            counters,
+        };
+        let thread = std::thread::Builder::new()
+            .name("agent-endpoint".into())
+            .spawn(move || endpoint_thread.run())
+            .map_err(|source| TransportError::Io {
+                what: "spawn the agent endpoint thread",
+                source,
+            })?;
+        Ok((handle, thread))
+    }
+
+    fn run(mut self) {
+        tracing::debug!(endpoint = %self.endpoint, "agent endpoint listening");
+        loop {
+            if !self.drain_commands() {
+                break;
+            }
+            let (router_readable, wake_readable) = {
+                let mut items = [
+                    self.router.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.wake_receiver.fd(), zmq::POLLIN),
+                ];
+                if let Err(error) = zmq::poll(&mut items, -1) {
+                    if error == zmq::Error::EINTR {
+                        continue;
+                    }
+                    tracing::error!(endpoint = %self.endpoint, %error, "agent endpoint poll failed");
+                    break;
+                }
+                (items[0].is_readable(), items[1].is_readable())
+            };
+            if wake_readable {
+                // Clear before draining, so a command queued meanwhile wakes us again.
+                self.wake_receiver.clear();
+                if !self.drain_commands() {
+                    break;
+                }
+            }
+            if router_readable {
+                for _ in 0..BATCH {
+                    match self.router.recv_multipart(zmq::DONTWAIT) {
+                        Ok(frames) => self.handle(frames),
+                        Err(zmq::Error::EAGAIN) => break,
+                        Err(error) => {
+                            tracing::warn!(endpoint = %self.endpoint, %error, "agent endpoint receive failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(endpoint = %self.endpoint, "agent endpoint stopped");
+    }
+
+    /// Applies queued commands; false when the thread must stop.
+    fn drain_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Register { agent, token }) => {
+                    self.tokens.insert(agent, token.into_bytes());
+                }
+                Ok(Command::Unregister { agent }) => {
+                    self.tokens.remove(&agent);
+                }
+                Ok(Command::Send {
+                    identity,
+                    delimited,
+                    reply,
+                }) => self.send(&identity, delimited, &reply),
+                Ok(Command::Stop) => return false,
+                Err(std_mpsc::TryRecvError::Empty) => return true,
+                // Unreachable while `command_sender` lives, kept for clarity.
+                Err(std_mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn handle(&mut self, mut frames: Vec<Vec<u8>>) {
+        bump(&self.counters.received);
+        // [identity, (empty delimiter), body]
+        let (body, delimited) = match frames.len() {
+            2 => (frames.pop().unwrap_or_default(), false),
+            3 if frames[1].is_empty() => (frames.pop().unwrap_or_default(), true),
+            _ => {
+                bump(&self.counters.rejected_malformed);
+                if let Some(identity) = frames.first() {
+                    let delimited = frames.get(1).is_some_and(Vec::is_empty);
+                    self.send(
+                        identity,
+                        delimited,
+                        &Reply::rejected(0, "malformed message: wrong frame count"),
+                    );
+                }
+                self.emit_rejection(None, RejectReason::Malformed);
+                return;
+            }
+        };
+        let identity = &frames[0];
+        if body.len() > self.max_message_bytes {
+            bump(&self.counters.rejected_oversized);
+            self.send(
+                identity,
+                delimited,
+                &Reply::rejected(0, RejectReason::Oversized.as_str()),
+            );
+            self.emit_rejection(None, RejectReason::Oversized);
+            return;
+        }
+        let message = match AgentMessage::decode(&body) {
+            Ok(message) => message,
+            Err(reason) => {
+                bump(&self.counters.rejected_malformed);
+                self.send(
+                    identity,
+                    delimited,
+                    &Reply::rejected(0, &format!("malformed message: {reason}")),
+                );
+                self.emit_rejection(None, RejectReason::Malformed);
+                return;
+            }
+        };
+        let verdict = match self.tokens.get(&message.agent) {
+            None => Some(RejectReason::UnknownAgent),
+            Some(token) if !secrets_equal(token, message.token.as_bytes()) => {
+                Some(RejectReason::BadToken)
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = verdict {
+            let counter = match reason {
+                RejectReason::UnknownAgent => &self.counters.rejected_unknown_agent,
+                _ => &self.counters.rejected_bad_token,
+            };
+            bump(counter);
+            tracing::debug!(agent = %message.agent, reason = reason.as_str(), "agent message rejected");
+            self.send(
+                identity,
+                delimited,
+                &Reply::rejected(message.seq, reason.as_str()),
+            );
+            self.emit_rejection(Some(message.agent), reason);
+            return;
+        }
+        self.dispatch(identity.clone(), delimited, message);
+    }
+
+    fn dispatch(&mut self, identity: Vec<u8>, delimited: bool, message: AgentMessage) {
+        let seq = message.seq;
+        match message.kind {
+            MessageKind::Heartbeat => {
+                bump(&self.counters.heartbeats);
+                let event = EndpointEvent::HeartbeatReceived {
+                    agent: message.agent,
+                    seq,
+                    payload: message.payload,
+                    received_at: Instant::now(),
+                };
+                if self.events.try_send(event).is_err() {
+                    bump(&self.counters.events_dropped);
+                }
+                if message.ack {
+                    self.send(&identity, delimited, &Reply::new(ReplyKind::Ack, seq));
+                }
+            }
+            MessageKind::Error => {
+                bump(&self.counters.errors);
+                let Some(fields) = message.error else {
+                    return; // `decode` guarantees it; nothing to do otherwise.
+                };
+                let record = ErrorRecord::from_agent(&message.agent, fields);
+                if let Some(errors) = &self.errors {
+                    // Blocks only while the bus writer catches up: errors are
+                    // never dropped, back-pressure reaches the agent's socket.
+                    errors.publish(record.clone());
+                }
+                if self
+                    .events
+                    .try_send(EndpointEvent::ErrorReported { record })
+                    .is_err()
+                {
+                    bump(&self.counters.events_dropped);
+                }
+                if message.ack {
+                    self.send(&identity, delimited, &Reply::new(ReplyKind::Ack, seq));
+                }
+            }
+            MessageKind::Hello => {
+                let event = EndpointEvent::Connected {
+                    agent: message.agent,
+                    pid: message.pid,
+                };
+                let reply = self.deliver(event, Reply::new(ReplyKind::Welcome, seq));
+                self.send(&identity, delimited, &reply);
+            }
+            MessageKind::Ready => {
+                bump(&self.counters.readies);
+                let event = EndpointEvent::ReportedReady {
+                    agent: message.agent,
+                };
+                let reply = self.deliver(event, Reply::new(ReplyKind::Ack, seq));
+                self.send(&identity, delimited, &reply);
+            }
+            MessageKind::Resolve => {
+                bump(&self.counters.resolves);
+                let name = message.name.unwrap_or_default();
+                let mut reply = ResolveReply {
+                    identity,
+                    delimited,
+                    seq,
+                    name: name.clone(),
+                    commands: self.command_sender.clone(),
+                    waker: self.waker.clone(),
+                    answered: false,
+                };
+                if self.events.capacity() == 0 {
+                    bump(&self.counters.refused_busy);
+                    reply.answered = true;
+                    self.send(&reply.identity, delimited, &Reply::rejected(seq, "busy"));
+                    return;
+                }
+                let event = EndpointEvent::ResolveRequested {
+                    agent: message.agent,
+                    name,
+                    reply,
+                };
+                if let Err(error) = self.events.try_send(event) {
+                    bump(&self.counters.events_dropped);
+                    // Dropping the event answers "not found" through the reply's Drop.
+                    drop(error);
+                }
+            }
+        }
+    }
+
+    /// Delivers an event that needs an answer; `busy` when it cannot.
+    fn deliver(&self, event: EndpointEvent, accepted: Reply) -> Reply {
+        match self.events.try_send(event) {
+            Ok(()) => accepted,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                bump(&self.counters.refused_busy);
+                Reply::rejected(accepted.seq, "busy")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // Nobody listens (tests, shutdown): acknowledge anyway.
+                bump(&self.counters.events_dropped);
+                accepted
+            }
+        }
+    }
+
+    fn emit_rejection(&self, agent: Option<String>, reason: RejectReason) {
+        if self
+            .events
+            .try_send(EndpointEvent::Rejected { agent, reason })
+            .is_err()
+        {
+            bump(&self.counters.events_dropped);
+        }
+    }
+
+    fn send(&self, identity: &[u8], delimited: bool, reply: &Reply) {
+        let body = reply.encode();
+        let result = if delimited {
+            self.router
+                .send_multipart([identity, &[][..], &body[..]], zmq::DONTWAIT)
+        } else {
+            self.router
+                .send_multipart([identity, &body[..]], zmq::DONTWAIT)
+        };
+        if result.is_err() {
+            bump(&self.counters.replies_failed);
+        }
+    }
+}

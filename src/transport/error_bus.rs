@@ -1,0 +1,499 @@
+//! The error bus: one thread receives every structured error (from the agent
+//! endpoint, from the supervisor itself, and from legacy `ERROR:` publishers
+//! on a configured port), appends it to `<run-dir>/errors.jsonl`, logs it
+//! through tracing, counts it per agent and severity, and re-publishes it on
+//! a PUB socket with topic `<severity>.<agent>` (so `supervisor errors
+//! --follow` subscribes to `fatal.` or `error.api` and filters in libzmq).
+//!
+//! Loss: producers hand records over a bounded channel with a blocking send,
+//! so a slow disk slows producers (and, through the endpoint, the agents'
+//! sockets) instead of dropping; every wait is counted. The PUB side follows
+//! ZeroMQ semantics: a subscriber that falls behind its high-water mark loses
+//! messages, never the journal.
+//!
+//! Owns the journal file, the PUB and legacy SUB sockets and the counts.
+//! Does not own policy (`on_error`, error-rate rules: the supervisor, fed by
+//! [`super::EndpointEvent::ErrorReported`]) nor the agent endpoint.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::messages::{ErrorRecord, Severity, parse_legacy_error};
+use super::wake::{self, WakeReceiver, Waker};
+use super::{TransportError, bound_endpoint, context};
+
+/// Records queued between producers and the bus thread.
+const CHANNEL_CAPACITY: usize = 65_536;
+
+/// Where the bus writes, publishes and listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBusConfig {
+    /// The JSON-lines journal, appended to (created if missing).
+    pub journal: PathBuf,
+    /// PUB endpoint for followers; `None` disables re-publishing.
+    pub publish: Option<String>,
+    /// Endpoint the legacy SUB socket binds (legacy agents connect their PUB
+    /// to it), e.g. `tcp://0.0.0.0:7150`; `None` disables legacy intake.
+    pub legacy: Option<String>,
+}
+
+impl ErrorBusConfig {
+    /// `<run_dir>/errors.jsonl`, published on `ipc://<run_dir>/errors.sock`,
+    /// no legacy port.
+    ///
+    /// ```
+    /// use supervisor::transport::ErrorBusConfig;
+    /// let config = ErrorBusConfig::in_run_dir(std::path::Path::new("/run/sv"));
+    /// assert_eq!(config.journal, std::path::Path::new("/run/sv/errors.jsonl"));
+    /// assert_eq!(config.publish.as_deref(), Some("ipc:///run/sv/errors.sock"));
+    /// ```
+    pub fn in_run_dir(run_dir: &Path) -> ErrorBusConfig {
+        ErrorBusConfig {
+            journal: run_dir.join("errors.jsonl"),
+            publish: Some(format!("ipc://{}", run_dir.join("errors.sock").display())),
+            legacy: None,
+        }
+    }
+}
+
+/// Counters, readable at any time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorBusStats {
+    /// Records handed to the bus (all sources).
+    pub received: u64,
+    /// Records appended to the journal.
+    pub written: u64,
+    /// Records sent on the PUB socket.
+    pub published: u64,
+    /// Legacy messages accepted / refused as unreadable.
+    pub legacy_accepted: u64,
+    pub legacy_rejected: u64,
+    /// Times a producer had to wait for room in the channel.
+    pub backpressure_waits: u64,
+    /// Records lost because the bus thread had stopped.
+    pub lost: u64,
+    pub write_failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    written: AtomicU64,
+    published: AtomicU64,
+    legacy_accepted: AtomicU64,
+    legacy_rejected: AtomicU64,
+    backpressure_waits: AtomicU64,
+    lost: AtomicU64,
+    write_failures: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Per agent, per severity counts.
+pub type ErrorCounts = BTreeMap<String, BTreeMap<Severity, u64>>;
+
+enum Command {
+    Record(ErrorRecord),
+    /// Replies once everything queued before it is written and flushed.
+    Flush(std_mpsc::Sender<()>),
+    Counts(std_mpsc::Sender<ErrorCounts>),
+    Stop,
+}
+
+/// Where producers put records. Cheap to clone; one per producer thread.
+#[derive(Debug, Clone)]
+pub struct ErrorSink {
+    /// Received by the bus thread; once it has stopped, records are counted
+    /// as lost.
+    commands: std_mpsc::SyncSender<Command>,
+    waker: Waker,
+    counters: Arc<Counters>,
+}
+
+impl ErrorSink {
+    /// Hands one record to the bus, waiting for room if the bus is behind.
+    /// Returns false (and counts it lost) only when the bus has stopped.
+    pub fn publish(&self, record: ErrorRecord) -> bool {
+        let delivered = match self.commands.try_send(Command::Record(record)) {
+            Ok(()) => true,
+            Err(std_mpsc::TrySendError::Full(command)) => {
+                bump(&self.counters.backpressure_waits);
+                // Make sure the thread is draining, then wait for room.
+                self.waker.wake();
+                self.commands.send(command).is_ok()
+            }
+            Err(std_mpsc::TrySendError::Disconnected(_)) => false,
+        };
+        if delivered {
+            self.waker.wake();
+        } else {
+            bump(&self.counters.lost);
+        }
+        delivered
+    }
+}
+
+/// A cloneable way to reach the error bus thread.
+#[derive(Debug, Clone)]
+pub struct ErrorBusHandle {
+    sink: ErrorSink,
+    publish_endpoint: Option<String>,
+    legacy_endpoint: Option<String>,
+}
+
+impl ErrorBusHandle {
+    /// A sink for producers (the agent endpoint, the supervisor).
+    pub fn sink(&self) -> ErrorSink {
+        self.sink.clone()
+    }
+
+    /// Where followers subscribe (the real port for `tcp://…:*`).
+    pub fn publish_endpoint(&self) -> Option<&str> {
+        self.publish_endpoint.as_deref()
+    }
+
+    /// Where legacy publishers connect (the real port for `tcp://…:*`).
+    pub fn legacy_endpoint(&self) -> Option<&str> {
+        self.legacy_endpoint.as_deref()
+    }
+
+    pub fn stats(&self) -> ErrorBusStats {
+        let counters = &self.sink.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ErrorBusStats {
+            received: read(&counters.received),
+            written: read(&counters.written),
+            published: read(&counters.published),
+            legacy_accepted: read(&counters.legacy_accepted),
+            legacy_rejected: read(&counters.legacy_rejected),
+            backpressure_waits: read(&counters.backpressure_waits),
+            lost: read(&counters.lost),
+            write_failures: read(&counters.write_failures),
+        }
+    }
+
+    /// Waits until every record handed over before this call is in the
+    /// journal (flushed to the OS). False on timeout or if the bus stopped.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (reply, answer) = std_mpsc::channel();
+        if self.sink.commands.send(Command::Flush(reply)).is_err() {
+            return false;
+        }
+        self.sink.waker.wake();
+        answer.recv_timeout(timeout).is_ok()
+    }
+
+    /// Counts per agent and severity so far; `None` if the bus stopped or
+    /// did not answer within `timeout`.
+    pub fn counts(&self, timeout: Duration) -> Option<ErrorCounts> {
+        let (reply, answer) = std_mpsc::channel();
+        self.sink.commands.send(Command::Counts(reply)).ok()?;
+        self.sink.waker.wake();
+        answer.recv_timeout(timeout).ok()
+    }
+
+    /// Stops the thread after it has written what was queued before.
+    pub fn stop(&self) {
+        if self.sink.commands.send(Command::Stop).is_ok() {
+            self.sink.waker.wake();
+        }
+    }
+}
+
+/// The error bus thread's state.
+pub struct ErrorBus {
+    journal_path: PathBuf,
+    journal: BufWriter<File>,
+    publisher: Option<zmq::Socket>,
+    legacy: Option<zmq::Socket>,
+    /// Senders live in [`ErrorSink`]s and [`ErrorBusHandle`]s; when every one
+    /// is dropped the thread stops.
+    commands: std_mpsc::Receiver<Command>,
+    wake_receiver: WakeReceiver,
+    counters: Arc<Counters>,
+    counts: ErrorCounts,
+    line: Vec<u8>,
+}
+
+impl ErrorBus {
+    /// Opens the journal, binds the sockets and starts the bus thread.
+    pub fn spawn(
+        config: &ErrorBusConfig,
+    ) -> Result<(ErrorBusHandle, JoinHandle<()>), TransportError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.journal)
+            .map_err(|source| TransportError::File {
+                path: config.journal.clone(),
+                source,
+            })?;
+        let mut publish_endpoint = None;
+        let publisher = match &config.publish {
+            Some(endpoint) => {
+                let socket = context()
+                    .socket(zmq::PUB)
+                    .map_err(|error| TransportError::zmq("create PUB", endpoint, error))?;
+                socket
+                    .set_linger(0)
+                    .and_then(|()| socket.set_sndhwm(100_000))
+                    .and_then(|()| socket.bind(endpoint))
+                    .map_err(|error| TransportError::zmq("bind PUB", endpoint, error))?;
+                publish_endpoint = Some(bound_endpoint(&socket, endpoint));
+                Some(socket)
+            }
+            None => None,
+        };
+        let mut legacy_endpoint = None;
+        let legacy = match &config.legacy {
+            Some(endpoint) => {
+                let socket = context()
+                    .socket(zmq::SUB)
+                    .map_err(|error| TransportError::zmq("create SUB", endpoint, error))?;
+                socket
+                    .set_linger(0)
+                    .and_then(|()| socket.set_rcvhwm(100_000))
+                    .and_then(|()| socket.set_subscribe(b"ERROR"))
+                    .and_then(|()| socket.bind(endpoint))
+                    .map_err(|error| TransportError::zmq("bind legacy SUB", endpoint, error))?;
+                legacy_endpoint = Some(bound_endpoint(&socket, endpoint));
+                Some(socket)
+            }
+            None => None,
+        };
+        let (waker, wake_receiver) = wake::pair().map_err(|source| TransportError::Io {
+            what: "error bus wake pipe",
+            source,
+        })?;
+        let (command_sender, commands) = std_mpsc::sync_channel(CHANNEL_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let bus = ErrorBus {
+            journal_path: config.journal.clone(),
+            journal: BufWriter::with_capacity(256 * 1024, file),
+            publisher,
+            legacy,
+            commands,
+            wake_receiver,
+            counters: counters.clone(),
+            counts: ErrorCounts::new(),
+            line: Vec::with_capacity(1024),
+        };
+        let thread = std::thread::Builder::new()
+            .name("error-bus".into())
+            .spawn(move || bus.run())
+            .map_err(|source| TransportError::Io {
+                what: "spawn the error bus thread",
+                source,
+            })?;
+        Ok((
+            ErrorBusHandle {
+                sink: ErrorSink {
+                    commands: command_sender,
+                    waker,
+                    counters,
+                },
+                publish_endpoint,
+                legacy_endpoint,
+            },
+            thread,
+        ))
+    }
+
+    fn run(mut self) {
+        loop {
+            let (legacy_readable, wake_readable) = {
+                let mut items = Vec::with_capacity(2);
+                items.push(zmq::PollItem::from_fd(self.wake_receiver.fd(), zmq::POLLIN));
+                if let Some(legacy) = &self.legacy {
+                    items.push(legacy.as_poll_item(zmq::POLLIN));
+                }
+                match zmq::poll(&mut items, -1) {
+                    Ok(_) => {}
+                    Err(zmq::Error::EINTR) => continue,
+                    Err(error) => {
+                        tracing::error!(%error, "error bus poll failed");
+                        break;
+                    }
+                }
+                (
+                    items.get(1).is_some_and(|item| item.is_readable()),
+                    items[0].is_readable(),
+                )
+            };
+            if legacy_readable {
+                self.drain_legacy();
+            }
+            if wake_readable {
+                self.wake_receiver.clear();
+                if !self.drain_commands() {
+                    break;
+                }
+            }
+            self.flush_journal();
+        }
+        self.flush_journal();
+    }
+
+    /// Handles everything queued; false when the thread must stop.
+    fn drain_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Record(record)) => self.accept(&record),
+                Ok(Command::Flush(reply)) => {
+                    self.flush_journal();
+                    let _ = reply.send(());
+                }
+                Ok(Command::Counts(reply)) => {
+                    let _ = reply.send(self.counts.clone());
+                }
+                Ok(Command::Stop) => {
+                    // Write what producers queued before the stop.
+                    while let Ok(Command::Record(record)) = self.commands.try_recv() {
+                        self.accept(&record);
+                    }
+                    return false;
+                }
+                Err(std_mpsc::TryRecvError::Empty) => return true,
+                Err(std_mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn drain_legacy(&mut self) {
+        for _ in 0..1024 {
+            let Some(legacy) = &self.legacy else { return };
+            match legacy.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => match parse_legacy_error(&frames) {
+                    Ok(record) => {
+                        bump(&self.counters.legacy_accepted);
+                        self.accept(&record);
+                    }
+                    Err(reason) => {
+                        bump(&self.counters.legacy_rejected);
+                        tracing::debug!(%reason, "legacy error message refused");
+                    }
+                },
+                Err(zmq::Error::EAGAIN) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "legacy error bus receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, record: &ErrorRecord) {
+        bump(&self.counters.received);
+        *self
+            .counts
+            .entry(record.agent.clone())
+            .or_default()
+            .entry(record.severity)
+            .or_default() += 1;
+        log(record);
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, record).is_err() {
+            bump(&self.counters.write_failures);
+            return;
+        }
+        self.line.push(b'\n');
+        match self.journal.write_all(&self.line) {
+            Ok(()) => bump(&self.counters.written),
+            Err(error) => {
+                bump(&self.counters.write_failures);
+                tracing::error!(path = %self.journal_path.display(), %error, "cannot append to the error journal");
+            }
+        }
+        if let Some(publisher) = &self.publisher {
+            let topic = record.topic();
+            let body = &self.line[..self.line.len() - 1];
+            if publisher
+                .send_multipart([topic.as_bytes(), body], zmq::DONTWAIT)
+                .is_ok()
+            {
+                bump(&self.counters.published);
+            }
+        }
+    }
+
+    fn flush_journal(&mut self) {
+        if let Err(error) = self.journal.flush() {
+            bump(&self.counters.write_failures);
+            tracing::error!(path = %self.journal_path.display(), %error, "cannot flush the error journal");
+        }
+    }
+}
+
+fn log(record: &ErrorRecord) {
+    let (agent, kind, message) = (&record.agent, &record.kind, &record.message);
+    match record.severity {
+        Severity::Debug => tracing::debug!(%agent, %kind, "agent error: {message}"),
+        Severity::Info => tracing::info!(%agent, %kind, "agent error: {message}"),
+        Severity::Warning => tracing::warn!(%agent, %kind, "agent error: {message}"),
+        Severity::Error | Severity::Critical | Severity::Fatal => {
+            tracing::error!(%agent, %kind, severity = %record.severity, "agent error: {message}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::messages::ErrorSource;
+
+    fn record(agent: &str, severity: Severity, message: &str) -> ErrorRecord {
+        ErrorRecord {
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            agent: agent.into(),
+            severity,
+            kind: "test".into(),
+            message: message.into(),
+            context: Default::default(),
+            correlation_id: None,
+            source: ErrorSource::Supervisor,
+        }
+    }
+
+    #[test]
+    fn records_are_journaled_in_order_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ErrorBusConfig {
+            journal: dir.path().join("errors.jsonl"),
+            publish: None,
+            legacy: None,
+        };
+        let (handle, thread) = ErrorBus::spawn(&config).unwrap();
+        let sink = handle.sink();
+        for index in 0..100 {
+            assert!(sink.publish(record("a", Severity::Warning, &format!("m{index}"))));
+        }
+        sink.publish(record("b", Severity::Fatal, "boom"));
+        assert!(handle.flush(Duration::from_secs(10)), "flush timed out");
+        let text = std::fs::read_to_string(&config.journal).unwrap();
+        let lines: Vec<ErrorRecord> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 101);
+        for (index, line) in lines.iter().take(100).enumerate() {
+            assert_eq!(line.message, format!("m{index}"));
+        }
+        let counts = handle.counts(Duration::from_secs(10)).unwrap();
+        assert_eq!(counts["a"][&Severity::Warning], 100);
+        assert_eq!(counts["b"][&Severity::Fatal], 1);
+        assert_eq!(handle.stats().written, 101);
+        handle.stop();
+        thread.join().unwrap();
+        assert!(!sink.publish(record("a", Severity::Info, "late")));
+        assert_eq!(handle.stats().lost, 1);
+    }
+}

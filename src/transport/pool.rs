@@ -1,0 +1,693 @@
+//! [`SocketPool`]: client sockets (they connect, never bind) reused across
+//! requests, keyed by (socket kind, endpoint).
+//!
+//! Guarantees, each fixing a fault of the legacy `zmq_pool.py`:
+//! - bounded: at most `max_per_key` live sockets per key and `max_total`
+//!   overall, idle or in use (checkout waits, then fails with
+//!   [`TransportError::PoolExhausted`]);
+//! - sane defaults on every socket: LINGER 0, send and receive timeouts;
+//! - a REQ socket that sent a request and did not get its reply (timeout, or
+//!   the guard dropped early) is discarded, never returned: its state
+//!   machine would refuse the next send;
+//! - idle sockets expire after `idle_timeout`;
+//! - [`SocketPool::request`] is the lazy-pirate pattern: on timeout, drop the
+//!   socket, back off, retry on a fresh one.
+//!
+//! Owns the idle sockets (behind one mutex that is never held while a socket
+//! is used: each checked-out socket belongs to one thread through its
+//! guard). Does not own servers or any agent protocol.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{TransportError, context, millis_i32};
+
+/// The client socket kinds the pool hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// Strict request/reply; see [`SocketPool::request`].
+    Req,
+    /// Asynchronous request/reply.
+    Dealer,
+    /// One-way sends (pipelines).
+    Push,
+    /// Subscriptions (subscribe through [`PooledSocket::subscribe`]).
+    Sub,
+}
+
+impl SocketKind {
+    fn zmq_type(self) -> zmq::SocketType {
+        match self {
+            SocketKind::Req => zmq::REQ,
+            SocketKind::Dealer => zmq::DEALER,
+            SocketKind::Push => zmq::PUSH,
+            SocketKind::Sub => zmq::SUB,
+        }
+    }
+}
+
+/// Limits and defaults of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Live sockets per (kind, endpoint).
+    pub max_per_key: usize,
+    /// Live sockets in the whole pool.
+    pub max_total: usize,
+    /// Idle sockets older than this are closed.
+    pub idle_timeout: Duration,
+    /// SNDTIMEO of every socket.
+    pub send_timeout: Duration,
+    /// RCVTIMEO of every socket (requests use their own timeout).
+    pub receive_timeout: Duration,
+    /// How long a checkout waits for a free slot.
+    pub checkout_timeout: Duration,
+    /// First pause between lazy-pirate attempts; doubles per attempt, at most 1 s.
+    pub retry_backoff: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            max_per_key: 16,
+            max_total: 256,
+            idle_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(1),
+            receive_timeout: Duration::from_secs(5),
+            checkout_timeout: Duration::from_secs(5),
+            retry_backoff: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Pool counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Sockets opened.
+    pub created: u64,
+    /// Checkouts served by an idle socket.
+    pub reused: u64,
+    /// Sockets closed because they were broken (REQ without its reply, errors).
+    pub discarded: u64,
+    /// Idle sockets closed by age or to make room under `max_total`.
+    pub expired: u64,
+    /// Checked out now.
+    pub in_use: usize,
+    /// Idle now.
+    pub idle: usize,
+}
+
+type Key = (SocketKind, String);
+
+struct IdleSocket {
+    socket: zmq::Socket,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Slots {
+    idle: HashMap<Key, Vec<IdleSocket>>,
+    live_per_key: HashMap<Key, usize>,
+    live_total: usize,
+    in_use: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    created: AtomicU64,
+    reused: AtomicU64,
+    discarded: AtomicU64,
+    expired: AtomicU64,
+}
+
+struct Shared {
+    config: PoolConfig,
+    slots: Mutex<Slots>,
+    /// Signalled whenever a socket is returned or closed.
+    freed: Condvar,
+    counters: Counters,
+}
+
+/// A pool of client sockets; clones share the same pool.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use supervisor::transport::SocketPool;
+///
+/// let pool = SocketPool::new();
+/// let reply = pool.request("tcp://127.0.0.1:7200", b"ping", Duration::from_millis(500), 2)?;
+/// println!("{}", String::from_utf8_lossy(&reply));
+/// println!("{:?}", pool.stats());
+/// # Ok::<(), supervisor::transport::TransportError>(())
+/// ```
+#[derive(Clone)]
+pub struct SocketPool {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SocketPool {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SocketPool")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for SocketPool {
+    fn default() -> SocketPool {
+        SocketPool::new()
+    }
+}
+
+impl SocketPool {
+    /// A pool with [`PoolConfig::default`] limits.
+    ///
+    /// ```
+    /// let pool = supervisor::transport::SocketPool::new();
+    /// assert_eq!(pool.stats().created, 0);
+    /// ```
+    pub fn new() -> SocketPool {
+        SocketPool::with_config(PoolConfig::default())
+    }
+
+    /// A pool with explicit limits (zero limits are raised to 1).
+    ///
+    /// ```
+    /// use supervisor::transport::{PoolConfig, SocketPool};
+    /// let pool = SocketPool::with_config(PoolConfig { max_per_key: 2, ..PoolConfig::default() });
+    /// # drop(pool);
+    /// ```
+    pub fn with_config(mut config: PoolConfig) -> SocketPool {
+        config.max_per_key = config.max_per_key.max(1);
+        config.max_total = config.max_total.max(1);
+        SocketPool {
+            shared: Arc::new(Shared {
+                config,
+                slots: Mutex::new(Slots::default()),
+                freed: Condvar::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Counters and current occupancy.
+    pub fn stats(&self) -> PoolStats {
+        let counters = &self.shared.counters;
+        let (in_use, idle) = {
+            let slots = self.lock();
+            (slots.in_use, slots.idle.values().map(Vec::len).sum())
+        };
+        PoolStats {
+            created: counters.created.load(Ordering::Relaxed),
+            reused: counters.reused.load(Ordering::Relaxed),
+            discarded: counters.discarded.load(Ordering::Relaxed),
+            expired: counters.expired.load(Ordering::Relaxed),
+            in_use,
+            idle,
+        }
+    }
+
+    /// Closes idle sockets older than the idle timeout (also done on every
+    /// checkout). Returns how many were closed.
+    pub fn expire_idle(&self) -> usize {
+        let expired = {
+            let mut slots = self.lock();
+            self.take_expired(&mut slots, Instant::now())
+        };
+        let count = expired.len();
+        drop(expired);
+        if count > 0 {
+            self.shared.freed.notify_all();
+        }
+        count
+    }
+
+    /// A socket of `kind` connected to `endpoint`: an idle one if any, else a
+    /// new one, waiting up to the checkout timeout for a free slot. The guard
+    /// returns it on drop (or discards it when broken).
+    pub fn checkout(
+        &self,
+        kind: SocketKind,
+        endpoint: &str,
+    ) -> Result<PooledSocket, TransportError> {
+        let key: Key = (kind, endpoint.to_string());
+        let deadline = Instant::now() + self.shared.config.checkout_timeout;
+        let mut slots = self.lock();
+        loop {
+            let expired = self.take_expired(&mut slots, Instant::now());
+            drop(expired);
+            if let Some(idle) = slots.idle.get_mut(&key).and_then(Vec::pop) {
+                slots.in_use += 1;
+                self.shared.counters.reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.guard(kind, endpoint, idle.socket));
+            }
+            let live_here = slots.live_per_key.get(&key).copied().unwrap_or(0);
+            if live_here < self.shared.config.max_per_key {
+                if slots.live_total >= self.shared.config.max_total {
+                    // Make room by closing the oldest idle socket of another key.
+                    if let Some(victim) = oldest_idle(&slots) {
+                        if let Some(socket) = slots.idle.get_mut(&victim).and_then(Vec::pop) {
+                            forget(&mut slots, &victim);
+                            drop(socket);
+                            self.shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                } else {
+                    *slots.live_per_key.entry(key.clone()).or_default() += 1;
+                    slots.live_total += 1;
+                    slots.in_use += 1;
+                    drop(slots);
+                    return match self.open(kind, endpoint) {
+                        Ok(socket) => {
+                            self.shared.counters.created.fetch_add(1, Ordering::Relaxed);
+                            Ok(self.guard(kind, endpoint, socket))
+                        }
+                        Err(error) => {
+                            let mut slots = self.lock();
+                            forget(&mut slots, &key);
+                            slots.in_use -= 1;
+                            drop(slots);
+                            self.shared.freed.notify_one();
+                            Err(error)
+                        }
+                    };
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(TransportError::PoolExhausted {
+                    endpoint: endpoint.to_string(),
+                    in_use: slots.in_use,
+                });
+            }
+            slots = self
+                .shared
+                .freed
+                .wait_timeout(slots, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+
+    /// Lazy-pirate request/reply: send `message` on a pooled REQ socket and
+    /// wait `timeout` for the reply; on timeout discard that socket, pause
+    /// (doubling from `retry_backoff`, at most 1 s) and try again on a new
+    /// one, `retries` more times. A socket that answered goes back to the pool.
+    pub fn request(
+        &self,
+        endpoint: &str,
+        message: &[u8],
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut backoff = self.shared.config.retry_backoff;
+        for attempt in 0..=retries {
+            let mut socket = self.checkout(SocketKind::Req, endpoint)?;
+            let outcome = socket
+                .send(message)
+                .and_then(|()| socket.receive_within(timeout));
+            match outcome {
+                Ok(reply) => return Ok(reply),
+                Err(error) => {
+                    // The guard discards the socket: it is waiting for a reply.
+                    drop(socket);
+                    tracing::debug!(%endpoint, attempt, %error, "request failed, retrying on a new socket");
+                    if attempt < retries {
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        Err(TransportError::Timeout {
+            endpoint: endpoint.to_string(),
+            attempts: retries + 1,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        // A panic while holding the lock leaves counts that are still valid.
+        self.shared
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take_expired(&self, slots: &mut Slots, now: Instant) -> Vec<zmq::Socket> {
+        let limit = self.shared.config.idle_timeout;
+        let mut expired = Vec::new();
+        let mut emptied = Vec::new();
+        for (key, idle) in slots.idle.iter_mut() {
+            let before = idle.len();
+            let mut index = 0;
+            while index < idle.len() {
+                if now.saturating_duration_since(idle[index].since) >= limit {
+                    expired.push(idle.swap_remove(index).socket);
+                } else {
+                    index += 1;
+                }
+            }
+            for _ in idle.len()..before {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            forget(slots, &key);
+        }
+        self.shared
+            .counters
+            .expired
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        expired
+    }
+
+    fn open(&self, kind: SocketKind, endpoint: &str) -> Result<zmq::Socket, TransportError> {
+        let config = &self.shared.config;
+        let socket = context()
+            .socket(kind.zmq_type())
+            .map_err(|error| TransportError::zmq("create socket", endpoint, error))?;
+        socket
+            .set_linger(0)
+            .and_then(|()| socket.set_sndtimeo(millis_i32(config.send_timeout)))
+            .and_then(|()| socket.set_rcvtimeo(millis_i32(config.receive_timeout)))
+            .map_err(|error| TransportError::zmq("set socket options", endpoint, error))?;
+        socket
+            .connect(endpoint)
+            .map_err(|error| TransportError::zmq("connect", endpoint, error))?;
+        Ok(socket)
+    }
+
+    fn guard(&self, kind: SocketKind, endpoint: &str, socket: zmq::Socket) -> PooledSocket {
+        PooledSocket {
+            socket: Some(socket),
+            kind,
+            endpoint: endpoint.to_string(),
+            awaiting_reply: false,
+            broken: false,
+            pool: self.clone(),
+        }
+    }
+
+    fn give_back(&self, kind: SocketKind, endpoint: String, socket: zmq::Socket, keep: bool) {
+        let key: Key = (kind, endpoint);
+        let mut slots = self.lock();
+        slots.in_use -= 1;
+        if keep {
+            slots.idle.entry(key).or_default().push(IdleSocket {
+                socket,
+                since: Instant::now(),
+            });
+            drop(slots);
+        } else {
+            forget(&mut slots, &key);
+            drop(slots);
+            drop(socket);
+            self.shared
+                .counters
+                .discarded
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.freed.notify_one();
+    }
+}
+
+/// One fewer live socket under `key`.
+fn forget(slots: &mut Slots, key: &Key) {
+    if let Some(count) = slots.live_per_key.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            slots.live_per_key.remove(key);
+        }
+    }
+    slots.live_total = slots.live_total.saturating_sub(1);
+}
+
+fn oldest_idle(slots: &Slots) -> Option<Key> {
+    slots
+        .idle
+        .iter()
+        .filter_map(|(key, idle)| {
+            idle.iter()
+                .map(|entry| entry.since)
+                .min()
+                .map(|since| (since, key))
+        })
+        .min_by_key(|(since, _)| *since)
+        .map(|(_, key)| key.clone())
+}
+
+/// A checked-out socket. Dropping it returns it to the pool, unless it is
+/// broken: a REQ still waiting for its reply, a failed send/receive, or
+/// [`PooledSocket::discard`] called.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use supervisor::transport::{SocketKind, SocketPool};
+///
+/// let pool = SocketPool::new();
+/// let mut socket = pool.checkout(SocketKind::Req, "ipc:///tmp/service.sock")?;
+/// socket.send(b"hello")?;
+/// let reply = socket.receive_within(Duration::from_secs(1))?;
+/// # drop(reply);
+/// # Ok::<(), supervisor::transport::TransportError>(())
+/// ```
+pub struct PooledSocket {
+    /// `Some` until the drop hands it back.
+    socket: Option<zmq::Socket>,
+    kind: SocketKind,
+    endpoint: String,
+    /// A REQ sent and has not received yet.
+    awaiting_reply: bool,
+    broken: bool,
+    /// The pool it returns to.
+    pool: SocketPool,
+}
+
+impl std::fmt::Debug for PooledSocket {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PooledSocket")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint)
+            .field("awaiting_reply", &self.awaiting_reply)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl PooledSocket {
+    pub fn kind(&self) -> SocketKind {
+        self.kind
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn socket(&self) -> &zmq::Socket {
+        self.socket
+            .as_ref()
+            .expect("the socket is only taken out by Drop")
+    }
+
+    /// Sends one frame (waits at most the send timeout).
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), TransportError> {
+        self.send_multipart(&[frame])
+    }
+
+    /// Sends a multi-frame message.
+    pub fn send_multipart(&mut self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        match self.socket().send_multipart(frames, 0) {
+            Ok(()) => {
+                if self.kind == SocketKind::Req {
+                    self.awaiting_reply = true;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.broken = true;
+                Err(TransportError::zmq("send", &self.endpoint, error))
+            }
+        }
+    }
+
+    /// Receives one message (all frames joined is not done: the last frame
+    /// is returned; use [`Self::receive_multipart`] for all), waiting at most
+    /// `timeout`. A timeout on a REQ leaves it broken (discarded on drop).
+    pub fn receive_within(&mut self, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+        let mut frames = self.receive_multipart(timeout)?;
+        Ok(frames.pop().unwrap_or_default())
+    }
+
+    /// Receives every frame of one message, waiting at most `timeout`.
+    pub fn receive_multipart(&mut self, timeout: Duration) -> Result<Vec<Vec<u8>>, TransportError> {
+        let ready = self.socket().poll(
+            zmq::POLLIN,
+            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+        );
+        match ready {
+            Ok(count) if count > 0 => {}
+            Ok(_) => {
+                if self.kind == SocketKind::Req {
+                    self.broken = true;
+                }
+                return Err(TransportError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    attempts: 1,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            Err(error) => {
+                self.broken = true;
+                return Err(TransportError::zmq("poll", &self.endpoint, error));
+            }
+        }
+        match self.socket().recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => {
+                self.awaiting_reply = false;
+                Ok(frames)
+            }
+            Err(error) => {
+                self.broken = true;
+                Err(TransportError::zmq("receive", &self.endpoint, error))
+            }
+        }
+    }
+
+    /// Subscribes a SUB socket to a topic prefix (`b""` for everything).
+    pub fn subscribe(&mut self, prefix: &[u8]) -> Result<(), TransportError> {
+        self.socket()
+            .set_subscribe(prefix)
+            .map_err(|error| TransportError::zmq("subscribe", &self.endpoint, error))
+    }
+
+    /// Closes the socket instead of returning it.
+    pub fn discard(mut self) {
+        self.broken = true;
+    }
+}
+
+impl Drop for PooledSocket {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            // SUB subscriptions are per-user state: never hand them to the next user.
+            let keep = !self.broken && !self.awaiting_reply && self.kind != SocketKind::Sub;
+            self.pool
+                .give_back(self.kind, std::mem::take(&mut self.endpoint), socket, keep);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep_server() -> (zmq::Socket, String) {
+        let socket = context().socket(zmq::REP).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = bound_endpoint_for_test(&socket);
+        (socket, endpoint)
+    }
+
+    fn bound_endpoint_for_test(socket: &zmq::Socket) -> String {
+        socket.get_last_endpoint().unwrap().unwrap()
+    }
+
+    #[test]
+    fn sockets_are_reused_and_bounded_per_key() {
+        let (_server, endpoint) = rep_server();
+        let pool = SocketPool::with_config(PoolConfig {
+            max_per_key: 2,
+            checkout_timeout: Duration::from_millis(100),
+            ..PoolConfig::default()
+        });
+        let first = pool.checkout(SocketKind::Dealer, &endpoint).unwrap();
+        let second = pool.checkout(SocketKind::Dealer, &endpoint).unwrap();
+        assert_eq!(pool.stats().in_use, 2);
+        let third = pool.checkout(SocketKind::Dealer, &endpoint);
+        assert!(matches!(third, Err(TransportError::PoolExhausted { .. })));
+        drop(first);
+        let again = pool.checkout(SocketKind::Dealer, &endpoint).unwrap();
+        let stats = pool.stats();
+        assert_eq!((stats.created, stats.reused, stats.in_use), (2, 1, 2));
+        drop((second, again));
+        assert_eq!(pool.stats().idle, 2);
+    }
+
+    #[test]
+    fn total_limit_evicts_idle_sockets_of_other_keys() {
+        let pool = SocketPool::with_config(PoolConfig {
+            max_total: 1,
+            checkout_timeout: Duration::from_millis(100),
+            ..PoolConfig::default()
+        });
+        drop(
+            pool.checkout(SocketKind::Push, "tcp://127.0.0.1:1")
+                .unwrap(),
+        );
+        assert_eq!(pool.stats().idle, 1);
+        let other = pool
+            .checkout(SocketKind::Push, "tcp://127.0.0.1:2")
+            .unwrap();
+        assert_eq!(pool.stats().expired, 1);
+        // Both slots taken by an in-use socket: a third key must wait, then fail.
+        assert!(
+            pool.checkout(SocketKind::Push, "tcp://127.0.0.1:3")
+                .is_err()
+        );
+        drop(other);
+    }
+
+    #[test]
+    fn a_req_without_its_reply_is_discarded() {
+        let pool = SocketPool::new();
+        let mut socket = pool.checkout(SocketKind::Req, "tcp://127.0.0.1:9").unwrap();
+        socket.send(b"hello").unwrap();
+        assert!(socket.receive_within(Duration::from_millis(20)).is_err());
+        drop(socket);
+        let stats = pool.stats();
+        assert_eq!((stats.discarded, stats.idle, stats.in_use), (1, 0, 0));
+    }
+
+    #[test]
+    fn idle_sockets_expire() {
+        let pool = SocketPool::with_config(PoolConfig {
+            idle_timeout: Duration::ZERO,
+            ..PoolConfig::default()
+        });
+        drop(
+            pool.checkout(SocketKind::Push, "tcp://127.0.0.1:1")
+                .unwrap(),
+        );
+        assert_eq!(pool.expire_idle(), 1);
+        assert_eq!(pool.stats().idle, 0);
+    }
+
+    #[test]
+    fn request_round_trip_and_reuse() {
+        let (server, endpoint) = rep_server();
+        let echo = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let request = server.recv_bytes(0).unwrap();
+                server.send(request, 0).unwrap();
+            }
+        });
+        let pool = SocketPool::new();
+        for index in 0..3 {
+            let message = format!("m{index}");
+            let reply = pool
+                .request(&endpoint, message.as_bytes(), Duration::from_secs(5), 0)
+                .unwrap();
+            assert_eq!(reply, message.as_bytes());
+        }
+        echo.join().unwrap();
+        let stats = pool.stats();
+        assert_eq!((stats.created, stats.reused, stats.discarded), (1, 2, 0));
+    }
+}
