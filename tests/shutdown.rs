@@ -187,3 +187,45 @@ agents:
         || !alive(stopped),
     );
 }
+
+/// PDEATHSIG reaches only an agent itself; its own children are killed by
+/// the keeper process when the supervisor dies by SIGKILL (within 1 s).
+#[test]
+fn grandchildren_die_within_a_second_of_a_sigkill_of_the_supervisor() {
+    let fixture = Fixture::new();
+    let pid_file = fixture.path("grandchild.pid");
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  parent:
+    command: ["FAKE", "--fork-grandchild", "--grandchild-pid-file", "{}"]
+    readiness: {{ start_period: 50ms }}
+"#,
+        pid_file.display()
+    ));
+    let mut up = fixture.up(&manifest, &[]);
+    up.wait_for_output("all ready", BOUND);
+    let mut grandchild = None;
+    wait_until("the grandchild to write its pid", BOUND, || {
+        grandchild = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        grandchild.is_some()
+    });
+    let grandchild = grandchild.expect("waited for it");
+    assert!(alive(grandchild));
+    up.signal(Signal::SIGKILL);
+    up.wait(BOUND);
+    let killed_at = std::time::Instant::now();
+    wait_until(
+        "the grandchild to die with the supervisor",
+        Duration::from_secs(5),
+        || !alive(grandchild),
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+}

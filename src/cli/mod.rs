@@ -39,6 +39,9 @@ pub enum Command {
     Plan(plan::Args),
     /// Start the agents of this host in dependency order and keep them running.
     Up(up::Args),
+    /// Internal: started by `up`; kills the agents' process groups if `up` dies.
+    #[command(hide = true)]
+    Keeper,
 }
 
 /// Where the manifests come from; shared by every subcommand that reads them.
@@ -117,5 +120,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::CheckPorts(args) => check_ports::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Up(args) => up::run(args),
+        Command::Keeper => {
+            crate::process::keeper::run_keeper();
+            Ok(Exit::Ok)
+        }
     }
 }

@@ -17,6 +17,7 @@ use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions, is_this_host, local_hostname};
 use crate::manifest::{Agent, Manifest};
 use crate::plan::Plan;
+use crate::process::keeper::Keeper;
 use crate::process::{Console, ProcessSpawner};
 use crate::shutdown::{Shutdown, watch_signals};
 use crate::supervisor::{
@@ -176,7 +177,12 @@ fn default_run_dir(first: Option<&Path>) -> PathBuf {
 
 async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<supervisor::Outcome> {
     let shutdown = Shutdown::new();
-    let spawner = ProcessSpawner::start().context("starting the process spawner")?;
+    // Kills every agent group if this process dies without stopping them.
+    let keeper = std::env::current_exe()
+        .and_then(|program| Keeper::start(&program))
+        .context("starting the keeper process")?;
+    let spawner = ProcessSpawner::start_with_keeper(Some(keeper.link()))
+        .context("starting the process spawner")?;
     let plan = Plan::new(&Manifest {
         agents: config
             .agents

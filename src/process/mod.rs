@@ -17,6 +17,7 @@
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
 //! process group is killed so no grandchild is left behind.
 
+pub mod keeper;
 pub mod log;
 
 use std::path::PathBuf;
@@ -145,8 +146,24 @@ pub struct ProcessSpawner {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// What each spawner thread needs besides its requests.
+#[derive(Clone, Default)]
+struct ThreadContext {
+    /// Reports process groups to the keeper, when there is one.
+    keeper: Option<keeper::KeeperLink>,
+}
+
 impl ProcessSpawner {
     pub fn start() -> Result<ProcessSpawner, SpawnError> {
+        ProcessSpawner::start_with_keeper(None)
+    }
+
+    /// Like [`ProcessSpawner::start`], telling `keeper` about every process
+    /// group so it can kill them if the supervisor dies.
+    pub fn start_with_keeper(
+        keeper: Option<keeper::KeeperLink>,
+    ) -> Result<ProcessSpawner, SpawnError> {
+        let context = ThreadContext { keeper };
         let mut spawner = ProcessSpawner {
             requests: Vec::new(),
             next: 0,
@@ -160,7 +177,10 @@ impl ProcessSpawner {
                 .map_err(SpawnError::Thread)?;
             let thread = std::thread::Builder::new()
                 .name(format!("agent-spawner-{index}"))
-                .spawn(move || runtime.block_on(run_spawner(receiver)))
+                .spawn({
+                    let context = context.clone();
+                    move || runtime.block_on(run_spawner(receiver, context))
+                })
                 .map_err(SpawnError::Thread)?;
             spawner.requests.push(requests);
             spawner.threads.push(thread);
@@ -211,12 +231,12 @@ pub fn signal_group(pid: u32, signal: Signal) -> Result<(), SpawnError> {
 
 /// The spawner thread's body: one task per child (wait + output), until the
 /// request channel closes and every child has been reaped.
-async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>, context: ThreadContext) {
     let children = tokio_util::task::TaskTracker::new();
     while let Some(Request { spec, report }) = requests.recv().await {
         match start(&spec) {
             Ok(child) => {
-                children.spawn(supervise_child(child, spec, report));
+                children.spawn(supervise_child(child, spec, report, context.keeper.clone()));
             }
             Err(error) => report(ProcessEvent::SpawnFailed {
                 error: error.to_string(),
@@ -230,22 +250,34 @@ async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>) {
 
 /// Kills the process group when dropped: after the leader exits (grandchildren
 /// left behind) and when the task is dropped with the child still running.
-struct GroupGuard(u32);
+/// Then tells the keeper the group is gone.
+struct GroupGuard(u32, Option<keeper::KeeperLink>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         let _ = signal_group(self.0, Signal::SIGKILL);
+        if let Some(keeper) = &self.1 {
+            keeper.send(keeper::GroupChanged::Reaped(self.0));
+        }
     }
 }
 
-async fn supervise_child(mut child: tokio::process::Child, spec: SpawnSpec, report: Reporter) {
+async fn supervise_child(
+    mut child: tokio::process::Child,
+    spec: SpawnSpec,
+    report: Reporter,
+    keeper: Option<keeper::KeeperLink>,
+) {
     let Some(pid) = child.id() else {
         report(ProcessEvent::SpawnFailed {
             error: "the child exited before it got a pid".into(),
         });
         return;
     };
-    let guard = GroupGuard(pid);
+    if let Some(keeper) = &keeper {
+        keeper.send(keeper::GroupChanged::Started(pid));
+    }
+    let guard = GroupGuard(pid, keeper);
     report(ProcessEvent::Spawned { pid });
     // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
     let mut output = tokio::spawn(log::pump(child.stdout.take(), child.stderr.take(), &spec));

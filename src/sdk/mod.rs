@@ -1,1 +1,556 @@
-//! Placeholder while the SDK is written.
+//! The agent SDK: what an agent process links to talk to its supervisor.
+//! Blocking API, no async runtime required.
+//!
+//! ```no_run
+//! use supervisor::sdk::{Agent, Severity};
+//!
+//! let agent = Agent::from_env_or_standalone("my-agent");
+//! // ... bind sockets, load models ...
+//! agent.ready()?;
+//! while !agent.shutdown_requested() {
+//!     // ... one unit of work ...
+//!     agent.progress(Default::default());
+//! #   break;
+//! }
+//! agent.report_error(Severity::Warning, "stopping with work queued").kind("shutdown").send();
+//! # Ok::<(), supervisor::sdk::SdkError>(())
+//! ```
+//!
+//! Owns the public agent API: reading the injected environment, READY,
+//! progress payloads, error reports, RESOLVE, the shutdown signal, and the
+//! re-exported [`SocketPool`]. Depends on `crate::transport` alone (the wire
+//! protocol and the socket thread live there; see `docs/protocol.md`), never
+//! on the supervisor, process or CLI modules, so it can become its own crate.
+
+mod shutdown;
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use crate::transport::messages::{AgentState, HeartbeatPayload, Severity};
+pub use crate::transport::pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};
+pub use crate::transport::{LinkStats, TransportError};
+pub use shutdown::{ShutdownSignal, process_signal};
+
+use crate::transport::agent_link::{AgentLink, AgentLinkHandle, LinkSettings};
+use crate::transport::messages::{AgentMessage, ErrorFields, MessageKind, now_unix_millis};
+
+/// The variable holding the supervisor's agent endpoint.
+pub const ENDPOINT_VARIABLE: &str = "SUPERVISOR_ENDPOINT";
+/// The variable holding this agent's name.
+pub const NAME_VARIABLE: &str = "AGENT_NAME";
+/// The variable holding this agent's secret token.
+pub const TOKEN_VARIABLE: &str = "AGENT_TOKEN";
+/// The variable holding the heartbeat interval in milliseconds (default 1000).
+pub const HEARTBEAT_VARIABLE: &str = "AGENT_HEARTBEAT_INTERVAL_MS";
+/// The variable holding `{"dependency": "endpoint", ...}` as JSON.
+pub const DEPENDENCIES_VARIABLE: &str = "AGENT_DEPENDENCIES";
+
+/// How long calls that wait for the supervisor (READY, RESOLVE) wait.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What can go wrong in the SDK.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// A variable the supervisor injects is missing: the agent was not
+    /// started by `supervisor up` (use [`Agent::standalone`] to run by hand).
+    #[error(
+        "`{variable}` is not set: this agent was not started by the supervisor \
+         (run it with `supervisor up`, or use Agent::standalone / from_env_or_standalone)"
+    )]
+    NotSupervised { variable: &'static str },
+    /// A variable is set but unusable.
+    #[error("`{variable}`={value:?}: {reason}")]
+    InvalidVariable {
+        variable: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// RESOLVE: the supervisor does not know this agent.
+    #[error("the supervisor knows no agent `{name}`")]
+    NotFound { name: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Everything [`Agent::connect`] needs; [`Agent::from_env`] fills it from
+/// the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    pub name: String,
+    pub endpoint: String,
+    pub token: String,
+    pub heartbeat_interval: Duration,
+    /// How long READY and RESOLVE wait for the supervisor.
+    pub call_timeout: Duration,
+}
+
+impl AgentSettings {
+    /// Reads `SUPERVISOR_ENDPOINT`, `AGENT_NAME`, `AGENT_TOKEN` and
+    /// `AGENT_HEARTBEAT_INTERVAL_MS`.
+    ///
+    /// ```
+    /// match supervisor::sdk::AgentSettings::from_env() {
+    ///     Ok(settings) => println!("supervised as {}", settings.name),
+    ///     Err(error) => println!("{error}"),
+    /// }
+    /// ```
+    pub fn from_env() -> Result<AgentSettings, SdkError> {
+        let required = |variable: &'static str| {
+            std::env::var(variable)
+                .ok()
+                .filter(|value| !value.is_empty())
+                .ok_or(SdkError::NotSupervised { variable })
+        };
+        let endpoint = required(ENDPOINT_VARIABLE)?;
+        let name = required(NAME_VARIABLE)?;
+        let token = required(TOKEN_VARIABLE)?;
+        let heartbeat_interval = match std::env::var(HEARTBEAT_VARIABLE) {
+            Ok(value) => {
+                let millis: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| SdkError::InvalidVariable {
+                        variable: HEARTBEAT_VARIABLE,
+                        value: value.clone(),
+                        reason: "expected milliseconds as a whole number".into(),
+                    })?;
+                if millis == 0 {
+                    return Err(SdkError::InvalidVariable {
+                        variable: HEARTBEAT_VARIABLE,
+                        value,
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                Duration::from_millis(millis)
+            }
+            Err(_) => Duration::from_secs(1),
+        };
+        Ok(AgentSettings {
+            name,
+            endpoint,
+            token,
+            heartbeat_interval,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        })
+    }
+}
+
+/// Where another agent is, as [`Agent::resolve`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub name: String,
+    /// Where to connect; `None` if it has no endpoint.
+    pub endpoint: Option<String>,
+    /// Its state now (`Unknown` in standalone mode).
+    pub state: AgentState,
+}
+
+/// This agent's connection to its supervisor.
+///
+/// Supervised (from [`Agent::from_env`] / [`Agent::connect`]): a background
+/// thread says HELLO, sends a heartbeat every interval with the latest
+/// [`Agent::progress`] payload, and carries READY, errors and RESOLVE.
+/// Standalone ([`Agent::standalone`]): the same calls log and succeed.
+/// Dropping the agent stops the thread after flushing queued messages.
+#[derive(Debug)]
+pub struct Agent {
+    name: String,
+    /// `None` in standalone mode.
+    link: Option<Link>,
+    shutdown: ShutdownSignal,
+    pool: SocketPool,
+    call_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Link {
+    /// Talks to the link thread; dropping the agent stops it.
+    handle: AgentLinkHandle,
+    /// Joined on drop so queued errors are flushed before the process exits.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Connects using the variables the supervisor injects. Fails with
+    /// [`SdkError::NotSupervised`] naming the missing variable otherwise.
+    ///
+    /// ```no_run
+    /// let agent = supervisor::sdk::Agent::from_env()?;
+    /// agent.ready()?;
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn from_env() -> Result<Agent, SdkError> {
+        Agent::connect(AgentSettings::from_env()?)
+    }
+
+    /// [`Agent::from_env`] when supervised, else [`Agent::standalone`] under
+    /// `AGENT_NAME` or `default_name` (with a log line saying so). Fails
+    /// only on a broken environment, never on a missing one.
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::from_env_or_standalone("demo");
+    /// println!("running as {}", agent.name());
+    /// ```
+    pub fn from_env_or_standalone(default_name: &str) -> Agent {
+        match Agent::from_env() {
+            Ok(agent) => agent,
+            Err(error) => {
+                let name =
+                    std::env::var(NAME_VARIABLE).unwrap_or_else(|_| default_name.to_string());
+                tracing::info!(%error, "running standalone");
+                Agent::standalone(&name)
+            }
+        }
+    }
+
+    /// Connects with explicit settings (tests, or agents configured otherwise).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use supervisor::sdk::{Agent, AgentSettings};
+    /// let agent = Agent::connect(AgentSettings {
+    ///     name: "worker".into(),
+    ///     endpoint: "ipc:///run/sv/agents.sock".into(),
+    ///     token: "secret".into(),
+    ///     heartbeat_interval: Duration::from_secs(1),
+    ///     call_timeout: Duration::from_secs(5),
+    /// })?;
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn connect(settings: AgentSettings) -> Result<Agent, SdkError> {
+        let (handle, thread) = AgentLink::spawn(LinkSettings {
+            endpoint: settings.endpoint,
+            agent: settings.name.clone(),
+            token: settings.token,
+            heartbeat_interval: settings.heartbeat_interval,
+            sdk: concat!("rust/", env!("CARGO_PKG_VERSION")).to_string(),
+        })?;
+        Ok(Agent {
+            name: settings.name,
+            link: Some(Link {
+                handle,
+                thread: Some(thread),
+            }),
+            shutdown: process_signal(),
+            pool: SocketPool::new(),
+            call_timeout: settings.call_timeout,
+        })
+    }
+
+    /// An agent run by hand: no supervisor, every call logs and succeeds,
+    /// [`Agent::resolve`] reads `<NAME>_ENDPOINT` / `AGENT_DEPENDENCIES`.
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::standalone("demo");
+    /// assert!(!agent.is_supervised());
+    /// agent.ready().unwrap();
+    /// ```
+    pub fn standalone(name: &str) -> Agent {
+        Agent {
+            name: name.to_string(),
+            link: None,
+            shutdown: process_signal(),
+            pool: SocketPool::new(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// This agent's name.
+    ///
+    /// ```
+    /// assert_eq!(supervisor::sdk::Agent::standalone("demo").name(), "demo");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when connected to a supervisor.
+    ///
+    /// ```
+    /// assert!(!supervisor::sdk::Agent::standalone("demo").is_supervised());
+    /// ```
+    pub fn is_supervised(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Tells the supervisor this agent is ready (for `readiness: sdk`) and
+    /// waits for the acknowledgement, retrying while the supervisor is busy.
+    ///
+    /// ```no_run
+    /// let agent = supervisor::sdk::Agent::from_env()?;
+    /// agent.ready()?;
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn ready(&self) -> Result<(), SdkError> {
+        let Some(link) = &self.link else {
+            tracing::info!(agent = %self.name, "standalone: ready");
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + self.call_timeout;
+        loop {
+            let message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            match link
+                .handle
+                .call(message, remaining.max(Duration::from_millis(1)))
+            {
+                Ok(_) => return Ok(()),
+                Err(TransportError::Rejected { reason, .. })
+                    if reason == "busy" && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Attaches a progress payload to every following heartbeat. When
+    /// `last_progress_ms` is unset it is set to now: calling `progress` is
+    /// what counts as progress for `heartbeat.progress_timeout`.
+    ///
+    /// ```
+    /// use supervisor::sdk::{Agent, HeartbeatPayload};
+    /// let agent = Agent::standalone("demo");
+    /// agent.progress(HeartbeatPayload { queue_depth: Some(12), in_flight: Some(2), ..Default::default() });
+    /// ```
+    pub fn progress(&self, mut payload: HeartbeatPayload) {
+        if payload.last_progress_ms.is_none() {
+            payload.last_progress_ms = Some(now_unix_millis());
+        }
+        match &self.link {
+            Some(link) => link.handle.set_payload(payload),
+            None => tracing::debug!(agent = %self.name, ?payload, "standalone: progress"),
+        }
+    }
+
+    /// Starts an error report; finish it with [`ErrorReport::send`].
+    ///
+    /// ```
+    /// use supervisor::sdk::{Agent, Severity};
+    /// let agent = Agent::standalone("demo");
+    /// agent
+    ///     .report_error(Severity::Error, "database unreachable")
+    ///     .kind("database")
+    ///     .context("host", "db-1")
+    ///     .correlation_id("request-42")
+    ///     .send();
+    /// ```
+    pub fn report_error(&self, severity: Severity, message: &str) -> ErrorReport<'_> {
+        ErrorReport {
+            agent: self,
+            fields: ErrorFields {
+                severity,
+                message: message.to_string(),
+                kind: String::new(),
+                context: Map::new(),
+                timestamp: Some(crate::transport::messages::now_rfc3339()),
+                correlation_id: None,
+            },
+        }
+    }
+
+    /// Asks the supervisor where agent `name` is and in which state; correct
+    /// after restarts and port changes.
+    ///
+    /// ```no_run
+    /// let agent = supervisor::sdk::Agent::from_env()?;
+    /// let service = agent.resolve("echo-service")?;
+    /// println!("{:?} is {:?}", service.endpoint, service.state);
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn resolve(&self, name: &str) -> Result<Resolved, SdkError> {
+        let Some(link) = &self.link else {
+            return resolve_from_env(name);
+        };
+        let mut message = AgentMessage::new(MessageKind::Resolve, &self.name, "", 0);
+        message.name = Some(name.to_string());
+        let reply = link.handle.call(message, self.call_timeout)?;
+        if reply.found != Some(true) {
+            return Err(SdkError::NotFound {
+                name: name.to_string(),
+            });
+        }
+        Ok(Resolved {
+            name: name.to_string(),
+            endpoint: reply.endpoint,
+            state: reply.state.unwrap_or(AgentState::Unknown),
+        })
+    }
+
+    /// True once SIGTERM/SIGINT arrived (or [`ShutdownSignal::request`] was
+    /// called): finish in-flight work and exit within the grace period.
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::standalone("demo");
+    /// if agent.shutdown_requested() {
+    ///     return;
+    /// }
+    /// ```
+    pub fn shutdown_requested(&self) -> bool {
+        shutdown::signal_arrived() || self.shutdown.is_requested()
+    }
+
+    /// Blocks until shutdown is requested or `timeout` passes; returns whether
+    /// it was requested. Use as an interruptible sleep.
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::standalone("demo");
+    /// let stop = agent.wait_for_shutdown(Some(std::time::Duration::from_millis(1)));
+    /// # let _ = stop;
+    /// ```
+    pub fn wait_for_shutdown(&self, timeout: Option<Duration>) -> bool {
+        self.shutdown.wait(timeout)
+    }
+
+    /// The shutdown signal, to hand to worker threads.
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::standalone("demo");
+    /// let signal = agent.shutdown_signal();
+    /// std::thread::spawn(move || while !signal.is_requested() { /* work */ break; });
+    /// ```
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.shutdown.clone()
+    }
+
+    /// The agent's socket pool (shared by clones of it).
+    ///
+    /// ```no_run
+    /// let agent = supervisor::sdk::Agent::from_env()?;
+    /// let endpoint = agent.resolve("echo")?.endpoint.unwrap_or_default();
+    /// let reply = agent.pool().request(&endpoint, b"ping", std::time::Duration::from_secs(1), 3)?;
+    /// # drop(reply);
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn pool(&self) -> &SocketPool {
+        &self.pool
+    }
+
+    /// Counters of the connection (heartbeats sent, rejections); `None`
+    /// standalone.
+    ///
+    /// ```
+    /// assert!(supervisor::sdk::Agent::standalone("demo").link_stats().is_none());
+    /// ```
+    pub fn link_stats(&self) -> Option<LinkStats> {
+        self.link.as_ref().map(|link| link.handle.stats())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(link) = &mut self.link {
+            link.handle.stop();
+            if let Some(thread) = link.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Standalone RESOLVE: `<NAME>_ENDPOINT`, else `AGENT_DEPENDENCIES`.
+fn resolve_from_env(name: &str) -> Result<Resolved, SdkError> {
+    let variable: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let endpoint = std::env::var(format!("{variable}_ENDPOINT"))
+        .ok()
+        .or_else(|| {
+            let dependencies = std::env::var(DEPENDENCIES_VARIABLE).ok()?;
+            let map: Map<String, Value> = serde_json::from_str(&dependencies).ok()?;
+            map.get(name)?.as_str().map(str::to_string)
+        });
+    match endpoint {
+        Some(endpoint) => Ok(Resolved {
+            name: name.to_string(),
+            endpoint: Some(endpoint),
+            state: AgentState::Unknown,
+        }),
+        None => Err(SdkError::NotFound {
+            name: name.to_string(),
+        }),
+    }
+}
+
+/// An error report being built; nothing is sent until [`ErrorReport::send`].
+///
+/// ```
+/// use supervisor::sdk::{Agent, Severity};
+/// let agent = Agent::standalone("demo");
+/// agent.report_error(Severity::Fatal, "cannot continue").send();
+/// ```
+#[derive(Debug)]
+#[must_use = "an error report is sent only by .send()"]
+pub struct ErrorReport<'agent> {
+    agent: &'agent Agent,
+    fields: ErrorFields,
+}
+
+impl ErrorReport<'_> {
+    /// A short machine-readable category (`timeout`, `database`, ...).
+    ///
+    /// ```
+    /// # let agent = supervisor::sdk::Agent::standalone("demo");
+    /// agent.report_error(supervisor::sdk::Severity::Error, "slow").kind("timeout").send();
+    /// ```
+    pub fn kind(mut self, kind: &str) -> Self {
+        self.fields.kind = kind.to_string();
+        self
+    }
+
+    /// Adds one context entry (any JSON value).
+    ///
+    /// ```
+    /// # let agent = supervisor::sdk::Agent::standalone("demo");
+    /// agent.report_error(supervisor::sdk::Severity::Info, "retry").context("attempt", 3).send();
+    /// ```
+    pub fn context(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.fields.context.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Ties the error to a request or job across agents.
+    ///
+    /// ```
+    /// # let agent = supervisor::sdk::Agent::standalone("demo");
+    /// agent.report_error(supervisor::sdk::Severity::Error, "failed").correlation_id("job-7").send();
+    /// ```
+    pub fn correlation_id(mut self, id: &str) -> Self {
+        self.fields.correlation_id = Some(id.to_string());
+        self
+    }
+
+    /// Queues the report for the supervisor (it is sent in order with this
+    /// agent's other errors and flushed before the agent is dropped).
+    /// Returns false only if the connection thread has stopped.
+    ///
+    /// ```
+    /// # let agent = supervisor::sdk::Agent::standalone("demo");
+    /// assert!(agent.report_error(supervisor::sdk::Severity::Debug, "hello").send());
+    /// ```
+    pub fn send(self) -> bool {
+        let Some(link) = &self.agent.link else {
+            tracing::warn!(
+                agent = %self.agent.name,
+                severity = %self.fields.severity,
+                kind = %self.fields.kind,
+                "standalone: error: {}",
+                self.fields.message
+            );
+            return true;
+        };
+        let mut message = AgentMessage::new(MessageKind::Error, &self.agent.name, "", 0);
+        message.error = Some(self.fields);
+        link.handle.post(message).is_ok()
+    }
+}
