@@ -12,7 +12,10 @@ use clap::Parser;
 use supervisor::sdk::{Agent, HeartbeatPayload, Severity};
 
 #[derive(Debug, Parser)]
-#[command(name = "agent-echo-client", about = "Example client agent (pool + discovery)")]
+#[command(
+    name = "agent-echo-client",
+    about = "Example client agent (pool + discovery)"
+)]
 struct Args {
     /// The agent to call.
     #[arg(long, default_value = "echo-service")]
@@ -38,7 +41,10 @@ fn main() -> std::process::ExitCode {
         let endpoint = match agent.resolve(&args.service) {
             Ok(resolved) => resolved.endpoint,
             Err(error) => {
-                agent.report_error(Severity::Warning, &error.to_string()).kind("resolve").send();
+                agent
+                    .report_error(Severity::Warning, &error.to_string())
+                    .kind("resolve")
+                    .send();
                 None
             }
         };

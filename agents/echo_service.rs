@@ -53,18 +53,25 @@ fn main() -> std::process::ExitCode {
             Ok(0) | Err(zmq::Error::EINTR) => continue,
             Ok(_) => {}
             Err(error) => {
-                agent.report_error(Severity::Error, &error.to_string()).kind("poll").send();
+                agent
+                    .report_error(Severity::Error, &error.to_string())
+                    .kind("poll")
+                    .send();
                 continue;
             }
         }
-        let Ok(request) = socket.recv_bytes(0) else { continue };
+        let Ok(request) = socket.recv_bytes(0) else {
+            continue;
+        };
         let mut reply = b"echo:".to_vec();
         reply.extend_from_slice(&request);
         if socket.send(reply, 0).is_ok() {
             served += 1;
             agent.progress(HeartbeatPayload {
                 in_flight: Some(0),
-                custom: [("served".to_string(), served.into())].into_iter().collect(),
+                custom: [("served".to_string(), served.into())]
+                    .into_iter()
+                    .collect(),
                 ..HeartbeatPayload::default()
             });
         }

@@ -61,7 +61,10 @@ fn main() -> std::process::ExitCode {
         }
         Mode::Crash => {
             eprintln!("faulty: crashing with {}", args.exit_code);
-            agent.report_error(Severity::Fatal, "crashing on purpose").kind("crash").send();
+            agent
+                .report_error(Severity::Fatal, "crashing on purpose")
+                .kind("crash")
+                .send();
             drop(agent); // flush the report
             std::process::ExitCode::from(args.exit_code)
         }

@@ -11,7 +11,10 @@ use clap::Parser;
 use supervisor::sdk::{Agent, HeartbeatPayload};
 
 #[derive(Debug, Parser)]
-#[command(name = "agent-worker", about = "Example worker agent reporting progress")]
+#[command(
+    name = "agent-worker",
+    about = "Example worker agent reporting progress"
+)]
 struct Args {
     /// Milliseconds per job.
     #[arg(long, default_value = "50")]

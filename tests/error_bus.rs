@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use supervisor::sdk::{Agent, AgentSettings, Severity};
 use supervisor::transport::messages::ErrorRecord;
-use supervisor::transport::{AgentEndpoint, EndpointConfig, ErrorBus, ErrorBusConfig, ErrorBusHandle};
+use supervisor::transport::{
+    AgentEndpoint, EndpointConfig, ErrorBus, ErrorBusConfig, ErrorBusHandle,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -53,7 +55,11 @@ fn errors_from_many_agents_all_arrive_in_order_per_agent() {
         threads.push(std::thread::spawn(move || {
             let agent = Agent::connect(settings).unwrap();
             for sequence in 0..ERRORS {
-                let severity = if sequence % 50 == 0 { Severity::Fatal } else { Severity::Warning };
+                let severity = if sequence % 50 == 0 {
+                    Severity::Fatal
+                } else {
+                    Severity::Warning
+                };
                 assert!(
                     agent
                         .report_error(severity, "burst")
@@ -69,19 +75,35 @@ fn errors_from_many_agents_all_arrive_in_order_per_agent() {
         thread.join().unwrap();
     }
     let total = (AGENTS * ERRORS) as u64;
-    wait_until("every error in the journal", || bus.stats().written >= total);
+    let deadline = Instant::now() + WAIT;
+    while bus.stats().written < total {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every error in the journal: {:?} {:?}",
+            bus.stats(),
+            endpoint.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(bus.flush(WAIT));
     let records = journal(&dir.path().join("errors.jsonl"));
     assert_eq!(records.len() as u64, total);
     let mut next = vec![0u64; AGENTS];
     for record in &records {
         let index: usize = record.agent.trim_start_matches("agent-").parse().unwrap();
-        assert_eq!(record.context["sequence"], next[index], "order of {}", record.agent);
+        assert_eq!(
+            record.context["sequence"], next[index],
+            "order of {}",
+            record.agent
+        );
         next[index] += 1;
     }
     let counts = bus.counts(WAIT).unwrap();
     assert_eq!(counts["agent-3"][&Severity::Fatal], (ERRORS / 50) as u64);
-    assert_eq!(counts["agent-3"][&Severity::Warning], (ERRORS - ERRORS / 50) as u64);
+    assert_eq!(
+        counts["agent-3"][&Severity::Warning],
+        (ERRORS - ERRORS / 50) as u64
+    );
     let stats = bus.stats();
     assert_eq!((stats.lost, stats.write_failures), (0, 0), "{stats:?}");
     assert_eq!(endpoint.stats().errors, total);
@@ -116,15 +138,30 @@ fn legacy_error_messages_are_accepted_in_all_four_shapes() {
         .send(&br#"ERROR:{"source":"Tts","severity":"critical","message":"one","context":{"a":1}}"#[..], 0)
         .unwrap();
     publisher
-        .send_multipart([&b"ERROR"[..], br#"{"agent":"Memory","type":"db","message":"two"}"#], 0)
+        .send_multipart(
+            [
+                &b"ERROR"[..],
+                br#"{"agent":"Memory","type":"db","message":"two"}"#,
+            ],
+            0,
+        )
         .unwrap();
     publisher
-        .send_multipart([&b"ERROR:"[..], br#"{"agent":"Vision","message":"three"}"#], 0)
+        .send_multipart(
+            [&b"ERROR:"[..], br#"{"agent":"Vision","message":"three"}"#],
+            0,
+        )
         .unwrap();
-    publisher.send(&b"ERROR:Audio:device:four: busy"[..], 0).unwrap();
+    publisher
+        .send(&b"ERROR:Audio:device:four: busy"[..], 0)
+        .unwrap();
     publisher.send(&b"ERROR:{broken"[..], 0).unwrap();
-    wait_until("the four legacy errors", || bus.stats().legacy_accepted >= before + 4);
-    wait_until("the broken one refused", || bus.stats().legacy_rejected >= 1);
+    wait_until("the four legacy errors", || {
+        bus.stats().legacy_accepted >= before + 4
+    });
+    wait_until("the broken one refused", || {
+        bus.stats().legacy_rejected >= 1
+    });
     assert!(bus.flush(WAIT));
     let records: Vec<ErrorRecord> = journal(&dir.path().join("errors.jsonl"))
         .into_iter()
@@ -132,7 +169,13 @@ fn legacy_error_messages_are_accepted_in_all_four_shapes() {
         .collect();
     let summary: Vec<(&str, &str, Severity)> = records
         .iter()
-        .map(|record| (record.agent.as_str(), record.message.as_str(), record.severity))
+        .map(|record| {
+            (
+                record.agent.as_str(),
+                record.message.as_str(),
+                record.severity,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -168,7 +211,10 @@ fn followers_filter_by_severity_and_agent_topic() {
     let sink = bus.sink();
     let deadline = Instant::now() + WAIT;
     let received = loop {
-        assert!(Instant::now() < deadline, "timed out waiting for a fatal.* message");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a fatal.* message"
+        );
         sink.publish(record("api", Severity::Warning));
         sink.publish(record("api", Severity::Fatal));
         if let Ok(frames) = follower.recv_multipart(0) {

@@ -42,7 +42,9 @@ fn pool_never_returns_a_req_whose_request_timed_out() {
     let stop = Arc::new(AtomicBool::new(false));
     let server = echo_server(&endpoint, answering.clone(), stop.clone());
     let pool = SocketPool::new();
-    let reply = pool.request(&endpoint, b"one", Duration::from_secs(5), 0).unwrap();
+    let reply = pool
+        .request(&endpoint, b"one", Duration::from_secs(5), 0)
+        .unwrap();
     assert_eq!(reply, b"one");
     assert_eq!(pool.stats().idle, 1);
 
@@ -55,14 +57,19 @@ fn pool_never_returns_a_req_whose_request_timed_out() {
         "{error}"
     );
     let stats = pool.stats();
-    assert_eq!(stats.discarded, 3, "every timed-out REQ is discarded: {stats:?}");
+    assert_eq!(
+        stats.discarded, 3,
+        "every timed-out REQ is discarded: {stats:?}"
+    );
     assert_eq!((stats.idle, stats.in_use), (0, 0), "{stats:?}");
 
     // Back to answering: the next request gets a fresh socket that works (a
     // reused broken REQ would fail with EFSM on send).
     answering.store(true, Ordering::SeqCst);
     let created_before = pool.stats().created;
-    let reply = pool.request(&endpoint, b"three", Duration::from_secs(5), 2).unwrap();
+    let reply = pool
+        .request(&endpoint, b"three", Duration::from_secs(5), 2)
+        .unwrap();
     assert_eq!(reply, b"three");
     assert_eq!(pool.stats().created, created_before + 1);
     stop.store(true, Ordering::SeqCst);

@@ -24,7 +24,8 @@ fn setup() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let (sender, events) = mpsc::channel(10_000);
     let (endpoint, _thread) =
-        AgentEndpoint::spawn(&EndpointConfig::in_run_dir(dir.path()), sender, None).expect("endpoint");
+        AgentEndpoint::spawn(&EndpointConfig::in_run_dir(dir.path()), sender, None)
+            .expect("endpoint");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -96,7 +97,10 @@ fn hello_ready_and_heartbeats_with_payload_are_delivered() {
         _ => None,
     });
     assert_eq!(payload.in_flight, Some(2));
-    assert!(payload.last_progress_ms.is_some(), "progress() stamps the time");
+    assert!(
+        payload.last_progress_ms.is_some(),
+        "progress() stamps the time"
+    );
     let stats = fixture.endpoint.stats();
     assert!(stats.heartbeats >= 1 && stats.readies == 1, "{stats:?}");
     assert_eq!(stats.rejected_bad_token + stats.rejected_unknown_agent, 0);
@@ -146,13 +150,19 @@ fn malformed_and_oversized_messages_are_refused_and_counted() {
     dealer.set_linger(0).unwrap();
     dealer.set_rcvtimeo(10_000).unwrap();
     dealer.connect(fixture.endpoint.endpoint()).unwrap();
-    let mut exchange = |frames: Vec<Vec<u8>>| -> String {
+    let exchange = |frames: Vec<Vec<u8>>| -> String {
         dealer.send_multipart(frames, 0).unwrap();
         let reply = dealer.recv_multipart(0).expect("a rejection reply");
         String::from_utf8(reply.last().unwrap().clone()).unwrap()
     };
     assert!(exchange(vec![vec![], b"{not json".to_vec()]).contains("malformed"));
-    assert!(exchange(vec![vec![], br#"{"v":9,"type":"ready","agent":"a","token":"t"}"#.to_vec()]).contains("version"));
+    assert!(
+        exchange(vec![
+            vec![],
+            br#"{"v":9,"type":"ready","agent":"a","token":"t"}"#.to_vec()
+        ])
+        .contains("version")
+    );
     assert!(exchange(vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]).contains("malformed"));
     let huge = format!(
         r#"{{"v":1,"type":"heartbeat","agent":"a","token":"t","payload":{{"custom":{{"blob":"{}"}}}}}}"#,
@@ -230,7 +240,10 @@ fn a_real_agent_becomes_ready_beats_and_stops_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "worker did not stop on SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");

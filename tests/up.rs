@@ -214,7 +214,7 @@ agents:
 fn logs_go_to_the_run_dir_and_the_environment_is_injected() {
     let fixture = Fixture::new();
     let (db, own) = (port(), port());
-    let script = "echo \"name=$AGENT_NAME port=$AGENT_PORT db=$DB_ENDPOINT offset=$PORT_OFFSET custom=$CUSTOM\"; sleep 30";
+    let script = "echo \"name=$AGENT_NAME port=$AGENT_PORT db=$DB_ENDPOINT offset=$PORT_OFFSET custom=$CUSTOM zmq=$AGENT_CONFIG_ZMQ_PORT\"; sleep 30";
     let manifest = fixture.manifest(&format!(
         r#"
 version: 1
@@ -228,6 +228,7 @@ agents:
     shell: true
     port: {own}
     env: {{ CUSTOM: "yes" }}
+    config: {{ zmq_port: 47999 }}
     dependencies: [db]
     readiness: {{ start_period: 300ms }}
 "#
@@ -244,7 +245,8 @@ agents:
         up.output()
     );
     let log = std::fs::read_to_string(run_dir.join("logs/env-check.log")).expect("env-check log");
-    let expected = format!("name=env-check port={own} db=tcp://127.0.0.1:{db} offset=0 custom=yes");
+    let expected =
+        format!("name=env-check port={own} db=tcp://127.0.0.1:{db} offset=0 custom=yes zmq=47999");
     assert!(log.contains(&expected), "log: {log}");
     assert!(
         up.output().contains(&format!("env-check | {expected}")),

@@ -373,6 +373,15 @@ fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSp
         "AGENT_DEPENDENCIES".into(),
         serde_json::Value::Object(endpoints).to_string(),
     ));
+    // As the legacy launcher did: `config: {zmq_port: 5713}` -> AGENT_CONFIG_ZMQ_PORT=5713
+    // (strings as written, anything else as compact JSON).
+    for (key, value) in &spec.config {
+        let text = match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        env.push((format!("AGENT_CONFIG_{}", variable_name(key)), text));
+    }
     env.extend(
         spec.env
             .iter()
