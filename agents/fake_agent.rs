@@ -1,7 +1,7 @@
 //! `fake-agent`: the test agent of the integration tests and the startup
 //! benchmark. Its flags choose its behaviour: how long before it is ready,
 //! when it crashes and with which code, whether it ignores SIGTERM, forks a
-//! grandchild or hangs. It records `start`, `ready` and `stop` lines with
+//! grandchild, hangs or holds memory. It records `start`, `ready` and `stop` lines with
 //! wall-clock timestamps to a file so tests can check the start order.
 //!
 //! Ready means: it listens on `--port` (or `AGENT_PORT`) on 127.0.0.1 and
@@ -60,6 +60,10 @@ struct Args {
     /// Append `start|ready|stop NAME UNIX_NANOS PID` lines here.
     #[arg(long, env = "FAKE_AGENT_RECORD")]
     record: Option<PathBuf>,
+    /// Once ready, allocate and touch this many MiB and hold them (memory
+    /// limit tests).
+    #[arg(long, default_value_t = 0)]
+    allocate_mb: usize,
     /// Internal: be the grandchild (sleep until killed).
     #[arg(long, hide = true)]
     sleep_forever: bool,
@@ -147,6 +151,7 @@ async fn run(args: Args) -> i32 {
     tokio::pin!(ready);
     let mut listener: Option<tokio::net::TcpListener> = None;
     let mut is_ready = false;
+    let mut _held_memory: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
             _ = &mut ready, if !is_ready => {
@@ -165,6 +170,11 @@ async fn run(args: Args) -> i32 {
                 }
                 record(&args, "ready");
                 println!("fake-agent {} ready", args.name);
+                if args.allocate_mb > 0 {
+                    // Written, not just reserved, so it counts as resident.
+                    _held_memory = vec![1u8; args.allocate_mb * 1024 * 1024];
+                    println!("fake-agent {}: holding {} MiB", args.name, args.allocate_mb);
+                }
             }
             accepted = accept(&listener) => {
                 if let Ok((stream, _)) = accepted {

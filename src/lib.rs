@@ -18,12 +18,15 @@
 //! - [`process`]: spawning, signalling and reaping agent processes.
 //! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
 //! - [`supervisor`]: the runtime owner of agent state (run loop, transitions, restarts).
+//! - [`control`]: the control socket (requests in, supervisor commands
+//!   out), its client, the run directory lock, hot reload, `/metrics`.
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown.
 //! - [`shutdown`]: the root cancellation token and task tracking.
 
 pub mod check;
 pub mod cli;
+pub mod control;
 pub mod health;
 pub mod manifest;
 pub mod plan;

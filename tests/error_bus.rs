@@ -88,7 +88,7 @@ fn errors_from_many_agents_all_arrive_in_order_per_agent() {
     assert!(bus.flush(WAIT));
     let records = journal(&dir.path().join("errors.jsonl"));
     assert_eq!(records.len() as u64, total);
-    let mut next = vec![0u64; AGENTS];
+    let mut next = [0u64; AGENTS];
     for record in &records {
         let index: usize = record.agent.trim_start_matches("agent-").parse().unwrap();
         assert_eq!(

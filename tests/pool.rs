@@ -26,7 +26,9 @@ fn echo_server(
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            if socket.poll(zmq::POLLIN, 20).unwrap_or(0) > 0 {
+            // Checked after the poll: a request that arrived after the switch
+            // to silence is never read.
+            if socket.poll(zmq::POLLIN, 20).unwrap_or(0) > 0 && answering.load(Ordering::SeqCst) {
                 let request = socket.recv_bytes(0).unwrap();
                 socket.send(request, 0).unwrap();
             }

@@ -9,7 +9,15 @@ use crate::manifest::{ConfigArg, LoadOptions, ManifestError};
 
 pub mod check;
 pub mod check_ports;
+pub mod down;
+pub mod logs;
 pub mod plan;
+pub mod reload;
+pub mod remote;
+pub mod restart;
+pub mod start;
+pub mod status;
+pub mod stop;
 pub mod up;
 
 const EXIT_CODES: &str = "\
@@ -25,8 +33,18 @@ pub struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `supervisor=debug`.
     #[arg(long, global = true, env = "SUPERVISOR_LOG", default_value = "info")]
     pub log: String,
+    /// Format of the supervisor's own log lines on stderr: `text`, or `json`
+    /// (one object per line with the agent name and event fields).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +57,20 @@ pub enum Command {
     Plan(plan::Args),
     /// Start the agents of this host in dependency order and keep them running.
     Up(up::Args),
+    /// Show the agents of a running supervisor: state, pid, uptime, restarts, CPU, memory.
+    Status(status::Args),
+    /// Start stopped agents (and the dependencies they need); wait until ready.
+    Start(start::Args),
+    /// Stop agents (their dependents first); they stay stopped until `start`.
+    Stop(stop::Args),
+    /// Restart agents (`--with-dependents`: and everything depending on them).
+    Restart(restart::Args),
+    /// Print (and with -f follow) an agent's log file.
+    Logs(logs::Args),
+    /// Stop every agent in reverse dependency order and end the supervisor.
+    Down(down::Args),
+    /// Load and check the manifests again; apply only what changed.
+    Reload(reload::Args),
     /// Internal: started by `up`; kills the agents' process groups if `up` dies.
     #[command(hide = true)]
     Keeper,
@@ -109,11 +141,19 @@ pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -122,6 +162,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::CheckPorts(args) => check_ports::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Up(args) => up::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Start(args) => start::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Restart(args) => restart::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Down(args) => down::run(args),
+        Command::Reload(args) => reload::run(args),
         Command::Keeper => {
             crate::process::keeper::run_keeper();
             Ok(Exit::Ok)

@@ -3,18 +3,28 @@
 //! SIGINT/SIGTERM (or until all are ready with `--exit-when-ready`), show a
 //! progress line while starting and a summary once everything is ready.
 //!
+//! Also takes the run directory's lock (one supervisor per run directory),
+//! serves the control socket, watches the manifests for hot reload, serves
+//! `/metrics` when the manifest asks for it, and with `--detach` starts
+//! itself again in the background.
+//!
 //! Owns the glue only: the runtime, the signal watcher and printing. The
 //! decisions live in `crate::supervisor`.
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions, is_this_host, local_hostname};
+use crate::control::reload::{Reloader, watch_files};
+use crate::control::rundir::default_run_dir;
+use crate::control::{Client, Request, RunDir, RunDirLock};
 use crate::manifest::{Agent, Manifest};
 use crate::plan::Plan;
 use crate::process::keeper::Keeper;
@@ -53,6 +63,25 @@ pub struct Args {
     /// Skip trying to bind this host's ports before starting.
     #[arg(long)]
     pub no_bind_check: bool,
+    /// Run in the background: start again detached from the terminal
+    /// (output to `<run-dir>/supervisor.log`), return once it answers on its
+    /// control socket.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Do not reload when a manifest or the env file changes (`supervisor
+    /// reload` still works).
+    #[arg(long)]
+    pub no_watch: bool,
+}
+
+/// Whether `agent` runs here: on `host` when given with `--host`, else on
+/// this machine.
+fn runs_here(agent: &Agent, host: &str, hostname: &str, explicit_host: bool) -> bool {
+    if explicit_host {
+        agent.host == host || (is_this_host(host, hostname) && is_this_host(&agent.host, hostname))
+    } else {
+        is_this_host(&agent.host, hostname)
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -71,14 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     let manifest = report.manifest;
     let explicit_host = args.host.is_some();
-    let is_local = |agent: &Agent| {
-        if explicit_host {
-            agent.host == host
-                || (is_this_host(&host, &hostname) && is_this_host(&agent.host, &hostname))
-        } else {
-            is_this_host(&agent.host, &hostname)
-        }
-    };
+    let is_local = |agent: &Agent| runs_here(agent, &host, &hostname, explicit_host);
     let agents = select_agents(&manifest, is_local);
     if agents.iter().all(|spec| spec.remote) {
         let hosts: BTreeSet<&str> = manifest
@@ -91,12 +113,57 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             hosts.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
-    let run_dir = match &args.run_dir {
+    let run_dir = RunDir::new(match &args.run_dir {
         Some(dir) => dir.clone(),
         None => default_run_dir(configs.first().map(|config| config.path.as_path())),
+    });
+    if args.detach {
+        return detach(&run_dir);
+    }
+    run_dir.create()?;
+    let lock = RunDirLock::acquire(&run_dir)?;
+    let logs = run_dir.logs();
+    let reloader: Reloader = {
+        let configs = configs.clone();
+        let load = args.manifests.load_options();
+        let host = host.clone();
+        Arc::new(move || {
+            // Our own agents hold their ports: no bind check on reload.
+            let options = CheckOptions {
+                bind_check: false,
+                this_host: host.clone(),
+            };
+            let report = check::run_with(&configs, &load, &options)
+                .map_err(|error| error.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+            let errors: Vec<String> = report
+                .problems
+                .iter()
+                .filter(|problem| problem.is_error())
+                .map(ToString::to_string)
+                .collect();
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+            let agents = select_agents(&report.manifest, |agent| {
+                runs_here(agent, &host, &hostname, explicit_host)
+            });
+            if agents.iter().all(|spec| spec.remote) {
+                return Err(vec![format!("no enabled agent runs on host `{host}`")]);
+            }
+            Ok(supervisor::Reload {
+                agents: Arc::new(agents),
+                strategy: report.manifest.strategy,
+            })
+        })
     };
-    let logs = run_dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut watched: Vec<PathBuf> = configs.iter().map(|config| config.path.clone()).collect();
+    watched.extend(args.manifests.env_file.clone());
+    let control = Control {
+        lock,
+        reloader,
+        watched: (!args.no_watch).then_some(watched),
+        metrics: manifest.metrics.map(|metrics| metrics.listen),
+    };
     let width = agents
         .iter()
         .map(|spec| spec.agent.name.len())
@@ -112,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             color: std::io::stdout().is_terminal(),
         }),
         port_offset: std::env::var("PORT_OFFSET").unwrap_or_else(|_| "0".into()),
+        sample_interval: Some(Duration::from_secs(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -119,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .build()
         .context("starting the async runtime")?;
     tracing::info!(host = %host, logs = %logs.display(), "starting {} agents", config.agents.iter().filter(|spec| !spec.remote).count());
-    let outcome = runtime.block_on(supervise(config, &args))?;
+    let outcome = runtime.block_on(supervise(config, &args, control))?;
     match outcome.failure {
         Some(failure) => Err(anyhow::anyhow!("{failure}")),
         None => Ok(Exit::Ok),
@@ -166,17 +234,125 @@ fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<
     specs
 }
 
-/// `.supervisor/` beside the first manifest.
-fn default_run_dir(first: Option<&Path>) -> PathBuf {
-    let parent = first
-        .and_then(Path::parent)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(".supervisor")
+/// What `up` serves besides the agents.
+struct Control {
+    /// Held until `up` returns; dropping it removes the socket and pid file.
+    lock: RunDirLock,
+    reloader: Reloader,
+    /// Files whose changes trigger a reload; `None` with `--no-watch`.
+    watched: Option<Vec<PathBuf>>,
+    metrics: Option<std::net::SocketAddr>,
 }
 
-async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<supervisor::Outcome> {
+/// Starts `up` again without `--detach`, in its own session with output
+/// to `<run-dir>/supervisor.log`, and returns once it answers a ping (or
+/// reports that it exited).
+fn detach(run_dir: &RunDir) -> anyhow::Result<Exit> {
+    use std::os::unix::process::CommandExt;
+    run_dir.create()?;
+    if let Ok(mut client) = Client::connect(run_dir)
+        && let Ok(response) = client.request(&Request::Ping, Duration::from_secs(2))
+    {
+        anyhow::bail!(
+            "a supervisor is already running for run directory {} (pid {})",
+            run_dir.path.display(),
+            response.pid.map(|pid| pid.to_string()).unwrap_or_default()
+        );
+    }
+    let log_path = run_dir.supervisor_log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut arguments: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|argument| argument != "-d" && argument != "--detach")
+        .collect();
+    if !arguments.iter().any(|argument| argument == "--no-console") {
+        arguments.push("--no-console".into());
+    }
+    let program = std::env::current_exe().context("finding this program")?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(&arguments)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("duplicating the log file")?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().context("starting the background supervisor")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the background supervisor")? {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!(
+                "the background supervisor exited ({status}); the end of {}:\n{}",
+                log_path.display(),
+                tail.join("\n")
+            );
+        }
+        if let Ok(mut client) = Client::connect(run_dir)
+            && let Ok(response) = client.request(&Request::Ping, Duration::from_secs(1))
+            && response.pid == Some(child.id())
+        {
+            println!(
+                "supervisor running in the background (pid {}); logs: {}",
+                child.id(),
+                log_path.display()
+            );
+            return Ok(Exit::Ok);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the background supervisor (pid {}) did not answer within 60s; see {}",
+                child.id(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Binds the control socket (mode 0600) before anything starts.
+fn bind_socket(run_dir: &RunDir) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = run_dir.socket();
+    // We hold the run directory's lock: a socket file left here is stale.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn supervise(
+    config: supervisor::Config,
+    args: &Args,
+    control: Control,
+) -> anyhow::Result<supervisor::Outcome> {
     let shutdown = Shutdown::new();
+    let listener = bind_socket(control.lock.run_dir())?;
+    let metrics_listener = match control.metrics {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics listener on {address}"))?;
+            let bound = listener.local_addr().unwrap_or(address);
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     // Kills every agent group if this process dies without stopping them.
     let keeper = std::env::current_exe()
         .and_then(|program| Keeper::start(&program))
@@ -193,6 +369,35 @@ async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<su
     })
     .context("planning the start order")?;
     let (handle, task) = supervisor::spawn(config, spawner, &shutdown);
+    let requests = Arc::new(AtomicU64::new(0));
+    shutdown.tracker().spawn(crate::control::server::run(
+        listener,
+        crate::control::server::ServerContext {
+            handle: handle.clone(),
+            reloader: Some(control.reloader.clone()),
+            requests: requests.clone(),
+        },
+        shutdown.token().child_token(),
+        shutdown.tracker().clone(),
+    ));
+    if let Some(files) = control.watched.clone() {
+        shutdown.tracker().spawn(watch_files(
+            files,
+            control.reloader.clone(),
+            handle.clone(),
+            shutdown.token().child_token(),
+        ));
+    }
+    if let Some(listener) = metrics_listener {
+        shutdown.tracker().spawn(crate::control::metrics::run(
+            listener,
+            crate::control::metrics::MetricsContext {
+                status: handle.subscribe(),
+                control_requests: requests,
+            },
+            shutdown.token().child_token(),
+        ));
+    }
     let force = handle.clone();
     let signals = tokio::spawn(watch_signals(shutdown.token().clone(), move || {
         force.try_shutdown(true)
@@ -213,6 +418,7 @@ async fn supervise(config: supervisor::Config, args: &Args) -> anyhow::Result<su
     {
         tracing::warn!("some tasks did not finish within 5s");
     }
+    drop(control.lock);
     Ok(outcome)
 }
 

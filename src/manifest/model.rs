@@ -34,6 +34,25 @@ pub struct Manifest {
     /// What happens to other agents when one restarts (`strategy:` at the top
     /// level of a native manifest; the first file that sets it wins).
     pub strategy: Strategy,
+    /// The `/metrics` listener (`metrics:` at the top level of a native
+    /// manifest; the first file that sets it wins).
+    pub metrics: Option<Metrics>,
+}
+
+/// Where `up` serves `/metrics` and `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub listen: std::net::SocketAddr,
+}
+
+/// Resource limits of one agent's process tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Restart when resident memory stays above this many bytes for `grace`.
+    pub memory_bytes: Option<u64>,
+    /// Warn when CPU use is above this percentage of one core.
+    pub cpu_percent: Option<f64>,
+    pub grace: Duration,
 }
 
 /// Restart strategies, as in Erlang/OTP supervisors.
@@ -104,6 +123,8 @@ pub struct Agent {
     pub restart: RestartPolicy,
     pub heartbeat: Heartbeat,
     pub stop: StopPolicy,
+    /// `None` when the manifest sets no `limits`.
+    pub limits: Option<Limits>,
     /// Free-form `config:` from the manifest, passed through to the agent.
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Keys a legacy manifest carried that have no meaning here; kept, not rejected.

@@ -32,6 +32,30 @@ pub struct RawManifest {
     #[serde(default)]
     #[schemars(with = "AgentsSchema")]
     pub agents: Vec<RawAgent>,
+    /// An HTTP listener for `/metrics` and `/health` (off when absent; the
+    /// first file that sets it wins).
+    pub metrics: Option<RawMetrics>,
+}
+
+/// Where `up` serves `/metrics` (Prometheus text) and `/health` (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `host:port` to listen on, e.g. `127.0.0.1:9464`; a bare port means
+    /// loopback. Port 0 picks a free port (logged).
+    pub listen: String,
+}
+
+/// Resource limits of one agent's process tree (the agent and its children).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Resident memory above this many MiB for `grace` restarts the agent.
+    pub memory_mb: Option<u64>,
+    /// CPU above this percentage of one core is reported as a warning (no kill).
+    pub cpu_percent: Option<f64>,
+    /// How long memory may stay above the limit before the restart (default 5s).
+    pub grace: Option<RawDuration>,
 }
 
 #[derive(JsonSchema)]
@@ -66,6 +90,7 @@ pub struct RawDefaults {
     pub restart: Option<RestartField>,
     pub heartbeat: Option<RawHeartbeat>,
     pub stop: Option<RawStop>,
+    pub limits: Option<RawLimits>,
 }
 
 /// One agent.
@@ -107,6 +132,8 @@ pub struct RawAgent {
     pub restart: Option<RestartField>,
     pub heartbeat: Option<RawHeartbeat>,
     pub stop: Option<RawStop>,
+    /// `{memory_mb, cpu_percent, grace}`: resource limits of the agent's process tree.
+    pub limits: Option<RawLimits>,
     /// Free-form settings passed to the agent. Top-level keys named `port` or
     /// ending in `_port` with a number are checked as ports the agent uses.
     pub config: Option<serde_json::Map<String, serde_json::Value>>,

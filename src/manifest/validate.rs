@@ -287,6 +287,25 @@ fn load_file(
         host,
         text,
     });
+    if let Some(metrics) = &raw.metrics
+        && loaded.manifest.metrics.is_none()
+    {
+        let text = metrics.listen.trim();
+        let parsed = text
+            .parse::<u16>()
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .or_else(|_| text.parse::<std::net::SocketAddr>());
+        match parsed {
+            Ok(listen) => loaded.manifest.metrics = Some(Metrics { listen }),
+            Err(_) => errors.push(
+                Problem::error(
+                    ProblemKind::InvalidValue,
+                    format!("metrics.listen: `{text}` is not `host:port` (e.g. 127.0.0.1:9464) or a port"),
+                )
+                .at(&at(1, 1)),
+            ),
+        }
+    }
     Some(raw.strategy.map(|strategy| match strategy {
         RawStrategy::OneForOne => Strategy::OneForOne,
         RawStrategy::RestForOne => Strategy::RestForOne,
@@ -689,6 +708,19 @@ fn build_agent(
         signal,
         grace: duration(stop_raw.grace, Duration::from_secs(10)),
     };
+    let limits = raw.limits.or(defaults.limits.clone()).map(|raw| {
+        if raw.cpu_percent.is_some_and(|cpu| !(cpu > 0.0 && cpu.is_finite())) {
+            invalid("limits", "`cpu_percent` must be a positive number".into());
+        }
+        if raw.memory_mb == Some(0) {
+            invalid("limits", "`memory_mb` must be at least 1".into());
+        }
+        Limits {
+            memory_bytes: raw.memory_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            cpu_percent: raw.cpu_percent,
+            grace: duration(raw.grace, Duration::from_secs(5)),
+        }
+    });
 
     Some(Agent {
         name,
@@ -710,6 +742,7 @@ fn build_agent(
         restart,
         heartbeat,
         stop,
+        limits,
         config: raw.config.unwrap_or_default(),
         extra: raw.extra.unwrap_or_default(),
         legacy: context.legacy,

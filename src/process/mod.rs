@@ -19,6 +19,7 @@
 
 pub mod keeper;
 pub mod log;
+pub mod sample;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -28,6 +29,7 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
 pub use log::{Console, LogTarget};
+pub use sample::{ResourceSample, TreeSampler};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

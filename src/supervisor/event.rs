@@ -6,13 +6,18 @@
 //!
 //! Owns no state and does no I/O.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::lifecycle::AgentSpec;
 use super::state::AgentState;
+use crate::manifest::Strategy;
+pub use crate::process::ResourceSample;
 use crate::process::Termination;
 
 /// Index of an agent in the supervisor's table.
@@ -54,6 +59,72 @@ pub enum Event {
     ShutdownRequested {
         force: bool,
     },
+    /// An operator asked to start these agents (and, implicitly, the
+    /// dependencies they need).
+    StartRequested {
+        agents: Vec<AgentId>,
+    },
+    /// An operator asked to stop these agents (their dependents stop first).
+    StopRequested {
+        agents: Vec<AgentId>,
+    },
+    /// An operator asked to restart these agents; `with_dependents` also
+    /// restarts everything that depends on them, in dependency order.
+    RestartRequested {
+        agents: Vec<AgentId>,
+        with_dependents: bool,
+    },
+    /// New manifests were loaded and passed `check`: apply the difference.
+    ReloadRequested(Reload),
+    /// New manifests were loaded but did not pass: keep the old ones and
+    /// show these errors in the status.
+    ReloadFailed {
+        errors: Vec<String>,
+    },
+    /// One resource sample of every supervised process tree, by agent pid.
+    ResourcesSampled {
+        samples: Vec<ResourceSample>,
+    },
+}
+
+/// The agents of a configuration that passed `check` (shared, not copied,
+/// between the command and the event).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub agents: Arc<Vec<AgentSpec>>,
+    pub strategy: Strategy,
+}
+
+impl PartialEq for Reload {
+    fn eq(&self, other: &Reload) -> bool {
+        Arc::ptr_eq(&self.agents, &other.agents) && self.strategy == other.strategy
+    }
+}
+
+/// What a reload changed, by agent name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| match names.is_empty() {
+            true => "none".to_string(),
+            false => names.join(", "),
+        };
+        write!(
+            f,
+            "added: {}; removed: {}; changed: {}; unchanged: {}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.changed),
+            self.unchanged
+        )
+    }
 }
 
 /// Something the run loop must do.
@@ -78,7 +149,9 @@ pub enum Action {
     Exit(Outcome),
 }
 
-/// A request from a [`super::SupervisorHandle`].
+/// A request from a [`super::SupervisorHandle`]. Requests that can be
+/// refused carry a `oneshot` reply, answered once the change is applied and
+/// the status published; dropping the receiver is harmless.
 #[derive(Debug)]
 pub enum Command {
     /// Stop everything in reverse dependency order; `force` skips the grace.
@@ -87,6 +160,41 @@ pub enum Command {
     Status {
         reply: oneshot::Sender<StatusSnapshot>,
     },
+    /// Start agents by name (and the dependencies they need).
+    Start {
+        agents: Vec<String>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    /// Stop agents by name (their dependents first); they stay stopped
+    /// until started again.
+    Stop {
+        agents: Vec<String>,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    /// Restart agents by name.
+    Restart {
+        agents: Vec<String>,
+        with_dependents: bool,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    /// Apply a configuration that passed `check`.
+    Reload {
+        reload: Reload,
+        reply: oneshot::Sender<Result<ReloadSummary, CommandError>>,
+    },
+    /// A reload that did not pass `check`: keep running, report `errors`.
+    ReloadFailed { errors: Vec<String> },
+}
+
+/// Why the supervisor refused a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown agent(s): {}", .0.join(", "))]
+    UnknownAgents(Vec<String>),
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+    #[error("the supervisor has ended")]
+    Ended,
 }
 
 /// Why `up` failed.
@@ -127,6 +235,20 @@ pub struct AgentStatus {
     pub waiting_on: Vec<String>,
     /// The last exit, failure or restart reason.
     pub reason: Option<String>,
+    /// The machine it runs on.
+    pub host: String,
+    /// When the current process was spawned (while it has one).
+    pub running_since: Option<Instant>,
+    /// Age of the last SDK heartbeat; `None` until the SDK reports them.
+    pub heartbeat_age: Option<Duration>,
+    /// From the latest resource sample of its process tree.
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    /// Restarts by cause (`exit`, `signal`, `liveness`, `memory`,
+    /// `operator`, `reload`, `dependency`).
+    pub restarts_by_cause: BTreeMap<&'static str, u32>,
+    /// Stopped by an operator: stays stopped until started again.
+    pub held: bool,
 }
 
 /// What status readers see; published after every `apply`.
@@ -138,6 +260,12 @@ pub struct StatusSnapshot {
     /// failed/blocked) for the first time.
     pub all_ready_after: Option<Duration>,
     pub shutting_down: bool,
+    /// Configurations applied since the start.
+    pub reloads: u64,
+    /// Why the last reload was refused; empty when it was applied.
+    pub config_errors: Vec<String>,
+    /// Times an agent went above its CPU limit.
+    pub cpu_warnings: u64,
 }
 
 impl StatusSnapshot {

@@ -20,14 +20,31 @@
 //!   `one_for_all` requeue the affected agents, which start again when their
 //!   dependencies are ready;
 //! - a required agent that fails (with `on_give_up: shutdown`) shuts
-//!   everything down and becomes the [`Outcome`]'s failure.
+//!   everything down and becomes the [`Outcome`]'s failure;
+//! - operators start, stop and restart agents by name: `start` also starts
+//!   the stopped dependencies the agent needs; `stop` stops the agent's
+//!   dependents first (reverse order) and keeps them all stopped (`held`)
+//!   until started again, so a run with held agents does not end on its
+//!   own; `restart` replaces the process at once, leaving dependents running
+//!   unless `with_dependents`;
+//! - a reload applies the difference between two configurations: added
+//!   agents start in dependency order, removed ones stop in reverse order and
+//!   are retired (kept in the table under their id, hidden from the status),
+//!   changed ones are restarted with the new definition, the rest untouched;
+//! - resource samples are matched to agents by pid: memory above the limit
+//!   for its grace restarts the agent (cause `memory`), CPU above the limit
+//!   is a warning.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::event::{Action, AgentId, AgentStatus, Event, Failure, Outcome, StatusSnapshot};
+use super::event::{
+    Action, AgentId, AgentStatus, Event, Failure, Outcome, Reload, ReloadSummary, ResourceSample,
+    StatusSnapshot,
+};
 use super::restart::{Decision, Jitter, RestartTracker};
 use super::state::{AgentState, allowed};
 use crate::manifest::{Agent, GiveUp, ReadinessCheck, Strategy};
@@ -53,18 +70,44 @@ enum StopIntent {
     Shutdown,
     /// Restarted because of an agent it depends on (strategy): -> `Pending`.
     Requeue,
-    /// Hung (liveness): killed, then restarted under its policy.
-    Restart(String),
+    /// Hung (liveness) or above its memory limit: killed, then restarted
+    /// under its policy; `cause` labels the restart.
+    Restart { reason: String, cause: &'static str },
     /// Cannot become ready: -> `Failed`.
     GiveUp(String),
+    /// Stopped by an operator: -> `Stopped`, held.
+    Operator,
+    /// Restarted by an operator or a reload: -> `Pending`, starts again once
+    /// its dependencies are ready. Alone (dependents keep running) unless
+    /// `after_dependents` (`restart --with-dependents`).
+    Replace {
+        reason: String,
+        cause: &'static str,
+        after_dependents: bool,
+    },
+    /// Removed by a reload: -> `Stopped`, retired.
+    Retire,
 }
 
 impl StopIntent {
-    /// Shutdown and requeue wait for dependents to stop first.
+    /// These stops wait for the agent's dependents to stop first.
     fn waits_for_dependents(&self) -> bool {
-        matches!(self, StopIntent::Shutdown | StopIntent::Requeue)
+        matches!(
+            self,
+            StopIntent::Shutdown
+                | StopIntent::Requeue
+                | StopIntent::Operator
+                | StopIntent::Retire
+                | StopIntent::Replace {
+                    after_dependents: true,
+                    ..
+                }
+        )
     }
 }
+
+/// CPU limit crossings are logged at most this often per agent.
+const CPU_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 struct Record {
@@ -87,9 +130,55 @@ struct Record {
     liveness_failures: u32,
     restarts: RestartTracker,
     reason: Option<String>,
+    /// Stopped by an operator: stays stopped until started again, and a run
+    /// with held agents does not end on its own.
+    held: bool,
+    /// Removed by a reload: hidden from the status, never started again.
+    retired: bool,
+    cpu_percent: Option<f64>,
+    rss_bytes: Option<u64>,
+    /// Since when memory has been above the limit.
+    memory_over_since: Option<Instant>,
+    /// When the last CPU warning was logged.
+    cpu_warned_at: Option<Instant>,
+    restart_causes: BTreeMap<&'static str, u32>,
 }
 
 impl Record {
+    fn new(spec: AgentSpec) -> Record {
+        Record {
+            spec,
+            dependencies: Vec::new(),
+            dependents: Vec::new(),
+            state: AgentState::Pending,
+            run: 0,
+            pid: None,
+            spawned_at: None,
+            ready_this_run: false,
+            first_ready: None,
+            time_to_ready: None,
+            ready_deadline: None,
+            start_period_deadline: None,
+            restart_at: None,
+            kill_at: None,
+            stop: None,
+            liveness_failures: 0,
+            restarts: RestartTracker::default(),
+            reason: None,
+            held: false,
+            retired: false,
+            cpu_percent: None,
+            rss_bytes: None,
+            memory_over_since: None,
+            cpu_warned_at: None,
+            restart_causes: BTreeMap::new(),
+        }
+    }
+
+    fn count_restart(&mut self, cause: &'static str) {
+        *self.restart_causes.entry(cause).or_default() += 1;
+    }
+
     fn name(&self) -> &str {
         &self.spec.agent.name
     }
@@ -124,6 +213,9 @@ pub struct Lifecycle {
     all_ready_after: Option<Duration>,
     jitter: Jitter,
     finished: bool,
+    reloads: u64,
+    config_errors: Vec<String>,
+    cpu_warnings: u64,
 }
 
 impl Lifecycle {
@@ -136,56 +228,9 @@ impl Lifecycle {
         now: Instant,
         jitter: Jitter,
     ) -> Lifecycle {
-        let index = |name: &str| agents.iter().position(|spec| spec.agent.name == name);
-        let dependencies: Vec<Vec<AgentId>> = agents
-            .iter()
-            .map(|spec| {
-                let mut ids: Vec<AgentId> = spec
-                    .agent
-                    .dependencies
-                    .iter()
-                    .filter_map(|dependency| index(&dependency.name))
-                    .collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids
-            })
-            .collect();
-        let mut dependents = vec![Vec::new(); agents.len()];
-        for (id, list) in dependencies.iter().enumerate() {
-            for dependency in list {
-                dependents[*dependency].push(id);
-            }
-        }
-        let order = start_order(&dependencies);
-        let agents = agents
-            .into_iter()
-            .zip(dependencies)
-            .zip(dependents)
-            .map(|((spec, dependencies), dependents)| Record {
-                spec,
-                dependencies,
-                dependents,
-                state: AgentState::Pending,
-                run: 0,
-                pid: None,
-                spawned_at: None,
-                ready_this_run: false,
-                first_ready: None,
-                time_to_ready: None,
-                ready_deadline: None,
-                start_period_deadline: None,
-                restart_at: None,
-                kill_at: None,
-                stop: None,
-                liveness_failures: 0,
-                restarts: RestartTracker::default(),
-                reason: None,
-            })
-            .collect();
-        Lifecycle {
-            agents,
-            order,
+        let mut lifecycle = Lifecycle {
+            agents: agents.into_iter().map(Record::new).collect(),
+            order: Vec::new(),
             strategy,
             sequential,
             mode: Mode::Running,
@@ -194,6 +239,61 @@ impl Lifecycle {
             all_ready_after: None,
             jitter,
             finished: false,
+            reloads: 0,
+            config_errors: Vec::new(),
+            cpu_warnings: 0,
+        };
+        lifecycle.relink();
+        lifecycle
+    }
+
+    /// Recomputes dependency edges and the start order from the agents'
+    /// definitions (after construction and after a reload). Names resolve to
+    /// live (not retired) agents; a retired agent keeps edges to the
+    /// retired agents it depended on so they stop in reverse order.
+    fn relink(&mut self) {
+        let lookup = |name: &str, retired: bool| {
+            self.agents
+                .iter()
+                .position(|record| !record.retired && record.name() == name)
+                .or_else(|| {
+                    retired
+                        .then(|| {
+                            self.agents
+                                .iter()
+                                .position(|record| record.retired && record.name() == name)
+                        })
+                        .flatten()
+                })
+        };
+        let dependencies: Vec<Vec<AgentId>> = self
+            .agents
+            .iter()
+            .map(|record| {
+                let mut ids: Vec<AgentId> = record
+                    .spec
+                    .agent
+                    .dependencies
+                    .iter()
+                    .filter_map(|dependency| lookup(&dependency.name, record.retired))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            })
+            .collect();
+        let mut dependents = vec![Vec::new(); self.agents.len()];
+        for (id, list) in dependencies.iter().enumerate() {
+            for dependency in list {
+                dependents[*dependency].push(id);
+            }
+        }
+        self.order = start_order(&dependencies);
+        for ((record, dependencies), dependents) in
+            self.agents.iter_mut().zip(dependencies).zip(dependents)
+        {
+            record.dependencies = dependencies;
+            record.dependents = dependents;
         }
     }
 
@@ -205,8 +305,40 @@ impl Lifecycle {
         self.agents[agent].state
     }
 
+    /// The live (not retired) agent called `name`.
     pub fn id(&self, name: &str) -> Option<AgentId> {
-        self.agents.iter().position(|record| record.name() == name)
+        self.agents
+            .iter()
+            .position(|record| !record.retired && record.name() == name)
+    }
+
+    /// Whether the supervisor is stopping everything.
+    pub fn shutting_down(&self) -> bool {
+        self.mode != Mode::Running
+    }
+
+    /// What applying `reload` would change; pure, changes nothing.
+    pub fn reload_summary(&self, reload: &Reload) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        for spec in reload.agents.iter() {
+            match self.id(&spec.agent.name) {
+                None => summary.added.push(spec.agent.name.clone()),
+                Some(agent) if definition(&self.agents[agent].spec) != definition(spec) => {
+                    summary.changed.push(spec.agent.name.clone())
+                }
+                Some(_) => summary.unchanged += 1,
+            }
+        }
+        for record in self.agents.iter().filter(|record| !record.retired) {
+            if !reload
+                .agents
+                .iter()
+                .any(|spec| spec.agent.name == record.name())
+            {
+                summary.removed.push(record.name().to_string());
+            }
+        }
+        summary
     }
 
     /// The agents' ids in start order.
@@ -286,6 +418,28 @@ impl Lifecycle {
             }
             Event::DeadlineReached => self.on_deadlines(now, &mut actions),
             Event::ShutdownRequested { force } => self.shutdown(None, force, &mut actions),
+            Event::StartRequested { agents } if self.mode == Mode::Running => {
+                self.operator_start(&agents)
+            }
+            Event::StopRequested { agents } if self.mode == Mode::Running => {
+                self.operator_stop(&agents, &mut actions)
+            }
+            Event::RestartRequested {
+                agents,
+                with_dependents,
+            } if self.mode == Mode::Running => {
+                self.operator_restart(&agents, with_dependents, &mut actions)
+            }
+            Event::ReloadRequested(reload) if self.mode == Mode::Running => {
+                self.reload(reload, &mut actions)
+            }
+            Event::ReloadFailed { errors } => self.config_errors = errors,
+            Event::ResourcesSampled { samples } => self.on_samples(&samples, now, &mut actions),
+            // Refused by the run loop before they get here.
+            Event::StartRequested { .. }
+            | Event::StopRequested { .. }
+            | Event::RestartRequested { .. }
+            | Event::ReloadRequested(_) => {}
         }
         self.progress(now, &mut actions);
         actions
@@ -313,6 +467,7 @@ impl Lifecycle {
             agents: self
                 .agents
                 .iter()
+                .filter(|record| !record.retired)
                 .map(|record| AgentStatus {
                     name: record.name().to_string(),
                     state: record.state,
@@ -335,10 +490,20 @@ impl Lifecycle {
                         Vec::new()
                     },
                     reason: record.reason.clone(),
+                    host: record.spec.agent.host.clone(),
+                    running_since: record.pid.and(record.spawned_at),
+                    heartbeat_age: None,
+                    cpu_percent: record.pid.and(record.cpu_percent),
+                    rss_bytes: record.pid.and(record.rss_bytes),
+                    restarts_by_cause: record.restart_causes.clone(),
+                    held: record.held,
                 })
                 .collect(),
             all_ready_after: self.all_ready_after,
             shutting_down: self.mode != Mode::Running,
+            reloads: self.reloads,
+            config_errors: self.config_errors.clone(),
+            cpu_warnings: self.cpu_warnings,
         }
     }
 
@@ -454,7 +619,10 @@ impl Lifecycle {
                         "hung: liveness probe failed {} times in a row ({error})",
                         record.liveness_failures
                     );
-                    record.stop = Some(StopIntent::Restart(reason));
+                    record.stop = Some(StopIntent::Restart {
+                        reason,
+                        cause: "liveness",
+                    });
                     actions.push(Action::CancelWatchers { agent });
                 }
             }
@@ -520,6 +688,9 @@ impl Lifecycle {
     ) {
         let record = &mut self.agents[agent];
         record.pid = None;
+        record.cpu_percent = None;
+        record.rss_bytes = None;
+        record.memory_over_since = None;
         actions.push(Action::CancelWatchers { agent });
         let intent = record.stop.take();
         tracing::info!(agent = record.name(), state = %record.state, "{termination}");
@@ -530,21 +701,44 @@ impl Lifecycle {
             }
             Some(StopIntent::Requeue) if self.mode == Mode::Running => {
                 record.reason = Some(format!("{termination} (restarted with a dependency)"));
+                record.count_restart("dependency");
                 self.transition(agent, AgentState::Pending);
             }
-            Some(StopIntent::Requeue) => self.transition(agent, AgentState::Stopped),
-            Some(StopIntent::GiveUp(reason)) => self.fail(agent, reason, actions),
-            Some(StopIntent::Restart(reason)) => {
-                self.decide_restart(agent, termination, true, reason, now, actions)
+            Some(StopIntent::Replace { reason, cause, .. }) if self.mode == Mode::Running => {
+                record.reason = Some(reason);
+                record.count_restart(cause);
+                self.transition(agent, AgentState::Pending);
             }
-            None => self.decide_restart(
-                agent,
-                termination,
-                false,
-                termination.to_string(),
-                now,
-                actions,
-            ),
+            Some(StopIntent::Requeue | StopIntent::Replace { .. }) => {
+                self.transition(agent, AgentState::Stopped)
+            }
+            Some(StopIntent::Operator) => {
+                record.reason = Some(format!("stopped by operator ({termination})"));
+                self.transition(agent, AgentState::Stopped);
+            }
+            Some(StopIntent::Retire) => {
+                record.reason = Some(format!("removed by reload ({termination})"));
+                self.transition(agent, AgentState::Stopped);
+            }
+            Some(StopIntent::GiveUp(reason)) => self.fail(agent, reason, actions),
+            Some(StopIntent::Restart { reason, cause }) => {
+                self.decide_restart(agent, termination, true, reason, cause, now, actions)
+            }
+            None => {
+                let cause = match termination {
+                    Termination::Code(_) => "exit",
+                    _ => "signal",
+                };
+                self.decide_restart(
+                    agent,
+                    termination,
+                    false,
+                    termination.to_string(),
+                    cause,
+                    now,
+                    actions,
+                )
+            }
         }
     }
 
@@ -554,6 +748,7 @@ impl Lifecycle {
         termination: Termination,
         failed: bool,
         reason: String,
+        cause: &'static str,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
@@ -584,6 +779,7 @@ impl Lifecycle {
                     format_duration(delay)
                 );
                 record.reason = Some(reason);
+                record.count_restart(cause);
                 self.transition(agent, AgentState::BackingOff);
                 self.agents[agent].restart_at = Some(now + delay);
                 self.apply_strategy(agent);
@@ -715,6 +911,271 @@ impl Lifecycle {
         }
     }
 
+    /// `roots` and everything reachable through `next` (dependencies or
+    /// dependents), in start order.
+    fn closure(&self, roots: &[AgentId], next: impl Fn(&Record) -> &Vec<AgentId>) -> Vec<AgentId> {
+        let mut found = vec![false; self.agents.len()];
+        let mut stack = roots.to_vec();
+        for root in roots {
+            found[*root] = true;
+        }
+        while let Some(agent) = stack.pop() {
+            for other in next(&self.agents[agent]) {
+                if !found[*other] {
+                    found[*other] = true;
+                    stack.push(*other);
+                }
+            }
+        }
+        self.order
+            .iter()
+            .copied()
+            .filter(|agent| found[*agent])
+            .collect()
+    }
+
+    /// `StartRequested`: the agents and the dependencies they need go back to
+    /// `Pending` (from `Stopped`, `Failed` or `Blocked`, with a fresh restart
+    /// budget) and start in dependency order; dependents that were blocked
+    /// for want of them are unblocked.
+    fn operator_start(&mut self, agents: &[AgentId]) {
+        for agent in self.closure(agents, |record| &record.dependencies) {
+            let record = &mut self.agents[agent];
+            record.held = false;
+            match record.state {
+                AgentState::Stopped | AgentState::Failed | AgentState::Blocked => {
+                    record.restarts.forgive();
+                    record.reason = Some("started by operator".into());
+                    self.transition(agent, AgentState::Pending);
+                }
+                AgentState::Stopping if record.stop == Some(StopIntent::Operator) => {
+                    record.stop = Some(StopIntent::Replace {
+                        reason: "started by operator".into(),
+                        cause: "operator",
+                        after_dependents: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for agent in self.closure(agents, |record| &record.dependents) {
+            let record = &mut self.agents[agent];
+            if record.state == AgentState::Blocked && !record.held {
+                record.reason = None;
+                self.transition(agent, AgentState::Pending);
+            }
+        }
+    }
+
+    /// `StopRequested`: the agents and every agent that depends on them stop
+    /// (dependents first) and are held until started again.
+    fn operator_stop(&mut self, agents: &[AgentId], actions: &mut Vec<Action>) {
+        for agent in self.closure(agents, |record| &record.dependents) {
+            let record = &mut self.agents[agent];
+            record.held = true;
+            match record.state {
+                AgentState::Pending | AgentState::Blocked | AgentState::BackingOff => {
+                    record.reason = Some("stopped by operator".into());
+                    self.transition(agent, AgentState::Stopped);
+                }
+                AgentState::Starting | AgentState::Ready if record.spec.remote => {
+                    actions.push(Action::CancelWatchers { agent });
+                    record.reason = Some("stopped by operator".into());
+                    self.transition(agent, AgentState::Stopped);
+                }
+                AgentState::Starting | AgentState::Ready | AgentState::Stopping => {
+                    actions.push(Action::CancelWatchers { agent });
+                    record.stop = Some(StopIntent::Operator);
+                }
+                AgentState::Stopped | AgentState::Failed => {}
+            }
+        }
+    }
+
+    /// `RestartRequested`: running agents are stopped and go back to
+    /// `Pending`; agents that are not running are started.
+    fn operator_restart(
+        &mut self,
+        agents: &[AgentId],
+        with_dependents: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let targets = match with_dependents {
+            true => self.closure(agents, |record| &record.dependents),
+            false => self.closure(agents, |_| &NO_AGENTS),
+        };
+        for agent in targets {
+            let record = &mut self.agents[agent];
+            record.held = false;
+            let replace = StopIntent::Replace {
+                reason: "restarted by operator".into(),
+                cause: "operator",
+                after_dependents: with_dependents,
+            };
+            match record.state {
+                AgentState::Starting | AgentState::Ready if record.spec.remote => {}
+                AgentState::Starting | AgentState::Ready => {
+                    actions.push(Action::CancelWatchers { agent });
+                    record.stop = Some(replace);
+                }
+                AgentState::Stopping if record.stop == Some(StopIntent::Operator) => {
+                    record.stop = Some(replace);
+                }
+                AgentState::BackingOff => self.transition(agent, AgentState::Pending),
+                AgentState::Stopped | AgentState::Failed | AgentState::Blocked => {
+                    record.restarts.forgive();
+                    record.reason = Some("started by operator".into());
+                    self.transition(agent, AgentState::Pending);
+                }
+                AgentState::Pending | AgentState::Stopping => {}
+            }
+        }
+        self.operator_start(agents);
+    }
+
+    /// `ReloadRequested`: applies the difference (see the module doc).
+    fn reload(&mut self, reload: Reload, actions: &mut Vec<Action>) {
+        let summary = self.reload_summary(&reload);
+        tracing::info!("reloading: {summary}");
+        self.strategy = reload.strategy;
+        for agent in 0..self.agents.len() {
+            if self.agents[agent].retired {
+                continue;
+            }
+            let name = self.agents[agent].name().to_string();
+            match reload.agents.iter().find(|spec| spec.agent.name == name) {
+                None => self.retire(agent, actions),
+                Some(spec) if definition(spec) != definition(&self.agents[agent].spec) => {
+                    self.agents[agent].spec = spec.clone();
+                    self.replace_changed(agent, actions);
+                }
+                Some(spec) => self.agents[agent].spec = spec.clone(),
+            }
+        }
+        for spec in reload.agents.iter() {
+            if self.id(&spec.agent.name).is_none() {
+                self.agents.push(Record::new(spec.clone()));
+            }
+        }
+        self.relink();
+        self.reloads += 1;
+        self.config_errors.clear();
+    }
+
+    /// A removed agent: stopped (dependents first) and hidden for good.
+    fn retire(&mut self, agent: AgentId, actions: &mut Vec<Action>) {
+        let record = &mut self.agents[agent];
+        record.retired = true;
+        record.held = false;
+        match record.state {
+            AgentState::Pending | AgentState::Blocked | AgentState::BackingOff => {
+                self.transition(agent, AgentState::Stopped)
+            }
+            AgentState::Starting | AgentState::Ready if record.spec.remote => {
+                actions.push(Action::CancelWatchers { agent });
+                self.transition(agent, AgentState::Stopped);
+            }
+            AgentState::Starting | AgentState::Ready | AgentState::Stopping => {
+                actions.push(Action::CancelWatchers { agent });
+                record.stop = Some(StopIntent::Retire);
+            }
+            AgentState::Stopped | AgentState::Failed => {}
+        }
+    }
+
+    /// An agent whose definition changed: restarted with the new one, alone.
+    /// Agents an operator stopped stay stopped.
+    fn replace_changed(&mut self, agent: AgentId, actions: &mut Vec<Action>) {
+        let record = &mut self.agents[agent];
+        let replace = StopIntent::Replace {
+            reason: "definition changed (reload)".into(),
+            cause: "reload",
+            after_dependents: false,
+        };
+        match record.state {
+            AgentState::Starting | AgentState::Ready if record.spec.remote => {
+                actions.push(Action::CancelWatchers { agent });
+                self.transition(agent, AgentState::Stopped);
+                self.transition(agent, AgentState::Pending);
+            }
+            AgentState::Starting | AgentState::Ready => {
+                actions.push(Action::CancelWatchers { agent });
+                record.stop = Some(replace);
+            }
+            AgentState::Stopping if record.stop != Some(StopIntent::Operator) => {
+                record.stop = Some(replace);
+            }
+            AgentState::BackingOff | AgentState::Blocked | AgentState::Failed => {
+                record.restarts.forgive();
+                self.transition(agent, AgentState::Pending);
+            }
+            AgentState::Stopped if !record.held => self.transition(agent, AgentState::Pending),
+            AgentState::Stopped | AgentState::Stopping | AgentState::Pending => {}
+        }
+    }
+
+    /// `ResourcesSampled`: records the figures and enforces the limits.
+    fn on_samples(&mut self, samples: &[ResourceSample], now: Instant, actions: &mut Vec<Action>) {
+        for sample in samples {
+            let Some(agent) = self
+                .agents
+                .iter()
+                .position(|record| record.pid == Some(sample.pid))
+            else {
+                continue;
+            };
+            let record = &mut self.agents[agent];
+            record.cpu_percent = Some(sample.cpu_percent);
+            record.rss_bytes = Some(sample.rss_bytes);
+            let Some(limits) = record.spec.agent.limits.clone() else {
+                continue;
+            };
+            if !matches!(record.state, AgentState::Starting | AgentState::Ready)
+                || record.stop.is_some()
+            {
+                continue;
+            }
+            match limits.memory_bytes {
+                Some(limit) if sample.rss_bytes > limit => {
+                    let since = *record.memory_over_since.get_or_insert(now);
+                    let over = now.duration_since(since);
+                    if over >= limits.grace {
+                        const MIB: u64 = 1024 * 1024;
+                        let reason = format!(
+                            "memory {} MiB above the limit of {} MiB for {}",
+                            sample.rss_bytes / MIB,
+                            limit / MIB,
+                            format_duration(over)
+                        );
+                        tracing::warn!(agent = record.name(), "{reason}; restarting");
+                        record.stop = Some(StopIntent::Restart {
+                            reason,
+                            cause: "memory",
+                        });
+                        actions.push(Action::CancelWatchers { agent });
+                    }
+                }
+                _ => record.memory_over_since = None,
+            }
+            if let Some(limit) = limits.cpu_percent
+                && sample.cpu_percent > limit
+                && record
+                    .cpu_warned_at
+                    .is_none_or(|at| now.duration_since(at) >= CPU_WARNING_EVERY)
+            {
+                record.cpu_warned_at = Some(now);
+                self.cpu_warnings += 1;
+                tracing::warn!(
+                    agent = record.name(),
+                    cpu_percent = sample.cpu_percent,
+                    limit,
+                    "CPU {:.0}% above the limit of {limit:.0}%",
+                    sample.cpu_percent
+                );
+            }
+        }
+    }
+
     /// Every dependency is ready and not about to be stopped.
     fn dependencies_ready(&self, agent: AgentId) -> bool {
         self.agents[agent].dependencies.iter().all(|dependency| {
@@ -772,7 +1233,8 @@ impl Lifecycle {
         self.stop_wave(now, actions);
         if self.all_ready_after.is_none() && self.mode == Mode::Running {
             let settled = self.agents.iter().all(|record| {
-                record.first_ready.is_some()
+                record.retired
+                    || record.first_ready.is_some()
                     || matches!(
                         record.state,
                         AgentState::Failed | AgentState::Blocked | AgentState::Stopped
@@ -784,11 +1246,13 @@ impl Lifecycle {
         }
         let done = match self.mode {
             Mode::ShuttingDown { .. } => self.agents.iter().all(|record| record.state.is_final()),
+            // Agents held by an operator wait for the operator.
             Mode::Running => self.agents.iter().all(|record| {
-                matches!(
-                    record.state,
-                    AgentState::Stopped | AgentState::Failed | AgentState::Blocked
-                )
+                !record.held
+                    && matches!(
+                        record.state,
+                        AgentState::Stopped | AgentState::Failed | AgentState::Blocked
+                    )
             }),
         };
         if done && !self.finished {
@@ -825,7 +1289,7 @@ impl Lifecycle {
             }
             let (signal, kill_at) = match intent {
                 _ if forced => (Signal::SIGKILL, None),
-                StopIntent::Restart(_) => (Signal::SIGKILL, None),
+                StopIntent::Restart { .. } => (Signal::SIGKILL, None),
                 _ => (
                     record.spec.agent.stop.signal,
                     Some(now + record.spec.agent.stop.grace),
@@ -844,6 +1308,23 @@ impl Lifecycle {
             });
         }
     }
+}
+
+static NO_AGENTS: Vec<AgentId> = Vec::new();
+
+/// An agent's definition without where it was written: a reload restarts an
+/// agent only when this differs (moving an entry in the file is no change).
+fn definition(spec: &AgentSpec) -> String {
+    let mut agent = spec.agent.clone();
+    agent.location = Default::default();
+    for dependency in &mut agent.dependencies {
+        dependency.location = Default::default();
+    }
+    for port in &mut agent.ports {
+        port.location = Default::default();
+        port.span = None;
+    }
+    format!("{agent:?} remote={}", spec.remote)
 }
 
 /// Dependencies first; ties keep table order. Agents in a cycle (refused by
@@ -941,6 +1422,7 @@ pub(crate) mod tests {
                 signal: Signal::SIGTERM,
                 grace: Duration::from_secs(1),
             },
+            limits: None,
             config: Default::default(),
             extra: Default::default(),
             legacy: false,
@@ -1345,5 +1827,182 @@ pub(crate) mod tests {
             driver.take_log().pop(),
             Some(Action::Exit(Outcome::default()))
         );
+    }
+
+    fn ids(driver: &Driver, names: &[&str]) -> Vec<AgentId> {
+        names.iter().map(|name| driver.id(name)).collect()
+    }
+
+    #[test]
+    fn an_operator_stop_takes_dependents_first_and_holds_them_until_started() {
+        let agents = vec![agent("db", &[]), agent("api", &["db"]), agent("free", &[])];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.send(Event::StopRequested {
+            agents: ids(&driver, &["db"]),
+        });
+        assert_eq!(driver.signalled(), [("api".into(), Signal::SIGTERM)]);
+        driver.exit("api", Termination::Signaled(15));
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
+        driver.exit("db", Termination::Signaled(15));
+        assert_eq!(driver.state("db"), AgentState::Stopped);
+        assert_eq!(driver.state("api"), AgentState::Stopped);
+        assert_eq!(driver.state("free"), AgentState::Ready);
+        driver.send(Event::StopRequested {
+            agents: ids(&driver, &["free"]),
+        });
+        driver.exit("free", Termination::Signaled(15));
+        // Everything is held: the run waits for the operator.
+        assert!(
+            !driver
+                .take_log()
+                .iter()
+                .any(|action| matches!(action, Action::Exit(_)))
+        );
+        assert!(driver.lifecycle.snapshot().agents.iter().all(|a| a.held));
+        // Starting api brings its dependency back first.
+        driver.send(Event::StartRequested {
+            agents: ids(&driver, &["api"]),
+        });
+        assert_eq!(driver.spawned(), ["db"]);
+        driver.advance(ms(100));
+        assert_eq!(driver.spawned(), ["api"]);
+        assert_eq!(driver.state("free"), AgentState::Stopped);
+    }
+
+    #[test]
+    fn an_operator_restart_replaces_one_agent_or_its_dependents_too() {
+        let agents = vec![agent("db", &[]), agent("api", &["db"])];
+        let mut driver = Driver::new(agents.clone(), Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.send(Event::RestartRequested {
+            agents: ids(&driver, &["db"]),
+            with_dependents: false,
+        });
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
+        driver.exit("db", Termination::Signaled(15));
+        assert_eq!(driver.spawned(), ["db"]);
+        assert_eq!(driver.state("api"), AgentState::Ready);
+        let status = driver.lifecycle.snapshot();
+        assert_eq!(status.agents[0].restarts_by_cause.get("operator"), Some(&1));
+
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        driver.send(Event::RestartRequested {
+            agents: ids(&driver, &["db"]),
+            with_dependents: true,
+        });
+        assert_eq!(driver.signalled(), [("api".into(), Signal::SIGTERM)]);
+        driver.exit("api", Termination::Signaled(15));
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
+        driver.exit("db", Termination::Signaled(15));
+        assert_eq!(driver.spawned(), ["db"]);
+        driver.advance(ms(100));
+        assert_eq!(driver.spawned(), ["api"]);
+    }
+
+    #[test]
+    fn a_reload_restarts_changed_agents_stops_removed_ones_and_starts_new_ones() {
+        let agents = vec![
+            agent("db", &[]),
+            agent("api", &["db"]),
+            agent("old", &[]),
+            agent("same", &[]),
+        ];
+        let mut driver = Driver::new(agents, Strategy::OneForOne);
+        driver.advance(ms(300));
+        driver.take_log();
+        let mut db = agent("db", &[]);
+        db.env.insert("CHANGED".into(), "1".into());
+        let mut same = agent("same", &[]);
+        same.location.line = 42; // moved in the file: not a change
+        let reload = Reload {
+            agents: std::sync::Arc::new(local(vec![
+                db,
+                agent("api", &["db"]),
+                same,
+                agent("new", &["db"]),
+            ])),
+            strategy: Strategy::OneForOne,
+        };
+        let old = driver.id("old");
+        let summary = driver.lifecycle.reload_summary(&reload);
+        assert_eq!(summary.added, ["new"]);
+        assert_eq!(summary.removed, ["old"]);
+        assert_eq!(summary.changed, ["db"]);
+        assert_eq!(summary.unchanged, 2);
+        driver.send(Event::ReloadRequested(reload));
+        let mut signalled = driver.signalled();
+        signalled.sort();
+        assert_eq!(
+            signalled,
+            [
+                ("db".into(), Signal::SIGTERM),
+                ("old".into(), Signal::SIGTERM)
+            ]
+        );
+        let run = driver.lifecycle.agents[old].run;
+        driver.send(Event::Exited {
+            agent: old,
+            run,
+            termination: Termination::Signaled(15),
+        });
+        driver.exit("db", Termination::Signaled(15));
+        assert_eq!(driver.spawned(), ["db"]);
+        driver.advance(ms(100));
+        assert_eq!(driver.spawned(), ["new"]);
+        let names: Vec<String> = driver
+            .lifecycle
+            .snapshot()
+            .agents
+            .iter()
+            .map(|agent| agent.name.clone())
+            .collect();
+        assert_eq!(names, ["db", "api", "same", "new"]);
+        assert_eq!(driver.state("api"), AgentState::Ready);
+        assert_eq!(driver.lifecycle.snapshot().reloads, 1);
+    }
+
+    #[test]
+    fn memory_above_the_limit_for_the_grace_restarts_the_agent() {
+        let mut hog = agent("hog", &[]);
+        hog.limits = Some(crate::manifest::Limits {
+            memory_bytes: Some(100 * 1024 * 1024),
+            cpu_percent: Some(50.0),
+            grace: Duration::from_secs(1),
+        });
+        let mut driver = Driver::new(vec![hog], Strategy::OneForOne);
+        driver.advance(ms(100));
+        driver.take_log();
+        let sample = |rss_mb: u64| Event::ResourcesSampled {
+            samples: vec![ResourceSample {
+                pid: 1000,
+                cpu_percent: 90.0,
+                rss_bytes: rss_mb * 1024 * 1024,
+            }],
+        };
+        driver.send(sample(150));
+        assert_eq!(driver.signalled(), []);
+        assert_eq!(driver.lifecycle.snapshot().cpu_warnings, 1);
+        driver.advance(ms(500));
+        driver.send(sample(50));
+        driver.advance(ms(500));
+        driver.send(sample(150));
+        driver.advance(ms(900));
+        driver.send(sample(150));
+        assert_eq!(driver.signalled(), [], "back under the limit restarts the grace");
+        driver.advance(ms(100));
+        driver.send(sample(150));
+        assert_eq!(driver.signalled(), [("hog".into(), Signal::SIGKILL)]);
+        driver.exit("hog", Termination::Signaled(9));
+        assert_eq!(driver.state("hog"), AgentState::BackingOff);
+        let status = driver.lifecycle.snapshot();
+        let reason = status.agents[0].reason.as_deref().unwrap();
+        assert!(reason.contains("above the limit of 100 MiB"), "{reason}");
+        assert_eq!(status.agents[0].restarts_by_cause.get("memory"), Some(&1));
+        assert_eq!(status.agents[0].rss_bytes, None, "no figures without a process");
     }
 }

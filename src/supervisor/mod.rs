@@ -3,7 +3,11 @@
 //! [`SupervisorHandle`]s, the next deadline and the shutdown token. Every
 //! event goes through the pure [`lifecycle::Lifecycle::apply`]; this file
 //! only performs the returned actions (spawn, signal, start/stop probe
-//! tasks) and publishes a [`StatusSnapshot`] after each one.
+//! tasks) and publishes a [`StatusSnapshot`] after each one. Operator
+//! commands (start/stop/restart/reload) become events too; their replies are
+//! sent once the change is applied and published. A sampling task reads the
+//! agents' process trees every [`Config::sample_interval`] off the loop and
+//! feeds the figures back as [`Event::ResourcesSampled`].
 //!
 //! Layout: [`event`] (events, actions, commands, status), [`state`] (states
 //! and the transition table), [`lifecycle`] (the pure transition function),
@@ -24,12 +28,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{AgentStatus, Command, Event, Failure, Outcome, StatusSnapshot};
+pub use event::{
+    AgentStatus, Command, CommandError, Event, Failure, Outcome, Reload, ReloadSummary,
+    StatusSnapshot,
+};
 pub use lifecycle::{AgentSpec, format_duration};
 pub use state::AgentState;
 
 use crate::manifest::{Agent, Probe, Strategy};
-use crate::process::{Console, LogTarget, ProcessEvent, SpawnSpec, Spawner};
+use crate::process::{Console, LogTarget, ProcessEvent, SpawnSpec, Spawner, TreeSampler};
 use crate::shutdown::Shutdown;
 use event::{Action, AgentId};
 use lifecycle::Lifecycle;
@@ -56,6 +63,9 @@ pub struct Config {
     pub console: Option<Console>,
     /// `PORT_OFFSET` given to agents.
     pub port_offset: String,
+    /// How often the agents' process trees are sampled (CPU, memory,
+    /// limits); `None` turns sampling off (tests with a paused clock).
+    pub sample_interval: Option<Duration>,
 }
 
 /// A cloneable way to reach the supervisor task.
@@ -89,6 +99,76 @@ impl SupervisorHandle {
     pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
         self.status.clone()
     }
+
+    /// Starts agents by name (and the dependencies they need); answers once
+    /// the request is applied, not when they are ready.
+    pub async fn start(&self, agents: Vec<String>) -> Result<(), CommandError> {
+        self.ask(|reply| Command::Start { agents, reply }).await?
+    }
+
+    /// Stops agents by name, their dependents first; they stay stopped.
+    pub async fn stop(&self, agents: Vec<String>) -> Result<(), CommandError> {
+        self.ask(|reply| Command::Stop { agents, reply }).await?
+    }
+
+    /// Restarts agents by name (with everything that depends on them when
+    /// `with_dependents`).
+    pub async fn restart(
+        &self,
+        agents: Vec<String>,
+        with_dependents: bool,
+    ) -> Result<(), CommandError> {
+        self.ask(|reply| Command::Restart {
+            agents,
+            with_dependents,
+            reply,
+        })
+        .await?
+    }
+
+    /// Applies a configuration that passed `check`.
+    pub async fn reload(&self, reload: Reload) -> Result<ReloadSummary, CommandError> {
+        self.ask(|reply| Command::Reload { reload, reply }).await?
+    }
+
+    /// Records a configuration that did not pass `check` (shown in the status).
+    pub async fn reload_failed(&self, errors: Vec<String>) {
+        let _ = self.commands.send(Command::ReloadFailed { errors }).await;
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| CommandError::Ended)?;
+        answer.await.map_err(|_| CommandError::Ended)
+    }
+}
+
+/// A reply to send once the command's event is applied and published.
+enum Reply {
+    Done(oneshot::Sender<Result<(), CommandError>>),
+    Reloaded(
+        oneshot::Sender<Result<ReloadSummary, CommandError>>,
+        ReloadSummary,
+    ),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Done(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+            Reply::Reloaded(reply, summary) => {
+                let _ = reply.send(Ok(summary));
+            }
+        }
+    }
 }
 
 /// Starts the supervisor task on `shutdown`'s tracker. The task ends when
@@ -110,6 +190,14 @@ pub fn spawn<S: Spawner>(
     let (command_sender, commands) = mpsc::channel(64);
     let (event_sender, events) = mpsc::unbounded_channel();
     let (status_sender, status) = watch::channel(lifecycle.snapshot());
+    if let Some(interval) = config.sample_interval {
+        shutdown.tracker().spawn(sample_resources(
+            interval,
+            status.clone(),
+            event_sender.clone(),
+            shutdown.token().clone(),
+        ));
+    }
     let supervisor = Supervisor {
         lifecycle,
         config,
@@ -163,19 +251,16 @@ impl<S: Spawner> Supervisor<S> {
         self.status.send_replace(self.lifecycle.snapshot());
         loop {
             let deadline = self.lifecycle.next_deadline();
-            let event = tokio::select! {
-                Some(event) = self.events.recv() => event,
-                Some(command) = self.commands.recv() => match command {
-                    Command::Shutdown { force } => Event::ShutdownRequested { force },
-                    Command::Status { reply } => {
-                        let _ = reply.send(self.lifecycle.snapshot());
-                        continue;
-                    }
+            let (event, reply) = tokio::select! {
+                Some(event) = self.events.recv() => (event, None),
+                Some(command) = self.commands.recv() => match self.on_command(command) {
+                    Some(pair) => pair,
+                    None => continue,
                 },
-                _ = sleep_until(deadline), if deadline.is_some() => Event::DeadlineReached,
+                _ = sleep_until(deadline), if deadline.is_some() => (Event::DeadlineReached, None),
                 _ = self.token.cancelled(), if !shutdown_seen => {
                     shutdown_seen = true;
-                    Event::ShutdownRequested { force: false }
+                    (Event::ShutdownRequested { force: false }, None)
                 }
             };
             let actions = self.lifecycle.apply(event, Instant::now());
@@ -194,6 +279,9 @@ impl<S: Spawner> Supervisor<S> {
                 outcome = self.perform(actions);
             }
             self.status.send_replace(self.lifecycle.snapshot());
+            if let Some(reply) = reply {
+                reply.send();
+            }
             if let Some(outcome) = outcome {
                 for (_, token) in self.watchers.drain() {
                     token.cancel();
@@ -201,6 +289,81 @@ impl<S: Spawner> Supervisor<S> {
                 return outcome;
             }
         }
+    }
+
+    /// Turns a command into the event to apply and the reply to send after
+    /// it; `None` when it was answered (or refused) on the spot.
+    fn on_command(&mut self, command: Command) -> Option<(Event, Option<Reply>)> {
+        match command {
+            Command::Shutdown { force } => Some((Event::ShutdownRequested { force }, None)),
+            Command::Status { reply } => {
+                let _ = reply.send(self.lifecycle.snapshot());
+                None
+            }
+            Command::Start { agents, reply } => match self.ids(&agents) {
+                Ok(agents) => Some((Event::StartRequested { agents }, Some(Reply::Done(reply)))),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    None
+                }
+            },
+            Command::Stop { agents, reply } => match self.ids(&agents) {
+                Ok(agents) => Some((Event::StopRequested { agents }, Some(Reply::Done(reply)))),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    None
+                }
+            },
+            Command::Restart {
+                agents,
+                with_dependents,
+                reply,
+            } => match self.ids(&agents) {
+                Ok(agents) => Some((
+                    Event::RestartRequested {
+                        agents,
+                        with_dependents,
+                    },
+                    Some(Reply::Done(reply)),
+                )),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    None
+                }
+            },
+            Command::Reload { reload, reply } => {
+                if self.lifecycle.shutting_down() {
+                    let _ = reply.send(Err(CommandError::ShuttingDown));
+                    return None;
+                }
+                let summary = self.lifecycle.reload_summary(&reload);
+                Some((
+                    Event::ReloadRequested(reload),
+                    Some(Reply::Reloaded(reply, summary)),
+                ))
+            }
+            Command::ReloadFailed { errors } => Some((Event::ReloadFailed { errors }, None)),
+        }
+    }
+
+    /// The ids of live agents by name; refuses unknown names and requests
+    /// during shutdown.
+    fn ids(&self, names: &[String]) -> Result<Vec<AgentId>, CommandError> {
+        if self.lifecycle.shutting_down() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|name| self.lifecycle.id(name).is_none())
+            .cloned()
+            .collect();
+        if !unknown.is_empty() || names.is_empty() {
+            return Err(CommandError::UnknownAgents(unknown));
+        }
+        Ok(names
+            .iter()
+            .filter_map(|name| self.lifecycle.id(name))
+            .collect())
     }
 
     /// Performs actions; returns the outcome when one of them ends the loop.
@@ -288,6 +451,47 @@ impl<S: Spawner> Supervisor<S> {
             let _ = events.send(event);
         });
         self.spawner.spawn(spec, report);
+    }
+}
+
+/// Every `interval`, samples the process tree of every agent that has a pid
+/// (read from the published status) in `spawn_blocking`, and sends the
+/// figures to the supervisor. Ends with the token or the supervisor.
+async fn sample_resources(
+    interval: Duration,
+    status: watch::Receiver<StatusSnapshot>,
+    events: mpsc::UnboundedSender<Event>,
+    token: CancellationToken,
+) {
+    let mut sampler = Some(TreeSampler::new());
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let pids: Vec<u32> = status
+            .borrow()
+            .agents
+            .iter()
+            .filter_map(|agent| agent.pid)
+            .collect();
+        let Some(mut owned) = sampler.take() else {
+            return;
+        };
+        let Ok((back, samples)) = tokio::task::spawn_blocking(move || {
+            let samples = owned.sample(&pids);
+            (owned, samples)
+        })
+        .await
+        else {
+            return;
+        };
+        sampler = Some(back);
+        if events.send(Event::ResourcesSampled { samples }).is_err() {
+            return;
+        }
     }
 }
 
@@ -559,6 +763,7 @@ mod tests {
             logs: None,
             console: None,
             port_offset: "0".into(),
+            sample_interval: None,
         }
     }
 

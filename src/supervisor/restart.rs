@@ -83,6 +83,13 @@ pub struct RestartTracker {
 }
 
 impl RestartTracker {
+    /// Forgets the recent restarts and the backoff step (an operator started
+    /// the agent again); the lifetime total stays.
+    pub fn forgive(&mut self) {
+        self.attempt = 0;
+        self.recent.clear();
+    }
+
     /// Decides what follows an exit. `failed` forces the exit to count as a
     /// failure whatever the code (a hung agent that was killed); `uptime` is
     /// how long the run lasted.

@@ -7,13 +7,13 @@
 //! ```text
 //! from \ to    Pending Blocked Starting Ready BackingOff Stopping Stopped Failed
 //! Pending         .       x       x       .       .         .        x       .
-//! Blocked         .       .       .       .       .         .        x       .
+//! Blocked         x       .       .       .       .         .        x       .
 //! Starting        .       .       .       x       x         x        x       x
 //! Ready           .       .       .       .       x         x        x       x
 //! BackingOff      x       .       x       .       .         .        x       x
 //! Stopping        x       .       .       .       x         .        x       x
-//! Stopped         .       .       .       .       .         .        .       .
-//! Failed          .       .       .       .       .         .        .       .
+//! Stopped         x       .       .       .       .         .        .       .
+//! Failed          x       .       .       .       .         .        .       .
 //! ```
 //!
 //! - `Pending`: waiting for its dependencies; `Starting` once all are ready,
@@ -31,7 +31,10 @@
 //! - `Stopping`: where the exit leads depends on why it was stopped:
 //!   `Stopped` (shutdown), `Pending` (restarted with the agent it depends on),
 //!   `BackingOff` (killed as hung, restarted under its policy), `Failed`.
-//! - `Stopped` and `Failed` are final.
+//! - `Blocked`: `Pending` when an operator starts the dependency it waited for.
+//! - `Stopped` and `Failed` are final on their own; only an operator
+//!   (`start`, `restart`) or a reload that changed the agent's definition
+//!   brings them back to `Pending`.
 
 /// Where an agent is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,7 +74,8 @@ impl AgentState {
         }
     }
 
-    /// Nothing more will happen to an agent in this state.
+    /// Nothing more will happen to an agent in this state on its own (only
+    /// an operator or a reload can move it back to `Pending`).
     pub fn is_final(self) -> bool {
         matches!(self, AgentState::Stopped | AgentState::Failed)
     }
@@ -90,6 +94,7 @@ pub const ALLOWED_TRANSITIONS: &[(AgentState, AgentState)] = &[
     (Pending, Blocked),
     (Pending, Starting),
     (Pending, Stopped),
+    (Blocked, Pending),
     (Blocked, Stopped),
     (Starting, Ready),
     (Starting, BackingOff),
@@ -108,6 +113,8 @@ pub const ALLOWED_TRANSITIONS: &[(AgentState, AgentState)] = &[
     (Stopping, BackingOff),
     (Stopping, Stopped),
     (Stopping, Failed),
+    (Stopped, Pending),
+    (Failed, Pending),
 ];
 
 /// Whether an agent may go from `from` to `to`.
@@ -168,13 +175,17 @@ mod tests {
     }
 
     #[test]
-    fn final_states_lead_nowhere_and_nothing_returns_to_itself() {
+    fn final_states_lead_only_back_to_pending_and_nothing_returns_to_itself() {
         for from in AgentState::ALL {
             for to in AgentState::ALL {
-                if from.is_final() || from == to {
+                if (from.is_final() && to != Pending) || from == to {
                     assert!(!allowed(from, to), "{from:?} -> {to:?} must be illegal");
                 }
             }
+        }
+        // The operator's way back, and only that one.
+        for from in [Stopped, Failed, Blocked] {
+            assert!(allowed(from, Pending), "{from:?} cannot be started again");
         }
     }
 

@@ -61,7 +61,7 @@ enum Command {
     /// Send `message` (envelope filled in by the thread); the reply, if one
     /// is expected, goes to `reply`.
     Send {
-        message: AgentMessage,
+        message: Box<AgentMessage>,
         reply: Option<std_mpsc::Sender<Reply>>,
     },
     SetPayload(HeartbeatPayload),
@@ -84,7 +84,7 @@ impl AgentLinkHandle {
     pub fn call(&self, message: AgentMessage, timeout: Duration) -> Result<Reply, TransportError> {
         let (reply_sender, reply) = std_mpsc::channel();
         self.command(Command::Send {
-            message,
+            message: Box::new(message),
             reply: Some(reply_sender),
         })?;
         match reply.recv_timeout(timeout) {
@@ -104,7 +104,7 @@ impl AgentLinkHandle {
     /// Sends `message` without waiting for anything.
     pub fn post(&self, message: AgentMessage) -> Result<(), TransportError> {
         self.command(Command::Send {
-            message,
+            message: Box::new(message),
             reply: None,
         })
     }
@@ -210,7 +210,7 @@ impl AgentLink {
         let mut hello = self.envelope(MessageKind::Hello);
         hello.pid = Some(std::process::id());
         hello.sdk = Some(self.settings.sdk.clone());
-        self.send(&hello, 0);
+        self.send(hello, 0);
         // The first heartbeat goes out at once, so a supervisor that starts
         // watching at spawn time sees one immediately.
         let mut next_heartbeat = Instant::now();
@@ -260,7 +260,7 @@ impl AgentLink {
                     if let Some(reply) = reply {
                         self.pending.insert(seq, (reply, Instant::now()));
                     }
-                    self.send(&message, seq);
+                    self.send(*message, seq);
                 }
                 Ok(Command::SetPayload(payload)) => self.payload = Some(payload),
                 Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return false,
@@ -292,8 +292,7 @@ impl AgentLink {
             .retain(|_, (_, since)| now.saturating_duration_since(*since) < PENDING_LIMIT);
     }
 
-    fn send(&mut self, message: &AgentMessage, seq: u64) {
-        let mut message = message.clone();
+    fn send(&mut self, mut message: AgentMessage, seq: u64) {
         message.v = super::messages::PROTOCOL_VERSION;
         message.agent.clone_from(&self.settings.agent);
         message.token.clone_from(&self.settings.token);

@@ -347,6 +347,8 @@ pub struct AgentEndpoint {
     waker: Waker,
     wake_receiver: WakeReceiver,
     counters: Arc<Counters>,
+    /// Set when a Stop was applied in the middle of a batch.
+    stopping: bool,
 }
 
 impl AgentEndpoint {
@@ -397,6 +399,7 @@ impl AgentEndpoint {
             waker,
             wake_receiver,
             counters,
+            stopping: false,
         };
         let thread = std::thread::Builder::new()
             .name("agent-endpoint".into())
@@ -411,7 +414,7 @@ impl AgentEndpoint {
     fn run(mut self) {
         tracing::debug!(endpoint = %self.endpoint, "agent endpoint listening");
         loop {
-            if !self.drain_commands() {
+            if self.stopping || !self.drain_commands() {
                 break;
             }
             let (router_readable, wake_readable) = {
@@ -437,6 +440,9 @@ impl AgentEndpoint {
             }
             if router_readable {
                 for _ in 0..BATCH {
+                    if self.stopping {
+                        break;
+                    }
                     match self.router.recv_multipart(zmq::DONTWAIT) {
                         Ok(frames) => self.handle(frames),
                         Err(zmq::Error::EAGAIN) => break,
@@ -518,6 +524,11 @@ impl AgentEndpoint {
                 return;
             }
         };
+        if !self.tokens.contains_key(&message.agent) {
+            // A registration may have been queued while this batch was being
+            // read (the agent was started right after it): apply it first.
+            self.stopping |= !self.drain_commands();
+        }
         let verdict = match self.tokens.get(&message.agent) {
             None => Some(RejectReason::UnknownAgent),
             Some(token) if !secrets_equal(token, message.token.as_bytes()) => {

@@ -516,9 +516,10 @@ impl PooledSocket {
         }
     }
 
-    /// Receives one message (all frames joined is not done: the last frame
-    /// is returned; use [`Self::receive_multipart`] for all), waiting at most
-    /// `timeout`. A timeout on a REQ leaves it broken (discarded on drop).
+    /// Receives one message and returns its last frame (the body, after
+    /// any envelope), waiting at most `timeout`; [`Self::receive_multipart`]
+    /// returns every frame. A timeout on a REQ leaves it broken: it is
+    /// discarded on drop, never handed out again.
     pub fn receive_within(&mut self, timeout: Duration) -> Result<Vec<u8>, TransportError> {
         let mut frames = self.receive_multipart(timeout)?;
         Ok(frames.pop().unwrap_or_default())

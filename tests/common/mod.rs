@@ -236,3 +236,105 @@ pub fn now_nanos() -> u128 {
         .map(|since| since.as_nanos())
         .unwrap_or(0)
 }
+
+/// What a finished CLI command printed and returned.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Runs `supervisor ARGS` to completion; kills it and panics after `timeout`.
+pub fn cli(args: &[&str], timeout: Duration) -> CliOutput {
+    let started = Instant::now();
+    let mut child = Command::new(SUPERVISOR)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start supervisor CLI");
+    let mut pipes = Vec::new();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        pipes.push(std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut stream = stream;
+            let _ = std::io::Read::read_to_string(&mut stream, &mut text);
+            text
+        }));
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`supervisor {}` did not finish within {timeout:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    let mut texts = pipes.into_iter().map(|pipe| pipe.join().expect("pipe reader"));
+    CliOutput {
+        code: status.code(),
+        stdout: texts.next().unwrap_or_default(),
+        stderr: texts.next().unwrap_or_default(),
+        took,
+    }
+}
+
+/// `supervisor status --json --config MANIFEST`, parsed; `None` when it failed.
+pub fn status_json(manifest: &Path) -> Option<serde_json::Value> {
+    let manifest = manifest.to_str().expect("utf-8 path");
+    let output = cli(&["status", "--json", "--config", manifest], Duration::from_secs(30));
+    if output.code != Some(0) {
+        return None;
+    }
+    serde_json::from_str(&output.stdout).ok()
+}
+
+/// The `name` entry of a `status --json` object.
+pub fn agent_of<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["agents"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|agent| agent["name"] == name))
+        .unwrap_or_else(|| panic!("no agent {name} in {status}"))
+}
+
+/// Polls `status --json` until `condition` holds; panics naming `what`.
+pub fn wait_for_status(
+    manifest: &Path,
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(status) = status_json(manifest) {
+            if condition(&status) {
+                return status;
+            }
+            last = Some(status);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last status: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every agent in `names` is ready in `status`.
+pub fn all_ready(status: &serde_json::Value, names: &[&str]) -> bool {
+    names
+        .iter()
+        .all(|name| agent_of(status, name)["state"] == "ready")
+}

@@ -1,0 +1,73 @@
+//! `supervisor restart NAME... [--with-dependents]`: replace the agents'
+//! processes (dependents keep running unless `--with-dependents`, which
+//! restarts them too, in dependency order). Waits until each is ready again
+//! with a new process.
+//!
+//! Owns the command line only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Exit;
+use super::remote::{Answer, RunDirArgs, Verdict, ask, not_coming, status, wait_for};
+use crate::control::Request;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Agents to restart.
+    #[arg(required = true, value_name = "NAME")]
+    pub agents: Vec<String>,
+    /// Also restart every agent that depends on them (transitively).
+    #[arg(long)]
+    pub with_dependents: bool,
+    #[command(flatten)]
+    pub target: RunDirArgs,
+    /// Return once the request is accepted.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting for ready after this many seconds (exit 1).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let run_dir = args.target.run_dir();
+    let before = match status(&run_dir)? {
+        Ok(view) => view,
+        Err(exit) => return Ok(exit),
+    };
+    let old_pids: BTreeMap<String, Option<u32>> = before
+        .agents
+        .iter()
+        .map(|agent| (agent.name.clone(), agent.pid))
+        .collect();
+    let request = Request::Restart {
+        agents: args.agents.clone(),
+        with_dependents: args.with_dependents,
+    };
+    if let Answer::Exit(exit) = ask(&run_dir, &request, Duration::from_secs(10))? {
+        return Ok(exit);
+    }
+    if args.no_wait {
+        return Ok(Exit::Ok);
+    }
+    let exit = wait_for(
+        &run_dir,
+        &args.agents,
+        Duration::from_secs_f64(args.timeout),
+        "ready again",
+        |agent| match not_coming(agent) {
+            Some(reason) => Verdict::Failed(reason),
+            None if agent.state == "ready"
+                && (agent.remote || agent.pid != old_pids.get(&agent.name).copied().flatten()) =>
+            {
+                Verdict::Done
+            }
+            None => Verdict::Waiting,
+        },
+    )?;
+    if exit == Exit::Ok {
+        println!("restarted: {}", args.agents.join(", "));
+    }
+    Ok(exit)
+}

@@ -1,0 +1,165 @@
+//! `supervisor status`: the table of agents of a running supervisor (or
+//! `--json`), once or refreshed with `--watch`.
+//!
+//! Owns the table layout only; the figures come from the control socket.
+
+use std::time::Duration;
+
+use super::Exit;
+use super::remote::{RunDirArgs, status};
+use crate::control::{AgentView, StatusView};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: RunDirArgs,
+    /// Print the status as JSON (the control protocol's `status` object).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh until interrupted (or until the supervisor ends: exit 3).
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    /// Seconds between refreshes with `--watch`.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub interval: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let run_dir = args.target.run_dir();
+    loop {
+        let view = match status(&run_dir)? {
+            Ok(view) => view,
+            Err(exit) => return Ok(exit),
+        };
+        let text = if args.json {
+            serde_json::to_string_pretty(&view)? + "\n"
+        } else {
+            table(&view)
+        };
+        if args.watch && !args.json {
+            // Clear the screen and go home, like `watch`.
+            print!("\x1b[2J\x1b[H{text}");
+        } else {
+            print!("{text}");
+        }
+        if !args.watch {
+            return Ok(Exit::Ok);
+        }
+        std::thread::sleep(Duration::from_secs_f64(args.interval.max(0.1)));
+    }
+}
+
+const HEADERS: [&str; 11] = [
+    "AGENT",
+    "HOST",
+    "STATE",
+    "PID",
+    "UPTIME",
+    "RESTARTS",
+    "LAST REASON",
+    "READY IN",
+    "HEARTBEAT",
+    "CPU%",
+    "RSS",
+];
+
+/// The status as an aligned text table, with a header line about the
+/// supervisor and any refused reload.
+pub fn table(view: &StatusView) -> String {
+    let rows: Vec<[String; 11]> = view.agents.iter().map(row).collect();
+    let mut widths: Vec<usize> = HEADERS.iter().map(|header| header.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = format!(
+        "supervisor pid {}, up {}, {}/{} ready{}\n",
+        view.supervisor_pid,
+        seconds(Some(view.uptime_s)),
+        view.agents.iter().filter(|agent| agent.state == "ready").count(),
+        view.agents.len(),
+        if view.shutting_down { ", shutting down" } else { "" }
+    );
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (index, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if index + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    text.push_str(&line(HEADERS.to_vec()));
+    for row in &rows {
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    if !view.config_errors.is_empty() {
+        text.push_str(&format!(
+            "last reload refused ({} problem(s)); the previous configuration keeps running:\n",
+            view.config_errors.len()
+        ));
+        for error in &view.config_errors {
+            text.push_str(&format!("  {error}\n"));
+        }
+    }
+    text
+}
+
+fn row(agent: &AgentView) -> [String; 11] {
+    let mut state = agent.state.clone();
+    if agent.held {
+        state.push_str(" (held)");
+    }
+    if agent.remote {
+        state.push_str(" (remote)");
+    }
+    let mut reason = agent.reason.clone().unwrap_or_default();
+    if reason.chars().count() > 48 {
+        reason = reason.chars().take(47).collect::<String>() + "…";
+    }
+    [
+        agent.name.clone(),
+        agent.host.clone(),
+        state,
+        agent.pid.map(|pid| pid.to_string()).unwrap_or_default(),
+        seconds(agent.uptime_s),
+        agent.restarts.to_string(),
+        reason,
+        agent
+            .time_to_ready_s
+            .map(|took| format!("{took:.2}s"))
+            .unwrap_or_default(),
+        seconds(agent.heartbeat_age_s),
+        agent
+            .cpu_percent
+            .map(|cpu| format!("{cpu:.1}"))
+            .unwrap_or_default(),
+        agent.rss_bytes.map(bytes).unwrap_or_default(),
+    ]
+}
+
+/// `4s`, `3m12s`, `2h05m`; blank for none.
+fn seconds(value: Option<f64>) -> String {
+    let Some(value) = value else {
+        return String::new();
+    };
+    let total = value.max(0.0) as u64;
+    match total {
+        0..60 => format!("{total}s"),
+        60..3600 => format!("{}m{:02}s", total / 60, total % 60),
+        _ => format!("{}h{:02}m", total / 3600, total % 3600 / 60),
+    }
+}
+
+/// `12.3 MiB`.
+fn bytes(value: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if value as f64 >= 1024.0 * MIB {
+        format!("{:.2} GiB", value as f64 / MIB / 1024.0)
+    } else {
+        format!("{:.1} MiB", value as f64 / MIB)
+    }
+}

@@ -1,0 +1,53 @@
+//! `supervisor stop NAME...`: stop agents; every agent that depends on them
+//! stops first (reverse dependency order), and all of them stay stopped
+//! until `supervisor start`. Waits until they have exited.
+//!
+//! Owns the command line only.
+
+use std::time::Duration;
+
+use super::Exit;
+use super::remote::{Answer, RunDirArgs, Verdict, ask, wait_for};
+use crate::control::Request;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Agents to stop (their dependents stop too).
+    #[arg(required = true, value_name = "NAME")]
+    pub agents: Vec<String>,
+    #[command(flatten)]
+    pub target: RunDirArgs,
+    /// Return once the request is accepted.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub timeout: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let run_dir = args.target.run_dir();
+    let request = Request::Stop {
+        agents: args.agents.clone(),
+    };
+    if let Answer::Exit(exit) = ask(&run_dir, &request, Duration::from_secs(10))? {
+        return Ok(exit);
+    }
+    if args.no_wait {
+        return Ok(Exit::Ok);
+    }
+    let exit = wait_for(
+        &run_dir,
+        &args.agents,
+        Duration::from_secs_f64(args.timeout),
+        "stopped",
+        |agent| match agent.state.as_str() {
+            "stopped" | "failed" => Verdict::Done,
+            _ => Verdict::Waiting,
+        },
+    )?;
+    if exit == Exit::Ok {
+        println!("stopped: {}", args.agents.join(", "));
+    }
+    Ok(exit)
+}

@@ -1,0 +1,219 @@
+//! The optional HTTP listener (`metrics: {listen: ...}` in the manifest):
+//! `/metrics` in the Prometheus text format (built with prometheus-client
+//! from the latest status snapshot at each scrape) and `/health` as JSON.
+//!
+//! Owns the listener task. Reads the supervisor's status channel and the
+//! shared counters; changes nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervisor::{AgentState, StatusSnapshot};
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct MetricsContext {
+    /// The supervisor's published status; never written here.
+    pub status: watch::Receiver<StatusSnapshot>,
+    /// Control requests answered (incremented by the control server).
+    pub control_requests: Arc<AtomicU64>,
+}
+
+/// Serves `/metrics` and `/health` on `listener` until `token` is cancelled.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    context: MetricsContext,
+    token: CancellationToken,
+) {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(context);
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+    {
+        tracing::warn!(%error, "metrics listener failed");
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    agent: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    agent: String,
+    cause: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+async fn metrics(State(context): State<MetricsContext>) -> impl IntoResponse {
+    let snapshot = context.status.borrow().clone();
+    let requests = context.control_requests.load(Ordering::Relaxed);
+    match encode(&snapshot, requests) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode metrics: {error}\n"),
+        ),
+    }
+}
+
+/// The OpenMetrics text for one snapshot (a fresh registry per scrape: the
+/// snapshot is the source of truth, nothing is kept between scrapes).
+pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("supervisor");
+    let up = Family::<AgentLabel, Gauge>::default();
+    let state = Family::<StateLabel, Gauge>::default();
+    let restarts = Family::<CauseLabel, Counter>::default();
+    let ready = Family::<AgentLabel, FloatGauge>::default();
+    let rss = Family::<AgentLabel, Gauge>::default();
+    let cpu = Family::<AgentLabel, FloatGauge>::default();
+    let heartbeat = Family::<AgentLabel, FloatGauge>::default();
+    for agent in &snapshot.agents {
+        let label = AgentLabel {
+            agent: agent.name.clone(),
+        };
+        up.get_or_create(&label)
+            .set(i64::from(agent.state == AgentState::Ready));
+        for each in AgentState::ALL {
+            state
+                .get_or_create(&StateLabel {
+                    agent: agent.name.clone(),
+                    state: each.as_str().to_string(),
+                })
+                .set(i64::from(each == agent.state));
+        }
+        for (cause, count) in &agent.restarts_by_cause {
+            restarts
+                .get_or_create(&CauseLabel {
+                    agent: agent.name.clone(),
+                    cause: cause.to_string(),
+                })
+                .inc_by(u64::from(*count));
+        }
+        if let Some(took) = agent.time_to_ready {
+            ready.get_or_create(&label).set(took.as_secs_f64());
+        }
+        if let Some(bytes) = agent.rss_bytes {
+            rss.get_or_create(&label)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        if let Some(percent) = agent.cpu_percent {
+            cpu.get_or_create(&label).set(percent);
+        }
+        if let Some(age) = agent.heartbeat_age {
+            heartbeat.get_or_create(&label).set(age.as_secs_f64());
+        }
+    }
+    registry.register("agent_up", "1 when the agent is ready", up);
+    registry.register("agent_state", "1 for the agent's current state", state);
+    registry.register("agent_restarts", "Restarts of the agent by cause", restarts);
+    registry.register(
+        "agent_ready_seconds",
+        "From the agent's last spawn to ready",
+        ready,
+    );
+    registry.register("agent_rss_bytes", "Resident memory of the agent's process tree", rss);
+    registry.register(
+        "agent_cpu_percent",
+        "CPU of the agent's process tree, percent of one core",
+        cpu,
+    );
+    registry.register(
+        "agent_heartbeat_age_seconds",
+        "Age of the agent's last SDK heartbeat",
+        heartbeat,
+    );
+    let start = FloatGauge::default();
+    if let Some(all_ready) = snapshot.all_ready_after {
+        start.set(all_ready.as_secs_f64());
+    }
+    registry.register(
+        "start_duration_seconds",
+        "From the supervisor's start to every agent ready (0 until then)",
+        start,
+    );
+    let reloads = Counter::<u64>::default();
+    reloads.inc_by(snapshot.reloads);
+    registry.register("reloads", "Configurations applied since the start", reloads);
+    let refused = Gauge::<i64>::default();
+    refused.set(i64::from(!snapshot.config_errors.is_empty()));
+    registry.register(
+        "config_refused",
+        "1 when the last reload was refused (the old configuration runs)",
+        refused,
+    );
+    let requests = Counter::<u64>::default();
+    requests.inc_by(control_requests);
+    registry.register("control_requests", "Control socket requests answered", requests);
+    let warnings = Counter::<u64>::default();
+    warnings.inc_by(snapshot.cpu_warnings);
+    registry.register("cpu_limit_warnings", "CPU limit warnings logged", warnings);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+async fn health(State(context): State<MetricsContext>) -> impl IntoResponse {
+    let snapshot = context.status.borrow().clone();
+    let ready = snapshot.ready_count();
+    let failed: Vec<&str> = snapshot
+        .agents
+        .iter()
+        .filter(|agent| agent.state == AgentState::Failed)
+        .map(|agent| agent.name.as_str())
+        .collect();
+    let status = if snapshot.shutting_down {
+        "stopping"
+    } else if !failed.is_empty() {
+        "degraded"
+    } else if ready == snapshot.agents.len() {
+        "ok"
+    } else {
+        "starting"
+    };
+    let code = match status {
+        "stopping" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "pid": std::process::id(),
+        "agents": snapshot.agents.len(),
+        "ready": ready,
+        "failed": failed,
+        "all_ready_s": snapshot.all_ready_after.map(|d| d.as_secs_f64()),
+        "config_errors": snapshot.config_errors,
+    });
+    (code, axum::Json(body))
+}

@@ -1,0 +1,216 @@
+//! The control protocol: one JSON object per line each way over
+//! `control.sock`, a [`Request`] answered by exactly one [`Response`]; a
+//! connection may carry several requests in turn. Documented for humans in
+//! `docs/protocol.md` ("Control plane").
+//!
+//! Owns the wire types and the conversion of a
+//! [`crate::supervisor::StatusSnapshot`] into [`StatusView`]; no I/O.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::supervisor::{ReloadSummary, StatusSnapshot};
+
+/// Requests larger than this (bytes, newline included) are refused and the
+/// connection closed.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One request line, e.g. `{"command":"stop","agents":["api"]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Answers `{"ok":true,"pid":N}`: the supervisor is alive.
+    Ping,
+    /// Answers with `status`.
+    Status,
+    Start {
+        agents: Vec<String>,
+    },
+    Stop {
+        agents: Vec<String>,
+    },
+    Restart {
+        agents: Vec<String>,
+        #[serde(default)]
+        with_dependents: bool,
+    },
+    /// Load and check the manifests again; apply them if they pass.
+    Reload,
+    /// Stop everything in reverse dependency order and exit; `force` kills.
+    Down {
+        #[serde(default)]
+        force: bool,
+    },
+}
+
+/// One response line. `ok: false` comes with `error` (and, for a refused
+/// reload, every problem in `errors`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// The supervisor's pid (`ping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadView>,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response {
+            ok: true,
+            ..Response::default()
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            ..Response::default()
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadView {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl From<ReloadSummary> for ReloadView {
+    fn from(summary: ReloadSummary) -> ReloadView {
+        ReloadView {
+            added: summary.added,
+            removed: summary.removed,
+            changed: summary.changed,
+            unchanged: summary.unchanged,
+        }
+    }
+}
+
+/// The supervisor and every agent, as `status --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub supervisor_pid: u32,
+    pub uptime_s: f64,
+    /// When every agent was first ready (or settled), since the start.
+    pub all_ready_s: Option<f64>,
+    pub shutting_down: bool,
+    pub reloads: u64,
+    /// Why the last reload was refused (empty when it was applied).
+    pub config_errors: Vec<String>,
+    pub agents: Vec<AgentView>,
+}
+
+/// One agent in a [`StatusView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub name: String,
+    pub host: String,
+    pub state: String,
+    pub remote: bool,
+    pub required: bool,
+    /// Stopped by an operator; stays stopped until `start`.
+    pub held: bool,
+    pub pid: Option<u32>,
+    /// Since the current process was spawned.
+    pub uptime_s: Option<f64>,
+    pub restarts: u32,
+    pub restarts_by_cause: BTreeMap<String, u32>,
+    /// The last exit, failure or restart reason.
+    pub reason: Option<String>,
+    /// Since the supervisor's start, when it was first ready.
+    pub ready_at_s: Option<f64>,
+    /// From its (last) spawn to ready.
+    pub time_to_ready_s: Option<f64>,
+    /// `null` until agents report heartbeats through the SDK.
+    pub heartbeat_age_s: Option<f64>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub waiting_on: Vec<String>,
+}
+
+impl StatusView {
+    pub fn from_snapshot(snapshot: &StatusSnapshot) -> StatusView {
+        let now = tokio::time::Instant::now();
+        let seconds = |duration: Option<std::time::Duration>| duration.map(|d| d.as_secs_f64());
+        StatusView {
+            supervisor_pid: std::process::id(),
+            uptime_s: now.duration_since(snapshot.started).as_secs_f64(),
+            all_ready_s: seconds(snapshot.all_ready_after),
+            shutting_down: snapshot.shutting_down,
+            reloads: snapshot.reloads,
+            config_errors: snapshot.config_errors.clone(),
+            agents: snapshot
+                .agents
+                .iter()
+                .map(|agent| AgentView {
+                    name: agent.name.clone(),
+                    host: agent.host.clone(),
+                    state: agent.state.as_str().to_string(),
+                    remote: agent.remote,
+                    required: agent.required,
+                    held: agent.held,
+                    pid: agent.pid,
+                    uptime_s: agent
+                        .running_since
+                        .map(|since| now.duration_since(since).as_secs_f64()),
+                    restarts: agent.restarts,
+                    restarts_by_cause: agent
+                        .restarts_by_cause
+                        .iter()
+                        .map(|(cause, count)| (cause.to_string(), *count))
+                        .collect(),
+                    reason: agent.reason.clone(),
+                    ready_at_s: seconds(agent.ready_at),
+                    time_to_ready_s: seconds(agent.time_to_ready),
+                    heartbeat_age_s: seconds(agent.heartbeat_age),
+                    cpu_percent: agent.cpu_percent,
+                    rss_bytes: agent.rss_bytes,
+                    waiting_on: agent.waiting_on.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&AgentView> {
+        self.agents.iter().find(|agent| agent.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_their_documented_form() {
+        let parse = |text: &str| serde_json::from_str::<Request>(text);
+        assert_eq!(parse(r#"{"command":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(
+            parse(r#"{"command":"restart","agents":["a"]}"#).unwrap(),
+            Request::Restart {
+                agents: vec!["a".into()],
+                with_dependents: false
+            }
+        );
+        assert_eq!(
+            parse(r#"{"command":"down"}"#).unwrap(),
+            Request::Down { force: false }
+        );
+        assert!(parse(r#"{"command":"explode"}"#).is_err());
+        assert!(parse(r#"{"command":"stop","agents":["a"],"extra":1}"#).is_err());
+        let line = serde_json::to_string(&Response::ok()).unwrap();
+        assert_eq!(line, r#"{"ok":true}"#);
+    }
+}

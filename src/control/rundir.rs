@@ -1,0 +1,171 @@
+//! The run directory (`.supervisor/` beside the first manifest by default):
+//! `control.sock` (mode 0600), `supervisor.pid` (the lock), `supervisor.log`
+//! (with `up --detach`) and `logs/<agent>.log`. Created with mode 0700 so only
+//! the owning user can reach the socket or read the logs.
+//!
+//! Owns the one-supervisor-per-directory rule: [`RunDirLock`] holds an
+//! exclusive `flock` on `supervisor.pid` for the supervisor's lifetime, so a
+//! crashed supervisor never leaves a stale lock behind.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::ControlError;
+
+/// The files of one run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path.join("control.sock")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.path.join("supervisor.pid")
+    }
+
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.path.join("supervisor.log")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.path.join("logs")
+    }
+
+    pub fn agent_log(&self, agent: &str) -> PathBuf {
+        self.logs().join(format!("{agent}.log"))
+    }
+
+    /// Creates the directory (0700) and `logs/`.
+    pub fn create(&self) -> Result<(), ControlError> {
+        let io = |source| ControlError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(io)?;
+        // An existing directory keeps its mode otherwise.
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.logs())
+            .map_err(|source| ControlError::Io {
+                path: self.logs(),
+                source,
+            })
+    }
+
+    /// The pid written in `supervisor.pid`, if any.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// Held by the running supervisor; dropping it removes the socket and the
+/// pid file and releases the lock.
+#[derive(Debug)]
+pub struct RunDirLock {
+    run_dir: RunDir,
+    /// The locked `supervisor.pid`; the kernel releases the lock when the
+    /// process ends, however it ends.
+    _file: Flock<std::fs::File>,
+}
+
+impl RunDirLock {
+    /// Takes the lock and writes this process's pid, or says who holds it.
+    pub fn acquire(run_dir: &RunDir) -> Result<RunDirLock, ControlError> {
+        let path = run_dir.pid_file();
+        let io = |source| ControlError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(ControlError::AlreadyRunning {
+                    run_dir: run_dir.path.clone(),
+                    pid: run_dir
+                        .pid()
+                        .map(|pid| pid.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+        };
+        locked.set_len(0).map_err(io)?;
+        writeln!(*locked, "{}", std::process::id()).map_err(io)?;
+        Ok(RunDirLock {
+            run_dir: run_dir.clone(),
+            _file: locked,
+        })
+    }
+
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run_dir
+    }
+}
+
+impl Drop for RunDirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.run_dir.socket());
+        let _ = std::fs::remove_file(self.run_dir.pid_file());
+    }
+}
+
+/// `.supervisor/` beside `first` (the first manifest), or in the current
+/// directory without one.
+pub fn default_run_dir(first: Option<&Path>) -> PathBuf {
+    let parent = first
+        .and_then(Path::parent)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(".supervisor")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_lock_per_run_dir_and_the_directory_is_private() {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let run_dir = RunDir::new(scratch.path().join("run"));
+        run_dir.create().expect("create");
+        let mode = std::fs::metadata(&run_dir.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let lock = RunDirLock::acquire(&run_dir).expect("first lock");
+        assert_eq!(run_dir.pid(), Some(std::process::id()));
+        let error = RunDirLock::acquire(&run_dir).expect_err("second lock");
+        assert!(
+            error.to_string().contains("already running") && error.to_string().contains(&std::process::id().to_string()),
+            "{error}"
+        );
+        drop(lock);
+        RunDirLock::acquire(&run_dir).expect("lock again after release");
+    }
+}

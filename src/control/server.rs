@@ -1,0 +1,185 @@
+//! The control socket task: accepts connections on `control.sock`, reads
+//! one [`Request`] per line and answers one [`Response`] per line. Status
+//! comes from the supervisor's watch channel; changes go to the supervisor
+//! as commands through its [`SupervisorHandle`] (each with a oneshot reply).
+//!
+//! Owns the listener and one task per connection. Defences: a request is at
+//! most [`MAX_REQUEST_BYTES`]; a connection that sends nothing for
+//! [`IDLE_TIMEOUT`] is closed; at most [`MAX_CONNECTIONS`] connections are
+//! served at once (more are told "busy" and closed). A malformed request
+//! gets an error response and the connection stays usable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::protocol::{MAX_REQUEST_BYTES, ReloadView, Request, Response, StatusView};
+use super::reload::{Reloader, reload_once};
+use crate::supervisor::SupervisorHandle;
+
+/// A connection idle this long (no complete request) is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections served at the same time.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// What every connection task needs.
+#[derive(Clone)]
+pub struct ServerContext {
+    /// Commands to the supervisor task; fails once it has ended.
+    pub handle: SupervisorHandle,
+    /// Loads and checks the manifests for `reload`; `None` refuses it.
+    pub reloader: Option<Reloader>,
+    /// Requests answered so far (read by the metrics listener).
+    pub requests: Arc<AtomicU64>,
+}
+
+/// Serves `listener` until `token` is cancelled. Connection tasks are
+/// spawned on `tracker` and also end with `token`.
+pub async fn run(
+    listener: UnixListener,
+    context: ServerContext,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "control socket: accept failed");
+                // Out of file descriptors and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        let context = context.clone();
+        let token = token.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = serve(stream, &context) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn refuse(mut stream: UnixStream) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        write_response(&mut stream, &Response::error("busy: too many connections")),
+    )
+    .await;
+}
+
+async fn serve(stream: UnixStream, context: &ServerContext) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = (MAX_REQUEST_BYTES + 1) as u64;
+        let read = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut reader).take(limit).read_until(b'\n', &mut line),
+        )
+        .await;
+        let Ok(Ok(count)) = read else {
+            return; // idle too long, or a read error
+        };
+        if count == 0 {
+            return;
+        }
+        if line.len() > MAX_REQUEST_BYTES || (line.last() != Some(&b'\n') && count as u64 == limit)
+        {
+            let refusal = Response::error(format!(
+                "request larger than {MAX_REQUEST_BYTES} bytes; closing the connection"
+            ));
+            let _ = write_response(&mut write, &refusal).await;
+            return;
+        }
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(request) => answer(request, context).await,
+            Err(error) => Response::error(format!("malformed request: {error}")),
+        };
+        context.requests.fetch_add(1, Ordering::Relaxed);
+        if write_response(&mut write, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_response(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    text.push(b'\n');
+    tokio::time::timeout(IDLE_TIMEOUT, write.write_all(&text))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Turns one request into commands and reads; never fails, answers errors.
+async fn answer(request: Request, context: &ServerContext) -> Response {
+    let handle = &context.handle;
+    let done = |result: Result<(), crate::supervisor::CommandError>| match result {
+        Ok(()) => Response::ok(),
+        Err(error) => Response::error(error.to_string()),
+    };
+    match request {
+        Request::Ping => Response {
+            pid: Some(std::process::id()),
+            ..Response::ok()
+        },
+        Request::Status => {
+            let snapshot = handle.subscribe().borrow().clone();
+            Response {
+                status: Some(StatusView::from_snapshot(&snapshot)),
+                ..Response::ok()
+            }
+        }
+        Request::Start { agents } => done(handle.start(agents).await),
+        Request::Stop { agents } => done(handle.stop(agents).await),
+        Request::Restart {
+            agents,
+            with_dependents,
+        } => done(handle.restart(agents, with_dependents).await),
+        Request::Down { force } => {
+            tracing::info!(force, "stop requested over the control socket");
+            handle.shutdown(force).await;
+            Response::ok()
+        }
+        Request::Reload => match &context.reloader {
+            None => Response::error("reload is not available"),
+            Some(reloader) => match reload_once(reloader, handle, "control request").await {
+                Ok(summary) => Response {
+                    reload: Some(ReloadView::from(summary)),
+                    ..Response::ok()
+                },
+                Err(errors) => Response {
+                    errors: errors.clone(),
+                    ..Response::error(format!(
+                        "the new configuration was refused ({} problem(s)); the old one keeps running",
+                        errors.len()
+                    ))
+                },
+            },
+        },
+    }
+}
