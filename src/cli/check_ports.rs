@@ -44,7 +44,6 @@ fn is_port_problem(problem: &Problem) -> bool {
         ProblemKind::PortConflict
             | ProblemKind::InvalidPort
             | ProblemKind::PortInUse
-            | ProblemKind::DuplicateKey
     )
 }
 
