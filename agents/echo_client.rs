@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(1);
     }
     let mut done: u64 = 0;
+    let mut last_endpoint = None;
     while !agent.shutdown_requested() && (args.count == 0 || done < args.count) {
         // Resolve each time: the service may have restarted on another port.
         let endpoint = match agent.resolve(&args.service) {
@@ -48,6 +49,14 @@ fn main() -> std::process::ExitCode {
                 None
             }
         };
+        if endpoint.is_some() && endpoint != last_endpoint {
+            eprintln!(
+                "echo-client: {} at {}",
+                args.service,
+                endpoint.as_deref().unwrap_or_default()
+            );
+            last_endpoint = endpoint.clone();
+        }
         if let Some(endpoint) = endpoint {
             let message = format!("ping {done}");
             match agent

@@ -1,6 +1,7 @@
 //! `agent-echo-service`: the example REP service agent. Binds a REP socket on
-//! `--bind` (default `tcp://127.0.0.1:$AGENT_PORT`), reports READY through
-//! the SDK, answers every request with `echo:<request>`, reports progress
+//! `--bind` (default `tcp://127.0.0.1:$AGENT_PORT`; `tcp://127.0.0.1:*`
+//! picks a free port), reports READY through the SDK with the endpoint it
+//! really bound (what `resolve` then answers to clients), answers every request with `echo:<request>`, reports progress
 //! per request, and exits cleanly on SIGTERM.
 //!
 //! Owns only its REP socket; talks to the supervisor through `supervisor::sdk`.
@@ -41,11 +42,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Err(error) = agent.ready() {
+    let bound = match socket.get_last_endpoint() {
+        Ok(Ok(endpoint)) => endpoint,
+        _ => bind.clone(),
+    };
+    if let Err(error) = agent.ready_at(&bound) {
         eprintln!("echo-service: READY failed: {error}");
         return std::process::ExitCode::from(1);
     }
-    eprintln!("echo-service: serving on {bind}");
+    eprintln!("echo-service: serving on {bound}");
     let mut served: u64 = 0;
     while !agent.shutdown_requested() {
         // Poll with a short timeout so SIGTERM is noticed promptly.

@@ -5,7 +5,8 @@
 //!   closed) and ignores SIGTERM, like a deadlocked process;
 //! - `stop`: sends itself SIGSTOP (detected only through missed heartbeats);
 //! - `crash`: exits with `--exit-code`;
-//! - `burst`: reports `--burst` errors as fast as it can, then carries on.
+//! - `burst`: reports `--burst` errors (of `--severity`) as fast as it can,
+//!   then carries on.
 //!
 //! Owns nothing; everything goes through `supervisor::sdk`.
 
@@ -34,6 +35,9 @@ struct Args {
     exit_code: u8,
     #[arg(long, default_value = "1000")]
     burst: u64,
+    /// Severity of the burst's errors: debug, info, warning, error, critical, fatal.
+    #[arg(long, default_value = "error")]
+    severity: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,9 +73,10 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(args.exit_code)
         }
         Mode::Burst => {
+            let severity = Severity::parse_lenient(&args.severity).unwrap_or(Severity::Error);
             for index in 0..args.burst {
                 agent
-                    .report_error(Severity::Error, "error burst")
+                    .report_error(severity, "error burst")
                     .kind("burst")
                     .context("index", index)
                     .send();

@@ -22,11 +22,17 @@ struct Args {
     /// Jobs queued at start (refilled when empty).
     #[arg(long, default_value = "20")]
     queue: u64,
+    /// Milliseconds of "loading" (heartbeating, not ready) before READY.
+    #[arg(long, default_value = "0")]
+    ready_delay_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let agent = Agent::from_env_or_standalone("worker");
+    if agent.wait_for_shutdown(Some(Duration::from_millis(args.ready_delay_ms))) {
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Err(error) = agent.ready() {
         eprintln!("worker: READY failed: {error}");
         return std::process::ExitCode::from(1);

@@ -10,6 +10,10 @@
 //!    same records straight to a file. Target ≥ 50,000 errors/s.
 //! 3. REQ/REP round trip through `SocketPool::request` vs a new socket per
 //!    request, over ipc and tcp. Target: pooled ≥ 5× faster.
+//! 4. hang detection: a real `supervisor up` runs an SDK agent (heartbeat
+//!    100 ms × 3); the agent is SIGSTOPped 20 times; for each, the time from
+//!    SIGSTOP to the kill of its process group and to the start of its
+//!    replacement, against the bound `interval × misses` (+ one interval).
 //!
 //! Run: `cargo bench --bench fabric` (release build).
 
@@ -35,6 +39,7 @@ fn main() {
     heartbeats(dir.path());
     errors(dir.path());
     round_trips(dir.path());
+    hang_detection(dir.path());
 }
 
 /// User + system CPU time of the named thread of this process, if found.
@@ -367,4 +372,114 @@ fn round_trips(dir: &std::path::Path) {
             pool.stats()
         );
     }
+}
+
+fn hang_detection(dir: &std::path::Path) {
+    const HANGS: usize = 20;
+    const INTERVAL_MS: u64 = 100;
+    const MISSES: u64 = 3;
+    println!(
+        "\n4. hang detection, {HANGS} SIGSTOPs of an SDK agent (heartbeat {INTERVAL_MS} ms x {MISSES})"
+    );
+    let record = dir.join("hangs.txt");
+    let manifest = dir.join("hangs.yaml");
+    // `$$` is the manifest's escape for `$`: the wrapper records each start.
+    let command = format!(
+        r#"echo $$(date +%s%N) $$$$ >> "{}"; exec {}"#,
+        record.display(),
+        env!("CARGO_BIN_EXE_agent-worker")
+    );
+    std::fs::write(
+        &manifest,
+        format!(
+            "version: 1\nagents:\n  worker:\n    command: '{command}'\n    shell: true\n    \
+             readiness: {{ sdk: true }}\n    heartbeat: {{ interval: {INTERVAL_MS}ms, misses: {MISSES} }}\n    \
+             restart: {{ policy: always, backoff: {{ initial: 10ms, max: 10ms }}, max_restarts: 1000, within: 60s }}\n"
+        ),
+    )
+    .expect("write the manifest");
+    let mut supervisor = std::process::Command::new(env!("CARGO_BIN_EXE_supervisor"))
+        .args(["--log", "warn", "up", "--no-console", "--config"])
+        .arg(&manifest)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start supervisor up");
+    let starts = || -> Vec<(u128, i32)> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos()
+    };
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(')')?.1.split_whitespace().next()?.to_string();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    };
+    let wait = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let mut to_kill = Vec::new();
+    let mut to_restart = Vec::new();
+    for hang in 0..HANGS {
+        wait("the agent to start", Box::new(|| starts().len() > hang));
+        let (_, pid) = starts()[hang];
+        // Let it connect and beat, then freeze it at a random phase.
+        std::thread::sleep(Duration::from_millis(300 + (hang as u64 * 37) % 100));
+        let stopped_at = wall();
+        let frozen = Instant::now();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+        wait("the kill", Box::new(|| !alive(pid)));
+        to_kill.push(frozen.elapsed());
+        wait("the restart", Box::new(|| starts().len() > hang + 1));
+        let (started, _) = starts()[hang + 1];
+        to_restart.push(Duration::from_nanos((started - stopped_at) as u64));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = supervisor.wait();
+    let summary = |values: &mut Vec<Duration>| {
+        values.sort();
+        (values[values.len() / 2], values[values.len() - 1])
+    };
+    let (kill_median, kill_max) = summary(&mut to_kill);
+    let (restart_median, restart_max) = summary(&mut to_restart);
+    let bound = Duration::from_millis(INTERVAL_MS * MISSES);
+    let limit = bound + Duration::from_millis(INTERVAL_MS);
+    println!(
+        "   SIGSTOP -> kill:        median {:>6.1} ms, max {:>6.1} ms   (interval x misses = {} ms)",
+        kill_median.as_secs_f64() * 1e3,
+        kill_max.as_secs_f64() * 1e3,
+        bound.as_millis()
+    );
+    println!(
+        "   SIGSTOP -> new process: median {:>6.1} ms, max {:>6.1} ms   target <= {} ms: {}",
+        restart_median.as_secs_f64() * 1e3,
+        restart_max.as_secs_f64() * 1e3,
+        limit.as_millis(),
+        if restart_max <= limit { "PASS" } else { "FAIL" }
+    );
 }

@@ -68,7 +68,10 @@ fn stop_start_and_restart_respect_dependencies() {
     let starts_api = fixture.records_of("start", "api");
     assert_eq!(starts_db.len(), 2);
     let ready_db = fixture.records_of("ready", "db")[1].nanos;
-    assert!(starts_api[1].nanos >= ready_db, "api started before db was ready");
+    assert!(
+        starts_api[1].nanos >= ready_db,
+        "api started before db was ready"
+    );
 
     // Restarting db alone leaves api running; with dependents it does not.
     let api_pid = agent_of(&status, "api")["pid"].as_u64();
@@ -80,7 +83,13 @@ fn stop_start_and_restart_respect_dependencies() {
     assert_eq!(agent_of(&status, "api")["pid"].as_u64(), api_pid);
     assert_eq!(agent_of(&status, "db")["restarts_by_cause"]["operator"], 1);
     let output = cli(
-        &["restart", "db", "--with-dependents", "--config", path(&manifest)],
+        &[
+            "restart",
+            "db",
+            "--with-dependents",
+            "--config",
+            path(&manifest),
+        ],
         BOUND,
     );
     assert_eq!(output.code, Some(0), "{output:?}");
@@ -93,7 +102,10 @@ fn stop_start_and_restart_respect_dependencies() {
     // Unknown agents are refused with a message.
     let output = cli(&["stop", "nope", "--config", path(&manifest)], BOUND);
     assert_eq!(output.code, Some(1));
-    assert!(output.stderr.contains("unknown agent(s): nope"), "{output:?}");
+    assert!(
+        output.stderr.contains("unknown agent(s): nope"),
+        "{output:?}"
+    );
 }
 
 #[test]
@@ -134,10 +146,16 @@ fn every_command_without_a_supervisor_exits_3_quickly() {
         let output = cli(&args, BOUND);
         assert_eq!(output.code, Some(3), "{args:?}: {output:?}");
         assert!(
-            output.stderr.contains("no supervisor is running for run directory"),
+            output
+                .stderr
+                .contains("no supervisor is running for run directory"),
             "{args:?}: {output:?}"
         );
-        assert!(output.took < Duration::from_secs(2), "{args:?} took {:?}", output.took);
+        assert!(
+            output.took < Duration::from_secs(2),
+            "{args:?} took {:?}",
+            output.took
+        );
     }
     // A stale socket file (a crashed supervisor) is the same.
     std::fs::create_dir_all(&run_dir).unwrap();
@@ -156,7 +174,8 @@ fn a_second_up_on_the_same_run_dir_is_refused_and_the_socket_is_private() {
         all_ready(status, &["db", "api", "free"])
     });
     let run_dir = fixture.path(".supervisor");
-    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&run_dir.join("control.sock")), 0o600);
     assert_eq!(mode(&run_dir), 0o700);
     let pid: u32 = std::fs::read_to_string(run_dir.join("supervisor.pid"))
@@ -187,7 +206,9 @@ fn malformed_huge_and_silent_clients_do_not_break_the_server() {
     let socket = fixture.path(".supervisor/control.sock");
     let connect = || {
         let stream = UnixStream::connect(&socket).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream
     };
     // Silent clients: they hold nothing; others are served meanwhile.
@@ -198,9 +219,14 @@ fn malformed_huge_and_silent_clients_do_not_break_the_server() {
     let mut answer = String::new();
     stream.write_all(b"this is not json\n").unwrap();
     reader.read_line(&mut answer).unwrap();
-    assert!(answer.contains(r#""ok":false"#) && answer.contains("malformed"), "{answer}");
+    assert!(
+        answer.contains(r#""ok":false"#) && answer.contains("malformed"),
+        "{answer}"
+    );
     answer.clear();
-    stream.write_all(b"{\"command\":\"launch_missiles\"}\n").unwrap();
+    stream
+        .write_all(b"{\"command\":\"launch_missiles\"}\n")
+        .unwrap();
     reader.read_line(&mut answer).unwrap();
     assert!(answer.contains(r#""ok":false"#), "{answer}");
     answer.clear();
@@ -217,7 +243,11 @@ fn malformed_huge_and_silent_clients_do_not_break_the_server() {
     // The server still answers normal clients promptly.
     let output = cli(&["status", "--config", path(&manifest)], BOUND);
     assert_eq!(output.code, Some(0), "{output:?}");
-    assert!(output.took < Duration::from_secs(2), "took {:?}", output.took);
+    assert!(
+        output.took < Duration::from_secs(2),
+        "took {:?}",
+        output.took
+    );
     // The silent ones were closed after the idle timeout.
     for mut stream in silent {
         let mut buffer = [0u8; 16];
@@ -234,7 +264,10 @@ fn logs_prints_the_tail_and_follows() {
     wait_for_status(&manifest, "all ready", BOUND, |status| {
         all_ready(status, &["db", "api", "free"])
     });
-    let output = cli(&["logs", "db", "-n", "1", "--config", path(&manifest)], BOUND);
+    let output = cli(
+        &["logs", "db", "-n", "1", "--config", path(&manifest)],
+        BOUND,
+    );
     assert_eq!(output.code, Some(0), "{output:?}");
     assert_eq!(output.stdout.lines().count(), 1, "{output:?}");
     assert!(output.stdout.contains("fake-agent db ready"), "{output:?}");
@@ -255,7 +288,9 @@ fn logs_prints_the_tail_and_follows() {
             sink.lock().unwrap().push(line);
         }
     });
-    common::wait_until("the existing lines", BOUND, || !lines.lock().unwrap().is_empty());
+    common::wait_until("the existing lines", BOUND, || {
+        !lines.lock().unwrap().is_empty()
+    });
     let output = cli(&["restart", "db", "--config", path(&manifest)], BOUND);
     assert_eq!(output.code, Some(0), "{output:?}");
     common::wait_until("the restart's lines followed", BOUND, || {
@@ -282,7 +317,10 @@ fn up_detach_runs_in_the_background_until_down() {
         .and_then(|text| text.trim().parse().ok());
     let _kill = common::KillOnDrop(pid.into_iter().collect());
     assert_eq!(output.code, Some(0), "{output:?}");
-    assert!(output.stdout.contains("running in the background"), "{output:?}");
+    assert!(
+        output.stdout.contains("running in the background"),
+        "{output:?}"
+    );
     let pid = pid.expect("a pid file");
     wait_for_status(&manifest, "all ready", BOUND, |status| {
         all_ready(status, &["db", "api", "free"])

@@ -37,7 +37,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Err(exit) => return Ok(exit),
     };
     if view.agent(&args.agent).is_none() {
-        let names: Vec<&str> = view.agents.iter().map(|agent| agent.name.as_str()).collect();
+        let names: Vec<&str> = view
+            .agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
         eprintln!(
             "error: no agent `{}` (agents: {})",
             args.agent,

@@ -10,6 +10,7 @@ use crate::manifest::{ConfigArg, LoadOptions, ManifestError};
 pub mod check;
 pub mod check_ports;
 pub mod down;
+pub mod errors;
 pub mod logs;
 pub mod plan;
 pub mod reload;
@@ -71,6 +72,8 @@ pub enum Command {
     Down(down::Args),
     /// Load and check the manifests again; apply only what changed.
     Reload(reload::Args),
+    /// Print the error journal (errors reported by agents); `-f` follows the error bus.
+    Errors(errors::Args),
     /// Internal: started by `up`; kills the agents' process groups if `up` dies.
     #[command(hide = true)]
     Keeper,
@@ -169,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::run(args),
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),
+        Command::Errors(args) => errors::run(args),
         Command::Keeper => {
             crate::process::keeper::run_keeper();
             Ok(Exit::Ok)

@@ -42,7 +42,7 @@ impl RunDirArgs {
 /// A request's outcome for a command: the successful response, or the
 /// exit code after the problem was printed.
 pub enum Answer {
-    Ok(Response),
+    Ok(Box<Response>),
     Exit(Exit),
 }
 
@@ -50,11 +50,14 @@ pub enum Answer {
 /// exit 3; a refused request prints the supervisor's error(s) and gives 1.
 pub fn ask(run_dir: &RunDir, request: &Request, timeout: Duration) -> anyhow::Result<Answer> {
     match Client::connect(run_dir).and_then(|mut client| client.request(request, timeout)) {
-        Ok(response) if response.ok => Ok(Answer::Ok(response)),
+        Ok(response) if response.ok => Ok(Answer::Ok(Box::new(response))),
         Ok(response) => {
             eprintln!(
                 "error: {}",
-                response.error.as_deref().unwrap_or("the request was refused")
+                response
+                    .error
+                    .as_deref()
+                    .unwrap_or("the request was refused")
             );
             for error in &response.errors {
                 eprintln!("  {error}");
@@ -71,14 +74,15 @@ pub fn ask(run_dir: &RunDir, request: &Request, timeout: Duration) -> anyhow::Re
 
 /// The current status, or the exit code.
 pub fn status(run_dir: &RunDir) -> anyhow::Result<Result<StatusView, Exit>> {
-    Ok(match ask(run_dir, &Request::Status, Duration::from_secs(5))? {
-        Answer::Ok(Response {
-            status: Some(status),
-            ..
-        }) => Ok(status),
-        Answer::Ok(_) => anyhow::bail!("the supervisor answered without a status"),
-        Answer::Exit(exit) => Err(exit),
-    })
+    Ok(
+        match ask(run_dir, &Request::Status, Duration::from_secs(5))? {
+            Answer::Ok(response) => match response.status {
+                Some(status) => Ok(status),
+                None => anyhow::bail!("the supervisor answered without a status"),
+            },
+            Answer::Exit(exit) => Err(exit),
+        },
+    )
 }
 
 /// What a wait on agents concluded for one of them.

@@ -77,9 +77,16 @@ pub fn table(view: &StatusView) -> String {
         "supervisor pid {}, up {}, {}/{} ready{}\n",
         view.supervisor_pid,
         seconds(Some(view.uptime_s)),
-        view.agents.iter().filter(|agent| agent.state == "ready").count(),
+        view.agents
+            .iter()
+            .filter(|agent| agent.state == "ready")
+            .count(),
         view.agents.len(),
-        if view.shutting_down { ", shutting down" } else { "" }
+        if view.shutting_down {
+            ", shutting down"
+        } else {
+            ""
+        }
     );
     let line = |cells: Vec<&str>| {
         let mut out = String::new();

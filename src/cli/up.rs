@@ -72,6 +72,11 @@ pub struct Args {
     /// reload` still works).
     #[arg(long)]
     pub no_watch: bool,
+    /// Where agents connect to the supervisor (`SUPERVISOR_ENDPOINT`), e.g.
+    /// `tcp://0.0.0.0:7300` for agents on other hosts (default:
+    /// `ipc://<run-dir>/agents.sock`).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub agent_endpoint: Option<String>,
 }
 
 /// Whether `agent` runs here: on `host` when given with `--host`, else on
@@ -133,8 +138,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 bind_check: false,
                 this_host: host.clone(),
             };
-            let report = check::run_with(&configs, &load, &options)
-                .map_err(|error| error.problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+            let report = check::run_with(&configs, &load, &options).map_err(|error| {
+                error
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            })?;
             let errors: Vec<String> = report
                 .problems
                 .iter()
@@ -287,10 +297,15 @@ fn detach(run_dir: &RunDir) -> anyhow::Result<Exit> {
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = command.spawn().context("starting the background supervisor")?;
+    let mut child = command
+        .spawn()
+        .context("starting the background supervisor")?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = child.try_wait().context("waiting for the background supervisor")? {
+        if let Some(status) = child
+            .try_wait()
+            .context("waiting for the background supervisor")?
+        {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -368,7 +383,14 @@ async fn supervise(
         ..Manifest::default()
     })
     .context("planning the start order")?;
-    let (handle, task) = supervisor::spawn(config, spawner, &shutdown);
+    // The agent endpoint and the error bus (`errors.jsonl`, `errors.sock`).
+    let (fabric, fabric_link) = supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig {
+        agent_endpoint: args.agent_endpoint.clone(),
+        ..supervisor::fabric::FabricConfig::in_run_dir(&control.lock.run_dir().path)
+    })
+    .context("starting the agent endpoint and error bus")?;
+    let (handle, task) =
+        supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
     let requests = Arc::new(AtomicU64::new(0));
     shutdown.tracker().spawn(crate::control::server::run(
         listener,
@@ -418,6 +440,7 @@ async fn supervise(
     {
         tracing::warn!("some tasks did not finish within 5s");
     }
+    fabric.stop().await;
     drop(control.lock);
     Ok(outcome)
 }

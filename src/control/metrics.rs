@@ -143,7 +143,11 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
         "From the agent's last spawn to ready",
         ready,
     );
-    registry.register("agent_rss_bytes", "Resident memory of the agent's process tree", rss);
+    registry.register(
+        "agent_rss_bytes",
+        "Resident memory of the agent's process tree",
+        rss,
+    );
     registry.register(
         "agent_cpu_percent",
         "CPU of the agent's process tree, percent of one core",
@@ -175,7 +179,11 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
     );
     let requests = Counter::<u64>::default();
     requests.inc_by(control_requests);
-    registry.register("control_requests", "Control socket requests answered", requests);
+    registry.register(
+        "control_requests",
+        "Control socket requests answered",
+        requests,
+    );
     let warnings = Counter::<u64>::default();
     warnings.inc_by(snapshot.cpu_warnings);
     registry.register("cpu_limit_warnings", "CPU limit warnings logged", warnings);

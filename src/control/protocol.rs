@@ -139,6 +139,12 @@ pub struct AgentView {
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     pub waiting_on: Vec<String>,
+    /// The payload of its last SDK heartbeat (queue depth, in flight, ...).
+    #[serde(default)]
+    pub heartbeat: Option<crate::transport::HeartbeatPayload>,
+    /// Why its `on_error` policy marked it degraded (until it restarts).
+    #[serde(default)]
+    pub degraded: Option<String>,
 }
 
 impl StatusView {
@@ -175,10 +181,15 @@ impl StatusView {
                     reason: agent.reason.clone(),
                     ready_at_s: seconds(agent.ready_at),
                     time_to_ready_s: seconds(agent.time_to_ready),
-                    heartbeat_age_s: seconds(agent.heartbeat_age),
+                    heartbeat_age_s: agent
+                        .heartbeat_at
+                        .map(|at| now.saturating_duration_since(at).as_secs_f64())
+                        .or(seconds(agent.heartbeat_age)),
                     cpu_percent: agent.cpu_percent,
                     rss_bytes: agent.rss_bytes,
                     waiting_on: agent.waiting_on.clone(),
+                    heartbeat: agent.heartbeat.clone(),
+                    degraded: agent.degraded.clone(),
                 })
                 .collect(),
         }

@@ -80,7 +80,10 @@ pub async fn watch_files(
         if let Ok(events) = result
             && events.iter().any(|event| {
                 !event.kind.is_access()
-                    && event.paths.iter().any(|path| filter.contains(&absolute(path)))
+                    && event
+                        .paths
+                        .iter()
+                        .any(|path| filter.contains(&absolute(path)))
             })
         {
             let _ = changed.try_send(());

@@ -156,13 +156,17 @@ mod tests {
         let scratch = tempfile::tempdir().expect("temp dir");
         let run_dir = RunDir::new(scratch.path().join("run"));
         run_dir.create().expect("create");
-        let mode = std::fs::metadata(&run_dir.path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&run_dir.path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         let lock = RunDirLock::acquire(&run_dir).expect("first lock");
         assert_eq!(run_dir.pid(), Some(std::process::id()));
         let error = RunDirLock::acquire(&run_dir).expect_err("second lock");
         assert!(
-            error.to_string().contains("already running") && error.to_string().contains(&std::process::id().to_string()),
+            error.to_string().contains("already running")
+                && error.to_string().contains(&std::process::id().to_string()),
             "{error}"
         );
         drop(lock);

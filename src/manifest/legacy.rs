@@ -10,7 +10,9 @@ use super::problem::{Problem, ProblemKind};
 use super::yaml::{Node, Value};
 
 /// Top-level keys of the native format.
-pub const NATIVE_KEYS: &[&str] = &["version", "host", "strategy", "defaults", "agents", "metrics"];
+pub const NATIVE_KEYS: &[&str] = &[
+    "version", "host", "strategy", "defaults", "agents", "metrics",
+];
 
 /// The result of reading a root mapping.
 pub struct Converted {

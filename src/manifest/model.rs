@@ -125,6 +125,8 @@ pub struct Agent {
     pub stop: StopPolicy,
     /// `None` when the manifest sets no `limits`.
     pub limits: Option<Limits>,
+    /// What errors reported through the SDK do (`on_error:`).
+    pub on_error: ErrorPolicy,
     /// Free-form `config:` from the manifest, passed through to the agent.
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Keys a legacy manifest carried that have no meaning here; kept, not rejected.
@@ -261,4 +263,42 @@ pub struct StopPolicy {
     /// Sent first; SIGKILL follows after `grace`.
     pub signal: nix::sys::signal::Signal,
     pub grace: Duration,
+}
+
+/// Error severities, least severe first (the SDK's `severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorSeverity {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+    Fatal,
+}
+
+/// What a reported error (or too many of them) does to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// Kill its process group and restart it under its restart policy.
+    Restart,
+    /// Mark it degraded in the status until its next restart.
+    Degraded,
+}
+
+/// `count` errors of `severity` or worse within `within` trigger `action`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorRate {
+    pub severity: ErrorSeverity,
+    pub count: u32,
+    pub within: Duration,
+    pub action: ErrorAction,
+}
+
+/// `on_error:` of one agent. Empty by default: errors are journaled and
+/// logged only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorPolicy {
+    /// One error of exactly this severity triggers the action.
+    pub on_severity: Vec<(ErrorSeverity, ErrorAction)>,
+    pub rate: Option<ErrorRate>,
 }

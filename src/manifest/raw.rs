@@ -91,6 +91,7 @@ pub struct RawDefaults {
     pub heartbeat: Option<RawHeartbeat>,
     pub stop: Option<RawStop>,
     pub limits: Option<RawLimits>,
+    pub on_error: Option<RawOnError>,
 }
 
 /// One agent.
@@ -134,6 +135,9 @@ pub struct RawAgent {
     pub stop: Option<RawStop>,
     /// `{memory_mb, cpu_percent, grace}`: resource limits of the agent's process tree.
     pub limits: Option<RawLimits>,
+    /// What errors the agent reports through the SDK do: `{fatal: restart}`,
+    /// and an error-rate rule `rate: {severity, count, within, action}`.
+    pub on_error: Option<RawOnError>,
     /// Free-form settings passed to the agent. Top-level keys named `port` or
     /// ending in `_port` with a number are checked as ports the agent uses.
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
@@ -253,6 +257,53 @@ pub struct RawHeartbeat {
     pub misses: Option<u32>,
     /// Restart when no progress is reported for this long.
     pub progress_timeout: Option<RawDuration>,
+}
+
+/// What one reported error of a severity does (default: logged only).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnError {
+    pub debug: Option<RawErrorAction>,
+    pub info: Option<RawErrorAction>,
+    pub warning: Option<RawErrorAction>,
+    pub error: Option<RawErrorAction>,
+    pub critical: Option<RawErrorAction>,
+    pub fatal: Option<RawErrorAction>,
+    /// `count` errors of `severity` or worse within `within` -> `action`.
+    pub rate: Option<RawErrorRate>,
+}
+
+/// `restart` (kill the process group, restart under the restart policy),
+/// `degraded` (mark the agent degraded in the status until it restarts), or
+/// `ignore` (logged and journaled only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawErrorAction {
+    Restart,
+    Degraded,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSeverity {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+    Fatal,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorRate {
+    /// Errors of this severity or worse count (default `error`).
+    pub severity: Option<RawSeverity>,
+    pub count: u32,
+    pub within: RawDuration,
+    /// Default `restart`.
+    pub action: Option<RawErrorAction>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]

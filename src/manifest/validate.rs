@@ -693,6 +693,10 @@ fn build_agent(
         misses: heartbeat_raw.misses.unwrap_or(3).max(1),
         progress_timeout: heartbeat_raw.progress_timeout.map(|value| value.0),
     };
+    let on_error = match raw.on_error.or(defaults.on_error.clone()) {
+        Some(raw) => error_policy(raw, &mut invalid),
+        None => ErrorPolicy::default(),
+    };
     let stop_raw = raw.stop.or(defaults.stop.clone()).unwrap_or_default();
     let signal = match stop_raw.signal.as_deref() {
         None => Signal::SIGTERM,
@@ -709,7 +713,10 @@ fn build_agent(
         grace: duration(stop_raw.grace, Duration::from_secs(10)),
     };
     let limits = raw.limits.or(defaults.limits.clone()).map(|raw| {
-        if raw.cpu_percent.is_some_and(|cpu| !(cpu > 0.0 && cpu.is_finite())) {
+        if raw
+            .cpu_percent
+            .is_some_and(|cpu| !(cpu > 0.0 && cpu.is_finite()))
+        {
             invalid("limits", "`cpu_percent` must be a positive number".into());
         }
         if raw.memory_mb == Some(0) {
@@ -743,10 +750,60 @@ fn build_agent(
         heartbeat,
         stop,
         limits,
+        on_error,
         config: raw.config.unwrap_or_default(),
         extra: raw.extra.unwrap_or_default(),
         legacy: context.legacy,
     })
+}
+
+/// `on_error:` -> [`ErrorPolicy`]; `ignore` entries are dropped (the default).
+fn error_policy(
+    raw: super::raw::RawOnError,
+    invalid: &mut impl FnMut(&str, String),
+) -> ErrorPolicy {
+    use super::raw::{RawErrorAction, RawSeverity};
+    let action = |raw: RawErrorAction| match raw {
+        RawErrorAction::Restart => Some(ErrorAction::Restart),
+        RawErrorAction::Degraded => Some(ErrorAction::Degraded),
+        RawErrorAction::Ignore => None,
+    };
+    let severity = |raw: RawSeverity| match raw {
+        RawSeverity::Debug => ErrorSeverity::Debug,
+        RawSeverity::Info => ErrorSeverity::Info,
+        RawSeverity::Warning => ErrorSeverity::Warning,
+        RawSeverity::Error => ErrorSeverity::Error,
+        RawSeverity::Critical => ErrorSeverity::Critical,
+        RawSeverity::Fatal => ErrorSeverity::Fatal,
+    };
+    let on_severity = [
+        (ErrorSeverity::Debug, raw.debug),
+        (ErrorSeverity::Info, raw.info),
+        (ErrorSeverity::Warning, raw.warning),
+        (ErrorSeverity::Error, raw.error),
+        (ErrorSeverity::Critical, raw.critical),
+        (ErrorSeverity::Fatal, raw.fatal),
+    ]
+    .into_iter()
+    .filter_map(|(level, raw)| Some((level, action(raw?)?)))
+    .collect();
+    let rate = raw.rate.and_then(|rate| {
+        if rate.count == 0 {
+            invalid("on_error", "`rate.count` must be at least 1".into());
+            return None;
+        }
+        if rate.within.0.is_zero() {
+            invalid("on_error", "`rate.within` must be longer than 0".into());
+            return None;
+        }
+        Some(ErrorRate {
+            severity: severity(rate.severity.unwrap_or(RawSeverity::Error)),
+            count: rate.count,
+            within: rate.within.0,
+            action: action(rate.action.unwrap_or(RawErrorAction::Restart))?,
+        })
+    });
+    ErrorPolicy { on_severity, rate }
 }
 
 /// Probes reach agents of a local host on loopback.

@@ -132,7 +132,10 @@ fn children(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for task in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            found.extend(text.split_whitespace().filter_map(|pid| pid.parse::<u32>().ok()));
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|pid| pid.parse::<u32>().ok()),
+            );
         }
     }
     found
@@ -153,7 +156,10 @@ mod tests {
         let first = sampler.sample(&[me, 999_999_999]);
         assert_eq!(first.len(), 1, "a pid that does not exist is skipped");
         assert!(first[0].rss_bytes > 1024 * 1024, "{first:?}");
-        assert!(sampler.previous.contains_key(&child.id()), "the child is part of the tree");
+        assert!(
+            sampler.previous.contains_key(&child.id()),
+            "the child is part of the tree"
+        );
         // Burn some CPU so the second sample sees it.
         let start = Instant::now();
         let mut x = 0u64;

@@ -284,13 +284,31 @@ impl Agent {
     /// # Ok::<(), supervisor::sdk::SdkError>(())
     /// ```
     pub fn ready(&self) -> Result<(), SdkError> {
+        self.report_ready(None)
+    }
+
+    /// Like [`Agent::ready`], also telling the supervisor where this agent
+    /// serves: [`Agent::resolve`] in other agents then answers `endpoint`
+    /// (useful after binding port 0, so a restart may change the port).
+    ///
+    /// ```no_run
+    /// let agent = supervisor::sdk::Agent::from_env()?;
+    /// agent.ready_at("tcp://127.0.0.1:41234")?;
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn ready_at(&self, endpoint: &str) -> Result<(), SdkError> {
+        self.report_ready(Some(endpoint))
+    }
+
+    fn report_ready(&self, endpoint: Option<&str>) -> Result<(), SdkError> {
         let Some(link) = &self.link else {
-            tracing::info!(agent = %self.name, "standalone: ready");
+            tracing::info!(agent = %self.name, ?endpoint, "standalone: ready");
             return Ok(());
         };
         let deadline = std::time::Instant::now() + self.call_timeout;
         loop {
-            let message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
+            let mut message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
+            message.endpoint = endpoint.map(str::to_string);
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
             match link
                 .handle

@@ -19,6 +19,7 @@ use super::state::AgentState;
 use crate::manifest::Strategy;
 pub use crate::process::ResourceSample;
 use crate::process::Termination;
+pub use crate::transport::{HeartbeatPayload, Severity};
 
 /// Index of an agent in the supervisor's table.
 pub type AgentId = usize;
@@ -84,6 +85,26 @@ pub enum Event {
     /// One resource sample of every supervised process tree, by agent pid.
     ResourcesSampled {
         samples: Vec<ResourceSample>,
+    },
+    /// The agent said READY through the SDK (readiness passes only for
+    /// `readiness: sdk`). From the agent endpoint, via `fabric`'s bridge.
+    ReportedReady {
+        agent: AgentId,
+        run: u64,
+    },
+    /// An SDK heartbeat, with its payload if it carried one.
+    HeartbeatReceived {
+        agent: AgentId,
+        run: u64,
+        payload: Option<HeartbeatPayload>,
+    },
+    /// The agent reported a structured error (already in `errors.jsonl`);
+    /// feeds its `on_error` policy.
+    ErrorReported {
+        agent: AgentId,
+        run: u64,
+        severity: Severity,
+        message: String,
     },
 }
 
@@ -249,6 +270,14 @@ pub struct AgentStatus {
     pub restarts_by_cause: BTreeMap<&'static str, u32>,
     /// Stopped by an operator: stays stopped until started again.
     pub held: bool,
+    /// The payload of the last SDK heartbeat of the current run.
+    pub heartbeat: Option<HeartbeatPayload>,
+    /// When that heartbeat arrived (`heartbeat_age` is its age when the
+    /// snapshot was taken; use this for a live age).
+    pub heartbeat_at: Option<Instant>,
+    /// Why the agent is marked degraded by its `on_error` policy (until
+    /// its next restart).
+    pub degraded: Option<String>,
 }
 
 /// What status readers see; published after every `apply`.

@@ -35,7 +35,9 @@
 //!   for its grace restarts the agent (cause `memory`), CPU above the limit
 //!   is a warning.
 
-use std::collections::BTreeMap;
+mod agent_reports;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -142,6 +144,14 @@ struct Record {
     /// When the last CPU warning was logged.
     cpu_warned_at: Option<Instant>,
     restart_causes: BTreeMap<&'static str, u32>,
+    /// SDK heartbeat deadlines of the current run (see `agent_reports`).
+    heartbeat: Option<crate::transport::HeartbeatTracker>,
+    /// The last SDK heartbeat of the current run: when, and its payload.
+    last_heartbeat: Option<(Instant, Option<super::event::HeartbeatPayload>)>,
+    /// Recent errors counted by the `on_error` rate rule.
+    error_times: VecDeque<Instant>,
+    /// Why `on_error` marked the current run degraded.
+    degraded: Option<String>,
 }
 
 impl Record {
@@ -172,6 +182,10 @@ impl Record {
             memory_over_since: None,
             cpu_warned_at: None,
             restart_causes: BTreeMap::new(),
+            heartbeat: None,
+            last_heartbeat: None,
+            error_times: VecDeque::new(),
+            degraded: None,
         }
     }
 
@@ -216,6 +230,10 @@ pub struct Lifecycle {
     reloads: u64,
     config_errors: Vec<String>,
     cpu_warnings: u64,
+    /// Agents report through the agent endpoint (`enable_fabric`).
+    fabric: bool,
+    /// The `now` of the latest event (ages in the snapshot are as of then).
+    last_now: Instant,
 }
 
 impl Lifecycle {
@@ -242,6 +260,8 @@ impl Lifecycle {
             reloads: 0,
             config_errors: Vec::new(),
             cpu_warnings: 0,
+            fabric: false,
+            last_now: now,
         };
         lifecycle.relink();
         lifecycle
@@ -364,6 +384,7 @@ impl Lifecycle {
         if self.finished {
             return actions;
         }
+        self.last_now = self.last_now.max(now);
         match event {
             Event::Spawned { agent, run, pid } => {
                 if self.current(agent, run) {
@@ -375,11 +396,13 @@ impl Lifecycle {
                             ReadinessCheck::StartPeriod(period) => {
                                 record.start_period_deadline = Some(now + period)
                             }
+                            ReadinessCheck::Sdk if self.fabric => {}
                             ReadinessCheck::Sdk => {
                                 record.start_period_deadline = Some(now + SDK_FALLBACK_START_PERIOD)
                             }
                             ReadinessCheck::Probe(_) => {}
                         }
+                        self.watch_heartbeats_from_spawn(agent, now);
                     }
                 }
             }
@@ -435,6 +458,20 @@ impl Lifecycle {
             }
             Event::ReloadFailed { errors } => self.config_errors = errors,
             Event::ResourcesSampled { samples } => self.on_samples(&samples, now, &mut actions),
+            Event::ReportedReady { agent, run } => {
+                self.on_reported_ready(agent, run, now, &mut actions)
+            }
+            Event::HeartbeatReceived {
+                agent,
+                run,
+                payload,
+            } => self.on_heartbeat(agent, run, payload, now),
+            Event::ErrorReported {
+                agent,
+                run,
+                severity,
+                message,
+            } => self.on_error_reported(agent, run, severity, &message, now, &mut actions),
             // Refused by the run loop before they get here.
             Event::StartRequested { .. }
             | Event::StopRequested { .. }
@@ -458,6 +495,7 @@ impl Lifecycle {
                 ]
             })
             .flatten()
+            .chain(self.heartbeat_deadline())
             .min()
     }
 
@@ -492,11 +530,20 @@ impl Lifecycle {
                     reason: record.reason.clone(),
                     host: record.spec.agent.host.clone(),
                     running_since: record.pid.and(record.spawned_at),
-                    heartbeat_age: None,
+                    heartbeat_age: record
+                        .last_heartbeat
+                        .as_ref()
+                        .map(|(at, _)| self.last_now.saturating_duration_since(*at)),
                     cpu_percent: record.pid.and(record.cpu_percent),
                     rss_bytes: record.pid.and(record.rss_bytes),
                     restarts_by_cause: record.restart_causes.clone(),
                     held: record.held,
+                    heartbeat: record
+                        .last_heartbeat
+                        .as_ref()
+                        .and_then(|(_, payload)| payload.clone()),
+                    heartbeat_at: record.last_heartbeat.as_ref().map(|(at, _)| *at),
+                    degraded: record.degraded.clone(),
                 })
                 .collect(),
             all_ready_after: self.all_ready_after,
@@ -556,6 +603,8 @@ impl Lifecycle {
         record.ready_this_run = false;
         record.liveness_failures = 0;
         let run = record.run;
+        self.reset_reports(agent);
+        let record = &mut self.agents[agent];
         let readiness = record.spec.agent.readiness.clone();
         record.ready_deadline = Some(now + readiness.timeout);
         tracing::info!(
@@ -630,6 +679,7 @@ impl Lifecycle {
     }
 
     fn on_deadlines(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.check_heartbeats(now, actions);
         for agent in 0..self.agents.len() {
             let record = &mut self.agents[agent];
             let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
@@ -687,6 +737,7 @@ impl Lifecycle {
         actions: &mut Vec<Action>,
     ) {
         let record = &mut self.agents[agent];
+        record.heartbeat = None;
         record.pid = None;
         record.cpu_percent = None;
         record.rss_bytes = None;
@@ -742,6 +793,7 @@ impl Lifecycle {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the exit's facts, passed through from on_exit
     fn decide_restart(
         &mut self,
         agent: AgentId,
@@ -1423,6 +1475,7 @@ pub(crate) mod tests {
                 grace: Duration::from_secs(1),
             },
             limits: None,
+            on_error: Default::default(),
             config: Default::default(),
             extra: Default::default(),
             legacy: false,
@@ -1993,7 +2046,11 @@ pub(crate) mod tests {
         driver.send(sample(150));
         driver.advance(ms(900));
         driver.send(sample(150));
-        assert_eq!(driver.signalled(), [], "back under the limit restarts the grace");
+        assert_eq!(
+            driver.signalled(),
+            [],
+            "back under the limit restarts the grace"
+        );
         driver.advance(ms(100));
         driver.send(sample(150));
         assert_eq!(driver.signalled(), [("hog".into(), Signal::SIGKILL)]);
@@ -2003,6 +2060,9 @@ pub(crate) mod tests {
         let reason = status.agents[0].reason.as_deref().unwrap();
         assert!(reason.contains("above the limit of 100 MiB"), "{reason}");
         assert_eq!(status.agents[0].restarts_by_cause.get("memory"), Some(&1));
-        assert_eq!(status.agents[0].rss_bytes, None, "no figures without a process");
+        assert_eq!(
+            status.agents[0].rss_bytes, None,
+            "no figures without a process"
+        );
     }
 }

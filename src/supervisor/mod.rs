@@ -15,6 +15,7 @@
 //! ([`crate::process`]), probes ([`crate::health`]) or the CLI.
 
 pub mod event;
+pub mod fabric;
 pub mod lifecycle;
 pub mod restart;
 pub mod state;
@@ -179,8 +180,20 @@ pub fn spawn<S: Spawner>(
     spawner: S,
     shutdown: &Shutdown,
 ) -> (SupervisorHandle, JoinHandle<Outcome>) {
+    spawn_with_fabric(config, spawner, shutdown, None)
+}
+
+/// [`spawn`], with agents supervised through the agent fabric: each run gets
+/// a fresh token and `SUPERVISOR_ENDPOINT`, `readiness: sdk` waits for READY,
+/// heartbeats are watched and errors feed `on_error` (see [`fabric`]).
+pub fn spawn_with_fabric<S: Spawner>(
+    config: Config,
+    spawner: S,
+    shutdown: &Shutdown,
+    fabric: Option<fabric::FabricLink>,
+) -> (SupervisorHandle, JoinHandle<Outcome>) {
     let now = Instant::now();
-    let lifecycle = Lifecycle::new(
+    let mut lifecycle = Lifecycle::new(
         config.agents.clone(),
         config.strategy,
         config.sequential,
@@ -189,7 +202,25 @@ pub fn spawn<S: Spawner>(
     );
     let (command_sender, commands) = mpsc::channel(64);
     let (event_sender, events) = mpsc::unbounded_channel();
+    if fabric.is_some() {
+        lifecycle.enable_fabric();
+    }
     let (status_sender, status) = watch::channel(lifecycle.snapshot());
+    let registrar = fabric.map(|link| {
+        let known = config
+            .agents
+            .iter()
+            .map(|spec| (spec.agent.name.clone(), service_endpoint(spec)))
+            .collect();
+        fabric::start_bridge(
+            link,
+            known,
+            event_sender.clone(),
+            status.clone(),
+            shutdown.token().clone(),
+            shutdown.tracker(),
+        )
+    });
     if let Some(interval) = config.sample_interval {
         shutdown.tracker().spawn(sample_resources(
             interval,
@@ -209,6 +240,7 @@ pub fn spawn<S: Spawner>(
         watchers: HashMap::new(),
         token: shutdown.token().clone(),
         shutdown: shutdown.clone(),
+        fabric: registrar,
     };
     let task = shutdown.tracker().spawn(supervisor.run());
     (
@@ -239,6 +271,9 @@ struct Supervisor<S> {
     token: CancellationToken,
     /// Probe tasks are spawned on its tracker.
     shutdown: Shutdown,
+    /// Registers each run's token with the agent endpoint and the bridge;
+    /// `None` without the agent fabric.
+    fabric: Option<fabric::Registrar>,
 }
 
 impl<S: Spawner> Supervisor<S> {
@@ -436,9 +471,30 @@ impl<S: Spawner> Supervisor<S> {
     }
 
     fn spawn_agent(&mut self, agent: AgentId, run: u64) {
-        let spec = spawn_spec(&self.lifecycle, agent, &self.config);
+        let mut spec = spawn_spec(&self.lifecycle, agent, &self.config);
+        let mut unregister = None;
+        if let Some(registrar) = &self.fabric {
+            let agent_spec = self.lifecycle.spec(agent);
+            let variables = registrar.register(
+                fabric::Registration {
+                    name: agent_spec.agent.name.clone(),
+                    agent,
+                    run,
+                    endpoint: service_endpoint(agent_spec),
+                },
+                agent_spec.agent.heartbeat.interval,
+            );
+            // First, so the manifest's `env` can still override them.
+            spec.env.splice(0..0, variables);
+            unregister = Some((registrar.endpoint().clone(), spec.name.clone()));
+        }
         let events = self.event_sender.clone();
         let report = Box::new(move |event: ProcessEvent| {
+            // Its process is gone: nothing may speak for this run any more
+            // (the next run registers a new token after this event).
+            if let (ProcessEvent::Exited { .. }, Some((endpoint, name))) = (&event, &unregister) {
+                endpoint.unregister(name);
+            }
             let event = match event {
                 ProcessEvent::Spawned { pid } => Event::Spawned { agent, run, pid },
                 ProcessEvent::SpawnFailed { error } => Event::SpawnFailed { agent, run, error },
@@ -529,6 +585,13 @@ fn endpoint_host(spec: &AgentSpec) -> String {
         return spec.agent.host.clone();
     }
     spec.agent.address.clone()
+}
+
+/// Where dependents reach `spec` according to the manifest (`tcp://host:port`).
+fn service_endpoint(spec: &AgentSpec) -> Option<String> {
+    spec.agent
+        .port
+        .map(|port| format!("tcp://{}:{port}", endpoint_host(spec)))
 }
 
 /// `api-gateway` -> `API_GATEWAY`.

@@ -77,6 +77,9 @@ pub enum EndpointEvent {
     Connected { agent: String, pid: Option<u32> },
     /// The agent said READY.
     ReportedReady { agent: String },
+    /// The agent's READY named where it serves (sent just before its
+    /// `ReportedReady`); RESOLVE should answer this endpoint from now on.
+    Advertised { agent: String, endpoint: String },
     /// A heartbeat, with its payload if it carried one.
     HeartbeatReceived {
         agent: String,
@@ -604,6 +607,17 @@ impl AgentEndpoint {
             }
             MessageKind::Ready => {
                 bump(&self.counters.readies);
+                if let Some(endpoint) = message.endpoint.clone() {
+                    let advertised = EndpointEvent::Advertised {
+                        agent: message.agent.clone(),
+                        endpoint,
+                    };
+                    // If this fails the READY below is refused as busy too,
+                    // and the SDK sends both again.
+                    if self.events.try_send(advertised).is_err() {
+                        bump(&self.counters.events_dropped);
+                    }
+                }
                 let event = EndpointEvent::ReportedReady {
                     agent: message.agent,
                 };

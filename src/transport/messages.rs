@@ -63,6 +63,10 @@ pub struct AgentMessage {
     /// RESOLVE: the agent to look up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// READY (optional): where this agent serves, e.g. `tcp://127.0.0.1:41234`
+    /// after binding port 0; RESOLVE answers it to other agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -84,6 +88,7 @@ impl AgentMessage {
             payload: None,
             error: None,
             name: None,
+            endpoint: None,
         }
     }
 

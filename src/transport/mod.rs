@@ -18,6 +18,8 @@
 //!   "has this agent stopped beating / stopped making progress".
 //! - [`agent_link`]: the agent side: a thread owning the DEALER connected to
 //!   the endpoint, sending HELLO and automatic heartbeats (wrapped by `sdk`).
+//! - [`follow`]: [`ErrorFollower`], a SUB socket reading the error bus
+//!   (`supervisor errors --follow`).
 //! - `wake`: the self-pipe that lets other threads wake a `zmq::poll` loop.
 //!
 //! Does not own agent state, restarts or policy (`supervisor` decides what a
@@ -27,6 +29,7 @@
 pub mod agent_link;
 pub mod endpoint;
 pub mod error_bus;
+pub mod follow;
 pub mod heartbeat;
 pub mod messages;
 pub mod pool;
@@ -38,6 +41,7 @@ pub use endpoint::{
     ResolveReply,
 };
 pub use error_bus::{ErrorBus, ErrorBusConfig, ErrorBusHandle, ErrorBusStats, ErrorSink};
+pub use follow::ErrorFollower;
 pub use heartbeat::{HeartbeatTracker, HeartbeatVerdict};
 pub use messages::{AgentState, ErrorRecord, HeartbeatPayload, Severity};
 pub use pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};

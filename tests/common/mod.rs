@@ -276,12 +276,17 @@ pub fn cli(args: &[&str], timeout: Duration) -> CliOutput {
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`supervisor {}` did not finish within {timeout:?}", args.join(" "));
+            panic!(
+                "`supervisor {}` did not finish within {timeout:?}",
+                args.join(" ")
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let took = started.elapsed();
-    let mut texts = pipes.into_iter().map(|pipe| pipe.join().expect("pipe reader"));
+    let mut texts = pipes
+        .into_iter()
+        .map(|pipe| pipe.join().expect("pipe reader"));
     CliOutput {
         code: status.code(),
         stdout: texts.next().unwrap_or_default(),
@@ -293,7 +298,10 @@ pub fn cli(args: &[&str], timeout: Duration) -> CliOutput {
 /// `supervisor status --json --config MANIFEST`, parsed; `None` when it failed.
 pub fn status_json(manifest: &Path) -> Option<serde_json::Value> {
     let manifest = manifest.to_str().expect("utf-8 path");
-    let output = cli(&["status", "--json", "--config", manifest], Duration::from_secs(30));
+    let output = cli(
+        &["status", "--json", "--config", manifest],
+        Duration::from_secs(30),
+    );
     if output.code != Some(0) {
         return None;
     }

@@ -1,0 +1,404 @@
+//! The supervisor's side of the agent fabric: starts the agent endpoint and
+//! the error bus ([`Fabric`], owned by `up`), registers a fresh token for
+//! every run of every agent ([`Registrar`], owned by the run loop), and runs
+//! the bridge task that turns authenticated [`EndpointEvent`]s into loop
+//! [`Event`]s and answers RESOLVE requests.
+//!
+//! Owns the sockets' lifetimes (through `transport`'s handles) and the table
+//! "agent name -> current run, endpoint" that the bridge keeps. Does not own
+//! agent state: READY, heartbeats and errors become events that
+//! `lifecycle::agent_reports` decides about; RESOLVE reads the published
+//! [`StatusSnapshot`], so answers follow restarts and port changes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::event::{AgentId, Event, StatusSnapshot};
+use super::state::AgentState;
+use crate::transport::{
+    self, AgentEndpoint, EndpointConfig, EndpointEvent, EndpointHandle, ErrorBus, ErrorBusConfig,
+    ErrorBusHandle, Resolution, TransportError,
+};
+
+/// Endpoint events queued between the endpoint thread and the bridge; beyond
+/// this the endpoint drops heartbeats (counted) and answers READY `busy`.
+const EVENT_CAPACITY: usize = 4096;
+
+/// `<run-dir>/fabric.json`: where the endpoint and the error bus listen.
+pub const DESCRIPTION_FILE: &str = "fabric.json";
+
+/// Unix socket paths are limited to 107 bytes (`sun_path`).
+fn fits_ipc(path: &Path) -> bool {
+    path.as_os_str().len() < 100
+}
+
+/// Where the fabric listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricConfig {
+    /// `errors.jsonl`, `errors.sock` and (by default) `agents.sock` go here.
+    pub run_dir: PathBuf,
+    /// Where agents connect, e.g. `tcp://0.0.0.0:7300` for agents on other
+    /// hosts; `None`: `ipc://<run_dir>/agents.sock`.
+    pub agent_endpoint: Option<String>,
+    /// Where legacy `ERROR:` publishers connect (a SUB bind, e.g.
+    /// `tcp://0.0.0.0:7150`); `None` turns legacy intake off.
+    pub legacy_errors: Option<String>,
+}
+
+impl FabricConfig {
+    /// The defaults for a run directory: ipc endpoints, no legacy port.
+    pub fn in_run_dir(run_dir: &Path) -> FabricConfig {
+        FabricConfig {
+            run_dir: run_dir.to_path_buf(),
+            agent_endpoint: None,
+            legacy_errors: None,
+        }
+    }
+}
+
+/// The running endpoint and error bus threads. `up` holds it and calls
+/// [`Fabric::stop`] after the supervisor ended.
+#[derive(Debug)]
+pub struct Fabric {
+    endpoint: EndpointHandle,
+    bus: ErrorBusHandle,
+    /// The endpoint thread, then the error bus thread; joined by `stop`.
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the run loop needs of the fabric; handed to
+/// [`super::spawn_with_fabric`].
+#[derive(Debug)]
+pub struct FabricLink {
+    endpoint: EndpointHandle,
+    /// Sent to by the endpoint thread; read by the bridge task.
+    events: mpsc::Receiver<EndpointEvent>,
+}
+
+impl Fabric {
+    /// Opens `errors.jsonl`, binds the error bus PUB (and the legacy SUB)
+    /// and the agent endpoint, and starts their threads.
+    /// Where they listen is also written to `<run-dir>/fabric.json` (read
+    /// by `supervisor errors --follow`). A run directory too long for a Unix
+    /// socket path gets loopback `tcp://` endpoints instead.
+    pub fn start(config: &FabricConfig) -> Result<(Fabric, FabricLink), TransportError> {
+        let mut bus_config = ErrorBusConfig::in_run_dir(&config.run_dir);
+        bus_config.legacy = config.legacy_errors.clone();
+        if !fits_ipc(&config.run_dir.join("errors.sock")) {
+            bus_config.publish = Some("tcp://127.0.0.1:*".into());
+        }
+        let (bus, bus_thread) = ErrorBus::spawn(&bus_config)?;
+        let endpoint_config = match &config.agent_endpoint {
+            Some(bind) => EndpointConfig::at(bind),
+            None if !fits_ipc(&config.run_dir.join("agents.sock")) => {
+                EndpointConfig::at("tcp://127.0.0.1:*")
+            }
+            None => EndpointConfig::in_run_dir(&config.run_dir),
+        };
+        let (sender, events) = mpsc::channel(EVENT_CAPACITY);
+        let (endpoint, endpoint_thread) =
+            match AgentEndpoint::spawn(&endpoint_config, sender, Some(bus.sink())) {
+                Ok(pair) => pair,
+                Err(error) => {
+                    bus.stop();
+                    let _ = bus_thread.join();
+                    return Err(error);
+                }
+            };
+        let description = serde_json::json!({
+            "agents": endpoint.endpoint(),
+            "errors": bus.publish_endpoint(),
+            "legacy_errors": bus.legacy_endpoint(),
+            "journal": bus_config.journal,
+        });
+        let path = config.run_dir.join(DESCRIPTION_FILE);
+        if let Err(error) = std::fs::write(&path, format!("{description:#}\n")) {
+            tracing::warn!(path = %path.display(), %error, "cannot write the fabric description");
+        }
+        tracing::info!(
+            agents = %endpoint.endpoint(),
+            errors = bus.publish_endpoint().unwrap_or("-"),
+            legacy = bus.legacy_endpoint().unwrap_or("-"),
+            "agent fabric listening"
+        );
+        Ok((
+            Fabric {
+                endpoint: endpoint.clone(),
+                bus,
+                threads: vec![endpoint_thread, bus_thread],
+            },
+            FabricLink { endpoint, events },
+        ))
+    }
+
+    pub fn endpoint(&self) -> &EndpointHandle {
+        &self.endpoint
+    }
+
+    pub fn error_bus(&self) -> &ErrorBusHandle {
+        &self.bus
+    }
+
+    /// Stops the endpoint (no more agent messages), then the bus (after it
+    /// wrote everything queued), and joins both threads off the runtime.
+    pub async fn stop(self) {
+        self.endpoint.stop();
+        self.bus.stop();
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the agent fabric threads did not stop within 5s");
+        }
+    }
+}
+
+/// One run of one agent, as the bridge knows it.
+#[derive(Debug)]
+pub(super) struct Registration {
+    pub name: String,
+    pub agent: AgentId,
+    pub run: u64,
+    /// From the manifest (`tcp://address:port`), if it has a port.
+    pub endpoint: Option<String>,
+}
+
+/// The run loop's side: registers each run's token before the spawn.
+#[derive(Debug)]
+pub(super) struct Registrar {
+    endpoint: EndpointHandle,
+    /// Read by the bridge task; when it has ended, registrations are only
+    /// lost for RESOLVE/READY mapping (the loop carries on).
+    bridge: mpsc::UnboundedSender<Registration>,
+}
+
+impl Registrar {
+    /// A fresh token for this run, accepted by the endpoint from now on (a
+    /// message of an older process of the agent is rejected); returns the
+    /// variables to give the process.
+    pub fn register(
+        &self,
+        registration: Registration,
+        interval: Duration,
+    ) -> Vec<(String, String)> {
+        let token = transport::generate_token();
+        self.endpoint.register(&registration.name, &token);
+        let _ = self.bridge.send(registration);
+        // The names of docs/protocol.md, section 1.
+        vec![
+            (
+                "SUPERVISOR_ENDPOINT".to_string(),
+                self.endpoint.endpoint().to_string(),
+            ),
+            ("AGENT_TOKEN".to_string(), token),
+            (
+                "AGENT_HEARTBEAT_INTERVAL_MS".to_string(),
+                interval.as_millis().max(1).to_string(),
+            ),
+        ]
+    }
+
+    /// The endpoint handle, to unregister an agent once its process exited.
+    pub fn endpoint(&self) -> &EndpointHandle {
+        &self.endpoint
+    }
+}
+
+/// Starts the bridge task on `tracker`; returns the loop's registrar.
+pub(super) fn start_bridge(
+    link: FabricLink,
+    known: HashMap<String, Option<String>>,
+    events: mpsc::UnboundedSender<Event>,
+    status: watch::Receiver<StatusSnapshot>,
+    token: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Registrar {
+    let (bridge, registrations) = mpsc::unbounded_channel();
+    let table = known
+        .into_iter()
+        .map(|(name, endpoint)| {
+            (
+                name,
+                Entry {
+                    current: None,
+                    endpoint,
+                    advertised: None,
+                },
+            )
+        })
+        .collect();
+    tracker.spawn(run(
+        Bridge {
+            table,
+            events,
+            status,
+        },
+        link.events,
+        registrations,
+        token,
+    ));
+    Registrar {
+        endpoint: link.endpoint,
+        bridge,
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The registered run, once spawned.
+    current: Option<(AgentId, u64)>,
+    /// From the manifest.
+    endpoint: Option<String>,
+    /// From the current run's READY; wins over `endpoint`.
+    advertised: Option<String>,
+}
+
+struct Bridge {
+    /// Agent name -> its current run and endpoints.
+    table: HashMap<String, Entry>,
+    /// The loop's inbox; the loop holds a sender too, so it stays open.
+    events: mpsc::UnboundedSender<Event>,
+    /// The published status, for RESOLVE.
+    status: watch::Receiver<StatusSnapshot>,
+}
+
+/// Forwards endpoint events until the token is cancelled or the endpoint
+/// stopped. Registrations are read first (`biased`): the loop sends one
+/// before spawning the process whose messages it maps.
+async fn run(
+    mut bridge: Bridge,
+    mut endpoint_events: mpsc::Receiver<EndpointEvent>,
+    mut registrations: mpsc::UnboundedReceiver<Registration>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            Some(registration) = registrations.recv() => bridge.register(registration),
+            event = endpoint_events.recv() => match event {
+                Some(event) => bridge.forward(event),
+                None => return,
+            },
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
+impl Bridge {
+    fn register(&mut self, registration: Registration) {
+        let entry = self
+            .table
+            .entry(registration.name)
+            .or_insert_with(|| Entry {
+                current: None,
+                endpoint: None,
+                advertised: None,
+            });
+        entry.current = Some((registration.agent, registration.run));
+        entry.endpoint = registration.endpoint;
+        entry.advertised = None;
+    }
+
+    fn current(&self, name: &str) -> Option<(AgentId, u64)> {
+        self.table.get(name).and_then(|entry| entry.current)
+    }
+
+    fn forward(&mut self, event: EndpointEvent) {
+        let event = match event {
+            EndpointEvent::ReportedReady { agent } => {
+                let Some((agent, run)) = self.current(&agent) else {
+                    return;
+                };
+                Event::ReportedReady { agent, run }
+            }
+            EndpointEvent::HeartbeatReceived { agent, payload, .. } => {
+                let Some((agent, run)) = self.current(&agent) else {
+                    return;
+                };
+                Event::HeartbeatReceived {
+                    agent,
+                    run,
+                    payload,
+                }
+            }
+            EndpointEvent::ErrorReported { record } => {
+                let Some((agent, run)) = self.current(&record.agent) else {
+                    return;
+                };
+                Event::ErrorReported {
+                    agent,
+                    run,
+                    severity: record.severity,
+                    message: record.message,
+                }
+            }
+            EndpointEvent::Advertised { agent, endpoint } => {
+                if let Some(entry) = self.table.get_mut(&agent) {
+                    tracing::info!(%agent, %endpoint, "serves on");
+                    entry.advertised = Some(endpoint);
+                }
+                return;
+            }
+            EndpointEvent::ResolveRequested { agent, name, reply } => {
+                let resolution = self.resolve(&name);
+                tracing::debug!(%agent, %name, ?resolution, "resolve");
+                match resolution {
+                    Some(resolution) => reply.answer(resolution),
+                    None => drop(reply), // answers "not found"
+                }
+                return;
+            }
+            EndpointEvent::Connected { agent, pid } => {
+                tracing::debug!(%agent, ?pid, "agent connected");
+                return;
+            }
+            EndpointEvent::Rejected { agent, reason } => {
+                tracing::debug!(?agent, ?reason, "agent message rejected");
+                return;
+            }
+        };
+        let _ = self.events.send(event);
+    }
+
+    /// Where `name` is and its state now; `None` when nobody knows it.
+    fn resolve(&self, name: &str) -> Option<Resolution> {
+        let state = self
+            .status
+            .borrow()
+            .agents
+            .iter()
+            .find(|agent| agent.name == name)
+            .map(|agent| protocol_state(agent.state));
+        let entry = self.table.get(name);
+        if state.is_none() && entry.is_none() {
+            return None;
+        }
+        Some(Resolution {
+            endpoint: entry.and_then(|entry| entry.advertised.clone().or(entry.endpoint.clone())),
+            state: state.unwrap_or(transport::AgentState::Unknown),
+        })
+    }
+}
+
+/// The wire name of a state (`blocked` is reported as `pending`).
+fn protocol_state(state: AgentState) -> transport::AgentState {
+    match state {
+        AgentState::Pending | AgentState::Blocked => transport::AgentState::Pending,
+        AgentState::Starting => transport::AgentState::Starting,
+        AgentState::Ready => transport::AgentState::Ready,
+        AgentState::BackingOff => transport::AgentState::BackingOff,
+        AgentState::Stopping => transport::AgentState::Stopping,
+        AgentState::Stopped => transport::AgentState::Stopped,
+        AgentState::Failed => transport::AgentState::Failed,
+    }
+}

@@ -1,0 +1,243 @@
+//! What the agents themselves report through the SDK, as the lifecycle sees
+//! it: READY for `readiness: sdk`, heartbeats (one [`HeartbeatTracker`] per
+//! running instance: missed heartbeats or stalled progress kill the process
+//! group and restart the agent under its policy), and reported errors (the
+//! `on_error` policy: per-severity actions and the error-rate rule).
+//!
+//! A child module of `lifecycle` so it can reach the agent records; pure like
+//! its parent (every function takes `now`). Does not own the sockets (that is
+//! `transport`, bridged by `supervisor::fabric`).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Lifecycle, StopIntent, format_duration};
+use crate::manifest::{ErrorAction, ErrorSeverity, ReadinessCheck};
+use crate::supervisor::event::{Action, AgentId, HeartbeatPayload, Severity};
+use crate::supervisor::state::AgentState;
+use crate::transport::{HeartbeatTracker, HeartbeatVerdict};
+
+/// The manifest's name for an SDK severity.
+fn level(severity: Severity) -> ErrorSeverity {
+    match severity {
+        Severity::Debug => ErrorSeverity::Debug,
+        Severity::Info => ErrorSeverity::Info,
+        Severity::Warning => ErrorSeverity::Warning,
+        Severity::Error => ErrorSeverity::Error,
+        Severity::Critical => ErrorSeverity::Critical,
+        Severity::Fatal => ErrorSeverity::Fatal,
+    }
+}
+
+/// `1.5 s` style, for reasons people read.
+fn seconds(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}
+
+impl Lifecycle {
+    /// Agents are supervised through the agent endpoint: `readiness: sdk`
+    /// waits for READY (instead of a 1 s start period) and SDK agents are
+    /// watched for missed heartbeats. Call before [`Lifecycle::begin`].
+    pub fn enable_fabric(&mut self) {
+        self.fabric = true;
+    }
+
+    /// A new tracker for the current run of `agent`, starting at `now`.
+    fn new_tracker(&self, agent: AgentId, now: Instant) -> HeartbeatTracker {
+        let heartbeat = &self.agents[agent].spec.agent.heartbeat;
+        HeartbeatTracker::new(
+            heartbeat.interval,
+            heartbeat.misses,
+            heartbeat.progress_timeout,
+            now.into_std(),
+        )
+    }
+
+    /// At `Spawned`: an SDK agent is watched from its first moment.
+    pub(super) fn watch_heartbeats_from_spawn(&mut self, agent: AgentId, now: Instant) {
+        if self.fabric && self.agents[agent].spec.agent.readiness.check == ReadinessCheck::Sdk {
+            let tracker = self.new_tracker(agent, now);
+            self.agents[agent].heartbeat = Some(tracker);
+        }
+    }
+
+    /// Forgets the heartbeats, errors and degradation of the previous run.
+    pub(super) fn reset_reports(&mut self, agent: AgentId) {
+        let record = &mut self.agents[agent];
+        record.heartbeat = None;
+        record.last_heartbeat = None;
+        record.error_times.clear();
+        record.degraded = None;
+    }
+
+    /// Whether SDK reports of `agent` still matter: it runs and nobody
+    /// decided to stop it yet.
+    fn watched(&self, agent: AgentId) -> bool {
+        let record = &self.agents[agent];
+        matches!(record.state, AgentState::Starting | AgentState::Ready) && record.stop.is_none()
+    }
+
+    /// `ReportedReady`: readiness passes, for `readiness: sdk` only.
+    pub(super) fn on_reported_ready(
+        &mut self,
+        agent: AgentId,
+        run: u64,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.current(agent, run)
+            && self.agents[agent].state == AgentState::Starting
+            && self.agents[agent].stop.is_none()
+            && self.agents[agent].spec.agent.readiness.check == ReadinessCheck::Sdk
+        {
+            self.become_ready(agent, now, actions);
+        }
+    }
+
+    /// `HeartbeatReceived`: feeds the run's tracker (created at the first
+    /// heartbeat for agents whose readiness is not `sdk`: an agent that never
+    /// uses the SDK is never killed for silence) and keeps the payload.
+    pub(super) fn on_heartbeat(
+        &mut self,
+        agent: AgentId,
+        run: u64,
+        payload: Option<HeartbeatPayload>,
+        now: Instant,
+    ) {
+        if !self.current(agent, run) || !self.watched(agent) {
+            return;
+        }
+        if self.agents[agent].heartbeat.is_none() {
+            let tracker = self.new_tracker(agent, now);
+            self.agents[agent].heartbeat = Some(tracker);
+        }
+        let record = &mut self.agents[agent];
+        if let Some(tracker) = &mut record.heartbeat {
+            tracker.record(now.into_std(), payload.as_ref());
+        }
+        record.last_heartbeat = Some((now, payload));
+    }
+
+    /// The heartbeat deadlines the loop must wake up for.
+    pub(super) fn heartbeat_deadline(&self) -> Option<Instant> {
+        (0..self.agents.len())
+            .filter(|agent| self.watched(*agent))
+            .filter_map(|agent| self.agents[agent].heartbeat.as_ref())
+            .map(|tracker| Instant::from_std(tracker.deadline()))
+            .min()
+    }
+
+    /// On a deadline: an agent whose heartbeats stopped (hung, deadlocked,
+    /// SIGSTOPped) or whose progress stalled is killed (SIGKILL to its
+    /// process group: a stopped process never acts on SIGTERM) and restarted
+    /// under its policy.
+    pub(super) fn check_heartbeats(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for agent in 0..self.agents.len() {
+            if !self.watched(agent) {
+                continue;
+            }
+            let record = &mut self.agents[agent];
+            let Some(tracker) = &record.heartbeat else {
+                continue;
+            };
+            if Instant::from_std(tracker.deadline()) > now {
+                continue;
+            }
+            let heartbeat = &record.spec.agent.heartbeat;
+            let (reason, cause) = match tracker.check(now.into_std()) {
+                HeartbeatVerdict::Alive => continue,
+                HeartbeatVerdict::HeartbeatsMissed { missed, silent_for } => (
+                    format!(
+                        "missed {missed} heartbeats (silent {}, interval {} × {})",
+                        seconds(silent_for),
+                        format_duration(heartbeat.interval),
+                        heartbeat.misses
+                    ),
+                    "heartbeat",
+                ),
+                HeartbeatVerdict::ProgressStalled { stalled_for } => (
+                    format!(
+                        "no progress for {} (progress_timeout {})",
+                        seconds(stalled_for),
+                        format_duration(heartbeat.progress_timeout.unwrap_or_default())
+                    ),
+                    "progress",
+                ),
+            };
+            tracing::warn!(
+                agent = record.name(),
+                "hung: {reason}; killing its process group"
+            );
+            record.heartbeat = None;
+            record.stop = Some(StopIntent::Restart { reason, cause });
+            actions.push(Action::CancelWatchers { agent });
+        }
+    }
+
+    /// `ErrorReported`: applies the agent's `on_error` policy.
+    pub(super) fn on_error_reported(
+        &mut self,
+        agent: AgentId,
+        run: u64,
+        severity: Severity,
+        message: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if !self.current(agent, run) || !self.watched(agent) {
+            return;
+        }
+        let level = level(severity);
+        let record = &mut self.agents[agent];
+        let policy = &record.spec.agent.on_error;
+        let mut decided = policy
+            .on_severity
+            .iter()
+            .find(|(wanted, _)| *wanted == level)
+            .map(|(_, action)| (*action, format!("{severity} error reported: {message}")));
+        if let Some(rate) = &policy.rate
+            && level >= rate.severity
+        {
+            record.error_times.push_back(now);
+            while record
+                .error_times
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > rate.within)
+            {
+                record.error_times.pop_front();
+            }
+            if record.error_times.len() >= rate.count as usize && decided.is_none() {
+                record.error_times.clear();
+                decided = Some((
+                    rate.action,
+                    format!(
+                        "{} errors of severity {:?} or worse within {}",
+                        rate.count,
+                        rate.severity,
+                        format_duration(rate.within)
+                    )
+                    .to_lowercase(),
+                ));
+            }
+        }
+        match decided {
+            None => {}
+            Some((ErrorAction::Degraded, reason)) => {
+                if record.degraded.is_none() {
+                    tracing::warn!(agent = record.name(), "degraded: {reason}");
+                }
+                record.degraded = Some(reason);
+            }
+            Some((ErrorAction::Restart, reason)) => {
+                tracing::warn!(agent = record.name(), "{reason}; restarting (on_error)");
+                record.heartbeat = None;
+                record.stop = Some(StopIntent::Restart {
+                    reason,
+                    cause: "error",
+                });
+                actions.push(Action::CancelWatchers { agent });
+            }
+        }
+    }
+}
