@@ -64,6 +64,13 @@ struct Args {
     /// limit tests).
     #[arg(long, default_value_t = 0)]
     allocate_mb: usize,
+    /// If this file holds a number N > 0, write N-1 and exit 1 at once
+    /// (crash at start N times in a row; chaos tests).
+    #[arg(long)]
+    crash_at_start_file: Option<PathBuf>,
+    /// Once ready, print this many lines per second to stdout (0: none).
+    #[arg(long, default_value_t = 0)]
+    flood_lines_per_sec: u32,
     /// Internal: be the grandchild (sleep until killed).
     #[arg(long, hide = true)]
     sleep_forever: bool,
@@ -130,6 +137,24 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> i32 {
     let started = tokio::time::Instant::now();
     record(&args, "start");
+    if let Some(path) = &args.crash_at_start_file {
+        let left: u32 = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        if left > 0 {
+            let _ = std::fs::write(path, format!("{}\n", left - 1));
+            eprintln!(
+                "fake-agent {}: crashing at start ({} more to go)",
+                args.name,
+                left - 1
+            );
+            record(&args, "crash");
+            return 1;
+        }
+    }
+    let mut flood = tokio::time::interval(Duration::from_millis(10));
+    let flood_per_tick = args.flood_lines_per_sec.div_ceil(100);
     println!(
         "fake-agent {} started (pid {})",
         args.name,
@@ -174,6 +199,11 @@ async fn run(args: Args) -> i32 {
                     // Written, not just reserved, so it counts as resident.
                     _held_memory = vec![1u8; args.allocate_mb * 1024 * 1024];
                     println!("fake-agent {}: holding {} MiB", args.name, args.allocate_mb);
+                }
+            }
+            _ = flood.tick(), if is_ready && flood_per_tick > 0 => {
+                for line in 0..flood_per_tick {
+                    println!("fake-agent {} flood line {line} xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", args.name);
                 }
             }
             accepted = accept(&listener) => {

@@ -134,11 +134,7 @@ impl PythonAgent {
 
 impl Fixture {
     /// The next event matching `wanted`, skipping others; panics after WAIT.
-    fn wait_for<T>(
-        &mut self,
-        what: &str,
-        mut wanted: impl FnMut(EndpointEvent) -> Option<T>,
-    ) -> T {
+    fn wait_for<T>(&mut self, what: &str, mut wanted: impl FnMut(EndpointEvent) -> Option<T>) -> T {
         let events = &mut self.events;
         self.runtime.block_on(async {
             tokio::time::timeout(WAIT, async {
@@ -190,9 +186,7 @@ fn python_agent_speaks_the_protocol_to_the_rust_endpoint() {
                 EndpointEvent::Connected { pid: hello, .. } => pid = Some(hello),
                 EndpointEvent::Advertised { endpoint, .. } => advertised = Some(endpoint),
                 EndpointEvent::ReportedReady { .. } => ready = true,
-                EndpointEvent::HeartbeatReceived {
-                    payload: beat, ..
-                } => {
+                EndpointEvent::HeartbeatReceived { payload: beat, .. } => {
                     heartbeats += 1;
                     if beat.is_some() {
                         payload = beat;
@@ -218,8 +212,15 @@ fn python_agent_speaks_the_protocol_to_the_rust_endpoint() {
     let payload = payload.expect("a payload");
     assert_eq!(payload.queue_depth, Some(5));
     assert_eq!(payload.in_flight, Some(1));
-    assert!(payload.last_progress_ms.is_some_and(|ms| ms > 1_600_000_000_000));
-    assert_eq!(payload.custom.get("model").and_then(|v| v.as_str()), Some("v3"));
+    assert!(
+        payload
+            .last_progress_ms
+            .is_some_and(|ms| ms > 1_600_000_000_000)
+    );
+    assert_eq!(
+        payload.custom.get("model").and_then(|v| v.as_str()),
+        Some("v3")
+    );
     for (index, record) in records[..3].iter().enumerate() {
         assert_eq!(record.message, format!("error {index}"), "errors in order");
         assert_eq!(record.kind, "ordered");
@@ -232,11 +233,18 @@ fn python_agent_speaks_the_protocol_to_the_rust_endpoint() {
     assert_eq!(logged.message, "database slow");
     assert_eq!(logged.kind, "db");
     assert_eq!(logged.severity.to_string(), "warning");
-    assert_eq!(records.len(), 4, "the INFO record is below the handler's level");
+    assert_eq!(
+        records.len(),
+        4,
+        "the INFO record is below the handler's level"
+    );
     kill(Pid::from_raw(agent.pid() as i32), Signal::SIGTERM).expect("SIGTERM");
     let (code, output) = agent.finish(WAIT);
     assert_eq!(code, Some(0), "{output}");
-    assert!(output.contains("resolved: tcp://127.0.0.1:7200 ready"), "{output}");
+    assert!(
+        output.contains("resolved: tcp://127.0.0.1:7200 ready"),
+        "{output}"
+    );
     assert!(output.contains("shutdown: True"), "{output}");
     assert_eq!(fixture.endpoint.stats().readies, 1);
 }

@@ -260,3 +260,23 @@ fn from_env_outside_a_supervisor_names_the_missing_variable() {
     let agent = Agent::from_env_or_standalone("by-hand");
     assert!(!agent.is_supervised());
 }
+
+#[test]
+fn ready_at_advertises_the_endpoint_before_readiness() {
+    let mut fixture = setup();
+    fixture.endpoint.register("service", "tok");
+    let agent = fixture.agent("service", "tok");
+    agent
+        .ready_at("tcp://127.0.0.1:41234")
+        .expect("READY acknowledged");
+    let endpoint = fixture.wait_for("the advertised endpoint", |event| match event {
+        EndpointEvent::Advertised { agent, endpoint } if agent == "service" => Some(endpoint),
+        EndpointEvent::ReportedReady { .. } => panic!("READY before the endpoint"),
+        _ => None,
+    });
+    assert_eq!(endpoint, "tcp://127.0.0.1:41234");
+    fixture.wait_for("READY", |event| match event {
+        EndpointEvent::ReportedReady { agent } if agent == "service" => Some(()),
+        _ => None,
+    });
+}

@@ -266,7 +266,7 @@ pub struct AgentStatus {
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     /// Restarts by cause (`exit`, `signal`, `liveness`, `memory`,
-    /// `operator`, `reload`, `dependency`).
+    /// `operator`, `reload`, `dependency`, `heartbeat`, `progress`, `error`).
     pub restarts_by_cause: BTreeMap<&'static str, u32>,
     /// Stopped by an operator: stays stopped until started again.
     pub held: bool,

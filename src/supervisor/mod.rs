@@ -11,7 +11,9 @@
 //!
 //! Layout: [`event`] (events, actions, commands, status), [`state`] (states
 //! and the transition table), [`lifecycle`] (the pure transition function),
-//! [`restart`] (policy, backoff, intensity). Does not own processes
+//! [`restart`] (policy, backoff, intensity), [`fabric`] (agent endpoint and
+//! error bus lifetimes, per-run tokens, the bridge task turning SDK messages
+//! into events and answering RESOLVE). Does not own processes
 //! ([`crate::process`]), probes ([`crate::health`]) or the CLI.
 
 pub mod event;

@@ -241,3 +241,143 @@ impl Lifecycle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal;
+
+    use super::super::tests::{agent, ms};
+    use super::*;
+    use crate::manifest::{ErrorPolicy, Strategy};
+    use crate::supervisor::event::Event;
+    use crate::supervisor::lifecycle::AgentSpec;
+    use crate::supervisor::restart::Jitter;
+
+    fn sdk_lifecycle(now: Instant) -> Lifecycle {
+        let mut worker = agent("worker", &[]);
+        worker.readiness.check = ReadinessCheck::Sdk;
+        worker.heartbeat.interval = ms(100);
+        worker.heartbeat.misses = 3;
+        worker.on_error = ErrorPolicy {
+            on_severity: vec![(ErrorSeverity::Fatal, ErrorAction::Restart)],
+            rate: None,
+        };
+        let mut lifecycle = Lifecycle::new(
+            vec![AgentSpec {
+                agent: worker,
+                remote: false,
+            }],
+            Strategy::OneForOne,
+            false,
+            now,
+            Jitter::new(1),
+        );
+        lifecycle.enable_fabric();
+        lifecycle.begin(now);
+        lifecycle.apply(
+            Event::Spawned {
+                agent: 0,
+                run: 1,
+                pid: 42,
+            },
+            now,
+        );
+        lifecycle
+    }
+
+    fn killed(actions: &[Action]) -> bool {
+        actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Signal {
+                    signal: Signal::SIGKILL,
+                    pid: 42,
+                    ..
+                }
+            )
+        })
+    }
+
+    #[test]
+    fn sdk_readiness_waits_for_ready_and_silence_kills_the_group() {
+        let start = Instant::now();
+        let mut lifecycle = sdk_lifecycle(start);
+        // No start-period fallback: still starting long after 1 s... but the
+        // heartbeat deadline comes first.
+        assert_eq!(lifecycle.next_deadline(), Some(start + ms(300)));
+        lifecycle.apply(
+            Event::HeartbeatReceived {
+                agent: 0,
+                run: 1,
+                payload: None,
+            },
+            start + ms(50),
+        );
+        lifecycle.apply(Event::ReportedReady { agent: 0, run: 1 }, start + ms(60));
+        assert_eq!(lifecycle.state(0), AgentState::Ready);
+        // A stale run's heartbeat changes nothing.
+        lifecycle.apply(
+            Event::HeartbeatReceived {
+                agent: 0,
+                run: 0,
+                payload: None,
+            },
+            start + ms(300),
+        );
+        assert_eq!(lifecycle.next_deadline(), Some(start + ms(350)));
+        assert!(!killed(
+            &lifecycle.apply(Event::DeadlineReached, start + ms(349))
+        ));
+        let actions = lifecycle.apply(Event::DeadlineReached, start + ms(350));
+        assert!(killed(&actions), "{actions:?}");
+        assert_eq!(lifecycle.state(0), AgentState::Stopping);
+        // No heartbeat deadline any more while it is being killed.
+        assert_eq!(lifecycle.next_deadline(), None);
+        lifecycle.apply(
+            Event::Exited {
+                agent: 0,
+                run: 1,
+                termination: crate::process::Termination::Signaled(9),
+            },
+            start + ms(360),
+        );
+        assert_eq!(lifecycle.state(0), AgentState::BackingOff);
+        let status = &lifecycle.snapshot().agents[0];
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("missed 3 heartbeats"),
+            "{status:?}"
+        );
+        assert_eq!(status.restarts_by_cause.get("heartbeat"), Some(&1));
+    }
+
+    #[test]
+    fn a_fatal_error_restarts_under_on_error() {
+        let start = Instant::now();
+        let mut lifecycle = sdk_lifecycle(start);
+        lifecycle.apply(Event::ReportedReady { agent: 0, run: 1 }, start);
+        let calm = lifecycle.apply(
+            Event::ErrorReported {
+                agent: 0,
+                run: 1,
+                severity: Severity::Error,
+                message: "slow".into(),
+            },
+            start,
+        );
+        assert!(!killed(&calm));
+        let actions = lifecycle.apply(
+            Event::ErrorReported {
+                agent: 0,
+                run: 1,
+                severity: Severity::Fatal,
+                message: "broken".into(),
+            },
+            start,
+        );
+        assert!(killed(&actions), "{actions:?}");
+    }
+}
