@@ -509,6 +509,24 @@ async fn zmq_legacy_degraded_reply_is_unhealthy() {
     }
 }
 
+/// Liveness asks "is it hung?": a legacy agent that answers `degraded` is
+/// not, and must not be restarted for it; one that never answers is.
+#[tokio::test]
+async fn zmq_liveness_counts_any_answer_as_alive() {
+    let degraded = LegacyHealthServer::start(Some(r#"{"status":"degraded","ready":false}"#));
+    assert!(
+        supervisor::health::alive(&degraded.probe(), GENEROUS)
+            .await
+            .is_ok()
+    );
+    let silent = LegacyHealthServer::start(None);
+    let result = supervisor::health::alive(&silent.probe(), Duration::from_millis(200)).await;
+    assert!(
+        matches!(result, Err(ProbeError::Timeout { .. })),
+        "{result:?}"
+    );
+}
+
 #[tokio::test]
 async fn zmq_non_json_reply_is_a_bad_reply() {
     let server = LegacyHealthServer::start(Some("pong"));

@@ -321,3 +321,49 @@ fn the_example_manifest_runs_from_a_fresh_clone() {
         up.output()
     );
 }
+
+/// Regression (found while building the Python SDK): with a relative
+/// `--config`, agents got `ipc://./.supervisor/agents.sock`, which an agent
+/// with another working directory cannot reach; and `PORT_OFFSET` from
+/// `--env-file` shifted the manifest's ports but agents saw 0.
+#[test]
+fn agents_get_an_absolute_endpoint_and_the_env_file_port_offset() {
+    let fixture = Fixture::new();
+    std::fs::create_dir(fixture.path("elsewhere")).expect("mkdir");
+    std::fs::write(fixture.path("offset.env"), "PORT_OFFSET=100\n").expect("write env file");
+    fixture.manifest(
+        r#"
+version: 1
+agents:
+  show:
+    command: ['echo "endpoint=$SUPERVISOR_ENDPOINT offset=$PORT_OFFSET"; sleep 30']
+    shell: true
+    cwd: elsewhere
+    readiness: { start_period: 300ms }
+"#,
+    );
+    let output = std::process::Command::new(common::SUPERVISOR)
+        .args([
+            "up",
+            "--config",
+            "manifest.yaml",
+            "--env-file",
+            "offset.env",
+            "--exit-when-ready",
+            "--no-console",
+        ])
+        .current_dir(fixture.dir.path())
+        .output()
+        .expect("run supervisor up");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = std::fs::read_to_string(fixture.path(".supervisor/logs/show.log")).expect("log");
+    assert!(
+        log.contains("endpoint=ipc:///") || log.contains("endpoint=tcp://"),
+        "relative endpoint: {log}"
+    );
+    assert!(log.contains("offset=100"), "{log}");
+}

@@ -41,9 +41,7 @@ struct PortRow<'a> {
 fn is_port_problem(problem: &Problem) -> bool {
     matches!(
         problem.kind,
-        ProblemKind::PortConflict
-            | ProblemKind::InvalidPort
-            | ProblemKind::PortInUse
+        ProblemKind::PortConflict | ProblemKind::InvalidPort | ProblemKind::PortInUse
     )
 }
 

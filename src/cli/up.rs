@@ -77,6 +77,11 @@ pub struct Args {
     /// `ipc://<run-dir>/agents.sock`).
     #[arg(long, value_name = "ENDPOINT")]
     pub agent_endpoint: Option<String>,
+    /// Also accept the legacy system's `ERROR:` PUB messages: bind a SUB
+    /// socket here (e.g. `tcp://127.0.0.1:7150`, where unmodified agents
+    /// publish) and put what arrives on the error bus (`errors.jsonl`).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub legacy_errors: Option<String>,
 }
 
 /// Whether `agent` runs here: on `host` when given with `--host`, else on
@@ -188,7 +193,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             width,
             color: std::io::stdout().is_terminal(),
         }),
-        port_offset: std::env::var("PORT_OFFSET").unwrap_or_else(|_| "0".into()),
+        // The same value the manifest's `${PORT_OFFSET}` used (--env-file wins).
+        port_offset: crate::manifest::Variables::new(None, args.manifests.env_file.as_deref())
+            .ok()
+            .and_then(|variables| variables.get("PORT_OFFSET").map(str::to_string))
+            .unwrap_or_else(|| "0".into()),
         sample_interval: Some(Duration::from_secs(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -384,11 +393,13 @@ async fn supervise(
     })
     .context("planning the start order")?;
     // The agent endpoint and the error bus (`errors.jsonl`, `errors.sock`).
-    let (fabric, fabric_link) = supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig {
-        agent_endpoint: args.agent_endpoint.clone(),
-        ..supervisor::fabric::FabricConfig::in_run_dir(&control.lock.run_dir().path)
-    })
-    .context("starting the agent endpoint and error bus")?;
+    let (fabric, fabric_link) =
+        supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig {
+            agent_endpoint: args.agent_endpoint.clone(),
+            legacy_errors: args.legacy_errors.clone(),
+            ..supervisor::fabric::FabricConfig::in_run_dir(&control.lock.run_dir().path)
+        })
+        .context("starting the agent endpoint and error bus")?;
     let (handle, task) =
         supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
     let requests = Arc::new(AtomicU64::new(0));

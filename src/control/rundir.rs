@@ -22,8 +22,13 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The path is made absolute: agents get endpoints under it
+    /// (`ipc://<run-dir>/agents.sock`) and may run in another directory.
     pub fn new(path: impl Into<PathBuf>) -> RunDir {
-        RunDir { path: path.into() }
+        let path = path.into();
+        RunDir {
+            path: std::path::absolute(&path).unwrap_or(path),
+        }
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -91,6 +91,22 @@ pub async fn probe(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
     }
 }
 
+/// One liveness attempt: like [`probe`], except that any answer of the
+/// legacy ZMQ health protocol counts, `degraded` and `error` included. A
+/// liveness probe asks "is it hung?", and an agent that answers is not:
+/// legacy agents report `degraded` for reasons that a restart does not cure
+/// (their Redis ready key expires after five minutes and is never renewed).
+pub async fn alive(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
+    match crate::health::probe(probe, timeout).await {
+        Err(ProbeError::Unhealthy { .. } | ProbeError::BadReply { .. })
+            if matches!(probe, Probe::Zmq { .. }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// The address to connect to for a host written as a bind address: legacy
 /// manifests say `0.0.0.0` (all interfaces), which as a destination means
 /// "this machine"; loopback says that explicitly and works everywhere.

@@ -724,7 +724,7 @@ async fn watch_liveness(
         }
         let result = tokio::select! {
             _ = token.cancelled() => return,
-            result = crate::health::probe(&probe, liveness.timeout) => result,
+            result = crate::health::alive(&probe, liveness.timeout) => result,
         };
         report(result.map_err(|error| error.to_string()));
     }
