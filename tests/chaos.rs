@@ -3,10 +3,12 @@
 //! seeded fault injector picks a random ready agent each round and SIGKILLs
 //! it, SIGSTOPs it (a hang, found by its liveness probe), crashes it with
 //! SIGABRT (a crash by signal), or makes it crash at start N times in a row. Some agents fork a
-//! grandchild, some ignore SIGTERM, some flood stdout all along.
+//! grandchild, some ignore SIGTERM, some flood stdout all along, and three
+//! SDK agents each send a burst of 2,000 errors on the error bus.
 //!
 //! At the end it asserts, and prints as figures: every agent is back to
-//! ready; each agent's restart count equals the faults injected into it; no
+//! ready; each agent's restart count equals the faults injected into it;
+//! every error sent is in `errors.jsonl`; no
 //! zombie children of the supervisor; after `down`, no process of the run is
 //! left (every recorded pid and grandchild); the supervisor's RSS stayed
 //! bounded.
@@ -23,6 +25,10 @@ use nix::unistd::Pid;
 
 const LEVELS: usize = 5;
 const PER_LEVEL: usize = 10;
+/// SDK agents that each report `BURST` errors at once, some seconds in.
+const BURSTERS: usize = 3;
+const BURST: usize = 2000;
+const FAULTY: &str = env!("CARGO_BIN_EXE_agent-faulty");
 const BOUND: Duration = Duration::from_secs(120);
 
 /// xorshift64: reproducible fault sequences from `CHAOS_SEED`.
@@ -99,6 +105,12 @@ fn manifest(fixture: &Fixture) -> String {
             ));
         }
     }
+    for index in 0..BURSTERS {
+        text.push_str(&format!(
+            "  burst{index}:\n    command: [\"{FAULTY}\", \"--mode\", \"burst\", \"--after\", \"{after}\", \"--burst\", \"{BURST}\"]\n    readiness: sdk\n",
+            after = 2 + 3 * index,
+        ));
+    }
     text
 }
 
@@ -156,7 +168,8 @@ fn restarts(status: &serde_json::Value) -> BTreeMap<String, u64> {
 
 fn all_ready(status: &serde_json::Value) -> bool {
     status["agents"].as_array().is_some_and(|agents| {
-        agents.len() == LEVELS * PER_LEVEL && agents.iter().all(|agent| agent["state"] == "ready")
+        agents.len() == LEVELS * PER_LEVEL + BURSTERS
+            && agents.iter().all(|agent| agent["state"] == "ready")
     })
 }
 
@@ -313,6 +326,42 @@ fn chaos_faults_are_recovered_and_counted() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    // Every error the bursters sent is in the journal.
+    let journal = run_dir.join("errors.jsonl");
+    let count_errors = || -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for line in std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Ok(record) = serde_json::from_str::<serde_json::Value>(line) {
+                *counts
+                    .entry(record["agent"].as_str().unwrap_or_default().to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+        counts
+    };
+    let burst_deadline = Instant::now() + BOUND;
+    let errors_recorded = loop {
+        let counts = count_errors();
+        if (0..BURSTERS)
+            .all(|index| counts.get(&format!("burst{index}")).copied().unwrap_or(0) >= BURST)
+            || Instant::now() > burst_deadline
+        {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let errors_sent = BURSTERS * BURST;
+    let errors_of_bursters: usize = (0..BURSTERS)
+        .map(|index| {
+            errors_recorded
+                .get(&format!("burst{index}"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
     let zombies_at_end = zombies_of(supervisor);
     let rss_end = rss_kib(supervisor);
 
@@ -324,6 +373,13 @@ fn chaos_faults_are_recovered_and_counted() {
     assert_eq!(down.code, Some(0), "down: {}{}", down.stdout, down.stderr);
     let exit = up.wait(BOUND);
     assert!(exit.success(), "supervisor exit {exit:?}");
+    let burst_pids: Vec<u32> = (0..BURSTERS)
+        .filter_map(|index| {
+            agent_of(&final_status, &format!("burst{index}"))["pid"]
+                .as_u64()
+                .map(|pid| pid as u32)
+        })
+        .collect();
     let pids: Vec<u32> = fixture
         .records()
         .iter()
@@ -342,7 +398,12 @@ fn chaos_faults_are_recovered_and_counted() {
     wait_until(
         "every process of the run to be gone",
         Duration::from_secs(10),
-        || pids.iter().chain(&grandchildren).all(|pid| !alive(*pid)),
+        || {
+            pids.iter()
+                .chain(&grandchildren)
+                .chain(&burst_pids)
+                .all(|pid| !alive(*pid))
+        },
     );
 
     let total_faults: u32 = injected.values().sum();
@@ -369,10 +430,15 @@ fn chaos_faults_are_recovered_and_counted() {
     );
     eprintln!(
         "chaos: processes of the run after down: 0 of {} agent pids and {} grandchildren",
-        pids.len(),
+        pids.len() + burst_pids.len(),
         grandchildren.len()
     );
     eprintln!("chaos: supervisor RSS {rss_start} KiB at start, {rss_end} KiB at the end");
+    eprintln!("chaos: errors sent {errors_sent}, recorded in errors.jsonl {errors_of_bursters}");
+    assert_eq!(
+        errors_of_bursters, errors_sent,
+        "errors lost: {errors_recorded:?}"
+    );
     assert!(
         total_faults >= (seconds / 4) as u32,
         "too few faults injected ({total_faults}) to mean anything"
