@@ -231,3 +231,45 @@ fn followers_filter_by_severity_and_agent_topic() {
         }
     }
 }
+
+/// Secret-looking context values an agent reports never reach the journal.
+#[test]
+fn secret_context_values_are_redacted_before_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, _bus_thread) = ErrorBus::spawn(&ErrorBusConfig::in_run_dir(dir.path())).unwrap();
+    let (sender, _events) = tokio::sync::mpsc::channel(100);
+    let (endpoint, _thread) = AgentEndpoint::spawn(
+        &EndpointConfig::in_run_dir(dir.path()),
+        sender,
+        Some(bus.sink()),
+    )
+    .unwrap();
+    endpoint.register("leaky", "token-leaky");
+    let agent = Agent::connect(AgentSettings {
+        name: "leaky".into(),
+        endpoint: endpoint.endpoint().into(),
+        token: "token-leaky".into(),
+        heartbeat_interval: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    assert!(
+        agent
+            .report_error(Severity::Error, "login failed")
+            .context("OPENAI_API_KEY", "sk-live-123")
+            .context("db_password", "hunter2")
+            .context("user", "ana")
+            .send()
+    );
+    drop(agent);
+    wait_until("the error in the journal", || bus.stats().written >= 1);
+    assert!(bus.flush(WAIT));
+    let text = std::fs::read_to_string(dir.path().join("errors.jsonl")).unwrap();
+    assert!(
+        !text.contains("sk-live-123") && !text.contains("hunter2"),
+        "{text}"
+    );
+    let record = &journal(&dir.path().join("errors.jsonl"))[0];
+    assert_eq!(record.context["OPENAI_API_KEY"], "[redacted]");
+    assert_eq!(record.context["user"], "ana");
+}

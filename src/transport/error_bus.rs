@@ -347,7 +347,7 @@ impl ErrorBus {
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Record(record)) => self.accept(&record),
+                Ok(Command::Record(record)) => self.accept(record),
                 Ok(Command::Flush(reply)) => {
                     self.flush_journal();
                     let _ = reply.send(());
@@ -358,7 +358,7 @@ impl ErrorBus {
                 Ok(Command::Stop) => {
                     // Write what producers queued before the stop.
                     while let Ok(Command::Record(record)) = self.commands.try_recv() {
-                        self.accept(&record);
+                        self.accept(record);
                     }
                     return false;
                 }
@@ -375,7 +375,7 @@ impl ErrorBus {
                 Ok(frames) => match parse_legacy_error(&frames) {
                     Ok(record) => {
                         bump(&self.counters.legacy_accepted);
-                        self.accept(&record);
+                        self.accept(record);
                     }
                     Err(reason) => {
                         bump(&self.counters.legacy_rejected);
@@ -391,7 +391,10 @@ impl ErrorBus {
         }
     }
 
-    fn accept(&mut self, record: &ErrorRecord) {
+    fn accept(&mut self, mut record: ErrorRecord) {
+        // Secrets an agent put in its error context go no further than here.
+        crate::transport::redact::redact_map(&mut record.context);
+        let record = &record;
         bump(&self.counters.received);
         *self
             .counts

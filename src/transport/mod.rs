@@ -33,6 +33,7 @@ pub mod follow;
 pub mod heartbeat;
 pub mod messages;
 pub mod pool;
+pub mod redact;
 mod wake;
 
 pub use agent_link::{AgentLink, AgentLinkHandle, LinkSettings, LinkStats};
