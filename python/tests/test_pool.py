@@ -6,6 +6,7 @@ whose reply timed out is discarded (never handed out again), lazy-pirate
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import zmq
@@ -33,7 +34,17 @@ def rep_server(replies, drop_first: int = 0):
                 endpoint.append(f"tcp://127.0.0.1:{port}")
                 ready.set()
             else:
-                socket.bind(f"tcp://127.0.0.1:{port}")
+                # libzmq closes sockets in the background: the port may still
+                # be held for a moment after the close above.
+                for _ in range(250):
+                    try:
+                        socket.bind(f"tcp://127.0.0.1:{port}")
+                        break
+                    except zmq.ZMQError:
+                        time.sleep(0.02)
+                else:
+                    socket.close()
+                    return
             while answered < replies:
                 if not socket.poll(10_000):
                     socket.close()
@@ -95,7 +106,7 @@ def test_an_exception_in_the_block_discards_the_socket():
 def test_lazy_pirate_retries_on_a_fresh_socket():
     endpoint, server = rep_server(1, drop_first=1)
     pool = SocketPool()
-    assert pool.request(endpoint, b"ping", timeout=0.3, retries=3) == b"ping"
+    assert pool.request(endpoint, b"ping", timeout=1.0, retries=3) == b"ping"
     server.join(10)
     stats = pool.stats()
     assert stats.discarded == 1 and stats.created == 2
