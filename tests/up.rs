@@ -310,7 +310,7 @@ fn the_example_manifest_runs_from_a_fresh_clone() {
         up.output()
     );
     assert!(
-        up.output().contains("all ready: 4/4 agents"),
+        up.output().contains("all ready: 8/8 agents"),
         "{}",
         up.output()
     );
