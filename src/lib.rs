@@ -15,7 +15,8 @@
 //! - [`check`]: every pre-flight check over a loaded manifest (duplicates,
 //!   unknown dependencies, cycles, ports), and the in-place port fixer.
 //! - [`cli`]: clap types and one file per subcommand; the only place with `anyhow`.
-//! - [`process`]: spawning, signalling and reaping agent processes.
+//! - [`process`]: spawning, signalling and reaping agent processes, and the
+//!   keeper process that kills agent groups if the supervisor is killed.
 //! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
 //! - [`supervisor`]: the runtime owner of agent state (run loop, transitions, restarts).
 //! - [`control`]: the control socket (requests in, supervisor commands

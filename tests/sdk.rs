@@ -280,3 +280,77 @@ fn ready_at_advertises_the_endpoint_before_readiness() {
         _ => None,
     });
 }
+
+/// A flood of garbage and forged messages from one peer (bad tokens, unknown
+/// agents, unknown message kinds, malformed frames) is rejected and counted,
+/// and an honest agent is still served meanwhile (issue 6, wire input).
+#[test]
+fn a_flood_of_bad_messages_does_not_stop_an_honest_agent() {
+    let mut fixture = setup();
+    fixture.endpoint.register("honest", "good-token");
+    fixture.endpoint.register("victim", "victim-token");
+    let endpoint = fixture.endpoint.endpoint().to_string();
+    const FLOOD: usize = 20_000;
+    let flooder = std::thread::spawn(move || {
+        let context = zmq::Context::new();
+        let dealer = context.socket(zmq::DEALER).unwrap();
+        dealer.set_linger(0).unwrap();
+        dealer.set_sndhwm(0).unwrap();
+        dealer.connect(&endpoint).unwrap();
+        let shapes: [&[u8]; 4] = [
+            br#"{"v":1,"type":"heartbeat","agent":"victim","token":"forged"}"#,
+            br#"{"v":1,"type":"ready","agent":"nobody","token":"t"}"#,
+            br#"{"v":1,"type":"launch_missiles","agent":"victim","token":"victim-token"}"#,
+            b"\xff\xfe not json",
+        ];
+        for index in 0..FLOOD {
+            dealer
+                .send_multipart([&b""[..], shapes[index % shapes.len()]], 0)
+                .unwrap();
+        }
+        // Stay connected until the endpoint has read everything.
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    // Meanwhile the honest agent gets its READY through.
+    let agent = fixture.agent("honest", "good-token");
+    let started = std::time::Instant::now();
+    agent.ready().expect("READY acknowledged during the flood");
+    let took = started.elapsed();
+    fixture.wait_for("the honest READY", |event| match event {
+        EndpointEvent::ReportedReady { agent, .. } if agent == "honest" => Some(()),
+        _ => None,
+    });
+    flooder.join().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let stats = fixture.endpoint.stats();
+        let rejected =
+            stats.rejected_bad_token + stats.rejected_unknown_agent + stats.rejected_malformed;
+        if rejected >= FLOOD as u64 {
+            assert_eq!(stats.rejected_bad_token, (FLOOD / 4) as u64, "{stats:?}");
+            assert_eq!(
+                stats.rejected_unknown_agent,
+                (FLOOD / 4) as u64,
+                "{stats:?}"
+            );
+            assert_eq!(
+                stats.rejected_malformed,
+                (FLOOD / 2) as u64,
+                "unknown kinds and garbage: {stats:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every bad message was counted: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every heartbeat that got through is the honest agent's own.
+    while let Ok(event) = fixture.events.try_recv() {
+        if let EndpointEvent::HeartbeatReceived { agent, .. } = &event {
+            assert_eq!(agent, "honest", "a forged heartbeat was accepted");
+        }
+    }
+    eprintln!("flood: READY acknowledged in {took:?} while {FLOOD} bad messages arrived");
+}
