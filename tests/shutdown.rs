@@ -229,3 +229,39 @@ agents:
         killed_at.elapsed()
     );
 }
+
+/// A SIGSTOPped agent gets SIGCONT with its stop signal, so it stops at once
+/// instead of waiting for the SIGKILL at the end of its grace.
+#[test]
+fn a_stopped_agent_is_continued_so_it_can_stop_gracefully() {
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest(
+        r#"
+version: 1
+agents:
+  frozen:
+    command: ["FAKE"]
+    readiness: { start_period: 50ms }
+    stop: { signal: SIGTERM, grace: 20s }
+"#,
+    );
+    let mut up = fixture.up(&manifest, &[]);
+    up.wait_for_output("all ready", BOUND);
+    let pid = fixture.first("start", "frozen").pid;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP)
+        .expect("SIGSTOP");
+    let asked = std::time::Instant::now();
+    up.signal(Signal::SIGTERM);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "{status:?}\n{}", up.output());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}: waited for the grace",
+        asked.elapsed()
+    );
+    assert!(
+        !fixture.records_of("stop", "frozen").is_empty(),
+        "it stopped by itself on SIGTERM: {:?}",
+        fixture.records()
+    );
+}

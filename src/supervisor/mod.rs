@@ -416,6 +416,14 @@ impl<S: Spawner> Supervisor<S> {
                         let name = &self.lifecycle.spec(agent).agent.name;
                         tracing::warn!(agent = %name, %error, "cannot signal");
                     }
+                    // A stopped (SIGSTOPped, hung) group cannot act on a stop
+                    // signal until it runs again; without this it would only
+                    // die at the SIGKILL after its whole grace.
+                    if signal != nix::sys::signal::Signal::SIGKILL {
+                        let _ = self
+                            .spawner
+                            .signal_group(pid, nix::sys::signal::Signal::SIGCONT);
+                    }
                 }
                 Action::WatchReadiness { agent, run } => {
                     let spec = self.lifecycle.spec(agent);
@@ -801,8 +809,9 @@ mod tests {
                     .unwrap()
                     .signals
                     .push((name.clone(), signal, Instant::now()));
-                let ignored =
-                    matches!(behaviour, Behaviour::IgnoreTerm) && signal != Signal::SIGKILL;
+                // SIGCONT never ends a process.
+                let ignored = signal == Signal::SIGCONT
+                    || (matches!(behaviour, Behaviour::IgnoreTerm) && signal != Signal::SIGKILL);
                 if !ignored {
                     report(ProcessEvent::Exited {
                         termination: Termination::Signaled(signal as i32),
@@ -928,10 +937,12 @@ mod tests {
             [
                 ("api", Signal::SIGTERM),
                 ("db", Signal::SIGTERM),
+                // Sent with every stop signal, in case the group is stopped.
+                ("db", Signal::SIGCONT),
                 ("db", Signal::SIGKILL)
             ]
         );
-        let grace = signals[2].2 - signals[1].2;
+        let grace = signals[3].2 - signals[1].2;
         assert!(
             grace >= Duration::from_secs(3) && grace < Duration::from_millis(3100),
             "{grace:?}"
