@@ -343,7 +343,10 @@ fn the_legacy_fixture_retries_a_taken_port_then_fails_or_moves_on() {
         Duration::from_secs(20),
         || !fixture.records_of("ready", "Loose").is_empty(),
     );
-    assert_eq!(fixture.records_of("bind-retry", "Loose").len(), 1);
+    // At least the taken port was retried; the next one may be taken too
+    // (tests run in parallel and hold ports of their own).
+    let retries = fixture.records_of("bind-retry", "Loose").len();
+    assert!((1..=5).contains(&retries), "{retries} bind retries");
     let _ = loose.kill();
     let _ = loose.wait();
     drop(taken);
