@@ -48,6 +48,12 @@ use restart::Jitter;
 /// At most this many queued events are applied before the status is published.
 const MAX_BATCH: usize = 256;
 
+/// Snapshots are published at most this often while events keep coming
+/// (heartbeats from hundreds of agents): building one is O(agents), so one
+/// per event would make the loop's cost grow with the square of the agents.
+/// A lone event, a command reply or the end is still published at once.
+const MIN_PUBLISH_GAP: Duration = Duration::from_millis(50);
+
 /// Probe attempts never get less time than this, whatever the interval.
 const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -286,9 +292,18 @@ impl<S: Spawner> Supervisor<S> {
             return outcome;
         }
         self.status.send_replace(self.lifecycle.snapshot());
+        let mut last_publish = Instant::now();
+        // A snapshot owed to subscribers, due at this time.
+        let mut publish_at: Option<Instant> = None;
         loop {
             let deadline = self.lifecycle.next_deadline();
             let (event, reply) = tokio::select! {
+                _ = sleep_until(publish_at), if publish_at.is_some() => {
+                    self.status.send_replace(self.lifecycle.snapshot());
+                    last_publish = Instant::now();
+                    publish_at = None;
+                    continue;
+                }
                 Some(event) = self.events.recv() => (event, None),
                 Some(command) = self.commands.recv() => match self.on_command(command) {
                     Some(pair) => pair,
@@ -315,7 +330,14 @@ impl<S: Spawner> Supervisor<S> {
                 let actions = self.lifecycle.apply(event, Instant::now());
                 outcome = self.perform(actions);
             }
-            self.status.send_replace(self.lifecycle.snapshot());
+            let now = Instant::now();
+            if reply.is_some() || outcome.is_some() || now >= last_publish + MIN_PUBLISH_GAP {
+                self.status.send_replace(self.lifecycle.snapshot());
+                last_publish = now;
+                publish_at = None;
+            } else if publish_at.is_none() {
+                publish_at = Some(last_publish + MIN_PUBLISH_GAP);
+            }
             if let Some(reply) = reply {
                 reply.send();
             }
