@@ -138,6 +138,33 @@ pub fn wait_for(
     }
 }
 
+/// The shared shape of `start`, `stop` and `restart`: send `request`; unless
+/// `no_wait`, wait until `verdict` holds for every one of `names`; then print
+/// `<done>: <names>`.
+#[allow(clippy::too_many_arguments)]
+pub fn request_and_wait(
+    run_dir: &RunDir,
+    request: &Request,
+    names: &[String],
+    no_wait: bool,
+    timeout: Duration,
+    what: &str,
+    done: &str,
+    verdict: impl Fn(&AgentView) -> Verdict,
+) -> anyhow::Result<Exit> {
+    if let Answer::Exit(exit) = ask(run_dir, request, Duration::from_secs(10))? {
+        return Ok(exit);
+    }
+    if no_wait {
+        return Ok(Exit::Ok);
+    }
+    let exit = wait_for(run_dir, names, timeout, what, verdict)?;
+    if exit == Exit::Ok {
+        println!("{done}: {}", names.join(", "));
+    }
+    Ok(exit)
+}
+
 /// `failed (reason)` for an agent that cannot become ready.
 pub fn not_coming(agent: &AgentView) -> Option<String> {
     matches!(agent.state.as_str(), "failed" | "blocked").then(|| {

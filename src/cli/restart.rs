@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Exit;
-use super::remote::{Answer, RunDirArgs, Verdict, ask, not_coming, status, wait_for};
+use super::remote::{RunDirArgs, Verdict, not_coming, request_and_wait, status};
 use crate::control::Request;
 
 #[derive(Debug, clap::Args)]
@@ -45,17 +45,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         agents: args.agents.clone(),
         with_dependents: args.with_dependents,
     };
-    if let Answer::Exit(exit) = ask(&run_dir, &request, Duration::from_secs(10))? {
-        return Ok(exit);
-    }
-    if args.no_wait {
-        return Ok(Exit::Ok);
-    }
-    let exit = wait_for(
+    request_and_wait(
         &run_dir,
+        &request,
         &args.agents,
+        args.no_wait,
         Duration::from_secs_f64(args.timeout),
         "ready again",
+        "restarted",
         |agent| match not_coming(agent) {
             Some(reason) => Verdict::Failed(reason),
             None if agent.state == "ready"
@@ -65,9 +62,5 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             }
             None => Verdict::Waiting,
         },
-    )?;
-    if exit == Exit::Ok {
-        println!("restarted: {}", args.agents.join(", "));
-    }
-    Ok(exit)
+    )
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::Exit;
-use super::remote::{Answer, RunDirArgs, Verdict, ask, not_coming, wait_for};
+use super::remote::{RunDirArgs, Verdict, not_coming, request_and_wait};
 use crate::control::Request;
 
 #[derive(Debug, clap::Args)]
@@ -29,25 +29,18 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let request = Request::Start {
         agents: args.agents.clone(),
     };
-    if let Answer::Exit(exit) = ask(&run_dir, &request, Duration::from_secs(10))? {
-        return Ok(exit);
-    }
-    if args.no_wait {
-        return Ok(Exit::Ok);
-    }
-    let exit = wait_for(
+    request_and_wait(
         &run_dir,
+        &request,
         &args.agents,
+        args.no_wait,
         Duration::from_secs_f64(args.timeout),
+        "ready",
         "ready",
         |agent| match not_coming(agent) {
             Some(reason) => Verdict::Failed(reason),
             None if agent.state == "ready" => Verdict::Done,
             None => Verdict::Waiting,
         },
-    )?;
-    if exit == Exit::Ok {
-        println!("ready: {}", args.agents.join(", "));
-    }
-    Ok(exit)
+    )
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::Exit;
-use super::remote::{Answer, RunDirArgs, Verdict, ask, wait_for};
+use super::remote::{RunDirArgs, Verdict, request_and_wait};
 use crate::control::Request;
 
 #[derive(Debug, clap::Args)]
@@ -30,24 +30,17 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let request = Request::Stop {
         agents: args.agents.clone(),
     };
-    if let Answer::Exit(exit) = ask(&run_dir, &request, Duration::from_secs(10))? {
-        return Ok(exit);
-    }
-    if args.no_wait {
-        return Ok(Exit::Ok);
-    }
-    let exit = wait_for(
+    request_and_wait(
         &run_dir,
+        &request,
         &args.agents,
+        args.no_wait,
         Duration::from_secs_f64(args.timeout),
+        "stopped",
         "stopped",
         |agent| match agent.state.as_str() {
             "stopped" | "failed" => Verdict::Done,
             _ => Verdict::Waiting,
         },
-    )?;
-    if exit == Exit::Ok {
-        println!("stopped: {}", args.agents.join(", "));
-    }
-    Ok(exit)
+    )
 }
