@@ -33,6 +33,16 @@ _PENDING_LIMIT = 60.0
 log = logging.getLogger("supervisor_sdk")
 
 
+def until_next_beat(interval: float, unix_time: float) -> float:
+    """Seconds until the next heartbeat: the next whole multiple of `interval`
+    on the wall clock, so agents with the same interval beat together and the
+    supervisor takes them in one wake-up (docs/protocol.md, Heartbeats).
+    Never more than `interval`."""
+    if interval <= 0:
+        return 0.001
+    return interval - (unix_time % interval)
+
+
 @dataclass
 class LinkStats:
     """Counters of the connection, for the agent's own diagnostics."""
@@ -168,7 +178,7 @@ class Link:
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat()
-                    next_heartbeat = now + self._interval
+                    next_heartbeat = now + until_next_beat(self._interval, time.time())
                 wait_ms = max(1, int((next_heartbeat - time.monotonic()) * 1000))
                 try:
                     events = dict(poller.poll(wait_ms))

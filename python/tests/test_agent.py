@@ -84,3 +84,12 @@ def test_sigterm_sets_shutdown_requested():
     finally:
         process.kill()
         process.wait()
+
+
+def test_heartbeats_fall_on_whole_multiples_of_the_interval():
+    from supervisor_sdk._link import until_next_beat
+
+    assert until_next_beat(1.0, 1_700_000_000.25) == pytest.approx(0.75)
+    assert until_next_beat(1.0, 1_700_000_000.0) == pytest.approx(1.0)
+    assert until_next_beat(0.3, 1.0) == pytest.approx(0.2)
+    assert 0 < until_next_beat(0.0, 5.0) <= 0.001

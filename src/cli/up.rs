@@ -198,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .ok()
             .and_then(|variables| variables.get("PORT_OFFSET").map(str::to_string))
             .unwrap_or_else(|| "0".into()),
-        sample_interval: Some(Duration::from_secs(1)),
+        sample_interval: Some(Duration::from_secs(2)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -131,7 +131,13 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
         if let Some(percent) = agent.cpu_percent {
             cpu.get_or_create(&label).set(percent);
         }
-        if let Some(age) = agent.heartbeat_age {
+        // From the time of the last heartbeat, not the snapshot's age: the
+        // snapshot may be up to a second old while only heartbeats arrive.
+        let age = agent
+            .heartbeat_at
+            .map(|at| tokio::time::Instant::now().saturating_duration_since(at))
+            .or(agent.heartbeat_age);
+        if let Some(age) = age {
             heartbeat.get_or_create(&label).set(age.as_secs_f64());
         }
     }

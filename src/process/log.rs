@@ -8,7 +8,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::os::fd::OwnedFd;
+
+use tokio::net::unix::pipe;
 use tokio::process::{ChildStderr, ChildStdout};
 
 use super::SpawnSpec;
@@ -139,35 +141,130 @@ pub(super) fn pump(
         .as_ref()
         .map(|console| prefix(&spec.name, console));
     async move {
-        let mut out = stdout.map(|stream| BufReader::new(stream).split(b'\n'));
-        let mut err = stderr.map(|stream| BufReader::new(stream).split(b'\n'));
-        loop {
-            let line = tokio::select! {
-                line = next(&mut out), if out.is_some() => line.or_else(|| { out = None; None }),
-                line = next(&mut err), if err.is_some() => line.or_else(|| { err = None; None }),
-                else => break,
-            };
-            let Some(line) = line else { continue };
+        let mut out = stdout.and_then(|stream| LineReader::new(stream.into_owned_fd()));
+        let mut err = stderr.and_then(|stream| LineReader::new(stream.into_owned_fd()));
+        let mut write = |line: &[u8]| {
             if let Some(file) = &mut file {
-                file.write_line(&line);
+                file.write_line(line);
             }
             if let Some(prefix) = &console {
                 let mut stdout = std::io::stdout().lock();
                 let _ = stdout.write_all(prefix.as_bytes());
-                let _ = stdout.write_all(&line);
+                let _ = stdout.write_all(line);
                 let _ = stdout.write_all(b"\n");
+            }
+        };
+        loop {
+            let reader = tokio::select! {
+                Ok(()) = readable(&out), if out.is_some() => &mut out,
+                Ok(()) = readable(&err), if err.is_some() => &mut err,
+                else => break,
+            };
+            if let Some(lines) = reader
+                && !lines.read(&mut write)
+            {
+                *reader = None;
             }
         }
     }
 }
 
-/// The next line of a stream, or `None` at end of file or on a read error.
-async fn next<R: tokio::io::AsyncBufRead + Unpin>(
-    lines: &mut Option<tokio::io::Split<R>>,
-) -> Option<Vec<u8>> {
-    match lines {
-        Some(lines) => lines.next_segment().await.ok().flatten(),
-        None => None,
+/// A line longer than this is cut: what has come is written as one line.
+const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// How much one read takes from a pipe.
+const READ_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Reads land here; one buffer per thread rather than one per stream, so
+    /// an idle agent's output costs no memory.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_BYTES]);
+}
+
+/// Splits one output pipe into lines. Holds only the unfinished end of a
+/// line between reads.
+struct LineReader {
+    pipe: pipe::Receiver,
+    partial: Vec<u8>,
+}
+
+impl LineReader {
+    /// `None` when the stream cannot be watched (it is then not read, as if closed).
+    fn new(fd: std::io::Result<OwnedFd>) -> Option<LineReader> {
+        let pipe = fd.and_then(pipe::Receiver::from_owned_fd);
+        match pipe {
+            Ok(pipe) => Some(LineReader {
+                pipe,
+                partial: Vec::new(),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read agent output");
+                None
+            }
+        }
+    }
+
+    /// Reads what is there and hands every complete line to `write`; false
+    /// at end of file (or on a read error), after the last unfinished line.
+    fn read(&mut self, write: &mut impl FnMut(&[u8])) -> bool {
+        SCRATCH.with_borrow_mut(|buffer| match self.pipe.try_read(buffer) {
+            Ok(0) => {
+                self.finish(write);
+                false
+            }
+            Ok(count) => {
+                self.split(&buffer[..count], write);
+                true
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => true,
+            Err(_) => {
+                self.finish(write);
+                false
+            }
+        })
+    }
+
+    fn split(&mut self, mut bytes: &[u8], write: &mut impl FnMut(&[u8])) {
+        while let Some(end) = bytes.iter().position(|byte| *byte == b'\n') {
+            if self.partial.is_empty() {
+                write(&bytes[..end]);
+            } else {
+                self.partial.extend_from_slice(&bytes[..end]);
+                write(&self.partial);
+                self.release();
+            }
+            bytes = &bytes[end + 1..];
+        }
+        self.partial.extend_from_slice(bytes);
+        if self.partial.len() >= MAX_LINE_BYTES {
+            write(&self.partial);
+            self.release();
+        }
+    }
+
+    fn finish(&mut self, write: &mut impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            write(&self.partial);
+        }
+        self.release();
+    }
+
+    /// Empties the unfinished line, giving a large buffer back.
+    fn release(&mut self) {
+        if self.partial.capacity() > 4096 {
+            self.partial = Vec::new();
+        } else {
+            self.partial.clear();
+        }
+    }
+}
+
+/// Waits until `reader`'s pipe has something (data or end of file).
+async fn readable(reader: &Option<LineReader>) -> std::io::Result<()> {
+    match reader {
+        Some(reader) => reader.pipe.readable().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -197,6 +294,43 @@ mod tests {
             "line7\n"
         );
         assert!(!dir.path().join("logs/a.log.3").exists());
+    }
+
+    #[tokio::test]
+    async fn lines_are_split_across_reads_and_the_last_one_is_kept() {
+        let (mut sender, receiver) = pipe::pipe().unwrap();
+        let mut reader = LineReader {
+            pipe: receiver,
+            partial: Vec::new(),
+        };
+        let mut lines: Vec<String> = Vec::new();
+        let mut collect = |line: &[u8]| lines.push(String::from_utf8_lossy(line).into_owned());
+        use tokio::io::AsyncWriteExt;
+        for chunk in ["one\ntw", "o\n", "\nthr", "ee"] {
+            sender.write_all(chunk.as_bytes()).await.unwrap();
+            reader.pipe.readable().await.unwrap();
+            assert!(reader.read(&mut collect));
+        }
+        drop(sender);
+        reader.pipe.readable().await.unwrap();
+        assert!(!reader.read(&mut collect), "end of file");
+        assert_eq!(lines, ["one", "two", "", "three"]);
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_cut() {
+        let (_sender, receiver) = pipe::pipe().unwrap();
+        let mut reader = LineReader {
+            pipe: receiver,
+            partial: Vec::new(),
+        };
+        let mut lengths = Vec::new();
+        let chunk = vec![b'x'; READ_BYTES];
+        for _ in 0..(MAX_LINE_BYTES / READ_BYTES + 1) {
+            reader.split(&chunk, &mut |line: &[u8]| lengths.push(line.len()));
+        }
+        assert_eq!(lengths, [MAX_LINE_BYTES]);
+        assert_eq!(reader.partial.len(), READ_BYTES);
     }
 
     #[test]

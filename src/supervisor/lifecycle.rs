@@ -465,7 +465,12 @@ impl Lifecycle {
                 agent,
                 run,
                 payload,
-            } => self.on_heartbeat(agent, run, payload, now),
+            } => {
+                // Changes no state, so there is nothing to progress: the
+                // common event stays O(1) with hundreds of agents.
+                self.on_heartbeat(agent, run, payload, now);
+                return actions;
+            }
             Event::ErrorReported {
                 agent,
                 run,

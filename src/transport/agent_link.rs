@@ -218,7 +218,8 @@ impl AgentLink {
             let now = Instant::now();
             if now >= next_heartbeat {
                 self.heartbeat();
-                next_heartbeat = now + self.settings.heartbeat_interval;
+                next_heartbeat =
+                    now + until_next_beat(self.settings.heartbeat_interval, unix_time());
             }
             let wait = next_heartbeat.saturating_duration_since(Instant::now());
             let (dealer_readable, wake_readable) = {
@@ -334,4 +335,44 @@ impl AgentLink {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Time since the Unix epoch by the wall clock (zero if it is set before 1970).
+fn unix_time() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// How long until the next heartbeat: the next whole multiple of `interval`
+/// on the wall clock, so every agent with the same interval beats at the
+/// same moment and the supervisor takes them in one wake-up instead of one
+/// per agent (see docs/protocol.md, Heartbeats). Never more than `interval`.
+fn until_next_beat(interval: Duration, since_epoch: Duration) -> Duration {
+    let interval_nanos = interval.as_nanos().max(1);
+    let into_period = since_epoch.as_nanos() % interval_nanos;
+    let left = interval_nanos - into_period;
+    Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_next_beat;
+    use std::time::Duration;
+
+    #[test]
+    fn heartbeats_fall_on_whole_multiples_of_the_interval() {
+        let second = Duration::from_secs(1);
+        let at = |millis: u64| Duration::from_millis(millis);
+        assert_eq!(until_next_beat(second, at(1_700_000_000_250)), at(750));
+        assert_eq!(until_next_beat(second, at(1_700_000_000_999)), at(1));
+        // Exactly on a beat: the next one is a whole interval away.
+        assert_eq!(until_next_beat(second, at(1_700_000_000_000)), second);
+        let odd = Duration::from_millis(300);
+        assert_eq!(until_next_beat(odd, at(1_000)), at(200));
+        assert_eq!(
+            until_next_beat(Duration::ZERO, at(5)),
+            Duration::from_nanos(1)
+        );
+    }
 }

@@ -29,8 +29,11 @@ use super::messages::{ErrorRecord, Severity, parse_legacy_error};
 use super::wake::{self, WakeReceiver, Waker};
 use super::{TransportError, bound_endpoint, context};
 
-/// Records queued between producers and the bus thread.
-const CHANNEL_CAPACITY: usize = 65_536;
+/// Records queued between producers and the bus thread. The channel's slots
+/// are allocated (and touched) up front, so each holds a boxed record: 8,192
+/// slots cost about 200 KB of resident memory, where 65,536 unboxed ones
+/// cost 10 MB. A full queue makes producers wait, it never drops.
+const CHANNEL_CAPACITY: usize = 8_192;
 
 /// Where the bus writes, publishes and listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +105,7 @@ fn bump(counter: &AtomicU64) {
 pub type ErrorCounts = BTreeMap<String, BTreeMap<Severity, u64>>;
 
 enum Command {
-    Record(ErrorRecord),
+    Record(Box<ErrorRecord>),
     /// Replies once everything queued before it is written and flushed.
     Flush(std_mpsc::Sender<()>),
     Counts(std_mpsc::Sender<ErrorCounts>),
@@ -123,7 +126,7 @@ impl ErrorSink {
     /// Hands one record to the bus, waiting for room if the bus is behind.
     /// Returns false (and counts it lost) only when the bus has stopped.
     pub fn publish(&self, record: ErrorRecord) -> bool {
-        let delivered = match self.commands.try_send(Command::Record(record)) {
+        let delivered = match self.commands.try_send(Command::Record(Box::new(record))) {
             Ok(()) => true,
             Err(std_mpsc::TrySendError::Full(command)) => {
                 bump(&self.counters.backpressure_waits);
@@ -347,7 +350,7 @@ impl ErrorBus {
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Record(record)) => self.accept(record),
+                Ok(Command::Record(record)) => self.accept(*record),
                 Ok(Command::Flush(reply)) => {
                     self.flush_journal();
                     let _ = reply.send(());
@@ -358,7 +361,7 @@ impl ErrorBus {
                 Ok(Command::Stop) => {
                     // Write what producers queued before the stop.
                     while let Ok(Command::Record(record)) = self.commands.try_recv() {
-                        self.accept(record);
+                        self.accept(*record);
                     }
                     return false;
                 }
