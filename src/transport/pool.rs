@@ -351,6 +351,55 @@ impl SocketPool {
         })
     }
 
+    /// [`SocketPool::request`] for async code: the request runs on Tokio's
+    /// blocking thread pool (`spawn_blocking`), so the runtime's workers never
+    /// wait on libzmq. Each checked-out socket still belongs to one thread at
+    /// a time; nothing is shared behind a lock. Must run inside a Tokio
+    /// runtime.
+    ///
+    /// A request in flight occupies one blocking thread until it is answered
+    /// or its last attempt times out. Dropping the future does not cancel
+    /// it: the request finishes in the background, and its socket goes back
+    /// to the pool (or is discarded) as usual.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "async")]
+    /// # async fn example() -> Result<(), supervisor::transport::TransportError> {
+    /// use std::time::Duration;
+    /// use supervisor::sdk::SocketPool;
+    ///
+    /// let pool = SocketPool::new();
+    /// let reply = pool
+    ///     .request_async("tcp://127.0.0.1:7200", b"ping", Duration::from_millis(500), 2)
+    ///     .await?;
+    /// println!("{}", String::from_utf8_lossy(&reply));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn request_async(
+        &self,
+        endpoint: &str,
+        message: &[u8],
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Vec<u8>, TransportError> {
+        let pool = self.clone();
+        let endpoint = endpoint.to_string();
+        let message = message.to_vec();
+        let request = tokio::task::spawn_blocking(move || {
+            pool.request(&endpoint, &message, timeout, retries)
+        });
+        match request.await {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Only when the runtime is shutting down.
+            Err(_) => Err(TransportError::Stopped {
+                what: "blocking request",
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Slots> {
         // A panic while holding the lock leaves counts that are still valid.
         self.shared
