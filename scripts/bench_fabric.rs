@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use supervisor::sdk::{Agent, AgentSettings, Severity};
 use supervisor::transport::messages::{AgentMessage, ErrorRecord, HeartbeatPayload, MessageKind};
 use supervisor::transport::{
-    AgentEndpoint, EndpointConfig, EndpointEvent, ErrorBus, ErrorBusConfig, SocketPool,
+    AgentEndpoint, EndpointConfig, EndpointEvent, ErrorBus, ErrorBusConfig, PoolConfig, SocketPool,
 };
 
 const AGENTS: usize = 500;
@@ -356,6 +356,7 @@ fn echo_server(endpoint: &str) -> String {
 fn round_trips(dir: &std::path::Path) {
     const ROUNDS: usize = 7;
     const PER_ROUND: usize = 300;
+    const SPIN: Duration = Duration::from_micros(200);
     println!(
         "\n3. REQ/REP round trip to an echo REP server (own context and thread), \
          {ROUNDS} interleaved rounds x {PER_ROUND} requests per client, median round"
@@ -395,6 +396,16 @@ fn round_trips(dir: &std::path::Path) {
             persistent.send(&b"ping"[..], 0).expect("send");
             persistent.recv_bytes(0).expect("reply");
         };
+        // The same with PoolConfig::spin: trades client CPU for wake-ups.
+        let spinning_pool = SocketPool::with_config(PoolConfig {
+            spin: SPIN,
+            ..PoolConfig::default()
+        });
+        let spinning_request = || {
+            spinning_pool
+                .request(&endpoint, b"ping", Duration::from_secs(5), 0)
+                .expect("pooled reply");
+        };
         let pool = SocketPool::new();
         let pooled_request = || {
             pool.request(&endpoint, b"ping", Duration::from_secs(5), 0)
@@ -405,33 +416,47 @@ fn round_trips(dir: &std::path::Path) {
             fresh_socket();
             persistent_socket();
             pooled_request();
+            spinning_request();
         }
         let mut fresh = Vec::new();
         let mut raw = Vec::new();
         let mut pooled = Vec::new();
+        let mut spinning = Vec::new();
         for _ in 0..ROUNDS {
             fresh.push(per_call(PER_ROUND, fresh_socket));
             raw.push(per_call(PER_ROUND, persistent_socket));
             pooled.push(per_call(PER_ROUND, pooled_request));
+            spinning.push(per_call(PER_ROUND, spinning_request));
         }
         let (fresh, raw, pooled) = (median(fresh), median(raw), median(pooled));
+        let spinning = median(spinning);
         let speedup = fresh.as_secs_f64() / pooled.as_secs_f64();
         let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
+        let row = |label: &str, time: Duration| {
+            format!(
+                "   {transport}: {label:<60} {:>7.1} us  ({:.1}x)",
+                micros(time),
+                fresh.as_secs_f64() / time.as_secs_f64()
+            )
+        };
         println!(
-            "   {transport}: new socket per request (create, connect, send, recv, close) {:>7.1} us",
-            micros(fresh)
+            "{}",
+            row(
+                "new socket per request (create, connect, send, recv, close)",
+                fresh
+            )
         );
+        println!("{}", row("persistent REQ socket, no pool (best case)", raw));
         println!(
-            "   {transport}: persistent REQ socket, no pool (best case)                  {:>7.1} us  ({:.1}x)",
-            micros(raw),
-            fresh.as_secs_f64() / raw.as_secs_f64()
-        );
-        println!(
-            "   {transport}: SocketPool::request                                         {:>7.1} us  ({:.1}x)  target >= 5x: {}",
-            micros(pooled),
-            speedup,
+            "{}  target >= 5x: {}",
+            row("SocketPool::request", pooled),
             if speedup >= 5.0 { "PASS" } else { "FAIL" },
         );
+        let spin_label = format!(
+            "SocketPool::request, PoolConfig::spin {} us",
+            SPIN.as_micros()
+        );
+        println!("{}", row(&spin_label, spinning));
         println!(
             "   {transport}: pool overhead over the persistent socket {:+.1} us; {:?}",
             micros(pooled) - micros(raw),

@@ -69,7 +69,10 @@ pub struct PoolConfig {
     /// libzmq. A sleeping thread pays a wake-up when the reply comes, which
     /// on a virtual machine with idle cores can cost more than the round
     /// trip; spinning spends up to this much client CPU per receive to avoid
-    /// it. Zero blocks at once.
+    /// it. Zero (the default) blocks at once. Measure before enabling it: on
+    /// a busy 2-core machine it made round trips slower, because the
+    /// spinning client holds a core that the I/O threads and the server need
+    /// (`cargo bench --bench fabric -- round_trips` prints both).
     pub spin: Duration,
 }
 
