@@ -418,18 +418,19 @@ fn round_trips(dir: &std::path::Path) {
             pooled_request();
             spinning_request();
         }
-        let mut fresh = Vec::new();
-        let mut raw = Vec::new();
-        let mut pooled = Vec::new();
-        let mut spinning = Vec::new();
+        let mut fresh = Measured::default();
+        let mut raw = Measured::default();
+        let mut pooled = Measured::default();
+        let mut spinning = Measured::default();
         for _ in 0..ROUNDS {
-            fresh.push(per_call(PER_ROUND, fresh_socket));
-            raw.push(per_call(PER_ROUND, persistent_socket));
-            pooled.push(per_call(PER_ROUND, pooled_request));
-            spinning.push(per_call(PER_ROUND, spinning_request));
+            fresh.round(PER_ROUND, fresh_socket);
+            raw.round(PER_ROUND, persistent_socket);
+            pooled.round(PER_ROUND, pooled_request);
+            spinning.round(PER_ROUND, spinning_request);
         }
-        let (fresh, raw, pooled) = (median(fresh), median(raw), median(pooled));
-        let spinning = median(spinning);
+        let cpu = [&fresh, &raw, &pooled, &spinning].map(|measured| measured.cpu_per_call());
+        let (fresh, raw, pooled) = (fresh.median(), raw.median(), pooled.median());
+        let spinning = spinning.median();
         let speedup = fresh.as_secs_f64() / pooled.as_secs_f64();
         let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
         let row = |label: &str, time: Duration| {
@@ -458,11 +459,57 @@ fn round_trips(dir: &std::path::Path) {
         );
         println!("{}", row(&spin_label, spinning));
         println!(
+            "   {transport}: CPU of this process (client, I/O threads, server) per request: \
+             new socket {:.1} us, persistent {:.1} us, pooled {:.1} us, spinning {:.1} us",
+            micros(cpu[0]),
+            micros(cpu[1]),
+            micros(cpu[2]),
+            micros(cpu[3])
+        );
+        println!(
             "   {transport}: pool overhead over the persistent socket {:+.1} us; {:?}",
             micros(pooled) - micros(raw),
             pool.stats()
         );
     }
+}
+
+/// Rounds of one client: time per call of each round, and CPU in total.
+#[derive(Default)]
+struct Measured {
+    rounds: Vec<Duration>,
+    cpu: Duration,
+    calls: u32,
+}
+
+impl Measured {
+    fn round(&mut self, count: usize, call: impl FnMut()) {
+        let cpu_before = process_cpu();
+        self.rounds.push(per_call(count, call));
+        self.cpu += process_cpu().saturating_sub(cpu_before);
+        self.calls += count as u32;
+    }
+
+    fn median(self) -> Duration {
+        median(self.rounds)
+    }
+
+    fn cpu_per_call(&self) -> Duration {
+        self.cpu / self.calls.max(1)
+    }
+}
+
+/// User + system CPU time of this whole process (10 ms ticks).
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat[stat.rfind(')')? + 2..].to_string();
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10) // CLK_TCK = 100
 }
 
 /// Mean time of one call of `call` over `count` calls.
