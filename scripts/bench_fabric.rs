@@ -9,13 +9,20 @@
 //!    `errors.jsonl`, checking zero loss by counting lines, vs writing the
 //!    same records straight to a file. Target ≥ 50,000 errors/s.
 //! 3. REQ/REP round trip through `SocketPool::request` vs a new socket per
-//!    request, over ipc and tcp. Target: pooled ≥ 5× faster.
+//!    request (create, connect, send, receive, close), over ipc and tcp.
+//!    Target: pooled ≥ 5× faster. Also printed: a persistent REQ socket
+//!    without the pool (the best any pool can do, so the pool's own cost is
+//!    the difference) and two threads ping-ponging over a socket pair (the
+//!    machine's wake-up cost; a ZMQ round trip crosses six threads). Rounds
+//!    of the three clients are interleaved and the median round is kept, so
+//!    other load on the machine hits them alike.
 //! 4. hang detection: a real `supervisor up` runs an SDK agent (heartbeat
 //!    100 ms × 3); the agent is SIGSTOPped 20 times; for each, the time from
 //!    SIGSTOP to the kill of its process group and to the start of its
 //!    replacement, against the bound `interval × misses` (+ one interval).
 //!
-//! Run: `cargo bench --bench fabric` (release build).
+//! Run: `cargo bench --bench fabric` (release build); name sections to run
+//! only those, e.g. `cargo bench --bench fabric -- round_trips`.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -23,12 +30,15 @@ use std::time::{Duration, Instant};
 use supervisor::sdk::{Agent, AgentSettings, Severity};
 use supervisor::transport::messages::{AgentMessage, ErrorRecord, HeartbeatPayload, MessageKind};
 use supervisor::transport::{
-    AgentEndpoint, EndpointConfig, EndpointEvent, ErrorBus, ErrorBusConfig, SocketPool,
+    AgentEndpoint, EndpointConfig, EndpointEvent, ErrorBus, ErrorBusConfig, PoolConfig, SocketPool,
 };
 
 const AGENTS: usize = 500;
 const HEARTBEATS_PER_AGENT: usize = 400;
 const SENDER_THREADS: usize = 4;
+
+/// One numbered part of the benchmark, run in the temp dir.
+type Section = fn(&std::path::Path);
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -36,10 +46,22 @@ fn main() {
         "fabric benchmark (release), run dir {}",
         dir.path().display()
     );
-    heartbeats(dir.path());
-    errors(dir.path());
-    round_trips(dir.path());
-    hang_detection(dir.path());
+    // cargo passes `--bench`; any other argument names a section to run.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with('-'))
+        .collect();
+    let sections: [(&str, Section); 4] = [
+        ("heartbeats", heartbeats),
+        ("errors", errors),
+        ("round_trips", round_trips),
+        ("hang_detection", hang_detection),
+    ];
+    for (name, section) in sections {
+        if wanted.is_empty() || wanted.iter().any(|wanted| wanted == name) {
+            section(dir.path());
+        }
+    }
 }
 
 /// User + system CPU time of the named thread of this process, if found.
@@ -332,8 +354,20 @@ fn echo_server(endpoint: &str) -> String {
 }
 
 fn round_trips(dir: &std::path::Path) {
-    const REQUESTS: usize = 2_000;
-    println!("\n3. REQ/REP round trip, {REQUESTS} requests each");
+    const ROUNDS: usize = 7;
+    const PER_ROUND: usize = 300;
+    const SPIN: Duration = Duration::from_micros(200);
+    println!(
+        "\n3. REQ/REP round trip to an echo REP server (own context and thread), \
+         {ROUNDS} interleaved rounds x {PER_ROUND} requests per client, median round"
+    );
+    let floor = wake_up_floor(ROUNDS, PER_ROUND);
+    println!(
+        "   OS floor: two threads ping-ponging a byte over a socket pair: {:.1} us \
+         (2 thread wake-ups; a ZMQ round trip has 6: client -> its I/O thread -> \
+         server I/O thread -> server and back)",
+        floor.as_secs_f64() * 1e6
+    );
     for requested in [
         format!("ipc://{}/echo.sock", dir.display()),
         "tcp://127.0.0.1:*".to_string(),
@@ -344,34 +378,178 @@ fn round_trips(dir: &std::path::Path) {
         } else {
             "tcp"
         };
-        // Baseline: a new socket per request.
+        // Baseline: what a client without a pool pays per request: create,
+        // connect, send, receive, close.
         let context = zmq::Context::new();
-        let started = Instant::now();
-        for _ in 0..REQUESTS {
+        let fresh_socket = || {
             let socket = context.socket(zmq::REQ).expect("req");
             socket.set_linger(0).expect("linger");
             socket.connect(&endpoint).expect("connect");
             socket.send(&b"ping"[..], 0).expect("send");
             socket.recv_bytes(0).expect("reply");
-        }
-        let fresh = started.elapsed() / REQUESTS as u32;
+        };
+        // Reference: the best a persistent socket can do, without a pool.
+        let persistent = context.socket(zmq::REQ).expect("req");
+        persistent.set_linger(0).expect("linger");
+        persistent.connect(&endpoint).expect("connect");
+        let persistent_socket = || {
+            persistent.send(&b"ping"[..], 0).expect("send");
+            persistent.recv_bytes(0).expect("reply");
+        };
+        // The same with PoolConfig::spin: trades client CPU for wake-ups.
+        let spinning_pool = SocketPool::with_config(PoolConfig {
+            spin: SPIN,
+            ..PoolConfig::default()
+        });
+        let spinning_request = || {
+            spinning_pool
+                .request(&endpoint, b"ping", Duration::from_secs(5), 0)
+                .expect("pooled reply");
+        };
         let pool = SocketPool::new();
-        let started = Instant::now();
-        for _ in 0..REQUESTS {
+        let pooled_request = || {
             pool.request(&endpoint, b"ping", Duration::from_secs(5), 0)
                 .expect("pooled reply");
+        };
+        // Warm up: connections up, code paths hot.
+        for _ in 0..20 {
+            fresh_socket();
+            persistent_socket();
+            pooled_request();
+            spinning_request();
         }
-        let pooled = started.elapsed() / REQUESTS as u32;
+        let mut fresh = Measured::default();
+        let mut raw = Measured::default();
+        let mut pooled = Measured::default();
+        let mut spinning = Measured::default();
+        for _ in 0..ROUNDS {
+            fresh.round(PER_ROUND, fresh_socket);
+            raw.round(PER_ROUND, persistent_socket);
+            pooled.round(PER_ROUND, pooled_request);
+            spinning.round(PER_ROUND, spinning_request);
+        }
+        let cpu = [&fresh, &raw, &pooled, &spinning].map(|measured| measured.cpu_per_call());
+        let (fresh, raw, pooled) = (fresh.median(), raw.median(), pooled.median());
+        let spinning = spinning.median();
         let speedup = fresh.as_secs_f64() / pooled.as_secs_f64();
+        let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
+        let row = |label: &str, time: Duration| {
+            format!(
+                "   {transport}: {label:<60} {:>7.1} us  ({:.1}x)",
+                micros(time),
+                fresh.as_secs_f64() / time.as_secs_f64()
+            )
+        };
         println!(
-            "   {transport}: new socket per request {:>7.1} us, pooled {:>6.1} us -> {:.1}x  target >= 5x: {}   pool {:?}",
-            fresh.as_secs_f64() * 1e6,
-            pooled.as_secs_f64() * 1e6,
-            speedup,
+            "{}",
+            row(
+                "new socket per request (create, connect, send, recv, close)",
+                fresh
+            )
+        );
+        println!("{}", row("persistent REQ socket, no pool (best case)", raw));
+        println!(
+            "{}  target >= 5x: {}",
+            row("SocketPool::request", pooled),
             if speedup >= 5.0 { "PASS" } else { "FAIL" },
+        );
+        let spin_label = format!(
+            "SocketPool::request, PoolConfig::spin {} us",
+            SPIN.as_micros()
+        );
+        println!("{}", row(&spin_label, spinning));
+        println!(
+            "   {transport}: CPU of this process (client, I/O threads, server) per request: \
+             new socket {:.1} us, persistent {:.1} us, pooled {:.1} us, spinning {:.1} us",
+            micros(cpu[0]),
+            micros(cpu[1]),
+            micros(cpu[2]),
+            micros(cpu[3])
+        );
+        println!(
+            "   {transport}: pool overhead over the persistent socket {:+.1} us; {:?}",
+            micros(pooled) - micros(raw),
             pool.stats()
         );
     }
+}
+
+/// Rounds of one client: time per call of each round, and CPU in total.
+#[derive(Default)]
+struct Measured {
+    rounds: Vec<Duration>,
+    cpu: Duration,
+    calls: u32,
+}
+
+impl Measured {
+    fn round(&mut self, count: usize, call: impl FnMut()) {
+        let cpu_before = process_cpu();
+        self.rounds.push(per_call(count, call));
+        self.cpu += process_cpu().saturating_sub(cpu_before);
+        self.calls += count as u32;
+    }
+
+    fn median(self) -> Duration {
+        median(self.rounds)
+    }
+
+    fn cpu_per_call(&self) -> Duration {
+        self.cpu / self.calls.max(1)
+    }
+}
+
+/// User + system CPU time of this whole process (10 ms ticks).
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat[stat.rfind(')')? + 2..].to_string();
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10) // CLK_TCK = 100
+}
+
+/// Mean time of one call of `call` over `count` calls.
+fn per_call(count: usize, mut call: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    for _ in 0..count {
+        call();
+    }
+    started.elapsed() / count as u32
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// Median round trip of one byte between two threads over a Unix socket
+/// pair: the cost of two thread wake-ups on this machine, without ZeroMQ.
+fn wake_up_floor(rounds: usize, per_round: usize) -> Duration {
+    use std::io::Read;
+    let (mut near, mut far) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8];
+        while far.read_exact(&mut byte).is_ok() {
+            if far.write_all(&byte).is_err() {
+                break;
+            }
+        }
+    });
+    let mut byte = [0u8];
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        times.push(per_call(per_round, || {
+            near.write_all(&[1]).expect("write");
+            near.read_exact(&mut byte).expect("read");
+        }));
+    }
+    drop(near);
+    let _ = echo.join();
+    median(times)
 }
 
 fn hang_detection(dir: &std::path::Path) {

@@ -22,7 +22,8 @@
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
-//! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown.
+//! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
+//!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
 //! - [`shutdown`]: the root cancellation token and task tracking.
 
 pub mod check;

@@ -1,6 +1,14 @@
 //! The agent SDK: what an agent process links to talk to its supervisor.
 //! Blocking API, no async runtime required.
 //!
+//! With the cargo feature `async`, the calls that wait (for the supervisor's
+//! answer, a reply or shutdown) also come as `async fn`s for agents running on
+//! Tokio: `Agent::ready_async`, `Agent::ready_at_async`,
+//! `Agent::resolve_async`, `Agent::wait_for_shutdown_async`,
+//! `SocketPool::request_async` and `ShutdownSignal::wait_async` (documented
+//! by `cargo doc --features async`). The other calls never block and are the
+//! same in both worlds.
+//!
 //! ```no_run
 //! use supervisor::sdk::{Agent, Severity};
 //!
@@ -22,6 +30,8 @@
 //! protocol and the socket thread live there; see `docs/protocol.md`), never
 //! on the supervisor, process or CLI modules, so it can become its own crate.
 
+#[cfg(feature = "async")]
+mod async_calls;
 mod shutdown;
 
 use std::time::Duration;
@@ -34,7 +44,7 @@ pub use crate::transport::{LinkStats, TransportError};
 pub use shutdown::{ShutdownSignal, process_signal};
 
 use crate::transport::agent_link::{AgentLink, AgentLinkHandle, LinkSettings};
-use crate::transport::messages::{AgentMessage, ErrorFields, MessageKind, now_unix_millis};
+use crate::transport::messages::{AgentMessage, ErrorFields, MessageKind, Reply, now_unix_millis};
 
 /// The variable holding the supervisor's agent endpoint.
 pub const ENDPOINT_VARIABLE: &str = "SUPERVISOR_ENDPOINT";
@@ -307,22 +317,25 @@ impl Agent {
         };
         let deadline = std::time::Instant::now() + self.call_timeout;
         loop {
-            let mut message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
-            message.endpoint = endpoint.map(str::to_string);
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            match link
-                .handle
-                .call(message, remaining.max(Duration::from_millis(1)))
-            {
+            let outcome = link.handle.call(
+                self.ready_message(endpoint),
+                remaining.max(Duration::from_millis(1)),
+            );
+            match outcome {
                 Ok(_) => return Ok(()),
-                Err(TransportError::Rejected { reason, .. })
-                    if reason == "busy" && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
+                Err(error) if is_busy(&error) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(READY_RETRY_PAUSE);
                 }
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    fn ready_message(&self, endpoint: Option<&str>) -> AgentMessage {
+        let mut message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
+        message.endpoint = endpoint.map(str::to_string);
+        message
     }
 
     /// Attaches a progress payload to every following heartbeat. When
@@ -383,19 +396,16 @@ impl Agent {
         let Some(link) = &self.link else {
             return resolve_from_env(name);
         };
+        let reply = link
+            .handle
+            .call(self.resolve_message(name), self.call_timeout)?;
+        resolved(name, reply)
+    }
+
+    fn resolve_message(&self, name: &str) -> AgentMessage {
         let mut message = AgentMessage::new(MessageKind::Resolve, &self.name, "", 0);
         message.name = Some(name.to_string());
-        let reply = link.handle.call(message, self.call_timeout)?;
-        if reply.found != Some(true) {
-            return Err(SdkError::NotFound {
-                name: name.to_string(),
-            });
-        }
-        Ok(Resolved {
-            name: name.to_string(),
-            endpoint: reply.endpoint,
-            state: reply.state.unwrap_or(AgentState::Unknown),
-        })
+        message
     }
 
     /// True once SIGTERM/SIGINT arrived (or [`ShutdownSignal::request`] was
@@ -467,6 +477,28 @@ impl Drop for Agent {
             }
         }
     }
+}
+
+/// Pause before READY is sent again after the supervisor answered "busy".
+const READY_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The supervisor answered "busy": READY may be retried.
+fn is_busy(error: &TransportError) -> bool {
+    matches!(error, TransportError::Rejected { reason, .. } if reason == "busy")
+}
+
+/// The answer to RESOLVE `name`.
+fn resolved(name: &str, reply: Reply) -> Result<Resolved, SdkError> {
+    if reply.found != Some(true) {
+        return Err(SdkError::NotFound {
+            name: name.to_string(),
+        });
+    }
+    Ok(Resolved {
+        name: name.to_string(),
+        endpoint: reply.endpoint,
+        state: reply.state.unwrap_or(AgentState::Unknown),
+    })
 }
 
 /// Standalone RESOLVE: `<NAME>_ENDPOINT`, else `AGENT_DEPENDENCIES`.

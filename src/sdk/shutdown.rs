@@ -43,9 +43,20 @@ extern "C" fn on_signal(_signal: nix::libc::c_int) {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownSignal {
-    /// The flag and the condvar waiters block on; the signal watcher thread
-    /// holds a clone of the process-wide one.
-    state: Arc<(Mutex<bool>, Condvar)>,
+    /// Shared by every clone; the signal watcher thread holds a clone of the
+    /// process-wide one.
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Set once, never cleared.
+    requested: Mutex<bool>,
+    /// Threads in [`ShutdownSignal::wait`] block on it.
+    condvar: Condvar,
+    /// Tasks in [`ShutdownSignal::wait_async`] wait on it.
+    #[cfg(feature = "async")]
+    notify: tokio::sync::Notify,
 }
 
 impl ShutdownSignal {
@@ -57,23 +68,30 @@ impl ShutdownSignal {
 
     /// Marks shutdown requested and wakes every waiter.
     pub fn request(&self) {
-        let (flag, condvar) = &*self.state;
-        *flag.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
-        condvar.notify_all();
+        *self.flag() = true;
+        self.state.condvar.notify_all();
+        #[cfg(feature = "async")]
+        self.state.notify.notify_waiters();
     }
 
     /// True once shutdown was requested (never resets).
     pub fn is_requested(&self) -> bool {
-        let (flag, _) = &*self.state;
-        *flag.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.flag()
+    }
+
+    fn flag(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.state
+            .requested
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Blocks until shutdown is requested or `timeout` passes (`None`: no
     /// limit). Returns whether it was requested.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        let (flag, condvar) = &*self.state;
+        let condvar = &self.state.condvar;
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
-        let mut requested = flag.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut requested = self.flag();
         while !*requested {
             requested = match deadline {
                 None => condvar
@@ -92,6 +110,47 @@ impl ShutdownSignal {
             };
         }
         true
+    }
+
+    /// [`ShutdownSignal::wait`] for async code: waits without holding a
+    /// thread. Must run inside a Tokio runtime with time enabled.
+    ///
+    /// ```
+    /// # #[cfg(feature = "async")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let signal = supervisor::sdk::ShutdownSignal::new();
+    /// let waiter = tokio::spawn({
+    ///     let signal = signal.clone();
+    ///     async move { signal.wait_async(None).await }
+    /// });
+    /// signal.request();
+    /// assert!(waiter.await.unwrap());
+    /// # }
+    /// # #[cfg(not(feature = "async"))]
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn wait_async(&self, timeout: Option<Duration>) -> bool {
+        let requested = async {
+            loop {
+                // Registered before the check, so a request in between is not missed.
+                let notified = self.state.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.is_requested() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        match timeout {
+            None => {
+                requested.await;
+                true
+            }
+            Some(timeout) => tokio::time::timeout(timeout, requested).await.is_ok(),
+        }
     }
 }
 
@@ -171,5 +230,23 @@ mod tests {
     #[test]
     fn wait_times_out() {
         assert!(!ShutdownSignal::new().wait(Some(Duration::from_millis(10))));
+    }
+
+    #[cfg(feature = "async")]
+    #[tokio::test]
+    async fn async_waiters_wake_on_request_and_time_out() {
+        let signal = ShutdownSignal::new();
+        assert!(!signal.wait_async(Some(Duration::from_millis(10))).await);
+        let waiter = tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.wait_async(Some(Duration::from_secs(10))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // From a plain thread, as the signal watcher does.
+        std::thread::spawn(move || signal.request()).join().unwrap();
+        let woken = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter wakes within 10 s");
+        assert!(woken.unwrap());
     }
 }

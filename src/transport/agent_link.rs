@@ -62,10 +62,35 @@ enum Command {
     /// is expected, goes to `reply`.
     Send {
         message: Box<AgentMessage>,
-        reply: Option<std_mpsc::Sender<Reply>>,
+        reply: Option<ReplyTo>,
     },
     SetPayload(HeartbeatPayload),
     Stop,
+}
+
+/// Where the link thread delivers a reply: the caller waits on the other
+/// end; dropping this end (the reply never came) ends that wait.
+enum ReplyTo {
+    /// A blocked thread ([`AgentLinkHandle::call`]).
+    Thread(std_mpsc::Sender<Reply>),
+    /// A task ([`AgentLinkHandle::call_async`]).
+    #[cfg(feature = "async")]
+    Task(tokio::sync::oneshot::Sender<Reply>),
+}
+
+impl ReplyTo {
+    fn deliver(self, reply: Reply) {
+        // The caller may have given up already; then nobody wants the reply.
+        match self {
+            ReplyTo::Thread(sender) => {
+                let _ = sender.send(reply);
+            }
+            #[cfg(feature = "async")]
+            ReplyTo::Task(sender) => {
+                let _ = sender.send(reply);
+            }
+        }
+    }
 }
 
 /// A cloneable way to reach the link thread.
@@ -85,15 +110,42 @@ impl AgentLinkHandle {
         let (reply_sender, reply) = std_mpsc::channel();
         self.command(Command::Send {
             message: Box::new(message),
-            reply: Some(reply_sender),
+            reply: Some(ReplyTo::Thread(reply_sender)),
         })?;
-        match reply.recv_timeout(timeout) {
-            Ok(reply) if reply.kind == ReplyKind::Rejected => Err(TransportError::Rejected {
+        self.outcome(reply.recv_timeout(timeout).ok(), timeout)
+    }
+
+    /// [`AgentLinkHandle::call`] for async code: the link thread hands the
+    /// reply to this task through a oneshot channel, so no thread blocks.
+    /// Must run inside a Tokio runtime with time enabled.
+    #[cfg(feature = "async")]
+    pub async fn call_async(
+        &self,
+        message: AgentMessage,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        let (reply_sender, reply) = tokio::sync::oneshot::channel();
+        self.command(Command::Send {
+            message: Box::new(message),
+            reply: Some(ReplyTo::Task(reply_sender)),
+        })?;
+        let reply = tokio::time::timeout(timeout, reply)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.outcome(reply, timeout)
+    }
+
+    /// The reply as the caller sees it: `None` (none in time, or the link
+    /// thread dropped the request) is a timeout, a rejection an error.
+    fn outcome(&self, reply: Option<Reply>, timeout: Duration) -> Result<Reply, TransportError> {
+        match reply {
+            Some(reply) if reply.kind == ReplyKind::Rejected => Err(TransportError::Rejected {
                 agent: self.agent.clone(),
                 reason: reply.reason.unwrap_or_default(),
             }),
-            Ok(reply) => Ok(reply),
-            Err(_) => Err(TransportError::Timeout {
+            Some(reply) => Ok(reply),
+            None => Err(TransportError::Timeout {
                 endpoint: "supervisor".into(),
                 attempts: 1,
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -151,7 +203,7 @@ pub struct AgentLink {
     payload: Option<HeartbeatPayload>,
     next_seq: u64,
     /// seq -> who waits for the reply, and since when.
-    pending: HashMap<u64, (std_mpsc::Sender<Reply>, Instant)>,
+    pending: HashMap<u64, (ReplyTo, Instant)>,
 }
 
 impl AgentLink {
@@ -320,9 +372,7 @@ impl AgentLink {
                 }
             };
             match self.pending.remove(&reply.seq) {
-                Some((waiter, _)) => {
-                    let _ = waiter.send(reply);
-                }
+                Some((waiter, _)) => waiter.deliver(reply),
                 None if reply.kind == ReplyKind::Rejected => {
                     bump(&self.counters.rejections);
                     tracing::warn!(agent = %self.settings.agent, reason = ?reply.reason, "the supervisor rejected a message");

@@ -59,12 +59,21 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// SNDTIMEO of every socket.
     pub send_timeout: Duration,
-    /// RCVTIMEO of every socket (requests use their own timeout).
+    /// RCVTIMEO a socket starts with (every receive sets its own timeout).
     pub receive_timeout: Duration,
     /// How long a checkout waits for a free slot.
     pub checkout_timeout: Duration,
     /// First pause between lazy-pirate attempts; doubles per attempt, at most 1 s.
     pub retry_backoff: Duration,
+    /// How long a receive keeps checking for its reply before it sleeps in
+    /// libzmq. A sleeping thread pays a wake-up when the reply comes, which
+    /// on a virtual machine with idle cores can cost more than the round
+    /// trip; spinning spends up to this much client CPU per receive to avoid
+    /// it. Zero (the default) blocks at once. Measure before enabling it: on
+    /// a busy 2-core machine it made round trips slower, because the
+    /// spinning client holds a core that the I/O threads and the server need
+    /// (`cargo bench --bench fabric -- round_trips` prints both).
+    pub spin: Duration,
 }
 
 impl Default for PoolConfig {
@@ -77,6 +86,7 @@ impl Default for PoolConfig {
             receive_timeout: Duration::from_secs(5),
             checkout_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(20),
+            spin: Duration::ZERO,
         }
     }
 }
@@ -102,6 +112,8 @@ type Key = (SocketKind, String);
 
 struct IdleSocket {
     socket: zmq::Socket,
+    /// Its RCVTIMEO in milliseconds, so a receive sets it only when it changes.
+    receive_timeout_ms: i32,
     since: Instant,
 }
 
@@ -111,6 +123,12 @@ struct Slots {
     live_per_key: HashMap<Key, usize>,
     live_total: usize,
     in_use: usize,
+    /// Threads blocked in `checkout` waiting for a slot: `freed` is
+    /// signalled only when there are any (a notify is a syscall).
+    waiters: usize,
+    /// No idle socket expires before this; `None` when none is idle. Keeps
+    /// checkout from scanning every key each time.
+    next_expiry: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -219,7 +237,7 @@ impl SocketPool {
         };
         let count = expired.len();
         drop(expired);
-        if count > 0 {
+        if count > 0 && self.lock().waiters > 0 {
             self.shared.freed.notify_all();
         }
         count
@@ -242,7 +260,7 @@ impl SocketPool {
             if let Some(idle) = slots.idle.get_mut(&key).and_then(Vec::pop) {
                 slots.in_use += 1;
                 self.shared.counters.reused.fetch_add(1, Ordering::Relaxed);
-                return Ok(self.guard(kind, endpoint, idle.socket));
+                return Ok(self.guard(kind, endpoint, idle.socket, idle.receive_timeout_ms));
             }
             let live_here = slots.live_per_key.get(&key).copied().unwrap_or(0);
             if live_here < self.shared.config.max_per_key {
@@ -264,14 +282,18 @@ impl SocketPool {
                     return match self.open(kind, endpoint) {
                         Ok(socket) => {
                             self.shared.counters.created.fetch_add(1, Ordering::Relaxed);
-                            Ok(self.guard(kind, endpoint, socket))
+                            let receive_timeout_ms = millis_i32(self.shared.config.receive_timeout);
+                            Ok(self.guard(kind, endpoint, socket, receive_timeout_ms))
                         }
                         Err(error) => {
                             let mut slots = self.lock();
                             forget(&mut slots, &key);
                             slots.in_use -= 1;
+                            let wake = slots.waiters > 0;
                             drop(slots);
-                            self.shared.freed.notify_one();
+                            if wake {
+                                self.shared.freed.notify_one();
+                            }
                             Err(error)
                         }
                     };
@@ -284,12 +306,14 @@ impl SocketPool {
                     in_use: slots.in_use,
                 });
             }
+            slots.waiters += 1;
             slots = self
                 .shared
                 .freed
                 .wait_timeout(slots, deadline - now)
                 .map(|(guard, _)| guard)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            slots.waiters -= 1;
         }
     }
 
@@ -330,6 +354,55 @@ impl SocketPool {
         })
     }
 
+    /// [`SocketPool::request`] for async code: the request runs on Tokio's
+    /// blocking thread pool (`spawn_blocking`), so the runtime's workers never
+    /// wait on libzmq. Each checked-out socket still belongs to one thread at
+    /// a time; nothing is shared behind a lock. Must run inside a Tokio
+    /// runtime.
+    ///
+    /// A request in flight occupies one blocking thread until it is answered
+    /// or its last attempt times out. Dropping the future does not cancel
+    /// it: the request finishes in the background, and its socket goes back
+    /// to the pool (or is discarded) as usual.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "async")]
+    /// # async fn example() -> Result<(), supervisor::transport::TransportError> {
+    /// use std::time::Duration;
+    /// use supervisor::sdk::SocketPool;
+    ///
+    /// let pool = SocketPool::new();
+    /// let reply = pool
+    ///     .request_async("tcp://127.0.0.1:7200", b"ping", Duration::from_millis(500), 2)
+    ///     .await?;
+    /// println!("{}", String::from_utf8_lossy(&reply));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn request_async(
+        &self,
+        endpoint: &str,
+        message: &[u8],
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Vec<u8>, TransportError> {
+        let pool = self.clone();
+        let endpoint = endpoint.to_string();
+        let message = message.to_vec();
+        let request = tokio::task::spawn_blocking(move || {
+            pool.request(&endpoint, &message, timeout, retries)
+        });
+        match request.await {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Only when the runtime is shutting down.
+            Err(_) => Err(TransportError::Stopped {
+                what: "blocking request",
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Slots> {
         // A panic while holding the lock leaves counts that are still valid.
         self.shared
@@ -339,9 +412,13 @@ impl SocketPool {
     }
 
     fn take_expired(&self, slots: &mut Slots, now: Instant) -> Vec<zmq::Socket> {
+        if slots.next_expiry.is_none_or(|next| now < next) {
+            return Vec::new();
+        }
         let limit = self.shared.config.idle_timeout;
         let mut expired = Vec::new();
         let mut emptied = Vec::new();
+        let mut oldest_kept: Option<Instant> = None;
         for (key, idle) in slots.idle.iter_mut() {
             let before = idle.len();
             let mut index = 0;
@@ -349,6 +426,8 @@ impl SocketPool {
                 if now.saturating_duration_since(idle[index].since) >= limit {
                     expired.push(idle.swap_remove(index).socket);
                 } else {
+                    let since = idle[index].since;
+                    oldest_kept = Some(oldest_kept.map_or(since, |oldest| oldest.min(since)));
                     index += 1;
                 }
             }
@@ -359,6 +438,7 @@ impl SocketPool {
         for key in emptied {
             forget(slots, &key);
         }
+        slots.next_expiry = oldest_kept.map(|since| since + limit);
         self.shared
             .counters
             .expired
@@ -382,9 +462,16 @@ impl SocketPool {
         Ok(socket)
     }
 
-    fn guard(&self, kind: SocketKind, endpoint: &str, socket: zmq::Socket) -> PooledSocket {
+    fn guard(
+        &self,
+        kind: SocketKind,
+        endpoint: &str,
+        socket: zmq::Socket,
+        receive_timeout_ms: i32,
+    ) -> PooledSocket {
         PooledSocket {
             socket: Some(socket),
+            receive_timeout_ms,
             kind,
             endpoint: endpoint.to_string(),
             awaiting_reply: false,
@@ -393,15 +480,15 @@ impl SocketPool {
         }
     }
 
-    fn give_back(&self, kind: SocketKind, endpoint: String, socket: zmq::Socket, keep: bool) {
+    fn give_back(&self, kind: SocketKind, endpoint: String, socket: IdleSocket, keep: bool) {
         let key: Key = (kind, endpoint);
         let mut slots = self.lock();
         slots.in_use -= 1;
+        let wake = slots.waiters > 0;
         if keep {
-            slots.idle.entry(key).or_default().push(IdleSocket {
-                socket,
-                since: Instant::now(),
-            });
+            let expiry = socket.since + self.shared.config.idle_timeout;
+            slots.next_expiry = Some(slots.next_expiry.map_or(expiry, |next| next.min(expiry)));
+            slots.idle.entry(key).or_default().push(socket);
             drop(slots);
         } else {
             forget(&mut slots, &key);
@@ -412,7 +499,9 @@ impl SocketPool {
                 .discarded
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.shared.freed.notify_one();
+        if wake {
+            self.shared.freed.notify_one();
+        }
     }
 }
 
@@ -459,6 +548,8 @@ fn oldest_idle(slots: &Slots) -> Option<Key> {
 pub struct PooledSocket {
     /// `Some` until the drop hands it back.
     socket: Option<zmq::Socket>,
+    /// The socket's RCVTIMEO in milliseconds as last set.
+    receive_timeout_ms: i32,
     kind: SocketKind,
     endpoint: String,
     /// A REQ sent and has not received yet.
@@ -527,31 +618,52 @@ impl PooledSocket {
 
     /// Receives every frame of one message, waiting at most `timeout`.
     pub fn receive_multipart(&mut self, timeout: Duration) -> Result<Vec<Vec<u8>>, TransportError> {
-        let ready = self.socket().poll(
-            zmq::POLLIN,
-            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
-        );
-        match ready {
-            Ok(count) if count > 0 => {}
-            Ok(_) => {
-                if self.kind == SocketKind::Req {
-                    self.broken = true;
+        // A blocking recv under RCVTIMEO rather than `zmq::poll` + a
+        // non-blocking recv: one libzmq wait instead of two, fewer syscalls.
+        let started = Instant::now();
+        let spin = self.pool.shared.config.spin.min(timeout);
+        let received = loop {
+            let elapsed = started.elapsed();
+            if elapsed < spin {
+                match self.socket().recv_multipart(zmq::DONTWAIT) {
+                    Err(zmq::Error::EAGAIN) => {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    other => break other,
                 }
-                return Err(TransportError::Timeout {
-                    endpoint: self.endpoint.clone(),
-                    attempts: 1,
-                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                });
             }
-            Err(error) => {
-                self.broken = true;
-                return Err(TransportError::zmq("poll", &self.endpoint, error));
+            let remaining = timeout.saturating_sub(elapsed);
+            // Rounded up, so a sub-millisecond remainder still waits.
+            let remaining_ms =
+                i32::try_from(remaining.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+            if remaining_ms != self.receive_timeout_ms {
+                if let Err(error) = self.socket().set_rcvtimeo(remaining_ms) {
+                    self.broken = true;
+                    return Err(TransportError::zmq("set RCVTIMEO", &self.endpoint, error));
+                }
+                self.receive_timeout_ms = remaining_ms;
             }
-        }
-        match self.socket().recv_multipart(zmq::DONTWAIT) {
+            match self.socket().recv_multipart(0) {
+                // A signal (e.g. the SDK's SIGTERM handler): wait out the rest.
+                Err(zmq::Error::EINTR) if started.elapsed() < timeout => continue,
+                other => break other,
+            }
+        };
+        match received {
             Ok(frames) => {
                 self.awaiting_reply = false;
                 Ok(frames)
+            }
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {
+                if self.kind == SocketKind::Req {
+                    self.broken = true;
+                }
+                Err(TransportError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    attempts: 1,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                })
             }
             Err(error) => {
                 self.broken = true;
@@ -578,8 +690,13 @@ impl Drop for PooledSocket {
         if let Some(socket) = self.socket.take() {
             // SUB subscriptions are per-user state: never hand them to the next user.
             let keep = !self.broken && !self.awaiting_reply && self.kind != SocketKind::Sub;
+            let idle = IdleSocket {
+                socket,
+                receive_timeout_ms: self.receive_timeout_ms,
+                since: Instant::now(),
+            };
             self.pool
-                .give_back(self.kind, std::mem::take(&mut self.endpoint), socket, keep);
+                .give_back(self.kind, std::mem::take(&mut self.endpoint), idle, keep);
         }
     }
 }
@@ -668,6 +785,89 @@ mod tests {
         );
         assert_eq!(pool.expire_idle(), 1);
         assert_eq!(pool.stats().idle, 0);
+    }
+
+    #[test]
+    fn a_waiting_checkout_gets_the_socket_given_back() {
+        let pool = SocketPool::with_config(PoolConfig {
+            max_per_key: 1,
+            checkout_timeout: Duration::from_secs(10),
+            ..PoolConfig::default()
+        });
+        let held = pool
+            .checkout(SocketKind::Push, "tcp://127.0.0.1:1")
+            .unwrap();
+        let returner = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        let started = Instant::now();
+        let socket = pool
+            .checkout(SocketKind::Push, "tcp://127.0.0.1:1")
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken, not timed out"
+        );
+        returner.join().unwrap();
+        drop(socket);
+        let stats = pool.stats();
+        assert_eq!((stats.created, stats.reused, stats.idle), (1, 1, 1));
+    }
+
+    #[test]
+    fn idle_sockets_live_until_their_timeout() {
+        let pool = SocketPool::with_config(PoolConfig {
+            idle_timeout: Duration::from_millis(100),
+            ..PoolConfig::default()
+        });
+        drop(
+            pool.checkout(SocketKind::Push, "tcp://127.0.0.1:1")
+                .unwrap(),
+        );
+        drop(
+            pool.checkout(SocketKind::Push, "tcp://127.0.0.1:2")
+                .unwrap(),
+        );
+        assert_eq!(pool.expire_idle(), 0);
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(pool.expire_idle(), 2);
+        assert_eq!(pool.stats().idle, 0);
+    }
+
+    #[test]
+    fn each_receive_uses_its_own_timeout() {
+        let (server, endpoint) = rep_server();
+        let echo = std::thread::spawn(move || {
+            for _ in 0..4 {
+                let request = server.recv_bytes(0).unwrap();
+                server.send(request, 0).unwrap();
+            }
+        });
+        for spin in [Duration::ZERO, Duration::from_micros(200)] {
+            let pool = SocketPool::with_config(PoolConfig {
+                spin,
+                ..PoolConfig::default()
+            });
+            for timeout in [Duration::from_secs(5), Duration::from_millis(4_999)] {
+                let reply = pool.request(&endpoint, b"ping", timeout, 0).unwrap();
+                assert_eq!(reply, b"ping");
+            }
+            // A DEALER that times out is still usable, so it goes back.
+            let mut dealer = pool
+                .checkout(SocketKind::Dealer, "tcp://127.0.0.1:9")
+                .unwrap();
+            let started = Instant::now();
+            assert!(matches!(
+                dealer.receive_within(Duration::from_millis(30)),
+                Err(TransportError::Timeout { .. })
+            ));
+            assert!(started.elapsed() >= Duration::from_millis(30));
+            drop(dealer);
+            let stats = pool.stats();
+            assert_eq!((stats.discarded, stats.idle), (0, 2), "{stats:?}");
+        }
+        echo.join().unwrap();
     }
 
     #[test]
