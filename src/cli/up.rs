@@ -200,7 +200,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .unwrap_or_else(|| "0".into()),
         sample_interval: Some(Duration::from_secs(2)),
     };
+    // One worker: the loop owns all agent state and every blocking job
+    // (fork/exec, ZeroMQ, /proc) has its own thread, so a second worker
+    // would mostly add wake-ups handing tasks between the two.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .thread_name("supervisor")
         .build()

@@ -148,7 +148,13 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
             ..Response::ok()
         },
         Request::Status => {
-            let snapshot = handle.subscribe().borrow().clone();
+            // Fresh from the loop, so a status right after a command shows
+            // its effect (published snapshots trail by up to a second);
+            // the last published one if the loop has ended.
+            let snapshot = match handle.status().await {
+                Some(snapshot) => snapshot,
+                None => handle.subscribe().borrow().clone(),
+            };
             Response {
                 status: Some(StatusView::from_snapshot(&snapshot)),
                 ..Response::ok()

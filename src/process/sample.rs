@@ -2,13 +2,17 @@
 //! (cheaper than sysinfo; see `shared/notes/crates.md`): for each agent pid,
 //! the agent and all its descendants, summed CPU time and resident memory.
 //!
-//! Two things keep a sample cheap with hundreds of agents: each process's
-//! `/proc/<pid>/stat` stays open between samples and is read again with
-//! `pread` (no path lookup; the open file also stays tied to that process,
-//! so a recycled pid is never mistaken for it), and descendants are looked
-//! for (every thread's `children` file) only on every
-//! [`RESCAN_EVERY`]th sample and for trees seen for the first time. A
-//! child started in between is counted from the next rescan on.
+//! Three things keep a sample cheap with hundreds of agents: each process's
+//! `/proc/<pid>/statm` and `/proc/<pid>/stat` stay open between samples and
+//! are read again with `pread` (no path lookup; an open file also stays tied
+//! to its process, so a recycled pid is never mistaken for it); memory comes
+//! from `statm` (a quarter of the cost of `stat`, which sums every thread's
+//! CPU time) on every sample and CPU time from `stat` only on every
+//! [`CPU_EVERY`]th; and descendants are looked for only on every
+//! [`RESCAN_EVERY`]th sample and when a new tree appears, by one pass over
+//! `/proc` that reads the parent of each process not already in a tree (so
+//! its cost grows with the machine's other processes, not with the agents).
+//! A child started in between is counted from the next rescan on.
 //!
 //! Owns the open stat files and the previous CPU times needed for a
 //! percentage. Blocking file reads: callers run [`TreeSampler::sample`] off
@@ -23,26 +27,32 @@ use std::time::Instant;
 /// Descendants are looked for on every this many samples.
 pub const RESCAN_EVERY: u64 = 10;
 
-/// Stat files kept open at most; processes beyond are read by path.
-const MAX_OPEN: usize = 4096;
+/// CPU time is read on every this many samples (the first included).
+pub const CPU_EVERY: u64 = 5;
+
+/// Processes whose files are kept open at most (two each); processes
+/// beyond are read by path.
+const MAX_OPEN: usize = 2048;
 
 /// Resource use of one agent's process tree (the agent and its descendants).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ResourceSample {
     /// The agent's own pid (the root of the tree).
     pub pid: u32,
-    /// Since the previous sample, in percent of one core (0 on the first).
-    pub cpu_percent: f64,
+    /// Since the previous CPU reading, in percent of one core (0 on the
+    /// first); `None` in samples that read memory only.
+    pub cpu_percent: Option<f64>,
     pub rss_bytes: u64,
 }
 
 /// One process of a sampled tree.
 #[derive(Debug)]
 struct Tracked {
-    /// `/proc/<pid>/stat`, open; `None` past [`MAX_OPEN`].
-    stat: Option<File>,
-    /// CPU ticks (user + system) at the last sample; `None` before the first.
-    ticks: Option<u64>,
+    /// `/proc/<pid>/stat` and `/proc/<pid>/statm`, open; `None` past [`MAX_OPEN`].
+    files: Option<(File, File)>,
+    /// CPU ticks (user + system) at the last CPU reading, and when; `None`
+    /// before the first.
+    ticks: Option<(u64, Instant)>,
 }
 
 /// Samples process trees; keeps each process's stat file and CPU time
@@ -55,7 +65,6 @@ pub struct TreeSampler {
     /// The members of each root's tree (root first) as of the last rescan.
     trees: HashMap<u32, Vec<u32>>,
     samples: u64,
-    last: Option<Instant>,
 }
 
 impl Default for TreeSampler {
@@ -78,52 +87,49 @@ impl TreeSampler {
             processes: HashMap::new(),
             trees: HashMap::new(),
             samples: 0,
-            last: None,
         }
     }
 
-    /// One sample per root pid that still exists. A process first seen in
-    /// this sample adds no CPU (its earlier time is not in this interval).
+    /// One sample per root pid that still exists. CPU is read on every
+    /// [`CPU_EVERY`]th sample and for a tree seen for the first time; a
+    /// process's first reading adds no CPU (its earlier time is not in this
+    /// interval), so a new tree starts at 0 %.
     pub fn sample(&mut self, roots: &[u32]) -> Vec<ResourceSample> {
         let now = Instant::now();
-        let elapsed = self
-            .last
-            .map(|last| now.duration_since(last).as_secs_f64())
-            .unwrap_or(0.0);
-        self.last = Some(now);
+        let cpu_due = self.samples % CPU_EVERY == 0;
         let rescan = self.samples % RESCAN_EVERY == 0;
         self.samples += 1;
+        let new_roots: HashSet<u32> = roots
+            .iter()
+            .copied()
+            .filter(|root| !self.trees.contains_key(root))
+            .collect();
+        if rescan || !new_roots.is_empty() {
+            self.trees = find_trees(roots, &self.trees);
+        }
         let mut trees = HashMap::with_capacity(roots.len());
         let mut samples = Vec::with_capacity(roots.len());
         for root in roots {
-            let members = match self.trees.remove(root) {
-                Some(members) if !rescan => members,
-                _ => descendants(*root),
-            };
-            let mut ticks_delta = 0u64;
+            let members = self.trees.remove(root).unwrap_or_else(|| vec![*root]);
+            let cpu = cpu_due || new_roots.contains(root);
+            // CPU seconds per second, summed over the tree's processes.
+            let mut cores = 0.0;
             let mut rss_pages = 0u64;
             let mut alive = Vec::with_capacity(members.len());
             for pid in members {
-                let Some(stat) = self.read(pid) else {
+                let Some(reading) = self.read(pid, cpu, now) else {
                     continue;
                 };
-                if let Some(before) = stat.before {
-                    ticks_delta += stat.ticks.saturating_sub(before);
-                }
-                rss_pages += stat.rss_pages;
+                cores += reading.cores.unwrap_or(0.0);
+                rss_pages += reading.rss_pages;
                 alive.push(pid);
             }
             if alive.first() != Some(root) {
                 continue; // the agent itself is gone
             }
-            let cpu_percent = if elapsed > 0.0 {
-                ticks_delta as f64 / self.ticks_per_second / elapsed * 100.0
-            } else {
-                0.0
-            };
             samples.push(ResourceSample {
                 pid: *root,
-                cpu_percent,
+                cpu_percent: cpu.then_some(cores * 100.0),
                 rss_bytes: rss_pages * self.page_size,
             });
             trees.insert(*root, alive);
@@ -135,47 +141,67 @@ impl TreeSampler {
         samples
     }
 
-    /// Reads one process's stat, opening and keeping its file the first
-    /// time; `None` (and forgotten) once it is gone or a zombie.
-    fn read(&mut self, pid: u32) -> Option<Reading> {
+    /// Reads one process's memory (and with `cpu` its CPU time), opening
+    /// and keeping its files the first time; `None` (and forgotten) once it
+    /// is gone or a zombie.
+    fn read(&mut self, pid: u32, cpu: bool, now: Instant) -> Option<Reading> {
         let open = self.processes.len();
         let tracked = self.processes.entry(pid).or_insert_with(|| Tracked {
-            stat: (open < MAX_OPEN)
-                .then(|| File::open(stat_path(pid)).ok())
+            files: (open < MAX_OPEN)
+                .then(|| {
+                    let stat = File::open(proc_path(pid, "stat")).ok()?;
+                    let statm = File::open(proc_path(pid, "statm")).ok()?;
+                    Some((stat, statm))
+                })
                 .flatten(),
             ticks: None,
         });
-        let stat = match &tracked.stat {
-            Some(file) => {
-                let mut buffer = [0u8; 2048];
-                file.read_at(&mut buffer, 0)
-                    .ok()
-                    .and_then(|count| std::str::from_utf8(&buffer[..count]).ok())
-                    .and_then(parse_stat)
+        let text = |file: Option<&File>, name: &str| -> Option<String> {
+            match file {
+                Some(file) => {
+                    let mut buffer = [0u8; 2048];
+                    let count = file.read_at(&mut buffer, 0).ok()?;
+                    String::from_utf8(buffer[..count].to_vec()).ok()
+                }
+                None => std::fs::read_to_string(proc_path(pid, name)).ok(),
             }
-            None => std::fs::read_to_string(stat_path(pid))
-                .ok()
-                .as_deref()
-                .and_then(parse_stat),
         };
-        let Some(stat) = stat else {
+        let files = tracked.files.as_ref();
+        let reading = if cpu {
+            text(files.map(|files| &files.0), "stat")
+                .as_deref()
+                .and_then(parse_stat)
+                .map(|stat| (Some(stat.ticks), stat.rss_pages))
+        } else {
+            text(files.map(|files| &files.1), "statm")
+                .as_deref()
+                .and_then(parse_statm)
+                .map(|rss_pages| (None, rss_pages))
+        };
+        let Some((ticks, rss_pages)) = reading else {
             self.processes.remove(&pid);
             return None;
         };
-        let before = tracked.ticks.replace(stat.ticks);
-        Some(Reading {
-            ticks: stat.ticks,
-            rss_pages: stat.rss_pages,
-            before,
-        })
+        let ticks_per_second = self.ticks_per_second;
+        let cores = ticks.map(|ticks| {
+            let before = tracked.ticks.replace((ticks, now));
+            match before {
+                Some((before, at)) if now > at => {
+                    let seconds = now.duration_since(at).as_secs_f64();
+                    ticks.saturating_sub(before) as f64 / ticks_per_second / seconds
+                }
+                _ => 0.0,
+            }
+        });
+        Some(Reading { cores, rss_pages })
     }
 }
 
 struct Reading {
-    ticks: u64,
+    /// CPU seconds per second since the process's previous CPU reading (0
+    /// at its first); `None` when only memory was read.
+    cores: Option<f64>,
     rss_pages: u64,
-    /// The ticks at the previous sample, if the process was in it.
-    before: Option<u64>,
 }
 
 struct Stat {
@@ -183,8 +209,13 @@ struct Stat {
     rss_pages: u64,
 }
 
-fn stat_path(pid: u32) -> String {
-    format!("/proc/{pid}/stat")
+fn proc_path(pid: u32, file: &str) -> String {
+    format!("/proc/{pid}/{file}")
+}
+
+/// Resident pages, the second field of `/proc/<pid>/statm`.
+fn parse_statm(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// utime + stime and rss of a `/proc/<pid>/stat` text; `None` for a zombie.
@@ -208,37 +239,83 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// `root` and all its descendants, root first.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut members = vec![root];
-    let mut index = 0;
-    while index < members.len() {
-        let pid = members[index];
-        for child in children(pid) {
-            if !members.contains(&child) {
-                members.push(child);
+/// Each root with all its descendants (root first). Processes already in
+/// `known` keep their tree without being read; every other process on the
+/// machine is read once for its parent and joins the tree its ancestors
+/// lead to, if any.
+fn find_trees(roots: &[u32], known: &HashMap<u32, Vec<u32>>) -> HashMap<u32, Vec<u32>> {
+    let mut tree_of: HashMap<u32, u32> = HashMap::new();
+    for root in roots {
+        tree_of.insert(*root, *root);
+        for member in known.get(root).into_iter().flatten() {
+            tree_of.insert(*member, *root);
+        }
+    }
+    let mut parent_of: HashMap<u32, u32> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if tree_of.contains_key(&pid) {
+            continue;
+        }
+        if let Some(parent) = std::fs::read_to_string(proc_path(pid, "stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_parent)
+        {
+            parent_of.insert(pid, parent);
+        }
+    }
+    let mut trees: HashMap<u32, Vec<u32>> = roots
+        .iter()
+        .map(|root| {
+            let members = known.get(root).cloned().unwrap_or_else(|| vec![*root]);
+            (*root, members)
+        })
+        .collect();
+    let mut chain = Vec::new();
+    for pid in parent_of.keys() {
+        // Walk up until a process whose tree is known (or the chain ends
+        // outside every tree), then settle the whole chain at once.
+        chain.clear();
+        let mut current = *pid;
+        let root = loop {
+            if let Some(root) = tree_of.get(&current) {
+                break Some(*root);
+            }
+            chain.push(current);
+            match parent_of.get(&current) {
+                Some(parent) if chain.len() <= parent_of.len() => current = *parent,
+                _ => break None,
+            }
+        };
+        if let Some(root) = root {
+            for member in chain.drain(..) {
+                tree_of.insert(member, root);
+                if let Some(members) = trees.get_mut(&root) {
+                    members.push(member);
+                }
+            }
+        } else {
+            // Outside every tree: remember that too (as `u32::MAX`), so a
+            // later walk through these processes stops at once.
+            for member in chain.drain(..) {
+                tree_of.insert(member, u32::MAX);
             }
         }
-        index += 1;
     }
-    members
+    trees
 }
 
-/// Direct children of `pid`, from every thread's `children` file.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            found.extend(
-                text.split_whitespace()
-                    .filter_map(|pid| pid.parse::<u32>().ok()),
-            );
-        }
-    }
-    found
+/// The parent pid (field 4) of a `/proc/<pid>/stat` text.
+fn parse_parent(text: &str) -> Option<u32> {
+    let (_, rest) = text.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -256,6 +333,7 @@ mod tests {
         let first = sampler.sample(&[me, 999_999_999]);
         assert_eq!(first.len(), 1, "a pid that does not exist is skipped");
         assert!(first[0].rss_bytes > 1024 * 1024, "{first:?}");
+        assert_eq!(first[0].cpu_percent, Some(0.0), "no interval yet");
         assert!(
             sampler.processes.contains_key(&child.id()),
             "the child is part of the tree"
@@ -267,8 +345,14 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
+        // Memory only until the next CPU reading.
+        for _ in 1..CPU_EVERY {
+            let between = sampler.sample(&[me]);
+            assert_eq!(between[0].cpu_percent, None);
+            assert!(between[0].rss_bytes > 1024 * 1024, "{between:?}");
+        }
         let second = sampler.sample(&[me]);
-        assert!(second[0].cpu_percent > 10.0, "{second:?}");
+        assert!(second[0].cpu_percent.unwrap() > 10.0, "{second:?}");
         let _ = child.kill();
         let _ = child.wait();
         // Gone (reaped) from the tree: its stat file is closed at the next
@@ -299,6 +383,37 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(seen_after, Some(RESCAN_EVERY));
+    }
+
+    #[test]
+    fn grandchildren_are_part_of_the_tree() {
+        // `sh` waits for `sleep`, its child and our grandchild.
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 5; exit 0"])
+            .spawn()
+            .expect("spawn sh");
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let grandchild = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", shell.id()))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                break pid.parse::<u32>().expect("pid");
+            }
+            assert!(Instant::now() < deadline, "sh started no child");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let mut sampler = TreeSampler::new();
+        sampler.sample(&[std::process::id()]);
+        let tree = sampler.trees[&std::process::id()].clone();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = shell.wait();
+        assert!(tree.contains(&shell.id()), "{tree:?}");
+        assert!(tree.contains(&grandchild), "{tree:?}");
+        assert_eq!(tree[0], std::process::id(), "root first");
     }
 
     #[test]

@@ -37,7 +37,7 @@
 
 mod agent_reports;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -1173,16 +1173,20 @@ impl Lifecycle {
 
     /// `ResourcesSampled`: records the figures and enforces the limits.
     fn on_samples(&mut self, samples: &[ResourceSample], now: Instant, actions: &mut Vec<Action>) {
+        let by_pid: HashMap<u32, AgentId> = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter_map(|(agent, record)| Some((record.pid?, agent)))
+            .collect();
         for sample in samples {
-            let Some(agent) = self
-                .agents
-                .iter()
-                .position(|record| record.pid == Some(sample.pid))
-            else {
+            let Some(&agent) = by_pid.get(&sample.pid) else {
                 continue;
             };
             let record = &mut self.agents[agent];
-            record.cpu_percent = Some(sample.cpu_percent);
+            if let Some(cpu_percent) = sample.cpu_percent {
+                record.cpu_percent = Some(cpu_percent);
+            }
             record.rss_bytes = Some(sample.rss_bytes);
             let Some(limits) = record.spec.agent.limits.clone() else {
                 continue;
@@ -1215,7 +1219,8 @@ impl Lifecycle {
                 _ => record.memory_over_since = None,
             }
             if let Some(limit) = limits.cpu_percent
-                && sample.cpu_percent > limit
+                && let Some(cpu_percent) = sample.cpu_percent
+                && cpu_percent > limit
                 && record
                     .cpu_warned_at
                     .is_none_or(|at| now.duration_since(at) >= CPU_WARNING_EVERY)
@@ -1224,10 +1229,9 @@ impl Lifecycle {
                 self.cpu_warnings += 1;
                 tracing::warn!(
                     agent = record.name(),
-                    cpu_percent = sample.cpu_percent,
+                    cpu_percent,
                     limit,
-                    "CPU {:.0}% above the limit of {limit:.0}%",
-                    sample.cpu_percent
+                    "CPU {cpu_percent:.0}% above the limit of {limit:.0}%"
                 );
             }
         }
@@ -2038,7 +2042,7 @@ pub(crate) mod tests {
         let sample = |rss_mb: u64| Event::ResourcesSampled {
             samples: vec![ResourceSample {
                 pid: 1000,
-                cpu_percent: 90.0,
+                cpu_percent: Some(90.0),
                 rss_bytes: rss_mb * 1024 * 1024,
             }],
         };

@@ -29,11 +29,16 @@ use super::messages::{
     ReplyKind,
 };
 use super::wake::{self, WakeReceiver, Waker};
-use super::{TransportError, bound_endpoint, context, secrets_equal};
+use super::{TransportError, bound_endpoint, context, secrets_equal, small_batches};
 
 /// At most this many messages are read per poll wake-up before commands
 /// (registrations, resolve answers) get another turn.
 const BATCH: usize = 1024;
+
+/// After a round of only heartbeats the thread waits this long before
+/// reading again, so one wake-up takes many heartbeats. It is also the most
+/// a READY or RESOLVE arriving just then waits.
+const HEARTBEAT_GATHER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// Where and how the endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,9 +367,13 @@ impl AgentEndpoint {
         events: mpsc::Sender<EndpointEvent>,
         errors: Option<ErrorSink>,
     ) -> Result<(EndpointHandle, JoinHandle<()>), TransportError> {
-        let router = context()
+        let mut router = context()
             .socket(zmq::ROUTER)
             .map_err(|error| TransportError::zmq("create ROUTER", &config.bind, error))?;
+        // One connection per agent, small messages: small buffers.
+        if !small_batches(&mut router) {
+            tracing::debug!("libzmq without draft options: default I/O buffers");
+        }
         let setup = |action, result: zmq::Result<()>| {
             result.map_err(|error| TransportError::zmq(action, &config.bind, error))
         };
@@ -442,6 +451,8 @@ impl AgentEndpoint {
                 }
             }
             if router_readable {
+                let received = self.counters.received.load(Ordering::Relaxed);
+                let heartbeats = self.counters.heartbeats.load(Ordering::Relaxed);
                 for _ in 0..BATCH {
                     if self.stopping {
                         break;
@@ -454,6 +465,14 @@ impl AgentEndpoint {
                             break;
                         }
                     }
+                }
+                // Heartbeats come in bursts (the SDKs beat on the same
+                // wall-clock tick): after a round of nothing but heartbeats,
+                // let the rest of the burst gather before the next wake-up.
+                let received = self.counters.received.load(Ordering::Relaxed) - received;
+                let heartbeats = self.counters.heartbeats.load(Ordering::Relaxed) - heartbeats;
+                if received > 0 && received == heartbeats {
+                    std::thread::sleep(HEARTBEAT_GATHER);
                 }
             }
         }
