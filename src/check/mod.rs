@@ -227,10 +227,7 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
                 .push((agent, port));
         }
     }
-    let mut used: BTreeSet<(String, u16)> = table
-        .keys()
-        .map(|(host, port)| (host.to_string(), *port))
-        .collect();
+    let mut used: BTreeSet<(&str, u16)> = table.keys().copied().collect();
     let mut fixes = Vec::new();
     for ((host, port), uses) in &table {
         let agents: BTreeSet<&str> = uses.iter().map(|(agent, _)| agent.name.as_str()).collect();
@@ -342,16 +339,14 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
 /// The nearest port above `port` that the manifest does not use on `host`
 /// (and, if `probe_free`, that nothing on this machine holds). `with_next`
 /// also keeps the following port unused (a legacy implicit health port).
-fn free_port(
-    host: &str,
+fn free_port<'a>(
+    host: &'a str,
     port: u16,
     probe_free: bool,
-    used: &mut BTreeSet<(String, u16)>,
+    used: &mut BTreeSet<(&'a str, u16)>,
     with_next: bool,
 ) -> Option<u16> {
-    let is_used = |candidate: u16, used: &BTreeSet<(String, u16)>| {
-        used.contains(&(host.to_string(), candidate))
-    };
+    let is_used = |candidate: u16, used: &BTreeSet<(&str, u16)>| used.contains(&(host, candidate));
     let start = port.max(1024);
     for candidate in (start..=u16::MAX).skip(1).take(5000) {
         if is_used(candidate, used)
@@ -362,14 +357,14 @@ fn free_port(
         if probe_free && !portpicker::is_free_tcp(candidate) {
             continue;
         }
-        used.insert((host.to_string(), candidate));
+        used.insert((host, candidate));
         if with_next {
-            used.insert((host.to_string(), candidate + 1));
+            used.insert((host, candidate + 1));
         }
         return Some(candidate);
     }
     // Everything nearby is taken: let portpicker find any free port.
     let picked = portpicker::pick_unused_port().filter(|candidate| !is_used(*candidate, used))?;
-    used.insert((host.to_string(), picked));
+    used.insert((host, picked));
     Some(picked)
 }
