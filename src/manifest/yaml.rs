@@ -396,7 +396,7 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     node: Node::new(value, line, column, range),
                     anchor,
                     pending_key: None,
-                    keys: Default::default(),
+                    index: None,
                     merged: Default::default(),
                 });
             }
@@ -441,12 +441,17 @@ struct Open {
     anchor: usize,
     /// For mappings: the key read, waiting for its value.
     pending_key: Option<Node>,
-    /// For mappings: the keys seen so far, to find duplicates without a
-    /// quadratic scan of large mappings (a 1,000-agent `agents:`).
-    keys: std::collections::HashSet<String>,
+    /// For mappings longer than [`INDEXED_KEYS`]: the keys seen so far, to
+    /// find duplicates without a quadratic scan of large mappings (a
+    /// 1,000-agent `agents:`). Shorter mappings are scanned.
+    index: Option<std::collections::HashSet<String>>,
     /// Keys that came from a `<<` merge: written again, they override quietly.
     merged: std::collections::HashSet<String>,
 }
+
+/// Past this many entries a mapping's keys are hashed; below it a scan of the
+/// entries is cheaper than hashing (an agent has a handful of fields).
+const INDEXED_KEYS: usize = 16;
 
 impl Builder {
     /// Counts the nodes an alias expands to, failing past the limit.
@@ -488,22 +493,29 @@ impl Builder {
                     open.pending_key = Some(node);
                 }
                 Some(key) => {
-                    let key_text = key.as_str().unwrap_or_default().to_string();
+                    let key_text = key.as_str().unwrap_or_default();
                     if key_text == "<<" && matches!(key.value, Value::Scalar { plain: true, .. }) {
                         for merged in merge(entries, &node)? {
-                            open.keys.insert(merged.clone());
+                            if let Some(index) = &mut open.index {
+                                index.insert(merged.clone());
+                            }
                             open.merged.insert(merged);
                         }
-                    } else if open.merged.remove(&key_text) {
-                        entries.retain(|(name, _)| name.as_str() != Some(&key_text));
+                    } else if !open.merged.is_empty() && open.merged.remove(key_text) {
+                        entries.retain(|(name, _)| name.as_str() != Some(key_text));
                         entries.push((key, node));
-                    } else if !open.keys.insert(key_text.clone()) {
+                    } else if match &open.index {
+                        Some(index) => index.contains(key_text),
+                        None => entries
+                            .iter()
+                            .any(|(name, _)| name.as_str() == Some(key_text)),
+                    } {
                         let position = entries
                             .iter()
-                            .position(|(name, _)| name.as_str() == Some(&key_text))
-                            .expect("a key in the index is in the entries");
+                            .position(|(name, _)| name.as_str() == Some(key_text))
+                            .expect("a key seen before is in the entries");
                         self.duplicates.push(DuplicateKey {
-                            key: key_text,
+                            key: key_text.to_string(),
                             line: key.line,
                             column: key.column,
                             first_line: entries[position].0.line,
@@ -511,7 +523,18 @@ impl Builder {
                         entries.remove(position);
                         entries.push((key, node));
                     } else {
+                        if let Some(index) = &mut open.index {
+                            index.insert(key_text.to_string());
+                        }
                         entries.push((key, node));
+                    }
+                    if open.index.is_none() && entries.len() > INDEXED_KEYS {
+                        open.index = Some(
+                            entries
+                                .iter()
+                                .filter_map(|(name, _)| name.as_str().map(str::to_string))
+                                .collect(),
+                        );
                     }
                 }
             },
