@@ -5,7 +5,7 @@
 //! whom; the levels are how the order is shown and checked, never a barrier
 //! (an agent starts the moment its own dependencies are ready).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use petgraph::algo::tarjan_scc;
@@ -46,7 +46,7 @@ pub struct Plan {
 /// from the manifest: `check` builds it for every agent).
 struct Graph<'a> {
     graph: DiGraph<&'a str, ()>,
-    index: BTreeMap<&'a str, NodeIndex>,
+    index: HashMap<&'a str, NodeIndex>,
 }
 
 impl<'a> Graph<'a> {
@@ -54,7 +54,7 @@ impl<'a> Graph<'a> {
     /// undefined agents are left out (`check` reports them).
     fn new(manifest: &'a Manifest) -> Graph<'a> {
         let mut graph = DiGraph::new();
-        let mut index = BTreeMap::new();
+        let mut index = HashMap::with_capacity(manifest.agents.len());
         for agent in &manifest.agents {
             index
                 .entry(agent.name.as_str())
