@@ -7,7 +7,7 @@
 
 pub mod fix;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -120,7 +120,7 @@ pub fn check_manifest(
 }
 
 fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
-    let mut first: BTreeMap<&str, &Agent> = BTreeMap::new();
+    let mut first: HashMap<&str, &Agent> = HashMap::with_capacity(manifest.agents.len());
     for agent in &manifest.agents {
         match first.get(agent.name.as_str()) {
             Some(earlier) => problems.push(
@@ -143,16 +143,22 @@ fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
 }
 
 fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
-    let names: BTreeSet<&str> = manifest
+    let names: HashSet<&str> = manifest
         .agents
         .iter()
         .map(|agent| agent.name.as_str())
         .collect();
-    let candidates: Vec<&str> = names.iter().copied().collect();
+    // Sorted, so that ties between equally close names resolve the same way
+    // every time; only built when a dependency is unknown.
+    let mut candidates: Vec<&str> = Vec::new();
     for agent in &manifest.agents {
         for dependency in &agent.dependencies {
             if names.contains(dependency.name.as_str()) {
                 continue;
+            }
+            if candidates.is_empty() {
+                candidates = names.iter().copied().collect();
+                candidates.sort_unstable();
             }
             let suggestion = match did_you_mean(&dependency.name, &candidates) {
                 Some(close) => format!("did you mean `{close}`?"),
@@ -215,10 +221,10 @@ fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
 }
 
 /// Every port use, keyed by host and port.
-type PortTable<'a> = BTreeMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortUse)>>;
+type PortTable<'a> = HashMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortUse)>>;
 
 fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem>) -> Vec<PortFix> {
-    let mut table: PortTable = BTreeMap::new();
+    let mut table: PortTable = HashMap::new();
     for agent in &manifest.agents {
         for port in &agent.ports {
             table
@@ -227,12 +233,12 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
                 .push((agent, port));
         }
     }
-    let mut used: BTreeSet<(String, u16)> = table
-        .keys()
-        .map(|(host, port)| (host.to_string(), *port))
-        .collect();
+    let mut used: HashSet<(&str, u16)> = table.keys().copied().collect();
+    // Ports are reported in (host, port) order; most have a single user.
+    let mut shared: Vec<_> = table.iter().filter(|(_, uses)| uses.len() >= 2).collect();
+    shared.sort_unstable_by_key(|(key, _)| **key);
     let mut fixes = Vec::new();
-    for ((host, port), uses) in &table {
+    for ((host, port), uses) in shared {
         let agents: BTreeSet<&str> = uses.iter().map(|(agent, _)| agent.name.as_str()).collect();
         if agents.len() < 2 {
             continue;
@@ -304,7 +310,9 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
         problems.push(problem);
     }
     if options.bind_check {
-        for ((host, port), uses) in &table {
+        let mut all: Vec<_> = table.iter().collect();
+        all.sort_unstable_by_key(|(key, _)| **key);
+        for ((host, port), uses) in all {
             if !is_this_host(host, &options.this_host)
                 || uses
                     .iter()
@@ -342,16 +350,14 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
 /// The nearest port above `port` that the manifest does not use on `host`
 /// (and, if `probe_free`, that nothing on this machine holds). `with_next`
 /// also keeps the following port unused (a legacy implicit health port).
-fn free_port(
-    host: &str,
+fn free_port<'a>(
+    host: &'a str,
     port: u16,
     probe_free: bool,
-    used: &mut BTreeSet<(String, u16)>,
+    used: &mut HashSet<(&'a str, u16)>,
     with_next: bool,
 ) -> Option<u16> {
-    let is_used = |candidate: u16, used: &BTreeSet<(String, u16)>| {
-        used.contains(&(host.to_string(), candidate))
-    };
+    let is_used = |candidate: u16, used: &HashSet<(&str, u16)>| used.contains(&(host, candidate));
     let start = port.max(1024);
     for candidate in (start..=u16::MAX).skip(1).take(5000) {
         if is_used(candidate, used)
@@ -362,14 +368,14 @@ fn free_port(
         if probe_free && !portpicker::is_free_tcp(candidate) {
             continue;
         }
-        used.insert((host.to_string(), candidate));
+        used.insert((host, candidate));
         if with_next {
-            used.insert((host.to_string(), candidate + 1));
+            used.insert((host, candidate + 1));
         }
         return Some(candidate);
     }
     // Everything nearby is taken: let portpicker find any free port.
     let picked = portpicker::pick_unused_port().filter(|candidate| !is_used(*candidate, used))?;
-    used.insert((host.to_string(), picked));
+    used.insert((host, picked));
     Some(picked)
 }

@@ -324,12 +324,13 @@ fn normalize_agent_map(root: &mut Node, errors: &mut Vec<Problem>, path: &Path) 
     else {
         return;
     };
-    let Value::Mapping(map) = &agents.value else {
+    let Value::Mapping(map) = &mut agents.value else {
         return;
     };
-    let mut list = Vec::new();
-    for (key, entry) in map {
-        let mut entry = entry.clone();
+    // Entries are moved, not copied: a 1,000-agent manifest is mostly this map.
+    let map = std::mem::take(map);
+    let mut list = Vec::with_capacity(map.len());
+    for (key, mut entry) in map {
         let is_null = entry.is_null();
         match &mut entry.value {
             Value::Mapping(fields) => {
@@ -341,13 +342,13 @@ fn normalize_agent_map(root: &mut Node, errors: &mut Vec<Problem>, path: &Path) 
                         errors.push(Problem::error(ProblemKind::InvalidValue, format!("agent `{}` has `name: {}`; in the mapping form the key is the name", key.as_str().unwrap_or_default(), name.as_str().unwrap_or_default())).at(&Location { file: path.to_path_buf(), line: name_key.line, column: name_key.column }));
                     }
                 } else {
-                    fields.insert(0, (Node::scalar_at("name", key), key.clone()));
+                    fields.insert(0, (Node::scalar_at("name", &key), key));
                 }
             }
             _ if is_null => {
                 entry = Node::with_value(
-                    Value::Mapping(vec![(Node::scalar_at("name", key), key.clone())]),
-                    key,
+                    Value::Mapping(vec![(Node::scalar_at("name", &key), key.clone())]),
+                    &key,
                 );
             }
             _ => {}

@@ -2,14 +2,14 @@
 //! and a serde `Deserializer` over that tree whose errors carry the line,
 //! column and dotted path of the value at fault.
 //!
-//! Owns: parsing (via `saphyr-parser` events), alias expansion with a size
+//! Owns: parsing (via `libyaml-safer` events), alias expansion with a size
 //! limit (billion-laughs), `<<` merge keys, duplicate-key detection, nesting
 //! limits. Does not own variables or manifest semantics.
 
 use std::fmt;
 use std::ops::Range;
 
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use libyaml_safer::{EventData, Parser, ScalarStyle};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 /// Deeper nesting than this is rejected (keeps recursion in the deserializer bounded).
@@ -305,19 +305,16 @@ fn parse_int(text: &str) -> Option<i64> {
 /// empty mapping. Duplicate keys are returned, not fatal (the last one wins).
 pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     let mut builder = Builder::default();
-    let mut parser = Parser::new_from_str(text);
+    let mut offsets = CharOffsets::new(text);
+    let mut input = text.as_bytes();
+    let mut parser = Parser::new();
+    parser.set_input_string(&mut input);
     let mut root = None;
-    while let Some(result) = parser.next_event() {
-        let (event, span) = result.map_err(|error| Error {
-            message: error.info().to_string(),
-            line: error.marker().line(),
-            column: error.marker().col() + 1,
-            path: String::new(),
-            located: true,
-        })?;
-        let line = span.start.line();
-        let column = span.start.col() + 1;
-        let range = span.start.index()..span.end.index();
+    loop {
+        let event = parser.parse().map_err(|error| syntax_error(&error, text))?;
+        let line = to_usize(event.start_mark.line) + 1;
+        let column = to_usize(event.start_mark.column) + 1;
+        let range = offsets.char_at(event.start_mark.index)..offsets.char_at(event.end_mark.index);
         let at = || Error {
             message: String::new(),
             line,
@@ -325,19 +322,21 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
             path: String::new(),
             located: true,
         };
-        match event {
-            Event::StreamStart | Event::Nothing | Event::DocumentStart(_) => {}
-            Event::DocumentEnd | Event::StreamEnd => {
+        let is_sequence = matches!(event.data, EventData::SequenceStart { .. });
+        match event.data {
+            EventData::StreamStart { .. } | EventData::DocumentStart { .. } => {}
+            EventData::StreamEnd => break,
+            EventData::DocumentEnd { .. } => {
                 if root.is_some() || !builder.stack.is_empty() {
                     break;
                 }
             }
-            Event::Alias(anchor) => {
+            EventData::Alias { anchor } => {
                 let node = builder
                     .anchors
                     .iter()
                     .rev()
-                    .find(|(id, _)| *id == anchor)
+                    .find(|(name, _)| *name == anchor)
                     .map(|(_, node)| node.clone());
                 let Some(mut node) = node else {
                     return Err(Error {
@@ -358,18 +357,15 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     root = Some(done);
                 }
             }
-            Event::Scalar(value, style, anchor, _tag) => {
+            EventData::Scalar {
+                value,
+                style,
+                anchor,
+                ..
+            } => {
                 let plain = style == ScalarStyle::Plain;
-                let node = Node::new(
-                    Value::Scalar {
-                        text: value.into_owned(),
-                        plain,
-                    },
-                    line,
-                    column,
-                    range,
-                );
-                if anchor > 0 {
+                let node = Node::new(Value::Scalar { text: value, plain }, line, column, range);
+                if let Some(anchor) = anchor {
                     builder.anchors.push((anchor, node.clone()));
                 }
                 builder.nodes += 1;
@@ -380,14 +376,14 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     root = Some(done);
                 }
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+            EventData::SequenceStart { anchor, .. } | EventData::MappingStart { anchor, .. } => {
                 if builder.stack.len() >= MAX_DEPTH {
                     return Err(Error {
                         message: format!("nesting deeper than {MAX_DEPTH} levels"),
                         ..at()
                     });
                 }
-                let value = if matches!(event, Event::SequenceStart(..)) {
+                let value = if is_sequence {
                     Value::Sequence(Vec::new())
                 } else {
                     Value::Mapping(Vec::new())
@@ -396,19 +392,19 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     node: Node::new(value, line, column, range),
                     anchor,
                     pending_key: None,
-                    keys: Default::default(),
+                    index: None,
                     merged: Default::default(),
                 });
             }
-            Event::SequenceEnd | Event::MappingEnd => {
+            EventData::SequenceEnd | EventData::MappingEnd => {
                 let open = builder
                     .stack
                     .pop()
                     .expect("the parser balances start and end events");
                 let mut node = open.node;
                 node.span.end = range.end;
-                if open.anchor > 0 {
-                    builder.anchors.push((open.anchor, node.clone()));
+                if let Some(anchor) = open.anchor {
+                    builder.anchors.push((anchor, node.clone()));
                 }
                 builder.nodes += 1;
                 if let Some(done) = builder
@@ -428,25 +424,116 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     Ok((root, builder.duplicates))
 }
 
+/// The parser's error as ours: `while scanning a quoted scalar, found
+/// unexpected end of stream` at the place the problem was found.
+fn syntax_error(error: &libyaml_safer::Error, text: &str) -> Error {
+    let message = match error.context() {
+        Some(context) => format!("{context}, {}", error.problem()),
+        None => error.problem().to_string(),
+    };
+    let (line, column) = match error.problem_mark() {
+        Some(mark) => (to_usize(mark.line) + 1, to_usize(mark.column) + 1),
+        // Reader errors carry no mark; the one a text can have is a
+        // character YAML does not allow, so point at the first such.
+        None => text
+            .lines()
+            .enumerate()
+            .find_map(|(index, line)| {
+                line.chars()
+                    .position(|c| !is_printable(c))
+                    .map(|column| (index + 1, column + 1))
+            })
+            .unwrap_or((1, 1)),
+    };
+    Error {
+        message,
+        line,
+        column,
+        path: String::new(),
+        located: true,
+    }
+}
+
+/// The characters YAML allows in a stream (`c-printable`); the parser
+/// refuses the rest.
+fn is_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// Turns the parser's byte offsets into the character offsets that spans are
+/// kept in. Offsets mostly move forward, so each lookup counts only the
+/// characters between the previous offset and this one.
+struct CharOffsets<'a> {
+    text: &'a [u8],
+    /// Bytes before the parser's offset 0 (a UTF-8 byte order mark, which the
+    /// parser skips and does not count).
+    skipped_bytes: usize,
+    /// All ASCII: a byte offset is a character offset.
+    ascii: bool,
+    byte: usize,
+    char: usize,
+}
+
+impl<'a> CharOffsets<'a> {
+    fn new(text: &'a str) -> CharOffsets<'a> {
+        let skipped_bytes = if text.starts_with('\u{feff}') { 3 } else { 0 };
+        CharOffsets {
+            text: text.as_bytes(),
+            skipped_bytes,
+            ascii: skipped_bytes == 0 && text.is_ascii(),
+            byte: 0,
+            char: 0,
+        }
+    }
+
+    fn char_at(&mut self, parser_offset: u64) -> usize {
+        let byte = to_usize(parser_offset)
+            .saturating_add(self.skipped_bytes)
+            .min(self.text.len());
+        if self.ascii {
+            return byte;
+        }
+        // Counting the bytes that start a character works on any range.
+        let starts = |bytes: &[u8]| bytes.iter().filter(|byte| (**byte as i8) >= -0x40).count();
+        if byte >= self.byte {
+            self.char += starts(&self.text[self.byte..byte]);
+        } else {
+            self.char -= starts(&self.text[byte..self.byte]);
+        }
+        self.byte = byte;
+        self.char
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchored nodes by name; a later anchor of the same name wins.
+    anchors: Vec<(String, Node)>,
     duplicates: Vec<DuplicateKey>,
     nodes: usize,
 }
 
 struct Open {
     node: Node,
-    anchor: usize,
+    anchor: Option<String>,
     /// For mappings: the key read, waiting for its value.
     pending_key: Option<Node>,
-    /// For mappings: the keys seen so far, to find duplicates without a
-    /// quadratic scan of large mappings (a 1,000-agent `agents:`).
-    keys: std::collections::HashSet<String>,
+    /// For mappings longer than [`INDEXED_KEYS`]: the keys seen so far, to
+    /// find duplicates without a quadratic scan of large mappings (a
+    /// 1,000-agent `agents:`). Shorter mappings are scanned.
+    index: Option<std::collections::HashSet<String>>,
     /// Keys that came from a `<<` merge: written again, they override quietly.
     merged: std::collections::HashSet<String>,
 }
+
+/// Past this many entries a mapping's keys are hashed; below it a scan of the
+/// entries is cheaper than hashing (an agent has a handful of fields).
+const INDEXED_KEYS: usize = 16;
 
 impl Builder {
     /// Counts the nodes an alias expands to, failing past the limit.
@@ -488,22 +575,29 @@ impl Builder {
                     open.pending_key = Some(node);
                 }
                 Some(key) => {
-                    let key_text = key.as_str().unwrap_or_default().to_string();
+                    let key_text = key.as_str().unwrap_or_default();
                     if key_text == "<<" && matches!(key.value, Value::Scalar { plain: true, .. }) {
                         for merged in merge(entries, &node)? {
-                            open.keys.insert(merged.clone());
+                            if let Some(index) = &mut open.index {
+                                index.insert(merged.clone());
+                            }
                             open.merged.insert(merged);
                         }
-                    } else if open.merged.remove(&key_text) {
-                        entries.retain(|(name, _)| name.as_str() != Some(&key_text));
+                    } else if !open.merged.is_empty() && open.merged.remove(key_text) {
+                        entries.retain(|(name, _)| name.as_str() != Some(key_text));
                         entries.push((key, node));
-                    } else if !open.keys.insert(key_text.clone()) {
+                    } else if match &open.index {
+                        Some(index) => index.contains(key_text),
+                        None => entries
+                            .iter()
+                            .any(|(name, _)| name.as_str() == Some(key_text)),
+                    } {
                         let position = entries
                             .iter()
-                            .position(|(name, _)| name.as_str() == Some(&key_text))
-                            .expect("a key in the index is in the entries");
+                            .position(|(name, _)| name.as_str() == Some(key_text))
+                            .expect("a key seen before is in the entries");
                         self.duplicates.push(DuplicateKey {
-                            key: key_text,
+                            key: key_text.to_string(),
                             line: key.line,
                             column: key.column,
                             first_line: entries[position].0.line,
@@ -511,7 +605,18 @@ impl Builder {
                         entries.remove(position);
                         entries.push((key, node));
                     } else {
+                        if let Some(index) = &mut open.index {
+                            index.insert(key_text.to_string());
+                        }
                         entries.push((key, node));
+                    }
+                    if open.index.is_none() && entries.len() > INDEXED_KEYS {
+                        open.index = Some(
+                            entries
+                                .iter()
+                                .filter_map(|(name, _)| name.as_str().map(str::to_string))
+                                .collect(),
+                        );
                     }
                 }
             },
@@ -949,6 +1054,29 @@ mod tests {
             parse("# only a comment\n").unwrap().0,
             Node::empty_mapping()
         );
+    }
+
+    #[test]
+    fn spans_count_characters_after_multibyte_text_and_a_byte_order_mark() {
+        for text in [
+            "a: \"\u{e9}\u{4e16}\"\nport: 7200\n",
+            "\u{feff}a: \"\u{e9}\u{4e16}\"\nport: 7200\n",
+        ] {
+            let (node, _) = parse(text).unwrap();
+            let span = &node.get("port").unwrap().span;
+            let chars: Vec<char> = text.chars().collect();
+            assert_eq!(
+                chars[span.clone()].iter().collect::<String>(),
+                "7200",
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused_at_their_line() {
+        let error = parse("a: 1\nb: \u{7}\n").unwrap_err();
+        assert_eq!((error.line, error.column), (2, 4), "{error:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! whom; the levels are how the order is shown and checked, never a barrier
 //! (an agent starts the moment its own dependencies are ready).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use petgraph::algo::tarjan_scc;
@@ -42,27 +42,28 @@ pub struct Plan {
     dependents: BTreeMap<String, Vec<String>>,
 }
 
-/// The dependency graph with one node per distinct agent name.
-struct Graph {
-    graph: DiGraph<String, ()>,
-    index: BTreeMap<String, NodeIndex>,
+/// The dependency graph with one node per distinct agent name (borrowed
+/// from the manifest: `check` builds it for every agent).
+struct Graph<'a> {
+    graph: DiGraph<&'a str, ()>,
+    index: HashMap<&'a str, NodeIndex>,
 }
 
-impl Graph {
+impl<'a> Graph<'a> {
     /// Edges go from an agent to each of its dependencies. Dependencies on
     /// undefined agents are left out (`check` reports them).
-    fn new(manifest: &Manifest) -> Graph {
+    fn new(manifest: &'a Manifest) -> Graph<'a> {
         let mut graph = DiGraph::new();
-        let mut index = BTreeMap::new();
+        let mut index = HashMap::with_capacity(manifest.agents.len());
         for agent in &manifest.agents {
             index
-                .entry(agent.name.clone())
-                .or_insert_with(|| graph.add_node(agent.name.clone()));
+                .entry(agent.name.as_str())
+                .or_insert_with(|| graph.add_node(agent.name.as_str()));
         }
         for agent in &manifest.agents {
-            let from = index[&agent.name];
+            let from = index[agent.name.as_str()];
             for dependency in &agent.dependencies {
-                if let Some(&to) = index.get(&dependency.name) {
+                if let Some(&to) = index.get(dependency.name.as_str()) {
                     if graph.find_edge(from, to).is_none() {
                         graph.add_edge(from, to, ());
                     }
@@ -97,7 +98,7 @@ impl Graph {
             .min_by_key(|node| &self.graph[**node])
             .expect("a component is never empty");
         if component.len() == 1 {
-            return vec![self.graph[start].clone()];
+            return vec![self.graph[start].to_string()];
         }
         // Breadth-first search for the shortest way back to `start`.
         let mut previous: BTreeMap<NodeIndex, NodeIndex> = BTreeMap::new();
@@ -124,10 +125,10 @@ impl Graph {
         let mut path = Vec::new();
         let mut node = last.expect("a strongly connected component leads back to its start");
         while node != start {
-            path.push(self.graph[node].clone());
+            path.push(self.graph[node].to_string());
             node = previous[&node];
         }
-        path.push(self.graph[start].clone());
+        path.push(self.graph[start].to_string());
         path.reverse();
         path
     }
@@ -149,12 +150,12 @@ impl Plan {
         let mut dependencies: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for name in graph.index.keys() {
-            dependencies.entry(name.clone()).or_default();
-            dependents.entry(name.clone()).or_default();
+            dependencies.entry(name.to_string()).or_default();
+            dependents.entry(name.to_string()).or_default();
         }
         for edge in graph.graph.raw_edges() {
-            let from = graph.graph[edge.source()].clone();
-            let to = graph.graph[edge.target()].clone();
+            let from = graph.graph[edge.source()].to_string();
+            let to = graph.graph[edge.target()].to_string();
             dependents
                 .get_mut(&to)
                 .expect("every node has an entry")
