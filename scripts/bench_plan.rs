@@ -76,10 +76,7 @@ fn main() {
 
     let events = median(runs, || {
         let mut count = 0usize;
-        let mut input = black_box(text.as_bytes());
-        let mut parser = libyaml_safer::Parser::new();
-        parser.set_input_string(&mut input);
-        for event in parser {
+        for event in saphyr_parser::Parser::new_from_str(black_box(&text)) {
             black_box(event.expect("valid YAML"));
             count += 1;
         }

