@@ -175,10 +175,12 @@ class Link:
             # The first heartbeat goes out at once.
             next_heartbeat = time.monotonic()
             while True:
-                now = time.monotonic()
-                if now >= next_heartbeat:
+                if time.monotonic() >= next_heartbeat:
                     self._heartbeat()
-                    next_heartbeat = now + until_next_beat(self._interval, time.time())
+                    # Both clocks read together, after the send (an older
+                    # monotonic reading makes a second heartbeat follow at once).
+                    now, wall = time.monotonic(), time.time()
+                    next_heartbeat = now + until_next_beat(self._interval, wall)
                 wait_ms = max(1, int((next_heartbeat - time.monotonic()) * 1000))
                 try:
                     events = dict(poller.poll(wait_ms))

@@ -267,11 +267,13 @@ impl AgentLink {
         // watching at spawn time sees one immediately.
         let mut next_heartbeat = Instant::now();
         loop {
-            let now = Instant::now();
-            if now >= next_heartbeat {
+            if Instant::now() >= next_heartbeat {
                 self.heartbeat();
-                next_heartbeat =
-                    now + until_next_beat(self.settings.heartbeat_interval, unix_time());
+                // Both clocks read together, after the send: with an older
+                // monotonic reading the wake-up would land just before the
+                // wall-clock tick and a second heartbeat follow at once.
+                let (now, wall) = (Instant::now(), unix_time());
+                next_heartbeat = now + until_next_beat(self.settings.heartbeat_interval, wall);
             }
             let wait = next_heartbeat.saturating_duration_since(Instant::now());
             let (dealer_readable, wake_readable) = {

@@ -357,6 +357,8 @@ pub struct AgentEndpoint {
     counters: Arc<Counters>,
     /// Set when a Stop was applied in the middle of a batch.
     stopping: bool,
+    /// Heartbeat events of the current round, not yet sent.
+    heartbeats: Vec<EndpointEvent>,
 }
 
 impl AgentEndpoint {
@@ -412,6 +414,7 @@ impl AgentEndpoint {
             wake_receiver,
             counters,
             stopping: false,
+            heartbeats: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("agent-endpoint".into())
@@ -466,6 +469,7 @@ impl AgentEndpoint {
                         }
                     }
                 }
+                self.flush_heartbeats();
                 // Heartbeats come in bursts (the SDKs beat on the same
                 // wall-clock tick): after a round of nothing but heartbeats,
                 // let the rest of the burst gather before the next wake-up.
@@ -546,6 +550,10 @@ impl AgentEndpoint {
                 return;
             }
         };
+        if !matches!(message.kind, MessageKind::Heartbeat) {
+            // Whatever this message emits comes after the heartbeats before it.
+            self.flush_heartbeats();
+        }
         if !self.tokens.contains_key(&message.agent) {
             // A registration may have been queued while this batch was being
             // read (the agent was started right after it): apply it first.
@@ -587,9 +595,9 @@ impl AgentEndpoint {
                     payload: message.payload,
                     received_at: Instant::now(),
                 };
-                if self.events.try_send(event).is_err() {
-                    bump(&self.counters.events_dropped);
-                }
+                // Sent together at the end of the round (or before the next
+                // other event): one wake-up of the consumer for a burst.
+                self.heartbeats.push(event);
                 if message.ack {
                     self.send(&identity, delimited, &Reply::new(ReplyKind::Ack, seq));
                 }
@@ -691,7 +699,17 @@ impl AgentEndpoint {
         }
     }
 
-    fn emit_rejection(&self, agent: Option<String>, reason: RejectReason) {
+    /// Sends the heartbeats gathered so far, in order.
+    fn flush_heartbeats(&mut self) {
+        for event in self.heartbeats.drain(..) {
+            if self.events.try_send(event).is_err() {
+                bump(&self.counters.events_dropped);
+            }
+        }
+    }
+
+    fn emit_rejection(&mut self, agent: Option<String>, reason: RejectReason) {
+        self.flush_heartbeats();
         if self
             .events
             .try_send(EndpointEvent::Rejected { agent, reason })
