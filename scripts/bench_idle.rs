@@ -5,6 +5,11 @@
 //!
 //! Run: `cargo bench --bench idle` (release). Target: under 1 % of one core
 //! and under 30 MB RSS for 500 agents. `IDLE_SECONDS` shortens the window.
+//!
+//! `sample/100` is the mean over 20 samples, as the supervisor takes them:
+//! most read memory only, every 5th also CPU, every 10th also walks `/proc`
+//! for new descendants (a pass whose cost does not grow with the agents, so
+//! with one agent it dominates the per-100 figure).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

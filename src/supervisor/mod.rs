@@ -558,7 +558,8 @@ impl<S: Spawner> Supervisor<S> {
 /// Every `interval`, samples the process tree of every agent that has a pid
 /// (read from the published status) in `spawn_blocking`, and sends the
 /// figures to the supervisor; when the number of agents changed, and every
-/// [`TRIM_EVERY`] samples, it also gives freed memory back. Ends with the token or the supervisor.
+/// [`TRIM_EVERY`] samples, it also gives freed memory back. Ends with the
+/// token or the supervisor.
 async fn sample_resources(
     interval: Duration,
     status: watch::Receiver<StatusSnapshot>,
