@@ -116,9 +116,16 @@ class Up:
                 found.append(record)
         return found
 
-    def first(self, kind: str, name: str) -> Record:
-        records = self.records(kind, name)
-        assert records, f"no `{kind}` record for {name}: {self.records()}\n{self.output}"
+    def first(self, kind: str, name: str, timeout: float = 5.0) -> Record:
+        """The first `kind` record of `name`, waiting up to `timeout` seconds
+        for it: an agent writes its record after the supervisor has seen the
+        event (e.g. `ready` once READY is acknowledged), so it can trail the
+        supervisor's output by a moment."""
+        deadline = time.monotonic() + timeout
+        while not (records := self.records(kind, name)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no `{kind}` record for {name}: {self.records()}\n{self.output}")
+            time.sleep(0.02)
         return records[0]
 
     def wait_for_output(self, text: str, timeout: float) -> None:
