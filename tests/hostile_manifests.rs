@@ -78,7 +78,7 @@ fn billion_laughs() {
         let previous = format!("*a{}", level - 1);
         text.push_str(&format!(
             "a{level}: &a{level} [{}]\n",
-            vec![previous.as_str(); 10].join(", ")
+            [previous.as_str(); 10].join(", ")
         ));
     }
     assert_read_error(&text, "alias bomb", None);

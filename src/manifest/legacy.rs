@@ -333,11 +333,12 @@ impl Legacy {
     /// `--port <port>` (MainPC launcher), then `params` as `--k v` flags, then `args`.
     fn arguments(&self, entry: &Node, params: Option<&Node>, args: Option<&Node>) -> Option<Node> {
         let mut items: Vec<Node> = Vec::new();
-        if self.pass_port && entry.get("script_path").is_some() {
-            if let Some(port) = entry.get("port") {
-                items.push(Node::scalar_at("--port", port));
-                items.push(port.clone());
-            }
+        if self.pass_port
+            && entry.get("script_path").is_some()
+            && let Some(port) = entry.get("port")
+        {
+            items.push(Node::scalar_at("--port", port));
+            items.push(port.clone());
         }
         if let Some(params) = params.and_then(Node::as_mapping) {
             for (key, value) in params {

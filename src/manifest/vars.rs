@@ -46,18 +46,17 @@ impl Variables {
         }
         // Where this `supervisor` binary lives: the example agents that cargo
         // builds beside it can be named `${SUPERVISOR_BIN_DIR}/agent-...`.
-        if !values.contains_key("SUPERVISOR_BIN_DIR") {
-            if let Some(dir) = std::env::current_exe()
+        if !values.contains_key("SUPERVISOR_BIN_DIR")
+            && let Some(dir) = std::env::current_exe()
                 .ok()
                 .and_then(|exe| exe.parent().map(|dir| dir.display().to_string()))
-            {
-                values.insert("SUPERVISOR_BIN_DIR".into(), dir);
-            }
+        {
+            values.insert("SUPERVISOR_BIN_DIR".into(), dir);
         }
-        if !values.contains_key("PWD") {
-            if let Ok(dir) = std::env::current_dir() {
-                values.insert("PWD".into(), dir.display().to_string());
-            }
+        if !values.contains_key("PWD")
+            && let Ok(dir) = std::env::current_dir()
+        {
+            values.insert("PWD".into(), dir.display().to_string());
         }
         Ok(Variables { values })
     }

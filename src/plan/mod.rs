@@ -63,10 +63,10 @@ impl<'a> Graph<'a> {
         for agent in &manifest.agents {
             let from = index[agent.name.as_str()];
             for dependency in &agent.dependencies {
-                if let Some(&to) = index.get(dependency.name.as_str()) {
-                    if graph.find_edge(from, to).is_none() {
-                        graph.add_edge(from, to, ());
-                    }
+                if let Some(&to) = index.get(dependency.name.as_str())
+                    && graph.find_edge(from, to).is_none()
+                {
+                    graph.add_edge(from, to, ());
                 }
             }
         }
@@ -116,8 +116,8 @@ impl<'a> Graph<'a> {
                     last = Some(node);
                     break 'search;
                 }
-                if !previous.contains_key(&next) {
-                    previous.insert(next, node);
+                if let std::collections::btree_map::Entry::Vacant(entry) = previous.entry(next) {
+                    entry.insert(node);
                     queue.push_back(next);
                 }
             }

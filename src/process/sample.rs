@@ -96,8 +96,8 @@ impl TreeSampler {
     /// interval), so a new tree starts at 0 %.
     pub fn sample(&mut self, roots: &[u32]) -> Vec<ResourceSample> {
         let now = Instant::now();
-        let cpu_due = self.samples % CPU_EVERY == 0;
-        let rescan = self.samples % RESCAN_EVERY == 0;
+        let cpu_due = self.samples.is_multiple_of(CPU_EVERY);
+        let rescan = self.samples.is_multiple_of(RESCAN_EVERY);
         self.samples += 1;
         let new_roots: HashSet<u32> = roots
             .iter()

@@ -588,7 +588,7 @@ async fn sample_resources(
         // Agents starting or stopping free memory in bursts: trim after
         // those, and now and then anyway.
         sampled += 1;
-        let trim = sampled % TRIM_EVERY == 0 || pids.len() != last_count;
+        let trim = sampled.is_multiple_of(TRIM_EVERY) || pids.len() != last_count;
         last_count = pids.len();
         let Ok((back, samples)) = tokio::task::spawn_blocking(move || {
             let samples = owned.sample(&pids);
