@@ -200,6 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .unwrap_or_else(|| "0".into()),
         sample_interval: Some(Duration::from_secs(2)),
     };
+    crate::supervisor::tune_allocator();
     // One worker: the loop owns all agent state and every blocking job
     // (fork/exec, ZeroMQ, /proc) has its own thread, so a second worker
     // would mostly add wake-ups handing tasks between the two.
