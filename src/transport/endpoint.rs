@@ -457,6 +457,9 @@ impl AgentEndpoint {
                 let received = self.counters.received.load(Ordering::Relaxed);
                 let heartbeats = self.counters.heartbeats.load(Ordering::Relaxed);
                 for _ in 0..BATCH {
+                    // A command queued before a message was sent (unregister,
+                    // then the agent's next message) applies before it.
+                    self.stopping |= !self.drain_commands();
                     if self.stopping {
                         break;
                     }
