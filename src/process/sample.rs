@@ -156,26 +156,12 @@ impl TreeSampler {
                 .flatten(),
             ticks: None,
         });
-        let text = |file: Option<&File>, name: &str| -> Option<String> {
-            match file {
-                Some(file) => {
-                    let mut buffer = [0u8; 2048];
-                    let count = file.read_at(&mut buffer, 0).ok()?;
-                    String::from_utf8(buffer[..count].to_vec()).ok()
-                }
-                None => std::fs::read_to_string(proc_path(pid, name)).ok(),
-            }
-        };
         let files = tracked.files.as_ref();
         let reading = if cpu {
-            text(files.map(|files| &files.0), "stat")
-                .as_deref()
-                .and_then(parse_stat)
+            read_proc(files.map(|files| &files.0), pid, "stat", parse_stat)
                 .map(|stat| (Some(stat.ticks), stat.rss_pages))
         } else {
-            text(files.map(|files| &files.1), "statm")
-                .as_deref()
-                .and_then(parse_statm)
+            read_proc(files.map(|files| &files.1), pid, "statm", parse_statm)
                 .map(|rss_pages| (None, rss_pages))
         };
         let Some((ticks, rss_pages)) = reading else {
@@ -207,6 +193,24 @@ struct Reading {
 struct Stat {
     ticks: u64,
     rss_pages: u64,
+}
+
+/// Parses `/proc/<pid>/<name>`, read again from its open `file` into a
+/// stack buffer (no allocation), or by path when it is not kept open.
+fn read_proc<T>(
+    file: Option<&File>,
+    pid: u32,
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<T> {
+    match file {
+        Some(file) => {
+            let mut buffer = [0u8; 2048];
+            let count = file.read_at(&mut buffer, 0).ok()?;
+            parse(std::str::from_utf8(&buffer[..count]).ok()?)
+        }
+        None => parse(&std::fs::read_to_string(proc_path(pid, name)).ok()?),
+    }
 }
 
 fn proc_path(pid: u32, file: &str) -> String {
