@@ -12,6 +12,8 @@ use std::ops::Range;
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
+mod fast;
+
 /// Deeper nesting than this is rejected (keeps recursion in the deserializer bounded).
 const MAX_DEPTH: usize = 64;
 /// Total nodes allowed after alias expansion (billion-laughs guard).
@@ -303,7 +305,20 @@ fn parse_int(text: &str) -> Option<i64> {
 
 /// Reads the first YAML document of `text`. An empty document reads as an
 /// empty mapping. Duplicate keys are returned, not fatal (the last one wins).
+///
+/// Text in the block style manifests are written in goes through
+/// [`fast::parse`]; anything it does not handle is read by `saphyr-parser`,
+/// which reads all of YAML. Both build the same tree.
 pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
+    match fast::parse(text) {
+        Some(parsed) => Ok(parsed),
+        None => parse_any(text),
+    }
+}
+
+/// [`parse`] by `saphyr-parser` alone, which reads any YAML (public so the
+/// benchmark can compare the two).
+pub fn parse_any(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     let mut root = None;
@@ -318,19 +333,20 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
         let line = span.start.line();
         let column = span.start.col() + 1;
         let range = span.start.index()..span.end.index();
-        let at = || Error {
-            message: String::new(),
+        let at = |message: String| Error {
+            message,
             line,
             column,
             path: String::new(),
             located: true,
         };
-        match event {
-            Event::StreamStart | Event::Nothing | Event::DocumentStart(_) => {}
+        let done = match event {
+            Event::StreamStart | Event::Nothing | Event::DocumentStart(_) => None,
             Event::DocumentEnd | Event::StreamEnd => {
                 if root.is_some() || !builder.stack.is_empty() {
                     break;
                 }
+                None
             }
             Event::Alias(anchor) => {
                 let node = builder
@@ -340,92 +356,43 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
                     .find(|(id, _)| *id == anchor)
                     .map(|(_, node)| node.clone());
                 let Some(mut node) = node else {
-                    return Err(Error {
-                        message: "alias to an unknown anchor".into(),
-                        ..at()
-                    });
+                    return Err(at("alias to an unknown anchor".into()));
                 };
-                builder
-                    .count(&node)
-                    .map_err(|message| Error { message, ..at() })?;
+                builder.count(&node).map_err(at)?;
                 node.line = line;
                 node.column = column;
                 node.span = range;
-                if let Some(done) = builder
-                    .push(node)
-                    .map_err(|message| Error { message, ..at() })?
-                {
-                    root = Some(done);
-                }
+                builder.push(node).map_err(at)?
             }
-            Event::Scalar(value, style, anchor, _tag) => {
-                let plain = style == ScalarStyle::Plain;
-                let node = Node::new(
-                    Value::Scalar {
-                        text: value.into_owned(),
-                        plain,
-                    },
+            Event::Scalar(value, style, anchor, _tag) => builder
+                .scalar(
+                    value.into_owned(),
+                    style == ScalarStyle::Plain,
+                    anchor,
                     line,
                     column,
                     range,
-                );
-                if anchor > 0 {
-                    builder.anchors.push((anchor, node.clone()));
-                }
-                builder.nodes += 1;
-                if let Some(done) = builder
-                    .push(node)
-                    .map_err(|message| Error { message, ..at() })?
-                {
-                    root = Some(done);
-                }
+                )
+                .map_err(at)?,
+            Event::SequenceStart(anchor, _) => {
+                builder
+                    .open(Value::Sequence(Vec::new()), anchor, line, column, range)
+                    .map_err(at)?;
+                None
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                if builder.stack.len() >= MAX_DEPTH {
-                    return Err(Error {
-                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
-                        ..at()
-                    });
-                }
-                let value = if matches!(event, Event::SequenceStart(..)) {
-                    Value::Sequence(Vec::new())
-                } else {
-                    Value::Mapping(Vec::new())
-                };
-                builder.stack.push(Open {
-                    node: Node::new(value, line, column, range),
-                    anchor,
-                    pending_key: None,
-                    index: None,
-                    merged: Default::default(),
-                });
+            Event::MappingStart(anchor, _) => {
+                builder
+                    .open(Value::Mapping(Vec::new()), anchor, line, column, range)
+                    .map_err(at)?;
+                None
             }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let open = builder
-                    .stack
-                    .pop()
-                    .expect("the parser balances start and end events");
-                let mut node = open.node;
-                node.span.end = range.end;
-                if open.anchor > 0 {
-                    builder.anchors.push((open.anchor, node.clone()));
-                }
-                builder.nodes += 1;
-                if let Some(done) = builder
-                    .push(node)
-                    .map_err(|message| Error { message, ..at() })?
-                {
-                    root = Some(done);
-                }
-            }
+            Event::SequenceEnd | Event::MappingEnd => builder.close(range.end).map_err(at)?,
+        };
+        if done.is_some() {
+            root = done;
         }
     }
-    let root = match root {
-        Some(node) if node.is_null() => Node::empty_mapping(),
-        Some(node) => node,
-        None => Node::empty_mapping(),
-    };
-    Ok((root, builder.duplicates))
+    Ok(builder.finish(root))
 }
 
 #[derive(Default)]
@@ -454,6 +421,72 @@ struct Open {
 const INDEXED_KEYS: usize = 16;
 
 impl Builder {
+    /// Starts a sequence or mapping (`value` is the empty collection).
+    fn open(
+        &mut self,
+        value: Value,
+        anchor: usize,
+        line: usize,
+        column: usize,
+        span: Range<usize>,
+    ) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+        }
+        self.stack.push(Open {
+            node: Node::new(value, line, column, span),
+            anchor,
+            pending_key: None,
+            index: None,
+            merged: Default::default(),
+        });
+        Ok(())
+    }
+
+    /// Ends the innermost sequence or mapping at `end`; returns it if it is
+    /// the document root.
+    fn close(&mut self, end: usize) -> Result<Option<Node>, String> {
+        let open = self
+            .stack
+            .pop()
+            .expect("start and end of collections are balanced");
+        let mut node = open.node;
+        node.span.end = end;
+        if open.anchor > 0 {
+            self.anchors.push((open.anchor, node.clone()));
+        }
+        self.nodes += 1;
+        self.push(node)
+    }
+
+    /// Adds a scalar; returns it if it is the document root.
+    fn scalar(
+        &mut self,
+        text: String,
+        plain: bool,
+        anchor: usize,
+        line: usize,
+        column: usize,
+        span: Range<usize>,
+    ) -> Result<Option<Node>, String> {
+        let node = Node::new(Value::Scalar { text, plain }, line, column, span);
+        if anchor > 0 {
+            self.anchors.push((anchor, node.clone()));
+        }
+        self.nodes += 1;
+        self.push(node)
+    }
+
+    /// The document's tree (a null or missing root reads as an empty mapping)
+    /// and the duplicate keys found.
+    fn finish(self, root: Option<Node>) -> (Node, Vec<DuplicateKey>) {
+        let root = match root {
+            Some(node) if !node.is_null() => node,
+            _ => Node::empty_mapping(),
+        };
+        (root, self.duplicates)
+    }
+
     /// Counts the nodes an alias expands to, failing past the limit.
     fn count(&mut self, node: &Node) -> Result<(), String> {
         fn size(node: &Node) -> usize {
