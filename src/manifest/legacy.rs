@@ -114,7 +114,7 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
             ignored: Vec::new(),
         };
     };
-    let root = legacy.into_native(&root);
+    let root = legacy.native_root(&root);
     Converted {
         format: format.into(),
         root,
@@ -372,7 +372,7 @@ impl Legacy {
     }
 
     /// `{defaults: {env}, agents: [...]}` from the legacy root.
-    fn into_native(&mut self, root: &Node) -> Node {
+    fn native_root(&mut self, root: &Node) -> Node {
         let mut env: Vec<(Node, Node)> = Vec::new();
         let environments = [
             root.get("global_settings")

@@ -36,7 +36,7 @@ pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, Mani
         let text = match read_file(&config.path) {
             Ok(text) => text,
             Err(problem) => {
-                errors.push(problem);
+                errors.push(*problem);
                 continue;
             }
         };
@@ -81,11 +81,11 @@ fn variables(options: &LoadOptions) -> Result<Variables, ManifestError> {
     })
 }
 
-fn read_file(path: &Path) -> Result<String, Problem> {
+fn read_file(path: &Path) -> Result<String, Box<Problem>> {
     let fail = |message: String| {
         let mut problem = Problem::error(ProblemKind::Syntax, message);
         problem.file = Some(path.display().to_string());
-        problem
+        Box::new(problem)
     };
     let metadata = std::fs::metadata(path)
         .map_err(|error| fail(format!("cannot read the manifest: {error}")))?;

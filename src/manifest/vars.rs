@@ -173,7 +173,7 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
             }
             match (variables.get(name), default) {
                 // `:-` also replaces an empty value, as in the shell.
-                (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
+                (Some(""), Some(default)) => out.push_str(default),
                 (Some(value), _) => out.push_str(value),
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => {
