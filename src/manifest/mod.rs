@@ -1,4 +1,5 @@
-//! Manifests: YAML text -> [`yaml::Node`] tree (with line numbers) ->
+//! Manifests: YAML text -> [`yaml::Node`] tree (with line numbers; block
+//! style read by a fast reader, anything else by `saphyr-parser`) ->
 //! variables expanded -> legacy formats rewritten to the native shape ->
 //! [`raw::RawManifest`] (serde, unknown fields rejected) -> [`validate`] ->
 //! [`Manifest`].

@@ -8,8 +8,8 @@
 //! (`[a, "b"]`, `{k: v}`), plain and quoted scalars on one line, comments
 //! and blank lines. On anything else (anchors, aliases, tags, block scalars
 //! `|` and `>`, a scalar or flow collection over several lines, quoted or
-//! `?` keys, `---` and directives, tabs, control characters, non-ASCII text,
-//! and every syntax error) it gives up, and the caller reads the text again
+//! `?` keys, `---` and directives, tabs, `\r`, control characters, non-ASCII
+//! text outside comments, and every syntax error) it gives up, and the caller reads the text again
 //! with `saphyr-parser`, which also words every error. The tests below check,
 //! on every corpus manifest and on generated text, that whatever it accepts
 //! reads exactly as `saphyr-parser` reads it.
@@ -23,19 +23,22 @@ type Step<T = ()> = Result<T, GiveUp>;
 
 /// Reads `text` if it is in the subset described in the module docs.
 pub(super) fn parse(text: &str) -> Option<(Node, Vec<DuplicateKey>)> {
-    // Printable ASCII and newlines only: a byte is a character (spans count
-    // characters) and nothing needs decoding.
+    // Printable ASCII and newlines; other characters only in comments, where
+    // the reader counts them (spans count characters, not bytes).
     if !text
         .bytes()
-        .all(|byte| byte == b'\n' || (b' '..=b'~').contains(&byte))
+        .all(|byte| byte == b'\n' || (b' '..=b'~').contains(&byte) || byte >= 0x80)
     {
         return None;
     }
     let mut reader = Reader {
+        source: text,
         text: text.as_bytes(),
+        extra_bytes: 0,
         pos: 0,
         line: 1,
         line_start: 0,
+        line_start_index: 0,
         builder: Builder::default(),
         root: None,
     };
@@ -53,11 +56,16 @@ struct Mark {
 }
 
 struct Reader<'t> {
+    source: &'t str,
     text: &'t [u8],
+    /// Bytes before `pos` beyond one per character (of non-ASCII characters
+    /// in comments): a byte index minus this is a character index.
+    extra_bytes: usize,
     pos: usize,
-    /// The line of `pos` (1-based) and where it starts.
+    /// The line of `pos` (1-based) and where it starts (byte and character index).
     line: usize,
     line_start: usize,
+    line_start_index: usize,
     builder: Builder,
     root: Option<Node>,
 }
@@ -73,10 +81,11 @@ impl Reader<'_> {
     }
 
     fn mark(&self) -> Mark {
+        let index = self.pos - self.extra_bytes;
         Mark {
             line: self.line,
-            column: self.pos - self.line_start,
-            index: self.pos,
+            column: index - self.line_start_index,
+            index,
         }
     }
 
@@ -102,10 +111,32 @@ impl Reader<'_> {
         if !self.at_line_end() {
             return Err(GiveUp);
         }
-        while !matches!(self.peek(), b'\n' | 0) {
-            self.pos += 1;
-        }
+        let end = self.comment_end(self.pos)?;
+        self.extra_bytes += end.1;
+        self.pos = end.0;
         Ok(())
+    }
+
+    /// The end of the line (its newline or the end of the text) from `from`
+    /// inside a comment, and how many bytes beyond one per character the
+    /// comment's non-ASCII characters take. Gives up on characters that
+    /// some YAML readers take as line breaks or a byte order mark.
+    fn comment_end(&self, from: usize) -> Step<(usize, usize)> {
+        let mut at = from;
+        let mut extra = 0;
+        while !matches!(self.byte(at), b'\n' | 0) {
+            if self.byte(at) < 0x80 {
+                at += 1;
+                continue;
+            }
+            let character = self.source[at..].chars().next().ok_or(GiveUp)?;
+            if matches!(character, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}') {
+                return Err(GiveUp);
+            }
+            at += character.len_utf8();
+            extra += character.len_utf8() - 1;
+        }
+        Ok((at, extra))
     }
 
     /// From the end of a line to the start of the next.
@@ -114,6 +145,7 @@ impl Reader<'_> {
             self.pos += 1;
             self.line += 1;
             self.line_start = self.pos;
+            self.line_start_index = self.pos - self.extra_bytes;
         }
     }
 
@@ -170,7 +202,14 @@ impl Reader<'_> {
         let column = start - self.line_start + 1;
         let done = self
             .builder
-            .scalar(text, plain, 0, self.line, column, start..end)
+            .scalar(
+                text,
+                plain,
+                0,
+                self.line,
+                column,
+                start - self.extra_bytes..end - self.extra_bytes,
+            )
             .map_err(|_| GiveUp)?;
         self.found(done);
         Ok(())
@@ -236,6 +275,7 @@ impl Reader<'_> {
                 b':' if matches!(self.byte(at + 1), b' ' | b'\n' | 0) => break,
                 b'#' if self.byte(at - 1) == b' ' => return Err(GiveUp),
                 b'\n' | 0 => return Err(GiveUp),
+                byte if byte >= 0x80 => return Err(GiveUp),
                 _ => at += 1,
             }
         }
@@ -353,6 +393,7 @@ impl Reader<'_> {
                 b':' if matches!(self.byte(at + 1), b' ' | b'\n' | 0) => return true,
                 b'#' if self.byte(at - 1) == b' ' => return false,
                 b'\n' | 0 => return false,
+                byte if byte >= 0x80 => return false,
                 _ => at += 1,
             }
         }
@@ -393,6 +434,7 @@ impl Reader<'_> {
                 }
                 b',' | b']' | b'}' if flow => break,
                 b'[' | b'{' if flow => return Err(GiveUp),
+                byte if byte >= 0x80 => return Err(GiveUp),
                 _ => at += 1,
             }
         }
@@ -431,6 +473,7 @@ impl Reader<'_> {
                     from = at;
                 }
                 b'\n' | 0 => return Err(GiveUp),
+                byte if byte >= 0x80 => return Err(GiveUp),
                 _ => at += 1,
             }
         }
@@ -454,6 +497,7 @@ impl Reader<'_> {
                 }
                 b'\'' => break,
                 b'\n' | 0 => return Err(GiveUp),
+                byte if byte >= 0x80 => return Err(GiveUp),
                 _ => at += 1,
             }
         }
@@ -471,9 +515,8 @@ impl Reader<'_> {
             end += 1;
         }
         if self.byte(end) == b'#' && end > self.pos {
-            while !matches!(self.byte(end), b'\n' | 0) {
-                end += 1;
-            }
+            let (line_end, extra) = self.comment_end(end)?;
+            end = line_end - extra;
         }
         self.scalar(start, end, text, false)
     }
@@ -547,7 +590,7 @@ impl Reader<'_> {
             while !(self.byte(at) == b':' && self.byte(at + 1) == b' ') {
                 if matches!(
                     self.byte(at),
-                    b',' | b'[' | b']' | b'{' | b'}' | b'#' | b'\n' | 0
+                    b',' | b'[' | b']' | b'{' | b'}' | b'#' | b'\n' | 0 | 0x80..
                 ) {
                     return Err(GiveUp);
                 }
@@ -565,7 +608,7 @@ impl Reader<'_> {
     }
 
     fn str(&self, start: usize, end: usize) -> &str {
-        std::str::from_utf8(&self.text[start..end]).expect("the text is ASCII")
+        std::str::from_utf8(&self.text[start..end]).expect("scalars are ASCII")
     }
 
     fn slice(&self, start: usize, end: usize) -> String {
@@ -693,6 +736,7 @@ mod tests {
             "a:\n  - - x\n",
             "a: b\n    # indented comment\nc: d\n",
             "key   : value\n",
+            "# ✅ done “x”\na: 1 # ⊗ note\nb:\n  - # ❌\n  - \"q\"  # ■ after\n  - 'r' # □\nc: [x] # ✅\n",
         ];
         let accepted_count = texts.iter().filter(|text| accepted(text)).count();
         // All but the nested compact sequence (`- - x`) are in the subset.
@@ -725,6 +769,10 @@ mod tests {
             "a: {b}\n",
             "a: \"\\x41\"\n",
             "a: 1\n b: 2\n",
+            "a: x✅\n",
+            "✅: 1\n",
+            "a: [\"✅\"]\n",
+            "a: 1 # \u{2028} line separator\n",
         ] {
             assert!(parse(text).is_none(), "the fast reader took:\n{text}");
             // The full parser still decides: it reads or rejects each of them.
@@ -832,7 +880,7 @@ mod tests {
         "http://h:1/p",
         "\"\"",
     ];
-    const ODD: [&str; 18] = [
+    const ODD: [&str; 19] = [
         "a: b",
         "[a,",
         "{a}",
@@ -851,6 +899,7 @@ mod tests {
         "!t x",
         "\"\\x41\"",
         "'a",
+        "é",
     ];
 
     fn generate_mapping(
@@ -861,8 +910,10 @@ mod tests {
     ) {
         for index in 0..1 + random(4) {
             let pad = " ".repeat(indent);
-            if random(8) == 0 {
-                lines.push(format!("{pad}# comment"));
+            match random(16) {
+                0 => lines.push(format!("{pad}# comment")),
+                1 => lines.push(format!("{pad}# ✅ “done”")),
+                _ => {}
             }
             if random(10) == 0 {
                 lines.push(String::new());
@@ -917,7 +968,8 @@ mod tests {
         match random(4) {
             0 => format!(" {line}"),
             1 => line.strip_prefix(' ').unwrap_or(line).to_string(),
-            2 => format!("{line}   # note"),
+            2 if random(2) == 0 => format!("{line}   # note"),
+            2 => format!("{line} # ⊗ “note”"),
             _ => match line.rfind(": ") {
                 Some(at) => format!("{}: {}", &line[..at], ODD[random(ODD.len())]),
                 None => format!("{line} {}", ODD[random(ODD.len())]),
