@@ -4,10 +4,10 @@
 //! same [`Builder`].
 //!
 //! It reads block mappings and sequences (`- key: value` items, and a
-//! sequence written at its key's indentation), flow collections on one line
-//! (`[a, "b"]`, `{k: v}`), plain and quoted scalars on one line, comments
-//! and blank lines. On anything else (anchors, aliases, tags, block scalars
-//! `|` and `>`, a scalar or flow collection over several lines, quoted or
+//! sequence written at its key's indentation), flow collections (`[a, "b"]`,
+//! `{k: v}`, also over several lines), plain and quoted scalars on one line,
+//! comments and blank lines. On anything else (anchors, aliases, tags, block scalars
+//! `|` and `>`, a scalar over several lines, quoted or
 //! `?` keys, `---` and directives, tabs, `\r`, control characters, non-ASCII
 //! text outside comments, and every syntax error) it gives up, and the caller reads the text again
 //! with `saphyr-parser`, which also words every error. The tests below check,
@@ -295,7 +295,7 @@ impl Reader<'_> {
     fn mapping_value(&mut self, indent: usize, colon: Mark) -> Step<Option<usize>> {
         self.skip_spaces();
         if !self.at_line_end() {
-            self.inline_value()?;
+            self.inline_value(indent)?;
             self.end_of_line()?;
             self.next_line();
             return self.content_line();
@@ -353,7 +353,7 @@ impl Reader<'_> {
                     let column = self.pos - self.line_start;
                     self.block_mapping(column)?
                 } else {
-                    self.inline_value()?;
+                    self.inline_value(indent)?;
                     self.end_of_line()?;
                     self.next_line();
                     self.content_line()?
@@ -399,11 +399,12 @@ impl Reader<'_> {
         }
     }
 
-    /// A value written on one line in block context, at `pos`.
-    fn inline_value(&mut self) -> Step {
+    /// A value that starts on the line of its key or `-` (in block context,
+    /// at `pos`; `indent` is the column of that key or `-`).
+    fn inline_value(&mut self, indent: usize) -> Step {
         match self.peek() {
-            b'[' => self.flow_sequence(),
-            b'{' => self.flow_mapping(),
+            b'[' => self.flow_sequence(indent),
+            b'{' => self.flow_mapping(indent),
             b'"' => self.double_quoted(),
             b'\'' => self.single_quoted(),
             _ => self.plain(false),
@@ -420,18 +421,8 @@ impl Reader<'_> {
         loop {
             match self.byte(at) {
                 b':' if ends_plain(self.byte(at + 1), flow) => return Err(GiveUp),
-                b'#' if self.byte(at - 1) == b' ' => {
-                    if flow {
-                        return Err(GiveUp);
-                    }
-                    break;
-                }
-                b'\n' | 0 => {
-                    if flow {
-                        return Err(GiveUp);
-                    }
-                    break;
-                }
+                b'#' if self.byte(at - 1) == b' ' => break,
+                b'\n' | 0 => break,
                 b',' | b']' | b'}' if flow => break,
                 b'[' | b'{' if flow => return Err(GiveUp),
                 byte if byte >= 0x80 => return Err(GiveUp),
@@ -522,10 +513,10 @@ impl Reader<'_> {
     }
 
     /// A value inside a flow collection.
-    fn flow_node(&mut self) -> Step {
+    fn flow_node(&mut self, indent: usize) -> Step {
         match self.peek() {
-            b'[' => self.flow_sequence(),
-            b'{' => self.flow_mapping(),
+            b'[' => self.flow_sequence(indent),
+            b'{' => self.flow_mapping(indent),
             b'"' => self.double_quoted(),
             b'\'' => self.single_quoted(),
             _ => self.plain(true),
@@ -534,18 +525,20 @@ impl Reader<'_> {
 
     /// After an entry of a flow collection: `,` and the next entry, or the
     /// closing bracket. Returns true at the end.
-    fn flow_separator(&mut self, close: u8) -> Step<bool> {
-        self.skip_spaces();
-        match self.peek() {
-            b',' => {
-                self.pos += 1;
-                self.skip_spaces();
-                // A trailing comma, or an empty entry.
-                if matches!(self.peek(), b',' | b']' | b'}') {
-                    return Err(GiveUp);
-                }
-                Ok(false)
+    fn flow_separator(&mut self, close: u8, indent: usize) -> Step<bool> {
+        self.flow_space(indent)?;
+        if self.peek() == b',' {
+            self.pos += 1;
+            self.flow_space(indent)?;
+            match self.peek() {
+                // An empty entry.
+                b',' => return Err(GiveUp),
+                // A trailing comma.
+                byte if byte == close => {}
+                _ => return Ok(false),
             }
+        }
+        match self.peek() {
             byte if byte == close => {
                 self.pos += 1;
                 self.close(self.pos)?;
@@ -555,28 +548,49 @@ impl Reader<'_> {
         }
     }
 
-    /// `[a, b]` on one line.
-    fn flow_sequence(&mut self) -> Step {
+    /// Spaces, line breaks and comments between the parts of a flow
+    /// collection. Its lines must be indented past `indent`, the column of
+    /// the key or `-` it is the value of.
+    fn flow_space(&mut self, indent: usize) -> Step {
+        loop {
+            self.skip_spaces();
+            match self.peek() {
+                b'\n' => {
+                    self.next_line();
+                    self.skip_spaces();
+                    if !matches!(self.peek(), b'\n' | b'#') && self.pos - self.line_start <= indent
+                    {
+                        return Err(GiveUp);
+                    }
+                }
+                b'#' if self.at_line_end() => self.end_of_line()?,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// `[a, b]`, on one line or several.
+    fn flow_sequence(&mut self, indent: usize) -> Step {
         self.open(Value::Sequence(Vec::new()), self.mark())?;
         self.pos += 1;
-        self.skip_spaces();
+        self.flow_space(indent)?;
         if self.peek() == b']' {
             self.pos += 1;
             return self.close(self.pos);
         }
         loop {
-            self.flow_node()?;
-            if self.flow_separator(b']')? {
+            self.flow_node(indent)?;
+            if self.flow_separator(b']', indent)? {
                 return Ok(());
             }
         }
     }
 
-    /// `{k: v, ...}` on one line, with plain keys.
-    fn flow_mapping(&mut self) -> Step {
+    /// `{k: v, ...}`, on one line or several, with plain keys.
+    fn flow_mapping(&mut self, indent: usize) -> Step {
         self.open(Value::Mapping(Vec::new()), self.mark())?;
         self.pos += 1;
-        self.skip_spaces();
+        self.flow_space(indent)?;
         if self.peek() == b'}' {
             self.pos += 1;
             return self.close(self.pos);
@@ -600,8 +614,8 @@ impl Reader<'_> {
             self.scalar(start, end, self.slice(start, end), true)?;
             self.pos = at + 1;
             self.skip_spaces();
-            self.flow_node()?;
-            if self.flow_separator(b'}')? {
+            self.flow_node(indent)?;
+            if self.flow_separator(b'}', indent)? {
                 return Ok(());
             }
         }
@@ -736,6 +750,7 @@ mod tests {
             "a:\n  - - x\n",
             "a: b\n    # indented comment\nc: d\n",
             "key   : value\n",
+            "a: [1,\n  2]\nb: [1, 2,]\nc: {x: 1, }\nd:\n  - {\n      name: A, # the name\n      port: 7100,\n\n      deps: [B,\n        C],\n    }\n  - { name: B ,\n      port: \"1\" }\n",
             "# ✅ done “x”\na: 1 # ⊗ note\nb:\n  - # ❌\n  - \"q\"  # ■ after\n  - 'r' # □\nc: [x] # ✅\n",
         ];
         let accepted_count = texts.iter().filter(|text| accepted(text)).count();
@@ -752,7 +767,6 @@ mod tests {
             "a: >\n  text\n",
             "a: one\n  two\n",
             "a: \"one\n  two\"\n",
-            "a: [1,\n  2]\n",
             "\"a\": 1\n",
             "? a\n: 1\n",
             "---\na: 1\n",
@@ -765,13 +779,15 @@ mod tests {
             "",
             "# only a comment\n",
             "a: b: c\n",
-            "a: [1, 2,]\n",
             "a: {b}\n",
             "a: \"\\x41\"\n",
             "a: 1\n b: 2\n",
             "a: x✅\n",
             "✅: 1\n",
             "a: [\"✅\"]\n",
+            "a: [1,\n2]\n",
+            "a: {b: one\n  two}\n",
+            "- {\n  a: 1\n}\n",
             "a: 1 # \u{2028} line separator\n",
         ] {
             assert!(parse(text).is_none(), "the fast reader took:\n{text}");
@@ -858,7 +874,7 @@ mod tests {
     }
 
     const KEYS: [&str; 8] = ["a", "name", "port", "b c", "x.y", "-k", "a#b", "k_1 "];
-    const VALUES: [&str; 20] = [
+    const VALUES: [&str; 26] = [
         "1",
         "x",
         "x y",
@@ -879,6 +895,12 @@ mod tests {
         "x#y",
         "http://h:1/p",
         "\"\"",
+        "[a, b, ]",
+        "{a: 1,}",
+        "[a,\n      b]",
+        "{\n      a: \"x\",  # c\n      b: [1,\n        2]\n    }",
+        "[\n  x ,\n\n   'y'\n   ]",
+        "{ a: 1 # c\n      , b: 2 }",
     ];
     const ODD: [&str; 19] = [
         "a: b",
