@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use supervisor::check::{CheckOptions, check_manifest};
@@ -120,6 +121,27 @@ fn main() {
     });
     let levels = Plan::new(&loaded.manifest).expect("acyclic").levels.len();
 
+    // The command a person runs, as a whole process (start, read the file,
+    // check, print, exit), with `--version` as the cost of starting at all.
+    let file = std::env::temp_dir().join(format!("bench-plan-{}.yaml", std::process::id()));
+    std::fs::write(&file, &text).expect("a writable temp dir");
+    let run = |args: &[&str]| {
+        median(11, || {
+            let status = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("the supervisor binary runs");
+            assert!(status.code().is_some_and(|code| code <= 1), "{args:?}: {status}");
+        })
+    };
+    let config = file.to_str().expect("a UTF-8 temp path");
+    let process_start = run(&["--version"]);
+    let cli_check = run(&["check", "--no-bind-check", "--config", config]);
+    let cli_check_bind = run(&["check", "--config", config]);
+    let _ = std::fs::remove_file(&file);
+
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let ratio = |duration: Duration| duration.as_secs_f64() / events.as_secs_f64();
     println!(
@@ -167,5 +189,21 @@ fn main() {
         "  plan (graph, levels)         {:8.2} ms  {:5.2}x",
         ms(plan),
         ratio(plan)
+    );
+    println!("whole `supervisor` processes, median of 11:");
+    println!(
+        "  supervisor --version (start) {:8.2} ms  {:5.2}x",
+        ms(process_start),
+        ratio(process_start)
+    );
+    println!(
+        "  check --no-bind-check        {:8.2} ms  {:5.2}x",
+        ms(cli_check),
+        ratio(cli_check)
+    );
+    println!(
+        "  check (with the bind test)   {:8.2} ms  {:5.2}x",
+        ms(cli_check_bind),
+        ratio(cli_check_bind)
     );
 }

@@ -254,7 +254,10 @@ fn load_file(
         legacy,
         defaults: raw.defaults,
     };
-    for node in &agent_nodes {
+    // Each agent's tree is dropped once it is built, so the model reuses
+    // its memory (for 1,000 agents, fewer fresh pages to fault in).
+    for node in agent_nodes {
+        let node = &node;
         match yaml::from_node::<RawAgent>(node) {
             Ok(agent) => {
                 if let Some(agent) =
