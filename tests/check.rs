@@ -378,6 +378,26 @@ fn check_ports_fix_changes_only_the_conflicting_values() {
 }
 
 #[test]
+fn check_ports_fix_keeps_the_comment_after_a_quoted_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    port: 47210\n  b:\n    command: [\"true\"]\n    port: '47210'   # shared by mistake\n";
+    write(dir.path(), "m.yaml", original);
+    let run = supervisor(
+        dir.path(),
+        &["check-ports", "--no-bind-check", "--fix", "-c", "m.yaml"],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let fixed = std::fs::read_to_string(dir.path().join("m.fixed.yaml")).unwrap();
+    let line = fixed.lines().last().unwrap();
+    assert!(
+        line.starts_with("    port: '472")
+            && line.ends_with("'   # shared by mistake")
+            && !line.contains("47210"),
+        "{fixed}"
+    );
+}
+
+#[test]
 fn several_manifests_form_one_graph_with_hosts() {
     let dir = tempfile::tempdir().unwrap();
     write(

@@ -72,7 +72,16 @@ pub fn apply(manifest: &Manifest, fixes: &[PortFix]) -> Vec<FixedFile> {
 
 /// `7200`, `"7200"` or `${PORT_OFFSET}+7200` with the port moved from `old`
 /// to `new` (for the arithmetic form the literal moves by the same amount).
+/// The span of a quoted value runs on over the spaces and comment after it
+/// (as the YAML parser reports it); that tail is kept as it was.
 fn replace_port(value: &str, old: u16, new: u16) -> Option<String> {
+    if let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
+        && let Some(close) = value[1..].find(quote)
+    {
+        let (quoted, tail) = value.split_at(close + 2);
+        return replace_port(quoted.trim_matches(quote), old, new)
+            .map(|moved| format!("{quote}{moved}{quote}{tail}"));
+    }
     let inner = value.trim().trim_matches(|c| c == '"' || c == '\'');
     let is_number = !inner.is_empty() && inner.bytes().all(|byte| byte.is_ascii_digit());
     let is_arithmetic = inner.starts_with("${")
@@ -108,5 +117,10 @@ mod tests {
             Some("${PORT_OFFSET}+7205")
         );
         assert_eq!(replace_port("${PORT}", 7200, 7205), None);
+        assert_eq!(
+            replace_port("'7200'   # the API port", 7200, 7205).as_deref(),
+            Some("'7205'   # the API port")
+        );
+        assert_eq!(replace_port("\"\"  # empty", 7200, 7205), None);
     }
 }
