@@ -133,7 +133,10 @@ fn main() {
                 .stderr(Stdio::null())
                 .status()
                 .expect("the supervisor binary runs");
-            assert!(status.code().is_some_and(|code| code <= 1), "{args:?}: {status}");
+            assert!(
+                status.code().is_some_and(|code| code <= 1),
+                "{args:?}: {status}"
+            );
         })
     };
     let config = file.to_str().expect("a UTF-8 temp path");
