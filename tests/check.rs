@@ -335,6 +335,44 @@ fn ports_bound_by_another_process_are_reported() {
     drop(listener);
 }
 
+/// The bind check looks only at ports `/proc/net/tcp` lists: a listener on
+/// one loopback address is listed and reported, a free port is not.
+#[test]
+fn a_loopback_listener_is_reported_and_a_free_port_is_not() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let free = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "version: 1\nagents:\n  held: {{ {AGENT}, port: {port} }}\n  open: {{ {AGENT}, port: {free} }}\n"
+        ),
+    );
+    let run = supervisor(dir.path(), &["check", "--json", "-c", "m.yaml"]);
+    let value: Value = serde_json::from_str(&run.stdout).unwrap();
+    let problems = value["problems"].as_array().unwrap().clone();
+    assert_eq!(run.code, 1, "{problems:?}");
+    let in_use = of_kind(&problems, "port_in_use");
+    assert_eq!(in_use.len(), 1, "only the held port: {problems:?}");
+    assert_eq!(in_use[0]["agent"], "held");
+    assert_eq!(in_use[0]["port"], port);
+    assert!(
+        in_use[0]["replacement"]
+            .as_u64()
+            .is_some_and(|replacement| replacement != u64::from(port))
+    );
+    drop(listener);
+
+    // Once the listener is gone, the same manifest passes.
+    let run = supervisor(dir.path(), &["check", "--json", "-c", "m.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
 #[test]
 fn check_ports_fix_changes_only_the_conflicting_values() {
     let dir = tempfile::tempdir().unwrap();

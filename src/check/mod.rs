@@ -3,8 +3,10 @@
 //! range or already bound here, required agents depending on optional ones.
 //!
 //! Owns the finding of problems and of replacement ports; printing is the
-//! CLI's job, and rewriting files is `fix.rs`.
+//! CLI's job, rewriting files is `fix.rs`, and which ports this machine's
+//! sockets hold is `bound.rs`.
 
+mod bound;
 pub mod fix;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -17,12 +19,14 @@ use crate::manifest::{
     User,
 };
 use crate::plan::{find_cycles, format_cycle};
+use bound::BoundPorts;
 
 /// What to check besides the manifest itself.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
-    /// Try to bind each port of this machine's agents to see whether
-    /// something else already holds it.
+    /// Look for ports of this machine's agents that something else already
+    /// holds: the ports some socket holds are read once from
+    /// `/proc/net/tcp{,6}`, and each of those gets a bind test (see `bound.rs`).
     pub bind_check: bool,
     /// The name of this machine (agents whose host is this name,
     /// `localhost` or a loopback address run here).
@@ -234,6 +238,8 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
         }
     }
     let mut used: HashSet<(&str, u16)> = table.keys().copied().collect();
+    // Read once for the whole run: replacement ports are checked against it too.
+    let bound = options.bind_check.then(BoundPorts::read);
     // Ports are reported in (host, port) order; most have a single user.
     let mut shared: Vec<_> = table.iter().filter(|(_, uses)| uses.len() >= 2).collect();
     shared.sort_unstable_by_key(|(key, _)| **key);
@@ -272,7 +278,7 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
         let replacement = free_port(
             host,
             *port,
-            local && options.bind_check,
+            bound.as_ref().filter(|_| local),
             &mut used,
             change.0.port.is_some()
                 && change.1.field == "port"
@@ -309,7 +315,7 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
         problem.replacement = replacement;
         problems.push(problem);
     }
-    if options.bind_check {
+    if let Some(bound) = &bound {
         let mut all: Vec<_> = table.iter().collect();
         all.sort_unstable_by_key(|(key, _)| **key);
         for ((host, port), uses) in all {
@@ -320,11 +326,11 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             {
                 continue;
             }
-            if portpicker::is_free_tcp(*port) {
+            if !bound.is_held(*port) {
                 continue;
             }
             let (agent, use_) = uses[0];
-            let replacement = free_port(host, *port, true, &mut used, false);
+            let replacement = free_port(host, *port, Some(bound), &mut used, false);
             let mut problem = Problem::error(
                 ProblemKind::PortInUse,
                 format!(
@@ -348,12 +354,13 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
 }
 
 /// The nearest port above `port` that the manifest does not use on `host`
-/// (and, if `probe_free`, that nothing on this machine holds). `with_next`
-/// also keeps the following port unused (a legacy implicit health port).
+/// (and, given this machine's `bound` ports, that nothing here holds).
+/// `with_next` also keeps the following port unused (a legacy implicit
+/// health port).
 fn free_port<'a>(
     host: &'a str,
     port: u16,
-    probe_free: bool,
+    bound: Option<&BoundPorts>,
     used: &mut HashSet<(&'a str, u16)>,
     with_next: bool,
 ) -> Option<u16> {
@@ -365,7 +372,7 @@ fn free_port<'a>(
         {
             continue;
         }
-        if probe_free && !portpicker::is_free_tcp(candidate) {
+        if bound.is_some_and(|bound| bound.is_held(candidate)) {
             continue;
         }
         used.insert((host, candidate));
@@ -378,4 +385,112 @@ fn free_port<'a>(
     let picked = portpicker::pick_unused_port().filter(|candidate| !is_used(*candidate, used))?;
     used.insert((host, picked));
     Some(picked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A port that a listener holds, with the listener.
+    fn held() -> (TcpListener, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    #[test]
+    fn a_replacement_skips_a_port_held_here() {
+        let (_listener, port) = held();
+        let bound = BoundPorts::read();
+        let mut used = HashSet::new();
+        let replacement = free_port("localhost", port - 1, Some(&bound), &mut used, false);
+        let replacement = replacement.expect("a free port nearby");
+        assert!(replacement > port, "{replacement} is not past {port}");
+        assert!(portpicker::is_free_tcp(replacement));
+        assert!(used.contains(&("localhost", replacement)));
+    }
+
+    #[test]
+    fn a_listed_candidate_that_binds_is_taken() {
+        let (listener, port) = held();
+        drop(listener);
+        let bound = BoundPorts::Listed(HashSet::from([port]));
+        let replacement = free_port(
+            "localhost",
+            port - 1,
+            Some(&bound),
+            &mut HashSet::new(),
+            false,
+        );
+        assert_eq!(replacement, Some(port));
+    }
+
+    #[test]
+    fn an_unlisted_candidate_gets_no_bind_test() {
+        let (_listener, port) = held();
+        let unlisted = BoundPorts::Listed(HashSet::new());
+        let replacement = free_port(
+            "localhost",
+            port - 1,
+            Some(&unlisted),
+            &mut HashSet::new(),
+            false,
+        );
+        assert_eq!(
+            replacement,
+            Some(port),
+            "the set is trusted for unlisted ports"
+        );
+        let replacement = free_port(
+            "localhost",
+            port - 1,
+            Some(&BoundPorts::Unknown),
+            &mut HashSet::new(),
+            false,
+        );
+        assert_ne!(
+            replacement,
+            Some(port),
+            "without the set every candidate is bound"
+        );
+        let replacement = free_port("localhost", port - 1, None, &mut HashSet::new(), false);
+        assert_eq!(replacement, Some(port), "no probing for other hosts");
+    }
+
+    #[test]
+    fn ports_held_here_are_reported_once_per_port_and_free_ones_are_not() {
+        let (_listener, port) = held();
+        let free = {
+            let (listener, free) = held();
+            drop(listener);
+            free
+        };
+        let text = format!(
+            "version: 1\nagents:\n  a: {{ command: [\"true\"], port: {port} }}\n  b: {{ command: [\"true\"], port: {free} }}\n"
+        );
+        let loaded = manifest::load_str(
+            std::path::Path::new("m.yaml"),
+            &text,
+            &LoadOptions {
+                environment: Some(HashMap::new()),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let options = CheckOptions {
+            bind_check: true,
+            this_host: "localhost".into(),
+        };
+        let report = check_manifest(loaded.manifest, loaded.problems, &options);
+        let in_use: Vec<_> = report
+            .problems
+            .iter()
+            .filter(|problem| problem.kind == ProblemKind::PortInUse)
+            .collect();
+        assert_eq!(in_use.len(), 1, "{:?}", report.problems);
+        assert_eq!(in_use[0].port, Some(i64::from(port)));
+        let replacement = in_use[0].replacement.expect("a replacement");
+        assert!(replacement != port && replacement != free);
+    }
 }
