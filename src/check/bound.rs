@@ -1,41 +1,61 @@
-//! Which TCP ports of this machine some socket holds, read once per check
-//! from `/proc/net/tcp` and `/proc/net/tcp6`, so that the bind test (which
-//! creates and binds two sockets per port) runs only for ports listed there
-//! instead of for every port of the manifest.
+//! Which TCP ports of this machine another process holds, found without a
+//! bind test per manifest port (two sockets each: ~50 ms for 2,000 ports).
 //!
-//! Owns reading and parsing those two files and the answer to "does another
-//! process hold this port". Does not decide what is reported: the port checks
-//! in `mod.rs` do.
+//! Owns finding those ports and the answer to "does another process hold
+//! this port". Does not decide what is reported: the port checks in `mod.rs`
+//! do. Whatever the source, a port counts as held only when a bind test
+//! (`portpicker::is_free_tcp`) on it also fails: the sources only say which
+//! ports need that test.
 //!
-//! The bind test stays the judge: a listed port counts as held only when
-//! `portpicker::is_free_tcp` fails on it. The answer therefore matches a bind
-//! test of every port, except for a socket that is bound but neither listening
-//! nor connected, which the kernel does not list in `/proc/net/tcp`: such a
-//! port now counts as free.
-//!
-//! Sockets in TIME_WAIT are kept in the set. `std` and portpicker bind with
-//! SO_REUSEADDR, which passes over a TIME_WAIT left by a socket that also had
-//! SO_REUSEADDR, but not over one left by a socket without it (a client's
-//! ephemeral port, a Python server that did not set it): only the bind test
-//! can tell them apart.
+//! - First choice: the kernel's socket diagnostics (netlink `sock_diag`,
+//!   what `ss -ltn` uses) list the listening sockets of both address
+//!   families in a few microseconds. A port outside the ephemeral range
+//!   (`/proc/sys/net/ipv4/ip_local_port_range`) is held in practice only by
+//!   a listener; inside that range, client connections (and their TIME_WAIT)
+//!   can hold it too, so those ports always get the bind test. Missed: the
+//!   TIME_WAIT of a closed listener that had no SO_REUSEADDR, which blocks
+//!   the port for a minute.
+//! - Without netlink: `/proc/net/tcp` and `/proc/net/tcp6`, every socket in
+//!   any state. Reading them walks the kernel's whole connection table (5 ms
+//!   each on a 24 GiB machine). A socket bound but neither listening nor
+//!   connected is not listed there.
+//! - Without either: every port gets the bind test.
 
 use std::collections::HashSet;
 use std::io;
+use std::ops::RangeInclusive;
 
-/// The TCP ports some socket on this machine holds, as far as `/proc` tells.
+/// The TCP ports some socket on this machine holds, as far as the kernel tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoundPorts {
+    /// Ports with a listening socket (IPv4 or IPv6), and the ephemeral port
+    /// range, where client sockets can hold ports too.
+    Listening {
+        ports: HashSet<u16>,
+        ephemeral: RangeInclusive<u16>,
+    },
     /// The local port of every socket in `/proc/net/tcp` and `/proc/net/tcp6`.
     Listed(HashSet<u16>),
-    /// `/proc/net/tcp` could not be read (not Linux, a restricted `/proc`):
-    /// every port gets a bind test.
+    /// Neither could be read (not Linux, a restricted `/proc`): every port
+    /// gets a bind test.
     Unknown,
 }
 
 impl BoundPorts {
-    /// Reads `/proc/net/tcp` and `/proc/net/tcp6` once. A missing
-    /// `/proc/net/tcp6` means IPv6 is off, so no IPv6 socket can hold a port.
+    /// Asks the kernel once, from the cheapest source that answers.
     pub fn read() -> BoundPorts {
+        if let Ok(ports) = listening_ports() {
+            return BoundPorts::Listening {
+                ports,
+                ephemeral: ephemeral_ports(),
+            };
+        }
+        BoundPorts::from_proc()
+    }
+
+    /// Reads `/proc/net/tcp` and `/proc/net/tcp6`. A missing
+    /// `/proc/net/tcp6` means IPv6 is off, so no IPv6 socket can hold a port.
+    pub fn from_proc() -> BoundPorts {
         let mut ports = HashSet::new();
         let read = |path: &str, ports: &mut HashSet<u16>, missing_is_empty: bool| {
             match std::fs::read_to_string(path) {
@@ -50,12 +70,122 @@ impl BoundPorts {
         }
     }
 
-    /// Whether another process holds `port`: it is listed (or nothing is
-    /// known) and a bind test on it fails.
+    /// Whether another process holds `port`: it may be held (see the
+    /// variants) and a bind test on it fails.
     pub fn is_held(&self, port: u16) -> bool {
-        match self {
-            BoundPorts::Listed(ports) if !ports.contains(&port) => false,
-            _ => !portpicker::is_free_tcp(port),
+        let candidate = match self {
+            BoundPorts::Listening { ports, ephemeral } => {
+                ports.contains(&port) || ephemeral.contains(&port)
+            }
+            BoundPorts::Listed(ports) => ports.contains(&port),
+            BoundPorts::Unknown => true,
+        };
+        candidate && !portpicker::is_free_tcp(port)
+    }
+}
+
+/// The ports the kernel gives client sockets (default 32768-60999).
+fn ephemeral_ports() -> RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_ascii_whitespace().map(str::parse::<u16>);
+            Some(bounds.next()?.ok()?..=bounds.next()?.ok()?)
+        })
+        .unwrap_or(32768..=60999)
+}
+
+/// The local ports of the listening TCP sockets of both address families,
+/// from netlink `sock_diag`.
+fn listening_ports() -> io::Result<HashSet<u16>> {
+    let mut ports = HashSet::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        ports.extend(listening_ports_of(family as u8)?);
+    }
+    Ok(ports)
+}
+
+// Netlink and sock_diag constants (linux/netlink.h, linux/sock_diag.h).
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const TCP_LISTEN: u32 = 10;
+/// `struct nlmsghdr`.
+const HEADER_BYTES: usize = 16;
+
+fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+
+    let socket = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    // The kernel answers at once; the timeout only bounds a broken netlink.
+    setsockopt(
+        &socket,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(1, 0),
+    )?;
+    // `struct nlmsghdr` then `struct inet_diag_req_v2`: family, protocol,
+    // extensions, padding, the states wanted, and a zeroed socket id.
+    let mut request = Vec::with_capacity(HEADER_BYTES + 56);
+    request.extend(((HEADER_BYTES + 56) as u32).to_ne_bytes());
+    request.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend((NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    request.extend(1u32.to_ne_bytes());
+    request.extend(0u32.to_ne_bytes());
+    request.extend([family, libc::IPPROTO_TCP as u8, 0, 0]);
+    request.extend((1u32 << TCP_LISTEN).to_ne_bytes());
+    request.extend([0u8; 48]);
+    sendto(
+        socket.as_raw_fd(),
+        &request,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    let mut ports = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let received = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
+        if received == 0 {
+            return Err(io::Error::other(
+                "netlink closed before the end of the dump",
+            ));
+        }
+        let mut messages = &buffer[..received];
+        while messages.len() >= HEADER_BYTES {
+            let length = u32::from_ne_bytes(messages[0..4].try_into().expect("4 bytes")) as usize;
+            let kind = u16::from_ne_bytes(messages[4..6].try_into().expect("2 bytes"));
+            if length < HEADER_BYTES || length > messages.len() {
+                return Err(io::Error::other("a malformed netlink message"));
+            }
+            let body = &messages[HEADER_BYTES..length];
+            match kind {
+                NLMSG_DONE => return Ok(ports),
+                NLMSG_ERROR => {
+                    let code = body
+                        .get(0..4)
+                        .map(|bytes| i32::from_ne_bytes(bytes.try_into().expect("4 bytes")))
+                        .unwrap_or(0);
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                // `struct inet_diag_msg`: family, state, timer, retransmits,
+                // then the socket id, whose source port is big-endian.
+                SOCK_DIAG_BY_FAMILY if body.len() >= 6 => {
+                    ports.push(u16::from_be_bytes([body[4], body[5]]));
+                }
+                _ => {}
+            }
+            // Messages are 4-byte aligned.
+            messages = &messages[length.next_multiple_of(4).min(messages.len())..];
         }
     }
 }
@@ -153,10 +283,58 @@ garbage line without fields
     }
 
     #[test]
-    fn a_real_listener_is_listed_and_held() {
+    fn netlink_lists_real_listeners_of_both_families() {
+        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = TcpListener::bind("[::1]:0").expect("IPv6 loopback on the test machine");
+        let (v4_port, v6_port) = (
+            v4.local_addr().unwrap().port(),
+            v6.local_addr().unwrap().port(),
+        );
+        let ports = listening_ports().expect("netlink sock_diag works on Linux");
+        assert!(
+            ports.contains(&v4_port) && ports.contains(&v6_port),
+            "{v4_port}, {v6_port} not in {ports:?}"
+        );
+        let bound = BoundPorts::read();
+        assert!(matches!(bound, BoundPorts::Listening { .. }), "{bound:?}");
+        assert!(bound.is_held(v4_port) && bound.is_held(v6_port));
+        drop((v4, v6));
+        let ports = listening_ports().unwrap();
+        assert!(
+            !ports.contains(&v4_port) && !ports.contains(&v6_port),
+            "closed listeners are gone"
+        );
+        assert!(!BoundPorts::read().is_held(v4_port));
+    }
+
+    #[test]
+    fn a_port_outside_the_ephemeral_range_that_nothing_listens_on_gets_no_bind_test() {
+        let (listener, port) = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            (listener, port)
+        };
+        // The set says nothing listens there and the range excludes it: the
+        // held port is (wrongly, on purpose) reported free, which shows the
+        // bind test did not run.
+        let bound = BoundPorts::Listening {
+            ports: HashSet::new(),
+            ephemeral: 1..=1,
+        };
+        assert!(!bound.is_held(port));
+        let in_range = BoundPorts::Listening {
+            ports: HashSet::new(),
+            ephemeral: port..=port,
+        };
+        assert!(in_range.is_held(port), "ephemeral ports get the bind test");
+        drop(listener);
+    }
+
+    #[test]
+    fn a_real_listener_is_listed_in_proc_and_held() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let bound = BoundPorts::read();
+        let bound = BoundPorts::from_proc();
         let BoundPorts::Listed(ports) = &bound else {
             panic!("/proc/net/tcp is readable on Linux");
         };
@@ -167,10 +345,10 @@ garbage line without fields
     }
 
     #[test]
-    fn an_ipv6_listener_is_listed_and_held() {
+    fn an_ipv6_listener_is_listed_in_proc_and_held() {
         let listener = TcpListener::bind("[::1]:0").expect("IPv6 loopback on the test machine");
         let port = listener.local_addr().unwrap().port();
-        let bound = BoundPorts::read();
+        let bound = BoundPorts::from_proc();
         let BoundPorts::Listed(ports) = &bound else {
             panic!("/proc/net/tcp is readable on Linux");
         };
@@ -187,6 +365,7 @@ garbage line without fields
             .unwrap()
             .port();
         assert!(!BoundPorts::read().is_held(port));
+        assert!(!BoundPorts::from_proc().is_held(port));
         assert!(!BoundPorts::Unknown.is_held(port));
     }
 
@@ -200,8 +379,9 @@ garbage line without fields
         assert!(!BoundPorts::Listed(HashSet::from([port])).is_held(port));
     }
 
-    /// Why TIME_WAIT rows are kept: a client socket (no SO_REUSEADDR) that
-    /// closed first leaves its port in TIME_WAIT, and binding that port with
+    /// Why TIME_WAIT rows are kept, and why ephemeral ports always get the
+    /// bind test: a client socket (no SO_REUSEADDR) that closed first leaves
+    /// its (ephemeral) port in TIME_WAIT, and binding that port with
     /// SO_REUSEADDR still fails.
     #[test]
     fn a_port_in_time_wait_without_reuseaddr_is_listed_and_held() {
@@ -230,8 +410,9 @@ garbage line without fields
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let bound = BoundPorts::read();
         assert!(!portpicker::is_free_tcp(port), "TIME_WAIT blocks the bind");
-        assert!(bound.is_held(port));
+        assert!(ephemeral_ports().contains(&port));
+        assert!(BoundPorts::read().is_held(port));
+        assert!(BoundPorts::from_proc().is_held(port));
     }
 }
