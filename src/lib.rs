@@ -14,7 +14,7 @@
 //!   critical path.
 //! - [`check`]: every pre-flight check over a loaded manifest (duplicates,
 //!   unknown dependencies, cycles, ports), the in-place port fixer, and the
-//!   ports held on this machine (`/proc/net/tcp`, confirmed by binding).
+//!   ports held on this machine (netlink `sock_diag`, confirmed by binding).
 //! - [`cli`]: clap types and one file per subcommand; the only place with `anyhow`.
 //! - [`process`]: spawning, signalling and reaping agent processes, and the
 //!   keeper process that kills agent groups if the supervisor is killed.

@@ -25,8 +25,8 @@ use bound::BoundPorts;
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
     /// Look for ports of this machine's agents that something else already
-    /// holds: the ports some socket holds are read once from
-    /// `/proc/net/tcp{,6}`, and each of those gets a bind test (see `bound.rs`).
+    /// holds: the kernel is asked once which ports may be held, and each of
+    /// those gets a bind test (see `bound.rs`).
     pub bind_check: bool,
     /// The name of this machine (agents whose host is this name,
     /// `localhost` or a loopback address run here).

@@ -2,8 +2,9 @@
 //! and a serde `Deserializer` over that tree whose errors carry the line,
 //! column and dotted path of the value at fault.
 //!
-//! Owns: parsing (via `saphyr-parser` events), alias expansion with a size
-//! limit (billion-laughs), `<<` merge keys, duplicate-key detection, nesting
+//! Owns: parsing (block-style text by the fast reader in `fast.rs`, the rest
+//! from `saphyr-parser` events), alias expansion with a size limit
+//! (billion-laughs), `<<` merge keys, duplicate-key detection, nesting
 //! limits. Does not own variables or manifest semantics.
 
 use std::fmt;
@@ -27,7 +28,9 @@ pub struct Node {
     pub line: usize,
     /// 1-based column.
     pub column: usize,
-    /// Character (not byte) range of the value in the text.
+    /// Character (not byte) range of the value in the text, as
+    /// `saphyr-parser` reports it: a quoted scalar's runs on over the spaces
+    /// and comment after it, a collection's ends where the next token starts.
     pub span: Range<usize>,
 }
 
