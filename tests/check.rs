@@ -335,8 +335,8 @@ fn ports_bound_by_another_process_are_reported() {
     drop(listener);
 }
 
-/// The bind check looks only at ports `/proc/net/tcp` lists: a listener on
-/// one loopback address is listed and reported, a free port is not.
+/// The bind check tests only the ports the kernel says may be held: a
+/// listener on one loopback address is found and reported, a free port is not.
 #[test]
 fn a_loopback_listener_is_reported_and_a_free_port_is_not() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
