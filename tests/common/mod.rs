@@ -30,9 +30,20 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
-/// A free loopback port.
+/// A free loopback port, never one handed out before in this test process
+/// (portpicker picks at random among ~10,000 ports, so 50 picks repeat one
+/// about one time in eight).
 pub fn port() -> u16 {
-    portpicker::pick_unused_port().expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = portpicker::pick_unused_port().expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no unused port in 1,000 picks");
 }
 
 /// Whether `pid` is a live (not zombie) process.
