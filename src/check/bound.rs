@@ -57,12 +57,11 @@ impl BoundPorts {
     /// `/proc/net/tcp6` means IPv6 is off, so no IPv6 socket can hold a port.
     pub fn from_proc() -> BoundPorts {
         let mut ports = HashSet::new();
-        let read = |path: &str, ports: &mut HashSet<u16>, missing_is_empty: bool| {
-            match std::fs::read_to_string(path) {
+        let read =
+            |path: &str, ports: &mut HashSet<u16>, missing_is_empty: bool| match read_text(path) {
                 Ok(text) => parse(&text, ports),
                 Err(error) => missing_is_empty && error.kind() == io::ErrorKind::NotFound,
-            }
-        };
+            };
         if read("/proc/net/tcp", &mut ports, false) && read("/proc/net/tcp6", &mut ports, true) {
             BoundPorts::Listed(ports)
         } else {
@@ -188,6 +187,17 @@ fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
             messages = &messages[length.next_multiple_of(4).min(messages.len())..];
         }
     }
+}
+
+/// The whole text of a `/proc/net` file, read in large chunks: each read
+/// walks the kernel's whole TCP hash table again, and the 32-byte first
+/// reads of `fs::read_to_string` cost extra passes (6 ms instead of 4 per
+/// file, measured).
+fn read_text(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
 /// Adds the local port of every socket row of a `/proc/net/tcp` or
