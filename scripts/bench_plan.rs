@@ -111,7 +111,7 @@ fn main() {
             &no_bind,
         ));
     });
-    let check_bind = median(5, || {
+    let check_bind = median(runs, || {
         let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
         black_box(check_manifest(loaded.manifest, loaded.problems, &with_bind));
     });
