@@ -47,17 +47,26 @@ fn manifest(agents: usize) -> String {
     text
 }
 
-/// Median of `runs` timings of `work`.
-fn median(runs: usize, mut work: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
+/// Runs every job once per round, `rounds` times, and returns each job's
+/// median. Interleaving puts this machine's slow spells (its timings drift
+/// by tens of percent from one second to the next) on every job alike, so
+/// the ratios hold even when the absolute times move.
+fn interleaved(rounds: usize, jobs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(rounds); jobs.len()];
+    for _ in 0..rounds {
+        for (job, times) in jobs.iter_mut().zip(times.iter_mut()) {
             let start = Instant::now();
-            work();
-            start.elapsed()
+            job();
+            times.push(start.elapsed());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut times| {
+            times.sort();
+            times[rounds / 2]
         })
-        .collect();
-    times.sort();
-    times[runs / 2]
+        .collect()
 }
 
 fn main() {
@@ -76,79 +85,107 @@ fn main() {
         this_host: "localhost".into(),
     };
     let runs = 31;
+    let load = || load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
+    let loaded_once = load();
 
-    let events = median(runs, || {
-        let mut count = 0usize;
-        for event in saphyr_parser::Parser::new_from_str(black_box(&text)) {
-            black_box(event.expect("valid YAML"));
-            count += 1;
-        }
-        black_box(count);
-    });
-    let parse_any = median(runs, || {
-        black_box(yaml::parse_any(black_box(&text)).expect("valid YAML"));
-    });
-    let parse = median(runs, || {
-        black_box(yaml::parse(black_box(&text)).expect("valid YAML"));
-    });
-    let load = median(runs, || {
-        black_box(load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest"));
-    });
-    let check = median(runs, || {
-        let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
-        let report = check_manifest(loaded.manifest, loaded.problems, &no_bind);
-        assert!(!report.has_errors(), "{:?}", report.problems.first());
-        black_box(report);
-    });
-    let loaded_once = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
-    let clone_only = median(runs, || {
-        black_box(loaded_once.manifest.clone());
-    });
-    let checks_only = median(runs, || {
-        black_box(check_manifest(
-            loaded_once.manifest.clone(),
-            Vec::new(),
-            &no_bind,
-        ));
-    });
-    let check_bind = median(runs, || {
-        let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
-        black_box(check_manifest(loaded.manifest, loaded.problems, &with_bind));
-    });
-    let loaded = load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");
-    let plan = median(runs, || {
-        black_box(Plan::new(&loaded.manifest).expect("acyclic"));
-    });
-    let levels = Plan::new(&loaded.manifest).expect("acyclic").levels.len();
+    let times = interleaved(
+        runs,
+        &mut [
+            &mut || {
+                let mut count = 0usize;
+                for event in saphyr_parser::Parser::new_from_str(black_box(&text)) {
+                    black_box(event.expect("valid YAML"));
+                    count += 1;
+                }
+                black_box(count);
+            },
+            &mut || {
+                black_box(yaml::parse_any(black_box(&text)).expect("valid YAML"));
+            },
+            &mut || {
+                black_box(yaml::parse(black_box(&text)).expect("valid YAML"));
+            },
+            &mut || {
+                black_box(load());
+            },
+            &mut || {
+                let loaded = load();
+                let report = check_manifest(loaded.manifest, loaded.problems, &no_bind);
+                assert!(!report.has_errors(), "{:?}", report.problems.first());
+                black_box(report);
+            },
+            &mut || {
+                black_box(loaded_once.manifest.clone());
+            },
+            &mut || {
+                black_box(check_manifest(
+                    loaded_once.manifest.clone(),
+                    Vec::new(),
+                    &no_bind,
+                ));
+            },
+            &mut || {
+                let loaded = load();
+                black_box(check_manifest(loaded.manifest, loaded.problems, &with_bind));
+            },
+            &mut || {
+                black_box(Plan::new(&loaded_once.manifest).expect("acyclic"));
+            },
+        ],
+    );
+    let [
+        events,
+        parse_any,
+        parse,
+        load,
+        check,
+        clone_only,
+        checks_only,
+        check_bind,
+        plan,
+    ] = times[..]
+    else {
+        unreachable!("nine jobs")
+    };
+    let levels = Plan::new(&loaded_once.manifest)
+        .expect("acyclic")
+        .levels
+        .len();
 
     // The command a person runs, as a whole process (start, read the file,
     // check, print, exit), with `--version` as the cost of starting at all.
     let file = std::env::temp_dir().join(format!("bench-plan-{}.yaml", std::process::id()));
     std::fs::write(&file, &text).expect("a writable temp dir");
-    let run = |args: &[&str]| {
-        median(11, || {
-            let status = Command::new(env!("CARGO_BIN_EXE_supervisor"))
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("the supervisor binary runs");
-            assert!(
-                status.code().is_some_and(|code| code <= 1),
-                "{args:?}: {status}"
-            );
-        })
-    };
     let config = file.to_str().expect("a UTF-8 temp path");
-    let process_start = run(&["--version"]);
-    let cli_check = run(&["check", "--no-bind-check", "--config", config]);
-    let cli_check_bind = run(&["check", "--config", config]);
+    let run = |args: &[&str]| {
+        let status = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the supervisor binary runs");
+        assert!(
+            status.code().is_some_and(|code| code <= 1),
+            "{args:?}: {status}"
+        );
+    };
+    let processes = interleaved(
+        21,
+        &mut [
+            &mut || run(&["--version"]),
+            &mut || run(&["check", "--no-bind-check", "--config", config]),
+            &mut || run(&["check", "--config", config]),
+        ],
+    );
+    let [process_start, cli_check, cli_check_bind] = processes[..] else {
+        unreachable!("three jobs")
+    };
     let _ = std::fs::remove_file(&file);
 
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let ratio = |duration: Duration| duration.as_secs_f64() / events.as_secs_f64();
     println!(
-        "bench-plan: {agents} agents, {} KiB of YAML, {levels} levels, median of {runs} runs",
+        "bench-plan: {agents} agents, {} KiB of YAML, {levels} levels, median of {runs} interleaved runs",
         text.len() / 1024
     );
     println!(
@@ -193,7 +230,7 @@ fn main() {
         ms(plan),
         ratio(plan)
     );
-    println!("whole `supervisor` processes, median of 11:");
+    println!("whole `supervisor` processes, median of 21:");
     println!(
         "  supervisor --version (start) {:8.2} ms  {:5.2}x",
         ms(process_start),

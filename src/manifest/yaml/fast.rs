@@ -625,7 +625,7 @@ impl Reader<'_> {
     }
 
     fn str(&self, start: usize, end: usize) -> &str {
-        std::str::from_utf8(&self.text[start..end]).expect("scalars are ASCII")
+        &self.source[start..end]
     }
 
     fn slice(&self, start: usize, end: usize) -> String {
