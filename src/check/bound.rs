@@ -341,30 +341,19 @@ garbage line without fields
     }
 
     #[test]
-    fn a_real_listener_is_listed_in_proc_and_held() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let bound = BoundPorts::from_proc();
-        let BoundPorts::Listed(ports) = &bound else {
-            panic!("/proc/net/tcp is readable on Linux");
-        };
-        assert!(ports.contains(&port), "{port} not in {ports:?}");
-        assert!(bound.is_held(port));
-        assert!(BoundPorts::Unknown.is_held(port));
-        drop(listener);
-    }
-
-    #[test]
-    fn an_ipv6_listener_is_listed_in_proc_and_held() {
-        let listener = TcpListener::bind("[::1]:0").expect("IPv6 loopback on the test machine");
-        let port = listener.local_addr().unwrap().port();
-        let bound = BoundPorts::from_proc();
-        let BoundPorts::Listed(ports) = &bound else {
-            panic!("/proc/net/tcp is readable on Linux");
-        };
-        assert!(ports.contains(&port), "{port} not in {ports:?}");
-        assert!(bound.is_held(port));
-        drop(listener);
+    fn real_listeners_of_both_families_are_listed_in_proc_and_held() {
+        for address in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = TcpListener::bind(address).expect("loopback of both families");
+            let port = listener.local_addr().unwrap().port();
+            let bound = BoundPorts::from_proc();
+            let BoundPorts::Listed(ports) = &bound else {
+                panic!("/proc/net/tcp is readable on Linux");
+            };
+            assert!(ports.contains(&port), "{address}: {port} not in {ports:?}");
+            assert!(bound.is_held(port));
+            assert!(BoundPorts::Unknown.is_held(port));
+            drop(listener);
+        }
     }
 
     #[test]

@@ -572,14 +572,24 @@ impl Reader<'_> {
         }
     }
 
-    /// `[a, b]`, on one line or several.
-    fn flow_sequence(&mut self, indent: usize) -> Step {
-        self.open(Value::Sequence(Vec::new()), self.mark())?;
+    /// Opens a flow collection at its bracket; returns true when it is
+    /// empty (and so already closed).
+    fn flow_start(&mut self, value: Value, close: u8, indent: usize) -> Step<bool> {
+        self.open(value, self.mark())?;
         self.pos += 1;
         self.flow_space(indent)?;
-        if self.peek() == b']' {
-            self.pos += 1;
-            return self.close(self.pos);
+        if self.peek() != close {
+            return Ok(false);
+        }
+        self.pos += 1;
+        self.close(self.pos)?;
+        Ok(true)
+    }
+
+    /// `[a, b]`, on one line or several.
+    fn flow_sequence(&mut self, indent: usize) -> Step {
+        if self.flow_start(Value::Sequence(Vec::new()), b']', indent)? {
+            return Ok(());
         }
         loop {
             self.flow_node(indent)?;
@@ -591,12 +601,8 @@ impl Reader<'_> {
 
     /// `{k: v, ...}`, on one line or several, with plain keys.
     fn flow_mapping(&mut self, indent: usize) -> Step {
-        self.open(Value::Mapping(Vec::new()), self.mark())?;
-        self.pos += 1;
-        self.flow_space(indent)?;
-        if self.peek() == b'}' {
-            self.pos += 1;
-            return self.close(self.pos);
+        if self.flow_start(Value::Mapping(Vec::new()), b'}', indent)? {
+            return Ok(());
         }
         loop {
             let start = self.pos;
