@@ -408,8 +408,7 @@ impl Reader<'_> {
         match self.peek() {
             b'[' => self.flow_sequence(indent),
             b'{' => self.flow_mapping(indent),
-            b'"' => self.double_quoted(),
-            b'\'' => self.single_quoted(),
+            b'"' | b'\'' => self.quoted_scalar(),
             _ => self.plain(false),
         }
     }
@@ -441,58 +440,41 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// `"..."` on one line, with the common escapes.
-    fn double_quoted(&mut self) -> Step {
+    /// `"..."` (with the common escapes) or `'...'` (`''` is a quote), on
+    /// one line.
+    fn quoted_scalar(&mut self) -> Step {
+        let quote = self.peek();
         let start = self.pos;
         let mut text = String::new();
         let mut from = start + 1;
         let mut at = from;
         loop {
-            match self.byte(at) {
-                b'"' => break,
-                b'\\' => {
-                    let escaped = match self.byte(at + 1) {
-                        b'\\' => '\\',
-                        b'"' => '"',
-                        b'/' => '/',
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'0' => '\0',
-                        _ => return Err(GiveUp),
-                    };
-                    text.push_str(self.str(from, at));
-                    text.push(escaped);
-                    at += 2;
-                    from = at;
-                }
-                b'\n' | 0 => return Err(GiveUp),
-                byte if byte >= 0x80 => return Err(GiveUp),
-                _ => at += 1,
-            }
-        }
-        text.push_str(self.str(from, at));
-        self.pos = at + 1;
-        self.quoted(start, text)
-    }
-
-    /// `'...'` on one line (`''` is a quote).
-    fn single_quoted(&mut self) -> Step {
-        let start = self.pos;
-        let mut text = String::new();
-        let mut from = start + 1;
-        let mut at = from;
-        loop {
-            match self.byte(at) {
-                b'\'' if self.byte(at + 1) == b'\'' => {
-                    text.push_str(self.str(from, at + 1));
-                    at += 2;
-                    from = at;
-                }
-                b'\'' => break,
-                b'\n' | 0 => return Err(GiveUp),
-                byte if byte >= 0x80 => return Err(GiveUp),
-                _ => at += 1,
+            let byte = self.byte(at);
+            if byte == quote && quote == b'\'' && self.byte(at + 1) == b'\'' {
+                text.push_str(self.str(from, at + 1));
+                at += 2;
+                from = at;
+            } else if byte == quote {
+                break;
+            } else if byte == b'\\' && quote == b'"' {
+                let escaped = match self.byte(at + 1) {
+                    b'\\' => '\\',
+                    b'"' => '"',
+                    b'/' => '/',
+                    b'n' => '\n',
+                    b't' => '\t',
+                    b'r' => '\r',
+                    b'0' => '\0',
+                    _ => return Err(GiveUp),
+                };
+                text.push_str(self.str(from, at));
+                text.push(escaped);
+                at += 2;
+                from = at;
+            } else if matches!(byte, b'\n' | 0 | 0x80..) {
+                return Err(GiveUp);
+            } else {
+                at += 1;
             }
         }
         text.push_str(self.str(from, at));
@@ -520,8 +502,7 @@ impl Reader<'_> {
         match self.peek() {
             b'[' => self.flow_sequence(indent),
             b'{' => self.flow_mapping(indent),
-            b'"' => self.double_quoted(),
-            b'\'' => self.single_quoted(),
+            b'"' | b'\'' => self.quoted_scalar(),
             _ => self.plain(true),
         }
     }
@@ -674,28 +655,6 @@ mod tests {
     use super::*;
     use crate::manifest::yaml::parse_any;
 
-    /// The tree with the ends of collections cleared: saphyr ends a
-    /// collection at the token after it, and nothing reads that end.
-    fn normalized(mut node: Node) -> Node {
-        node.value = match node.value {
-            Value::Sequence(items) => {
-                node.span.end = node.span.start;
-                Value::Sequence(items.into_iter().map(normalized).collect())
-            }
-            Value::Mapping(entries) => {
-                node.span.end = node.span.start;
-                Value::Mapping(
-                    entries
-                        .into_iter()
-                        .map(|(key, value)| (normalized(key), normalized(value)))
-                        .collect(),
-                )
-            }
-            scalar => scalar,
-        };
-        node
-    }
-
     /// The first node that differs (fast, then saphyr), shown without its children.
     fn first_difference(fast: &Node, full: &Node) -> Option<String> {
         let shallow = |node: &Node| {
@@ -734,7 +693,10 @@ mod tests {
         let (full, full_duplicates) = parse_any(text).unwrap_or_else(|error| {
             panic!("saphyr fails ({error}) on what the fast reader took:\n{text}")
         });
-        if let Some(difference) = first_difference(&normalized(fast), &normalized(full)) {
+        if let Some(difference) = first_difference(
+            &fast.without_collection_ends(),
+            &full.without_collection_ends(),
+        ) {
             panic!("the trees differ for:\n{text}\n--- {difference}");
         }
         assert_eq!(
