@@ -5,6 +5,12 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = supervisor::cli::Cli::parse();
+    if args.command.dies_on_closed_pipe() {
+        // Like `cat` or `grep`: a reader that goes away (`plan | head -1`)
+        // ends this process quietly instead of failing a print.
+        // SAFETY: no other thread exists yet; SIG_DFL is always valid.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     supervisor::cli::init_tracing(&args);
     match supervisor::cli::run(args) {
         Ok(code) => code.into(),

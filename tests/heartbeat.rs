@@ -87,7 +87,7 @@ agents:
         "dependent started {gap:?} after the loader, before its READY"
     );
     assert!(
-        up.output().contains("ready after 2."),
+        up.output().contains("ready in 2."),
         "loader ready after its delay:\n{}",
         up.output()
     );

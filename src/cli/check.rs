@@ -25,7 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         ..CheckOptions::default()
     };
     let report = match check::run_with(
-        &args.manifests.config_args(),
+        &args.manifests.config_args()?,
         &args.manifests.load_options(),
         &options,
     ) {

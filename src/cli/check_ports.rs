@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         ..CheckOptions::default()
     };
     let mut report = match check::run_with(
-        &args.manifests.config_args(),
+        &args.manifests.config_args()?,
         &args.manifests.load_options(),
         &options,
     ) {
@@ -97,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         println!("{} ports, {conflicts} conflicts", rows.len());
     }
     if args.fix {
+        let mut configs = args.manifests.config_args()?;
         for file in fix::apply(&report.manifest, &report.fixes) {
             let target = if args.in_place {
                 file.path.clone()
@@ -111,12 +112,41 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             for skipped in &file.skipped {
                 eprintln!("not fixed {}: {skipped}", file.path.display());
             }
+            for config in &mut configs {
+                if same_file(&config.path, &file.path) {
+                    config.path = target.clone();
+                }
+            }
         }
         if report.fixes.is_empty() {
             eprintln!("nothing to fix in place");
+            return Ok(exit_code(&report));
         }
+        // The exit code says whether the fixed files are free of port
+        // errors: check them again.
+        let mut after = match check::run_with(&configs, &args.manifests.load_options(), &options) {
+            Ok(after) => after,
+            Err(error) => return report_unreadable(error, args.json),
+        };
+        after
+            .problems
+            .retain(|problem| is_port_problem(problem) && problem.is_error());
+        if after.problems.is_empty() {
+            eprintln!("every port conflict is fixed");
+        } else {
+            eprintln!(
+                "{} port problem(s) remain after the fix:",
+                after.problems.len()
+            );
+            print_problems(&after.problems);
+        }
+        return Ok(exit_code(&after));
     }
     Ok(exit_code(&report))
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
 }
 
 /// `dir/main.yaml` -> `dir/main.fixed.yaml`.

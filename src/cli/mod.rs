@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::manifest::{ConfigArg, LoadOptions, ManifestError};
 
 pub mod check;
 pub mod check_ports;
+pub mod console;
 pub mod down;
 pub mod errors;
+pub mod locate;
 pub mod logs;
 pub mod plan;
 pub mod reload;
@@ -24,9 +27,14 @@ pub mod up;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  all good (warnings alone still exit 0)
-  1  problems found (check), or a required agent failed (up)
+  1  problems found (check, check-ports; after --fix: conflicts left), a required
+     agent failed (up, status), an agent did not get ready (start, restart, up --wait)
   2  the manifest could not be read (bad YAML, unknown field, unset variable) or usage error
-  3  no supervisor is running for this run directory";
+  3  no supervisor is running for this run directory
+
+Without --config, commands read SUPERVISOR_CONFIG, else supervisor.yaml,
+startup.yaml or config/startup.yaml here; control commands find the supervisor
+started in this directory or above it (or SUPERVISOR_RUN_DIR).";
 
 #[derive(Debug, Parser)]
 #[command(name = "supervisor", version, about = "Supervisor and process orchestrator for multi-agent systems", after_help = EXIT_CODES)]
@@ -66,7 +74,7 @@ pub enum Command {
     Stop(stop::Args),
     /// Restart agents (`--with-dependents`: and everything depending on them).
     Restart(restart::Args),
-    /// Print (and with -f follow) an agent's log file.
+    /// Print (and with -f follow) an agent's log, or every agent's merged by time.
     Logs(logs::Args),
     /// Stop every agent in reverse dependency order and end the supervisor.
     Down(down::Args),
@@ -74,9 +82,25 @@ pub enum Command {
     Reload(reload::Args),
     /// Print the error journal (errors reported by agents); `-f` follows the error bus.
     Errors(errors::Args),
+    /// Print a shell completion script: `supervisor completions bash > /etc/bash_completion.d/supervisor`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `supervisor man | man -l -`.
+    Man,
     /// Internal: started by `up`; kills the agents' process groups if `up` dies.
     #[command(hide = true)]
     Keeper,
+}
+
+impl Command {
+    /// Whether a closed stdout should end this command by SIGPIPE. Not for
+    /// `up` (a console reader going away must not stop the agents), the
+    /// keeper, or `logs` (which stops on a closed pipe itself).
+    pub fn dies_on_closed_pipe(&self) -> bool {
+        !matches!(self, Command::Up(_) | Command::Keeper | Command::Logs(_))
+    }
 }
 
 /// Where the manifests come from; shared by every subcommand that reads them.
@@ -84,12 +108,9 @@ pub enum Command {
 pub struct ManifestArgs {
     /// Manifest file; repeat for several. `FILE@HOST` says which machine the
     /// file's agents run on (default: the manifest's `host:`, else `localhost`).
-    #[arg(
-        long = "config",
-        short = 'c',
-        required = true,
-        value_name = "FILE[@HOST]"
-    )]
+    /// Default: `SUPERVISOR_CONFIG` (comma-separated), else `supervisor.yaml`,
+    /// `startup.yaml` or `config/startup.yaml` in the current directory.
+    #[arg(long = "config", short = 'c', value_name = "FILE[@HOST]")]
     pub configs: Vec<String>,
     /// A dotenv file whose variables are used in `${VAR}` expansion (before the environment).
     #[arg(long, value_name = "FILE")]
@@ -104,11 +125,9 @@ impl ManifestArgs {
         }
     }
 
-    pub fn config_args(&self) -> Vec<ConfigArg> {
-        self.configs
-            .iter()
-            .map(|text| ConfigArg::parse(text))
-            .collect()
+    /// The manifests named, or found by `locate::manifests`.
+    pub fn config_args(&self) -> Result<Vec<ConfigArg>, locate::NoManifest> {
+        locate::manifests(&self.configs)
     }
 }
 
@@ -125,7 +144,10 @@ impl Exit {
     /// The code for an error that reached `main`: manifest errors are usage
     /// errors (2), everything else is a failure (1).
     pub fn from_error(error: &anyhow::Error) -> Exit {
-        if error.chain().any(|cause| cause.is::<ManifestError>()) {
+        if error
+            .chain()
+            .any(|cause| cause.is::<ManifestError>() || cause.is::<locate::NoManifest>())
+        {
             Exit::Usage
         } else {
             Exit::Problems
@@ -145,11 +167,15 @@ pub fn init_tracing(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
+        LogFormat::Text => {
+            let color = console::use_color(std::io::stderr().is_terminal());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(color)
+                .event_format(console::Human { color })
+                .with_writer(std::io::stderr)
+                .init()
+        }
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_current_span(false)
@@ -173,6 +199,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Errors(args) => errors::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "supervisor", &mut std::io::stdout());
+            Ok(Exit::Ok)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
+            Ok(Exit::Ok)
+        }
         Command::Keeper => {
             crate::process::keeper::run_keeper();
             Ok(Exit::Ok)

@@ -8,34 +8,27 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::control::rundir::default_run_dir;
 use crate::control::{AgentView, Client, ControlError, Request, Response, RunDir, StatusView};
-use crate::manifest::ConfigArg;
 
 use super::Exit;
 
 /// How a control command finds its supervisor; same default as `up`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunDirArgs {
-    /// The supervisor's run directory (default: `.supervisor/` beside the
-    /// first `--config`, else `./.supervisor`).
+    /// The supervisor's run directory (default: `SUPERVISOR_RUN_DIR`, else
+    /// `.supervisor/` beside the first `--config`, else the supervisor `up`
+    /// started in this directory or one above it).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// The manifest `up` was started with; only used to find the default
-    /// run directory.
+    /// run directory (default: `SUPERVISOR_CONFIG`).
     #[arg(long = "config", short = 'c', value_name = "FILE[@HOST]")]
     pub configs: Vec<String>,
 }
 
 impl RunDirArgs {
     pub fn run_dir(&self) -> RunDir {
-        RunDir::new(match &self.run_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                let first = self.configs.first().map(|text| ConfigArg::parse(text).path);
-                default_run_dir(first.as_deref())
-            }
-        })
+        super::locate::run_dir(self.run_dir.as_deref(), &self.configs)
     }
 }
 
@@ -119,6 +112,7 @@ pub fn wait_for(
                 Verdict::Waiting => done = false,
                 Verdict::Failed(reason) => {
                     eprintln!("error: {name}: {reason}");
+                    print_log_tail(run_dir, name);
                     return Ok(Exit::Problems);
                 }
             }
@@ -127,20 +121,96 @@ pub fn wait_for(
             return Ok(Exit::Ok);
         }
         if Instant::now() >= deadline {
+            let late: Vec<&AgentView> = names
+                .iter()
+                .filter_map(|name| view.agent(name))
+                .filter(|agent| matches!(verdict(agent), Verdict::Waiting))
+                .collect();
             eprintln!(
                 "error: timed out after {} waiting for {} to be {what}",
                 crate::supervisor::format_duration(timeout),
-                names.join(", ")
+                late.iter()
+                    .map(|agent| format!("{} ({})", agent.name, agent.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
+            for agent in late {
+                print_log_tail(run_dir, &agent.name);
+            }
             return Ok(Exit::Problems);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
+/// Which agents a `start`, `stop` or `restart` names.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Selection {
+    /// Agents by name; `all` for every agent of this host.
+    #[arg(value_name = "NAME", required_unless_present = "group")]
+    pub agents: Vec<String>,
+    /// Every agent of this group (the manifest's `group:`, or the legacy
+    /// `agent_groups` / list the agent was written in).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+}
+
+impl Selection {
+    /// The current status and the names meant, or the exit code (printed).
+    pub fn resolve(
+        &self,
+        run_dir: &RunDir,
+    ) -> anyhow::Result<Result<(StatusView, Vec<String>), Exit>> {
+        Ok(match status(run_dir)? {
+            Ok(view) => self.names(&view).map(|names| (view, names)),
+            Err(exit) => Err(exit),
+        })
+    }
+
+    /// The agent names meant, from a status; `Err` (printed) when a group
+    /// has no agents.
+    pub fn names(&self, view: &StatusView) -> Result<Vec<String>, Exit> {
+        let local = || view.agents.iter().filter(|agent| !agent.remote);
+        let mut names: Vec<String> = Vec::new();
+        for name in &self.agents {
+            if name == "all" && view.agent("all").is_none() {
+                names.extend(local().map(|agent| agent.name.clone()));
+            } else {
+                names.push(name.clone());
+            }
+        }
+        if let Some(group) = &self.group {
+            let members: Vec<String> = local()
+                .filter(|agent| agent.group.as_deref() == Some(group.as_str()))
+                .map(|agent| agent.name.clone())
+                .collect();
+            if members.is_empty() {
+                let mut groups: Vec<&str> =
+                    local().filter_map(|agent| agent.group.as_deref()).collect();
+                groups.sort_unstable();
+                groups.dedup();
+                eprintln!(
+                    "error: no agent in group `{group}` (groups: {})",
+                    if groups.is_empty() {
+                        "none".to_string()
+                    } else {
+                        groups.join(", ")
+                    }
+                );
+                return Err(Exit::Usage);
+            }
+            names.extend(members);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|name| seen.insert(name.clone()));
+        Ok(names)
+    }
+}
+
 /// The shared shape of `start`, `stop` and `restart`: send `request`; unless
-/// `no_wait`, wait until `verdict` holds for every one of `names`; then print
-/// `<done>: <names>`.
+/// `no_wait`, wait until `verdict` holds for every agent the request
+/// affects (the supervisor's answer names them); then print
+/// `<done>: <named>` and, on a second line, the agents taken along.
 #[allow(clippy::too_many_arguments)]
 pub fn request_and_wait(
     run_dir: &RunDir,
@@ -152,17 +222,54 @@ pub fn request_and_wait(
     done: &str,
     verdict: impl Fn(&AgentView) -> Verdict,
 ) -> anyhow::Result<Exit> {
-    if let Answer::Exit(exit) = ask(run_dir, request, Duration::from_secs(10))? {
-        return Ok(exit);
-    }
+    let response = match ask(run_dir, request, Duration::from_secs(10))? {
+        Answer::Ok(response) => response,
+        Answer::Exit(exit) => return Ok(exit),
+    };
+    let affected = if response.agents.is_empty() {
+        names.to_vec()
+    } else {
+        response.agents.clone()
+    };
+    let along: Vec<&str> = affected
+        .iter()
+        .filter(|name| !names.contains(name))
+        .map(String::as_str)
+        .collect();
+    let report = || {
+        println!("{done}: {}", names.join(", "));
+        if !along.is_empty() {
+            println!("  and with them: {}", along.join(", "));
+        }
+    };
     if no_wait {
+        println!("accepted for: {}", affected.join(", "));
         return Ok(Exit::Ok);
     }
-    let exit = wait_for(run_dir, names, timeout, what, verdict)?;
+    let exit = wait_for(run_dir, &affected, timeout, what, verdict)?;
     if exit == Exit::Ok {
-        println!("{done}: {}", names.join(", "));
+        report();
     }
     Ok(exit)
+}
+
+/// The last `lines` lines of an agent's log (rotated files included).
+pub fn log_tail(run_dir: &RunDir, agent: &str, lines: usize) -> Vec<String> {
+    super::logs::last_lines(run_dir, agent, lines)
+}
+
+/// Prints the last lines of an agent's log to stderr, indented.
+fn print_log_tail(run_dir: &RunDir, agent: &str) {
+    let tail = log_tail(run_dir, agent, 10);
+    if !tail.is_empty() {
+        eprintln!(
+            "  last lines of {agent}'s log ({}):",
+            run_dir.agent_log(agent).display()
+        );
+        for line in tail {
+            eprintln!("    {line}");
+        }
+    }
 }
 
 /// `failed (reason)` for an agent that cannot become ready.

@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Exit;
-use super::remote::{RunDirArgs, Verdict, not_coming, request_and_wait, status};
+use super::remote::{RunDirArgs, Selection, Verdict, not_coming, request_and_wait};
 use crate::control::Request;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Agents to restart.
-    #[arg(required = true, value_name = "NAME")]
-    pub agents: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
     /// Also restart every agent that depends on them (transitively).
     #[arg(long)]
     pub with_dependents: bool,
@@ -32,8 +31,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
-    let before = match status(&run_dir)? {
-        Ok(view) => view,
+    let (before, names) = match args.selection.resolve(&run_dir)? {
+        Ok(resolved) => resolved,
         Err(exit) => return Ok(exit),
     };
     let old_pids: BTreeMap<String, Option<u32>> = before
@@ -42,13 +41,13 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .map(|agent| (agent.name.clone(), agent.pid))
         .collect();
     let request = Request::Restart {
-        agents: args.agents.clone(),
+        agents: names.clone(),
         with_dependents: args.with_dependents,
     };
     request_and_wait(
         &run_dir,
         &request,
-        &args.agents,
+        &names,
         args.no_wait,
         Duration::from_secs_f64(args.timeout),
         "ready again",

@@ -1,8 +1,11 @@
 //! `supervisor status`: the table of agents of a running supervisor (or
-//! `--json`), once or refreshed with `--watch`.
+//! `--json`), once or refreshed with `--watch` (which clears the screen only
+//! on a terminal). Exits 1 when a required agent has failed or is blocked
+//! behind one (and no operator stopped it), 3 when no supervisor runs, else 0.
 //!
 //! Owns the table layout only; the figures come from the control socket.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::Exit;
@@ -36,17 +39,26 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         } else {
             table(&view)
         };
-        if args.watch && !args.json {
+        if args.watch && !args.json && std::io::stdout().is_terminal() {
             // Clear the screen and go home, like `watch`.
             print!("\x1b[2J\x1b[H{text}");
         } else {
             print!("{text}");
         }
         if !args.watch {
-            return Ok(Exit::Ok);
+            return Ok(exit_code(&view));
         }
         std::thread::sleep(Duration::from_secs_f64(args.interval.max(0.1)));
     }
+}
+
+/// 1 when a required agent has failed (or is blocked behind one), unless
+/// an operator stopped it, else 0.
+fn exit_code(view: &StatusView) -> Exit {
+    let failed = view.agents.iter().any(|agent| {
+        agent.required && !agent.held && matches!(agent.state.as_str(), "failed" | "blocked")
+    });
+    if failed { Exit::Problems } else { Exit::Ok }
 }
 
 const HEADERS: [&str; 11] = [

@@ -7,14 +7,13 @@
 use std::time::Duration;
 
 use super::Exit;
-use super::remote::{RunDirArgs, Verdict, request_and_wait};
+use super::remote::{RunDirArgs, Selection, Verdict, request_and_wait};
 use crate::control::Request;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Agents to stop (their dependents stop too).
-    #[arg(required = true, value_name = "NAME")]
-    pub agents: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
     #[command(flatten)]
     pub target: RunDirArgs,
     /// Return once the request is accepted.
@@ -27,13 +26,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
+    let names = match args.selection.resolve(&run_dir)? {
+        Ok((_, names)) => names,
+        Err(exit) => return Ok(exit),
+    };
     let request = Request::Stop {
-        agents: args.agents.clone(),
+        agents: names.clone(),
     };
     request_and_wait(
         &run_dir,
         &request,
-        &args.agents,
+        &names,
         args.no_wait,
         Duration::from_secs_f64(args.timeout),
         "stopped",

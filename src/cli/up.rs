@@ -49,10 +49,19 @@ pub struct Args {
     /// Do not copy agent output to the console (it still goes to the log files).
     #[arg(long)]
     pub no_console: bool,
-    /// Once every agent is ready, print the summary, stop them all and exit
-    /// (0, or 1 if a required agent failed). For benchmarks and smoke tests.
+    /// Once every agent is ready, print the summary, stop them all and exit:
+    /// 0 when all became ready, else 1 naming each agent that did not, with
+    /// the last lines of its log. For smoke tests and benchmarks.
     #[arg(long)]
     pub exit_when_ready: bool,
+    /// With `--exit-when-ready` or `-d --wait`: give up (exit 1) when not
+    /// every agent is ready after this many seconds.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// With `-d`: return only once every agent is ready (exit 0), or one of
+    /// them failed (exit 1, naming it, with the last lines of its log).
+    #[arg(long, requires = "detach")]
+    pub wait: bool,
     /// Start one agent at a time in plan order, each after the previous is
     /// ready (the baseline of `scripts/bench-startup.sh`).
     #[arg(long)]
@@ -97,7 +106,7 @@ fn runs_here(agent: &Agent, host: &str, hostname: &str, explicit_host: bool) -> 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let hostname = local_hostname();
     let host = args.host.clone().unwrap_or_else(|| hostname.clone());
-    let configs = args.manifests.config_args();
+    let configs = args.manifests.config_args()?;
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
         this_host: host.clone(),
@@ -123,15 +132,19 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             hosts.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
-    let run_dir = RunDir::new(match &args.run_dir {
-        Some(dir) => dir.clone(),
-        None => default_run_dir(configs.first().map(|config| config.path.as_path())),
-    });
+    let run_dir = match (&args.run_dir, std::env::var_os("SUPERVISOR_RUN_DIR")) {
+        (Some(dir), _) => RunDir::new(dir),
+        (None, Some(dir)) if !dir.is_empty() => RunDir::new(PathBuf::from(dir)),
+        (None, _) => RunDir::new(default_run_dir(
+            configs.first().map(|config| config.path.as_path()),
+        )),
+    };
     if args.detach {
-        return detach(&run_dir);
+        return detach(&run_dir, &args);
     }
     run_dir.create()?;
     let lock = RunDirLock::acquire(&run_dir)?;
+    let _registration = super::locate::Registration::new(&run_dir);
     let logs = run_dir.logs();
     let reloader: Reloader = {
         let configs = configs.clone();
@@ -191,7 +204,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         logs: Some(logs.clone()),
         console: (!args.no_console).then(|| Console {
             width,
-            color: std::io::stdout().is_terminal(),
+            color: super::console::use_color(std::io::stdout().is_terminal()),
         }),
         // The same value the manifest's `${PORT_OFFSET}` used (--env-file wins).
         port_offset: crate::manifest::Variables::new(None, args.manifests.env_file.as_deref())
@@ -200,6 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .unwrap_or_else(|| "0".into()),
         sample_interval: Some(Duration::from_secs(2)),
     };
+    super::console::set_name_width(width);
     crate::supervisor::tune_allocator();
     // One worker: the loop owns all agent state and every blocking job
     // (fork/exec, ZeroMQ, /proc) has its own thread, so a second worker
@@ -211,11 +225,32 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .build()
         .context("starting the async runtime")?;
     tracing::info!(host = %host, logs = %logs.display(), "starting {} agents", config.agents.iter().filter(|spec| !spec.remote).count());
-    let outcome = runtime.block_on(supervise(config, &args, control))?;
-    match outcome.failure {
-        Some(failure) => Err(anyhow::anyhow!("{failure}")),
-        None => Ok(Exit::Ok),
+    let (outcome, late) = runtime.block_on(supervise(config, &args, control))?;
+    if let Some(failure) = outcome.failure {
+        let tail = super::remote::log_tail(&run_dir, &failure.agent, LOG_TAIL);
+        anyhow::bail!("{failure}{}", indented(&failure.agent, &tail));
     }
+    if let Some(late) = late {
+        eprintln!("error: {late}");
+        return Ok(Exit::Problems);
+    }
+    Ok(Exit::Ok)
+}
+
+/// How many of a failed agent's last log lines `up` prints.
+const LOG_TAIL: usize = 10;
+
+/// `\n  last lines of store's log:\n    ...`, or nothing without lines.
+fn indented(agent: &str, lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("\n  last lines of {agent}'s log:");
+    for line in lines {
+        text.push_str("\n    ");
+        text.push_str(line);
+    }
+    text
 }
 
 /// The enabled agents of this host, plus the agents of other hosts that they
@@ -271,7 +306,7 @@ struct Control {
 /// Starts `up` again without `--detach`, in its own session with output
 /// to `<run-dir>/supervisor.log`, and returns once it answers a ping (or
 /// reports that it exited).
-fn detach(run_dir: &RunDir) -> anyhow::Result<Exit> {
+fn detach(run_dir: &RunDir, args: &Args) -> anyhow::Result<Exit> {
     use std::os::unix::process::CommandExt;
     run_dir.create()?;
     if let Ok(mut client) = Client::connect(run_dir)
@@ -291,7 +326,7 @@ fn detach(run_dir: &RunDir) -> anyhow::Result<Exit> {
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut arguments: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
-        .filter(|argument| argument != "-d" && argument != "--detach")
+        .filter(|argument| argument != "-d" && argument != "--detach" && argument != "--wait")
         .collect();
     if !arguments.iter().any(|argument| argument == "--no-console") {
         arguments.push("--no-console".into());
@@ -338,7 +373,11 @@ fn detach(run_dir: &RunDir) -> anyhow::Result<Exit> {
                 child.id(),
                 log_path.display()
             );
-            return Ok(Exit::Ok);
+            return if args.wait {
+                wait_all_ready(run_dir, Duration::from_secs_f64(args.timeout))
+            } else {
+                Ok(Exit::Ok)
+            };
         }
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
@@ -349,6 +388,70 @@ fn detach(run_dir: &RunDir) -> anyhow::Result<Exit> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `up -d --wait`: polls the background supervisor until all of this
+/// host's agents are ready, one cannot become ready, or `timeout` passes.
+fn wait_all_ready(run_dir: &RunDir, timeout: Duration) -> anyhow::Result<Exit> {
+    use super::remote::{Verdict, not_coming, status, wait_for};
+    let ended = |exit: Exit| {
+        if exit == Exit::NotRunning {
+            // It stopped everything and exited: a required agent failed.
+            let log = run_dir.supervisor_log();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "error: the background supervisor exited; the end of {}:",
+                log.display()
+            );
+            for line in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("  {line}");
+            }
+            Exit::Problems
+        } else {
+            exit
+        }
+    };
+    let view = match status(run_dir)? {
+        Ok(view) => view,
+        Err(exit) => return Ok(ended(exit)),
+    };
+    let names: Vec<String> = view
+        .agents
+        .iter()
+        .filter(|agent| !agent.remote)
+        .map(|agent| agent.name.clone())
+        .collect();
+    let started = std::time::Instant::now();
+    let exit = wait_for(run_dir, &names, timeout, "ready", |agent| {
+        match not_coming(agent) {
+            Some(reason) if agent.required => Verdict::Failed(reason),
+            // An optional agent that failed is reported, not waited for.
+            Some(_) => Verdict::Done,
+            None if agent.state == "ready" => Verdict::Done,
+            None => Verdict::Waiting,
+        }
+    })?;
+    let exit = ended(exit);
+    if exit == Exit::Ok {
+        let view = status(run_dir)?.map_err(|_| anyhow::anyhow!("the supervisor ended"))?;
+        let ready = view
+            .agents
+            .iter()
+            .filter(|agent| !agent.remote && agent.state == "ready")
+            .count();
+        println!(
+            "{ready}/{} ready in {}",
+            names.len(),
+            format_duration(started.elapsed())
+        );
+        for agent in view.agents.iter().filter(|agent| !agent.remote) {
+            if let Some(reason) = not_coming(agent) {
+                println!("  {} (optional): {reason}", agent.name);
+            }
+        }
+    }
+    Ok(exit)
 }
 
 /// Binds the control socket (mode 0600) before anything starts.
@@ -364,11 +467,13 @@ fn bind_socket(run_dir: &RunDir) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// The supervisor's outcome, and with `--exit-when-ready` why not every
+/// agent became ready (a failed optional agent, or `--timeout`).
 async fn supervise(
     config: supervisor::Config,
     args: &Args,
     control: Control,
-) -> anyhow::Result<supervisor::Outcome> {
+) -> anyhow::Result<(supervisor::Outcome, Option<String>)> {
     let shutdown = Shutdown::new();
     let listener = bind_socket(control.lock.run_dir())?;
     let metrics_listener = match control.metrics {
@@ -443,12 +548,16 @@ async fn supervise(
     let progress = tokio::spawn(report_progress(
         handle.clone(),
         plan,
-        args.exit_when_ready,
-        args.summary_json.clone(),
+        Finish {
+            exit_when_ready: args.exit_when_ready,
+            timeout: Duration::from_secs_f64(args.timeout),
+            summary_json: args.summary_json.clone(),
+            run_dir: control.lock.run_dir().clone(),
+        },
     ));
     let outcome = task.await.context("the supervisor task panicked")?;
     signals.abort();
-    let _ = progress.await;
+    let late = progress.await.ok().flatten();
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(5), shutdown.wait())
         .await
@@ -458,37 +567,46 @@ async fn supervise(
     }
     fabric.stop().await;
     drop(control.lock);
-    Ok(outcome)
+    Ok((outcome, late))
+}
+
+/// What `report_progress` does once agents are ready, or are not in time.
+struct Finish {
+    exit_when_ready: bool,
+    /// With `exit_when_ready`: give up after this long.
+    timeout: Duration,
+    summary_json: Option<PathBuf>,
+    run_dir: RunDir,
 }
 
 /// Prints a progress line while agents start (at most once a second, and on
-/// each new ready agent), then the summary once all are ready.
-async fn report_progress(
-    handle: SupervisorHandle,
-    plan: Plan,
-    exit_when_ready: bool,
-    summary_json: Option<PathBuf>,
-) {
+/// each new ready agent), then the summary once all are ready. With
+/// `--exit-when-ready` it then stops everything, and returns why not every
+/// local agent became ready (with their last log lines), if one did not.
+async fn report_progress(handle: SupervisorHandle, plan: Plan, finish: Finish) -> Option<String> {
     let mut status = handle.subscribe();
     let mut last_line = String::new();
     let mut last_print = tokio::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + finish.timeout;
     loop {
         let snapshot = status.borrow_and_update().clone();
         if snapshot.shutting_down {
-            return;
+            return None;
         }
         if snapshot.all_ready_after.is_some() {
             let summary = summary(&snapshot, &plan);
             eprint!("{}", summary.text);
-            if let Some(path) = &summary_json
+            if let Some(path) = &finish.summary_json
                 && let Err(error) = std::fs::write(path, summary.json.to_string())
             {
                 tracing::warn!(path = %path.display(), %error, "cannot write the summary");
             }
-            if exit_when_ready {
-                handle.shutdown(false).await;
+            if !finish.exit_when_ready {
+                return None;
             }
-            return;
+            let missing = not_ready(&snapshot, &finish.run_dir);
+            handle.shutdown(false).await;
+            return missing.map(|list| format!("not every agent became ready:{list}"));
         }
         let line = progress_line(&snapshot);
         let ready_changed = line.split(';').next() != last_line.split(';').next();
@@ -497,10 +615,39 @@ async fn report_progress(
             last_line = line;
             last_print = tokio::time::Instant::now();
         }
-        if status.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() {
+                return None;
+            },
+            () = tokio::time::sleep_until(deadline), if finish.exit_when_ready => {
+                let missing = not_ready(&snapshot, &finish.run_dir).unwrap_or_default();
+                handle.shutdown(false).await;
+                return Some(format!(
+                    "not every agent was ready within {} (--timeout):{missing}",
+                    format_duration(finish.timeout)
+                ));
+            }
         }
     }
+}
+
+/// One paragraph per local agent that is not ready: state, reason and the
+/// last lines of its log; `None` when all are ready.
+fn not_ready(snapshot: &StatusSnapshot, run_dir: &RunDir) -> Option<String> {
+    let mut text = String::new();
+    for agent in snapshot
+        .agents
+        .iter()
+        .filter(|agent| !agent.remote && agent.state != AgentState::Ready)
+    {
+        text.push_str(&format!("\n  {}: {}", agent.name, agent.state));
+        if let Some(reason) = &agent.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        let tail = super::remote::log_tail(run_dir, &agent.name, LOG_TAIL);
+        text.push_str(&indented(&agent.name, &tail).replace('\n', "\n  "));
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 /// `starting: 3/7 ready; probing db; waiting: api (db), ui (api)`.
@@ -576,11 +723,7 @@ fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
         .iter()
         .filter(|agent| agent.ready_at.is_some())
         .count();
-    let mut text = format!(
-        "all ready: {ready}/{} agents in {}\n",
-        snapshot.agents.len(),
-        format_duration(total)
-    );
+    let mut text = String::new();
     let width = snapshot
         .agents
         .iter()
@@ -624,6 +767,26 @@ fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
         path.join(" -> "),
         format_duration(length)
     ));
+    // The closing line.
+    let missing: Vec<&str> = agents
+        .iter()
+        .filter(|agent| agent.ready_at.is_none())
+        .map(|agent| agent.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        text.push_str(&format!(
+            "all ready: {ready}/{} agents in {}\n",
+            agents.len(),
+            format_duration(total)
+        ));
+    } else {
+        text.push_str(&format!(
+            "{ready}/{} ready in {}; not ready: {}\n",
+            agents.len(),
+            format_duration(total),
+            missing.join(", ")
+        ));
+    }
     let json = serde_json::json!({
         "all_ready_s": total.as_secs_f64(),
         "ready": ready,

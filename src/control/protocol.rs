@@ -56,6 +56,11 @@ pub struct Response {
     /// The supervisor's pid (`ping`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Every agent a `start`, `stop` or `restart` affects, in dependency
+    /// order (the named ones, the dependencies started with them, the
+    /// dependents stopped or brought back with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +122,9 @@ pub struct StatusView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
     pub name: String,
+    /// The manifest's `group:` (or the legacy group it was listed in).
+    #[serde(default)]
+    pub group: Option<String>,
     pub host: String,
     pub state: String,
     pub remote: bool,
@@ -163,6 +171,7 @@ impl StatusView {
                 .iter()
                 .map(|agent| AgentView {
                     name: agent.name.clone(),
+                    group: agent.group.clone(),
                     host: agent.host.clone(),
                     state: agent.state.as_str().to_string(),
                     remote: agent.remote,

@@ -138,8 +138,11 @@ async fn write_response(
 /// Turns one request into commands and reads; never fails, answers errors.
 async fn answer(request: Request, context: &ServerContext) -> Response {
     let handle = &context.handle;
-    let done = |result: Result<(), crate::supervisor::CommandError>| match result {
-        Ok(()) => Response::ok(),
+    let done = |result: Result<Vec<String>, crate::supervisor::CommandError>| match result {
+        Ok(agents) => Response {
+            agents,
+            ..Response::ok()
+        },
         Err(error) => Response::error(error.to_string()),
     };
     match request {

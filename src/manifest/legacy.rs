@@ -40,6 +40,7 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
         agents: Vec::new(),
         ignored: Vec::new(),
         pass_port: false,
+        group: None,
     };
     let format = if has("agent_groups") {
         legacy.pass_port = true;
@@ -164,6 +165,8 @@ struct Legacy {
     ignored: Vec<(Problem, usize)>,
     /// The MainPC launcher passed `--port <port>` to each script.
     pass_port: bool,
+    /// The group (or list key) whose entries are being read.
+    group: Option<String>,
 }
 
 impl Legacy {
@@ -201,7 +204,9 @@ impl Legacy {
                 self.ignore(format!("`{group_path}` is a group definition (`agents:` lists names), not agent entries; ignored"), group_key.line);
                 continue;
             }
+            self.group = Some(group_name.to_string());
             self.walk_named_map(&group_path, group);
+            self.group = None;
         }
     }
 
@@ -235,6 +240,7 @@ impl Legacy {
         let Some(items) = list.as_sequence() else {
             return;
         };
+        self.group = Some(path.to_string());
         for (index, item) in items.iter().enumerate() {
             if item.as_mapping().is_some() {
                 let agent = self.convert_entry(None, item);
@@ -249,6 +255,7 @@ impl Legacy {
                 );
             }
         }
+        self.group = None;
     }
 
     fn ignore(&mut self, message: String, line: usize) {
@@ -264,6 +271,12 @@ impl Legacy {
         let mut args: Option<&Node> = None;
         if let Some(key) = name_key {
             native.push((Node::scalar_at("name", key), key.clone()));
+        }
+        if let Some(group) = &self.group {
+            native.push((
+                Node::scalar_at("group", entry),
+                Node::scalar_at(group, entry),
+            ));
         }
         for (key, value) in entry.as_mapping().unwrap_or_default() {
             let native_key = match key.as_str().unwrap_or_default() {

@@ -90,6 +90,8 @@ pub struct SourceFile {
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub name: String,
+    /// `group:`, or the legacy group the entry was found in.
+    pub group: Option<String>,
     /// Where the agent's entry starts.
     pub location: Location,
     /// The machine the agent runs on (`localhost` unless a manifest says otherwise).

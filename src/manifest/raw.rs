@@ -101,6 +101,9 @@ pub struct RawAgent {
     /// Unique name (letters, digits, `_`, `-`, `.`). Taken from the key in the mapping form.
     pub name: Option<String>,
     pub description: Option<String>,
+    /// A group name for operating several agents at once
+    /// (`supervisor restart --group NAME`); legacy `agent_groups` set it.
+    pub group: Option<String>,
     /// The program and its arguments: a list, or a string split like a shell
     /// would (quotes respected; no shell runs unless `shell: true`).
     pub command: Option<RawCommand>,

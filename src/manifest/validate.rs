@@ -735,6 +735,7 @@ fn build_agent(
 
     Some(Agent {
         name,
+        group: raw.group.clone(),
         location,
         host,
         address,

@@ -2,11 +2,26 @@
 //! `<run-dir>/logs/<agent>.log` (rotated by size, bounded total) and, in the
 //! foreground, to the console with a `name |` prefix like docker compose.
 //!
+//! A line in the file starts with the time it was read from the pipe, UTC,
+//! RFC 3339 with milliseconds, then one space:
+//!
+//! ```text
+//! 2026-12-07T12:00:01.123Z hello
+//! ```
+//!
+//! The console copy (`name | hello`) has no time. Rotation renames
+//! `agent.log` to `agent.log.1`, `.1` to `.2` and so on ([`rotated_path`],
+//! [`parse_file_name`]).
+//!
 //! Owns the log files while a run is alive (one pump task per run owns its
-//! file). Does not own where the run directory is (`cli::up` decides).
+//! file) and their format: naming, rotation, the timestamp
+//! ([`format_timestamp`], [`parse_timestamp`]). Does not own where the run
+//! directory is (`cli::up` decides) nor reading the files back
+//! (`cli::logs`).
 
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::os::fd::OwnedFd;
 
@@ -83,34 +98,210 @@ impl RotatingFile {
         }
     }
 
-    fn write_line(&mut self, line: &[u8]) {
-        let length = line.len() as u64 + 1;
+    /// Appends `<stamp> <line>\n` in one write, so a reader following the
+    /// file never sees half a line (see [`write_parts`]).
+    fn write_line(&mut self, stamp: &Stamp, line: &[u8]) {
+        let parts: [&[u8]; 4] = [stamp, b" ", line, b"\n"];
+        let length = parts.iter().map(|part| part.len() as u64).sum::<u64>();
         if self.size > 0 && self.size + length > self.target.max_bytes {
             rotate(&self.target.path, self.target.keep);
             self.reopen();
         }
         if let Some(file) = &mut self.file
-            && file
-                .write_all(line)
-                .and_then(|()| file.write_all(b"\n"))
-                .is_ok()
+            && write_parts(file, &parts).is_ok()
         {
             self.size += length;
         }
     }
 }
 
+/// Writes `parts` with one `writev` (an append of a few hundred bytes to a
+/// regular file is written whole); finishes piece by piece if it was not.
+fn write_parts(file: &mut std::fs::File, parts: &[&[u8]; 4]) -> std::io::Result<()> {
+    let slices = parts.map(IoSlice::new);
+    let written = loop {
+        match file.write_vectored(&slices) {
+            Ok(written) => break written,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    };
+    let mut skip = written;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+        } else {
+            file.write_all(&part[skip..])?;
+            skip = 0;
+        }
+    }
+    Ok(())
+}
+
+/// `x.log` for 0, else `x.log.<index>` (the index-th older file).
+pub fn rotated_path(path: &Path, index: u32) -> PathBuf {
+    if index == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{index}"));
+    PathBuf::from(name)
+}
+
+/// The agent and rotation index of a file in `logs/`: `api.log` is
+/// `("api", 0)`, `api.log.2` is `("api", 2)`; anything else is `None`.
+pub fn parse_file_name(file_name: &str) -> Option<(&str, u32)> {
+    if let Some(agent) = file_name.strip_suffix(".log") {
+        return (!agent.is_empty()).then_some((agent, 0));
+    }
+    let (stem, index) = file_name.rsplit_once('.')?;
+    let agent = stem.strip_suffix(".log")?;
+    if agent.is_empty() || index.is_empty() || !index.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    Some((agent, index.parse().ok()?))
+}
+
 /// `x.log.(keep-1)` -> `x.log.keep`, ..., `x.log` -> `x.log.1`.
 fn rotate(path: &Path, keep: u32) {
-    let numbered = |index: u32| PathBuf::from(format!("{}.{index}", path.display()));
     if keep == 0 {
         let _ = std::fs::remove_file(path);
         return;
     }
     for index in (1..keep).rev() {
-        let _ = std::fs::rename(numbered(index), numbered(index + 1));
+        let _ = std::fs::rename(rotated_path(path, index), rotated_path(path, index + 1));
     }
-    let _ = std::fs::rename(path, numbered(1));
+    let _ = std::fs::rename(path, rotated_path(path, 1));
+}
+
+/// Length of a timestamp: `2026-12-07T12:00:01.123Z`.
+pub const STAMP_LEN: usize = 24;
+
+/// A formatted timestamp, kept on the stack.
+pub type Stamp = [u8; STAMP_LEN];
+
+/// The latest time a four-digit year can show (9999-12-31T23:59:59.999Z).
+const LAST_MILLIS: u64 = 253_402_300_799_999;
+
+/// `time` as `2026-12-07T12:00:01.123Z` (UTC, milliseconds, truncated).
+/// Times before 1970 show as the epoch, after 9999 as its last millisecond.
+pub fn format_timestamp(time: SystemTime) -> Stamp {
+    let millis = time
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_millis().min(u128::from(LAST_MILLIS)) as u64)
+        .unwrap_or(0);
+    let (seconds, millis) = (millis / 1000, millis % 1000);
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let mut stamp = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for index in (at..at + width).rev() {
+            stamp[index] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year as u64);
+    put(5, 2, u64::from(month));
+    put(8, 2, u64::from(day));
+    put(11, 2, second_of_day / 3600);
+    put(14, 2, second_of_day / 60 % 60);
+    put(17, 2, second_of_day % 60);
+    put(20, 3, millis);
+    stamp
+}
+
+/// Splits a log file line into its time and its text; `None` when it does
+/// not start with a valid timestamp and a space (a line written by a
+/// version without timestamps).
+pub fn parse_timestamp(line: &[u8]) -> Option<(SystemTime, &[u8])> {
+    if line.len() <= STAMP_LEN || line[STAMP_LEN] != b' ' {
+        return None;
+    }
+    let stamp = &line[..STAMP_LEN];
+    for (index, byte) in stamp.iter().enumerate() {
+        let expected = match index {
+            4 | 7 => b'-',
+            10 => b'T',
+            13 | 16 => b':',
+            19 => b'.',
+            23 => b'Z',
+            _ => continue,
+        };
+        if *byte != expected {
+            return None;
+        }
+    }
+    let number = |at: usize, width: usize| -> Option<u64> {
+        stamp[at..at + width].iter().try_fold(0u64, |sum, byte| {
+            byte.is_ascii_digit()
+                .then(|| sum * 10 + u64::from(byte - b'0'))
+        })
+    };
+    let year = number(0, 4)?;
+    let month = number(5, 2)?;
+    let day = number(8, 2)?;
+    let (hour, minute, second, millis) = (
+        number(11, 2)?,
+        number(14, 2)?,
+        number(17, 2)?,
+        number(20, 3)?,
+    );
+    if year < 1970
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(year as i64, month as u32, day as u32) as u64;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let time = UNIX_EPOCH + Duration::from_millis(seconds * 1000 + millis);
+    Some((time, &line[STAMP_LEN + 1..]))
+}
+
+fn days_in_month(year: u64, month: u64) -> u64 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (proleptic
+/// Gregorian; Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let shifted_month = i64::from(if month > 2 { month - 3 } else { month + 9 });
+    let day_of_year = (153 * shifted_month + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// ANSI colours for prefixes, chosen by a hash of the name.
@@ -143,9 +334,9 @@ pub(super) fn pump(
     async move {
         let mut out = stdout.and_then(|stream| LineReader::new(stream.into_owned_fd()));
         let mut err = stderr.and_then(|stream| LineReader::new(stream.into_owned_fd()));
-        let mut write = |line: &[u8]| {
+        let mut write = |stamp: &Stamp, line: &[u8]| {
             if let Some(file) = &mut file {
-                file.write_line(line);
+                file.write_line(stamp, line);
             }
             if let Some(prefix) = &console {
                 let mut stdout = std::io::stdout().lock();
@@ -160,8 +351,10 @@ pub(super) fn pump(
                 Ok(()) = readable(&err), if err.is_some() => &mut err,
                 else => break,
             };
+            // Every line of one read gets the time of that read.
+            let stamp = format_timestamp(SystemTime::now());
             if let Some(lines) = reader
-                && !lines.read(&mut write)
+                && !lines.read(&mut |line| write(&stamp, line))
             {
                 *reader = None;
             }
@@ -281,17 +474,22 @@ mod tests {
             max_bytes: 10,
             keep: 2,
         });
+        let stamp = format_timestamp(UNIX_EPOCH);
         for index in 0..10 {
-            file.write_line(format!("line{index}").as_bytes());
+            file.write_line(&stamp, format!("line{index}").as_bytes());
         }
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line9\n");
+        let at = "1970-01-01T00:00:00.000Z";
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{at} line9\n")
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("logs/a.log.1")).unwrap(),
-            "line8\n"
+            format!("{at} line8\n")
         );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("logs/a.log.2")).unwrap(),
-            "line7\n"
+            format!("{at} line7\n")
         );
         assert!(!dir.path().join("logs/a.log.3").exists());
     }
@@ -331,6 +529,112 @@ mod tests {
         }
         assert_eq!(lengths, [MAX_LINE_BYTES]);
         assert_eq!(reader.partial.len(), READ_BYTES);
+    }
+
+    fn at(seconds: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(seconds * 1000 + millis)
+    }
+
+    fn formatted(time: SystemTime) -> String {
+        String::from_utf8(format_timestamp(time).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(formatted(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            formatted(at(1_796_644_801, 123)),
+            "2026-12-07T12:00:01.123Z"
+        );
+        // Leap days: 2024 (divisible by 4), 2000 (by 400); 2100 has none.
+        assert_eq!(
+            formatted(at(1_709_251_199, 999)),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(formatted(at(951_782_400, 0)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(formatted(at(4_107_456_000, 7)), "2100-02-28T00:00:00.007Z");
+        assert_eq!(formatted(at(4_107_542_400, 0)), "2100-03-01T00:00:00.000Z");
+        // Sub-millisecond parts are cut, not rounded.
+        let almost = UNIX_EPOCH + Duration::from_nanos(1_999_999);
+        assert_eq!(formatted(almost), "1970-01-01T00:00:00.001Z");
+        // Out of range: clamped, never a panic or a five-digit year.
+        assert_eq!(
+            formatted(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            formatted(UNIX_EPOCH + Duration::from_secs(400_000_000_000)),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn timestamps_parse_back_and_other_lines_do_not() {
+        for time in [
+            UNIX_EPOCH,
+            at(1_709_251_199, 999),
+            at(951_782_400, 1),
+            at(4_107_542_400, 500),
+            at(1_796_644_801, 123),
+        ] {
+            let mut line = format_timestamp(time).to_vec();
+            line.extend_from_slice(b" hello world");
+            assert_eq!(parse_timestamp(&line), Some((time, &b"hello world"[..])));
+        }
+        let empty = b"2026-12-07T12:00:01.123Z ";
+        assert_eq!(
+            parse_timestamp(empty),
+            Some((at(1_796_644_801, 123), &b""[..]))
+        );
+        for line in [
+            &b"hello"[..],
+            b"",
+            b"2026-12-07T12:00:01.123Z",
+            b"2026-12-07T12:00:01.123Zhello",
+            b"2026-12-07 12:00:01.123Z hello",
+            b"2026-13-07T12:00:01.123Z hello",
+            b"2023-02-29T12:00:01.123Z hello",
+            b"2026-12-07T24:00:01.123Z hello",
+            b"2026-12-07T12:00:01.12xZ hello",
+            b"1969-12-31T23:59:59.999Z hello",
+        ] {
+            assert_eq!(
+                parse_timestamp(line),
+                None,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn every_day_of_four_centuries_round_trips() {
+        for days in 0..146_097 * 4 {
+            let (year, month, day) = civil_from_days(days);
+            assert_eq!(days_from_civil(year, month, day), days);
+            assert!(u64::from(day) <= days_in_month(year as u64, u64::from(month)));
+        }
+    }
+
+    #[test]
+    fn file_names_give_agent_and_rotation() {
+        let path = Path::new("/run/logs/api.log");
+        assert_eq!(rotated_path(path, 0), path);
+        assert_eq!(rotated_path(path, 3), Path::new("/run/logs/api.log.3"));
+        assert_eq!(parse_file_name("api.log"), Some(("api", 0)));
+        assert_eq!(parse_file_name("api.log.2"), Some(("api", 2)));
+        assert_eq!(parse_file_name("v1.2.log.10"), Some(("v1.2", 10)));
+        assert_eq!(parse_file_name("a.log.log"), Some(("a.log", 0)));
+        for name in [
+            ".log",
+            ".log.1",
+            "api.txt",
+            "api.log.",
+            "api.log.x",
+            "api.1",
+        ] {
+            assert_eq!(parse_file_name(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -181,22 +181,23 @@ pub enum Command {
     Status {
         reply: oneshot::Sender<StatusSnapshot>,
     },
-    /// Start agents by name (and the dependencies they need).
+    /// Start agents by name (and the dependencies they need); replies with
+    /// every agent the request starts, in dependency order.
     Start {
         agents: Vec<String>,
-        reply: oneshot::Sender<Result<(), CommandError>>,
+        reply: oneshot::Sender<Result<Vec<String>, CommandError>>,
     },
     /// Stop agents by name (their dependents first); they stay stopped
-    /// until started again.
+    /// until started again. Replies with every agent the request stops.
     Stop {
         agents: Vec<String>,
-        reply: oneshot::Sender<Result<(), CommandError>>,
+        reply: oneshot::Sender<Result<Vec<String>, CommandError>>,
     },
-    /// Restart agents by name.
+    /// Restart agents by name; replies with every agent it replaces.
     Restart {
         agents: Vec<String>,
         with_dependents: bool,
-        reply: oneshot::Sender<Result<(), CommandError>>,
+        reply: oneshot::Sender<Result<Vec<String>, CommandError>>,
     },
     /// Apply a configuration that passed `check`.
     Reload {
@@ -242,6 +243,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
     pub name: String,
+    /// The manifest's `group:` (or legacy group).
+    pub group: Option<String>,
     pub state: AgentState,
     /// Runs on another host: probed, never spawned.
     pub remote: bool,

@@ -135,6 +135,9 @@ struct Record {
     /// Stopped by an operator: stays stopped until started again, and a run
     /// with held agents does not end on its own.
     held: bool,
+    /// Held only because an agent it depends on was stopped by an operator:
+    /// starting that agent again brings this one back too.
+    held_for_dependency: bool,
     /// Removed by a reload: hidden from the status, never started again.
     retired: bool,
     cpu_percent: Option<f64>,
@@ -176,6 +179,7 @@ impl Record {
             restarts: RestartTracker::default(),
             reason: None,
             held: false,
+            held_for_dependency: false,
             retired: false,
             cpu_percent: None,
             rss_bytes: None,
@@ -330,6 +334,10 @@ impl Lifecycle {
         self.agents
             .iter()
             .position(|record| !record.retired && record.name() == name)
+    }
+
+    pub fn agent_name(&self, agent: AgentId) -> &str {
+        self.agents[agent].name()
     }
 
     /// Whether the supervisor is stopping everything.
@@ -513,6 +521,7 @@ impl Lifecycle {
                 .filter(|record| !record.retired)
                 .map(|record| AgentStatus {
                     name: record.name().to_string(),
+                    group: record.spec.agent.group.clone(),
                     state: record.state,
                     remote: record.spec.remote,
                     required: record.spec.agent.required,
@@ -612,12 +621,11 @@ impl Lifecycle {
         let record = &mut self.agents[agent];
         let readiness = record.spec.agent.readiness.clone();
         record.ready_deadline = Some(now + readiness.timeout);
-        tracing::info!(
-            agent = record.name(),
-            run,
-            remote = record.spec.remote,
-            "starting"
-        );
+        match (record.spec.remote, run) {
+            (true, _) => tracing::info!(agent = record.name(), "probing (on another host)"),
+            (false, 1) => tracing::info!(agent = record.name(), "starting"),
+            (false, _) => tracing::info!(agent = record.name(), "starting (run {run})"),
+        }
         if !record.spec.remote {
             actions.push(Action::Spawn { agent, run });
         }
@@ -637,11 +645,7 @@ impl Lifecycle {
         record.first_ready.get_or_insert(now);
         let took = now.duration_since(record.spawned_at.unwrap_or(now));
         record.time_to_ready = Some(took);
-        tracing::info!(
-            agent = record.name(),
-            "ready after {}",
-            format_duration(took)
-        );
+        tracing::info!(agent = record.name(), "ready in {}", format_duration(took));
         if !record.spec.remote && record.spec.agent.liveness.is_some() {
             actions.push(Action::WatchLiveness {
                 agent,
@@ -749,7 +753,7 @@ impl Lifecycle {
         record.memory_over_since = None;
         actions.push(Action::CancelWatchers { agent });
         let intent = record.stop.take();
-        tracing::info!(agent = record.name(), state = %record.state, "{termination}");
+        tracing::info!(agent = record.name(), "{termination}");
         match intent {
             Some(StopIntent::Shutdown) => {
                 record.reason = Some(format!("{termination} (stopped)"));
@@ -991,14 +995,57 @@ impl Lifecycle {
             .collect()
     }
 
-    /// `StartRequested`: the agents and the dependencies they need go back to
-    /// `Pending` (from `Stopped`, `Failed` or `Blocked`, with a fresh restart
-    /// budget) and start in dependency order; dependents that were blocked
-    /// for want of them are unblocked.
-    fn operator_start(&mut self, agents: &[AgentId]) {
+    /// What `StartRequested` for `agents` starts, in dependency order: the
+    /// agents, the dependencies they need, and the dependents that were
+    /// stopped only because of them (and need nothing else that is held).
+    pub fn start_targets(&self, agents: &[AgentId]) -> Vec<AgentId> {
+        let mut chosen = vec![false; self.agents.len()];
         for agent in self.closure(agents, |record| &record.dependencies) {
+            chosen[agent] = true;
+        }
+        for agent in self.closure(agents, |record| &record.dependents) {
+            let record = &self.agents[agent];
+            if !chosen[agent]
+                && record.held_for_dependency
+                && record
+                    .dependencies
+                    .iter()
+                    .all(|dependency| chosen[*dependency] || !self.agents[*dependency].held)
+            {
+                chosen[agent] = true;
+            }
+        }
+        self.order
+            .iter()
+            .copied()
+            .filter(|agent| chosen[*agent])
+            .collect()
+    }
+
+    /// What `StopRequested` for `agents` stops: they and every agent that
+    /// depends on them, in dependency order.
+    pub fn stop_targets(&self, agents: &[AgentId]) -> Vec<AgentId> {
+        self.closure(agents, |record| &record.dependents)
+    }
+
+    /// What `RestartRequested` replaces: the agents (and with
+    /// `with_dependents` every agent depending on them), in dependency order.
+    pub fn restart_targets(&self, agents: &[AgentId], with_dependents: bool) -> Vec<AgentId> {
+        match with_dependents {
+            true => self.closure(agents, |record| &record.dependents),
+            false => self.closure(agents, |_| &NO_AGENTS),
+        }
+    }
+
+    /// `StartRequested`: the [`Self::start_targets`] go back to `Pending`
+    /// (from `Stopped`, `Failed` or `Blocked`, with a fresh restart budget)
+    /// and start in dependency order; dependents that were blocked for want
+    /// of them are unblocked.
+    fn operator_start(&mut self, agents: &[AgentId]) {
+        for agent in self.start_targets(agents) {
             let record = &mut self.agents[agent];
             record.held = false;
+            record.held_for_dependency = false;
             match record.state {
                 AgentState::Stopped | AgentState::Failed | AgentState::Blocked => {
                     record.restarts.forgive();
@@ -1024,11 +1071,16 @@ impl Lifecycle {
         }
     }
 
-    /// `StopRequested`: the agents and every agent that depends on them stop
-    /// (dependents first) and are held until started again.
+    /// `StopRequested`: the [`Self::stop_targets`] stop (dependents first)
+    /// and are held until started again.
     fn operator_stop(&mut self, agents: &[AgentId], actions: &mut Vec<Action>) {
-        for agent in self.closure(agents, |record| &record.dependents) {
+        for agent in self.stop_targets(agents) {
             let record = &mut self.agents[agent];
+            if !record.held {
+                record.held_for_dependency = !agents.contains(&agent);
+            } else if agents.contains(&agent) {
+                record.held_for_dependency = false;
+            }
             record.held = true;
             match record.state {
                 AgentState::Pending | AgentState::Blocked | AgentState::BackingOff => {
@@ -1057,13 +1109,11 @@ impl Lifecycle {
         with_dependents: bool,
         actions: &mut Vec<Action>,
     ) {
-        let targets = match with_dependents {
-            true => self.closure(agents, |record| &record.dependents),
-            false => self.closure(agents, |_| &NO_AGENTS),
-        };
+        let targets = self.restart_targets(agents, with_dependents);
         for agent in targets {
             let record = &mut self.agents[agent];
             record.held = false;
+            record.held_for_dependency = false;
             let replace = StopIntent::Replace {
                 reason: "restarted by operator".into(),
                 cause: "operator",
@@ -1488,6 +1538,7 @@ pub(crate) mod tests {
             config: Default::default(),
             extra: Default::default(),
             legacy: false,
+            group: None,
         }
     }
 

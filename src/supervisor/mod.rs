@@ -116,12 +116,12 @@ impl SupervisorHandle {
 
     /// Starts agents by name (and the dependencies they need); answers once
     /// the request is applied, not when they are ready.
-    pub async fn start(&self, agents: Vec<String>) -> Result<(), CommandError> {
+    pub async fn start(&self, agents: Vec<String>) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Start { agents, reply }).await?
     }
 
     /// Stops agents by name, their dependents first; they stay stopped.
-    pub async fn stop(&self, agents: Vec<String>) -> Result<(), CommandError> {
+    pub async fn stop(&self, agents: Vec<String>) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Stop { agents, reply }).await?
     }
 
@@ -131,7 +131,7 @@ impl SupervisorHandle {
         &self,
         agents: Vec<String>,
         with_dependents: bool,
-    ) -> Result<(), CommandError> {
+    ) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Restart {
             agents,
             with_dependents,
@@ -165,7 +165,11 @@ impl SupervisorHandle {
 
 /// A reply to send once the command's event is applied and published.
 enum Reply {
-    Done(oneshot::Sender<Result<(), CommandError>>),
+    /// The names of the agents the request affects.
+    Done(
+        oneshot::Sender<Result<Vec<String>, CommandError>>,
+        Vec<String>,
+    ),
     Reloaded(
         oneshot::Sender<Result<ReloadSummary, CommandError>>,
         ReloadSummary,
@@ -175,8 +179,8 @@ enum Reply {
 impl Reply {
     fn send(self) {
         match self {
-            Reply::Done(reply) => {
-                let _ = reply.send(Ok(()));
+            Reply::Done(reply, affected) => {
+                let _ = reply.send(Ok(affected));
             }
             Reply::Reloaded(reply, summary) => {
                 let _ = reply.send(Ok(summary));
@@ -373,14 +377,26 @@ impl<S: Spawner> Supervisor<S> {
                 None
             }
             Command::Start { agents, reply } => match self.ids(&agents) {
-                Ok(agents) => Some((Event::StartRequested { agents }, Some(Reply::Done(reply)))),
+                Ok(agents) => {
+                    let affected = self.names(&self.lifecycle.start_targets(&agents));
+                    Some((
+                        Event::StartRequested { agents },
+                        Some(Reply::Done(reply, affected)),
+                    ))
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error));
                     None
                 }
             },
             Command::Stop { agents, reply } => match self.ids(&agents) {
-                Ok(agents) => Some((Event::StopRequested { agents }, Some(Reply::Done(reply)))),
+                Ok(agents) => {
+                    let affected = self.names(&self.lifecycle.stop_targets(&agents));
+                    Some((
+                        Event::StopRequested { agents },
+                        Some(Reply::Done(reply, affected)),
+                    ))
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error));
                     None
@@ -391,13 +407,17 @@ impl<S: Spawner> Supervisor<S> {
                 with_dependents,
                 reply,
             } => match self.ids(&agents) {
-                Ok(agents) => Some((
-                    Event::RestartRequested {
-                        agents,
-                        with_dependents,
-                    },
-                    Some(Reply::Done(reply)),
-                )),
+                Ok(agents) => {
+                    let affected =
+                        self.names(&self.lifecycle.restart_targets(&agents, with_dependents));
+                    Some((
+                        Event::RestartRequested {
+                            agents,
+                            with_dependents,
+                        },
+                        Some(Reply::Done(reply, affected)),
+                    ))
+                }
                 Err(error) => {
                     let _ = reply.send(Err(error));
                     None
@@ -436,6 +456,13 @@ impl<S: Spawner> Supervisor<S> {
             .iter()
             .filter_map(|name| self.lifecycle.id(name))
             .collect())
+    }
+
+    fn names(&self, agents: &[AgentId]) -> Vec<String> {
+        agents
+            .iter()
+            .map(|agent| self.lifecycle.agent_name(*agent).to_string())
+            .collect()
     }
 
     /// Performs actions; returns the outcome when one of them ends the loop.
