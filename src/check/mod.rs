@@ -1,12 +1,14 @@
 //! Every pre-flight check over a loaded manifest: duplicate agents, unknown
 //! dependencies, dependency cycles, port conflicts per host, ports out of
-//! range or already bound here, required agents depending on optional ones.
+//! range or already bound here, required agents depending on optional ones,
+//! scripts, programs and working directories missing here.
 //!
 //! Owns the finding of problems and of replacement ports; printing is the
 //! CLI's job, rewriting files is `fix.rs`, and which ports this machine's
 //! sockets hold is `bound.rs`.
 
 mod bound;
+mod files;
 pub mod fix;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -31,6 +33,11 @@ pub struct CheckOptions {
     /// The name of this machine (agents whose host is this name,
     /// `localhost` or a loopback address run here).
     pub this_host: String,
+    /// Check that this machine's agents' scripts, programs and working
+    /// directories exist (see `files.rs`).
+    pub files: bool,
+    /// Also parse every Python script of this machine's agents.
+    pub compile: bool,
 }
 
 impl Default for CheckOptions {
@@ -38,6 +45,8 @@ impl Default for CheckOptions {
         CheckOptions {
             bind_check: true,
             this_host: local_hostname(),
+            files: true,
+            compile: false,
         }
     }
 }
@@ -115,6 +124,13 @@ pub fn check_manifest(
     unknown_dependencies(&manifest, &mut problems);
     cycles(&manifest, &mut problems);
     required_on_optional(&manifest, &mut problems);
+    if options.files {
+        problems.extend(files::check(
+            &manifest.agents,
+            |agent| is_this_host(&agent.host, &options.this_host),
+            options.compile,
+        ));
+    }
     let fixes = ports(&manifest, options, &mut problems);
     Report {
         manifest,
@@ -481,6 +497,8 @@ mod tests {
         let options = CheckOptions {
             bind_check: true,
             this_host: "localhost".into(),
+            files: false,
+            compile: false,
         };
         let report = check_manifest(loaded.manifest, loaded.problems, &options);
         let in_use: Vec<_> = report

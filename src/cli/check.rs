@@ -17,11 +17,21 @@ pub struct Args {
     /// Do not try to bind ports to find ones already held on this machine.
     #[arg(long)]
     pub no_bind_check: bool,
+    /// Do not check that this machine's scripts, programs and working
+    /// directories exist (for a manifest checked away from its repository).
+    #[arg(long)]
+    pub no_file_check: bool,
+    /// Also parse every Python `script_path` of this machine's agents and
+    /// report syntax errors with file and line.
+    #[arg(long, conflicts_with = "no_file_check")]
+    pub compile: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
+        files: !args.no_file_check,
+        compile: args.compile,
         ..CheckOptions::default()
     };
     let report = match check::run_with(

@@ -48,6 +48,7 @@ fn is_port_problem(problem: &Problem) -> bool {
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
+        files: false,
         ..CheckOptions::default()
     };
     let mut report = match check::run_with(

@@ -50,6 +50,7 @@ fn estimate(manifest: &Manifest, name: &str, probe_estimate: Duration) -> Durati
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: false,
+        files: false,
         ..CheckOptions::default()
     };
     let report = match check::run_with(

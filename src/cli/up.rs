@@ -110,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
         this_host: host.clone(),
+        ..CheckOptions::default()
     };
     let report = check::run_with(&configs, &args.manifests.load_options(), &options)
         .context("the manifest could not be read")?;
@@ -155,6 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             let options = CheckOptions {
                 bind_check: false,
                 this_host: host.clone(),
+                ..CheckOptions::default()
             };
             let report = check::run_with(&configs, &load, &options).map_err(|error| {
                 error

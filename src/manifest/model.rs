@@ -90,6 +90,9 @@ pub struct SourceFile {
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub name: String,
+    /// `script_path` as written and where, when the agent has one; it runs
+    /// as `command` `[interpreter, script, args...]` in `cwd`.
+    pub script: Option<Script>,
     /// `group:`, or the legacy group the entry was found in.
     pub group: Option<String>,
     /// Where the agent's entry starts.
@@ -135,6 +138,14 @@ pub struct Agent {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// True when the entry came from a legacy `startup_config.yaml` format.
     pub legacy: bool,
+}
+
+/// A script an agent runs (`script_path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// As written; relative paths are relative to the agent's `cwd`.
+    pub path: String,
+    pub location: Location,
 }
 
 /// A dependency edge as written, with its location for error messages.

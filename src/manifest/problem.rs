@@ -42,6 +42,11 @@ pub enum ProblemKind {
     Ignored,
     /// The manifests define no agent at all.
     NoAgents,
+    /// A script, program or working directory of this machine's agent
+    /// that is not there.
+    MissingFile,
+    /// A Python script that does not parse (`check --compile`).
+    ScriptSyntax,
 }
 
 /// Who uses a port: an agent and the field it came from.

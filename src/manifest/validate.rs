@@ -481,6 +481,10 @@ fn build_agent(
             Vec::new()
         }),
     };
+    let script = raw.script_path.clone().map(|path| Script {
+        location: field_location("script_path"),
+        path,
+    });
     let mut command = match (raw.command, raw.script_path) {
         (Some(_), Some(_)) => {
             invalid(
@@ -529,13 +533,33 @@ fn build_agent(
     if command.first().is_some_and(|program| program.is_empty()) {
         invalid("command", "the program name is empty".into());
     }
-    let cwd = raw
-        .cwd
-        .or(defaults.cwd.clone())
-        .map(|cwd| context.dir.join(cwd))
-        .unwrap_or_else(|| context.dir.clone());
+    let explicit_cwd = raw.cwd.or(defaults.cwd.clone());
+    let legacy_root = match (&script, &explicit_cwd) {
+        (Some(script), None) if context.legacy => legacy_root(&context.dir, &script.path),
+        _ => None,
+    };
+    let cwd = match (explicit_cwd, &legacy_root) {
+        (Some(cwd), _) => context.dir.join(cwd),
+        (None, Some(root)) => root.clone(),
+        (None, None) => context.dir.clone(),
+    };
     let mut env = defaults.env.clone();
     env.extend(raw.env);
+    if let Some(root) = &legacy_root {
+        // As the legacy launcher did: the root (and its main_pc_code/) come
+        // first on PYTHONPATH, before the manifest's own or the inherited one.
+        let mut path = vec![root.display().to_string()];
+        if root.join("main_pc_code").is_dir() {
+            path.push(root.join("main_pc_code").display().to_string());
+        }
+        let rest = env
+            .get("PYTHONPATH")
+            .cloned()
+            .or_else(|| std::env::var("PYTHONPATH").ok())
+            .filter(|rest| !rest.is_empty());
+        path.extend(rest);
+        env.insert("PYTHONPATH".into(), path.join(":"));
+    }
 
     // Ports.
     let mut ports = Vec::new();
@@ -735,6 +759,7 @@ fn build_agent(
 
     Some(Agent {
         name,
+        script,
         group: raw.group.clone(),
         location,
         host,
@@ -1006,4 +1031,20 @@ fn restart(raw: RawRestart, invalid: &mut impl FnMut(&str, String)) -> RestartPo
             Some(RawGiveUp::Shutdown) | None => GiveUp::Shutdown,
         },
     }
+}
+/// The directory a legacy launcher ran a relative `script_path` from: the
+/// first of `dir` (the manifest's directory) and the directories above it
+/// that holds the script. The HEAD manifests live in `main_pc_code/config/`
+/// and name scripts from the repository root (`main_pc_code/agents/x.py`);
+/// the June ones name them from `main_pc_code/` (`agents/x.py`). `None`
+/// when no such directory holds it (`check` reports the script missing).
+fn legacy_root(dir: &Path, script: &str) -> Option<PathBuf> {
+    let script = Path::new(script);
+    if script.is_absolute() {
+        return None;
+    }
+    let dir = std::path::absolute(dir).ok()?;
+    dir.ancestors()
+        .find(|base| base.join(script).is_file())
+        .map(Path::to_path_buf)
 }

@@ -1539,6 +1539,7 @@ pub(crate) mod tests {
             extra: Default::default(),
             legacy: false,
             group: None,
+            script: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! `shutdown.rs`): a scratch directory with a manifest, a running
 //! `supervisor up` whose output is captured, the `fake-agent` record file,
 //! and bounded waits. Every process a test starts is killed by pid when the
-//! test ends, pass or fail.
+//! test ends, pass or fail. Where the legacy corpus is, and the visible skip
+//! of tests that need it when it is missing, are in `corpus.rs`.
 
 #![allow(dead_code)]
 
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+pub mod corpus;
 
 pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_fake-agent");
 pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_supervisor");
