@@ -121,6 +121,7 @@ agents:
     command: ["FAKE", "--ready-after", "60s"]
     port: {db}
     readiness: {{ tcp: {db}, timeout: 1s, interval: 50ms }}
+    restart: never
   api:
     command: ["FAKE"]
     dependencies: [db]
@@ -134,16 +135,20 @@ agents:
     let status = up.wait(BOUND);
     assert_eq!(status.code(), Some(1), "output:\n{}", up.output());
     let output = up.output();
+    // The reason says what is wrong: the process listens on nothing yet.
     assert!(
-        output.contains("required agent `db` failed: not ready within 1.00s"),
+        output.contains(&format!(
+            "required agent `db` failed: not ready within 1.00s: nothing of the agent listens on {db}; the agent listens on no TCP port"
+        )),
         "{output}"
     );
     assert!(
         fixture.records_of("start", "api").is_empty(),
         "api must never start"
     );
-    // Everything that was started was stopped.
-    assert_eq!(fixture.records_of("stop", "db").len(), 1);
+    // Everything that was started was stopped (db killed when it missed
+    // its deadline, free stopped with the rest).
+    assert!(!common::alive(fixture.first("start", "db").pid));
     assert_eq!(fixture.records_of("stop", "free").len(), 1);
 }
 
@@ -187,7 +192,8 @@ agents:
     assert_eq!(fixture.records_of("start", "other").len(), 1);
     let output = up.output();
     assert!(
-        output.contains("exited with code 3 (restart: never)"),
+        // The reason carries what the agent said last.
+        output.contains("exited with code 3: fake-agent flaky: crashing with code 3 (restart: never)"),
         "{output}"
     );
     assert!(output.contains("dependency `flaky` is failed"), "{output}");

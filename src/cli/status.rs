@@ -25,6 +25,11 @@ pub struct Args {
     /// Seconds between refreshes with `--watch`.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub interval: f64,
+    /// Per agent, the TCP ports its process tree really listens on (read
+    /// from /proc), flagged where they differ from the manifest or are
+    /// another agent's.
+    #[arg(long, conflicts_with = "json")]
+    pub ports: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -36,6 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         };
         let text = if args.json {
             serde_json::to_string_pretty(&view)? + "\n"
+        } else if args.ports {
+            ports_table(&view)
         } else {
             table(&view)
         };
@@ -158,6 +165,82 @@ fn row(agent: &AgentView) -> [String; 11] {
             .unwrap_or_default(),
         agent.rss_bytes.map(bytes).unwrap_or_default(),
     ]
+}
+
+/// `status --ports`: what each running agent's process tree listens on,
+/// against what the manifest says.
+pub fn ports_table(view: &StatusView) -> String {
+    use std::collections::BTreeMap;
+    // Which agent's manifest entry names each port (explicit fields first).
+    let mut owner: BTreeMap<u16, (&str, &str)> = BTreeMap::new();
+    for agent in view.agents.iter().filter(|agent| !agent.remote) {
+        for declared in &agent.ports {
+            let explicit = !declared.field.contains("implicit");
+            let entry = owner
+                .entry(declared.port)
+                .or_insert((&agent.name, &declared.field));
+            if explicit && entry.1.contains("implicit") {
+                *entry = (&agent.name, &declared.field);
+            }
+        }
+    }
+    let width = view
+        .agents
+        .iter()
+        .map(|agent| agent.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut text = format!(
+        "{:<width$}  {:>7}  {:<24}  NOTES\n",
+        "AGENT", "PID", "LISTENS ON"
+    );
+    for agent in view.agents.iter().filter(|agent| !agent.remote) {
+        let Some(pid) = agent.pid else {
+            text.push_str(&format!(
+                "{:<width$}  {:>7}  {:<24}  {}\n",
+                agent.name, "-", "-", agent.state
+            ));
+            continue;
+        };
+        let listening = crate::process::ports::listening(&crate::process::ports::tree(pid));
+        let mut notes = Vec::new();
+        for port in &listening {
+            match owner.get(port) {
+                Some((name, _)) if *name == agent.name => {}
+                Some((name, field)) => notes.push(format!("{port} is {name}'s {field}")),
+                None => notes.push(format!("{port} is not in the manifest")),
+            }
+        }
+        for declared in agent
+            .ports
+            .iter()
+            .filter(|declared| !declared.field.contains("implicit"))
+        {
+            if !listening.contains(&declared.port) {
+                notes.push(format!(
+                    "nothing listens on {} ({})",
+                    declared.port, declared.field
+                ));
+            }
+        }
+        let ports: Vec<String> = listening.iter().map(u16::to_string).collect();
+        let ports = if ports.is_empty() {
+            "none".to_string()
+        } else {
+            ports.join(",")
+        };
+        text.push_str(&format!(
+            "{:<width$}  {pid:>7}  {ports:<24}  {}\n",
+            agent.name,
+            if notes.is_empty() {
+                "ok".to_string()
+            } else {
+                notes.join("; ")
+            }
+        ));
+    }
+    text
 }
 
 /// `4s`, `3m12s`, `2h05m`; blank for none.

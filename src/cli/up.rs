@@ -62,6 +62,20 @@ pub struct Args {
     /// them failed (exit 1, naming it, with the last lines of its log).
     #[arg(long, requires = "detach")]
     pub wait: bool,
+    /// A required agent that fails does not stop the others: it is
+    /// reported (as it happens, in `status`, and when `up` ends, which then
+    /// exits 1). For bringing up a system where some agents are broken.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Set an agent environment variable, over the manifest's own `env`
+    /// (repeatable): `--env PYTHONPATH=$PWD`.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// A dotenv file whose variables are set in every agent's environment,
+    /// over the manifest's own `env` (`--env` wins over it). Unlike
+    /// `--env-file`, which only feeds `${VAR}` in the manifest.
+    #[arg(long, value_name = "FILE")]
+    pub env_override: Option<PathBuf>,
     /// Start one agent at a time in plan order, each after the previous is
     /// ready (the baseline of `scripts/bench-startup.sh`).
     #[arg(long)]
@@ -93,6 +107,16 @@ pub struct Args {
     pub legacy_errors: Option<String>,
 }
 
+/// `KEY=VALUE` of `--env`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains('\0') && !value.contains('\0') => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
 /// Whether `agent` runs here: on `host` when given with `--host`, else on
 /// this machine.
 fn runs_here(agent: &Agent, host: &str, hostname: &str, explicit_host: bool) -> bool {
@@ -121,7 +145,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let manifest = report.manifest;
     let explicit_host = args.host.is_some();
     let is_local = |agent: &Agent| runs_here(agent, &host, &hostname, explicit_host);
-    let agents = select_agents(&manifest, is_local);
+    let overrides = env_overrides(&args)?;
+    let mut agents = select_agents(&manifest, is_local);
+    override_env(&mut agents, &overrides);
     if agents.iter().all(|spec| spec.remote) {
         let hosts: BTreeSet<&str> = manifest
             .agents
@@ -151,6 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         let configs = configs.clone();
         let load = args.manifests.load_options();
         let host = host.clone();
+        let overrides = overrides.clone();
         Arc::new(move || {
             // Our own agents hold their ports: no bind check on reload.
             let options = CheckOptions {
@@ -174,9 +201,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             if !errors.is_empty() {
                 return Err(errors);
             }
-            let agents = select_agents(&report.manifest, |agent| {
+            let mut agents = select_agents(&report.manifest, |agent| {
                 runs_here(agent, &host, &hostname, explicit_host)
             });
+            override_env(&mut agents, &overrides);
             if agents.iter().all(|spec| spec.remote) {
                 return Err(vec![format!("no enabled agent runs on host `{host}`")]);
             }
@@ -214,6 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .and_then(|variables| variables.get("PORT_OFFSET").map(str::to_string))
             .unwrap_or_else(|| "0".into()),
         sample_interval: Some(Duration::from_secs(2)),
+        keep_going: args.keep_going,
     };
     super::console::set_name_width(width);
     crate::supervisor::tune_allocator();
@@ -227,13 +256,58 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .build()
         .context("starting the async runtime")?;
     tracing::info!(host = %host, logs = %logs.display(), "starting {} agents", config.agents.iter().filter(|spec| !spec.remote).count());
-    let (outcome, late) = runtime.block_on(supervise(config, &args, control))?;
+    let plan = Plan::new(&Manifest {
+        agents: config
+            .agents
+            .iter()
+            .map(|spec| spec.agent.clone())
+            .collect(),
+        ..Manifest::default()
+    })
+    .context("planning the start order")?;
+    let (outcome, late, last) =
+        runtime.block_on(supervise(config, plan.clone(), &args, control))?;
+    if let Some(path) = &args.summary_json
+        && (outcome.failure.is_some() || late.is_some())
+    {
+        // The summary of a start that did not succeed: every agent's state
+        // and reason as `up` ended.
+        let mut json = summary(&last, &plan).json;
+        json["failure"] = serde_json::Value::String(match (&outcome.failure, &late) {
+            (Some(failure), _) => failure.to_string(),
+            (None, Some(late)) => late.clone(),
+            (None, None) => String::new(),
+        });
+        if let Err(error) = std::fs::write(path, json.to_string()) {
+            tracing::warn!(path = %path.display(), %error, "cannot write the summary");
+        }
+    }
     if let Some(failure) = outcome.failure {
         let tail = super::remote::log_tail(&run_dir, &failure.agent, LOG_TAIL);
         anyhow::bail!("{failure}{}", indented(&failure.agent, &tail));
     }
     if let Some(late) = late {
         eprintln!("error: {late}");
+        return Ok(Exit::Problems);
+    }
+    // With --keep-going, required agents may have failed while the others ran.
+    let failed: Vec<_> = last
+        .agents
+        .iter()
+        .filter(|agent| !agent.remote && agent.required && agent.state == AgentState::Failed)
+        .collect();
+    if !failed.is_empty() {
+        eprintln!(
+            "error: {} required agent(s) failed (--keep-going kept the others running):",
+            failed.len()
+        );
+        for agent in failed {
+            eprintln!(
+                "  {}: {}",
+                agent.name,
+                agent.reason.as_deref().unwrap_or("failed")
+            );
+        }
         return Ok(Exit::Problems);
     }
     Ok(Exit::Ok)
@@ -253,6 +327,30 @@ fn indented(agent: &str, lines: &[String]) -> String {
         text.push_str(line);
     }
     text
+}
+
+/// `--env-override FILE` then `--env KEY=VALUE`, in the order they apply.
+fn env_overrides(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
+    let mut overrides = Vec::new();
+    if let Some(path) = &args.env_override {
+        for item in dotenvy::from_path_iter(path)
+            .with_context(|| format!("reading --env-override {}", path.display()))?
+        {
+            overrides
+                .push(item.with_context(|| format!("reading --env-override {}", path.display()))?);
+        }
+    }
+    overrides.extend(args.env.iter().cloned());
+    Ok(overrides)
+}
+
+/// Sets the overrides in every local agent's environment, over the manifest.
+fn override_env(agents: &mut [AgentSpec], overrides: &[(String, String)]) {
+    for spec in agents.iter_mut().filter(|spec| !spec.remote) {
+        for (key, value) in overrides {
+            spec.agent.env.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 /// The enabled agents of this host, plus the agents of other hosts that they
@@ -473,9 +571,10 @@ fn bind_socket(run_dir: &RunDir) -> anyhow::Result<tokio::net::UnixListener> {
 /// agent became ready (a failed optional agent, or `--timeout`).
 async fn supervise(
     config: supervisor::Config,
+    plan: Plan,
     args: &Args,
     control: Control,
-) -> anyhow::Result<(supervisor::Outcome, Option<String>)> {
+) -> anyhow::Result<(supervisor::Outcome, Option<String>, StatusSnapshot)> {
     let shutdown = Shutdown::new();
     let listener = bind_socket(control.lock.run_dir())?;
     let metrics_listener = match control.metrics {
@@ -495,15 +594,6 @@ async fn supervise(
         .context("starting the keeper process")?;
     let spawner = ProcessSpawner::start_with_keeper(Some(keeper.link()))
         .context("starting the process spawner")?;
-    let plan = Plan::new(&Manifest {
-        agents: config
-            .agents
-            .iter()
-            .map(|spec| spec.agent.clone())
-            .collect(),
-        ..Manifest::default()
-    })
-    .context("planning the start order")?;
     // The agent endpoint and the error bus (`errors.jsonl`, `errors.sock`).
     let (fabric, fabric_link) =
         supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig {
@@ -560,6 +650,7 @@ async fn supervise(
     let outcome = task.await.context("the supervisor task panicked")?;
     signals.abort();
     let late = progress.await.ok().flatten();
+    let last = handle.subscribe().borrow().clone();
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(5), shutdown.wait())
         .await
@@ -569,7 +660,7 @@ async fn supervise(
     }
     fabric.stop().await;
     drop(control.lock);
-    Ok((outcome, late))
+    Ok((outcome, late, last))
 }
 
 /// What `report_progress` does once agents are ready, or are not in time.
@@ -761,6 +852,7 @@ fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
                 "ready_at_s": seconds(agent.ready_at),
                 "time_to_ready_s": seconds(agent.time_to_ready),
                 "restarts": agent.restarts,
+                "reason": agent.reason,
             }),
         );
     }

@@ -153,6 +153,17 @@ pub struct AgentView {
     /// Why its `on_error` policy marked it degraded (until it restarts).
     #[serde(default)]
     pub degraded: Option<String>,
+    /// The ports the manifest gives it: `{port, field}`.
+    #[serde(default)]
+    pub ports: Vec<DeclaredPort>,
+}
+
+/// A port an agent's manifest entry uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredPort {
+    pub port: u16,
+    /// `port`, `health_check_port`, `config.zmq_port`, `health_check_port (implicit: port+1)`, ...
+    pub field: String,
 }
 
 impl StatusView {
@@ -199,6 +210,14 @@ impl StatusView {
                     waiting_on: agent.waiting_on.clone(),
                     heartbeat: agent.heartbeat.clone(),
                     degraded: agent.degraded.clone(),
+                    ports: agent
+                        .ports
+                        .iter()
+                        .map(|(port, field)| DeclaredPort {
+                            port: *port,
+                            field: field.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }

@@ -123,6 +123,68 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
     }
 }
 
+/// How long a legacy agent may take to become ready when the file does not
+/// say (`health_checks.start_period_seconds`): the MainPC launcher gave each
+/// batch 120 s.
+pub const LEGACY_READY_TIMEOUT_SECONDS: u64 = 120;
+
+/// `defaults.readiness` and `defaults.liveness` from the legacy
+/// `health_checks` block (top level, or under `global_settings`):
+/// `start_period_seconds` is how long an agent may take to become ready
+/// (default [`LEGACY_READY_TIMEOUT_SECONDS`]); `interval_seconds`,
+/// `timeout_seconds` and `retries` are the liveness probe's interval,
+/// per-probe timeout and failures in a row.
+fn health_defaults(root: &Node) -> Vec<(Node, Node)> {
+    let checks = root.get("health_checks").or_else(|| {
+        root.get("global_settings")
+            .and_then(|settings| settings.get("health_checks"))
+    });
+    let field = |key: &str| -> Option<(Node, String)> {
+        let (key_node, value) = checks?.get_entry(key)?;
+        let text = value.as_str()?.trim().to_string();
+        Some((key_node.clone(), text))
+    };
+    let seconds = |text: &str| match text.parse::<u64>() {
+        Ok(_) => format!("{text}s"),
+        Err(_) => text.to_string(),
+    };
+    let mut out = Vec::new();
+    let (at, timeout) = match field("start_period_seconds") {
+        Some((key, text)) => (key, seconds(&text)),
+        None => (root.clone(), format!("{LEGACY_READY_TIMEOUT_SECONDS}s")),
+    };
+    let readiness = vec![(
+        Node::scalar_at("timeout", &at),
+        Node::scalar_at(timeout, &at),
+    )];
+    out.push((
+        Node::scalar_at("readiness", &at),
+        Node::with_value(Value::Mapping(readiness), &at),
+    ));
+    let mut liveness = Vec::new();
+    for (legacy, native) in [
+        ("interval_seconds", "interval"),
+        ("timeout_seconds", "timeout"),
+        ("retries", "failures"),
+    ] {
+        if let Some((key, text)) = field(legacy) {
+            let value = if native == "failures" {
+                text
+            } else {
+                seconds(&text)
+            };
+            liveness.push((Node::scalar_at(native, &key), Node::scalar_at(value, &key)));
+        }
+    }
+    if let Some((first, _)) = liveness.first().cloned() {
+        out.push((
+            Node::scalar_at("liveness", &first),
+            Node::with_value(Value::Mapping(liveness), &first),
+        ));
+    }
+    out
+}
+
 /// `machine_profiles.<host>.enabled_groups` of a v3 manifest, if it has one for `host`.
 fn enabled_groups(root: &Node, host: &str) -> Option<Vec<String>> {
     let groups = root
@@ -400,16 +462,101 @@ impl Legacy {
             }
         }
         let mut top: Vec<(Node, Node)> = Vec::new();
+        let mut defaults: Vec<(Node, Node)> = Vec::new();
         if !env.is_empty() {
             let env_node = Node::with_value(Value::Mapping(env), root);
-            let defaults = Node::with_value(
-                Value::Mapping(vec![(Node::scalar_at("env", root), env_node)]),
-                root,
-            );
+            defaults.push((Node::scalar_at("env", root), env_node));
+        }
+        defaults.extend(health_defaults(root));
+        if !defaults.is_empty() {
+            let defaults = Node::with_value(Value::Mapping(defaults), root);
             top.push((Node::scalar_at("defaults", root), defaults));
         }
         let agents = Node::with_value(Value::Sequence(std::mem::take(&mut self.agents)), root);
         top.push((Node::scalar_at("agents", root), agents));
         Node::with_value(Value::Mapping(top), root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::manifest::{LoadOptions, Probe, ReadinessCheck, load_str};
+
+    fn load(text: &str) -> crate::manifest::Manifest {
+        load_str(
+            Path::new("/nowhere/startup_config.yaml"),
+            text,
+            &LoadOptions::default(),
+        )
+        .expect("loads")
+        .manifest
+    }
+
+    #[test]
+    fn health_checks_set_the_readiness_timeout_and_the_liveness_probe() {
+        let manifest = load(
+            "health_checks:\n  start_period_seconds: 300\n  interval_seconds: 30\n  timeout_seconds: 10\n  retries: 4\npc2_services:\n- name: A\n  script_path: a.py\n  port: 7100\n  health_check_port: 8100\n",
+        );
+        let agent = &manifest.agents[0];
+        assert_eq!(agent.readiness.timeout, Duration::from_secs(300));
+        assert!(matches!(
+            agent.readiness.check,
+            ReadinessCheck::Probe(Probe::Zmq { port: 8100, .. })
+        ));
+        let liveness = agent.liveness.as_ref().expect("a liveness probe");
+        assert!(matches!(liveness.probe, Probe::Zmq { port: 8100, .. }));
+        assert_eq!(liveness.interval, Duration::from_secs(30));
+        assert_eq!(liveness.timeout, Duration::from_secs(10));
+        assert_eq!(liveness.failures, 4);
+    }
+
+    #[test]
+    fn without_health_checks_a_legacy_agent_has_the_launchers_120_seconds() {
+        let manifest = load(
+            "global_settings:\n  environment:\n    LOG_LEVEL: INFO\nagent_groups:\n  core:\n    A:\n      script_path: a.py\n      port: 7100\n",
+        );
+        let agent = &manifest.agents[0];
+        assert_eq!(
+            agent.readiness.timeout,
+            Duration::from_secs(super::LEGACY_READY_TIMEOUT_SECONDS)
+        );
+        assert!(matches!(
+            agent.readiness.check,
+            ReadinessCheck::Probe(Probe::Tcp { port: 7100, .. })
+        ));
+        assert_eq!(agent.group.as_deref(), Some("core"));
+        assert_eq!(agent.env.get("LOG_LEVEL").map(String::as_str), Some("INFO"));
+    }
+
+    #[test]
+    fn a_legacy_script_is_found_from_the_manifests_directory_upwards() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let config = root.path().join("main_pc_code/config");
+        std::fs::create_dir_all(&config).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("main_pc_code/agents")).expect("mkdir");
+        std::fs::write(root.path().join("main_pc_code/agents/a.py"), "").expect("write");
+        let path = config.join("startup_config.yaml");
+        let text = "agent_groups:\n  core:\n    A:\n      script_path: main_pc_code/agents/a.py\n      port: 7100\n    B:\n      script_path: main_pc_code/agents/missing.py\n      port: 7102\n";
+        let manifest = load_str(&path, text, &LoadOptions::default())
+            .expect("loads")
+            .manifest;
+        let a = &manifest.agents[0];
+        assert_eq!(a.cwd.as_deref(), Some(root.path()), "the launcher's root");
+        let pythonpath = a.env.get("PYTHONPATH").expect("PYTHONPATH");
+        let first: Vec<&str> = pythonpath.split(':').take(2).collect();
+        assert_eq!(
+            first,
+            [
+                root.path().display().to_string(),
+                root.path().join("main_pc_code").display().to_string()
+            ]
+        );
+        // Not found anywhere: stays beside the manifest (check reports it).
+        let b = &manifest.agents[1];
+        assert_eq!(b.cwd.as_deref(), Some(config.as_path()));
+        assert!(!b.env.contains_key("PYTHONPATH"));
     }
 }

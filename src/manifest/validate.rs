@@ -696,9 +696,25 @@ fn build_agent(
         .map(|field| field.0)
         .or(defaults.readiness.clone().map(|field| field.0));
     let readiness = readiness(readiness_raw, legacy_health.clone(), &address, &mut invalid);
-    let liveness = match raw.liveness.or(defaults.liveness.clone()) {
-        Some(raw) => liveness(raw, &address, &mut invalid),
-        None => legacy_health.map(|probe| Liveness {
+    let liveness = match (raw.liveness.or(defaults.liveness.clone()), legacy_health) {
+        // A legacy agent: its health probe, with the file's `health_checks`
+        // interval, timeout and retries when it has them.
+        (Some(raw), legacy)
+            if context.legacy
+                && raw.tcp.is_none()
+                && raw.http.is_none()
+                && raw.exec.is_none()
+                && raw.zmq.is_none() =>
+        {
+            legacy.map(|probe| Liveness {
+                probe,
+                interval: duration(raw.interval, Duration::from_secs(5)),
+                timeout: duration(raw.timeout, Duration::from_secs(2)),
+                failures: raw.failures.unwrap_or(3).max(1),
+            })
+        }
+        (Some(raw), _) => liveness(raw, &address, &mut invalid),
+        (None, legacy) => legacy.map(|probe| Liveness {
             probe,
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
@@ -961,7 +977,9 @@ fn readiness(
         ReadinessCheck::Sdk
     } else if let Some(probe) = explicit {
         ReadinessCheck::Probe(probe)
-    } else if let (false, Some(probe)) = (raw_given, legacy_default) {
+    } else if let (false, Some(probe)) = (raw_given && raw.start_period.is_some(), legacy_default) {
+        // A legacy agent: its health port (or port); the file's
+        // `health_checks` may set the timeout.
         ReadinessCheck::Probe(probe)
     } else {
         ReadinessCheck::StartPeriod(start_period)

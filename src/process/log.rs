@@ -321,10 +321,51 @@ fn prefix(name: &str, console: &Console) -> String {
 
 /// Reads both streams until they close, writing every line to the log file
 /// and the console. Returns when both reached end of file.
+/// The last non-empty line of each stream of one run, so an exit can say
+/// what the agent last said (`exited with code 1: No module named 'x'`).
+#[derive(Debug, Default)]
+pub struct Tail {
+    stdout: String,
+    stderr: String,
+}
+
+impl Tail {
+    /// At most this many bytes of a line are kept.
+    const MAX: usize = 300;
+
+    fn push(&mut self, stderr: bool, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let kept = if stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        kept.clear();
+        let mut end = text.len().min(Self::MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        kept.push_str(&text[..end]);
+    }
+
+    /// The last stderr line, else the last stdout line.
+    pub fn last(&self) -> Option<String> {
+        [&self.stderr, &self.stdout]
+            .into_iter()
+            .find(|line| !line.is_empty())
+            .cloned()
+    }
+}
+
 pub(super) fn pump(
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     spec: &SpawnSpec,
+    tail: std::sync::Arc<std::sync::Mutex<Tail>>,
 ) -> impl std::future::Future<Output = ()> + use<> {
     let mut file = spec.log.clone().map(RotatingFile::open);
     let console = spec
@@ -346,17 +387,30 @@ pub(super) fn pump(
             }
         };
         loop {
-            let reader = tokio::select! {
-                Ok(()) = readable(&out), if out.is_some() => &mut out,
-                Ok(()) = readable(&err), if err.is_some() => &mut err,
+            let (reader, is_stderr) = tokio::select! {
+                Ok(()) = readable(&out), if out.is_some() => (&mut out, false),
+                Ok(()) = readable(&err), if err.is_some() => (&mut err, true),
                 else => break,
             };
             // Every line of one read gets the time of that read.
             let stamp = format_timestamp(SystemTime::now());
+            let mut last: Option<Vec<u8>> = None;
             if let Some(lines) = reader
-                && !lines.read(&mut |line| write(&stamp, line))
+                && !lines.read(&mut |line| {
+                    write(&stamp, line);
+                    if !line.is_empty() {
+                        let kept = last.get_or_insert_with(Vec::new);
+                        kept.clear();
+                        kept.extend_from_slice(line);
+                    }
+                })
             {
                 *reader = None;
+            }
+            if let Some(line) = last
+                && let Ok(mut tail) = tail.lock()
+            {
+                tail.push(is_stderr, &line);
             }
         }
     }

@@ -19,6 +19,7 @@
 
 pub mod keeper;
 pub mod log;
+pub mod ports;
 pub mod sample;
 
 use std::path::PathBuf;
@@ -68,9 +69,20 @@ impl From<std::process::ExitStatus> for Termination {
 /// `SpawnFailed`, then (after `Spawned`) exactly one `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessEvent {
-    Spawned { pid: u32 },
-    SpawnFailed { error: String },
-    Exited { termination: Termination },
+    Spawned {
+        pid: u32,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    /// Just before `Exited`, when the process printed anything: its last
+    /// line (of stderr, else of stdout).
+    LastLine {
+        line: String,
+    },
+    Exited {
+        termination: Termination,
+    },
 }
 
 /// Called from the spawner's thread for each [`ProcessEvent`] of one run.
@@ -282,19 +294,34 @@ async fn supervise_child(
     let guard = GroupGuard(pid, keeper);
     report(ProcessEvent::Spawned { pid });
     // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
-    let mut output = tokio::spawn(log::pump(child.stdout.take(), child.stderr.take(), &spec));
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(log::Tail::default()));
+    let mut output = tokio::spawn(log::pump(
+        child.stdout.take(),
+        child.stderr.take(),
+        &spec,
+        tail.clone(),
+    ));
     let status = child.wait().await;
     drop(guard);
     let termination = match status {
         Ok(status) => Termination::from(status),
         Err(_) => Termination::Code(-1),
     };
+    // Its last words: what is still in the pipes comes within moments (the
+    // group is dead); a grandchild holding them open costs at most 50 ms.
+    let drained = tokio::time::timeout(std::time::Duration::from_millis(50), &mut output)
+        .await
+        .is_ok();
+    if let Some(line) = tail.lock().ok().and_then(|tail| tail.last()) {
+        report(ProcessEvent::LastLine { line });
+    }
     report(ProcessEvent::Exited { termination });
     // The group is dead, so the pipes reach end of file soon, unless a
     // grandchild left the group and kept them open: do not wait for it.
-    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut output)
-        .await
-        .is_err()
+    if !drained
+        && tokio::time::timeout(std::time::Duration::from_secs(1), &mut output)
+            .await
+            .is_err()
     {
         output.abort();
     }

@@ -247,7 +247,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
 /// `known` keep their tree without being read; every other process on the
 /// machine is read once for its parent and joins the tree its ancestors
 /// lead to, if any.
-fn find_trees(roots: &[u32], known: &HashMap<u32, Vec<u32>>) -> HashMap<u32, Vec<u32>> {
+pub(crate) fn find_trees(roots: &[u32], known: &HashMap<u32, Vec<u32>>) -> HashMap<u32, Vec<u32>> {
     let mut tree_of: HashMap<u32, u32> = HashMap::new();
     for root in roots {
         tree_of.insert(*root, *root);

@@ -38,6 +38,18 @@ pub enum Event {
         run: u64,
         error: String,
     },
+    /// What a not-ready agent really listens on (`Action::Diagnose`).
+    Diagnosed {
+        agent: AgentId,
+        run: u64,
+        text: String,
+    },
+    /// What the run printed last (stderr first), just before `Exited`.
+    LastLine {
+        agent: AgentId,
+        run: u64,
+        line: String,
+    },
     Exited {
         agent: AgentId,
         run: u64,
@@ -166,6 +178,9 @@ pub enum Action {
     WatchLiveness { agent: AgentId, run: u64 },
     /// Stop every probe task of the agent.
     CancelWatchers { agent: AgentId },
+    /// Find out what the not-ready process `pid` listens on and answers
+    /// (`supervisor::diagnose`); report it as `Event::Diagnosed`.
+    Diagnose { agent: AgentId, run: u64, pid: u32 },
     /// Every agent is settled: the loop ends with this outcome.
     Exit(Outcome),
 }
@@ -281,6 +296,9 @@ pub struct AgentStatus {
     /// Why the agent is marked degraded by its `on_error` policy (until
     /// its next restart).
     pub degraded: Option<String>,
+    /// The ports the manifest gives it (`port`, `health_check_port`,
+    /// `config.*_port`, legacy implicit ones), as `(port, field)`.
+    pub ports: Vec<(u16, String)>,
 }
 
 /// What status readers see; published after every `apply`.

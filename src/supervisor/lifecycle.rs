@@ -75,8 +75,6 @@ enum StopIntent {
     /// Hung (liveness) or above its memory limit: killed, then restarted
     /// under its policy; `cause` labels the restart.
     Restart { reason: String, cause: &'static str },
-    /// Cannot become ready: -> `Failed`.
-    GiveUp(String),
     /// Stopped by an operator: -> `Stopped`, held.
     Operator,
     /// Restarted by an operator or a reload: -> `Pending`, starts again once
@@ -111,6 +109,9 @@ impl StopIntent {
 /// CPU limit crossings are logged at most this often per agent.
 const CPU_WARNING_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a not-ready agent is kept for its diagnosis (`Action::Diagnose`).
+const DIAGNOSIS_WAIT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 struct Record {
     spec: AgentSpec,
@@ -138,6 +139,12 @@ struct Record {
     /// Held only because an agent it depends on was stopped by an operator:
     /// starting that agent again brings this one back too.
     held_for_dependency: bool,
+    /// What the current run printed last (`Event::LastLine`), for the
+    /// reason of its exit.
+    last_line: Option<String>,
+    /// Missed its readiness deadline; waiting (briefly) for the diagnosis
+    /// of what it listens on before it is killed and restarted.
+    diagnosing: bool,
     /// Removed by a reload: hidden from the status, never started again.
     retired: bool,
     cpu_percent: Option<f64>,
@@ -180,6 +187,8 @@ impl Record {
             reason: None,
             held: false,
             held_for_dependency: false,
+            last_line: None,
+            diagnosing: false,
             retired: false,
             cpu_percent: None,
             rss_bytes: None,
@@ -238,6 +247,9 @@ pub struct Lifecycle {
     fabric: bool,
     /// The `now` of the latest event (ages in the snapshot are as of then).
     last_now: Instant,
+    /// `up --keep-going`: a required agent that fails is reported, and the
+    /// others keep running.
+    keep_going: bool,
 }
 
 impl Lifecycle {
@@ -266,6 +278,7 @@ impl Lifecycle {
             cpu_warnings: 0,
             fabric: false,
             last_now: now,
+            keep_going: false,
         };
         lifecycle.relink();
         lifecycle
@@ -334,6 +347,11 @@ impl Lifecycle {
         self.agents
             .iter()
             .position(|record| !record.retired && record.name() == name)
+    }
+
+    /// `up --keep-going`: required agents that fail do not stop the others.
+    pub fn set_keep_going(&mut self, keep_going: bool) {
+        self.keep_going = keep_going;
     }
 
     pub fn agent_name(&self, agent: AgentId) -> &str {
@@ -422,6 +440,30 @@ impl Lifecycle {
                     } else {
                         self.fail(agent, format!("cannot be started: {error}"), &mut actions);
                     }
+                }
+            }
+            Event::Diagnosed { agent, run, text } => {
+                let current = self.current(agent, run);
+                let record = &mut self.agents[agent];
+                if current
+                    && record.diagnosing
+                    && record.state == AgentState::Starting
+                    && record.stop.is_none()
+                {
+                    record.diagnosing = false;
+                    record.ready_deadline = None;
+                    record.stop = Some(StopIntent::Restart {
+                        reason: format!(
+                            "not ready within {}: {text}",
+                            format_duration(record.spec.agent.readiness.timeout)
+                        ),
+                        cause: "readiness",
+                    });
+                }
+            }
+            Event::LastLine { agent, run, line } => {
+                if self.current(agent, run) {
+                    self.agents[agent].last_line = Some(line);
                 }
             }
             Event::Exited {
@@ -558,6 +600,13 @@ impl Lifecycle {
                         .and_then(|(_, payload)| payload.clone()),
                     heartbeat_at: record.last_heartbeat.as_ref().map(|(at, _)| *at),
                     degraded: record.degraded.clone(),
+                    ports: record
+                        .spec
+                        .agent
+                        .ports
+                        .iter()
+                        .map(|port| (port.port, port.field.clone()))
+                        .collect(),
                 })
                 .collect(),
             all_ready_after: self.all_ready_after,
@@ -612,6 +661,8 @@ impl Lifecycle {
         self.transition(agent, AgentState::Starting);
         let record = &mut self.agents[agent];
         record.run += 1;
+        record.last_line = None;
+        record.diagnosing = false;
         record.pid = None;
         record.spawned_at = Some(now);
         record.ready_this_run = false;
@@ -702,8 +753,28 @@ impl Lifecycle {
                     actions.push(Action::CancelWatchers { agent });
                     if record.spec.remote {
                         self.fail(agent, reason, actions);
+                    } else if let (Some(pid), false, ReadinessCheck::Probe(_)) = (
+                        record.pid,
+                        record.diagnosing,
+                        &record.spec.agent.readiness.check,
+                    ) {
+                        // Say what it listens on before it is killed; if the
+                        // answer does not come, it is killed anyway.
+                        record.diagnosing = true;
+                        record.ready_deadline = Some(now + DIAGNOSIS_WAIT);
+                        actions.push(Action::Diagnose {
+                            agent,
+                            run: record.run,
+                            pid,
+                        });
                     } else {
-                        record.stop = Some(StopIntent::GiveUp(reason));
+                        record.diagnosing = false;
+                        // Killed and tried again under its restart policy
+                        // (model-loading agents may miss a first deadline).
+                        record.stop = Some(StopIntent::Restart {
+                            reason,
+                            cause: "readiness",
+                        });
                     }
                 }
                 AgentState::Starting
@@ -780,7 +851,6 @@ impl Lifecycle {
                 record.reason = Some(format!("removed by reload ({termination})"));
                 self.transition(agent, AgentState::Stopped);
             }
-            Some(StopIntent::GiveUp(reason)) => self.fail(agent, reason, actions),
             Some(StopIntent::Restart { reason, cause }) => {
                 self.decide_restart(agent, termination, true, reason, cause, now, actions)
             }
@@ -789,15 +859,12 @@ impl Lifecycle {
                     Termination::Code(_) => "exit",
                     _ => "signal",
                 };
-                self.decide_restart(
-                    agent,
-                    termination,
-                    false,
-                    termination.to_string(),
-                    cause,
-                    now,
-                    actions,
-                )
+                // With its last words: `exited with code 1: No module named 'x'`.
+                let reason = match self.agents[agent].last_line.take() {
+                    Some(line) => format!("{termination}: {line}"),
+                    None => termination.to_string(),
+                };
+                self.decide_restart(agent, termination, false, reason, cause, now, actions)
             }
         }
     }
@@ -825,6 +892,8 @@ impl Lifecycle {
             .restarts
             .on_exit(&policy, termination, failed, uptime, now, jitter)
         {
+            // Not ready in time and not to be restarted: it cannot run.
+            Decision::Done if cause == "readiness" => self.fail(agent, reason, actions),
             Decision::Done => {
                 tracing::info!(
                     agent = record.name(),
@@ -845,7 +914,12 @@ impl Lifecycle {
                 self.agents[agent].restart_at = Some(now + delay);
                 self.apply_strategy(agent);
             }
-            Decision::GiveUp { reason } => self.fail(agent, reason, actions),
+            // The policy's words, with the exit told as ours: why it was
+            // killed, or what it said last.
+            Decision::GiveUp { reason: given } => {
+                let reason = given.replacen(&termination.to_string(), &reason, 1);
+                self.fail(agent, reason, actions)
+            }
         }
     }
 
@@ -900,7 +974,12 @@ impl Lifecycle {
         record.reason = Some(reason.clone());
         let required =
             record.spec.agent.required && record.spec.agent.restart.on_give_up == GiveUp::Shutdown;
-        if required && self.mode == Mode::Running {
+        if required && self.keep_going {
+            tracing::error!(
+                agent = record.name(),
+                "required agent failed: {reason}; the others keep running (--keep-going)"
+            );
+        } else if required && self.mode == Mode::Running {
             tracing::error!(
                 agent = record.name(),
                 "required agent failed: {reason}; stopping everything"
@@ -1745,11 +1824,27 @@ pub(crate) mod tests {
             port: 1,
         });
         db.readiness.timeout = Duration::from_secs(2);
+        // Not retried: the readiness miss fails it at once.
+        db.restart.mode = RestartMode::Never;
         let agents = vec![db, agent("api", &["db"])];
         let mut driver = Driver::new(agents, Strategy::OneForOne);
         driver.advance(Duration::from_secs(2));
-        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGTERM)]);
-        driver.exit("db", Termination::Signaled(15));
+        // The deadline first asks what the process listens on.
+        let run = driver.lifecycle.agents[driver.id("db")].run;
+        assert!(
+            driver
+                .take_log()
+                .iter()
+                .any(|action| matches!(action, Action::Diagnose { run: r, .. } if *r == run)),
+            "a diagnosis is asked for"
+        );
+        driver.send(Event::Diagnosed {
+            agent: driver.id("db"),
+            run,
+            text: "nothing of the agent listens on 1".into(),
+        });
+        assert_eq!(driver.signalled(), [("db".into(), Signal::SIGKILL)]);
+        driver.exit("db", Termination::Signaled(9));
         assert_eq!(driver.state("db"), AgentState::Failed);
         assert_eq!(driver.state("api"), AgentState::Stopped);
         let Some(Action::Exit(outcome)) = driver.take_log().pop() else {
@@ -1758,10 +1853,32 @@ pub(crate) mod tests {
         let failure = outcome.failure.expect("a failure");
         assert_eq!(failure.agent, "db");
         assert!(
-            failure.reason.contains("not ready within 2.00s"),
+            failure
+                .reason
+                .contains("not ready within 2.00s: nothing of the agent listens on 1"),
             "{}",
             failure.reason
         );
+    }
+
+    #[test]
+    fn a_missed_readiness_deadline_is_retried_under_the_restart_policy() {
+        let mut slow = agent("slow", &[]);
+        slow.readiness.check = ReadinessCheck::Probe(Probe::Tcp {
+            host: "127.0.0.1".into(),
+            port: 1,
+        });
+        slow.readiness.timeout = Duration::from_secs(2);
+        let mut driver = Driver::new(vec![slow], Strategy::OneForOne);
+        driver.advance(Duration::from_secs(2));
+        driver.take_log();
+        // No diagnosis comes: it is killed after the wait anyway.
+        driver.advance(DIAGNOSIS_WAIT);
+        assert_eq!(driver.signalled(), [("slow".into(), Signal::SIGKILL)]);
+        driver.exit("slow", Termination::Signaled(9));
+        assert_eq!(driver.state("slow"), AgentState::BackingOff);
+        driver.advance(Duration::from_secs(1));
+        assert_eq!(driver.spawned(), ["slow"], "started again");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! into events and answering RESOLVE). Does not own processes
 //! ([`crate::process`]), probes ([`crate::health`]) or the CLI.
 
+mod diagnose;
 pub mod event;
 pub mod fabric;
 pub mod lifecycle;
@@ -80,6 +81,8 @@ pub struct Config {
     /// How often the agents' process trees are sampled (CPU, memory,
     /// limits); `None` turns sampling off (tests with a paused clock).
     pub sample_interval: Option<Duration>,
+    /// A required agent that fails does not stop the others (`up --keep-going`).
+    pub keep_going: bool,
 }
 
 /// A cloneable way to reach the supervisor task.
@@ -222,6 +225,7 @@ pub fn spawn_with_fabric<S: Spawner>(
     if fabric.is_some() {
         lifecycle.enable_fabric();
     }
+    lifecycle.set_keep_going(config.keep_going);
     let (status_sender, status) = watch::channel(lifecycle.snapshot());
     let registrar = fabric.map(|link| {
         let known = config
@@ -506,6 +510,19 @@ impl<S: Spawner> Supervisor<S> {
                         ));
                     }
                 }
+                Action::Diagnose { agent, run, pid } => {
+                    let spec = self.lifecycle.spec(agent);
+                    if let crate::manifest::ReadinessCheck::Probe(probe) =
+                        &spec.agent.readiness.check
+                    {
+                        let probe = probe_target(probe, spec);
+                        let events = self.event_sender.clone();
+                        self.shutdown.tracker().spawn(async move {
+                            let text = diagnose::diagnose(pid, probe).await;
+                            let _ = events.send(Event::Diagnosed { agent, run, text });
+                        });
+                    }
+                }
                 Action::WatchLiveness { agent, run } => {
                     let spec = self.lifecycle.spec(agent);
                     if let Some(liveness) = spec.agent.liveness.clone() {
@@ -570,6 +587,7 @@ impl<S: Spawner> Supervisor<S> {
             let event = match event {
                 ProcessEvent::Spawned { pid } => Event::Spawned { agent, run, pid },
                 ProcessEvent::SpawnFailed { error } => Event::SpawnFailed { agent, run, error },
+                ProcessEvent::LastLine { line } => Event::LastLine { agent, run, line },
                 ProcessEvent::Exited { termination } => Event::Exited {
                     agent,
                     run,
@@ -947,6 +965,7 @@ mod tests {
             console: None,
             port_offset: "0".into(),
             sample_interval: None,
+            keep_going: false,
         }
     }
 
