@@ -193,7 +193,9 @@ agents:
     let output = up.output();
     assert!(
         // The reason carries what the agent said last.
-        output.contains("exited with code 3: fake-agent flaky: crashing with code 3 (restart: never)"),
+        output.contains(
+            "exited with code 3: fake-agent flaky: crashing with code 3 (restart: never)"
+        ),
         "{output}"
     );
     assert!(output.contains("dependency `flaky` is failed"), "{output}");

@@ -133,8 +133,17 @@ impl Fixture {
         command
             .args(["--log", "info", "up", "--config"])
             .arg(manifest)
-            .args(extra)
-            .env("FAKE_AGENT_RECORD", &self.record)
+            .args(extra);
+        Up::spawn(command, &self.record)
+    }
+}
+
+impl Up {
+    /// Starts `command` (a `supervisor ... up ...`) with its output captured
+    /// and `record` as the fake agents' record file.
+    pub fn spawn(mut command: Command, record: &Path) -> Up {
+        command
+            .env("FAKE_AGENT_RECORD", record)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -157,7 +166,7 @@ impl Fixture {
         Up {
             child,
             output,
-            record: self.record.clone(),
+            record: record.to_path_buf(),
             status: None,
         }
     }
