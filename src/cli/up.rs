@@ -256,28 +256,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .build()
         .context("starting the async runtime")?;
     tracing::info!(host = %host, logs = %logs.display(), "starting {} agents", config.agents.iter().filter(|spec| !spec.remote).count());
-    let plan = Plan::new(&Manifest {
-        agents: config
+    let plan = Start {
+        plan: Plan::new(&Manifest {
+            agents: config
+                .agents
+                .iter()
+                .map(|spec| spec.agent.clone())
+                .collect(),
+            ..Manifest::default()
+        })
+        .context("planning the start order")?,
+        readiness: config
             .agents
             .iter()
-            .map(|spec| spec.agent.clone())
+            .map(|spec| (spec.agent.name.clone(), describe(&spec.agent.readiness)))
             .collect(),
-        ..Manifest::default()
-    })
-    .context("planning the start order")?;
+    };
     let (outcome, late, last) =
         runtime.block_on(supervise(config, plan.clone(), &args, control))?;
-    if let Some(path) = &args.summary_json
-        && (outcome.failure.is_some() || late.is_some())
-    {
-        // The summary of a start that did not succeed: every agent's state
-        // and reason as `up` ended.
+    if let (Some(path), Some(failure)) = (&args.summary_json, &outcome.failure) {
+        // A required agent stopped everything: every agent's state and
+        // reason as `up` ended.
         let mut json = summary(&last, &plan).json;
-        json["failure"] = serde_json::Value::String(match (&outcome.failure, &late) {
-            (Some(failure), _) => failure.to_string(),
-            (None, Some(late)) => late.clone(),
-            (None, None) => String::new(),
-        });
+        json["failure"] = serde_json::Value::String(failure.to_string());
         if let Err(error) = std::fs::write(path, json.to_string()) {
             tracing::warn!(path = %path.display(), %error, "cannot write the summary");
         }
@@ -571,7 +572,7 @@ fn bind_socket(run_dir: &RunDir) -> anyhow::Result<tokio::net::UnixListener> {
 /// agent became ready (a failed optional agent, or `--timeout`).
 async fn supervise(
     config: supervisor::Config,
-    plan: Plan,
+    plan: Start,
     args: &Args,
     control: Control,
 ) -> anyhow::Result<(supervisor::Outcome, Option<String>, StatusSnapshot)> {
@@ -676,7 +677,7 @@ struct Finish {
 /// each new ready agent), then the summary once all are ready. With
 /// `--exit-when-ready` it then stops everything, and returns why not every
 /// local agent became ready (with their last log lines), if one did not.
-async fn report_progress(handle: SupervisorHandle, plan: Plan, finish: Finish) -> Option<String> {
+async fn report_progress(handle: SupervisorHandle, plan: Start, finish: Finish) -> Option<String> {
     let mut status = handle.subscribe();
     let mut last_line = String::new();
     let mut last_print = tokio::time::Instant::now();
@@ -689,17 +690,14 @@ async fn report_progress(handle: SupervisorHandle, plan: Plan, finish: Finish) -
         if snapshot.all_ready_after.is_some() {
             let summary = summary(&snapshot, &plan);
             eprint!("{}", summary.text);
-            if let Some(path) = &finish.summary_json
-                && let Err(error) = std::fs::write(path, summary.json.to_string())
-            {
-                tracing::warn!(path = %path.display(), %error, "cannot write the summary");
+            let late = not_ready(&snapshot, &finish.run_dir)
+                .filter(|_| finish.exit_when_ready)
+                .map(|list| format!("not every agent became ready:{list}"));
+            write_summary(&finish, summary.json, late.as_deref());
+            if finish.exit_when_ready {
+                handle.shutdown(false).await;
             }
-            if !finish.exit_when_ready {
-                return None;
-            }
-            let missing = not_ready(&snapshot, &finish.run_dir);
-            handle.shutdown(false).await;
-            return missing.map(|list| format!("not every agent became ready:{list}"));
+            return late;
         }
         let line = progress_line(&snapshot);
         let ready_changed = line.split(';').next() != last_line.split(';').next();
@@ -713,14 +711,31 @@ async fn report_progress(handle: SupervisorHandle, plan: Plan, finish: Finish) -
                 return None;
             },
             () = tokio::time::sleep_until(deadline), if finish.exit_when_ready => {
+                // The status as it is now, before the stop rewrites reasons.
+                let snapshot = handle.subscribe().borrow().clone();
                 let missing = not_ready(&snapshot, &finish.run_dir).unwrap_or_default();
-                handle.shutdown(false).await;
-                return Some(format!(
+                let late = format!(
                     "not every agent was ready within {} (--timeout):{missing}",
                     format_duration(finish.timeout)
-                ));
+                );
+                write_summary(&finish, summary(&snapshot, &plan).json, Some(&late));
+                handle.shutdown(false).await;
+                return Some(late);
             }
         }
+    }
+}
+
+/// `--summary-json`: the summary, with `failure` when not all became ready.
+fn write_summary(finish: &Finish, mut json: serde_json::Value, failure: Option<&str>) {
+    let Some(path) = &finish.summary_json else {
+        return;
+    };
+    if let Some(failure) = failure {
+        json["failure"] = serde_json::Value::String(failure.to_string());
+    }
+    if let Err(error) = std::fs::write(path, json.to_string()) {
+        tracing::warn!(path = %path.display(), %error, "cannot write the summary");
     }
 }
 
@@ -800,10 +815,31 @@ struct Summary {
 
 /// Time to all-ready, each agent's ready time, and the critical path weighted
 /// by the measured start-to-ready times.
-fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
+/// What the summary needs besides the status: the start order, and how
+/// each agent's readiness is checked.
+#[derive(Debug, Clone)]
+struct Start {
+    plan: Plan,
+    readiness: std::collections::BTreeMap<String, String>,
+}
+
+/// `zmq health 127.0.0.1:8200`, `tcp 127.0.0.1:7200`, `sdk`, `running 1s`.
+fn describe(readiness: &crate::manifest::Readiness) -> String {
+    use crate::manifest::{Probe, ReadinessCheck};
+    match &readiness.check {
+        ReadinessCheck::Probe(Probe::Zmq { host, port }) => format!("zmq health {host}:{port}"),
+        ReadinessCheck::Probe(Probe::Tcp { host, port }) => format!("tcp {host}:{port}"),
+        ReadinessCheck::Probe(Probe::Http { url }) => format!("http {url}"),
+        ReadinessCheck::Probe(Probe::Exec { command }) => format!("exec {}", command.join(" ")),
+        ReadinessCheck::Sdk => "sdk".into(),
+        ReadinessCheck::StartPeriod(period) => format!("running {}", format_duration(*period)),
+    }
+}
+
+fn summary(snapshot: &StatusSnapshot, start: &Start) -> Summary {
     let total = snapshot.all_ready_after.unwrap_or_default();
     let seconds = |duration: Option<Duration>| duration.map(|value| value.as_secs_f64());
-    let (path, length) = plan.critical_path(|name| {
+    let (path, length) = start.plan.critical_path(|name| {
         snapshot
             .agents
             .iter()
@@ -853,6 +889,8 @@ fn summary(snapshot: &StatusSnapshot, plan: &Plan) -> Summary {
                 "time_to_ready_s": seconds(agent.time_to_ready),
                 "restarts": agent.restarts,
                 "reason": agent.reason,
+                "readiness": start.readiness.get(&agent.name),
+                "waiting_on": agent.waiting_on,
             }),
         );
     }
