@@ -54,4 +54,5 @@ echo "10 s error flood with $BIN_DIR:"
 echo "  errors.jsonl (with rotations): $journal bytes, $lines records"
 echo "  run directory:                 $run_dir bytes"
 echo "  console output:                $console bytes"
+echo "  agent killed as hung:          $(grep -c "hung:" "$scratch/console.txt" || true) times"
 grep -h "errors suppressed" "$scratch/console.txt" | tail -1 | sed 's/^/  summary: /' || true
