@@ -890,7 +890,8 @@ enum Listener {
     Foreign(String),
 }
 
-/// Blocking (`/proc`): is a listener on `port` in the tree of `pid`?
+/// Blocking (`/proc`): is a listener on `port` in the tree (or the process
+/// group) of `pid`?
 fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     use crate::check::bound;
     let sockets = bound::listening_sockets(port);
@@ -904,9 +905,18 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     if !bound::held_by(&sockets, tree).is_empty() {
         return Listener::Ours;
     }
+    // A child that outlived its parent (reparented, so outside the tree)
+    // still belongs to the agent if it stayed in the agent's process group.
+    let listeners = bound::listeners(port);
+    if listeners.holders.iter().any(|holder| {
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(holder.pid as i32)))
+            .is_ok_and(|group| group.as_raw() as u32 == pid)
+    }) {
+        return Listener::Ours;
+    }
     Listener::Foreign(format!(
         "port {port} is held by {}, not by this agent",
-        bound::listeners(port).describe()
+        listeners.describe()
     ))
 }
 
