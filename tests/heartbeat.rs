@@ -445,6 +445,7 @@ agents:
             "--mode burst --after 0.5 --burst-for 10"
         ),
     ));
+    let started = std::time::Instant::now();
     let mut up = fixture.up(&manifest, &[]);
     up.wait_for_output("all ready: 1/1", BOUND);
     up.wait_for_output("faulty: burst of", Duration::from_secs(60));
@@ -480,8 +481,14 @@ agents:
         "10 s error flood: {journaled} journaled, {suppressed} suppressed, \
          errors.jsonl {journal_bytes} bytes, console {console_bytes} bytes"
     );
-    // 100/s after a burst of 1,000 over about 10 s: about 2,000 records.
-    assert!(journaled <= 2_500, "{journaled} records journaled");
+    // 100/s after a burst of 1,000: about 2,000 records in 10 s, and never
+    // more than the bucket allows over the whole run (a loaded machine may
+    // deliver the flood over a longer time).
+    let allowed = 1_000 + (100.0 * started.elapsed().as_secs_f64()) as u64;
+    assert!(
+        journaled <= allowed,
+        "{journaled} records journaled, at most {allowed} allowed"
+    );
     assert!(
         suppressed > journaled,
         "{suppressed} suppressed, {journaled} journaled"
