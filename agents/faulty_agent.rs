@@ -5,8 +5,8 @@
 //!   closed) and ignores SIGTERM, like a deadlocked process;
 //! - `stop`: sends itself SIGSTOP (detected only through missed heartbeats);
 //! - `crash`: exits with `--exit-code`;
-//! - `burst`: reports `--burst` errors (of `--severity`) as fast as it can,
-//!   then carries on.
+//! - `burst`: reports `--burst` errors (of `--severity`) as fast as it can
+//!   (or keeps reporting for `--burst-for` seconds), then carries on.
 //!
 //! Owns nothing; everything goes through `supervisor::sdk`.
 
@@ -35,6 +35,9 @@ struct Args {
     exit_code: u8,
     #[arg(long, default_value = "1000")]
     burst: u64,
+    /// Keep bursting for this many seconds instead of `--burst` errors.
+    #[arg(long)]
+    burst_for: Option<f64>,
     /// Severity of the burst's errors: debug, info, warning, error, critical, fatal.
     #[arg(long, default_value = "error")]
     severity: String,
@@ -74,14 +77,26 @@ fn main() -> std::process::ExitCode {
         }
         Mode::Burst => {
             let severity = Severity::parse_lenient(&args.severity).unwrap_or(Severity::Error);
-            for index in 0..args.burst {
+            let until = args
+                .burst_for
+                .map(|seconds| std::time::Instant::now() + Duration::from_secs_f64(seconds));
+            let mut sent = 0u64;
+            for index in 0.. {
+                let more = match until {
+                    Some(until) => std::time::Instant::now() < until,
+                    None => index < args.burst,
+                };
+                if !more {
+                    break;
+                }
+                sent += 1;
                 agent
                     .report_error(severity, "error burst")
                     .kind("burst")
                     .context("index", index)
                     .send();
             }
-            eprintln!("faulty: burst of {} errors sent", args.burst);
+            eprintln!("faulty: burst of {sent} errors sent");
             agent.wait_for_shutdown(None);
             std::process::ExitCode::SUCCESS
         }

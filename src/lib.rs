@@ -25,11 +25,14 @@
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
+//! - [`files`]: opening run-directory files without following links, and
+//!   size rotation (agent logs, `errors.jsonl`).
 //! - [`shutdown`]: the root cancellation token and task tracking.
 
 pub mod check;
 pub mod cli;
 pub mod control;
+pub mod files;
 pub mod health;
 pub mod manifest;
 pub mod plan;

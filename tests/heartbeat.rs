@@ -419,3 +419,91 @@ agents:
     });
     stop(&mut up, &fixture);
 }
+
+/// Issue 16, item 7: one agent flooding errors with its own valid token for
+/// 10 s is rate limited: the journal and the console stay small, and the
+/// suppressed errors are counted in a `rate_limited` summary.
+#[test]
+fn issue_16_an_error_flood_is_limited_and_summarized() {
+    let fixture = Fixture::new();
+    let run_dir = fixture.path(".supervisor");
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  api:
+    command: '{api}'
+    shell: true
+    readiness: {{ sdk: true }}
+    # Its own heartbeats queue behind its errors: not "hung" in this test.
+    heartbeat: {{ interval: 1s, misses: 60 }}
+"#,
+        api = recorded(
+            &fixture,
+            "api",
+            bin("faulty"),
+            "--mode burst --after 0.5 --burst-for 10"
+        ),
+    ));
+    let started = std::time::Instant::now();
+    let mut up = fixture.up(&manifest, &[]);
+    up.wait_for_output("all ready: 1/1", BOUND);
+    up.wait_for_output("faulty: burst of", Duration::from_secs(60));
+    up.wait_for_output("errors suppressed in", Duration::from_secs(60));
+    let journal = run_dir.join("errors.jsonl");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let suppressed: u64 = records
+        .iter()
+        .filter(|record| record["kind"] == "rate_limited")
+        .map(|record| record["context"]["suppressed"].as_u64().unwrap_or(0))
+        .sum();
+    let journaled = records
+        .iter()
+        .filter(|record| record["kind"] == "burst")
+        .count() as u64;
+    let journal_bytes: u64 = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("errors.jsonl")
+        })
+        .map(|entry| entry.metadata().map(|meta| meta.len()).unwrap_or(0))
+        .sum();
+    let console_bytes = up.output().len();
+    eprintln!(
+        "10 s error flood: {journaled} journaled, {suppressed} suppressed, \
+         errors.jsonl {journal_bytes} bytes, console {console_bytes} bytes"
+    );
+    // 100/s after a burst of 1,000: about 2,000 records in 10 s, and never
+    // more than the bucket allows over the whole run (a loaded machine may
+    // deliver the flood over a longer time).
+    let allowed = 1_000 + (100.0 * started.elapsed().as_secs_f64()) as u64;
+    assert!(
+        journaled <= allowed,
+        "{journaled} records journaled, at most {allowed} allowed"
+    );
+    assert!(
+        suppressed > journaled,
+        "{suppressed} suppressed, {journaled} journaled"
+    );
+    assert!(
+        journal_bytes < 2_000_000,
+        "errors.jsonl grew {journal_bytes} bytes"
+    );
+    assert!(
+        console_bytes < 2_000_000,
+        "the console got {console_bytes} bytes"
+    );
+    assert!(
+        up.output().contains("api: ") && up.output().contains("errors suppressed in"),
+        "no summary line on the console"
+    );
+    stop(&mut up, &fixture);
+}

@@ -162,3 +162,52 @@ fn editing_the_manifest_reloads_by_itself() {
         agent_of(&before, "ui")["pid"]
     );
 }
+
+/// Issue 16, item 9: a manifest written in two steps (an editor or `cp`
+/// cut between two agents, a second apart) is applied only once whole: the
+/// agent missing from the first half is never stopped.
+#[test]
+fn issue_16_a_manifest_written_in_two_steps_is_applied_only_whole() {
+    use std::io::Write;
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest(&manifest_text("", ""));
+    let _up = fixture.up(&manifest, &[]);
+    let before = wait_for_status(&manifest, "all ready", BOUND, |status| {
+        all_ready(status, &["db", "api", "ui"])
+    });
+    let whole =
+        manifest_text(r#", "--stop-delay", "10ms""#, "").replace("FAKE", common::FAKE_AGENT);
+    let cut = whole.find("  ui:").expect("ui in the manifest");
+    std::fs::write(&manifest, &whole[..cut]).expect("first half");
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&manifest)
+        .and_then(|mut file| file.write_all(&whole.as_bytes()[cut..]))
+        .expect("second half");
+    let after = wait_for_status(&manifest, "the whole file's reload", BOUND, |status| {
+        status["reloads"].as_u64() >= Some(1)
+            && all_ready(status, &["db", "api", "ui"])
+            && agent_of(status, "api")["pid"] != agent_of(&before, "api")["pid"]
+    });
+    // Long enough for a late reload of the first half to show.
+    std::thread::sleep(Duration::from_secs(3));
+    let last = status_json(&manifest).expect("status");
+    for status in [&after, &last] {
+        assert_eq!(
+            agent_of(status, "ui")["pid"],
+            agent_of(&before, "ui")["pid"],
+            "ui was stopped by the half-written manifest: {status}"
+        );
+    }
+    assert_eq!(
+        fixture.records_of("start", "ui").len(),
+        1,
+        "ui started again"
+    );
+    assert_eq!(
+        fixture.records_of("start", "api").len(),
+        2,
+        "api restarted once"
+    );
+}

@@ -403,3 +403,101 @@ agents:
     );
     assert!(log.contains("offset=100"), "{log}");
 }
+
+/// A `fake-agent` listening on `port` as a foreign process (no supervisor),
+/// returned once the port accepts connections; killed by pid when dropped.
+fn foreign_listener(port: u16) -> (std::process::Child, common::KillOnDrop) {
+    let child = std::process::Command::new(common::FAKE_AGENT)
+        .args(["--name", "intruder", "--port", &port.to_string()])
+        .env_remove("FAKE_AGENT_RECORD")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the foreign listener");
+    let guard = common::KillOnDrop(vec![child.id()]);
+    common::wait_until("the foreign listener", BOUND, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (child, guard)
+}
+
+/// Issue 16, item 4: a port another process already holds is reported with
+/// that process's pid and name before the agent is started.
+#[test]
+fn issue_16_a_port_held_by_a_foreign_process_is_named_before_start() {
+    let fixture = Fixture::new();
+    let held = port();
+    let (intruder, _guard) = foreign_listener(held);
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  a:
+    command: ["FAKE"]
+    port: {held}
+    readiness: {{ tcp: {held}, timeout: 20s, interval: 50ms }}
+"#
+    ));
+    let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
+    let status = up.wait(BOUND);
+    assert!(!status.success(), "{}", up.output());
+    let expected = format!(
+        "port {held} (a.port) is already bound on this machine by pid {} (fake-agent)",
+        intruder.id()
+    );
+    assert!(up.output().contains(&expected), "{}", up.output());
+    assert!(fixture.records_of("start", "a").is_empty(), "a was started");
+}
+
+/// Issue 16, item 4: when the agent cannot bind its port because a foreign
+/// process holds it, the tcp probe's successful connect to that process is
+/// not readiness; the agent's reason names the holder.
+#[test]
+fn issue_16_a_foreign_listener_is_not_readiness() {
+    let fixture = Fixture::new();
+    let held = port();
+    let (intruder, _guard) = foreign_listener(held);
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  a:
+    command: ["FAKE", "--ready-after", "300ms"]
+    port: {held}
+    readiness: {{ tcp: {held}, timeout: 60s, interval: 50ms }}
+"#
+    ));
+    // Skip the pre-start check, as a restart or a reload would.
+    let up = fixture.up(&manifest, &["--no-bind-check"]);
+    let expected = format!(
+        "port {held} is held by pid {} (fake-agent), not by this agent",
+        intruder.id()
+    );
+    let mut states = Vec::new();
+    common::wait_for_status(
+        &manifest,
+        "a's reason to name the intruder",
+        BOUND,
+        |status| {
+            let agent = common::agent_of(status, "a");
+            states.push(agent["state"].as_str().unwrap_or("").to_string());
+            agent["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains(&expected))
+        },
+    );
+    // Give a wrongly passing probe time to show.
+    std::thread::sleep(Duration::from_secs(1));
+    let status = common::status_json(&manifest).expect("status");
+    states.push(
+        common::agent_of(&status, "a")["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    );
+    assert!(
+        !states.iter().any(|state| state == "ready"),
+        "{states:?}\n{}",
+        up.output()
+    );
+    assert!(!up.output().contains("all ready"), "{}", up.output());
+}

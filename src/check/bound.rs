@@ -1,8 +1,10 @@
 //! Which TCP ports of this machine another process holds, found without a
 //! bind test per manifest port (two sockets each: ~50 ms for 2,000 ports).
 //!
-//! Owns finding those ports and the answer to "does another process hold
-//! this port". Does not decide what is reported: the port checks in `mod.rs`
+//! Owns finding those ports, the answer to "does another process hold
+//! this port" and to "which processes listen on it" ([`listeners`]: the
+//! inodes of its LISTEN rows in `/proc/net/tcp{,6}`, then the processes whose
+//! `/proc/<pid>/fd` links point at those sockets). Does not decide what is reported: the port checks in `mod.rs`
 //! do. Whatever the source, a port counts as held only when a bind test
 //! (`portpicker::is_free_tcp`) on it also fails: the sources only say which
 //! ports need that test.
@@ -21,6 +23,7 @@
 //!   connected is not listed there.
 //! - Without either: every port gets the bind test.
 
+use crate::process::ports::{listen_row, socket_inode};
 use std::collections::HashSet;
 use std::io;
 use std::ops::RangeInclusive;
@@ -193,6 +196,106 @@ fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
 /// walks the kernel's whole TCP hash table again, and the 32-byte first
 /// reads of `fs::read_to_string` cost extra passes (6 ms instead of 4 per
 /// file, measured).
+/// A process with a listening socket on a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// `/proc/<pid>/comm`, `?` when unreadable.
+    pub name: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({})", self.pid, self.name)
+    }
+}
+
+/// Who listens on a TCP port, as far as `/proc` tells this user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listeners {
+    /// Socket inodes of the port's LISTEN rows (IPv4 and IPv6).
+    pub sockets: HashSet<u64>,
+    /// The processes holding one of them whose descriptors this user can
+    /// read (all of them for root).
+    pub holders: Vec<Holder>,
+}
+
+impl Listeners {
+    /// `pid 4242 (nc)`, `pid 1 (a), pid 2 (b)`, or `another process` when
+    /// the holder's descriptors cannot be read.
+    pub fn describe(&self) -> String {
+        if self.holders.is_empty() {
+            return "another process".to_string();
+        }
+        self.holders
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The inodes of the listening sockets on `port`, from `/proc/net/tcp{,6}`.
+pub fn listening_sockets(port: u16) -> HashSet<u64> {
+    let mut sockets = HashSet::new();
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = read_text(path) {
+            sockets.extend(
+                text.lines()
+                    .skip(1)
+                    .filter_map(|line| listening_inode(line, port)),
+            );
+        }
+    }
+    sockets
+}
+
+/// Which of `pids` holds one of `sockets` (reads only their descriptors).
+pub fn held_by(sockets: &HashSet<u64>, pids: impl IntoIterator<Item = u32>) -> Vec<Holder> {
+    let mut holders = Vec::new();
+    for pid in pids {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = entries.flatten().any(|entry| {
+            std::fs::read_link(entry.path())
+                .ok()
+                .and_then(|target| socket_inode(&target.to_string_lossy()))
+                .is_some_and(|inode| sockets.contains(&inode))
+        });
+        if holds {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|name| name.trim_end().to_string())
+                .unwrap_or_else(|_| "?".to_string());
+            holders.push(Holder { pid, name });
+        }
+    }
+    holders
+}
+
+/// Every process listening on `port` (a scan of all of `/proc`: only for
+/// a port known to be held, to name its holder).
+pub fn listeners(port: u16) -> Listeners {
+    let sockets = listening_sockets(port);
+    if sockets.is_empty() {
+        return Listeners::default();
+    }
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok());
+    let holders = held_by(&sockets, pids);
+    Listeners { sockets, holders }
+}
+
+/// The inode of a LISTEN row on `port`.
+fn listening_inode(line: &str, port: u16) -> Option<u64> {
+    listen_row(line)
+        .filter(|(row_port, _)| *row_port == port)
+        .map(|(_, inode)| inode)
+}
+
 fn read_text(path: &str) -> io::Result<String> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(64 * 1024);
@@ -278,6 +381,31 @@ garbage line without fields
         // port, a cut row, a 4-digit state and a 30-digit IPv6 address are
         // skipped.
         assert_eq!(sorted, vec![22, 8080, 8081, 40000, 50000, 50001, 53590]);
+    }
+
+    #[test]
+    fn a_listener_is_found_with_its_process() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let row = TCP.lines().nth(2).unwrap();
+        assert_eq!(listening_inode(row, 0x1F90), Some(31337));
+        assert_eq!(listening_inode(row, 0x1F91), None);
+        let found = listeners(port);
+        assert_eq!(found.sockets.len(), 1, "{found:?}");
+        assert_eq!(
+            found
+                .holders
+                .iter()
+                .map(|holder| holder.pid)
+                .collect::<Vec<_>>(),
+            [std::process::id()]
+        );
+        assert!(
+            found
+                .describe()
+                .starts_with(&format!("pid {} (", std::process::id()))
+        );
+        assert!(held_by(&found.sockets, [1]).is_empty() || std::process::id() == 1);
     }
 
     #[test]

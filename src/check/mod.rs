@@ -7,7 +7,7 @@
 //! CLI's job, rewriting files is `fix.rs`, and which ports this machine's
 //! sockets hold is `bound.rs`.
 
-mod bound;
+pub mod bound;
 mod files;
 pub mod fix;
 
@@ -347,11 +347,14 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             }
             let (agent, use_) = uses[0];
             let replacement = free_port(host, *port, Some(bound), &mut used, false);
+            let holder = bound::listeners(*port);
             let mut problem = Problem::error(
                 ProblemKind::PortInUse,
                 format!(
-                    "port {port} ({}.{}) is already bound on this machine by another process",
-                    agent.name, use_.field
+                    "port {port} ({}.{}) is already bound on this machine by {}",
+                    agent.name,
+                    use_.field,
+                    holder.describe()
                 ),
             )
             .at(&use_.location)

@@ -1,5 +1,5 @@
 //! `supervisor errors [--follow] [--agent A] [--severity S]`: print the
-//! error journal `<run-dir>/errors.jsonl` (every structured error agents,
+//! error journal `<run-dir>/errors.jsonl`, its rotated files first (every structured error agents,
 //! legacy publishers and the supervisor reported) and, with `--follow`,
 //! subscribe to the error bus and print new errors as they are published,
 //! until interrupted or the supervisor ends.
@@ -45,6 +45,24 @@ fn parse_severity(text: &str) -> Result<Severity, String> {
         })
 }
 
+/// Prints the wanted records of one journal file.
+fn print_journal(
+    out: &mut impl Write,
+    args: &Args,
+    path: &std::path::Path,
+    file: std::fs::File,
+) -> anyhow::Result<()> {
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if let Ok(record) = serde_json::from_str::<ErrorRecord>(&line)
+            && wanted(args, &record)
+        {
+            print(out, args, &record, &line)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     let journal = run_dir.path.join("errors.jsonl");
@@ -73,17 +91,16 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         None
     };
     let mut out = std::io::stdout().lock();
-    match std::fs::File::open(&journal) {
-        Ok(file) => {
-            for line in std::io::BufReader::new(file).lines() {
-                let line = line.with_context(|| format!("reading {}", journal.display()))?;
-                if let Ok(record) = serde_json::from_str::<ErrorRecord>(&line)
-                    && wanted(&args, &record)
-                {
-                    print(&mut out, &args, &record, &line)?;
-                }
-            }
+    // Rotated journals first, oldest first (`errors.jsonl.3` .. `.1`).
+    let keep = crate::files::LogTarget::new(journal.clone()).keep;
+    for index in (1..=keep).rev() {
+        let older = crate::files::rotated_path(&journal, index);
+        if let Ok(file) = std::fs::File::open(&older) {
+            print_journal(&mut out, &args, &older, file)?;
         }
+    }
+    match std::fs::File::open(&journal) {
+        Ok(file) => print_journal(&mut out, &args, &journal, file)?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             if follower.is_none()
                 && let Err(exit) = status(&run_dir)?

@@ -420,10 +420,7 @@ fn detach(run_dir: &RunDir, args: &Args) -> anyhow::Result<Exit> {
         );
     }
     let log_path = run_dir.supervisor_log();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = crate::files::open_append(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut arguments: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)

@@ -3,6 +3,11 @@
 //! send one request line, read one response line, all under timeouts so a
 //! command never hangs.
 //!
+//! Before sending anything it checks who serves the socket: the socket file
+//! must be owned by the invoking user (or root) and the listening process
+//! (`SO_PEERCRED`) must run as the invoking user or root, so a `down` never
+//! reaches a listener another user put in the supervisor's place.
+//!
 //! Owns one connection; no retries, no state beyond it.
 
 use std::io::{BufRead, BufReader, Write};
@@ -36,6 +41,7 @@ impl Client {
                 source,
             },
         })?;
+        check_peer(&path, &stream)?;
         let writer = stream.try_clone().map_err(|source| ControlError::Io {
             path: path.clone(),
             source,
@@ -88,4 +94,42 @@ impl Client {
         }
         serde_json::from_str(&answer).map_err(|error| ControlError::Protocol(error.to_string()))
     }
+}
+
+/// The socket file and the process listening on it belong to this user or root.
+fn check_peer(path: &std::path::Path, stream: &UnixStream) -> Result<(), ControlError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == me || uid == 0;
+    let owner = std::fs::symlink_metadata(path)
+        .map_err(|source| ControlError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .uid();
+    if !trusted(owner) {
+        return Err(ControlError::ForeignPeer {
+            path: path.to_path_buf(),
+            peer: format!("a socket file owned by {}", super::rundir::user_name(owner)),
+        });
+    }
+    let credentials =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).map_err(
+            |errno| ControlError::Io {
+                path: path.to_path_buf(),
+                source: errno.into(),
+            },
+        )?;
+    let peer = credentials.uid();
+    if !trusted(peer) {
+        return Err(ControlError::ForeignPeer {
+            path: path.to_path_buf(),
+            peer: format!(
+                "process {} running as {}",
+                credentials.pid(),
+                super::rundir::user_name(peer)
+            ),
+        });
+    }
+    Ok(())
 }

@@ -43,6 +43,14 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing {}: it {reason}", path.display())]
+    Untrusted { path: PathBuf, reason: String },
+    #[error(
+        "refusing to talk to {}: it is served by {peer}, not by you or root; \
+         another user may have replaced the supervisor's socket",
+        path.display()
+    )]
+    ForeignPeer { path: PathBuf, peer: String },
     #[error("the supervisor did not answer within {0:?}")]
     Timeout(std::time::Duration),
     #[error("bad answer from the supervisor: {0}")]

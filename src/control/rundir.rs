@@ -6,9 +6,15 @@
 //! Owns the one-supervisor-per-directory rule: [`RunDirLock`] holds an
 //! exclusive `flock` on `supervisor.pid` for the supervisor's lifetime, so a
 //! crashed supervisor never leaves a stale lock behind.
+//!
+//! Owns the trust rule too (like ssh's `StrictModes`): [`RunDir::create`]
+//! refuses a run directory (or its `logs/`) that is a symbolic link, is not
+//! owned by the invoking user, or is writable by group or others, and one
+//! holding a symbolic link where the supervisor writes. The files themselves
+//! are opened without following links ([`crate::files`]).
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -51,19 +57,23 @@ impl RunDir {
         self.logs().join(format!("{agent}.log"))
     }
 
-    /// Creates the directory (0700) and `logs/`.
+    /// Creates the directory (0700) and `logs/`, after checking that an
+    /// existing one can be trusted: see [`check_trusted`].
     pub fn create(&self) -> Result<(), ControlError> {
         let io = |source| ControlError::Io {
             path: self.path.clone(),
             source,
         };
+        check_trusted(&self.path)?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.path)
             .map_err(io)?;
+        check_trusted(&self.path)?;
         // An existing directory keeps its mode otherwise.
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        check_trusted(&self.logs())?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -71,7 +81,42 @@ impl RunDir {
             .map_err(|source| ControlError::Io {
                 path: self.logs(),
                 source,
-            })
+            })?;
+        check_trusted(&self.logs())?;
+        self.refuse_links()
+    }
+
+    /// Every file the supervisor writes here must not be a symbolic link:
+    /// one planted there would redirect the supervisor's writes.
+    fn refuse_links(&self) -> Result<(), ControlError> {
+        let mut paths: Vec<PathBuf> = [
+            "supervisor.pid",
+            "supervisor.log",
+            "control.sock",
+            "errors.jsonl",
+            "errors.sock",
+            "agents.sock",
+        ]
+        .iter()
+        .map(|name| self.path.join(name))
+        .collect();
+        if let Ok(entries) = std::fs::read_dir(self.logs()) {
+            paths.extend(entries.flatten().map(|entry| entry.path()));
+        }
+        for path in paths {
+            if let Ok(meta) = std::fs::symlink_metadata(&path)
+                && meta.file_type().is_symlink()
+            {
+                let target = std::fs::read_link(&path)
+                    .map(|target| target.display().to_string())
+                    .unwrap_or_default();
+                return Err(ControlError::Untrusted {
+                    path,
+                    reason: format!("is a symbolic link (to {target}); remove it"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The pid written in `supervisor.pid`, if any.
@@ -102,13 +147,7 @@ impl RunDirLock {
             path: path.clone(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let file = crate::files::open_read_write(&path).map_err(io)?;
         let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => locked,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -139,6 +178,56 @@ impl Drop for RunDirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.run_dir.socket());
         let _ = std::fs::remove_file(self.run_dir.pid_file());
+    }
+}
+
+/// Refuses `path` unless it is missing, or a real directory (not a link)
+/// owned by the invoking user and not writable by group or others.
+pub fn check_trusted(path: &Path) -> Result<(), ControlError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ControlError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let refuse = |reason: String| {
+        Err(ControlError::Untrusted {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("is a symbolic link; name the real directory".into());
+    }
+    if !meta.is_dir() {
+        return refuse("is not a directory".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return refuse(format!(
+            "is owned by {}, not by you ({}); use a run directory of your own",
+            user_name(meta.uid()),
+            user_name(me)
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "is writable by group or others (mode {:o}); `chmod 700` it",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// `alice (uid 1000)`, or `uid 1000` for a uid without a name.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
+        _ => format!("uid {uid}"),
     }
 }
 
@@ -176,5 +265,27 @@ mod tests {
         );
         drop(lock);
         RunDirLock::acquire(&run_dir).expect("lock again after release");
+    }
+
+    #[test]
+    fn untrusted_run_directories_are_refused() {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let open = scratch.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = RunDir::new(&open).create().expect_err("world-writable");
+        assert!(
+            error.to_string().contains("writable by group or others"),
+            "{error}"
+        );
+        let link = scratch.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let error = RunDir::new(&link).create().expect_err("a link");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        let planted = RunDir::new(scratch.path().join("planted"));
+        planted.create().expect("create");
+        std::os::unix::fs::symlink("/etc/passwd", planted.agent_log("a")).unwrap();
+        let error = planted.create().expect_err("a planted link");
+        assert!(error.to_string().contains("a.log"), "{error}");
     }
 }

@@ -21,4 +21,4 @@ mod legacy_zmq;
 mod probe;
 
 pub use deadline::{LivenessTracker, MIN_ATTEMPT_TIMEOUT, ReadinessDeadline, Verdict};
-pub use probe::{ProbeError, alive, probe};
+pub use probe::{ProbeError, alive, local_port, probe};

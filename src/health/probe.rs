@@ -1,7 +1,9 @@
 //! One probe attempt: [`probe`] and its error type [`ProbeError`].
 //!
-//! Owns the dispatch over [`Probe`] kinds, the TCP and exec probes, and the
-//! rule that every attempt is bounded by its timeout. The HTTP client lives in
+//! Owns the dispatch over [`Probe`] kinds, the TCP and exec probes, the
+//! rule that every attempt is bounded by its timeout, and which local port a
+//! probe reaches ([`local_port`]; whose listener that is, is checked by the
+//! supervisor's readiness task). The HTTP client lives in
 //! `http.rs` and the legacy ZMQ request in `legacy_zmq.rs`. Retrying and
 //! scheduling belong to the caller.
 
@@ -107,6 +109,26 @@ pub async fn alive(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
     }
 }
 
+/// The port on this machine that a tcp or http probe connects to, `None`
+/// for other kinds and other hosts. Readiness checks who listens there.
+pub fn local_port(probe: &Probe) -> Option<u16> {
+    let local = |host: &str| {
+        let host = connect_host(host);
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    };
+    match probe {
+        Probe::Tcp { host, port } if local(host) => Some(*port),
+        Probe::Http { url } => crate::health::http::parse_url(url)
+            .ok()
+            .filter(|target| local(&target.host))
+            .map(|target| target.port),
+        _ => None,
+    }
+}
+
 /// The address to connect to for a host written as a bind address: legacy
 /// manifests say `0.0.0.0` (all interfaces), which as a destination means
 /// "this machine"; loopback says that explicitly and works everywhere.
@@ -195,6 +217,21 @@ mod tests {
         assert_eq!(connect_host("::"), "::1");
         assert_eq!(connect_host("localhost"), "localhost");
         assert_eq!(connect_host("10.0.0.7"), "10.0.0.7");
+    }
+
+    #[test]
+    fn local_ports_of_tcp_and_http_probes() {
+        let tcp = |host: &str| Probe::Tcp {
+            host: host.into(),
+            port: 7200,
+        };
+        assert_eq!(local_port(&tcp("0.0.0.0")), Some(7200));
+        assert_eq!(local_port(&tcp("127.0.0.1")), Some(7200));
+        assert_eq!(local_port(&tcp("10.0.0.7")), None);
+        let http = Probe::Http {
+            url: "http://localhost:8080/health".into(),
+        };
+        assert_eq!(local_port(&http), Some(8080));
     }
 
     #[test]

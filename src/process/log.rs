@@ -9,18 +9,17 @@
 //! 2026-12-07T12:00:01.123Z hello
 //! ```
 //!
-//! The console copy (`name | hello`) has no time. Rotation renames
-//! `agent.log` to `agent.log.1`, `.1` to `.2` and so on ([`rotated_path`],
-//! [`parse_file_name`]).
+//! The console copy (`name | hello`) has no time. Rotation (shared with the
+//! error journal) is [`crate::files`]'s: `agent.log` becomes `agent.log.1`,
+//! `.1` becomes `.2` and so on ([`rotated_path`], [`parse_file_name`]).
 //!
 //! Owns the log files while a run is alive (one pump task per run owns its
-//! file) and their format: naming, rotation, the timestamp
-//! ([`format_timestamp`], [`parse_timestamp`]). Does not own where the run
+//! file) and their format: naming and the timestamp ([`format_timestamp`],
+//! [`parse_timestamp`]). Does not own where the run
 //! directory is (`cli::up` decides) nor reading the files back
 //! (`cli::logs`).
 
-use std::io::{IoSlice, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::os::fd::OwnedFd;
@@ -29,27 +28,7 @@ use tokio::net::unix::pipe;
 use tokio::process::{ChildStderr, ChildStdout};
 
 use super::SpawnSpec;
-
-/// A size-rotated log file: `agent.log`, then `agent.log.1` .. `agent.log.<keep>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogTarget {
-    pub path: PathBuf,
-    /// Rotate when the file would grow past this.
-    pub max_bytes: u64,
-    /// How many rotated files are kept; total size is at most `(keep + 1) * max_bytes`.
-    pub keep: u32,
-}
-
-impl LogTarget {
-    /// 10 MB per file, 3 rotated files.
-    pub fn new(path: PathBuf) -> LogTarget {
-        LogTarget {
-            path,
-            max_bytes: 10 * 1024 * 1024,
-            keep: 3,
-        }
-    }
-}
+pub use crate::files::{LogTarget, RotatingFile, rotated_path};
 
 /// How lines are echoed to the console.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,92 +39,21 @@ pub struct Console {
     pub color: bool,
 }
 
-/// Writes lines to a log file, rotating it by size.
-struct RotatingFile {
-    target: LogTarget,
-    file: Option<std::fs::File>,
-    size: u64,
+/// Opens an agent's log; a file that cannot be opened (a planted symbolic
+/// link, say) is warned about and the agent's output goes to the console only.
+fn open_log(target: LogTarget) -> RotatingFile {
+    if let Some(parent) = target.path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    RotatingFile::open(target.clone()).unwrap_or_else(|error| {
+        tracing::warn!(path = %target.path.display(), %error, "cannot open agent log");
+        RotatingFile::unopened(target)
+    })
 }
 
-impl RotatingFile {
-    fn open(target: LogTarget) -> RotatingFile {
-        let mut rotating = RotatingFile {
-            target,
-            file: None,
-            size: 0,
-        };
-        rotating.reopen();
-        rotating
-    }
-
-    fn reopen(&mut self) {
-        if let Some(parent) = self.target.path.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.target.path);
-        match file {
-            Ok(file) => {
-                self.size = file.metadata().map(|meta| meta.len()).unwrap_or(0);
-                self.file = Some(file);
-            }
-            Err(error) => {
-                tracing::warn!(path = %self.target.path.display(), %error, "cannot open agent log");
-                self.file = None;
-            }
-        }
-    }
-
-    /// Appends `<stamp> <line>\n` in one write, so a reader following the
-    /// file never sees half a line (see [`write_parts`]).
-    fn write_line(&mut self, stamp: &Stamp, line: &[u8]) {
-        let parts: [&[u8]; 4] = [stamp, b" ", line, b"\n"];
-        let length = parts.iter().map(|part| part.len() as u64).sum::<u64>();
-        if self.size > 0 && self.size + length > self.target.max_bytes {
-            rotate(&self.target.path, self.target.keep);
-            self.reopen();
-        }
-        if let Some(file) = &mut self.file
-            && write_parts(file, &parts).is_ok()
-        {
-            self.size += length;
-        }
-    }
-}
-
-/// Writes `parts` with one `writev` (an append of a few hundred bytes to a
-/// regular file is written whole); finishes piece by piece if it was not.
-fn write_parts(file: &mut std::fs::File, parts: &[&[u8]; 4]) -> std::io::Result<()> {
-    let slices = parts.map(IoSlice::new);
-    let written = loop {
-        match file.write_vectored(&slices) {
-            Ok(written) => break written,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        }
-    };
-    let mut skip = written;
-    for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-        } else {
-            file.write_all(&part[skip..])?;
-            skip = 0;
-        }
-    }
-    Ok(())
-}
-
-/// `x.log` for 0, else `x.log.<index>` (the index-th older file).
-pub fn rotated_path(path: &Path, index: u32) -> PathBuf {
-    if index == 0 {
-        return path.to_path_buf();
-    }
-    let mut name = path.as_os_str().to_os_string();
-    name.push(format!(".{index}"));
-    PathBuf::from(name)
+/// Appends `<stamp> <line>\n` in one write.
+fn write_line(file: &mut RotatingFile, stamp: &Stamp, line: &[u8]) {
+    let _ = file.append([stamp, b" ", line, b"\n"]);
 }
 
 /// The agent and rotation index of a file in `logs/`: `api.log` is
@@ -160,18 +68,6 @@ pub fn parse_file_name(file_name: &str) -> Option<(&str, u32)> {
         return None;
     }
     Some((agent, index.parse().ok()?))
-}
-
-/// `x.log.(keep-1)` -> `x.log.keep`, ..., `x.log` -> `x.log.1`.
-fn rotate(path: &Path, keep: u32) {
-    if keep == 0 {
-        let _ = std::fs::remove_file(path);
-        return;
-    }
-    for index in (1..keep).rev() {
-        let _ = std::fs::rename(rotated_path(path, index), rotated_path(path, index + 1));
-    }
-    let _ = std::fs::rename(path, rotated_path(path, 1));
 }
 
 /// Length of a timestamp: `2026-12-07T12:00:01.123Z`.
@@ -367,7 +263,7 @@ pub(super) fn pump(
     spec: &SpawnSpec,
     tail: std::sync::Arc<std::sync::Mutex<Tail>>,
 ) -> impl std::future::Future<Output = ()> + use<> {
-    let mut file = spec.log.clone().map(RotatingFile::open);
+    let mut file = spec.log.clone().map(open_log);
     let console = spec
         .console
         .as_ref()
@@ -377,7 +273,7 @@ pub(super) fn pump(
         let mut err = stderr.and_then(|stream| LineReader::new(stream.into_owned_fd()));
         let mut write = |stamp: &Stamp, line: &[u8]| {
             if let Some(file) = &mut file {
-                file.write_line(stamp, line);
+                write_line(file, stamp, line);
             }
             if let Some(prefix) = &console {
                 let mut stdout = std::io::stdout().lock();
@@ -518,35 +414,7 @@ async fn readable(reader: &Option<LineReader>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rotation_keeps_a_bounded_number_of_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("logs/a.log");
-        let mut file = RotatingFile::open(LogTarget {
-            path: path.clone(),
-            max_bytes: 10,
-            keep: 2,
-        });
-        let stamp = format_timestamp(UNIX_EPOCH);
-        for index in 0..10 {
-            file.write_line(&stamp, format!("line{index}").as_bytes());
-        }
-        let at = "1970-01-01T00:00:00.000Z";
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{at} line9\n")
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("logs/a.log.1")).unwrap(),
-            format!("{at} line8\n")
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("logs/a.log.2")).unwrap(),
-            format!("{at} line7\n")
-        );
-        assert!(!dir.path().join("logs/a.log.3").exists());
-    }
+    use std::path::Path;
 
     #[tokio::test]
     async fn lines_are_split_across_reads_and_the_last_one_is_kept() {

@@ -9,11 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The agent `root` and all its descendants.
-pub fn tree(root: u32) -> Vec<u32> {
-    super::sample::find_trees(&[root], &Default::default())
-        .remove(&root)
-        .unwrap_or_else(|| vec![root])
-}
+pub use super::sample::process_tree as tree;
 
 /// The TCP ports in LISTEN state held by any of `pids`, sorted.
 pub fn listening(pids: &[u32]) -> BTreeSet<u16> {
@@ -41,22 +37,34 @@ pub fn listeners() -> BTreeMap<u64, u16> {
 
 /// Rows of a `/proc/net/tcp{,6}` text in state `0A` (LISTEN): inode -> port.
 fn parse_listeners(text: &str, found: &mut BTreeMap<u64, u16>) {
-    for row in text.lines().skip(1) {
-        let fields: Vec<&str> = row.split_whitespace().collect();
-        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
-        if fields.len() < 10 || fields[3] != "0A" {
-            continue;
-        }
-        let Some(port) = fields[1]
-            .rsplit_once(':')
-            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
-        else {
-            continue;
-        };
-        if let Ok(inode) = fields[9].parse::<u64>() {
-            found.insert(inode, port);
-        }
+    found.extend(
+        text.lines()
+            .skip(1)
+            .filter_map(listen_row)
+            .map(|(port, inode)| (inode, port)),
+    );
+}
+
+/// `(port, inode)` of a LISTEN (`0A`) row of `/proc/net/tcp{,6}`:
+/// `sl local remote st tx:rx tr:when retrnsmt uid timeout inode ...`.
+pub fn listen_row(row: &str) -> Option<(u16, u64)> {
+    let fields: Vec<&str> = row.split_ascii_whitespace().collect();
+    if fields.len() < 10 || fields[3] != "0A" {
+        return None;
     }
+    let port = fields[1]
+        .rsplit_once(':')
+        .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())?;
+    let inode = fields[9].parse::<u64>().ok().filter(|inode| *inode != 0)?;
+    Some((port, inode))
+}
+
+/// `socket:[12345]` (a `/proc/<pid>/fd` link) -> 12345.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The inodes of the sockets `pids` hold open.
@@ -67,14 +75,10 @@ fn socket_inodes(pids: &[u32]) -> HashSet<u64> {
             continue;
         };
         for entry in entries.flatten() {
-            if let Some(inode) = std::fs::read_link(entry.path()).ok().and_then(|target| {
-                target
-                    .to_str()?
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .parse()
-                    .ok()
-            }) {
+            if let Some(inode) = std::fs::read_link(entry.path())
+                .ok()
+                .and_then(|target| socket_inode(target.to_str()?))
+            {
                 inodes.insert(inode);
             }
         }

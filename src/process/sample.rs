@@ -15,7 +15,8 @@
 //! A child started in between is counted from the next rescan on.
 //!
 //! Owns the open stat files and the previous CPU times needed for a
-//! percentage. Blocking file reads: callers run [`TreeSampler::sample`] off
+//! percentage, and what an agent's process tree is ([`process_tree`], also
+//! used by readiness to tell the agent's listener from a foreign one). Blocking file reads: callers run [`TreeSampler::sample`] off
 //! the async runtime (`spawn_blocking`). Does not decide anything about
 //! limits (the supervisor's lifecycle does).
 
@@ -243,6 +244,14 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// `root` and all its descendants (root first), from one pass over `/proc`.
+/// Blocking: run it off the async runtime.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    find_trees(&[root], &HashMap::new())
+        .remove(&root)
+        .unwrap_or_else(|| vec![root])
+}
+
 /// Each root with all its descendants (root first). Processes already in
 /// `known` keep their tree without being read; every other process on the
 /// machine is read once for its parent and joins the tree its ancestors
@@ -410,6 +419,7 @@ mod tests {
         let mut sampler = TreeSampler::new();
         sampler.sample(&[std::process::id()]);
         let tree = sampler.trees[&std::process::id()].clone();
+        let alone = process_tree(std::process::id());
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(grandchild as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -418,6 +428,10 @@ mod tests {
         assert!(tree.contains(&shell.id()), "{tree:?}");
         assert!(tree.contains(&grandchild), "{tree:?}");
         assert_eq!(tree[0], std::process::id(), "root first");
+        assert!(
+            alone.contains(&grandchild) && alone[0] == std::process::id(),
+            "{alone:?}"
+        );
     }
 
     #[test]

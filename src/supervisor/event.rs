@@ -60,6 +60,13 @@ pub enum Event {
         agent: AgentId,
         run: u64,
     },
+    /// The readiness probe connected, but to a listener outside the agent's
+    /// process tree (`reason` names its pid and process), so not ready.
+    ReadinessBlocked {
+        agent: AgentId,
+        run: u64,
+        reason: String,
+    },
     /// One liveness probe attempt; `Err` carries why it failed.
     LivenessProbed {
         agent: AgentId,

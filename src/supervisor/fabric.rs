@@ -116,7 +116,7 @@ impl Fabric {
             "journal": bus_config.journal,
         });
         let path = config.run_dir.join(DESCRIPTION_FILE);
-        if let Err(error) = std::fs::write(&path, format!("{description:#}\n")) {
+        if let Err(error) = crate::files::replace(&path, format!("{description:#}\n").as_bytes()) {
             tracing::warn!(path = %path.display(), %error, "cannot write the fabric description");
         }
         tracing::info!(

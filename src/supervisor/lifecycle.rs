@@ -484,6 +484,15 @@ impl Lifecycle {
                     self.become_ready(agent, now, &mut actions);
                 }
             }
+            Event::ReadinessBlocked { agent, run, reason } => {
+                if self.current(agent, run) && self.agents[agent].state == AgentState::Starting {
+                    let record = &mut self.agents[agent];
+                    if record.reason.as_deref() != Some(reason.as_str()) {
+                        tracing::warn!(agent = record.name(), "not ready: {reason}");
+                    }
+                    record.reason = Some(reason);
+                }
+            }
             Event::LivenessProbed { agent, run, result } => {
                 if self.current(agent, run) {
                     self.on_liveness(agent, result, &mut actions);

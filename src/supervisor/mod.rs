@@ -25,6 +25,7 @@ pub mod state;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -259,6 +260,7 @@ pub fn spawn_with_fabric<S: Spawner>(
         commands,
         status: status_sender,
         watchers: HashMap::new(),
+        spawned_pids: HashMap::new(),
         token: shutdown.token().clone(),
         shutdown: shutdown.clone(),
         fabric: registrar,
@@ -288,6 +290,10 @@ struct Supervisor<S> {
     status: watch::Sender<StatusSnapshot>,
     /// One token per agent with probe tasks; cancelled to stop them.
     watchers: HashMap<AgentId, CancellationToken>,
+    /// The pid of each agent's latest spawn, set by its process reporter
+    /// once known; its readiness task reads it to tell the agent's own
+    /// listener from a foreign one on the same port.
+    spawned_pids: HashMap<AgentId, Arc<OnceLock<u32>>>,
     /// The root token: its cancellation is the shutdown request.
     token: CancellationToken,
     /// Probe tasks are spawned on its tracker.
@@ -498,14 +504,27 @@ impl<S: Spawner> Supervisor<S> {
                     {
                         let probe = probe_target(probe, spec);
                         let readiness = spec.agent.readiness.clone();
+                        // Only a process of ours has a tree to check.
+                        let owner = (!spec.remote)
+                            .then(|| self.spawned_pids.get(&agent).cloned())
+                            .flatten();
                         let token = self.watcher_token(agent);
                         let events = self.event_sender.clone();
+                        let blocked_events = self.event_sender.clone();
                         self.shutdown.tracker().spawn(watch_readiness(
                             probe,
                             readiness,
+                            owner,
                             token,
                             move || {
                                 let _ = events.send(Event::ReadinessPassed { agent, run });
+                            },
+                            move |reason| {
+                                let _ = blocked_events.send(Event::ReadinessBlocked {
+                                    agent,
+                                    run,
+                                    reason,
+                                });
                             },
                         ));
                     }
@@ -578,7 +597,12 @@ impl<S: Spawner> Supervisor<S> {
             unregister = Some((registrar.endpoint().clone(), spec.name.clone()));
         }
         let events = self.event_sender.clone();
+        let spawned_pid = Arc::new(OnceLock::new());
+        self.spawned_pids.insert(agent, spawned_pid.clone());
         let report = Box::new(move |event: ProcessEvent| {
+            if let ProcessEvent::Spawned { pid } = &event {
+                let _ = spawned_pid.set(*pid);
+            }
             // Its process is gone: nothing may speak for this run any more
             // (the next run registers a new token after this event).
             if let (ProcessEvent::Exited { .. }, Some((endpoint, name))) = (&event, &unregister) {
@@ -815,12 +839,22 @@ fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
 /// Probes after the initial delay, then every interval, until one attempt
 /// passes (reported once) or `token` is cancelled. The readiness timeout is
 /// the lifecycle's deadline, not this task's.
+///
+/// A tcp or http probe of a local port that connects passes only if the
+/// listener is in the agent's process tree (`owner`: its pid once spawned):
+/// a port held by a foreign process is reported through `blocked` (once per
+/// change) and probed again. Ownership is read from `/proc` only after a
+/// successful connect, so polling a closed port stays a bare connect.
 async fn watch_readiness(
     probe: Probe,
     readiness: crate::manifest::Readiness,
+    owner: Option<Arc<OnceLock<u32>>>,
     token: CancellationToken,
     passed: impl FnOnce(),
+    blocked: impl Fn(String),
 ) {
+    let port = crate::health::local_port(&probe);
+    let mut last_blocked: Option<String> = None;
     tokio::select! {
         _ = token.cancelled() => return,
         _ = tokio::time::sleep(readiness.initial_delay) => {}
@@ -833,14 +867,75 @@ async fn watch_readiness(
             result = crate::health::probe(&probe, timeout) => result,
         };
         if result.is_ok() {
-            passed();
-            return;
+            let verdict = match (port, &owner) {
+                (Some(port), Some(owner)) => {
+                    let pid = owner.get().copied();
+                    tokio::task::spawn_blocking(move || listener_owner(port, pid))
+                        .await
+                        .unwrap_or(Listener::Ours)
+                }
+                _ => Listener::Ours,
+            };
+            match verdict {
+                Listener::Ours => {
+                    passed();
+                    return;
+                }
+                Listener::NotYetKnown => {}
+                Listener::Foreign(reason) => {
+                    if last_blocked.as_ref() != Some(&reason) {
+                        blocked(reason.clone());
+                        last_blocked = Some(reason);
+                    }
+                }
+            }
         }
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
     }
+}
+
+/// Whose listener a readiness probe reached.
+#[derive(Debug, PartialEq, Eq)]
+enum Listener {
+    /// The agent's (or `/proc` cannot tell: trust the connect).
+    Ours,
+    /// The agent's pid is not known yet: probe again.
+    NotYetKnown,
+    /// Another process's: `port 7200 is held by pid 4242 (nc), not by this agent`.
+    Foreign(String),
+}
+
+/// Blocking (`/proc`): is a listener on `port` in the tree (or the process
+/// group) of `pid`?
+fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
+    use crate::check::bound;
+    let sockets = bound::listening_sockets(port);
+    if sockets.is_empty() {
+        return Listener::Ours;
+    }
+    let Some(pid) = pid else {
+        return Listener::NotYetKnown;
+    };
+    let tree = crate::process::sample::process_tree(pid);
+    if !bound::held_by(&sockets, tree).is_empty() {
+        return Listener::Ours;
+    }
+    // A child that outlived its parent (reparented, so outside the tree)
+    // still belongs to the agent if it stayed in the agent's process group.
+    let listeners = bound::listeners(port);
+    if listeners.holders.iter().any(|holder| {
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(holder.pid as i32)))
+            .is_ok_and(|group| group.as_raw() as u32 == pid)
+    }) {
+        return Listener::Ours;
+    }
+    Listener::Foreign(format!(
+        "port {port} is held by {}, not by this agent",
+        listeners.describe()
+    ))
 }
 
 /// Probes every interval and reports each result until `token` is cancelled.

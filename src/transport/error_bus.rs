@@ -11,23 +11,32 @@
 //! ZeroMQ semantics: a subscriber that falls behind its high-water mark loses
 //! messages, never the journal.
 //!
-//! Owns the journal file, the PUB and legacy SUB sockets and the counts.
+//! Floods: each agent has a token bucket ([`RateLimit`], default 100
+//! records a second with bursts of 1,000). A record beyond it is counted,
+//! not journaled, logged or published; while an agent is being limited, a
+//! summary record (`kind: rate_limited`, "api: 249,100 errors suppressed in
+//! 10 s") is journaled and logged every [`SUMMARY_INTERVAL`]. The journal is
+//! rotated by size like the agent logs ([`crate::files::RotatingFile`]), so
+//! one agent can neither fill the disk nor the console. The supervisor's own
+//! records are never limited.
+//!
+//! Owns the journal file, the PUB and legacy SUB sockets, the counts and the
+//! per-agent limits.
 //! Does not own policy (`on_error`, error-rate rules: the supervisor, fed by
 //! [`super::EndpointEvent::ErrorReported`]) nor the agent endpoint.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::messages::{ErrorRecord, Severity, parse_legacy_error};
+use super::messages::{ErrorRecord, ErrorSource, Severity, parse_legacy_error};
 use super::wake::{self, WakeReceiver, Waker};
 use super::{TransportError, bound_endpoint, context};
+use crate::files::{LogTarget, RotatingFile};
 
 /// Records queued between producers and the bus thread. The channel's slots
 /// are allocated (and touched) up front, so each holds a boxed record: 8,192
@@ -35,8 +44,80 @@ use super::{TransportError, bound_endpoint, context};
 /// cost 10 MB. A full queue makes producers wait, it never drops.
 const CHANNEL_CAPACITY: usize = 8_192;
 
+/// Journal lines gathered before one append (whole lines only, so a
+/// rotation never splits one).
+const JOURNAL_BUFFER: usize = 256 * 1024;
+
+/// How often a suppression summary is written while an agent is limited.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Per-agent token bucket: `per_second` records a second on average,
+/// `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit {
+            per_second: 100.0,
+            burst: 1000.0,
+        }
+    }
+}
+
+/// One agent's bucket and what it has suppressed since the last summary.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    suppressed: u64,
+    /// When the first record of the current summary window was suppressed.
+    since: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(limit: &RateLimit, now: Instant) -> Bucket {
+        Bucket {
+            tokens: limit.burst,
+            refilled: now,
+            suppressed: 0,
+            since: None,
+        }
+    }
+
+    /// Takes a token; false (and counted) when there is none.
+    fn admit(&mut self, limit: &RateLimit, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.per_second).min(limit.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return true;
+        }
+        self.suppressed += 1;
+        self.since.get_or_insert(now);
+        false
+    }
+}
+
+/// `249100` as `249,100`.
+fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
 /// Where the bus writes, publishes and listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ErrorBusConfig {
     /// The JSON-lines journal, appended to (created if missing).
     pub journal: PathBuf,
@@ -45,6 +126,8 @@ pub struct ErrorBusConfig {
     /// Endpoint the legacy SUB socket binds (legacy agents connect their PUB
     /// to it), e.g. `tcp://0.0.0.0:7150`; `None` disables legacy intake.
     pub legacy: Option<String>,
+    /// Each agent's allowance; the supervisor's own records are not limited.
+    pub limit: RateLimit,
 }
 
 impl ErrorBusConfig {
@@ -62,6 +145,7 @@ impl ErrorBusConfig {
             journal: run_dir.join("errors.jsonl"),
             publish: Some(format!("ipc://{}", run_dir.join("errors.sock").display())),
             legacy: None,
+            limit: RateLimit::default(),
         }
     }
 }
@@ -82,6 +166,8 @@ pub struct ErrorBusStats {
     pub backpressure_waits: u64,
     /// Records lost because the bus thread had stopped.
     pub lost: u64,
+    /// Records over an agent's rate limit (counted, not journaled).
+    pub suppressed: u64,
     pub write_failures: u64,
 }
 
@@ -94,6 +180,7 @@ struct Counters {
     legacy_rejected: AtomicU64,
     backpressure_waits: AtomicU64,
     lost: AtomicU64,
+    suppressed: AtomicU64,
     write_failures: AtomicU64,
 }
 
@@ -180,6 +267,7 @@ impl ErrorBusHandle {
             legacy_rejected: read(&counters.legacy_rejected),
             backpressure_waits: read(&counters.backpressure_waits),
             lost: read(&counters.lost),
+            suppressed: read(&counters.suppressed),
             write_failures: read(&counters.write_failures),
         }
     }
@@ -214,8 +302,10 @@ impl ErrorBusHandle {
 
 /// The error bus thread's state.
 pub struct ErrorBus {
-    journal_path: PathBuf,
-    journal: BufWriter<File>,
+    /// `errors.jsonl`, rotated by size like the agent logs.
+    journal: RotatingFile,
+    /// Whole lines not yet appended to the journal.
+    pending: Vec<u8>,
     publisher: Option<zmq::Socket>,
     legacy: Option<zmq::Socket>,
     /// Senders live in [`ErrorSink`]s and [`ErrorBusHandle`]s; when every one
@@ -225,6 +315,8 @@ pub struct ErrorBus {
     counters: Arc<Counters>,
     counts: ErrorCounts,
     line: Vec<u8>,
+    limit: RateLimit,
+    buckets: BTreeMap<String, Bucket>,
 }
 
 impl ErrorBus {
@@ -232,13 +324,12 @@ impl ErrorBus {
     pub fn spawn(
         config: &ErrorBusConfig,
     ) -> Result<(ErrorBusHandle, JoinHandle<()>), TransportError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.journal)
-            .map_err(|source| TransportError::File {
-                path: config.journal.clone(),
-                source,
+        let journal =
+            RotatingFile::open(LogTarget::new(config.journal.clone())).map_err(|source| {
+                TransportError::File {
+                    path: config.journal.clone(),
+                    source,
+                }
             })?;
         let mut publish_endpoint = None;
         let publisher = match &config.publish {
@@ -280,8 +371,8 @@ impl ErrorBus {
         let (command_sender, commands) = std_mpsc::sync_channel(CHANNEL_CAPACITY);
         let counters = Arc::new(Counters::default());
         let bus = ErrorBus {
-            journal_path: config.journal.clone(),
-            journal: BufWriter::with_capacity(256 * 1024, file),
+            journal,
+            pending: Vec::with_capacity(JOURNAL_BUFFER),
             publisher,
             legacy,
             commands,
@@ -289,6 +380,8 @@ impl ErrorBus {
             counters: counters.clone(),
             counts: ErrorCounts::new(),
             line: Vec::with_capacity(1024),
+            limit: config.limit,
+            buckets: BTreeMap::new(),
         };
         let thread = std::thread::Builder::new()
             .name("error-bus".into())
@@ -319,7 +412,7 @@ impl ErrorBus {
                 if let Some(legacy) = &self.legacy {
                     items.push(legacy.as_poll_item(zmq::POLLIN));
                 }
-                match zmq::poll(&mut items, -1) {
+                match zmq::poll(&mut items, self.next_summary_in()) {
                     Ok(_) => {}
                     Err(zmq::Error::EINTR) => continue,
                     Err(error) => {
@@ -341,9 +434,62 @@ impl ErrorBus {
                     break;
                 }
             }
+            self.summarize(Instant::now(), false);
             self.flush_journal();
         }
+        self.summarize(Instant::now(), true);
         self.flush_journal();
+    }
+
+    /// Milliseconds until the next suppression summary is due, -1 for none.
+    fn next_summary_in(&self) -> i64 {
+        let now = Instant::now();
+        self.buckets
+            .values()
+            .filter_map(|bucket| bucket.since)
+            .map(|since| (since + SUMMARY_INTERVAL).saturating_duration_since(now))
+            .min()
+            .map(|wait| wait.as_millis() as i64 + 1)
+            .unwrap_or(-1)
+    }
+
+    /// Journals and logs one summary per agent whose window has run out
+    /// (every window with `all`, at the end).
+    fn summarize(&mut self, now: Instant, all: bool) {
+        let mut due = Vec::new();
+        for (agent, bucket) in &mut self.buckets {
+            if let Some(since) = bucket.since
+                && (all || now.duration_since(since) >= SUMMARY_INTERVAL)
+            {
+                due.push((agent.clone(), bucket.suppressed, now.duration_since(since)));
+                bucket.suppressed = 0;
+                bucket.since = None;
+            }
+        }
+        for (agent, suppressed, within) in due {
+            let message = format!(
+                "{agent}: {} errors suppressed in {} s (limit {}/s, bursts of {})",
+                thousands(suppressed),
+                within.as_secs_f64().round().max(1.0),
+                self.limit.per_second,
+                self.limit.burst
+            );
+            let mut context = serde_json::Map::new();
+            context.insert(
+                "suppressed".to_string(),
+                serde_json::Value::from(suppressed),
+            );
+            self.write(ErrorRecord {
+                timestamp: super::messages::now_rfc3339(),
+                agent,
+                severity: Severity::Warning,
+                kind: "rate_limited".into(),
+                message,
+                context,
+                correlation_id: None,
+                source: ErrorSource::Supervisor,
+            });
+        }
     }
 
     /// Handles everything queued; false when the thread must stop.
@@ -394,10 +540,7 @@ impl ErrorBus {
         }
     }
 
-    fn accept(&mut self, mut record: ErrorRecord) {
-        // Secrets an agent put in its error context go no further than here.
-        crate::transport::redact::redact_map(&mut record.context);
-        let record = &record;
+    fn accept(&mut self, record: ErrorRecord) {
         bump(&self.counters.received);
         *self
             .counts
@@ -405,6 +548,29 @@ impl ErrorBus {
             .or_default()
             .entry(record.severity)
             .or_default() += 1;
+        if record.source != ErrorSource::Supervisor {
+            let now = Instant::now();
+            let limit = self.limit;
+            let bucket = match self.buckets.get_mut(&record.agent) {
+                Some(bucket) => bucket,
+                None => self
+                    .buckets
+                    .entry(record.agent.clone())
+                    .or_insert_with(|| Bucket::new(&limit, now)),
+            };
+            if !bucket.admit(&limit, now) {
+                bump(&self.counters.suppressed);
+                return;
+            }
+        }
+        self.write(record);
+    }
+
+    /// Journals, logs and publishes one record.
+    fn write(&mut self, mut record: ErrorRecord) {
+        // Secrets an agent put in its error context go no further than here.
+        crate::transport::redact::redact_map(&mut record.context);
+        let record = &record;
         log(record);
         self.line.clear();
         if serde_json::to_writer(&mut self.line, record).is_err() {
@@ -412,12 +578,10 @@ impl ErrorBus {
             return;
         }
         self.line.push(b'\n');
-        match self.journal.write_all(&self.line) {
-            Ok(()) => bump(&self.counters.written),
-            Err(error) => {
-                bump(&self.counters.write_failures);
-                tracing::error!(path = %self.journal_path.display(), %error, "cannot append to the error journal");
-            }
+        self.pending.extend_from_slice(&self.line);
+        bump(&self.counters.written);
+        if self.pending.len() >= JOURNAL_BUFFER {
+            self.flush_journal();
         }
         if let Some(publisher) = &self.publisher {
             let topic = record.topic();
@@ -432,10 +596,14 @@ impl ErrorBus {
     }
 
     fn flush_journal(&mut self) {
-        if let Err(error) = self.journal.flush() {
-            bump(&self.counters.write_failures);
-            tracing::error!(path = %self.journal_path.display(), %error, "cannot flush the error journal");
+        if self.pending.is_empty() {
+            return;
         }
+        if let Err(error) = self.journal.append([&self.pending]) {
+            bump(&self.counters.write_failures);
+            tracing::error!(path = %self.journal.path().display(), %error, "cannot append to the error journal");
+        }
+        self.pending.clear();
     }
 }
 
@@ -454,7 +622,6 @@ fn log(record: &ErrorRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::messages::ErrorSource;
 
     fn record(agent: &str, severity: Severity, message: &str) -> ErrorRecord {
         ErrorRecord {
@@ -470,12 +637,65 @@ mod tests {
     }
 
     #[test]
+    fn a_flooding_agent_is_limited_and_the_suppressed_are_summarized() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ErrorBusConfig {
+            journal: dir.path().join("errors.jsonl"),
+            publish: None,
+            legacy: None,
+            limit: RateLimit {
+                per_second: 0.001,
+                burst: 10.0,
+            },
+        };
+        let (handle, thread) = ErrorBus::spawn(&config).unwrap();
+        let sink = handle.sink();
+        for index in 0..2_000 {
+            sink.publish(ErrorRecord {
+                source: ErrorSource::Sdk,
+                ..record("api", Severity::Error, &format!("m{index}"))
+            });
+        }
+        for index in 0..5 {
+            sink.publish(ErrorRecord {
+                source: ErrorSource::Legacy,
+                ..record("calm", Severity::Error, &format!("c{index}"))
+            });
+        }
+        assert!(handle.flush(Duration::from_secs(10)));
+        assert_eq!(handle.stats().suppressed, 1_990);
+        handle.stop();
+        thread.join().unwrap();
+        let text = std::fs::read_to_string(&config.journal).unwrap();
+        let lines: Vec<ErrorRecord> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.iter().filter(|line| line.agent == "calm").count(), 5);
+        let summary = lines
+            .iter()
+            .find(|line| line.kind == "rate_limited")
+            .expect("a summary at the end");
+        assert!(
+            summary
+                .message
+                .starts_with("api: 1,990 errors suppressed in"),
+            "{}",
+            summary.message
+        );
+        assert_eq!(lines.len(), 10 + 5 + 1);
+        assert_eq!(thousands(249_100), "249,100");
+        assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
     fn records_are_journaled_in_order_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let config = ErrorBusConfig {
             journal: dir.path().join("errors.jsonl"),
             publish: None,
             legacy: None,
+            limit: RateLimit::default(),
         };
         let (handle, thread) = ErrorBus::spawn(&config).unwrap();
         let sink = handle.sink();

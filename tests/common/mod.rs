@@ -371,3 +371,45 @@ pub fn all_ready(status: &serde_json::Value, names: &[&str]) -> bool {
         .iter()
         .all(|name| agent_of(status, name)["state"] == "ready")
 }
+
+/// The name of the unprivileged user the multi-user tests act as.
+pub const OTHER_USER: &str = "sv-test-other";
+
+/// The uid and gid of [`OTHER_USER`], created with `useradd` if missing.
+/// `None` (with the reason printed, so the skip is visible) when this test
+/// does not run as root and so cannot act as another user.
+pub fn other_user(test: &str) -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED {test}: needs root to create and act as a second user");
+        return None;
+    }
+    let lookup = || {
+        nix::unistd::User::from_name(OTHER_USER)
+            .ok()
+            .flatten()
+            .map(|user| (user.uid.as_raw(), user.gid.as_raw()))
+    };
+    if let Some(ids) = lookup() {
+        return Some(ids);
+    }
+    // Tests run in parallel: a second useradd may fail on the lock or
+    // because the first one just made the user; look again either way.
+    for _ in 0..50 {
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                OTHER_USER,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(ids) = lookup() {
+            return Some(ids);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("could not create the test user {OTHER_USER} with useradd");
+}
