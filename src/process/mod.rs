@@ -127,7 +127,8 @@ pub trait Spawner: Send + 'static {
 /// A request for the spawner thread.
 struct Request {
     spec: SpawnSpec,
-    report: Reporter,
+    /// Dropped unanswered (the thread is gone), it reports a spawn failure.
+    report: RunReport,
 }
 
 /// How many spawner threads fork children. `fork`+`exec` of one child blocks
@@ -204,10 +205,11 @@ impl Drop for ProcessSpawner {
 impl Spawner for ProcessSpawner {
     fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
         self.next = (self.next + 1) % self.requests.len();
+        let report = RunReport::new(report);
         if let Err(mpsc::error::SendError(request)) =
             self.requests[self.next].send(Request { spec, report })
         {
-            (request.report)(ProcessEvent::SpawnFailed {
+            request.report.send(ProcessEvent::SpawnFailed {
                 error: SpawnError::SpawnerGone.to_string(),
             });
         }
@@ -235,19 +237,103 @@ pub fn signal_group(pid: u32, signal: Signal) -> Result<(), SpawnError> {
 /// request channel closes and every child has been reaped.
 async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>, context: ThreadContext) {
     let children = tokio_util::task::TaskTracker::new();
+    // Cancelled when the supervisor is gone: children still running then were
+    // never stopped (the supervisor unwound from a panic), so they are killed
+    // rather than waited for, which would block the supervisor's exit forever.
+    let abandoned = tokio_util::sync::CancellationToken::new();
     while let Some(Request { spec, report }) = requests.recv().await {
-        match start(&spec) {
-            Ok(child) => {
-                children.spawn(supervise_child(child, spec, report, context.keeper.clone()));
+        // A panic here must not end the thread (its other children would
+        // lose their reaper): it becomes this run's spawn failure.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(&spec)));
+        match started {
+            Ok(Ok(child)) => {
+                children.spawn(supervise_child(
+                    child,
+                    spec,
+                    report,
+                    context.keeper.clone(),
+                    abandoned.child_token(),
+                ));
             }
-            Err(error) => report(ProcessEvent::SpawnFailed {
+            Ok(Err(error)) => report.send(ProcessEvent::SpawnFailed {
                 error: error.to_string(),
             }),
+            Err(panic) => {
+                let error = format!(
+                    "the spawner panicked starting it: {}",
+                    panic_message(panic.as_ref())
+                );
+                tracing::error!(agent = %spec.name, "{error}");
+                report.send(ProcessEvent::SpawnFailed { error });
+            }
         }
     }
     // The supervisor is gone; children it did not stop die with their group.
+    abandoned.cancel();
     children.close();
     children.wait().await;
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// One run's [`Reporter`], which keeps the promise of [`ProcessEvent`]: the
+/// run ends with `SpawnFailed` or `Exited`, even when the code watching it
+/// unwinds from a panic (the task is dropped): then `drop` sends the missing
+/// last event, so the supervisor never waits for a run nobody watches.
+struct RunReport {
+    report: Reporter,
+    /// `Spawned` was sent and the last event was not.
+    spawned: bool,
+    /// The last event was sent.
+    finished: bool,
+}
+
+impl RunReport {
+    fn new(report: Reporter) -> RunReport {
+        RunReport {
+            report,
+            spawned: false,
+            finished: false,
+        }
+    }
+
+    fn send(mut self, event: ProcessEvent) {
+        self.send_ref(event);
+    }
+
+    fn send_ref(&mut self, event: ProcessEvent) {
+        match event {
+            ProcessEvent::Spawned { .. } => self.spawned = true,
+            ProcessEvent::SpawnFailed { .. } | ProcessEvent::Exited { .. } => self.finished = true,
+        }
+        (self.report)(event);
+    }
+}
+
+impl Drop for RunReport {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let event = if self.spawned {
+            tracing::error!("an agent's watcher ended without its exit; its group was killed");
+            ProcessEvent::Exited {
+                termination: Termination::Code(-1),
+            }
+        } else {
+            ProcessEvent::SpawnFailed {
+                error: "the spawner ended before starting it".into(),
+            }
+        };
+        self.send_ref(event);
+    }
 }
 
 /// Kills the process group when dropped: after the leader exits (grandchildren
@@ -267,11 +353,12 @@ impl Drop for GroupGuard {
 async fn supervise_child(
     mut child: tokio::process::Child,
     spec: SpawnSpec,
-    report: Reporter,
+    mut report: RunReport,
     keeper: Option<keeper::KeeperLink>,
+    abandoned: tokio_util::sync::CancellationToken,
 ) {
     let Some(pid) = child.id() else {
-        report(ProcessEvent::SpawnFailed {
+        report.send(ProcessEvent::SpawnFailed {
             error: "the child exited before it got a pid".into(),
         });
         return;
@@ -280,16 +367,22 @@ async fn supervise_child(
         keeper.send(keeper::GroupChanged::Started(pid));
     }
     let guard = GroupGuard(pid, keeper);
-    report(ProcessEvent::Spawned { pid });
+    report.send_ref(ProcessEvent::Spawned { pid });
     // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
     let mut output = tokio::spawn(log::pump(child.stdout.take(), child.stderr.take(), &spec));
-    let status = child.wait().await;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = abandoned.cancelled() => {
+            let _ = signal_group(pid, Signal::SIGKILL);
+            child.wait().await
+        }
+    };
     drop(guard);
     let termination = match status {
         Ok(status) => Termination::from(status),
         Err(_) => Termination::Code(-1),
     };
-    report(ProcessEvent::Exited { termination });
+    report.send(ProcessEvent::Exited { termination });
     // The group is dead, so the pipes reach end of file soon, unless a
     // grandchild left the group and kept them open: do not wait for it.
     if tokio::time::timeout(std::time::Duration::from_secs(1), &mut output)
@@ -302,16 +395,24 @@ async fn supervise_child(
 
 /// Forks and execs one child with its own process group and PDEATHSIG.
 fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
-    let (program, args): (&str, &[String]) = if spec.shell {
-        ("sh", &[])
-    } else {
-        (spec.argv[0].as_str(), &spec.argv[1..])
+    // Validation rejects an empty command; a spawner must not trust that.
+    let Some((first, rest)) = spec
+        .argv
+        .split_first()
+        .filter(|(first, _)| !first.is_empty())
+    else {
+        return Err(SpawnError::Start {
+            agent: spec.name.clone(),
+            program: String::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty"),
+        });
     };
+    let program = if spec.shell { "sh" } else { first.as_str() };
     let mut command = tokio::process::Command::new(program);
     if spec.shell {
-        command.arg("-c").arg(&spec.argv[0]);
+        command.arg("-c").arg(first);
     } else {
-        command.args(args);
+        command.args(rest);
     }
     command
         .envs(spec.env.iter().map(|(key, value)| (key, value)))
@@ -411,6 +512,87 @@ mod tests {
         let seen = wait_for(&events, 1);
         assert!(
             matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("/nonexistent/x"))
+        );
+    }
+
+    #[test]
+    fn an_empty_command_is_a_spawn_failure_not_a_panic() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        for (argv, shell) in [
+            (vec![], false),
+            (vec![String::new()], false),
+            (vec![], true),
+        ] {
+            let (report, events) = collect();
+            spawner.spawn(
+                SpawnSpec {
+                    name: "t".into(),
+                    argv,
+                    shell,
+                    ..Default::default()
+                },
+                report,
+            );
+            let seen = wait_for(&events, 1);
+            assert!(
+                matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("empty")),
+                "{seen:?}"
+            );
+        }
+        // The threads survived: a good command still runs.
+        let (report, events) = collect();
+        spawner.spawn(
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["true".into()],
+                ..Default::default()
+            },
+            report,
+        );
+        assert_eq!(wait_for(&events, 2).len(), 2);
+    }
+
+    #[test]
+    fn a_run_dropped_unanswered_still_ends_with_an_event() {
+        let (report, events) = collect();
+        drop(RunReport::new(report));
+        assert!(matches!(
+            events.lock().unwrap()[..],
+            [ProcessEvent::SpawnFailed { .. }]
+        ));
+        let (report, events) = collect();
+        let mut run = RunReport::new(report);
+        run.send_ref(ProcessEvent::Spawned { pid: 1 });
+        drop(run);
+        assert_eq!(
+            events.lock().unwrap()[1],
+            ProcessEvent::Exited {
+                termination: Termination::Code(-1)
+            }
+        );
+    }
+
+    #[test]
+    fn dropping_the_spawner_kills_children_it_was_not_told_to_stop() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        let (report, events) = collect();
+        spawner.spawn(
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["sleep".into(), "300".into()],
+                ..Default::default()
+            },
+            report,
+        );
+        wait_for(&events, 1);
+        let started = std::time::Instant::now();
+        drop(spawner);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            events.lock().unwrap()[1],
+            ProcessEvent::Exited {
+                termination: Termination::Signaled(9)
+            }
         );
     }
 
