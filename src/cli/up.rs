@@ -1,6 +1,7 @@
 //! `supervisor up`: check the manifests (refusing on errors, like `check`),
 //! pick the agents of this host, run them under the supervisor until
-//! SIGINT/SIGTERM (or until all are ready with `--exit-when-ready`), show a
+//! SIGINT/SIGTERM/SIGQUIT (or until all are ready with `--exit-when-ready`;
+//! SIGHUP reloads, see `crate::shutdown::HANDLED_SIGNALS`), show a
 //! progress line while starting and a summary once everything is ready.
 //!
 //! Also takes the run directory's lock (one supervisor per run directory),
@@ -460,8 +461,11 @@ fn bind_socket(run_dir: &RunDir) -> anyhow::Result<tokio::net::UnixListener> {
     let path = run_dir.socket();
     // We hold the run directory's lock: a socket file left here is stale.
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
+    // Bound through a short name when the path is too long for `sun_path`.
+    let address = run_dir.socket_address()?;
+    let listener = tokio::net::UnixListener::bind(&address.path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
+    drop(address);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
     Ok(listener)
@@ -542,9 +546,21 @@ async fn supervise(
         ));
     }
     let force = handle.clone();
-    let signals = tokio::spawn(watch_signals(shutdown.token().clone(), move || {
-        force.try_shutdown(true)
-    }));
+    let reload = {
+        let (reloader, handle) = (control.reloader.clone(), handle.clone());
+        move || {
+            let (reloader, handle) = (reloader.clone(), handle.clone());
+            tokio::spawn(async move {
+                // The outcome is logged and shown in `status` by `reload_once`.
+                let _ = crate::control::reload::reload_once(&reloader, &handle, "SIGHUP").await;
+            });
+        }
+    };
+    let signals = tokio::spawn(watch_signals(
+        shutdown.token().clone(),
+        move || force.try_shutdown(true),
+        reload,
+    ));
     let progress = tokio::spawn(report_progress(
         handle.clone(),
         plan,

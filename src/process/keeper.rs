@@ -112,6 +112,10 @@ pub fn run_keeper() {
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGPIPE,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
     ] {
         // SAFETY: SIG_IGN installs no handler code.
         unsafe {
