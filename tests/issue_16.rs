@@ -177,5 +177,197 @@ fn issue_16_item_8_ordinary_signals_neither_kill_the_supervisor_nor_its_agents()
     wait_until("the agent gone", BOUND, || !alive(agent));
 }
 
-#[allow(dead_code)]
-fn unused(_: KillOnDrop, _: Instant) {}
+// ---- item 2 ----
+
+/// A `supervisor up` whose stdout is a pipe this test holds and does not
+/// read (a paused console); stderr is collected. Killed on drop.
+struct StalledUp {
+    child: std::process::Child,
+    console: Option<std::process::ChildStdout>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl StalledUp {
+    fn start(fixture: &Fixture, manifest: &Path) -> StalledUp {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::SUPERVISOR)
+            .args(["up", "--no-watch", "--config", path_str(manifest)])
+            .env("NO_COLOR", "1")
+            .env("FAKE_AGENT_RECORD", &fixture.record)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start supervisor");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stream = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut text = sink.lock().expect("stderr lock");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        StalledUp {
+            console: child.stdout.take(),
+            child,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+}
+
+impl Drop for StalledUp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An agent that writes `lines` lines as fast as it can, then records how
+/// long that took (`<start ns> <end ns>`) in `times` and sleeps.
+fn writer_agent(fixture: &Fixture, lines: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+    let times = fixture.path("times");
+    let pid = fixture.path("writer.pid");
+    let script = format!(
+        "echo $$$$ > {pid}; start=$(date +%s%N); \
+         yes 'agent output line 0123456789 abcdefghijklmnopqrstuvwxyz' | head -n {lines}; \
+         end=$(date +%s%N); echo \"$start $end\" > {times}.tmp; mv {times}.tmp {times}; \
+         exec sleep 300",
+        pid = pid.display(),
+        times = times.display()
+    );
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  writer:
+    command: {script:?}
+    shell: true
+    readiness: {{ start_period: 100ms }}
+"#
+    ));
+    (manifest, times)
+}
+
+/// Seconds the writer agent took, once it is done.
+fn write_seconds(times: &Path) -> f64 {
+    wait_until("the writer agent done", BOUND, || times.exists());
+    let text = std::fs::read_to_string(times).expect("times");
+    let mut parts = text
+        .split_whitespace()
+        .map(|part| part.parse::<u128>().expect("ns"));
+    let (start, end) = (parts.next().expect("start"), parts.next().expect("end"));
+    (end - start) as f64 / 1e9
+}
+
+#[test]
+fn issue_16_item_2_a_stalled_console_blocks_neither_agents_nor_the_control_plane() {
+    let fixture = Fixture::new();
+    const LINES: u64 = 200_000;
+    let (manifest, times) = writer_agent(&fixture, LINES);
+    let mut up = StalledUp::start(&fixture, &manifest);
+    let _writer = KillOnDrop(Vec::new());
+    // Nobody reads the console: the agent still writes everything.
+    let seconds = write_seconds(&times);
+    let writer = std::fs::read_to_string(fixture.path("writer.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .expect("writer pid");
+    let _writer = KillOnDrop(vec![writer]);
+    let megabytes = (LINES * 58) as f64 / 1e6;
+    println!(
+        "stalled console: the agent wrote {megabytes:.1} MB in {seconds:.2} s ({:.1} MB/s)",
+        megabytes / seconds
+    );
+    // The control plane answers at once.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let status = cli(&["status", "--config", path_str(&manifest)], BOUND);
+        assert_eq!(status.code, Some(0), "{status:?}");
+        slowest = slowest.max(status.took);
+    }
+    println!("stalled console: slowest of 5 `status` calls took {slowest:?}");
+    assert!(slowest < Duration::from_secs(5), "status took {slowest:?}");
+    // The log files (rotated at 10 MB) are complete.
+    let logs = fixture.path(".supervisor/logs");
+    wait_until("every line in the log files", BOUND, || {
+        let lines: usize = ["writer.log", "writer.log.1", "writer.log.2"]
+            .iter()
+            .map(|name| {
+                std::fs::read_to_string(logs.join(name))
+                    .map(|text| {
+                        text.lines()
+                            .filter(|line| line.contains("agent output line"))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum();
+        lines as u64 == LINES
+    });
+    let status = common::status_json(&manifest).expect("status");
+    assert!(
+        status["console_dropped_lines"].as_u64().unwrap_or(0) > 0,
+        "dropped lines are counted: {status}"
+    );
+    // The console catches up and says what it left off.
+    let mut console = up.console.take().expect("console pipe");
+    let started = Instant::now();
+    let (found, reader) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(&mut console)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("lines dropped from the console; logs are complete") {
+                let _ = found.send(line);
+            }
+        }
+    });
+    let notice = reader
+        .recv_timeout(BOUND)
+        .expect("the dropped-lines notice");
+    assert!(notice.starts_with("[supervisor: "), "{notice}");
+    assert!(started.elapsed() < BOUND);
+    // And SIGTERM stops it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .expect("signal");
+    wait_until("the supervisor exit", BOUND, || {
+        up.child.try_wait().expect("try_wait").is_some()
+    });
+    assert!(!up.stderr().contains("panicked"), "{}", up.stderr());
+}
+
+#[test]
+fn issue_16_item_2_a_stalled_console_ends_on_sigterm_while_still_stalled() {
+    let fixture = Fixture::new();
+    let (manifest, times) = writer_agent(&fixture, 100_000);
+    let mut up = StalledUp::start(&fixture, &manifest);
+    write_seconds(&times);
+    let writer = std::fs::read_to_string(fixture.path("writer.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .expect("writer pid");
+    let _writer = KillOnDrop(vec![writer]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .expect("signal");
+    wait_until("the supervisor exit, console still stalled", BOUND, || {
+        up.child.try_wait().expect("try_wait").is_some()
+    });
+    assert!(!alive(writer), "the agent was stopped");
+}

@@ -115,6 +115,12 @@ pub fn table(view: &StatusView) -> String {
     for row in &rows {
         text.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    if view.console_dropped_lines > 0 {
+        text.push_str(&format!(
+            "{} output lines left off the console (it did not keep up); the logs are complete\n",
+            view.console_dropped_lines
+        ));
+    }
     if !view.config_errors.is_empty() {
         text.push_str(&format!(
             "last reload refused ({} problem(s)); the previous configuration keeps running:\n",

@@ -115,6 +115,10 @@ pub struct StatusView {
     pub reloads: u64,
     /// Why the last reload was refused (empty when it was applied).
     pub config_errors: Vec<String>,
+    /// Agent output lines left off the console because it did not keep up
+    /// (the log files have them); see `crate::process::console`.
+    #[serde(default)]
+    pub console_dropped_lines: u64,
     pub agents: Vec<AgentView>,
 }
 
@@ -165,6 +169,7 @@ impl StatusView {
             all_ready_s: seconds(snapshot.all_ready_after),
             shutting_down: snapshot.shutting_down,
             reloads: snapshot.reloads,
+            console_dropped_lines: crate::process::console::dropped_lines(),
             config_errors: snapshot.config_errors.clone(),
             agents: snapshot
                 .agents

@@ -13,6 +13,9 @@
 //! `agent.log` to `agent.log.1`, `.1` to `.2` and so on ([`rotated_path`],
 //! [`parse_file_name`]).
 //!
+//! The console copy goes through the bounded queue of [`super::console`],
+//! so a stalled console never slows the pump, the agent or its log file.
+//!
 //! Owns the log files while a run is alive (one pump task per run owns its
 //! file) and their format: naming, rotation, the timestamp
 //! ([`format_timestamp`], [`parse_timestamp`]). Does not own where the run
@@ -334,17 +337,10 @@ pub(super) fn pump(
     async move {
         let mut out = stdout.and_then(|stream| LineReader::new(stream.into_owned_fd()));
         let mut err = stderr.and_then(|stream| LineReader::new(stream.into_owned_fd()));
-        let mut write = |stamp: &Stamp, line: &[u8]| {
-            if let Some(file) = &mut file {
-                file.write_line(stamp, line);
-            }
-            if let Some(prefix) = &console {
-                let mut stdout = std::io::stdout().lock();
-                let _ = stdout.write_all(prefix.as_bytes());
-                let _ = stdout.write_all(line);
-                let _ = stdout.write_all(b"\n");
-            }
-        };
+        // The console copy of one read, handed to the console queue whole:
+        // never a write to the console here (see `super::console`).
+        let mut batch: Vec<u8> = Vec::new();
+        let mut batch_lines = 0u64;
         loop {
             let reader = tokio::select! {
                 Ok(()) = readable(&out), if out.is_some() => &mut out,
@@ -354,9 +350,23 @@ pub(super) fn pump(
             // Every line of one read gets the time of that read.
             let stamp = format_timestamp(SystemTime::now());
             if let Some(lines) = reader
-                && !lines.read(&mut |line| write(&stamp, line))
+                && !lines.read(&mut |line| {
+                    if let Some(file) = &mut file {
+                        file.write_line(&stamp, line);
+                    }
+                    if let Some(prefix) = &console {
+                        batch.extend_from_slice(prefix.as_bytes());
+                        batch.extend_from_slice(line);
+                        batch.push(b'\n');
+                        batch_lines += 1;
+                    }
+                })
             {
                 *reader = None;
+            }
+            if !batch.is_empty() {
+                super::console::sink().push(std::mem::take(&mut batch), batch_lines);
+                batch_lines = 0;
             }
         }
     }

@@ -3,7 +3,8 @@
 //! Owns the OS side of an agent run: the [`Spawner`] trait the supervisor
 //! calls (so tests can use a fake one with a paused clock), the real
 //! [`ProcessSpawner`], and the output pump that writes each agent's
-//! stdout/stderr to its rotated log file and the console ([`log`]).
+//! stdout/stderr to its rotated log file ([`log`]) and queues it for the
+//! console ([`console`], bounded: a stalled console drops lines, counted).
 //!
 //! Does not own any decision: when to start, restart or stop an agent is the
 //! supervisor's (`crate::supervisor`); this module only reports what happened
@@ -17,6 +18,7 @@
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
 //! process group is killed so no grandchild is left behind.
 
+pub mod console;
 pub mod keeper;
 pub mod log;
 pub mod sample;
