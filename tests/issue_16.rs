@@ -371,3 +371,177 @@ fn issue_16_item_2_a_stalled_console_ends_on_sigterm_while_still_stalled() {
     });
     assert!(!alive(writer), "the agent was stopped");
 }
+
+// ---- item 1 ----
+
+/// How the test ends the supervisor.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Down,
+    Sigterm,
+    Sigkill,
+}
+
+/// Three daemonizing agents (fork-and-exit into a new session, `setpgid`,
+/// and one that daemonizes and exits at once, so it is restarted over and
+/// over); every daemon appends its pid to `daemons`. Runs them with
+/// `containment` (`cgroup` or `marker`), ends the supervisor with `end`
+/// and returns how many daemons are left running.
+fn daemons_left(containment: &str, end: End) -> usize {
+    let fixture = Fixture::new();
+    let daemons = fixture.path("daemons");
+    let daemon = format!("sh -c 'echo $$ >> {}; exec sleep 300'", daemons.display());
+    let scripts = [
+        ("forker", format!("setsid -f {daemon}\nexec sleep 300\n")),
+        (
+            "grouper",
+            format!(
+                "perl -e 'setpgrp(0,0); exec \"sh\", \"-c\", \"echo \\$\\$ >> {}; exec sleep 300\"' &\nexec sleep 300\n",
+                daemons.display()
+            ),
+        ),
+        (
+            "flapper",
+            format!("setsid -f {daemon}\nsleep 0.3\nexit 0\n"),
+        ),
+    ];
+    let mut manifest = String::from("version: 1\nagents:\n");
+    for (name, script) in &scripts {
+        let path = fixture.path(&format!("{name}.sh"));
+        std::fs::write(&path, script).expect("write script");
+        manifest.push_str(&format!(
+            "  {name}:\n    command: [\"sh\", \"{}\"]\n    readiness: {{ start_period: 100ms }}\n    restart: {{ policy: always, backoff: {{ initial: 100ms, max: 200ms }}, max_restarts: 1000, within: 60s }}\n",
+            path.display()
+        ));
+    }
+    let manifest = fixture.manifest(&manifest);
+    let pids = || -> Vec<u32> {
+        std::fs::read_to_string(&daemons)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    };
+    // Whatever happens, nothing this test started outlives it.
+    struct KillAll<F: Fn() -> Vec<u32>>(F);
+    impl<F: Fn() -> Vec<u32>> Drop for KillAll<F> {
+        fn drop(&mut self) {
+            drop(KillOnDrop((self.0)()));
+        }
+    }
+    let _cleanup = KillAll(pids);
+    let log = std::fs::File::create(fixture.path("up.out")).expect("up.out");
+    let up = std::process::Command::new(common::SUPERVISOR)
+        .args([
+            "up",
+            "--no-watch",
+            "--no-console",
+            "--config",
+            path_str(&manifest),
+        ])
+        .env("SUPERVISOR_CONTAINMENT", containment)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("start supervisor");
+    struct KillChild(std::process::Child);
+    impl Drop for KillChild {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let output = || std::fs::read_to_string(fixture.path("up.out")).unwrap_or_default();
+    // Daemons of the first two agents and a few runs of the flapper.
+    wait_until("daemons started by several flapper runs", BOUND, || {
+        pids().len() >= 5
+    });
+    let live = |pids: Vec<u32>| pids.into_iter().filter(|pid| alive(*pid)).count();
+    // The flapper's earlier daemons died with their run: at most one per agent.
+    assert!(
+        live(pids()) <= 3,
+        "{} daemons running while 3 agents run; output:\n{}",
+        live(pids()),
+        output()
+    );
+    if containment == "cgroup" {
+        let in_cgroup = pids().into_iter().filter(|pid| alive(*pid)).all(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|text| text.contains("/supervisor-"))
+        });
+        assert!(in_cgroup, "the daemons are in the agents' cgroups");
+    }
+    // `status` names the processes that left their group.
+    let status = wait_for_status(&manifest, "escaped pids in status", BOUND, |status| {
+        !common::agent_of(status, "forker")["escaped_pids"]
+            .as_array()
+            .is_none_or(|pids| pids.is_empty())
+    });
+    assert!(
+        !common::agent_of(&status, "grouper")["escaped_pids"]
+            .as_array()
+            .is_none_or(|pids| pids.is_empty()),
+        "{status}"
+    );
+    let pid = up.id();
+    let mut up = KillChild(up);
+    match end {
+        End::Down => {
+            let down = cli(&["down", "--config", path_str(&manifest)], BOUND);
+            assert_eq!(down.code, Some(0), "{down:?}");
+        }
+        End::Sigterm => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM)
+                .expect("signal");
+        }
+        End::Sigkill => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL)
+                .expect("signal");
+        }
+    }
+    wait_until("the supervisor exit", BOUND, || {
+        up.0.try_wait().expect("try_wait").is_some()
+    });
+    // The keeper acts once the supervisor is gone; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live(pids()) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = live(pids());
+    println!(
+        "containment {containment}, {end:?}: {} daemons started, {left} left running",
+        pids().len()
+    );
+    left
+}
+
+#[test]
+fn issue_16_item_1_no_daemon_survives_down_with_a_cgroup() {
+    assert_eq!(daemons_left("cgroup", End::Down), 0);
+}
+
+#[test]
+fn issue_16_item_1_no_daemon_survives_sigterm_with_a_cgroup() {
+    assert_eq!(daemons_left("cgroup", End::Sigterm), 0);
+}
+
+#[test]
+fn issue_16_item_1_no_daemon_survives_sigkill_with_a_cgroup() {
+    assert_eq!(daemons_left("cgroup", End::Sigkill), 0);
+}
+
+#[test]
+fn issue_16_item_1_no_daemon_survives_down_with_the_marker() {
+    assert_eq!(daemons_left("marker", End::Down), 0);
+}
+
+#[test]
+fn issue_16_item_1_no_daemon_survives_sigterm_with_the_marker() {
+    assert_eq!(daemons_left("marker", End::Sigterm), 0);
+}
+
+#[test]
+fn issue_16_item_1_no_daemon_survives_sigkill_with_the_marker() {
+    assert_eq!(daemons_left("marker", End::Sigkill), 0);
+}

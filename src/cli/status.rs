@@ -115,6 +115,19 @@ pub fn table(view: &StatusView) -> String {
     for row in &rows {
         text.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    for agent in view
+        .agents
+        .iter()
+        .filter(|agent| !agent.escaped_pids.is_empty())
+    {
+        let pids: Vec<String> = agent.escaped_pids.iter().map(u32::to_string).collect();
+        text.push_str(&format!(
+            "{}: {} process(es) left its process group (pids {}); stopped with it\n",
+            agent.name,
+            pids.len(),
+            pids.join(", ")
+        ));
+    }
     if view.console_dropped_lines > 0 {
         text.push_str(&format!(
             "{} output lines left off the console (it did not keep up); the logs are complete\n",

@@ -157,6 +157,11 @@ pub struct AgentView {
     /// Why its `on_error` policy marked it degraded (until it restarts).
     #[serde(default)]
     pub degraded: Option<String>,
+    /// Its processes that left its process group (daemons: `setsid`,
+    /// `setpgid`), found through its cgroup or marker (`process::tree`);
+    /// they are stopped and killed with it all the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escaped_pids: Vec<u32>,
 }
 
 impl StatusView {
@@ -204,6 +209,13 @@ impl StatusView {
                     waiting_on: agent.waiting_on.clone(),
                     heartbeat: agent.heartbeat.clone(),
                     degraded: agent.degraded.clone(),
+                    escaped_pids: agent
+                        .pid
+                        .and_then(|pid| {
+                            let tree = crate::process::tree::Tree::of_leader(pid)?;
+                            Some(crate::process::escaped(&tree, pid))
+                        })
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }

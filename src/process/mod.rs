@@ -12,7 +12,10 @@
 //!
 //! Every child gets its own process group (so a signal reaches its
 //! grandchildren too), `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the
-//! supervisor) and `kill_on_drop`. Children are spawned from a few long-lived
+//! supervisor), `kill_on_drop`, and joins its agent's tree ([`tree`]: a
+//! cgroup, else an environment marker), which also holds the processes that
+//! leave the group (daemons); signals go to the group and to those, and the
+//! whole tree is killed when the leader exits. Children are spawned from a few long-lived
 //! threads, never from `spawn_blocking`: PDEATHSIG fires when the *thread* that
 //! forked the child exits, and blocking-pool threads idle out (see
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
@@ -22,6 +25,7 @@ pub mod console;
 pub mod keeper;
 pub mod log;
 pub mod sample;
+pub mod tree;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -149,13 +153,16 @@ pub struct ProcessSpawner {
     next: usize,
     /// Joined on drop so every child is reaped before the supervisor returns.
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// How agent trees are found; its cgroups are removed on drop.
+    containment: std::sync::Arc<tree::Containment>,
 }
 
 /// What each spawner thread needs besides its requests.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct ThreadContext {
     /// Reports process groups to the keeper, when there is one.
     keeper: Option<keeper::KeeperLink>,
+    containment: std::sync::Arc<tree::Containment>,
 }
 
 impl ProcessSpawner {
@@ -168,11 +175,20 @@ impl ProcessSpawner {
     pub fn start_with_keeper(
         keeper: Option<keeper::KeeperLink>,
     ) -> Result<ProcessSpawner, SpawnError> {
-        let context = ThreadContext { keeper };
+        let containment = std::sync::Arc::new(tree::Containment::detect());
+        tracing::debug!(containment = %containment.describe(), "agent process trees");
+        if let Some(keeper) = &keeper {
+            keeper.send(keeper::GroupChanged::Contained((*containment).clone()));
+        }
+        let context = ThreadContext {
+            keeper,
+            containment: containment.clone(),
+        };
         let mut spawner = ProcessSpawner {
             requests: Vec::new(),
             next: 0,
             threads: Vec::new(),
+            containment,
         };
         for index in 0..SPAWNER_THREADS {
             let (requests, receiver) = mpsc::unbounded_channel();
@@ -201,6 +217,7 @@ impl Drop for ProcessSpawner {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        self.containment.kill_all();
     }
 }
 
@@ -217,9 +234,28 @@ impl Spawner for ProcessSpawner {
         }
     }
 
+    /// The group, then the processes of the agent's tree that left it.
     fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
-        signal_group(pid, signal)
+        let tree = tree::Tree::of_process(&self.containment, pid);
+        signal_group(pid, signal)?;
+        if let Some(tree) = tree {
+            for member in escaped(&tree, pid) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(member as i32), signal);
+            }
+        }
+        Ok(())
     }
+}
+
+/// The processes of `tree` outside process group `pgid` (daemons).
+pub fn escaped(tree: &tree::Tree, pgid: u32) -> Vec<u32> {
+    tree.members()
+        .into_iter()
+        .filter(|member| {
+            nix::unistd::getpgid(Some(Pid::from_raw(*member as i32)))
+                .is_ok_and(|group| group.as_raw() as u32 != pgid)
+        })
+        .collect()
 }
 
 /// `killpg(pid, signal)`; a group that is already gone is not an error.
@@ -246,14 +282,21 @@ async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>, context: Th
     while let Some(Request { spec, report }) = requests.recv().await {
         // A panic here must not end the thread (its other children would
         // lose their reaper): it becomes this run's spawn failure.
-        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start(&spec)));
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            start(&spec, &context.containment)
+        }));
         match started {
-            Ok(Ok(child)) => {
+            Ok(Ok((child, tree))) => {
+                let guard = GroupGuard {
+                    pid: None,
+                    keeper: context.keeper.clone(),
+                    tree: Some(tree),
+                };
                 children.spawn(supervise_child(
                     child,
                     spec,
                     report,
-                    context.keeper.clone(),
+                    guard,
                     abandoned.child_token(),
                 ));
             }
@@ -338,16 +381,27 @@ impl Drop for RunReport {
     }
 }
 
-/// Kills the process group when dropped: after the leader exits (grandchildren
-/// left behind) and when the task is dropped with the child still running.
-/// Then tells the keeper the group is gone.
-struct GroupGuard(u32, Option<keeper::KeeperLink>);
+/// Kills the process group and the rest of the agent's tree when dropped:
+/// after the leader exits (grandchildren and daemons left behind) and when
+/// the task is dropped with the child still running. Then tells the keeper
+/// the group is gone.
+struct GroupGuard {
+    /// The group, once the child has a pid.
+    pid: Option<u32>,
+    keeper: Option<keeper::KeeperLink>,
+    tree: Option<tree::Tree>,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        let _ = signal_group(self.0, Signal::SIGKILL);
-        if let Some(keeper) = &self.1 {
-            keeper.send(keeper::GroupChanged::Reaped(self.0));
+        if let Some(pid) = self.pid {
+            let _ = signal_group(pid, Signal::SIGKILL);
+        }
+        if let Some(tree) = &self.tree {
+            tree.kill();
+        }
+        if let (Some(pid), Some(keeper)) = (self.pid, &self.keeper) {
+            keeper.send(keeper::GroupChanged::Reaped(pid));
         }
     }
 }
@@ -356,7 +410,7 @@ async fn supervise_child(
     mut child: tokio::process::Child,
     spec: SpawnSpec,
     mut report: RunReport,
-    keeper: Option<keeper::KeeperLink>,
+    mut guard: GroupGuard,
     abandoned: tokio_util::sync::CancellationToken,
 ) {
     let Some(pid) = child.id() else {
@@ -365,10 +419,10 @@ async fn supervise_child(
         });
         return;
     };
-    if let Some(keeper) = &keeper {
+    if let Some(keeper) = &guard.keeper {
         keeper.send(keeper::GroupChanged::Started(pid));
     }
-    let guard = GroupGuard(pid, keeper);
+    guard.pid = Some(pid);
     report.send_ref(ProcessEvent::Spawned { pid });
     // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
     let mut output = tokio::spawn(log::pump(child.stdout.take(), child.stderr.take(), &spec));
@@ -395,8 +449,12 @@ async fn supervise_child(
     }
 }
 
-/// Forks and execs one child with its own process group and PDEATHSIG.
-fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
+/// Forks and execs one child with its own process group and PDEATHSIG, in
+/// its agent's tree (returned).
+fn start(
+    spec: &SpawnSpec,
+    containment: &tree::Containment,
+) -> Result<(tokio::process::Child, tree::Tree), SpawnError> {
     // Validation rejects an empty command; a spawner must not trust that.
     let Some((first, rest)) = spec
         .argv
@@ -426,9 +484,14 @@ fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
+    let tree = containment.tree(&spec.name);
+    if let Some((key, value)) = tree.environment() {
+        command.env(key, value);
+    }
+    let joiner = tree.joiner();
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid).
+    // async-signal-safe system calls (prctl, getppid, open/write/close).
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
@@ -436,14 +499,16 @@ fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
             if nix::unistd::getppid().as_raw() != parent {
                 return Err(std::io::Error::other("the supervisor exited during spawn"));
             }
-            Ok(())
+            // Before the agent runs, so nothing it starts is outside.
+            joiner.join()
         });
     }
-    command.spawn().map_err(|source| SpawnError::Start {
+    let child = command.spawn().map_err(|source| SpawnError::Start {
         agent: spec.name.clone(),
         program: program.to_string(),
         source,
-    })
+    })?;
+    Ok((child, tree))
 }
 
 #[cfg(test)]
