@@ -126,6 +126,16 @@ impl Fixture {
 
     /// Starts `supervisor up --config manifest.yaml` with `extra` arguments.
     pub fn up(&self, manifest: &Path, extra: &[&str]) -> Up {
+        self.start_up(manifest, extra, false)
+    }
+
+    /// Like [`Fixture::up`], but nothing reads its stdout (the console):
+    /// a paused terminal. `Up::output` has its stderr only.
+    pub fn up_with_stalled_console(&self, manifest: &Path, extra: &[&str]) -> Up {
+        self.start_up(manifest, extra, true)
+    }
+
+    fn start_up(&self, manifest: &Path, extra: &[&str], stalled_console: bool) -> Up {
         let mut command = Command::new(SUPERVISOR);
         command
             .args(["--log", "info", "up", "--config"])
@@ -138,10 +148,17 @@ impl Fixture {
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start supervisor");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
+        let stdout = child.stdout.take().expect("stdout");
+        let (console, stdout) = match stalled_console {
+            true => (Some(stdout), None),
+            false => (None, Some(stdout)),
+        };
+        let mut streams: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+        if let Some(stdout) = stdout {
+            streams.push(Box::new(stdout));
+        }
+        streams.push(Box::new(child.stderr.take().expect("stderr")));
+        for stream in streams {
             let output = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -156,6 +173,7 @@ impl Fixture {
             output,
             record: self.record.clone(),
             status: None,
+            _console: console,
         }
     }
 }
@@ -167,6 +185,9 @@ pub struct Up {
     output: Arc<Mutex<String>>,
     record: PathBuf,
     status: Option<ExitStatus>,
+    /// With a stalled console: the read end of its stdout, held open and
+    /// never read.
+    _console: Option<std::process::ChildStdout>,
 }
 
 impl Up {
