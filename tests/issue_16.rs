@@ -185,12 +185,25 @@ struct StalledUp {
     child: std::process::Child,
     console: Option<std::process::ChildStdout>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// With a paused terminal: stderr too, held open and never read.
+    _stderr: Option<std::process::ChildStderr>,
 }
 
 impl StalledUp {
     fn start(fixture: &Fixture, manifest: &Path) -> StalledUp {
+        StalledUp::start_with(fixture, manifest, &[], false)
+    }
+
+    /// With `paused_terminal`, stderr is not read either.
+    fn start_with(
+        fixture: &Fixture,
+        manifest: &Path,
+        extra: &[&str],
+        paused_terminal: bool,
+    ) -> StalledUp {
         use std::io::BufRead;
         let mut child = std::process::Command::new(common::SUPERVISOR)
+            .args(extra)
             .args(["up", "--no-watch", "--config", path_str(manifest)])
             .env("NO_COLOR", "1")
             .env("FAKE_AGENT_RECORD", &fixture.record)
@@ -201,6 +214,14 @@ impl StalledUp {
             .expect("start supervisor");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let stream = child.stderr.take().expect("stderr");
+        if paused_terminal {
+            return StalledUp {
+                console: child.stdout.take(),
+                child,
+                stderr,
+                _stderr: Some(stream),
+            };
+        }
         let sink = stderr.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stream)
@@ -216,6 +237,7 @@ impl StalledUp {
             console: child.stdout.take(),
             child,
             stderr,
+            _stderr: None,
         }
     }
 
@@ -348,6 +370,37 @@ fn issue_16_item_2_a_stalled_console_blocks_neither_agents_nor_the_control_plane
         up.child.try_wait().expect("try_wait").is_some()
     });
     assert!(!up.stderr().contains("panicked"), "{}", up.stderr());
+}
+
+#[test]
+fn issue_16_item_2_a_paused_terminal_stalls_neither_the_control_plane_nor_sigterm() {
+    let fixture = Fixture::new();
+    let (manifest, times) = writer_agent(&fixture, 100_000);
+    // Trace logging fills the unread stderr pipe within moments.
+    let mut up = StalledUp::start_with(&fixture, &manifest, &["--log", "trace"], true);
+    write_seconds(&times);
+    let writer = std::fs::read_to_string(fixture.path("writer.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .expect("writer pid");
+    let _writer = KillOnDrop(vec![writer]);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let status = cli(&["status", "--config", path_str(&manifest)], BOUND);
+        assert_eq!(status.code, Some(0), "{status:?}");
+        slowest = slowest.max(status.took);
+    }
+    println!("paused terminal: slowest of 5 `status` calls took {slowest:?}");
+    assert!(slowest < Duration::from_secs(5), "status took {slowest:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .expect("signal");
+    wait_until("the supervisor exit, terminal still paused", BOUND, || {
+        up.child.try_wait().expect("try_wait").is_some()
+    });
+    assert!(!alive(writer), "the agent was stopped");
 }
 
 #[test]

@@ -611,7 +611,7 @@ async fn report_progress(handle: SupervisorHandle, plan: Plan, finish: Finish) -
         }
         if snapshot.all_ready_after.is_some() {
             let summary = summary(&snapshot, &plan);
-            eprint!("{}", summary.text);
+            crate::process::console::print_stderr(&summary.text);
             if let Some(path) = &finish.summary_json
                 && let Err(error) = std::fs::write(path, summary.json.to_string())
             {
@@ -627,7 +627,7 @@ async fn report_progress(handle: SupervisorHandle, plan: Plan, finish: Finish) -
         let line = progress_line(&snapshot);
         let ready_changed = line.split(';').next() != last_line.split(';').next();
         if line != last_line && (ready_changed || last_print.elapsed() >= Duration::from_secs(1)) {
-            eprintln!("{line}");
+            crate::process::console::print_stderr(&format!("{line}\n"));
             last_line = line;
             last_print = tokio::time::Instant::now();
         }

@@ -11,7 +11,12 @@
 //! where the lines are missing. A console that went away (a closed pipe) is
 //! drained and discarded.
 //!
-//! Owns the queue, the writer thread and the dropped-line count
+//! The same kind of queue carries `up`'s own lines to stderr (log lines,
+//! progress, summary: [`print_stderr`], and the tracing writer of `up`), so
+//! a paused terminal, which stops both streams, blocks nothing either.
+//! [`drain`] gives both a bounded time to empty before `up` exits.
+//!
+//! Owns the queues, their writer threads and the dropped-line count
 //! ([`dropped_lines`]). Does not own the line format (`name | text`, in
 //! [`super::log`]) nor the log files, which are always complete.
 
@@ -21,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 /// How much console output may wait for a slow console. At 4 MiB a console
-/// that keeps up on average absorbs bursts; one that stalls costs at most this.
+/// that keeps up on average absorbs bursts; one that stalls costs at most
+/// twice this (the queue, and the batches its writer is stuck on).
 pub const CAPACITY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The queue between the pumps and the writer thread.
@@ -41,30 +47,74 @@ struct Queue {
     bytes: usize,
     /// Lines dropped since the last notice.
     dropped: u64,
+    /// The writer took batches and has not finished writing them.
+    writing: bool,
 }
 
-/// The process's console sink, once something was shown.
-static SINK: OnceLock<&'static ConsoleSink> = OnceLock::new();
+/// Agent output on stdout, once something was shown.
+static STDOUT: OnceLock<&'static ConsoleSink> = OnceLock::new();
+/// The supervisor's own lines on stderr (`up`: log lines, progress,
+/// summary), once something was shown.
+static STDERR: OnceLock<&'static ConsoleSink> = OnceLock::new();
 
-/// The process's console sink; its writer thread starts on first use.
+/// Which stream a sink writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The sink of agent output (stdout); its writer thread starts on first use.
 pub fn sink() -> &'static ConsoleSink {
-    SINK.get_or_init(|| {
+    sink_of(Stream::Stdout)
+}
+
+/// The sink of `stream`; its writer thread starts on first use.
+pub fn sink_of(stream: Stream) -> &'static ConsoleSink {
+    let cell = match stream {
+        Stream::Stdout => &STDOUT,
+        Stream::Stderr => &STDERR,
+    };
+    cell.get_or_init(|| {
         let sink: &'static ConsoleSink = Box::leak(Box::new(ConsoleSink::new(CAPACITY_BYTES)));
         let started = std::thread::Builder::new()
-            .name("console-writer".into())
-            .spawn(move || sink.run(&mut std::io::stdout()));
+            .name(format!("console-{stream:?}").to_lowercase())
+            .spawn(move || match stream {
+                Stream::Stdout => sink.run(&mut std::io::stdout()),
+                Stream::Stderr => sink.run(&mut std::io::stderr()),
+            });
         if let Err(error) = started {
             // Without a writer the queue fills and every line is counted as dropped.
-            tracing::warn!(%error, "cannot start the console writer; agent output goes to the log files only");
+            eprintln!("warning: cannot start the console writer ({error}); agent output goes to the log files only");
         }
         sink
     })
 }
 
-/// Lines dropped from the console so far (0 when nothing was ever shown).
+/// Queues `text` for stderr, never blocking on it (for `up`'s own lines).
+pub fn print_stderr(text: &str) {
+    let lines = text.bytes().filter(|byte| *byte == b'\n').count() as u64;
+    sink_of(Stream::Stderr).push(text.as_bytes().to_vec(), lines.max(1));
+}
+
+/// Agent output lines dropped from the console so far (0 when nothing was
+/// ever shown).
 pub fn dropped_lines() -> u64 {
-    SINK.get()
+    STDOUT
+        .get()
         .map_or(0, |sink| sink.dropped_total.load(Ordering::Relaxed))
+}
+
+/// Waits until both queues are written out, at most `timeout` (a stalled
+/// console is not waited for): `up` calls it before it exits, so the last
+/// lines are shown.
+pub fn drain(timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    for sink in [STDOUT.get(), STDERR.get()].into_iter().flatten() {
+        while !sink.is_idle() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }
 
 impl ConsoleSink {
@@ -83,10 +133,7 @@ impl ConsoleSink {
         if batch.is_empty() {
             return;
         }
-        let mut queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut queue = self.lock();
         if queue.bytes + batch.len() > self.capacity && queue.bytes > 0 {
             queue.dropped += lines;
             self.dropped_total.fetch_add(lines, Ordering::Relaxed);
@@ -101,10 +148,7 @@ impl ConsoleSink {
     /// Takes everything queued (waiting for something), with the notice of
     /// dropped lines at its end.
     fn take(&self) -> Vec<Vec<u8>> {
-        let mut queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut queue = self.lock();
         while queue.batches.is_empty() && queue.dropped == 0 {
             queue = self
                 .filled
@@ -113,6 +157,7 @@ impl ConsoleSink {
         }
         let mut batches: Vec<Vec<u8>> = queue.batches.drain(..).collect();
         queue.bytes = 0;
+        queue.writing = true;
         if queue.dropped > 0 {
             batches.push(
                 format!(
@@ -139,7 +184,20 @@ impl ConsoleSink {
             if open {
                 open = console.flush().is_ok();
             }
+            self.lock().writing = false;
         }
+    }
+
+    /// Nothing queued and nothing being written.
+    fn is_idle(&self) -> bool {
+        let queue = self.lock();
+        queue.batches.is_empty() && queue.dropped == 0 && !queue.writing
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
