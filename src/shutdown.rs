@@ -63,7 +63,7 @@ pub enum SignalAction {
     Ignore,
 }
 
-/// The signals [`watch_signals`] handles and what each does.
+/// The signals [`Signals`] handles and what each does.
 pub const HANDLED_SIGNALS: [(libc::c_int, SignalAction); 7] = [
     (libc::SIGINT, SignalAction::Stop),
     (libc::SIGTERM, SignalAction::Stop),
@@ -74,67 +74,82 @@ pub const HANDLED_SIGNALS: [(libc::c_int, SignalAction); 7] = [
     (libc::SIGALRM, SignalAction::Ignore),
 ];
 
-/// Waits for the signals of [`HANDLED_SIGNALS`]: the first stop signal
-/// cancels `token`, each later one calls `force` (skip the grace); `SIGHUP`
-/// calls `reload`; the others are logged. Returns when `token` is cancelled
-/// by someone else and no stop signal came (normal end).
-pub async fn watch_signals(
-    token: CancellationToken,
-    force: impl Fn(),
-    reload: impl Fn(),
-) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // One merged stream: a task per signal forwards its number here.
-    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<libc::c_int>();
-    let mut forwarders = tokio::task::JoinSet::new();
-    for (number, _) in HANDLED_SIGNALS {
-        let mut stream = signal(SignalKind::from_raw(number))?;
-        let arrived = arrived.clone();
-        forwarders.spawn(async move {
-            while stream.recv().await.is_some() {
-                if arrived.send(number).is_err() {
-                    return;
+/// The signals of [`HANDLED_SIGNALS`], caught from [`Signals::listen`] on
+/// (so one that arrives while agents are being started is not a silent
+/// death) and acted on by [`Signals::watch`].
+pub struct Signals {
+    /// Sent to by one forwarding task per signal; dropped with this value.
+    arrivals: tokio::sync::mpsc::UnboundedReceiver<libc::c_int>,
+    /// The forwarding tasks, aborted on drop.
+    _forwarders: tokio::task::JoinSet<()>,
+}
+
+impl Signals {
+    /// Installs the handlers. Call it inside the runtime, before anything starts.
+    pub fn listen() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel::<libc::c_int>();
+        let mut forwarders = tokio::task::JoinSet::new();
+        for (number, _) in HANDLED_SIGNALS {
+            let mut stream = signal(SignalKind::from_raw(number))?;
+            let arrived = arrived.clone();
+            forwarders.spawn(async move {
+                while stream.recv().await.is_some() {
+                    if arrived.send(number).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
+        }
+        Ok(Signals {
+            arrivals,
+            _forwarders: forwarders,
+        })
     }
-    drop(arrived);
-    let mut received = 0u32;
-    loop {
-        let number = tokio::select! {
-            Some(number) = arrivals.recv() => number,
-            _ = token.cancelled(), if received == 0 => return Ok(()),
-        };
-        let name = nix::sys::signal::Signal::try_from(number)
-            .map(|signal| signal.as_str())
-            .unwrap_or("?");
-        let action = HANDLED_SIGNALS
-            .iter()
-            .find(|(handled, _)| *handled == number)
-            .map(|(_, action)| *action)
-            .unwrap_or(SignalAction::Ignore);
-        match action {
-            SignalAction::Stop => {
-                received += 1;
-                if received == 1 {
+
+    /// The first stop signal cancels `token`, each later one calls `force`
+    /// (skip the grace); `SIGHUP` calls `reload`; the others are logged.
+    /// Returns when `token` is cancelled by someone else and no stop signal
+    /// came (normal end).
+    pub async fn watch(mut self, token: CancellationToken, force: impl Fn(), reload: impl Fn()) {
+        let arrivals = &mut self.arrivals;
+        let mut received = 0u32;
+        loop {
+            let number = tokio::select! {
+                Some(number) = arrivals.recv() => number,
+                _ = token.cancelled(), if received == 0 => return,
+            };
+            let name = nix::sys::signal::Signal::try_from(number)
+                .map(|signal| signal.as_str())
+                .unwrap_or("?");
+            let action = HANDLED_SIGNALS
+                .iter()
+                .find(|(handled, _)| *handled == number)
+                .map(|(_, action)| *action)
+                .unwrap_or(SignalAction::Ignore);
+            match action {
+                SignalAction::Stop => {
+                    received += 1;
+                    if received == 1 {
+                        tracing::info!(
+                            signal = name,
+                            "stop requested: stopping agents (send it again to skip the grace)"
+                        );
+                        token.cancel();
+                    } else {
+                        force();
+                    }
+                }
+                SignalAction::Reload => {
+                    tracing::info!(signal = name, "reload requested");
+                    reload();
+                }
+                SignalAction::Ignore => {
                     tracing::info!(
                         signal = name,
-                        "stop requested: stopping agents (send it again to skip the grace)"
+                        "signal ignored (SIGINT, SIGTERM or SIGQUIT stop, SIGHUP reloads)"
                     );
-                    token.cancel();
-                } else {
-                    force();
                 }
-            }
-            SignalAction::Reload => {
-                tracing::info!(signal = name, "reload requested");
-                reload();
-            }
-            SignalAction::Ignore => {
-                tracing::info!(
-                    signal = name,
-                    "signal ignored (SIGINT, SIGTERM or SIGQUIT stop, SIGHUP reloads)"
-                );
             }
         }
     }

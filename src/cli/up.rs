@@ -30,7 +30,7 @@ use crate::manifest::{Agent, Manifest};
 use crate::plan::Plan;
 use crate::process::keeper::Keeper;
 use crate::process::{Console, ProcessSpawner};
-use crate::shutdown::{Shutdown, watch_signals};
+use crate::shutdown::{Shutdown, Signals};
 use crate::supervisor::{
     self, AgentSpec, AgentState, StatusSnapshot, SupervisorHandle, format_duration,
 };
@@ -479,6 +479,8 @@ async fn supervise(
     control: Control,
 ) -> anyhow::Result<(supervisor::Outcome, Option<String>)> {
     let shutdown = Shutdown::new();
+    // Before any agent starts: no signal may end `up` without stopping them.
+    let signals = Signals::listen().context("installing the signal handlers")?;
     let listener = bind_socket(control.lock.run_dir())?;
     let metrics_listener = match control.metrics {
         Some(address) => {
@@ -556,7 +558,7 @@ async fn supervise(
             });
         }
     };
-    let signals = tokio::spawn(watch_signals(
+    let signals = tokio::spawn(signals.watch(
         shutdown.token().clone(),
         move || force.try_shutdown(true),
         reload,
