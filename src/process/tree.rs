@@ -4,7 +4,7 @@
 //!
 //! Two mechanisms, chosen once per supervisor ([`Containment::detect`]):
 //!
-//! - **cgroup v2** (preferred): `<cgroup of the supervisor>/supervisor-<pid>-<n>/<agent>`
+//! - **cgroup v2** (preferred): `<cgroup of the supervisor>/supervisor-<pid>-<n>/agent-<agent>`
 //!   per agent, when the supervisor can create it and move a process into it
 //!   (root, or a delegated subtree). The child joins its cgroup between fork
 //!   and exec, before the agent's code runs, and no process can leave a
@@ -107,7 +107,8 @@ impl Containment {
     pub fn tree(&self, agent: &str) -> Tree {
         match self {
             Containment::Cgroup { base } => {
-                let path = base.join(agent);
+                // Prefixed: an agent may be called `cgroup.procs`.
+                let path = base.join(format!("agent-{agent}"));
                 if path.exists() {
                     kill_cgroup(&path);
                 } else if let Err(error) = std::fs::create_dir(&path) {
