@@ -118,6 +118,46 @@ fn issue_16_item_6_a_second_up_on_one_run_dir_starts_nothing_and_fails() {
     );
 }
 
+#[test]
+fn issue_16_item_6_of_several_up_started_at_once_one_runs_and_the_others_start_nothing() {
+    let fixture = Fixture::new();
+    let manifest = one_agent(&fixture);
+    let mut ups: Vec<common::Up> = (0..4)
+        .map(|_| fixture.up(&manifest, &["--no-watch"]))
+        .collect();
+    wait_for_status(&manifest, "one supervisor ready", BOUND, |status| {
+        common::all_ready(status, &["a"])
+    });
+    // Every other one ends, non-zero, having started nothing.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut running = 0;
+        for up in ups.iter_mut() {
+            running += usize::from(up.child.try_wait().expect("try_wait").is_none());
+        }
+        if running == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} supervisors still running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for up in ups.iter_mut() {
+        if let Some(status) = up.child.try_wait().expect("try_wait") {
+            assert_ne!(status.code(), Some(0), "{}", up.output());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fixture.records_of("start", "a").len(),
+        1,
+        "{:?}",
+        fixture.records()
+    );
+}
+
 // ---- item 10 ----
 
 #[test]
