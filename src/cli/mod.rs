@@ -65,6 +65,10 @@ pub enum Command {
     /// Print the start order: topological levels, dependencies, critical path.
     Plan(plan::Args),
     /// Start the agents of this host in dependency order and keep them running.
+    ///
+    /// Signals: SIGINT, SIGTERM and SIGQUIT stop every agent gracefully (a
+    /// second one skips the grace); SIGHUP reloads the manifests; SIGUSR1,
+    /// SIGUSR2 and SIGALRM are logged and ignored.
     Up(up::Args),
     /// Show the agents of a running supervisor: state, pid, uptime, restarts, CPU, memory.
     Status(status::Args),
