@@ -70,13 +70,12 @@ impl Containment {
         if wanted != "marker" {
             match cgroup_base() {
                 Ok(base) => return Containment::Cgroup { base },
+                // Asked for a cgroup: say why there is none.
+                Err(error) if wanted == "cgroup" => {
+                    tracing::warn!(%error, "no cgroup for agents; tracking them by an environment marker");
+                }
                 Err(error) => {
-                    let level_is_warn = wanted == "cgroup";
-                    if level_is_warn {
-                        tracing::warn!(%error, "no cgroup for agents; tracking them by an environment marker");
-                    } else {
-                        tracing::debug!(%error, "no cgroup for agents; tracking them by an environment marker");
-                    }
+                    tracing::info!(%error, "no cgroup for agents; tracking them by an environment marker");
                 }
             }
         }
