@@ -177,7 +177,15 @@ fn main() {
         21,
         &mut [
             &mut || run(&["--version"]),
-            &mut || run(&["check", "--no-bind-check", "--no-file-check", "--config", config]),
+            &mut || {
+                run(&[
+                    "check",
+                    "--no-bind-check",
+                    "--no-file-check",
+                    "--config",
+                    config,
+                ])
+            },
             &mut || run(&["check", "--no-file-check", "--config", config]),
         ],
     );

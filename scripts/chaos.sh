@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Chaos run: 50 agents, random faults (SIGKILL, SIGSTOP hangs, crashes by
+# Chaos run: 50 agents plus a daemonizing one, a console nobody reads, random faults (SIGKILL, SIGSTOP hangs, crashes by
 # signal, crash-at-start streaks) against a running supervisor, then `down`.
 # Prints the figures (faults, restarts expected vs observed, recovery times,
-# zombies, leftover processes, supervisor RSS).
+# zombies, leftover processes and daemons, console lines dropped, supervisor RSS).
 #
 # Usage: scripts/chaos.sh [--long] [--seconds N] [--seed N]
 #   default 60 s (what CI runs as part of `cargo test`); --long runs 600 s.

@@ -16,8 +16,10 @@
 //!   unknown dependencies, cycles, ports), the in-place port fixer, and the
 //!   ports held on this machine (netlink `sock_diag`, confirmed by binding).
 //! - [`cli`]: clap types and one file per subcommand; the only place with `anyhow`.
-//! - [`process`]: spawning, signalling and reaping agent processes, and the
-//!   keeper process that kills agent groups if the supervisor is killed.
+//! - [`process`]: spawning, signalling and reaping agent processes; each
+//!   agent's tree (a cgroup, else an environment marker) so daemons die with
+//!   it; the keeper process that kills agent groups and trees if the
+//!   supervisor is killed; the bounded console queue for agent output.
 //! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
 //! - [`supervisor`]: the runtime owner of agent state (run loop, transitions, restarts).
 //! - [`control`]: the control socket (requests in, supervisor commands

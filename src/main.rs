@@ -12,7 +12,11 @@ fn main() -> std::process::ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     supervisor::cli::init_tracing(&args);
-    match supervisor::cli::run(args) {
+    let result = supervisor::cli::run(args);
+    // `up` queues its console lines (`process::console`): show the last
+    // ones, unless the console is stalled.
+    supervisor::process::console::drain(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code.into(),
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -4,15 +4,18 @@
 //! it, SIGSTOPs it (a hang, found by its liveness probe), crashes it with
 //! SIGABRT (a crash by signal), or makes it crash at start N times in a row. Some agents fork a
 //! grandchild, some ignore SIGTERM, some flood stdout all along, and three
-//! SDK agents each send a burst of 2,000 errors on the error bus.
+//! SDK agents each send a burst of 2,000 errors on the error bus. One more
+//! agent daemonizes (its daemon leaves its session) and is SIGKILLed one
+//! round in eight; nobody reads the console (a paused terminal).
 //!
 //! At the end it asserts, and prints as figures: every agent is back to
 //! ready; each agent's restart count equals the faults injected into it;
 //! every error sent is in `errors.jsonl` or counted there in a
 //! `rate_limited` summary (the bus's per-agent limit); no
 //! zombie children of the supervisor; after `down`, no process of the run is
-//! left (every recorded pid and grandchild); the supervisor's RSS stayed
-//! bounded.
+//! left (every recorded pid, grandchild and daemon); at most one daemon ran
+//! at a time; the stalled console dropped lines (counted) while `status`
+//! kept answering; the supervisor's RSS stayed bounded.
 
 mod common;
 
@@ -54,6 +57,20 @@ enum Fault {
     Hang,
     Abort,
     CrashAtStart(u32),
+}
+
+/// The agent that daemonizes (see [`manifest`]).
+const DAEMONIZER: &str = "daemonizer";
+
+/// The pids its daemons wrote, and how many of them are running.
+fn daemons(fixture: &Fixture) -> (Vec<u32>, usize) {
+    let pids: Vec<u32> = std::fs::read_to_string(fixture.path("daemons"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    let running = pids.iter().filter(|pid| alive(**pid)).count();
+    (pids, running)
 }
 
 fn name(level: usize, index: usize) -> String {
@@ -106,6 +123,21 @@ fn manifest(fixture: &Fixture) -> String {
             ));
         }
     }
+    // A daemonizing agent: its daemon leaves the agent's session and
+    // process group; it must die with every run of the agent.
+    let script = fixture.path("daemonize.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "setsid -f sh -c 'echo $$ >> {}; exec sleep 3600'\nexec sleep 3600\n",
+            fixture.path("daemons").display()
+        ),
+    )
+    .expect("write the daemonizing script");
+    text.push_str(&format!(
+        "  {DAEMONIZER}:\n    command: [\"sh\", \"{}\"]\n    readiness: {{ start_period: 100ms }}\n    restart: {{ policy: always, backoff: {{ initial: 50ms, max: 500ms, multiplier: 2 }}, max_restarts: 10000, within: 60s }}\n    stop: {{ signal: SIGTERM, grace: 1s }}\n",
+        script.display()
+    ));
     for index in 0..BURSTERS {
         text.push_str(&format!(
             "  burst{index}:\n    command: [\"{FAULTY}\", \"--mode\", \"burst\", \"--after\", \"{after}\", \"--burst\", \"{BURST}\"]\n    readiness: sdk\n",
@@ -169,7 +201,7 @@ fn restarts(status: &serde_json::Value) -> BTreeMap<String, u64> {
 
 fn all_ready(status: &serde_json::Value) -> bool {
     status["agents"].as_array().is_some_and(|agents| {
-        agents.len() == LEVELS * PER_LEVEL + BURSTERS
+        agents.len() == LEVELS * PER_LEVEL + BURSTERS + 1
             && agents.iter().all(|agent| agent["state"] == "ready")
     })
 }
@@ -188,7 +220,8 @@ fn chaos_faults_are_recovered_and_counted() {
     let manifest = fixture.manifest(&manifest(&fixture));
     // The default run directory: `.supervisor/` beside the manifest.
     let run_dir = fixture.path(".supervisor");
-    let mut up = fixture.up(&manifest, &["--no-console"]);
+    // Agent output goes to a console nobody reads (a paused terminal).
+    let mut up = fixture.up_with_stalled_console(&manifest, &[]);
     let supervisor = up.pid();
     let status_of = |manifest: &Path| status_json(manifest);
     let started = Instant::now();
@@ -224,6 +257,7 @@ fn chaos_faults_are_recovered_and_counted() {
     let mut recoveries: Vec<Duration> = Vec::new();
     let mut pending: BTreeMap<String, (u64, Instant)> = BTreeMap::new();
     let mut max_zombies_seen = 0usize;
+    let mut max_daemons_seen = 0usize;
     let chaos_start = Instant::now();
     while chaos_start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(700));
@@ -242,9 +276,15 @@ fn chaos_faults_are_recovered_and_counted() {
             }
         });
         max_zombies_seen = max_zombies_seen.max(zombies_of(supervisor).len());
+        max_daemons_seen = max_daemons_seen.max(daemons(&fixture).1);
         let level = rng.below(LEVELS);
         let index = rng.below(PER_LEVEL);
-        let target = name(level, index);
+        // One round in eight kills the daemonizing agent instead.
+        let daemonizer = rng.below(8) == 0;
+        let target = match daemonizer {
+            true => DAEMONIZER.to_string(),
+            false => name(level, index),
+        };
         let entry = agent_of(&status, &target);
         if pending.contains_key(&target) || entry["state"] != "ready" {
             continue;
@@ -253,6 +293,8 @@ fn chaos_faults_are_recovered_and_counted() {
             continue;
         };
         let fault = match rng.below(4) {
+            // No liveness probe: a hang would never be noticed.
+            _ if daemonizer => Fault::Kill,
             0 => Fault::Kill,
             1 => Fault::Hang,
             2 => Fault::Abort,
@@ -410,8 +452,11 @@ fn chaos_faults_are_recovered_and_counted() {
                 .chain(&grandchildren)
                 .chain(&burst_pids)
                 .all(|pid| !alive(*pid))
+                && daemons(&fixture).1 == 0
         },
     );
+    let (daemon_pids, _) = daemons(&fixture);
+    let console_dropped = final_status["console_dropped_lines"].as_u64().unwrap_or(0);
 
     let total_faults: u32 = injected.values().sum();
     recoveries.sort();
@@ -440,6 +485,13 @@ fn chaos_faults_are_recovered_and_counted() {
         pids.len() + burst_pids.len(),
         grandchildren.len()
     );
+    eprintln!(
+        "chaos: daemons: {} started, at most {max_daemons_seen} running at once, 0 left after down",
+        daemon_pids.len()
+    );
+    eprintln!(
+        "chaos: stalled console: {console_dropped} lines dropped from it (logs complete), status answered throughout"
+    );
     eprintln!("chaos: supervisor RSS {rss_start} KiB at start, {rss_end} KiB at the end");
     eprintln!(
         "chaos: errors sent {errors_sent}, recorded or counted as suppressed in errors.jsonl {errors_of_bursters}"
@@ -451,6 +503,18 @@ fn chaos_faults_are_recovered_and_counted() {
     assert!(
         total_faults >= (seconds / 4) as u32,
         "too few faults injected ({total_faults}) to mean anything"
+    );
+    assert!(
+        max_daemons_seen <= 1,
+        "a killed daemonizer's daemon outlived it: {max_daemons_seen} running at once"
+    );
+    assert!(
+        !daemon_pids.is_empty(),
+        "the daemonizing agent started no daemon"
+    );
+    assert!(
+        console_dropped > 0,
+        "the stalled console dropped nothing: was it stalled?"
     );
     assert!(
         zombies_at_end.is_empty(),

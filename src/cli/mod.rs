@@ -65,6 +65,10 @@ pub enum Command {
     /// Print the start order: topological levels, dependencies, critical path.
     Plan(plan::Args),
     /// Start the agents of this host in dependency order and keep them running.
+    ///
+    /// Signals: SIGINT, SIGTERM and SIGQUIT stop every agent gracefully (a
+    /// second one skips the grace); SIGHUP reloads the manifests; SIGUSR1,
+    /// SIGUSR2 and SIGALRM are logged and ignored.
     Up(up::Args),
     /// Show the agents of a running supervisor: state, pid, uptime, restarts, CPU, memory.
     Status(status::Args),
@@ -166,6 +170,12 @@ pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
+    // `up` must never wait on its terminal (a paused one stops stderr too):
+    // its lines go through a bounded queue (`process::console`).
+    let writer = match cli.command {
+        Command::Up(_) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(QueuedLine::default),
+        _ => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     match cli.log_format {
         LogFormat::Text => {
             let color = console::use_color(std::io::stderr().is_terminal());
@@ -173,15 +183,40 @@ pub fn init_tracing(cli: &Cli) {
                 .with_env_filter(filter)
                 .with_ansi(color)
                 .event_format(console::Human { color })
-                .with_writer(std::io::stderr)
+                .with_writer(writer)
                 .init()
         }
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_current_span(false)
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .init(),
+    }
+}
+
+/// One log event, gathered and queued for stderr whole when dropped.
+#[derive(Default)]
+struct QueuedLine(Vec<u8>);
+
+impl std::io::Write for QueuedLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let lines = self.0.iter().filter(|byte| **byte == b'\n').count() as u64;
+            crate::process::console::sink_of(crate::process::console::Stream::Stderr)
+                .push(std::mem::take(&mut self.0), lines.max(1));
+        }
     }
 }
 

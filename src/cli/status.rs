@@ -122,6 +122,25 @@ pub fn table(view: &StatusView) -> String {
     for row in &rows {
         text.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    for agent in view
+        .agents
+        .iter()
+        .filter(|agent| !agent.escaped_pids.is_empty())
+    {
+        let pids: Vec<String> = agent.escaped_pids.iter().map(u32::to_string).collect();
+        text.push_str(&format!(
+            "{}: {} process(es) left its process group (pids {}); stopped with it\n",
+            agent.name,
+            pids.len(),
+            pids.join(", ")
+        ));
+    }
+    if view.console_dropped_lines > 0 {
+        text.push_str(&format!(
+            "{} output lines left off the console (it did not keep up); the logs are complete\n",
+            view.console_dropped_lines
+        ));
+    }
     if !view.config_errors.is_empty() {
         text.push_str(&format!(
             "last reload refused ({} problem(s)); the previous configuration keeps running:\n",

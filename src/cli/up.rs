@@ -1,6 +1,7 @@
 //! `supervisor up`: check the manifests (refusing on errors, like `check`),
 //! pick the agents of this host, run them under the supervisor until
-//! SIGINT/SIGTERM (or until all are ready with `--exit-when-ready`), show a
+//! SIGINT/SIGTERM/SIGQUIT (or until all are ready with `--exit-when-ready`;
+//! SIGHUP reloads, see `crate::shutdown::HANDLED_SIGNALS`), show a
 //! progress line while starting and a summary once everything is ready.
 //!
 //! Also takes the run directory's lock (one supervisor per run directory),
@@ -29,7 +30,7 @@ use crate::manifest::{Agent, Manifest};
 use crate::plan::Plan;
 use crate::process::keeper::Keeper;
 use crate::process::{Console, ProcessSpawner};
-use crate::shutdown::{Shutdown, watch_signals};
+use crate::shutdown::{Shutdown, Signals};
 use crate::supervisor::{
     self, AgentSpec, AgentState, StatusSnapshot, SupervisorHandle, format_duration,
 };
@@ -558,8 +559,11 @@ fn bind_socket(run_dir: &RunDir) -> anyhow::Result<tokio::net::UnixListener> {
     let path = run_dir.socket();
     // We hold the run directory's lock: a socket file left here is stale.
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
+    // Bound through a short name when the path is too long for `sun_path`.
+    let address = run_dir.socket_address()?;
+    let listener = tokio::net::UnixListener::bind(&address.path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
+    drop(address);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
     Ok(listener)
@@ -574,6 +578,8 @@ async fn supervise(
     control: Control,
 ) -> anyhow::Result<(supervisor::Outcome, Option<String>, StatusSnapshot)> {
     let shutdown = Shutdown::new();
+    // Before any agent starts: no signal may end `up` without stopping them.
+    let signals = Signals::listen().context("installing the signal handlers")?;
     let listener = bind_socket(control.lock.run_dir())?;
     let metrics_listener = match control.metrics {
         Some(address) => {
@@ -632,9 +638,21 @@ async fn supervise(
         ));
     }
     let force = handle.clone();
-    let signals = tokio::spawn(watch_signals(shutdown.token().clone(), move || {
-        force.try_shutdown(true)
-    }));
+    let reload = {
+        let (reloader, handle) = (control.reloader.clone(), handle.clone());
+        move || {
+            let (reloader, handle) = (reloader.clone(), handle.clone());
+            tokio::spawn(async move {
+                // The outcome is logged and shown in `status` by `reload_once`.
+                let _ = crate::control::reload::reload_once(&reloader, &handle, "SIGHUP").await;
+            });
+        }
+    };
+    let signals = tokio::spawn(signals.watch(
+        shutdown.token().clone(),
+        move || force.try_shutdown(true),
+        reload,
+    ));
     let progress = tokio::spawn(report_progress(
         handle.clone(),
         plan,
@@ -686,7 +704,7 @@ async fn report_progress(handle: SupervisorHandle, plan: Start, finish: Finish) 
         }
         if snapshot.all_ready_after.is_some() {
             let summary = summary(&snapshot, &plan);
-            eprint!("{}", summary.text);
+            crate::process::console::print_stderr(&summary.text);
             let late = not_ready(&snapshot, &finish.run_dir)
                 .filter(|_| finish.exit_when_ready)
                 .map(|list| format!("not every agent became ready:{list}"));
@@ -699,7 +717,7 @@ async fn report_progress(handle: SupervisorHandle, plan: Start, finish: Finish) 
         let line = progress_line(&snapshot);
         let ready_changed = line.split(';').next() != last_line.split(';').next();
         if line != last_line && (ready_changed || last_print.elapsed() >= Duration::from_secs(1)) {
-            eprintln!("{line}");
+            crate::process::console::print_stderr(&format!("{line}\n"));
             last_line = line;
             last_print = tokio::time::Instant::now();
         }

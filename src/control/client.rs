@@ -30,7 +30,15 @@ impl Client {
     /// wait for the server: it succeeds, or fails at once.
     pub fn connect(run_dir: &RunDir) -> Result<Client, ControlError> {
         let path = run_dir.socket();
-        let stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
+        let address = run_dir.socket_address().map_err(|error| match error {
+            ControlError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ControlError::NotRunning {
+                    run_dir: run_dir.path.clone(),
+                }
+            }
+            other => other,
+        })?;
+        let stream = UnixStream::connect(&address.path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ControlError::NotRunning {
                     run_dir: run_dir.path.clone(),

@@ -190,6 +190,13 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
         "Control socket requests answered",
         requests,
     );
+    let dropped = Counter::<u64>::default();
+    dropped.inc_by(crate::process::console::dropped_lines());
+    registry.register(
+        "console_dropped_lines",
+        "Agent output lines left off a console that did not keep up (the logs have them)",
+        dropped,
+    );
     let warnings = Counter::<u64>::default();
     warnings.inc_by(snapshot.cpu_warnings);
     registry.register("cpu_limit_warnings", "CPU limit warnings logged", warnings);

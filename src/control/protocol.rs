@@ -115,6 +115,10 @@ pub struct StatusView {
     pub reloads: u64,
     /// Why the last reload was refused (empty when it was applied).
     pub config_errors: Vec<String>,
+    /// Agent output lines left off the console because it did not keep up
+    /// (the log files have them); see `crate::process::console`.
+    #[serde(default)]
+    pub console_dropped_lines: u64,
     pub agents: Vec<AgentView>,
 }
 
@@ -153,6 +157,11 @@ pub struct AgentView {
     /// Why its `on_error` policy marked it degraded (until it restarts).
     #[serde(default)]
     pub degraded: Option<String>,
+    /// Its processes that left its process group (daemons: `setsid`,
+    /// `setpgid`), found through its cgroup or marker (`process::tree`);
+    /// they are stopped and killed with it all the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escaped_pids: Vec<u32>,
     /// The ports the manifest gives it: `{port, field}`.
     #[serde(default)]
     pub ports: Vec<DeclaredPort>,
@@ -176,6 +185,7 @@ impl StatusView {
             all_ready_s: seconds(snapshot.all_ready_after),
             shutting_down: snapshot.shutting_down,
             reloads: snapshot.reloads,
+            console_dropped_lines: crate::process::console::dropped_lines(),
             config_errors: snapshot.config_errors.clone(),
             agents: snapshot
                 .agents
@@ -218,6 +228,13 @@ impl StatusView {
                             field: field.clone(),
                         })
                         .collect(),
+                    escaped_pids: agent
+                        .pid
+                        .and_then(|pid| {
+                            let tree = crate::process::tree::Tree::of_leader(pid)?;
+                            Some(crate::process::escaped(&tree, pid))
+                        })
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }

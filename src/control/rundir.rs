@@ -5,7 +5,9 @@
 //!
 //! Owns the one-supervisor-per-directory rule: [`RunDirLock`] holds an
 //! exclusive `flock` on `supervisor.pid` for the supervisor's lifetime, so a
-//! crashed supervisor never leaves a stale lock behind.
+//! crashed supervisor never leaves a stale lock behind; `up` takes it
+//! before anything is spawned. Also owns [`SocketAddress`]: a control
+//! socket path that fits `sun_path` whatever the run directory's length.
 //!
 //! Owns the trust rule too (like ssh's `StrictModes`): [`RunDir::create`]
 //! refuses a run directory (or its `logs/`) that is a symbolic link, is not
@@ -39,6 +41,12 @@ impl RunDir {
 
     pub fn socket(&self) -> PathBuf {
         self.path.join("control.sock")
+    }
+
+    /// A name for [`RunDir::socket`] that fits a Unix socket address, for
+    /// `bind` and `connect`; see [`SocketAddress`].
+    pub fn socket_address(&self) -> Result<SocketAddress, ControlError> {
+        SocketAddress::new(self.socket())
     }
 
     pub fn pid_file(&self) -> PathBuf {
@@ -129,6 +137,54 @@ impl RunDir {
     }
 }
 
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes
+/// with the closing NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// A socket path usable with `bind` and `connect` whatever the length of
+/// the run directory's path: the path itself when it fits `sun_path`, else
+/// `/proc/self/fd/<n>/control.sock` through a handle on its directory (held
+/// by this value: keep it alive until the `bind` or `connect` returned).
+/// The socket file is created in the run directory either way.
+#[derive(Debug)]
+pub struct SocketAddress {
+    pub path: PathBuf,
+    /// The open directory `path` goes through, when it is the long form.
+    _directory: Option<std::fs::File>,
+}
+
+impl SocketAddress {
+    pub fn new(socket: PathBuf) -> Result<SocketAddress, ControlError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        if socket.as_os_str().len() <= SUN_PATH_MAX {
+            return Ok(SocketAddress {
+                path: socket,
+                _directory: None,
+            });
+        }
+        let (Some(directory), Some(name)) = (socket.parent(), socket.file_name()) else {
+            return Ok(SocketAddress {
+                path: socket,
+                _directory: None,
+            });
+        };
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(directory)
+            .map_err(|source| ControlError::Io {
+                path: directory.to_path_buf(),
+                source,
+            })?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd())).join(name);
+        Ok(SocketAddress {
+            path,
+            _directory: Some(handle),
+        })
+    }
+}
+
 /// Held by the running supervisor; dropping it removes the socket and the
 /// pid file and releases the lock.
 #[derive(Debug)]
@@ -142,31 +198,51 @@ pub struct RunDirLock {
 impl RunDirLock {
     /// Takes the lock and writes this process's pid, or says who holds it.
     pub fn acquire(run_dir: &RunDir) -> Result<RunDirLock, ControlError> {
+        // A supervisor that is ending removes `supervisor.pid` while still
+        // holding its lock: whoever locked that removed file must try again
+        // on the new one, or two supervisors would each hold "the" lock.
+        loop {
+            let file = RunDirLock::lock_file(run_dir)?;
+            let same_file = match (std::fs::metadata(run_dir.pid_file()), file.metadata()) {
+                (Ok(named), Ok(held)) => named.ino() == held.ino() && named.dev() == held.dev(),
+                _ => false,
+            };
+            if !same_file {
+                continue;
+            }
+            let mut locked = file;
+            let io = |source| ControlError::Io {
+                path: run_dir.pid_file(),
+                source,
+            };
+            locked.set_len(0).map_err(io)?;
+            writeln!(*locked, "{}", std::process::id()).map_err(io)?;
+            return Ok(RunDirLock {
+                run_dir: run_dir.clone(),
+                _file: locked,
+            });
+        }
+    }
+
+    /// Opens `supervisor.pid` and locks it, or says who holds it.
+    fn lock_file(run_dir: &RunDir) -> Result<Flock<std::fs::File>, ControlError> {
         let path = run_dir.pid_file();
         let io = |source| ControlError::Io {
             path: path.clone(),
             source,
         };
         let file = crate::files::open_read_write(&path).map_err(io)?;
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                return Err(ControlError::AlreadyRunning {
-                    run_dir: run_dir.path.clone(),
-                    pid: run_dir
-                        .pid()
-                        .map(|pid| pid.to_string())
-                        .unwrap_or_else(|| "unknown".into()),
-                });
-            }
-            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
-        };
-        locked.set_len(0).map_err(io)?;
-        writeln!(*locked, "{}", std::process::id()).map_err(io)?;
-        Ok(RunDirLock {
-            run_dir: run_dir.clone(),
-            _file: locked,
-        })
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => Ok(locked),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(ControlError::AlreadyRunning {
+                run_dir: run_dir.path.clone(),
+                pid: run_dir
+                    .pid()
+                    .map(|pid| pid.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            }),
+            Err((_, errno)) => Err(io(std::io::Error::from(errno))),
+        }
     }
 
     pub fn run_dir(&self) -> &RunDir {
@@ -287,5 +363,21 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", planted.agent_log("a")).unwrap();
         let error = planted.create().expect_err("a planted link");
         assert!(error.to_string().contains("a.log"), "{error}");
+    }
+
+    #[test]
+    fn a_socket_in_a_run_dir_of_any_length_can_be_bound_and_reached() {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let long = scratch.path().join("d".repeat(150)).join("e".repeat(150));
+        let run_dir = RunDir::new(&long);
+        run_dir.create().expect("create");
+        let address = run_dir.socket_address().expect("address");
+        assert!(address.path.as_os_str().len() <= SUN_PATH_MAX);
+        let listener = std::os::unix::net::UnixListener::bind(&address.path).expect("bind");
+        drop(address);
+        assert!(run_dir.socket().exists());
+        let address = run_dir.socket_address().expect("address");
+        std::os::unix::net::UnixStream::connect(&address.path).expect("connect");
+        listener.accept().expect("accept");
     }
 }

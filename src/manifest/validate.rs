@@ -494,13 +494,27 @@ fn build_agent(
             Vec::new()
         }
         (Some(RawCommand::Line(line)), None) if shell => vec![line],
-        (Some(RawCommand::Line(line)), None) => shell_words::split(&line).unwrap_or_else(|error| {
+        (Some(RawCommand::Line(line)), None) => match shell_words::split(&line) {
+            Ok(words) if words.is_empty() => {
+                invalid("command", "the command is empty".into());
+                Vec::new()
+            }
+            Ok(words) => words,
+            Err(error) => {
+                invalid(
+                    "command",
+                    format!("cannot split `{line}` like a shell would: {error}"),
+                );
+                Vec::new()
+            }
+        },
+        (Some(RawCommand::Argv(argv)), None) if argv.is_empty() => {
             invalid(
                 "command",
-                format!("cannot split `{line}` like a shell would: {error}"),
+                "the command is empty; give the program first".into(),
             );
             Vec::new()
-        }),
+        }
         (Some(RawCommand::Argv(argv)), None) => argv,
         (None, Some(script)) => {
             let interpreter = raw

@@ -7,7 +7,9 @@
 //! supervisor. The keeper closes that gap: the supervisor tells it each
 //! group it starts (`+PGID`) and each group it has reaped (`-PGID`) over a
 //! pipe; when the pipe reaches end of file (the supervisor is gone, however
-//! it ended) the keeper SIGKILLs the groups it still knows and exits.
+//! it ended) the keeper SIGKILLs the groups it still knows, then every
+//! process of the agents' trees (`=cgroup:..` or `=marker:..`, sent first;
+//! see `super::tree`), which reaches daemons that left their group, and exits.
 //!
 //! Owns the keeper process and the pipe's writing end; the groups
 //! themselves are started and killed by the spawner (`super`).
@@ -21,8 +23,11 @@ use std::sync::mpsc;
 use nix::sys::signal::Signal;
 
 /// A change to the set of live agent process groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupChanged {
+    /// How every agent process is found (sent once, first): the keeper
+    /// also kills the processes that left their group (`super::tree`).
+    Contained(super::tree::Containment),
     Started(u32),
     Reaped(u32),
 }
@@ -67,6 +72,9 @@ impl Keeper {
             .spawn(move || {
                 for change in receiver {
                     let line = match change {
+                        GroupChanged::Contained(containment) => {
+                            format!("={}\n", containment.describe())
+                        }
                         GroupChanged::Started(pgid) => format!("+{pgid}\n"),
                         GroupChanged::Reaped(pgid) => format!("-{pgid}\n"),
                     };
@@ -112,6 +120,10 @@ pub fn run_keeper() {
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGPIPE,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
     ] {
         // SAFETY: SIG_IGN installs no handler code.
         unsafe {
@@ -119,8 +131,13 @@ pub fn run_keeper() {
         }
     }
     let mut groups: BTreeSet<u32> = BTreeSet::new();
+    let mut containment = None;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        if let Some(description) = line.strip_prefix('=') {
+            containment = super::tree::Containment::parse(description);
+            continue;
+        }
         let (sign, number) = line.split_at(line.len().min(1));
         let Ok(pgid) = number.trim().parse::<u32>() else {
             continue;
@@ -137,5 +154,9 @@ pub fn run_keeper() {
     }
     for pgid in groups {
         let _ = super::signal_group(pgid, Signal::SIGKILL);
+    }
+    // Then what left those groups (daemons), and the cgroups.
+    if let Some(containment) = containment {
+        containment.kill_all();
     }
 }

@@ -13,13 +13,15 @@
 //! error journal) is [`crate::files`]'s: `agent.log` becomes `agent.log.1`,
 //! `.1` becomes `.2` and so on ([`rotated_path`], [`parse_file_name`]).
 //!
+//! The console copy goes through the bounded queue of [`super::console`],
+//! so a stalled console never slows the pump, the agent or its log file.
+//!
 //! Owns the log files while a run is alive (one pump task per run owns its
 //! file) and their format: naming and the timestamp ([`format_timestamp`],
 //! [`parse_timestamp`]). Does not own where the run
 //! directory is (`cli::up` decides) nor reading the files back
 //! (`cli::logs`).
 
-use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::os::fd::OwnedFd;
@@ -271,17 +273,10 @@ pub(super) fn pump(
     async move {
         let mut out = stdout.and_then(|stream| LineReader::new(stream.into_owned_fd()));
         let mut err = stderr.and_then(|stream| LineReader::new(stream.into_owned_fd()));
-        let mut write = |stamp: &Stamp, line: &[u8]| {
-            if let Some(file) = &mut file {
-                write_line(file, stamp, line);
-            }
-            if let Some(prefix) = &console {
-                let mut stdout = std::io::stdout().lock();
-                let _ = stdout.write_all(prefix.as_bytes());
-                let _ = stdout.write_all(line);
-                let _ = stdout.write_all(b"\n");
-            }
-        };
+        // The console copy of one read, handed to the console queue whole:
+        // never a write to the console here (see `super::console`).
+        let mut batch: Vec<u8> = Vec::new();
+        let mut batch_lines = 0u64;
         loop {
             let (reader, is_stderr) = tokio::select! {
                 Ok(()) = readable(&out), if out.is_some() => (&mut out, false),
@@ -293,7 +288,15 @@ pub(super) fn pump(
             let mut last: Option<Vec<u8>> = None;
             if let Some(lines) = reader
                 && !lines.read(&mut |line| {
-                    write(&stamp, line);
+                    if let Some(file) = &mut file {
+                        write_line(file, &stamp, line);
+                    }
+                    if let Some(prefix) = &console {
+                        batch.extend_from_slice(prefix.as_bytes());
+                        batch.extend_from_slice(line);
+                        batch.push(b'\n');
+                        batch_lines += 1;
+                    }
                     if !line.is_empty() {
                         let kept = last.get_or_insert_with(Vec::new);
                         kept.clear();
@@ -307,6 +310,10 @@ pub(super) fn pump(
                 && let Ok(mut tail) = tail.lock()
             {
                 tail.push(is_stderr, &line);
+            }
+            if !batch.is_empty() {
+                super::console::sink().push(std::mem::take(&mut batch), batch_lines);
+                batch_lines = 0;
             }
         }
     }

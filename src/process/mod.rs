@@ -3,7 +3,8 @@
 //! Owns the OS side of an agent run: the [`Spawner`] trait the supervisor
 //! calls (so tests can use a fake one with a paused clock), the real
 //! [`ProcessSpawner`], and the output pump that writes each agent's
-//! stdout/stderr to its rotated log file and the console ([`log`]).
+//! stdout/stderr to its rotated log file ([`log`]) and queues it for the
+//! console ([`console`], bounded: a stalled console drops lines, counted).
 //!
 //! Does not own any decision: when to start, restart or stop an agent is the
 //! supervisor's (`crate::supervisor`); this module only reports what happened
@@ -11,16 +12,21 @@
 //!
 //! Every child gets its own process group (so a signal reaches its
 //! grandchildren too), `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the
-//! supervisor) and `kill_on_drop`. Children are spawned from a few long-lived
+//! supervisor), `kill_on_drop`, and joins its agent's tree ([`tree`]: a
+//! cgroup, else an environment marker), which also holds the processes that
+//! leave the group (daemons); signals go to the group and to those, and the
+//! whole tree is killed when the leader exits. Children are spawned from a few long-lived
 //! threads, never from `spawn_blocking`: PDEATHSIG fires when the *thread* that
 //! forked the child exits, and blocking-pool threads idle out (see
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
 //! process group is killed so no grandchild is left behind.
 
+pub mod console;
 pub mod keeper;
 pub mod log;
 pub mod ports;
 pub mod sample;
+pub mod tree;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -139,7 +145,8 @@ pub trait Spawner: Send + 'static {
 /// A request for the spawner thread.
 struct Request {
     spec: SpawnSpec,
-    report: Reporter,
+    /// Dropped unanswered (the thread is gone), it reports a spawn failure.
+    report: RunReport,
 }
 
 /// How many spawner threads fork children. `fork`+`exec` of one child blocks
@@ -158,13 +165,16 @@ pub struct ProcessSpawner {
     next: usize,
     /// Joined on drop so every child is reaped before the supervisor returns.
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// How agent trees are found; its cgroups are removed on drop.
+    containment: std::sync::Arc<tree::Containment>,
 }
 
 /// What each spawner thread needs besides its requests.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct ThreadContext {
     /// Reports process groups to the keeper, when there is one.
     keeper: Option<keeper::KeeperLink>,
+    containment: std::sync::Arc<tree::Containment>,
 }
 
 impl ProcessSpawner {
@@ -177,11 +187,20 @@ impl ProcessSpawner {
     pub fn start_with_keeper(
         keeper: Option<keeper::KeeperLink>,
     ) -> Result<ProcessSpawner, SpawnError> {
-        let context = ThreadContext { keeper };
+        let containment = std::sync::Arc::new(tree::Containment::detect());
+        tracing::debug!(containment = %containment.describe(), "agent process trees");
+        if let Some(keeper) = &keeper {
+            keeper.send(keeper::GroupChanged::Contained((*containment).clone()));
+        }
+        let context = ThreadContext {
+            keeper,
+            containment: containment.clone(),
+        };
         let mut spawner = ProcessSpawner {
             requests: Vec::new(),
             next: 0,
             threads: Vec::new(),
+            containment,
         };
         for index in 0..SPAWNER_THREADS {
             let (requests, receiver) = mpsc::unbounded_channel();
@@ -210,24 +229,45 @@ impl Drop for ProcessSpawner {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        self.containment.kill_all();
     }
 }
 
 impl Spawner for ProcessSpawner {
     fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
         self.next = (self.next + 1) % self.requests.len();
+        let report = RunReport::new(report);
         if let Err(mpsc::error::SendError(request)) =
             self.requests[self.next].send(Request { spec, report })
         {
-            (request.report)(ProcessEvent::SpawnFailed {
+            request.report.send(ProcessEvent::SpawnFailed {
                 error: SpawnError::SpawnerGone.to_string(),
             });
         }
     }
 
+    /// The group, then the processes of the agent's tree that left it.
     fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
-        signal_group(pid, signal)
+        let tree = tree::Tree::of_process(&self.containment, pid);
+        signal_group(pid, signal)?;
+        if let Some(tree) = tree {
+            for member in escaped(&tree, pid) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(member as i32), signal);
+            }
+        }
+        Ok(())
     }
+}
+
+/// The processes of `tree` outside process group `pgid` (daemons).
+pub fn escaped(tree: &tree::Tree, pgid: u32) -> Vec<u32> {
+    tree.members()
+        .into_iter()
+        .filter(|member| {
+            nix::unistd::getpgid(Some(Pid::from_raw(*member as i32)))
+                .is_ok_and(|group| group.as_raw() as u32 != pgid)
+        })
+        .collect()
 }
 
 /// `killpg(pid, signal)`; a group that is already gone is not an error.
@@ -247,31 +287,134 @@ pub fn signal_group(pid: u32, signal: Signal) -> Result<(), SpawnError> {
 /// request channel closes and every child has been reaped.
 async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>, context: ThreadContext) {
     let children = tokio_util::task::TaskTracker::new();
+    // Cancelled when the supervisor is gone: children still running then were
+    // never stopped (the supervisor unwound from a panic), so they are killed
+    // rather than waited for, which would block the supervisor's exit forever.
+    let abandoned = tokio_util::sync::CancellationToken::new();
     while let Some(Request { spec, report }) = requests.recv().await {
-        match start(&spec) {
-            Ok(child) => {
-                children.spawn(supervise_child(child, spec, report, context.keeper.clone()));
+        // A panic here must not end the thread (its other children would
+        // lose their reaper): it becomes this run's spawn failure.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            start(&spec, &context.containment)
+        }));
+        match started {
+            Ok(Ok((child, tree))) => {
+                let guard = GroupGuard {
+                    pid: None,
+                    keeper: context.keeper.clone(),
+                    tree: Some(tree),
+                };
+                children.spawn(supervise_child(
+                    child,
+                    spec,
+                    report,
+                    guard,
+                    abandoned.child_token(),
+                ));
             }
-            Err(error) => report(ProcessEvent::SpawnFailed {
+            Ok(Err(error)) => report.send(ProcessEvent::SpawnFailed {
                 error: error.to_string(),
             }),
+            Err(panic) => {
+                let error = format!(
+                    "the spawner panicked starting it: {}",
+                    panic_message(panic.as_ref())
+                );
+                tracing::error!(agent = %spec.name, "{error}");
+                report.send(ProcessEvent::SpawnFailed { error });
+            }
         }
     }
     // The supervisor is gone; children it did not stop die with their group.
+    abandoned.cancel();
     children.close();
     children.wait().await;
 }
 
-/// Kills the process group when dropped: after the leader exits (grandchildren
-/// left behind) and when the task is dropped with the child still running.
-/// Then tells the keeper the group is gone.
-struct GroupGuard(u32, Option<keeper::KeeperLink>);
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// One run's [`Reporter`], which keeps the promise of [`ProcessEvent`]: the
+/// run ends with `SpawnFailed` or `Exited`, even when the code watching it
+/// unwinds from a panic (the task is dropped): then `drop` sends the missing
+/// last event, so the supervisor never waits for a run nobody watches.
+struct RunReport {
+    report: Reporter,
+    /// `Spawned` was sent and the last event was not.
+    spawned: bool,
+    /// The last event was sent.
+    finished: bool,
+}
+
+impl RunReport {
+    fn new(report: Reporter) -> RunReport {
+        RunReport {
+            report,
+            spawned: false,
+            finished: false,
+        }
+    }
+
+    fn send(mut self, event: ProcessEvent) {
+        self.send_ref(event);
+    }
+
+    fn send_ref(&mut self, event: ProcessEvent) {
+        match event {
+            ProcessEvent::Spawned { .. } => self.spawned = true,
+            ProcessEvent::SpawnFailed { .. } | ProcessEvent::Exited { .. } => self.finished = true,
+            ProcessEvent::LastLine { .. } => {}
+        }
+        (self.report)(event);
+    }
+}
+
+impl Drop for RunReport {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let event = if self.spawned {
+            tracing::error!("an agent's watcher ended without its exit; its group was killed");
+            ProcessEvent::Exited {
+                termination: Termination::Code(-1),
+            }
+        } else {
+            ProcessEvent::SpawnFailed {
+                error: "the spawner ended before starting it".into(),
+            }
+        };
+        self.send_ref(event);
+    }
+}
+
+/// Kills the process group and the rest of the agent's tree when dropped:
+/// after the leader exits (grandchildren and daemons left behind) and when
+/// the task is dropped with the child still running. Then tells the keeper
+/// the group is gone.
+struct GroupGuard {
+    /// The group, once the child has a pid.
+    pid: Option<u32>,
+    keeper: Option<keeper::KeeperLink>,
+    tree: Option<tree::Tree>,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        let _ = signal_group(self.0, Signal::SIGKILL);
-        if let Some(keeper) = &self.1 {
-            keeper.send(keeper::GroupChanged::Reaped(self.0));
+        if let Some(pid) = self.pid {
+            let _ = signal_group(pid, Signal::SIGKILL);
+        }
+        if let Some(tree) = &self.tree {
+            tree.kill();
+        }
+        if let (Some(pid), Some(keeper)) = (self.pid, &self.keeper) {
+            keeper.send(keeper::GroupChanged::Reaped(pid));
         }
     }
 }
@@ -279,20 +422,21 @@ impl Drop for GroupGuard {
 async fn supervise_child(
     mut child: tokio::process::Child,
     spec: SpawnSpec,
-    report: Reporter,
-    keeper: Option<keeper::KeeperLink>,
+    mut report: RunReport,
+    mut guard: GroupGuard,
+    abandoned: tokio_util::sync::CancellationToken,
 ) {
     let Some(pid) = child.id() else {
-        report(ProcessEvent::SpawnFailed {
+        report.send(ProcessEvent::SpawnFailed {
             error: "the child exited before it got a pid".into(),
         });
         return;
     };
-    if let Some(keeper) = &keeper {
+    if let Some(keeper) = &guard.keeper {
         keeper.send(keeper::GroupChanged::Started(pid));
     }
-    let guard = GroupGuard(pid, keeper);
-    report(ProcessEvent::Spawned { pid });
+    guard.pid = Some(pid);
+    report.send_ref(ProcessEvent::Spawned { pid });
     // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
     let tail = std::sync::Arc::new(std::sync::Mutex::new(log::Tail::default()));
     let mut output = tokio::spawn(log::pump(
@@ -301,7 +445,13 @@ async fn supervise_child(
         &spec,
         tail.clone(),
     ));
-    let status = child.wait().await;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = abandoned.cancelled() => {
+            let _ = signal_group(pid, Signal::SIGKILL);
+            child.wait().await
+        }
+    };
     drop(guard);
     let termination = match status {
         Ok(status) => Termination::from(status),
@@ -313,9 +463,9 @@ async fn supervise_child(
         .await
         .is_ok();
     if let Some(line) = tail.lock().ok().and_then(|tail| tail.last()) {
-        report(ProcessEvent::LastLine { line });
+        report.send_ref(ProcessEvent::LastLine { line });
     }
-    report(ProcessEvent::Exited { termination });
+    report.send(ProcessEvent::Exited { termination });
     // The group is dead, so the pipes reach end of file soon, unless a
     // grandchild left the group and kept them open: do not wait for it.
     if !drained
@@ -327,18 +477,30 @@ async fn supervise_child(
     }
 }
 
-/// Forks and execs one child with its own process group and PDEATHSIG.
-fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
-    let (program, args): (&str, &[String]) = if spec.shell {
-        ("sh", &[])
-    } else {
-        (spec.argv[0].as_str(), &spec.argv[1..])
+/// Forks and execs one child with its own process group and PDEATHSIG, in
+/// its agent's tree (returned).
+fn start(
+    spec: &SpawnSpec,
+    containment: &tree::Containment,
+) -> Result<(tokio::process::Child, tree::Tree), SpawnError> {
+    // Validation rejects an empty command; a spawner must not trust that.
+    let Some((first, rest)) = spec
+        .argv
+        .split_first()
+        .filter(|(first, _)| !first.is_empty())
+    else {
+        return Err(SpawnError::Start {
+            agent: spec.name.clone(),
+            program: String::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty"),
+        });
     };
+    let program = if spec.shell { "sh" } else { first.as_str() };
     let mut command = tokio::process::Command::new(program);
     if spec.shell {
-        command.arg("-c").arg(&spec.argv[0]);
+        command.arg("-c").arg(first);
     } else {
-        command.args(args);
+        command.args(rest);
     }
     command
         .envs(spec.env.iter().map(|(key, value)| (key, value)))
@@ -350,9 +512,14 @@ fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
+    let tree = containment.tree(&spec.name);
+    if let Some((key, value)) = tree.environment() {
+        command.env(key, value);
+    }
+    let joiner = tree.joiner();
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid).
+    // async-signal-safe system calls (prctl, getppid, open/write/close).
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
@@ -360,14 +527,16 @@ fn start(spec: &SpawnSpec) -> Result<tokio::process::Child, SpawnError> {
             if nix::unistd::getppid().as_raw() != parent {
                 return Err(std::io::Error::other("the supervisor exited during spawn"));
             }
-            Ok(())
+            // Before the agent runs, so nothing it starts is outside.
+            joiner.join()
         });
     }
-    command.spawn().map_err(|source| SpawnError::Start {
+    let child = command.spawn().map_err(|source| SpawnError::Start {
         agent: spec.name.clone(),
         program: program.to_string(),
         source,
-    })
+    })?;
+    Ok((child, tree))
 }
 
 #[cfg(test)]
@@ -438,6 +607,87 @@ mod tests {
         let seen = wait_for(&events, 1);
         assert!(
             matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("/nonexistent/x"))
+        );
+    }
+
+    #[test]
+    fn an_empty_command_is_a_spawn_failure_not_a_panic() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        for (argv, shell) in [
+            (vec![], false),
+            (vec![String::new()], false),
+            (vec![], true),
+        ] {
+            let (report, events) = collect();
+            spawner.spawn(
+                SpawnSpec {
+                    name: "t".into(),
+                    argv,
+                    shell,
+                    ..Default::default()
+                },
+                report,
+            );
+            let seen = wait_for(&events, 1);
+            assert!(
+                matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("empty")),
+                "{seen:?}"
+            );
+        }
+        // The threads survived: a good command still runs.
+        let (report, events) = collect();
+        spawner.spawn(
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["true".into()],
+                ..Default::default()
+            },
+            report,
+        );
+        assert_eq!(wait_for(&events, 2).len(), 2);
+    }
+
+    #[test]
+    fn a_run_dropped_unanswered_still_ends_with_an_event() {
+        let (report, events) = collect();
+        drop(RunReport::new(report));
+        assert!(matches!(
+            events.lock().unwrap()[..],
+            [ProcessEvent::SpawnFailed { .. }]
+        ));
+        let (report, events) = collect();
+        let mut run = RunReport::new(report);
+        run.send_ref(ProcessEvent::Spawned { pid: 1 });
+        drop(run);
+        assert_eq!(
+            events.lock().unwrap()[1],
+            ProcessEvent::Exited {
+                termination: Termination::Code(-1)
+            }
+        );
+    }
+
+    #[test]
+    fn dropping_the_spawner_kills_children_it_was_not_told_to_stop() {
+        let mut spawner = ProcessSpawner::start().unwrap();
+        let (report, events) = collect();
+        spawner.spawn(
+            SpawnSpec {
+                name: "t".into(),
+                argv: vec!["sleep".into(), "300".into()],
+                ..Default::default()
+            },
+            report,
+        );
+        wait_for(&events, 1);
+        let started = std::time::Instant::now();
+        drop(spawner);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            events.lock().unwrap()[1],
+            ProcessEvent::Exited {
+                termination: Termination::Signaled(9)
+            }
         );
     }
 

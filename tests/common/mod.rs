@@ -129,19 +129,33 @@ impl Fixture {
 
     /// Starts `supervisor up --config manifest.yaml` with `extra` arguments.
     pub fn up(&self, manifest: &Path, extra: &[&str]) -> Up {
+        self.start_up(manifest, extra, false)
+    }
+
+    /// Like [`Fixture::up`], but nothing reads its stdout (the console):
+    /// a paused terminal. `Up::output` has its stderr only.
+    pub fn up_with_stalled_console(&self, manifest: &Path, extra: &[&str]) -> Up {
+        self.start_up(manifest, extra, true)
+    }
+
+    fn start_up(&self, manifest: &Path, extra: &[&str], stalled_console: bool) -> Up {
         let mut command = Command::new(SUPERVISOR);
         command
             .args(["--log", "info", "up", "--config"])
             .arg(manifest)
             .args(extra);
-        Up::spawn(command, &self.record)
+        Up::start(command, &self.record, stalled_console)
     }
 }
 
 impl Up {
     /// Starts `command` (a `supervisor ... up ...`) with its output captured
     /// and `record` as the fake agents' record file.
-    pub fn spawn(mut command: Command, record: &Path) -> Up {
+    pub fn spawn(command: Command, record: &Path) -> Up {
+        Up::start(command, record, false)
+    }
+
+    fn start(mut command: Command, record: &Path, stalled_console: bool) -> Up {
         command
             .env("FAKE_AGENT_RECORD", record)
             .env("NO_COLOR", "1")
@@ -150,10 +164,17 @@ impl Up {
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start supervisor");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
+        let stdout = child.stdout.take().expect("stdout");
+        let (console, stdout) = match stalled_console {
+            true => (Some(stdout), None),
+            false => (None, Some(stdout)),
+        };
+        let mut streams: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+        if let Some(stdout) = stdout {
+            streams.push(Box::new(stdout));
+        }
+        streams.push(Box::new(child.stderr.take().expect("stderr")));
+        for stream in streams {
             let output = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -168,6 +189,7 @@ impl Up {
             output,
             record: record.to_path_buf(),
             status: None,
+            _console: console,
         }
     }
 }
@@ -179,6 +201,9 @@ pub struct Up {
     output: Arc<Mutex<String>>,
     record: PathBuf,
     status: Option<ExitStatus>,
+    /// With a stalled console: the read end of its stdout, held open and
+    /// never read.
+    _console: Option<std::process::ChildStdout>,
 }
 
 impl Up {
