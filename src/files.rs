@@ -131,13 +131,15 @@ impl LogTarget {
 }
 
 /// Appends to a file, rotating it by size. A file that cannot be opened
-/// (again, after a rotation) is skipped with a warning until the next
-/// rotation point; the writer never fails its caller.
+/// (again, after a rotation) is skipped, with one warning, and opening it
+/// is tried again at most once a second; the writer never fails its caller.
 #[derive(Debug)]
 pub struct RotatingFile {
     target: LogTarget,
     file: Option<File>,
     size: u64,
+    /// When opening last failed (for the retry interval and one warning).
+    failed_at: Option<std::time::Instant>,
 }
 
 impl RotatingFile {
@@ -149,6 +151,7 @@ impl RotatingFile {
             target,
             file: Some(file),
             size,
+            failed_at: None,
         })
     }
 
@@ -159,6 +162,7 @@ impl RotatingFile {
             target,
             file: None,
             size: 0,
+            failed_at: Some(std::time::Instant::now()),
         }
     }
 
@@ -171,7 +175,11 @@ impl RotatingFile {
     /// past `max_bytes`.
     pub fn append<const N: usize>(&mut self, parts: [&[u8]; N]) -> std::io::Result<()> {
         let length = parts.iter().map(|part| part.len() as u64).sum::<u64>();
-        if (self.size > 0 && self.size + length > self.target.max_bytes) || self.file.is_none() {
+        let retry = self.file.is_none()
+            && self
+                .failed_at
+                .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+        if (self.size > 0 && self.size + length > self.target.max_bytes) || retry {
             self.rotate();
         }
         let Some(file) = &mut self.file else {
@@ -194,9 +202,13 @@ impl RotatingFile {
             Ok(file) => {
                 self.size = file.metadata().map(|meta| meta.len()).unwrap_or(0);
                 self.file = Some(file);
+                self.failed_at = None;
             }
             Err(error) => {
-                tracing::warn!(path = %self.target.path.display(), %error, "cannot open the file");
+                if self.failed_at.is_none() {
+                    tracing::warn!(path = %self.target.path.display(), %error, "cannot open the file; its lines are dropped until it can be");
+                }
+                self.failed_at = Some(std::time::Instant::now());
             }
         }
     }

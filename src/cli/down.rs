@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// Give up waiting for the supervisor to exit after this many seconds (exit 1).
-    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = super::seconds)]
     pub timeout: f64,
 }
 

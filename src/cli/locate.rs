@@ -13,9 +13,11 @@
 //! beside a [`DEFAULT_NAMES`] manifest), else `./.supervisor`.
 //!
 //! The registry: `up` writes `<registry>/<pid>` holding the directory it was
-//! started in and its run directory, and removes it when it ends; entries of
-//! dead processes are ignored. `<registry>` is `$XDG_RUNTIME_DIR/supervisor`,
-//! else `$HOME/.local/state/supervisor/runs`, created with mode 0700.
+//! started in and its run directory. A live supervisor's entry wins; the
+//! entry of one that has ended still leads to its run directory (for `logs`
+//! after `down`) until that directory is gone, when the entry is removed.
+//! `<registry>` is `$XDG_RUNTIME_DIR/supervisor`, else
+//! `$HOME/.local/state/supervisor/runs`, created with mode 0700.
 //!
 //! Owns these rules only; the run directory's files are
 //! `crate::control::rundir`'s.
@@ -118,11 +120,13 @@ fn registry() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".local/state/supervisor/runs"))
 }
 
-/// The run directory of a live supervisor started in `here` or the nearest
-/// directory above it.
+/// The run directory of the supervisor started in `here` or the nearest
+/// directory above it: a live one first, else the latest that has ended
+/// and left its run directory.
 fn registered(here: &Path) -> Option<PathBuf> {
     let entries = std::fs::read_dir(registry()?).ok()?;
-    let mut best: Option<(usize, PathBuf)> = None;
+    // (live, depth, when written) orders the candidates.
+    let mut best: Option<((bool, usize, std::time::SystemTime), PathBuf)> = None;
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -131,10 +135,6 @@ fn registered(here: &Path) -> Option<PathBuf> {
         else {
             continue;
         };
-        if !alive(pid) {
-            let _ = std::fs::remove_file(entry.path());
-            continue;
-        }
         let Ok(text) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
@@ -142,11 +142,20 @@ fn registered(here: &Path) -> Option<PathBuf> {
         let (Some(started_in), Some(run_dir)) = (lines.next(), lines.next()) else {
             continue;
         };
+        let live = alive(pid);
+        if !live && !Path::new(run_dir).join("logs").is_dir() {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
         let started_in = Path::new(started_in);
         if here.starts_with(started_in) {
-            let depth = started_in.components().count();
-            if best.as_ref().is_none_or(|(deepest, _)| depth > *deepest) {
-                best = Some((depth, PathBuf::from(run_dir)));
+            let written = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let rank = (live, started_in.components().count(), written);
+            if best.as_ref().is_none_or(|(best_rank, _)| rank > *best_rank) {
+                best = Some((rank, PathBuf::from(run_dir)));
             }
         }
     }
@@ -161,11 +170,9 @@ fn alive(pid: i32) -> bool {
     )
 }
 
-/// `up`'s entry in the registry; removed when dropped.
+/// `up`'s entry in the registry (kept after it ends: see the module doc).
 #[derive(Debug)]
-pub struct Registration {
-    path: PathBuf,
-}
+pub struct Registration;
 
 impl Registration {
     /// Records that this process, started in the current directory, runs
@@ -182,13 +189,7 @@ impl Registration {
         let path = registry.join(std::process::id().to_string());
         let text = format!("{}\n{}\n", here.display(), run_dir.path.display());
         std::fs::write(&path, text).ok()?;
-        Some(Registration { path })
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        Some(Registration)
     }
 }
 
@@ -219,7 +220,7 @@ mod tests {
             format!("{}\n/run/b\n", nested.display()),
         )
         .expect("entry");
-        // A dead pid is ignored and removed.
+        // A dead pid whose run directory is gone is ignored and removed.
         std::fs::write(
             registry.join("999999999"),
             format!("{}\n/run/c\n", nested.display()),
@@ -232,5 +233,16 @@ mod tests {
         assert_eq!(registered(&project), Some(PathBuf::from("/run/a")));
         assert_eq!(registered(scratch.path()), None);
         assert!(!registry.join("999999999").exists());
+        // An ended one whose run directory is still there leads to it when
+        // no live one does (logs after `down`).
+        let other = scratch.path().join("other");
+        let ended_run = other.join(".supervisor");
+        std::fs::create_dir_all(ended_run.join("logs")).expect("dirs");
+        std::fs::write(
+            registry.join("999999998"),
+            format!("{}\n{}\n", other.display(), ended_run.display()),
+        )
+        .expect("entry");
+        assert_eq!(registered(&other), Some(ended_run));
     }
 }

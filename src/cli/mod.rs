@@ -135,6 +135,17 @@ impl ManifestArgs {
     }
 }
 
+/// A `SECONDS` option: a finite, non-negative number below a year (a usage
+/// error otherwise, before anything starts).
+pub fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && (0.0..=31_536_000.0).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds (0 to 31536000)"
+        )),
+    }
+}
+
 /// The process exit codes; listed in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

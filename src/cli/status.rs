@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, short = 'w')]
     pub watch: bool,
     /// Seconds between refreshes with `--watch`.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS", value_parser = super::seconds)]
     pub interval: f64,
     /// Per agent, the TCP ports its process tree really listens on (read
     /// from /proc), flagged where they differ from the manifest or are

@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub no_wait: bool,
     /// Give up waiting after this many seconds (exit 1).
-    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = super::seconds)]
     pub timeout: f64,
 }
 

@@ -57,7 +57,7 @@ pub struct Args {
     pub exit_when_ready: bool,
     /// With `--exit-when-ready` or `-d --wait`: give up (exit 1) when not
     /// every agent is ready after this many seconds.
-    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS", value_parser = super::seconds)]
     pub timeout: f64,
     /// With `-d`: return only once every agent is ready (exit 0), or one of
     /// them failed (exit 1, naming it, with the last lines of its log).
@@ -828,8 +828,6 @@ struct Summary {
     json: serde_json::Value,
 }
 
-/// Time to all-ready, each agent's ready time, and the critical path weighted
-/// by the measured start-to-ready times.
 /// What the summary needs besides the status: the start order, and how
 /// each agent's readiness is checked.
 #[derive(Debug, Clone)]
@@ -851,6 +849,8 @@ fn describe(readiness: &crate::manifest::Readiness) -> String {
     }
 }
 
+/// Time to all-ready, each agent's ready time, and the critical path weighted
+/// by the measured start-to-ready times.
 fn summary(snapshot: &StatusSnapshot, start: &Start) -> Summary {
     let total = snapshot.all_ready_after.unwrap_or_default();
     let seconds = |duration: Option<Duration>| duration.map(|value| value.as_secs_f64());

@@ -159,7 +159,10 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
                 None => handle.subscribe().borrow().clone(),
             };
             Response {
-                status: Some(StatusView::from_snapshot(&snapshot)),
+                // Off the runtime: finding escaped processes may scan /proc.
+                status: tokio::task::spawn_blocking(move || StatusView::from_snapshot(&snapshot))
+                    .await
+                    .ok(),
                 ..Response::ok()
             }
         }

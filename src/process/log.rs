@@ -217,8 +217,6 @@ fn prefix(name: &str, console: &Console) -> String {
     }
 }
 
-/// Reads both streams until they close, writing every line to the log file
-/// and the console. Returns when both reached end of file.
 /// The last non-empty line of each stream of one run, so an exit can say
 /// what the agent last said (`exited with code 1: No module named 'x'`).
 #[derive(Debug, Default)]
@@ -259,6 +257,9 @@ impl Tail {
     }
 }
 
+/// Reads both streams until they close, writing every line to the log file
+/// and the console queue, and keeping the last line of each in `tail`.
+/// Returns when both reached end of file.
 pub(super) fn pump(
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,

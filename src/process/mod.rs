@@ -248,12 +248,21 @@ impl Spawner for ProcessSpawner {
 
     /// The group, then the processes of the agent's tree that left it.
     fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
-        let tree = tree::Tree::of_process(&self.containment, pid);
         signal_group(pid, signal)?;
-        if let Some(tree) = tree {
-            for member in escaped(&tree, pid) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(member as i32), signal);
+        // Its daemons (processes that left the group): finding them may scan
+        // all of /proc (the marker), so not on the caller's (the
+        // supervisor loop's) thread.
+        let containment = self.containment.clone();
+        let reach_escaped = move || {
+            if let Some(tree) = tree::Tree::of_process(&containment, pid) {
+                for member in escaped(&tree, pid) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(member as i32), signal);
+                }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(reach_escaped)),
+            Err(_) => reach_escaped(),
         }
         Ok(())
     }

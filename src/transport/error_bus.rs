@@ -38,6 +38,9 @@ use super::wake::{self, WakeReceiver, Waker};
 use super::{TransportError, bound_endpoint, context};
 use crate::files::{LogTarget, RotatingFile};
 
+/// The one rate-limit bucket of every legacy (unauthenticated) record.
+const LEGACY_BUCKET: &str = "(legacy port)";
+
 /// Records queued between producers and the bus thread. The channel's slots
 /// are allocated (and touched) up front, so each holds a boxed record: 8,192
 /// slots cost about 200 KB of resident memory, where 65,536 unboxed ones
@@ -551,11 +554,17 @@ impl ErrorBus {
         if record.source != ErrorSource::Supervisor {
             let now = Instant::now();
             let limit = self.limit;
-            let bucket = match self.buckets.get_mut(&record.agent) {
+            // A legacy message names its agent itself (unauthenticated): all
+            // of them share one bucket, so new names buy no fresh burst.
+            let key = match record.source {
+                ErrorSource::Legacy => LEGACY_BUCKET,
+                _ => record.agent.as_str(),
+            };
+            let bucket = match self.buckets.get_mut(key) {
                 Some(bucket) => bucket,
                 None => self
                     .buckets
-                    .entry(record.agent.clone())
+                    .entry(key.to_string())
                     .or_insert_with(|| Bucket::new(&limit, now)),
             };
             if !bucket.admit(&limit, now) {
