@@ -79,10 +79,14 @@ fn main() {
     let no_bind = CheckOptions {
         bind_check: false,
         this_host: "localhost".into(),
+        files: false,
+        compile: false,
     };
     let with_bind = CheckOptions {
         bind_check: true,
         this_host: "localhost".into(),
+        files: false,
+        compile: false,
     };
     let runs = 31;
     let load = || load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");

@@ -119,12 +119,19 @@ fn unknown_keys_are_errors_with_a_suggestion() {
     );
 }
 
+/// Issue 15: an unset variable is a located problem, not the end of the
+/// check: exit 1 (errors found), and the other checks still run.
 #[test]
 fn unset_variables_are_named_with_their_line() {
     let (code, problems) = check_json(
-        "version: 1\nagents:\n  db:\n    command: [\"run\", \"${SURELY_UNSET_VAR_1}\"]\n    env: { A: \"${SURELY_UNSET_VAR_2}\" }\n",
+        "version: 1\nagents:\n  db:\n    command: [\"run\", \"${SURELY_UNSET_VAR_1}\"]\n    env: { A: \"${SURELY_UNSET_VAR_2}\" }\n    dependencies: [ghost]\n",
     );
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
+    assert_eq!(
+        of_kind(&problems, "unknown_dependency").len(),
+        1,
+        "{problems:?}"
+    );
     let unset = of_kind(&problems, "unset_variable");
     assert_eq!(unset.len(), 2, "{problems:?}");
     assert!(

@@ -266,7 +266,9 @@ fn sample_simple_format_implicit_health_clash() {
     );
 }
 
-/// HEAD of MainPC (49 agents) has no cycle and no error, only warnings.
+/// HEAD of MainPC (49 agents) has no cycle; its one error is the
+/// mis-indented `docker_groups` block (line 618 on) that the agents' own
+/// config loader crashes on (issue 14, item 10).
 #[test]
 fn sample_mainpc_head_is_clean_of_errors() {
     let Some(corpus) = corpus_dir("sample_mainpc_head_is_clean_of_errors") else {
@@ -274,9 +276,18 @@ fn sample_mainpc_head_is_clean_of_errors() {
     };
     let found = problems(&corpus, "3dd45d008fc4.yaml");
     let errors: Vec<&Value> = found.iter().filter(|p| p["severity"] == "error").collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["kind"], "not_an_agent");
+    assert_eq!(errors[0]["line"], 632);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'str' object has no attribute 'get'"),
+        "{errors:?}"
+    );
     let (code, stdout, _) = run("plan", &corpus.join("3dd45d008fc4.yaml"), &[]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1, "the loader-crash error");
     assert!(stdout.contains("critical path"), "{stdout}");
 }
 

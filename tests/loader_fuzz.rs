@@ -24,6 +24,8 @@ fn load_and_check(text: &str) {
             &CheckOptions {
                 bind_check: false,
                 this_host: "localhost".into(),
+                files: false,
+                compile: false,
             },
         );
         let _ = supervisor::plan::Plan::new(&report.manifest);

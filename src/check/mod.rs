@@ -17,10 +17,10 @@ use std::path::PathBuf;
 
 use crate::manifest::yaml::did_you_mean;
 use crate::manifest::{
-    self, Agent, ConfigArg, LoadOptions, Manifest, ManifestError, PortKind, Problem, ProblemKind,
-    User,
+    self, Agent, ConfigArg, Edge, LoadOptions, Location, Manifest, ManifestError, PortKind,
+    Problem, ProblemKind, User,
 };
-use crate::plan::{find_cycles, format_cycle};
+use crate::plan::{MAX_LISTED_CYCLES, find_knots, format_cycle};
 use bound::BoundPorts;
 
 /// What to check besides the manifest itself.
@@ -122,6 +122,7 @@ pub fn check_manifest(
     }
     duplicate_agents(&manifest, &mut problems);
     unknown_dependencies(&manifest, &mut problems);
+    disabled_dependencies(&manifest, &mut problems);
     cycles(&manifest, &mut problems);
     required_on_optional(&manifest, &mut problems);
     if options.files {
@@ -141,6 +142,10 @@ pub fn check_manifest(
 
 fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let mut first: HashMap<&str, &Agent> = HashMap::with_capacity(manifest.agents.len());
+    // Names that differ but share a variable form (`Db` and `DB`, `a-b`
+    // and `a_b`): their `*_ENDPOINT` variables collide, and so do their log
+    // files on a case-insensitive file system.
+    let mut by_variable: HashMap<String, &Agent> = HashMap::with_capacity(manifest.agents.len());
     for agent in &manifest.agents {
         match first.get(agent.name.as_str()) {
             Some(earlier) => problems.push(
@@ -157,7 +162,61 @@ fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
             ),
             None => {
                 first.insert(&agent.name, agent);
+                let variable = manifest::variable_name(&agent.name);
+                match by_variable.get(&variable) {
+                    Some(earlier) => problems.push(
+                        Problem::error(
+                            ProblemKind::DuplicateAgent,
+                            format!(
+                                "agents `{}` (at {}) and `{}` differ only in case or punctuation: both become `{variable}_ENDPOINT` for their dependents, and their logs collide on a case-insensitive file system",
+                                earlier.name, earlier.location, agent.name
+                            ),
+                        )
+                        .at(&agent.location)
+                        .for_agent(&agent.name)
+                        .suggest("rename one of them so the names differ in letters or digits"),
+                    ),
+                    None => {
+                        by_variable.insert(variable, agent);
+                    }
+                }
             }
+        }
+    }
+}
+
+/// An enabled agent that depends on a disabled one: `up` starts it without
+/// that dependency (see `supervisor`), which the author may not expect.
+fn disabled_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
+    let disabled: HashSet<&str> = manifest
+        .agents
+        .iter()
+        .filter(|agent| !agent.enabled)
+        .map(|agent| agent.name.as_str())
+        .collect();
+    if disabled.is_empty() {
+        return;
+    }
+    for agent in manifest.agents.iter().filter(|agent| agent.enabled) {
+        for dependency in &agent.dependencies {
+            if !disabled.contains(dependency.name.as_str()) {
+                continue;
+            }
+            let mut problem = Problem::warning(
+                ProblemKind::DisabledDependency,
+                format!(
+                    "agent `{}` depends on `{}`, which is disabled (`enabled: false`): `up` does not start `{}` and starts `{}` without it",
+                    agent.name, dependency.name, dependency.name, agent.name
+                ),
+            )
+            .at(&dependency.location)
+            .for_agent(&agent.name)
+            .suggest(format!(
+                "enable `{}`, disable `{}` too, or remove the dependency",
+                dependency.name, agent.name
+            ));
+            problem.dependency = Some(dependency.name.clone());
+            problems.push(problem);
         }
     }
 }
@@ -180,9 +239,19 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 candidates = names.iter().copied().collect();
                 candidates.sort_unstable();
             }
-            let suggestion = match did_you_mean(&dependency.name, &candidates) {
+            let hidden = manifest
+                .hidden
+                .iter()
+                .find(|hidden| hidden.name == dependency.name);
+            let suggestion = match (hidden, did_you_mean(&dependency.name, &candidates)) {
+                (Some(hidden), _) => format!(
+                    "`{}` is in `{}` ({}), a group indented one level too deep that the legacy launcher does not read; dedent that group",
+                    hidden.name, hidden.group, hidden.location
+                ),
+                (None, close) => match close {
                 Some(close) => format!("did you mean `{close}`?"),
                 None => "define that agent, pass the manifest that defines it with another --config, or remove the dependency".into(),
+                },
             };
             let mut problem = Problem::error(
                 ProblemKind::UnknownDependency,
@@ -200,21 +269,131 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Where `from` lists `to` among its dependencies.
+fn edge(manifest: &Manifest, from: &str, to: &str) -> Edge {
+    let location = manifest.agent(from).and_then(|agent| {
+        agent
+            .dependencies
+            .iter()
+            .find(|dependency| dependency.name == to)
+            .map(|dependency| &dependency.location)
+    });
+    Edge {
+        from: from.to_string(),
+        to: to.to_string(),
+        file: location
+            .map(|location| location.file.display().to_string())
+            .unwrap_or_default(),
+        line: location.map(|location| location.line).unwrap_or_default(),
+    }
+}
+
+/// Where `from` lists `to` (else where `from` is defined).
+fn dependency_location(manifest: &Manifest, from: &str, to: &str) -> Location {
+    let agent = manifest
+        .agent(from)
+        .expect("cycles are made of defined agents");
+    agent
+        .dependencies
+        .iter()
+        .find(|dependency| dependency.name == to)
+        .map(|dependency| dependency.location.clone())
+        .unwrap_or_else(|| agent.location.clone())
+}
+
+/// `A -> B (line 12)`, for suggestions.
+fn describe_edges(edges: &[Edge]) -> String {
+    edges
+        .iter()
+        .map(|edge| format!("`{}` -> `{}` (line {})", edge.from, edge.to, edge.line))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One problem per elementary cycle of each knot (past
+/// [`MAX_LISTED_CYCLES`] in a knot: one problem naming its members and the
+/// count), each with the file and line of every edge, and the fewest
+/// dependencies to remove to break the whole knot.
 fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
-    for cycle in find_cycles(manifest) {
-        let first = manifest
-            .agent(&cycle[0])
-            .expect("cycles are made of defined agents");
-        let message = if cycle.len() == 1 {
-            format!("agent `{}` depends on itself", cycle[0])
-        } else {
-            format!("dependency cycle: {}", format_cycle(&cycle))
+    for knot in find_knots(manifest) {
+        let breaking: Vec<Edge> = knot
+            .break_edges
+            .iter()
+            .map(|(from, to)| edge(manifest, from, to))
+            .collect();
+        let remove = match breaking.len() {
+            1 => format!("remove the dependency {}", describe_edges(&breaking)),
+            count => format!(
+                "remove these {count} dependencies: {}",
+                describe_edges(&breaking)
+            ),
         };
-        let mut problem = Problem::error(ProblemKind::Cycle, message)
+        let count = if knot.counted_all {
+            knot.count.to_string()
+        } else {
+            format!("at least {}", knot.count)
+        };
+        if knot.count > MAX_LISTED_CYCLES || !knot.counted_all {
+            let first = manifest
+                .agent(&knot.members[0])
+                .expect("knots are made of defined agents");
+            let mut problem = Problem::error(
+                ProblemKind::Cycle,
+                format!(
+                    "{} agents are knotted in {count} dependency cycles (more than {MAX_LISTED_CYCLES}, so not listed): {}",
+                    knot.members.len(),
+                    knot.members.join(", ")
+                ),
+            )
             .at(&first.location)
-            .suggest("remove one dependency of the cycle; agents in a cycle can never start");
-        problem.agents = Some(cycle);
-        problems.push(problem);
+            .suggest(format!("agents in a cycle can never start; {remove}"));
+            problem.agents = Some(knot.members.clone());
+            problem.edges = Some(breaking.clone());
+            problem.count = None;
+            problems.push(problem);
+            continue;
+        }
+        let single = knot.cycles.len() == 1;
+        for cycle in &knot.cycles {
+            let edges: Vec<Edge> = (0..cycle.len())
+                .map(|index| edge(manifest, &cycle[index], &cycle[(index + 1) % cycle.len()]))
+                .collect();
+            let message = if cycle.len() == 1 {
+                format!("agent `{}` depends on itself", cycle[0])
+            } else {
+                let lines: Vec<String> = edges.iter().map(|edge| edge.line.to_string()).collect();
+                format!(
+                    "dependency cycle: {} (dependencies on lines {})",
+                    format_cycle(cycle),
+                    lines.join(", ")
+                )
+            };
+            let message = if single {
+                message
+            } else {
+                format!(
+                    "{message} [one of {count} cycles among {}]",
+                    knot.members.join(", ")
+                )
+            };
+            let suggestion = if single {
+                format!("agents in a cycle can never start; {remove}")
+            } else {
+                format!(
+                    "agents in a cycle can never start; to break all {count} cycles of this knot, {remove}"
+                )
+            };
+            let mut problem = Problem::error(ProblemKind::Cycle, message)
+                .at(&dependency_location(
+                    manifest,
+                    &cycle[0],
+                    &cycle[1 % cycle.len()],
+                ))
+                .suggest(suggestion);
+            problem.agents = Some(cycle.clone());
+            problem.edges = Some(edges);
+            problems.push(problem);
+        }
     }
 }
 
@@ -260,18 +439,34 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
     let mut shared: Vec<_> = table.iter().filter(|(_, uses)| uses.len() >= 2).collect();
     shared.sort_unstable_by_key(|(key, _)| **key);
     let mut fixes = Vec::new();
+    // (agent, field) values already moved by a suggestion.
+    let mut moved: HashSet<(&str, &str)> = HashSet::new();
     for ((host, port), uses) in shared {
         let agents: BTreeSet<&str> = uses.iter().map(|(agent, _)| agent.name.as_str()).collect();
-        if agents.len() < 2 {
-            continue;
-        }
-        // A clash counts as an error when two different agents really bind it.
+        // A clash counts as an error when two different agents really bind
+        // it, or one agent binds it twice (`port` equal to its own
+        // `health_check_port`: its second bind fails).
+        let binding_uses = uses
+            .iter()
+            .filter(|(_, port)| port.kind != PortKind::LegacyHttpHealth)
+            .count();
         let binding: BTreeSet<&str> = uses
             .iter()
             .filter(|(_, port)| port.kind != PortKind::LegacyHttpHealth)
             .map(|(agent, _)| agent.name.as_str())
             .collect();
-        let error = binding.len() >= 2;
+        // Only `port` against `health_check_port`: a `config.*_port` equal
+        // to the agent's own port describes the same socket, not a second one.
+        let with_itself = agents.len() == 1
+            && binding_uses >= 2
+            && uses.iter().any(|(_, use_)| use_.field == "port")
+            && uses
+                .iter()
+                .any(|(_, use_)| use_.field == "health_check_port");
+        if agents.len() < 2 && !with_itself {
+            continue;
+        }
+        let error = binding.len() >= 2 || with_itself;
         let users: Vec<User> = uses
             .iter()
             .map(|(agent, port)| User {
@@ -283,45 +478,99 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             .iter()
             .map(|user| format!("{}.{}", user.agent, user.field))
             .collect();
-        // Change the last written value that can be changed in place.
-        let change = uses
+        // Change the last written value that can be changed in place and
+        // has not been moved for an earlier conflict. A use that an earlier
+        // move already takes away no longer counts.
+        let remaining: Vec<_> = uses
             .iter()
-            .rev()
-            .find(|(_, port)| port.span.is_some())
-            .or(uses.last())
-            .expect("at least two users");
+            .filter(|(agent, use_)| {
+                movable(agent, use_).is_none_or(|(base, _)| {
+                    !moved.contains(&(agent.name.as_str(), base.field.as_str()))
+                })
+            })
+            .collect();
+        let remaining_agents: BTreeSet<&str> = remaining
+            .iter()
+            .filter(|(_, use_)| use_.kind != PortKind::LegacyHttpHealth || !error)
+            .map(|(agent, _)| agent.name.as_str())
+            .collect();
+        let resolved = remaining.len() < uses.len()
+            && remaining_agents.len() < 2
+            && !(with_itself && remaining.len() >= 2);
+        let change = remaining.iter().rev().find_map(|(agent, use_)| {
+            movable(agent, use_).map(|(base, found)| (*agent, base, found))
+        });
+        // The earlier move that takes a user away from this port.
+        let moved_by = uses.iter().find_map(|(agent, use_)| {
+            movable(agent, use_)
+                .filter(|(base, _)| moved.contains(&(agent.name.as_str(), base.field.as_str())))
+                .map(|(base, _)| (*agent, base))
+        });
+        let (blame, location) = match (resolved, moved_by, change) {
+            (true, Some((agent, base)), _) | (false, _, Some((agent, base, _))) => {
+                (agent.name.clone(), base.location.clone())
+            }
+            _ => {
+                let (agent, use_) = uses.last().expect("at least one user");
+                (agent.name.clone(), use_.location.clone())
+            }
+        };
         let local = is_this_host(host, &options.this_host);
-        let replacement = free_port(
-            host,
-            *port,
-            bound.as_ref().filter(|_| local),
-            &mut used,
-            change.0.port.is_some()
-                && change.1.field == "port"
-                && change.0.legacy
-                && change.0.health_check_port.is_none(),
-        );
-        let mut problem = if error {
+        let mut problem = if with_itself {
+            let fields: Vec<&str> = uses.iter().map(|(_, port)| port.field.as_str()).collect();
+            Problem::error(ProblemKind::PortConflict, format!("agent `{}` uses port {port} on host `{host}` for both {}: it cannot bind the port twice", uses[0].0.name, fields.join(" and ")))
+        } else if error {
             Problem::error(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {}", described.join(" and ")))
         } else {
             Problem::warning(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {} (the legacy HTTP health server at health_check_port+1 only exists for agents built on the legacy base class)", described.join(" and ")))
         }
-        .at(&change.1.location)
-        .for_agent(&change.0.name);
-        if let Some(replacement) = replacement {
+        .at(&location)
+        .for_agent(&blame);
+        let mut replacement = None;
+        if resolved {
+            let what = moved_by
+                .map(|(agent, base)| format!("the change to {}.{}", agent.name, base.field))
+                .unwrap_or_else(|| "a change".into());
             problem = problem.suggest(format!(
-                "change {}.{} to {replacement}, which is free",
-                change.0.name, change.1.field
+                "{what} suggested for an earlier conflict also frees this port"
             ));
-            // Warnings are suggestions only: `--fix` changes what really clashes.
-            if let (true, Some(span)) = (error, &change.1.span) {
+        } else if let Some((agent, base, (written, offset, extra))) = change
+            && let Some(value) = free_port(
+                host,
+                written,
+                bound.as_ref().filter(|_| local),
+                &mut used,
+                extra,
+            )
+        {
+            moved.insert((agent.name.as_str(), base.field.as_str()));
+            replacement = value.checked_add(offset);
+            let along = match (base.field.as_str(), extra) {
+                ("port", 2) => format!(
+                    "; its implicit health port {} and HTTP health port {} move with it",
+                    value + 1,
+                    value + 2
+                ),
+                (_, 1) => format!("; its HTTP health port {} moves with it", value + 1),
+                _ => String::new(),
+            };
+            let free = if along.is_empty() {
+                ", which is free"
+            } else {
+                ", all free"
+            };
+            problem = problem.suggest(format!(
+                "change {}.{} to {value}{along}{free}",
+                agent.name, base.field
+            ));
+            if let Some(span) = &base.span {
                 fixes.push(PortFix {
-                    file: change.1.location.file.clone(),
+                    file: base.location.file.clone(),
                     span: span.clone(),
-                    agent: change.0.name.clone(),
-                    field: change.1.field.clone(),
-                    old: *port,
-                    new: replacement,
+                    agent: agent.name.clone(),
+                    field: base.field.clone(),
+                    old: written,
+                    new: value,
                 });
             }
         }
@@ -346,7 +595,7 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
                 continue;
             }
             let (agent, use_) = uses[0];
-            let replacement = free_port(host, *port, Some(bound), &mut used, false);
+            let replacement = free_port(host, *port, Some(bound), &mut used, 0);
             let mut problem = Problem::error(
                 ProblemKind::PortInUse,
                 format!(
@@ -369,31 +618,68 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
     fixes
 }
 
+/// The written value to change so that `use_` moves, as
+/// `(value's port use, (written port, offset of use_ from it, ports after
+/// the written one that move with it))`. A legacy implicit port cannot be
+/// written: the agent's `port` (or `health_check_port`) it derives from is
+/// changed instead. `None` when nothing written can be changed.
+fn movable<'a>(
+    agent: &'a Agent,
+    use_: &'a manifest::PortUse,
+) -> Option<(&'a manifest::PortUse, (u16, u16, u16))> {
+    let field = |name: &str| {
+        agent
+            .ports
+            .iter()
+            .find(|port| port.field == name && port.span.is_some())
+    };
+    let implicit_health = agent.legacy && agent.health_check_port.is_none();
+    match use_.kind {
+        PortKind::Explicit if use_.span.is_some() => {
+            let extra = match use_.field.as_str() {
+                "port" if implicit_health => 2,
+                "port" => 0,
+                "health_check_port" if agent.legacy => 1,
+                _ => 0,
+            };
+            Some((use_, (use_.port, 0, extra)))
+        }
+        PortKind::Explicit => None,
+        PortKind::ImplicitHealth => field("port").map(|base| (base, (base.port, 1, 2))),
+        PortKind::LegacyHttpHealth if implicit_health => {
+            field("port").map(|base| (base, (base.port, 2, 2)))
+        }
+        PortKind::LegacyHttpHealth => {
+            field("health_check_port").map(|base| (base, (base.port, 1, 1)))
+        }
+    }
+}
+
 /// The nearest port above `port` that the manifest does not use on `host`
-/// (and, given this machine's `bound` ports, that nothing here holds).
-/// `with_next` also keeps the following port unused (a legacy implicit
-/// health port).
+/// (and, given this machine's `bound` ports, that nothing here holds),
+/// together with the `extra` ports after it (legacy ports derived from it:
+/// the implicit health port and the HTTP health port). All of them are
+/// then marked used, so suggestions never land on each other.
 fn free_port<'a>(
     host: &'a str,
     port: u16,
     bound: Option<&BoundPorts>,
     used: &mut HashSet<(&'a str, u16)>,
-    with_next: bool,
+    extra: u16,
 ) -> Option<u16> {
     let is_used = |candidate: u16, used: &HashSet<(&str, u16)>| used.contains(&(host, candidate));
     let start = port.max(1024);
-    for candidate in (start..=u16::MAX).skip(1).take(5000) {
-        if is_used(candidate, used)
-            || (with_next && (candidate == u16::MAX || is_used(candidate + 1, used)))
-        {
-            continue;
+    'candidates: for candidate in (start..=u16::MAX).skip(1).take(5000) {
+        for offset in 0..=extra {
+            let Some(next) = candidate.checked_add(offset) else {
+                continue 'candidates;
+            };
+            if is_used(next, used) || bound.is_some_and(|bound| bound.is_held(next)) {
+                continue 'candidates;
+            }
         }
-        if bound.is_some_and(|bound| bound.is_held(candidate)) {
-            continue;
-        }
-        used.insert((host, candidate));
-        if with_next {
-            used.insert((host, candidate + 1));
+        for offset in 0..=extra {
+            used.insert((host, candidate + offset));
         }
         return Some(candidate);
     }
@@ -408,6 +694,246 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    /// Every check but the machine-dependent ones over `text`.
+    fn check_text(text: &str) -> Report {
+        let loaded = manifest::load_str(
+            std::path::Path::new("m.yaml"),
+            text,
+            &LoadOptions {
+                environment: Some(HashMap::new()),
+                ..LoadOptions::default()
+            },
+        )
+        .expect("the manifest reads");
+        let options = CheckOptions {
+            bind_check: false,
+            this_host: "localhost".into(),
+            files: false,
+            compile: false,
+        };
+        check_manifest(loaded.manifest, loaded.problems, &options)
+    }
+
+    fn of_kind(report: &Report, kind: ProblemKind) -> Vec<&Problem> {
+        report
+            .problems
+            .iter()
+            .filter(|problem| problem.kind == kind)
+            .collect()
+    }
+
+    fn agents(edges: &[(&str, &[&str])]) -> String {
+        let mut text = String::from("version: 1\nagents:\n");
+        for (name, deps) in edges {
+            text.push_str(&format!(
+                "  {name}:\n    command: [\"true\"]\n    dependencies: [{}]\n",
+                deps.join(", ")
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn every_cycle_of_a_knot_is_reported_with_its_edges_and_the_fewest_edges_to_break_it() {
+        // Five agents, three cycles: a->b->a, b->c->d->b, c->e->c.
+        let report = check_text(&agents(&[
+            ("a", &["b"]),
+            ("b", &["a", "c"]),
+            ("c", &["d", "e"]),
+            ("d", &["b"]),
+            ("e", &["c"]),
+        ]));
+        let cycles = of_kind(&report, ProblemKind::Cycle);
+        let listed: Vec<Vec<String>> = cycles
+            .iter()
+            .map(|problem| problem.agents.clone().unwrap())
+            .collect();
+        assert_eq!(
+            listed,
+            vec![vec!["a", "b"], vec!["b", "c", "d"], vec!["c", "e"]],
+            "{:?}",
+            report.problems
+        );
+        let named: BTreeSet<&String> = listed.iter().flatten().collect();
+        assert_eq!(named.len(), 5, "every agent of the knot is named");
+        // a's dependency on b is written on line 5.
+        let first = cycles[0];
+        assert_eq!(
+            (first.file.as_deref(), first.line),
+            (Some("m.yaml"), Some(5))
+        );
+        let edges = first.edges.as_ref().unwrap();
+        assert_eq!(
+            edges
+                .iter()
+                .map(|edge| (edge.from.as_str(), edge.to.as_str(), edge.line))
+                .collect::<Vec<_>>(),
+            [("a", "b", 5), ("b", "a", 8)]
+        );
+        assert!(
+            first
+                .message
+                .contains("one of 3 cycles among a, b, c, d, e"),
+            "{}",
+            first.message
+        );
+        // Three disjoint-edge cycles need three removals; the exact search
+        // picks the first such set in edge order.
+        assert_eq!(
+            first.suggestion.as_deref(),
+            Some(
+                "agents in a cycle can never start; to break all 3 cycles of this knot, remove these 3 dependencies: `a` -> `b` (line 5), `b` -> `c` (line 8), `c` -> `e` (line 11)"
+            )
+        );
+    }
+
+    #[test]
+    fn one_edge_shared_by_every_cycle_is_the_one_suggested() {
+        // b -> c is on both cycles: b->c->a->b and b->c->d->b.
+        let report = check_text(&agents(&[
+            ("a", &["b"]),
+            ("b", &["c"]),
+            ("c", &["a", "d"]),
+            ("d", &["b"]),
+        ]));
+        let cycles = of_kind(&report, ProblemKind::Cycle);
+        assert_eq!(cycles.len(), 2);
+        assert!(
+            cycles[0]
+                .suggestion
+                .as_deref()
+                .unwrap()
+                .ends_with("remove the dependency `b` -> `c` (line 8)"),
+            "{:?}",
+            cycles[0].suggestion
+        );
+    }
+
+    #[test]
+    fn a_knot_of_more_than_fifty_cycles_is_its_members_and_count() {
+        // A complete graph on 6 agents has 409 elementary cycles.
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let edges: Vec<(&str, Vec<&str>)> = names
+            .iter()
+            .map(|name| {
+                (
+                    *name,
+                    names
+                        .iter()
+                        .copied()
+                        .filter(|other| other != name)
+                        .collect(),
+                )
+            })
+            .collect();
+        let edges: Vec<(&str, &[&str])> = edges.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+        let report = check_text(&agents(&edges));
+        let cycles = of_kind(&report, ProblemKind::Cycle);
+        assert_eq!(cycles.len(), 1, "{:?}", report.problems);
+        assert!(
+            cycles[0]
+                .message
+                .starts_with("6 agents are knotted in 409 dependency cycles"),
+            "{}",
+            cycles[0].message
+        );
+        assert_eq!(cycles[0].agents.as_ref().unwrap().len(), 6);
+        // Breaking a complete graph on 6 takes 15 edges (all but an order).
+        assert_eq!(cycles[0].edges.as_ref().unwrap().len(), 15);
+    }
+
+    #[test]
+    fn an_agent_whose_port_is_its_own_health_port_collides_with_itself() {
+        let report = check_text(
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    port: 7000\n    health_check_port: 7000\n",
+        );
+        let conflicts = of_kind(&report, ProblemKind::PortConflict);
+        assert_eq!(conflicts.len(), 1, "{:?}", report.problems);
+        assert_eq!(conflicts[0].severity, manifest::Severity::Error);
+        assert_eq!(conflicts[0].line, Some(6));
+        assert_eq!(
+            conflicts[0].message,
+            "agent `a` uses port 7000 on host `localhost` for both port and health_check_port: it cannot bind the port twice"
+        );
+        assert_eq!(
+            conflicts[0].suggestion.as_deref(),
+            Some("change a.health_check_port to 7001, which is free")
+        );
+        assert_eq!(report.fixes.len(), 1);
+    }
+
+    #[test]
+    fn a_dependency_on_a_disabled_agent_is_a_located_warning() {
+        let report = check_text(
+            "version: 1\nagents:\n  db:\n    command: [\"true\"]\n    enabled: false\n  api:\n    command: [\"true\"]\n    dependencies: [db]\n",
+        );
+        let found = of_kind(&report, ProblemKind::DisabledDependency);
+        assert_eq!(found.len(), 1, "{:?}", report.problems);
+        assert_eq!(found[0].severity, manifest::Severity::Warning);
+        assert_eq!(found[0].line, Some(8));
+        assert_eq!(found[0].dependency.as_deref(), Some("db"));
+        assert_eq!(
+            found[0].suggestion.as_deref(),
+            Some("enable `db`, disable `api` too, or remove the dependency")
+        );
+    }
+
+    #[test]
+    fn names_that_differ_only_in_case_or_punctuation_collide() {
+        let report = check_text(
+            "version: 1\nagents:\n  Db: {command: [\"true\"]}\n  DB: {command: [\"true\"]}\n  a-b: {command: [\"true\"]}\n  a_b: {command: [\"true\"]}\n",
+        );
+        let found = of_kind(&report, ProblemKind::DuplicateAgent);
+        assert_eq!(found.len(), 2, "{:?}", report.problems);
+        assert_eq!(found[0].line, Some(4));
+        assert!(
+            found[0].message.contains("both become `DB_ENDPOINT`"),
+            "{}",
+            found[0].message
+        );
+        assert_eq!(found[1].line, Some(6));
+        assert!(
+            found[1].message.contains("`A_B_ENDPOINT`"),
+            "{}",
+            found[1].message
+        );
+    }
+
+    #[test]
+    fn a_dependency_on_an_agent_of_a_misindented_group_names_the_group() {
+        let report = check_text(concat!(
+            "agent_groups:\n",
+            "  foundation:\n",
+            "    A:\n",
+            "      script_path: a.py\n",
+            "      port: 7000\n",
+            "      dependencies: [Gen]\n",
+            "    utility:\n",
+            "      Gen:\n",
+            "        script_path: gen.py\n",
+            "        port: 7100\n",
+        ));
+        let found = of_kind(&report, ProblemKind::UnknownDependency);
+        assert_eq!(found.len(), 1, "{:?}", report.problems);
+        assert_eq!(found[0].line, Some(6));
+        assert_eq!(
+            found[0].suggestion.as_deref(),
+            Some(
+                "`Gen` is in `agent_groups.foundation.utility` (m.yaml:7), a group indented one level too deep that the legacy launcher does not read; dedent that group"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_does_not_stop_the_other_checks() {
+        let report = check_text(
+            "version: 1\nagents:\n  a:\n    command: [\"${UNSET_X}\"]\n    dependencies: [b]\n  b:\n    command: [\"true\"]\n    dependencies: [a]\n",
+        );
+        assert_eq!(of_kind(&report, ProblemKind::UnsetVariable).len(), 1);
+        assert_eq!(of_kind(&report, ProblemKind::Cycle).len(), 1);
+        assert!(report.has_errors());
+    }
+
     /// A port that a listener holds, with the listener.
     fn held() -> (TcpListener, u16) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -420,7 +946,7 @@ mod tests {
         let (_listener, port) = held();
         let bound = BoundPorts::read();
         let mut used = HashSet::new();
-        let replacement = free_port("localhost", port - 1, Some(&bound), &mut used, false);
+        let replacement = free_port("localhost", port - 1, Some(&bound), &mut used, 0);
         let replacement = replacement.expect("a free port nearby");
         assert!(replacement > port, "{replacement} is not past {port}");
         assert!(portpicker::is_free_tcp(replacement));
@@ -432,13 +958,7 @@ mod tests {
         let (listener, port) = held();
         drop(listener);
         let bound = BoundPorts::Listed(HashSet::from([port]));
-        let replacement = free_port(
-            "localhost",
-            port - 1,
-            Some(&bound),
-            &mut HashSet::new(),
-            false,
-        );
+        let replacement = free_port("localhost", port - 1, Some(&bound), &mut HashSet::new(), 0);
         assert_eq!(replacement, Some(port));
     }
 
@@ -451,7 +971,7 @@ mod tests {
             port - 1,
             Some(&unlisted),
             &mut HashSet::new(),
-            false,
+            0,
         );
         assert_eq!(
             replacement,
@@ -463,14 +983,14 @@ mod tests {
             port - 1,
             Some(&BoundPorts::Unknown),
             &mut HashSet::new(),
-            false,
+            0,
         );
         assert_ne!(
             replacement,
             Some(port),
             "without the set every candidate is bound"
         );
-        let replacement = free_port("localhost", port - 1, None, &mut HashSet::new(), false);
+        let replacement = free_port("localhost", port - 1, None, &mut HashSet::new(), 0);
         assert_eq!(replacement, Some(port), "no probing for other hosts");
     }
 

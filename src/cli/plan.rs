@@ -1,5 +1,8 @@
 //! `supervisor plan`: the start order (topological levels), each agent's
 //! dependencies, the critical path; `--format dot` for Graphviz, `json` for machines.
+//! With dependency cycles it still shows the levels of everything outside
+//! the knots, then the knots and the agents blocked behind them; disabled
+//! agents are marked and left off the critical path.
 
 use std::time::Duration;
 
@@ -9,7 +12,7 @@ use super::check::{print_problems, report_unreadable};
 use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions};
 use crate::manifest::{Manifest, ReadinessCheck};
-use crate::plan::Plan;
+use crate::plan::{Plan, format_cycle};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -61,21 +64,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Ok(report) => report,
         Err(error) => return report_unreadable(error, false),
     };
-    let plan = match Plan::new(&report.manifest) {
-        Ok(plan) => plan,
-        Err(_) => {
-            print_problems(&report.problems);
-            return Ok(Exit::Problems);
-        }
-    };
+    let planned = Plan::around_knots(&report.manifest);
+    let plan = &planned.plan;
     let manifest = &report.manifest;
-    let (path, length) = plan.critical_path(|name| estimate(manifest, name, args.estimate));
+    let disabled = |name: &str| manifest.agent(name).is_some_and(|agent| !agent.enabled);
+    // As `up` does: a disabled agent is not started, and whoever depends on
+    // it starts without it, so it takes no time on the critical path.
+    let (path, length) =
+        plan.critical_path_without(disabled, |name| estimate(manifest, name, args.estimate));
+    let disabled_names: Vec<&str> = plan.order().filter(|name| disabled(name)).collect();
     match args.format {
-        Format::Dot => print!("{}", dot(&plan)),
+        Format::Dot => print!("{}", dot(plan)),
         Format::Json => {
             let value = serde_json::json!({
                 "levels": plan.levels,
                 "dependencies": plan.order().map(|name| (name.to_string(), serde_json::json!(plan.dependencies(name)))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                "disabled": disabled_names,
+                "knots": planned.knots.iter().map(|knot| serde_json::json!({
+                    "members": knot.members,
+                    "cycles": knot.cycles,
+                    "cycle_count": knot.count,
+                    "counted_all": knot.counted_all,
+                })).collect::<Vec<_>>(),
+                "blocked": planned.blocked,
                 "critical_path": path,
                 "critical_path_seconds": length.as_secs_f64(),
             });
@@ -93,12 +104,34 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                         .agent(name)
                         .map(|agent| agent.host.as_str())
                         .unwrap_or("?");
-                    if deps.is_empty() {
-                        println!("  {name} [{host}]");
+                    let mark = if disabled(name) {
+                        " (disabled: not started; dependents start without it)"
                     } else {
-                        println!("  {name} [{host}] <- {}", deps.join(", "));
+                        ""
+                    };
+                    if deps.is_empty() {
+                        println!("  {name} [{host}]{mark}");
+                    } else {
+                        println!("  {name} [{host}] <- {}{mark}", deps.join(", "));
                     }
                 }
+            }
+            for knot in &planned.knots {
+                println!(
+                    "knot (cannot start: {} cycles): {}",
+                    if knot.counted_all {
+                        knot.count.to_string()
+                    } else {
+                        format!("at least {}", knot.count)
+                    },
+                    knot.members.join(", ")
+                );
+                for cycle in &knot.cycles {
+                    println!("  {}", format_cycle(cycle));
+                }
+            }
+            if !planned.blocked.is_empty() {
+                println!("blocked (wait on a knot): {}", planned.blocked.join(", "));
             }
             println!(
                 "critical path ({} agents, about {:.1}s with readiness estimates): {}",
@@ -108,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             );
         }
     }
-    if report.has_errors() {
+    if report.has_errors() || !planned.knots.is_empty() {
         print_problems(&report.problems);
         return Ok(Exit::Problems);
     }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
-pub use problem::{Problem, ProblemKind, Severity, User};
+pub use problem::{Edge, Problem, ProblemKind, Severity, User};
 pub use vars::Variables;
 
 /// A manifest file named on the command line, with the machine its agents
@@ -69,7 +69,8 @@ pub struct LoadOptions {
 }
 
 /// The manifest could not be read at all: bad YAML, a wrong type, an unknown
-/// field, an unset variable, an unreadable file. Carries every such problem
+/// field, an unreadable file. (An unset variable is not fatal: it is a
+/// located problem in [`Loaded::problems`].) Carries every such problem
 /// found (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{}", problems.iter().map(|problem| problem.to_string()).collect::<Vec<_>>().join("\n"))]

@@ -37,6 +37,22 @@ pub struct Manifest {
     /// The `/metrics` listener (`metrics:` at the top level of a native
     /// manifest; the first file that sets it wins).
     pub metrics: Option<Metrics>,
+    /// Legacy agent entries the legacy launcher would not have started
+    /// because they sit in a group indented one level too deep; they are
+    /// not in `agents`, and `check` names them when a dependency on them
+    /// dangles.
+    pub hidden: Vec<HiddenAgent>,
+}
+
+/// An agent entry left out as the legacy launcher would have (see
+/// [`Manifest::hidden`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenAgent {
+    pub name: String,
+    /// The dotted path of the mis-indented group (`agent_groups.a.b`).
+    pub group: String,
+    /// Where that group's key is written.
+    pub location: Location,
 }
 
 /// Where `up` serves `/metrics` and `/health`.
@@ -314,4 +330,20 @@ pub struct ErrorPolicy {
     /// One error of exactly this severity triggers the action.
     pub on_severity: Vec<(ErrorSeverity, ErrorAction)>,
     pub rate: Option<ErrorRate>,
+}
+
+/// The environment-variable form of an agent name (or a config key):
+/// ASCII letters upper-cased, everything else `_`. The supervisor gives each
+/// agent `<NAME>_ENDPOINT` of its dependencies under this name, so two
+/// agents with the same form collide (`check` reports them).
+pub fn variable_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
