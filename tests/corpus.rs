@@ -336,3 +336,173 @@ fn sample_v3_machine_profiles_pick_groups() {
     assert!(all.contains(&"SpeechToTextAgent".to_string()));
     assert_eq!(pc2.len(), 39);
 }
+
+/// The dependency graph as the manifest was parsed (defined names only).
+fn parsed_graph(
+    path: &Path,
+) -> Option<(
+    Vec<String>,
+    std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+)> {
+    let options = supervisor::manifest::LoadOptions {
+        env_file: Some(env_file()),
+        environment: Some(std::collections::HashMap::new()),
+    };
+    let loaded =
+        supervisor::manifest::load(&[supervisor::manifest::ConfigArg::from(path)], &options)
+            .ok()?;
+    let names: Vec<String> = loaded
+        .manifest
+        .agents
+        .iter()
+        .map(|agent| agent.name.clone())
+        .collect();
+    let defined: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for agent in &loaded.manifest.agents {
+        let entry = graph.entry(agent.name.clone()).or_default();
+        for dependency in &agent.dependencies {
+            if defined.contains(dependency.name.as_str()) {
+                entry.insert(dependency.name.clone());
+            }
+        }
+    }
+    Some((names, graph))
+}
+
+/// Issue 15: no corpus file stops the check (the three broken YAML files
+/// are rejected with a located error); every agent that sits in a
+/// dependency cycle of the parsed graph is named in some reported cycle;
+/// every reported cycle is a real elementary cycle of that graph. Also
+/// prints how many files' agent counts agree with INDEX.tsv (an
+/// independent, two-level, last-key-wins reading).
+#[test]
+fn every_agent_in_a_cycle_is_named_and_every_reported_cycle_is_real() {
+    let Some(corpus) =
+        corpus_dir("every_agent_in_a_cycle_is_named_and_every_reported_cycle_is_real")
+    else {
+        return;
+    };
+    let mut agree = 0;
+    let mut disagree = Vec::new();
+    let mut files_with_cycles = 0;
+    for (name, kind) in index(&corpus) {
+        let path = corpus.join(&name);
+        let (code, stdout, stderr) = run("check", &path, &["--no-bind-check", "--json"]);
+        if kind.starts_with("unparseable") {
+            assert_eq!(code, 2, "{name}: {stderr}");
+            let value: Value = serde_json::from_str(&stdout).expect("problems as JSON");
+            assert!(value["problems"][0]["line"].is_number(), "{name}: {stdout}");
+            continue;
+        }
+        assert!(code == 0 || code == 1, "{name} exited {code}: {stderr}");
+        let value: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let reported = cycles(value["problems"].as_array().unwrap());
+        let (names, graph) = parsed_graph(&path).unwrap_or_else(|| panic!("{name} reads"));
+        // Every reported cycle is real: each agent once, each step an edge.
+        for cycle in &reported {
+            let unique: std::collections::BTreeSet<&String> = cycle.iter().collect();
+            assert_eq!(
+                unique.len(),
+                cycle.len(),
+                "{name}: {cycle:?} repeats an agent"
+            );
+            for index in 0..cycle.len() {
+                let from = &cycle[index];
+                let to = &cycle[(index + 1) % cycle.len()];
+                assert!(
+                    graph.get(from).is_some_and(|deps| deps.contains(to)),
+                    "{name}: {from} -> {to} of {cycle:?} is not a dependency"
+                );
+            }
+        }
+        // Every agent that reaches itself is named (knots of more than 50
+        // cycles are reported as their members).
+        let named: std::collections::BTreeSet<&String> = reported.iter().flatten().collect();
+        let mut in_cycle = 0;
+        for agent in graph.keys() {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut stack: Vec<&String> = graph[agent].iter().collect();
+            let mut reaches_itself = false;
+            while let Some(next) = stack.pop() {
+                if next == agent {
+                    reaches_itself = true;
+                    break;
+                }
+                if seen.insert(next) {
+                    stack.extend(graph.get(next).into_iter().flatten());
+                }
+            }
+            if reaches_itself {
+                in_cycle += 1;
+                assert!(
+                    named.contains(agent),
+                    "{name}: {agent} is in a cycle but no reported cycle names it: {reported:?}"
+                );
+            }
+        }
+        if in_cycle > 0 {
+            files_with_cycles += 1;
+        }
+        let expected: usize = std::fs::read_to_string(corpus.join("INDEX.tsv"))
+            .unwrap()
+            .lines()
+            .find(|line| line.starts_with(&format!("{name}\t")))
+            .and_then(|line| line.split('\t').nth(4))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(usize::MAX);
+        if names.len() == expected {
+            agree += 1;
+        } else {
+            disagree.push(format!("{name} ({kind}): {} vs {expected}", names.len()));
+        }
+    }
+    eprintln!(
+        "agent counts agree with INDEX.tsv on {agree} of 126 readable files; {files_with_cycles} files have cycles; differing: {disagree:?}"
+    );
+    assert_eq!(agree, 126, "{disagree:?}");
+    assert_eq!(
+        files_with_cycles, 24,
+        "docs/legacy-system notes: 24 versions have cycles"
+    );
+}
+
+/// Issue 15, class 8: on every readable corpus file `check-ports --fix`
+/// applies every suggestion it makes (errors and warnings alike), and the
+/// fixed file has no port conflict left: the suggestions hold together.
+#[test]
+fn check_ports_fix_leaves_no_conflict_in_any_corpus_file() {
+    let Some(corpus) = corpus_dir("check_ports_fix_leaves_no_conflict_in_any_corpus_file") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixed_files = 0;
+    for (name, kind) in index(&corpus) {
+        if kind.starts_with("unparseable") {
+            continue;
+        }
+        let copy = dir.path().join(&name);
+        std::fs::copy(corpus.join(&name), &copy).unwrap();
+        let (code, _, stderr) = run("check-ports", &copy, &["--no-bind-check", "--fix"]);
+        assert!(code == 0 || code == 1, "{name}: {stderr}");
+        assert!(!stderr.contains("not fixed"), "{name}: {stderr}");
+        let fixed = dir.path().join(name.replace(".yaml", ".fixed.yaml"));
+        if !fixed.exists() {
+            continue;
+        }
+        fixed_files += 1;
+        let (_, stdout, stderr) = run("check-ports", &fixed, &["--no-bind-check", "--json"]);
+        let value: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{name}: {e}: {stderr}"));
+        let left: Vec<&Value> = value["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|problem| problem["kind"] == "port_conflict")
+            .collect();
+        assert!(left.is_empty(), "{name}: {left:?}");
+    }
+    eprintln!("check-ports --fix resolved every conflict in {fixed_files} files");
+}

@@ -439,8 +439,9 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
     let mut shared: Vec<_> = table.iter().filter(|(_, uses)| uses.len() >= 2).collect();
     shared.sort_unstable_by_key(|(key, _)| **key);
     let mut fixes = Vec::new();
-    // (agent, field) values already moved by a suggestion.
-    let mut moved: HashSet<(&str, &str)> = HashSet::new();
+    // (agent, field) values already moved by a suggestion; agents by
+    // address, as duplicate names are distinct agents here.
+    let mut moved: HashSet<(usize, &str)> = HashSet::new();
     for ((host, port), uses) in shared {
         let agents: BTreeSet<&str> = uses.iter().map(|(agent, _)| agent.name.as_str()).collect();
         // A clash counts as an error when two different agents really bind
@@ -478,73 +479,61 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             .iter()
             .map(|user| format!("{}.{}", user.agent, user.field))
             .collect();
-        // Change the last written value that can be changed in place and
-        // has not been moved for an earlier conflict. A use that an earlier
-        // move already takes away no longer counts.
-        let remaining: Vec<_> = uses
-            .iter()
-            .filter(|(agent, use_)| {
+        // Uses that an earlier suggestion already moves away do not count.
+        let still_here =
+            |agent: &Agent, use_: &manifest::PortUse, moved: &HashSet<(usize, &str)>| {
                 movable(agent, use_).is_none_or(|(base, _)| {
-                    !moved.contains(&(agent.name.as_str(), base.field.as_str()))
+                    !moved.contains(&(std::ptr::from_ref(agent) as usize, base.field.as_str()))
                 })
-            })
-            .collect();
-        let remaining_agents: BTreeSet<&str> = remaining
+            };
+        let mut remaining: Vec<&(&Agent, &manifest::PortUse)> = uses
             .iter()
-            .filter(|(_, use_)| use_.kind != PortKind::LegacyHttpHealth || !error)
-            .map(|(agent, _)| agent.name.as_str())
+            .filter(|(agent, use_)| still_here(agent, use_, &moved))
             .collect();
-        let resolved = remaining.len() < uses.len()
-            && remaining_agents.len() < 2
-            && !(with_itself && remaining.len() >= 2);
-        let change = remaining.iter().rev().find_map(|(agent, use_)| {
-            movable(agent, use_).map(|(base, found)| (*agent, base, found))
-        });
-        // The earlier move that takes a user away from this port.
+        let clashes = |remaining: &[&(&Agent, &manifest::PortUse)]| {
+            let agents: BTreeSet<&str> = remaining
+                .iter()
+                .map(|(agent, _)| agent.name.as_str())
+                .collect();
+            agents.len() >= 2 || (with_itself && remaining.len() >= 2)
+        };
         let moved_by = uses.iter().find_map(|(agent, use_)| {
             movable(agent, use_)
-                .filter(|(base, _)| moved.contains(&(agent.name.as_str(), base.field.as_str())))
+                .filter(|(base, _)| {
+                    moved.contains(&(std::ptr::from_ref(*agent) as usize, base.field.as_str()))
+                })
                 .map(|(base, _)| (*agent, base))
         });
-        let (blame, location) = match (resolved, moved_by, change) {
-            (true, Some((agent, base)), _) | (false, _, Some((agent, base, _))) => {
-                (agent.name.clone(), base.location.clone())
-            }
-            _ => {
-                let (agent, use_) = uses.last().expect("at least one user");
-                (agent.name.clone(), use_.location.clone())
-            }
-        };
+        // Move the last written values, one at a time, until at most one
+        // agent is left on the port; each move keeps the ports derived from
+        // the value (legacy implicit health and HTTP ports) free as well.
         let local = is_this_host(host, &options.this_host);
-        let mut problem = if with_itself {
-            let fields: Vec<&str> = uses.iter().map(|(_, port)| port.field.as_str()).collect();
-            Problem::error(ProblemKind::PortConflict, format!("agent `{}` uses port {port} on host `{host}` for both {}: it cannot bind the port twice", uses[0].0.name, fields.join(" and ")))
-        } else if error {
-            Problem::error(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {}", described.join(" and ")))
-        } else {
-            Problem::warning(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {} (the legacy HTTP health server at health_check_port+1 only exists for agents built on the legacy base class)", described.join(" and ")))
-        }
-        .at(&location)
-        .for_agent(&blame);
+        let mut changes: Vec<String> = Vec::new();
+        let mut first_change: Option<(&Agent, &manifest::PortUse)> = None;
         let mut replacement = None;
-        if resolved {
-            let what = moved_by
-                .map(|(agent, base)| format!("the change to {}.{}", agent.name, base.field))
-                .unwrap_or_else(|| "a change".into());
-            problem = problem.suggest(format!(
-                "{what} suggested for an earlier conflict also frees this port"
-            ));
-        } else if let Some((agent, base, (written, offset, extra))) = change
-            && let Some(value) = free_port(
+        while clashes(&remaining) {
+            let Some((agent, base, (written, offset, extra))) =
+                remaining.iter().rev().find_map(|(agent, use_)| {
+                    movable(agent, use_).map(|(base, found)| (*agent, base, found))
+                })
+            else {
+                break;
+            };
+            let Some(value) = free_port(
                 host,
                 written,
                 bound.as_ref().filter(|_| local),
                 &mut used,
                 extra,
-            )
-        {
-            moved.insert((agent.name.as_str(), base.field.as_str()));
-            replacement = value.checked_add(offset);
+            ) else {
+                break;
+            };
+            moved.insert((std::ptr::from_ref(agent) as usize, base.field.as_str()));
+            remaining.retain(|(other, use_)| still_here(other, use_, &moved));
+            if first_change.is_none() {
+                first_change = Some((agent, base));
+                replacement = value.checked_add(offset);
+            }
             let along = match (base.field.as_str(), extra) {
                 ("port", 2) => format!(
                     "; its implicit health port {} and HTTP health port {} move with it",
@@ -559,7 +548,7 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             } else {
                 ", all free"
             };
-            problem = problem.suggest(format!(
+            changes.push(format!(
                 "change {}.{} to {value}{along}{free}",
                 agent.name, base.field
             ));
@@ -573,6 +562,33 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
                     new: value,
                 });
             }
+        }
+        let (blame, location) = match (first_change, moved_by) {
+            (Some((agent, base)), _) | (None, Some((agent, base))) => {
+                (agent.name.clone(), base.location.clone())
+            }
+            (None, None) => {
+                let (agent, use_) = uses.last().expect("at least one user");
+                (agent.name.clone(), use_.location.clone())
+            }
+        };
+        let mut problem = if with_itself {
+            let fields: Vec<&str> = uses.iter().map(|(_, port)| port.field.as_str()).collect();
+            Problem::error(ProblemKind::PortConflict, format!("agent `{}` uses port {port} on host `{host}` for both {}: it cannot bind the port twice", uses[0].0.name, fields.join(" and ")))
+        } else if error {
+            Problem::error(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {}", described.join(" and ")))
+        } else {
+            Problem::warning(ProblemKind::PortConflict, format!("port {port} on host `{host}` is used by {} (the legacy HTTP health server at health_check_port+1 only exists for agents built on the legacy base class)", described.join(" and ")))
+        }
+        .at(&location)
+        .for_agent(&blame);
+        if !changes.is_empty() {
+            problem = problem.suggest(changes.join("; and "));
+        } else if let Some((agent, base)) = moved_by {
+            problem = problem.suggest(format!(
+                "the change to {}.{} suggested for an earlier conflict also frees this port",
+                agent.name, base.field
+            ));
         }
         problem.port = Some(i64::from(*port));
         problem.host = Some(host.to_string());
@@ -860,6 +876,50 @@ mod tests {
             Some("change a.health_check_port to 7001, which is free")
         );
         assert_eq!(report.fixes.len(), 1);
+    }
+
+    #[test]
+    fn port_suggestions_hold_together_and_never_move_an_implicit_port() {
+        // Legacy list (implicit health port+1, HTTP health port+2): B's port
+        // is A's implicit health port; C, D and E share 7004; F holds
+        // 7010-7012. Every moved agent needs port, port+1 and port+2 free,
+        // away from every other suggestion (B goes to 7007-7009, so E and
+        // D land past F).
+        let report = check_text(concat!(
+            "pc2_services:\n",
+            "  - {name: A, script_path: a.py, port: 7000}\n",
+            "  - {name: B, script_path: b.py, port: 7001}\n",
+            "  - {name: C, script_path: c.py, port: 7004}\n",
+            "  - {name: D, script_path: d.py, port: 7004}\n",
+            "  - {name: E, script_path: e.py, port: 7004}\n",
+            "  - {name: F, script_path: f.py, port: 7010}\n",
+        ));
+        let conflicts = of_kind(&report, ProblemKind::PortConflict);
+        for problem in &conflicts {
+            let suggestion = problem.suggestion.as_deref().unwrap_or_default();
+            assert!(!suggestion.contains("implicit: port+1"), "{suggestion}");
+            assert!(!suggestion.contains("(implicit"), "{suggestion}");
+        }
+        // 7004 is used by three agents: two of them move.
+        let three = conflicts
+            .iter()
+            .find(|problem| problem.port == Some(7004))
+            .expect("the 7004 conflict");
+        assert_eq!(
+            three.suggestion.as_deref(),
+            Some(
+                "change E.port to 7013; its implicit health port 7014 and HTTP health port 7015 move with it, all free; and change D.port to 7016; its implicit health port 7017 and HTTP health port 7018 move with it, all free"
+            )
+        );
+        // Applying every fix leaves no conflict at all.
+        let fixed = fix::apply(&report.manifest, &report.fixes);
+        let after = check_text(&fixed[0].text);
+        assert!(
+            of_kind(&after, ProblemKind::PortConflict).is_empty(),
+            "{}\n{:?}",
+            fixed[0].text,
+            after.problems
+        );
     }
 
     #[test]
