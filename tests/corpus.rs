@@ -337,13 +337,11 @@ fn sample_v3_machine_profiles_pick_groups() {
     assert_eq!(pc2.len(), 39);
 }
 
-/// The dependency graph as the manifest was parsed (defined names only).
-fn parsed_graph(
-    path: &Path,
-) -> Option<(
-    Vec<String>,
-    std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
-)> {
+/// Each agent's dependencies on defined agents.
+type Graph = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// The agent entries and the dependency graph as the manifest was parsed.
+fn parsed_graph(path: &Path) -> Option<(Vec<String>, Graph)> {
     let options = supervisor::manifest::LoadOptions {
         env_file: Some(env_file()),
         environment: Some(std::collections::HashMap::new()),
@@ -358,8 +356,7 @@ fn parsed_graph(
         .map(|agent| agent.name.clone())
         .collect();
     let defined: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        Default::default();
+    let mut graph = Graph::new();
     for agent in &loaded.manifest.agents {
         let entry = graph.entry(agent.name.clone()).or_default();
         for dependency in &agent.dependencies {
