@@ -81,12 +81,14 @@ fn main() {
         this_host: "localhost".into(),
         files: false,
         compile: false,
+        running: Default::default(),
     };
     let with_bind = CheckOptions {
         bind_check: true,
         this_host: "localhost".into(),
         files: false,
         compile: false,
+        running: Default::default(),
     };
     let runs = 31;
     let load = || load_str(Path::new("bench.yaml"), &text, &options).expect("valid manifest");

@@ -38,6 +38,10 @@ pub struct CheckOptions {
     pub files: bool,
     /// Also parse every Python script of this machine's agents.
     pub compile: bool,
+    /// This manifest's agents that a supervisor already runs (name ->
+    /// pid, from the run directory's status): their ports are held by
+    /// them, which is no conflict.
+    pub running: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for CheckOptions {
@@ -47,6 +51,7 @@ impl Default for CheckOptions {
             this_host: local_hostname(),
             files: true,
             compile: false,
+            running: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -610,6 +615,27 @@ fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem
             if !bound.is_held(*port) {
                 continue;
             }
+            // Held by this manifest's own agent, running under a supervisor.
+            if let Some((agent, use_, pid)) = uses.iter().find_map(|(agent, use_)| {
+                options
+                    .running
+                    .get(&agent.name)
+                    .map(|pid| (agent, use_, *pid))
+            }) {
+                let mut problem = Problem::warning(
+                    ProblemKind::PortInUse,
+                    format!(
+                        "port {port} ({}.{}) is in use by running agent {} (pid {pid}) of this manifest",
+                        agent.name, use_.field, agent.name
+                    ),
+                )
+                .at(&use_.location)
+                .for_agent(&agent.name);
+                problem.port = Some(i64::from(*port));
+                problem.host = Some(host.to_string());
+                problems.push(problem);
+                continue;
+            }
             let (agent, use_) = uses[0];
             let replacement = free_port(host, *port, Some(bound), &mut used, 0);
             let mut problem = Problem::error(
@@ -726,6 +752,7 @@ mod tests {
             this_host: "localhost".into(),
             files: false,
             compile: false,
+            running: Default::default(),
         };
         check_manifest(loaded.manifest, loaded.problems, &options)
     }
@@ -923,6 +950,41 @@ mod tests {
     }
 
     #[test]
+    fn a_port_held_by_this_manifests_running_agent_is_not_a_conflict() {
+        let (_listener, port) = held();
+        let text =
+            format!("version: 1\nagents:\n  mine:\n    command: [\"true\"]\n    port: {port}\n");
+        let loaded = manifest::load_str(
+            std::path::Path::new("m.yaml"),
+            &text,
+            &LoadOptions {
+                environment: Some(HashMap::new()),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let options = CheckOptions {
+            bind_check: true,
+            this_host: "localhost".into(),
+            files: false,
+            compile: false,
+            running: [("mine".to_string(), 4242)].into_iter().collect(),
+        };
+        let report = check_manifest(loaded.manifest, loaded.problems, &options);
+        let in_use = of_kind(&report, ProblemKind::PortInUse);
+        assert_eq!(in_use.len(), 1, "{:?}", report.problems);
+        assert_eq!(in_use[0].severity, manifest::Severity::Warning);
+        assert_eq!(in_use[0].line, Some(5));
+        assert_eq!(
+            in_use[0].message,
+            format!(
+                "port {port} (mine.port) is in use by running agent mine (pid 4242) of this manifest"
+            )
+        );
+        assert!(!report.has_errors());
+    }
+
+    #[test]
     fn a_dependency_on_a_disabled_agent_is_a_located_warning() {
         let report = check_text(
             "version: 1\nagents:\n  db:\n    command: [\"true\"]\n    enabled: false\n  api:\n    command: [\"true\"]\n    dependencies: [db]\n",
@@ -1079,6 +1141,7 @@ mod tests {
             this_host: "localhost".into(),
             files: false,
             compile: false,
+            running: Default::default(),
         };
         let report = check_manifest(loaded.manifest, loaded.problems, &options);
         let in_use: Vec<_> = report

@@ -55,6 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         bind_check: !args.no_bind_check,
         files: !args.no_file_check,
         compile: args.compile,
+        running: if args.no_bind_check {
+            Default::default()
+        } else {
+            running_agents(&args.manifests.configs)
+        },
         ..CheckOptions::default()
     };
     let report = match check::run_with(
@@ -78,6 +83,36 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         print_summary(&report);
     }
     Ok(exit_code(&report))
+}
+
+/// The agents of these manifests that a supervisor already runs (name ->
+/// pid), asked of the run directory's control socket; empty when none runs
+/// there or it does not answer within 2 s.
+pub fn running_agents(configs: &[String]) -> std::collections::BTreeMap<String, u32> {
+    let run_dir = super::locate::run_dir(None, configs);
+    if run_dir.pid().is_none() {
+        return Default::default();
+    }
+    let status = crate::control::Client::connect(&run_dir).and_then(|mut client| {
+        client.request(
+            &crate::control::Request::Status,
+            std::time::Duration::from_secs(2),
+        )
+    });
+    match status {
+        Ok(response) => response
+            .status
+            .map(|status| {
+                status
+                    .agents
+                    .into_iter()
+                    .filter(|agent| !agent.remote)
+                    .filter_map(|agent| Some((agent.name, agent.pid?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
+    }
 }
 
 /// 1 when any problem is an error, else 0.
