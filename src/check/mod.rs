@@ -249,10 +249,7 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 .iter()
                 .find(|hidden| hidden.name == dependency.name);
             let suggestion = match (hidden, did_you_mean(&dependency.name, &candidates)) {
-                (Some(hidden), _) => format!(
-                    "`{}` is in `{}` ({}), a group indented one level too deep that the legacy launcher does not read; dedent that group",
-                    hidden.name, hidden.group, hidden.location
-                ),
+                (Some(hidden), _) => format!("`{}` is in {}", hidden.name, hidden.because),
                 (None, close) => match close {
                 Some(close) => format!("did you mean `{close}`?"),
                 None => "define that agent, pass the manifest that defines it with another --config, or remove the dependency".into(),
@@ -1044,6 +1041,36 @@ mod tests {
                 "`Gen` is in `agent_groups.foundation.utility` (m.yaml:7), a group indented one level too deep that the legacy launcher does not read; dedent that group"
             )
         );
+    }
+
+    #[test]
+    fn a_dependency_on_an_agent_hidden_by_a_duplicate_group_key_names_the_key() {
+        let report = check_text(concat!(
+            "agent_groups:\n",
+            "  emotion_system:\n",
+            "    EmotionEngine:\n",
+            "      script_path: e.py\n",
+            "      port: 7000\n",
+            "  core:\n",
+            "    EmotionClient:\n",
+            "      script_path: c.py\n",
+            "      port: 7100\n",
+            "      dependencies: [EmotionEngine]\n",
+            "  emotion_system:\n",
+            "    EmotionSynth:\n",
+            "      script_path: s.py\n",
+            "      port: 7200\n",
+        ));
+        let found = of_kind(&report, ProblemKind::UnknownDependency);
+        assert_eq!(found.len(), 1, "{:?}", report.problems);
+        assert_eq!(found[0].line, Some(10));
+        assert_eq!(
+            found[0].suggestion.as_deref(),
+            Some(
+                "`EmotionEngine` is in the first `emotion_system` (m.yaml:2), which the second `emotion_system` (m.yaml:11) replaces: a key written twice in one mapping, the last one wins; merge the two or rename one"
+            )
+        );
+        assert_eq!(of_kind(&report, ProblemKind::DuplicateKey).len(), 1);
     }
 
     #[test]

@@ -37,22 +37,20 @@ pub struct Manifest {
     /// The `/metrics` listener (`metrics:` at the top level of a native
     /// manifest; the first file that sets it wins).
     pub metrics: Option<Metrics>,
-    /// Legacy agent entries the legacy launcher would not have started
-    /// because they sit in a group indented one level too deep; they are
-    /// not in `agents`, and `check` names them when a dependency on them
-    /// dangles.
+    /// Agent entries that are written but not read: legacy ones in a group
+    /// indented one level too deep (the legacy launcher did not start them
+    /// either), and the entries of a mapping hidden by a later duplicate key
+    /// (last one wins). Not in `agents`; `check` names them when a
+    /// dependency on them dangles.
     pub hidden: Vec<HiddenAgent>,
 }
 
-/// An agent entry left out as the legacy launcher would have (see
-/// [`Manifest::hidden`]).
+/// An agent entry that is written but not read (see [`Manifest::hidden`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HiddenAgent {
     pub name: String,
-    /// The dotted path of the mis-indented group (`agent_groups.a.b`).
-    pub group: String,
-    /// Where that group's key is written.
-    pub location: Location,
+    /// Where it is, and why it is not read, for a suggestion: "in ... (file:line), ...".
+    pub because: String,
 }
 
 /// Where `up` serves `/metrics` and `/health`.

@@ -171,6 +171,11 @@ fn load_file(
             ),
         );
     }
+    let hidden_by_duplicates: Vec<yaml::DuplicateKey> = duplicates
+        .iter()
+        .filter(|duplicate| !duplicate.hidden_keys.is_empty())
+        .cloned()
+        .collect();
     for duplicate in duplicates {
         loaded.problems.push(
             Problem::error(ProblemKind::DuplicateKey, format!("key `{}` appears twice in one mapping (first on line {}); the last one is used", duplicate.key, duplicate.first_line))
@@ -198,9 +203,21 @@ fn load_file(
     for (name, group, line) in converted.hidden {
         loaded.manifest.hidden.push(HiddenAgent {
             name,
-            group,
-            location: at(line, 0),
+            because: format!("`{group}` ({}), a group indented one level too deep that the legacy launcher does not read; dedent that group", at(line, 0)),
         });
+    }
+    for duplicate in &hidden_by_duplicates {
+        for name in &duplicate.hidden_keys {
+            loaded.manifest.hidden.push(HiddenAgent {
+                name: name.clone(),
+                because: format!(
+                    "the first `{key}` ({}), which the second `{key}` ({}) replaces: a key written twice in one mapping, the last one wins; merge the two or rename one",
+                    at(duplicate.first_line, 0),
+                    at(duplicate.line, 0),
+                    key = duplicate.key
+                ),
+            });
+        }
     }
     let legacy = converted.format != "native";
     let mut root = converted.root;
