@@ -503,3 +503,124 @@ fn check_ports_fix_leaves_no_conflict_in_any_corpus_file() {
     }
     eprintln!("check-ports --fix resolved every conflict in {fixed_files} files");
 }
+
+/// What `check` found, without where: kinds the conversion itself resolves
+/// (entries that are not agents, mis-indented groups, duplicate YAML keys)
+/// are left out; they become comments in the converted file.
+fn comparable_problems(problems: &[Value]) -> Vec<String> {
+    let mut found: Vec<String> = problems
+        .iter()
+        .filter(|problem| {
+            !matches!(
+                problem["kind"].as_str(),
+                Some("ignored" | "not_an_agent" | "misindented_group" | "duplicate_key")
+            )
+        })
+        .map(|problem| {
+            let users: Vec<String> = problem["users"]
+                .as_array()
+                .map(|users| {
+                    users
+                        .iter()
+                        .map(|user| format!("{}.{}", user["agent"], user["field"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "{} {} agent={} dependency={} port={} variable={} agents={} users={users:?}",
+                problem["kind"],
+                problem["severity"],
+                problem["agent"],
+                problem["dependency"],
+                problem["port"],
+                problem["variable"],
+                problem["agents"],
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Agent, group, host, dependencies and ports, as loaded.
+fn agent_summary(path: &Path) -> Vec<String> {
+    let options = supervisor::manifest::LoadOptions {
+        env_file: Some(env_file()),
+        environment: Some(std::collections::HashMap::new()),
+    };
+    let loaded =
+        supervisor::manifest::load(&[supervisor::manifest::ConfigArg::from(path)], &options)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    loaded
+        .manifest
+        .agents
+        .iter()
+        .map(|agent| {
+            let dependencies: Vec<&str> = agent
+                .dependencies
+                .iter()
+                .map(|dependency| dependency.name.as_str())
+                .collect();
+            let ports: Vec<String> = agent
+                .ports
+                .iter()
+                .map(|port| format!("{}={}", port.field, port.port))
+                .collect();
+            format!(
+                "{} group={:?} host={} enabled={} required={} deps={dependencies:?} ports={ports:?} command={:?}",
+                agent.name, agent.group, agent.host, agent.enabled, agent.required, agent.command
+            )
+        })
+        .collect()
+}
+
+/// Issue 15, `convert`: every readable corpus file, converted to a native
+/// manifest beside a copy of it, is checked to the same agents (groups,
+/// hosts, dependencies, ports, commands) and the same problems.
+#[test]
+fn convert_round_trips_every_corpus_file() {
+    let Some(corpus) = corpus_dir("convert_round_trips_every_corpus_file") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut converted = 0;
+    for (name, kind) in index(&corpus) {
+        if kind.starts_with("unparseable") {
+            continue;
+        }
+        let original = dir.path().join(&name);
+        std::fs::copy(corpus.join(&name), &original).unwrap();
+        let native = dir.path().join(name.replace(".yaml", ".native.yaml"));
+        let output = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .args(["convert", "-c"])
+            .arg(&original)
+            .arg("-o")
+            .arg(&native)
+            .output()
+            .expect("run supervisor convert");
+        assert!(
+            output.status.success(),
+            "convert {name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = std::fs::read_to_string(&native).unwrap();
+        assert!(
+            text.starts_with("# Written by `supervisor convert`"),
+            "{name}"
+        );
+        assert_eq!(
+            agent_summary(&original),
+            agent_summary(&native),
+            "{name}: the agents differ"
+        );
+        let before = problems(dir.path(), &name);
+        let after = problems(dir.path(), &name.replace(".yaml", ".native.yaml"));
+        assert_eq!(
+            comparable_problems(&before),
+            comparable_problems(&after),
+            "{name}: the problems differ"
+        );
+        converted += 1;
+    }
+    assert_eq!(converted, 126);
+}

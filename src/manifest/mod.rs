@@ -2,12 +2,13 @@
 //! style read by a fast reader, anything else by `saphyr-parser`) ->
 //! variables expanded -> legacy formats rewritten to the native shape ->
 //! [`raw::RawManifest`] (serde, unknown fields rejected) -> [`validate`] ->
-//! [`Manifest`].
+//! [`Manifest`]. `convert.rs` writes any format out as a native manifest.
 //!
 //! Owns reading and validating; does not own cross-agent checks (duplicate
 //! names, cycles, ports: see `crate::check`) beyond reporting what it finds
 //! while reading (duplicate YAML keys, ports out of range).
 
+mod convert;
 mod legacy;
 mod model;
 mod problem;
@@ -85,6 +86,12 @@ pub struct ManifestError {
 pub struct Loaded {
     pub manifest: Manifest,
     pub problems: Vec<Problem>,
+}
+
+/// Writes the manifests (any format, with their `FILE@HOST`) as one native
+/// manifest: `${VARS}` kept, groups kept, comments for legacy decisions.
+pub fn convert(configs: &[ConfigArg]) -> Result<String, ManifestError> {
+    convert::convert(configs)
 }
 
 /// Reads every file and validates it into one [`Manifest`].

@@ -24,6 +24,62 @@ use super::*;
 /// Files larger than this are refused before parsing.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// One file's legacy-format conversion before variables are expanded: the
+/// native-shaped tree (`supervisor convert` writes it out), with the
+/// findings the conversion made and the file's format.
+pub struct Unexpanded {
+    pub root: Node,
+    pub format: String,
+    pub notes: Vec<(Problem, usize)>,
+}
+
+/// Reads `config` and rewrites it to the native shape, variables kept.
+pub fn unexpanded(config: &ConfigArg) -> Result<Unexpanded, ManifestError> {
+    let text = read_file(&config.path).map_err(|problem| ManifestError {
+        problems: vec![*problem],
+    })?;
+    let (root, duplicates) = yaml::parse(&text).map_err(|error| ManifestError {
+        problems: vec![
+            Problem::error(
+                ProblemKind::Syntax,
+                format!("invalid YAML: {}", error.message),
+            )
+            .at(&Location {
+                file: config.path.clone(),
+                line: error.line,
+                column: error.column,
+            }),
+        ],
+    })?;
+    let converted = legacy::convert(root, config.host.as_deref());
+    let mut notes = converted.ignored;
+    for duplicate in duplicates {
+        notes.push((
+            Problem::error(
+                ProblemKind::DuplicateKey,
+                format!(
+                    "key `{}` appears twice in one mapping (first on line {}); the last one is used",
+                    duplicate.key, duplicate.first_line
+                ),
+            ),
+            duplicate.line,
+        ));
+    }
+    let mut root = converted.root;
+    if converted.format == "native" {
+        let mut errors = Vec::new();
+        normalize_agent_map(&mut root, &mut errors, &config.path);
+        if !errors.is_empty() {
+            return Err(ManifestError { problems: errors });
+        }
+    }
+    Ok(Unexpanded {
+        root,
+        format: converted.format,
+        notes,
+    })
+}
+
 pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, ManifestError> {
     let variables = variables(options)?;
     let mut errors = Vec::new();
@@ -657,6 +713,8 @@ fn build_agent(
         );
     }
     let defaults = &context.defaults;
+    // Read from a legacy format, or marked `legacy: true` (a converted file).
+    let legacy = context.legacy || raw.legacy.unwrap_or(false);
 
     // Where it runs.
     let (host, address) = match raw.host.as_deref() {
@@ -765,7 +823,7 @@ fn build_agent(
     }
     let explicit_cwd = raw.cwd.or(defaults.cwd.clone());
     let legacy_root = match (&script, &explicit_cwd) {
-        (Some(script), None) if context.legacy => legacy_root(&context.dir, &script.path),
+        (Some(script), None) if legacy => legacy_root(&context.dir, &script.path),
         _ => None,
     };
     let cwd = match (explicit_cwd, &legacy_root) {
@@ -886,7 +944,7 @@ fn build_agent(
             }
         }
     }
-    if context.legacy {
+    if legacy {
         // The legacy base class: health port defaults to port+1, and its HTTP
         // health server listens on health port+1.
         let implicit_health = match (health_check_port, port) {
@@ -932,8 +990,7 @@ fn build_agent(
         .collect();
 
     // Readiness and liveness.
-    let legacy_health = context
-        .legacy
+    let legacy_health = legacy
         .then(|| {
             health_check_port
                 .map(|port| Probe::Zmq {
@@ -1040,7 +1097,7 @@ fn build_agent(
         on_error,
         config: raw.config.unwrap_or_default(),
         extra: raw.extra.unwrap_or_default(),
-        legacy: context.legacy,
+        legacy,
     })
 }
 
