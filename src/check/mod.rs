@@ -272,8 +272,8 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
 }
 
 /// Where `from` lists `to` among its dependencies.
-fn edge(manifest: &Manifest, from: &str, to: &str) -> Edge {
-    let location = manifest.agent(from).and_then(|agent| {
+fn edge(agents: &HashMap<&str, &Agent>, from: &str, to: &str) -> Edge {
+    let location = agents.get(from).and_then(|agent| {
         agent
             .dependencies
             .iter()
@@ -291,10 +291,8 @@ fn edge(manifest: &Manifest, from: &str, to: &str) -> Edge {
 }
 
 /// Where `from` lists `to` (else where `from` is defined).
-fn dependency_location(manifest: &Manifest, from: &str, to: &str) -> Location {
-    let agent = manifest
-        .agent(from)
-        .expect("cycles are made of defined agents");
+fn dependency_location(agents: &HashMap<&str, &Agent>, from: &str, to: &str) -> Location {
+    let agent = agents.get(from).expect("cycles are made of defined agents");
     agent
         .dependencies
         .iter()
@@ -317,16 +315,29 @@ fn describe_edges(edges: &[Edge]) -> String {
 /// count), each with the file and line of every edge, and the fewest
 /// dependencies to remove to break the whole knot.
 fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
-    for knot in find_knots(manifest) {
+    let knots = find_knots(manifest);
+    if knots.is_empty() {
+        return;
+    }
+    // Looked up once per edge: a knot can hold every agent.
+    let mut agents: HashMap<&str, &Agent> = HashMap::with_capacity(manifest.agents.len());
+    for agent in &manifest.agents {
+        agents.entry(agent.name.as_str()).or_insert(agent);
+    }
+    for knot in knots {
         let breaking: Vec<Edge> = knot
             .break_edges
             .iter()
-            .map(|(from, to)| edge(manifest, from, to))
+            .map(|(from, to)| edge(&agents, from, to))
             .collect();
-        let remove = match breaking.len() {
-            1 => format!("remove the dependency {}", describe_edges(&breaking)),
-            count => format!(
+        let remove = match (breaking.len(), knot.breaks_all) {
+            (1, true) => format!("remove the dependency {}", describe_edges(&breaking)),
+            (count, true) => format!(
                 "remove these {count} dependencies: {}",
+                describe_edges(&breaking)
+            ),
+            (count, false) => format!(
+                "this knot is too tangled to search fully; removing these {count} dependencies is a start, then check again: {}",
                 describe_edges(&breaking)
             ),
         };
@@ -336,8 +347,8 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
             format!("at least {}", knot.count)
         };
         if knot.count > MAX_LISTED_CYCLES || !knot.counted_all {
-            let first = manifest
-                .agent(&knot.members[0])
+            let first = agents
+                .get(knot.members[0].as_str())
                 .expect("knots are made of defined agents");
             let mut problem = Problem::error(
                 ProblemKind::Cycle,
@@ -358,7 +369,7 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
         let single = knot.cycles.len() == 1;
         for cycle in &knot.cycles {
             let edges: Vec<Edge> = (0..cycle.len())
-                .map(|index| edge(manifest, &cycle[index], &cycle[(index + 1) % cycle.len()]))
+                .map(|index| edge(&agents, &cycle[index], &cycle[(index + 1) % cycle.len()]))
                 .collect();
             let message = if cycle.len() == 1 {
                 format!("agent `{}` depends on itself", cycle[0])
@@ -387,7 +398,7 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
             };
             let mut problem = Problem::error(ProblemKind::Cycle, message)
                 .at(&dependency_location(
-                    manifest,
+                    &agents,
                     &cycle[0],
                     &cycle[1 % cycle.len()],
                 ))

@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::check::{print_problems, report_unreadable};
 use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions};
-use crate::manifest::{Manifest, ReadinessCheck};
+use crate::manifest::{Agent, ReadinessCheck};
 use crate::plan::{Plan, format_cycle};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -39,11 +39,8 @@ fn parse_estimate(text: &str) -> Result<Duration, String> {
 }
 
 /// How long an agent is expected to take to become ready.
-fn estimate(manifest: &Manifest, name: &str, probe_estimate: Duration) -> Duration {
-    match manifest
-        .agent(name)
-        .map(|agent| (&agent.readiness.check, agent.readiness.initial_delay))
-    {
+fn estimate(agent: Option<&Agent>, probe_estimate: Duration) -> Duration {
+    match agent.map(|agent| (&agent.readiness.check, agent.readiness.initial_delay)) {
         Some((ReadinessCheck::StartPeriod(period), delay)) => *period + delay,
         Some((_, delay)) => probe_estimate.max(delay),
         None => probe_estimate,
@@ -67,11 +64,18 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let planned = Plan::around_knots(&report.manifest);
     let plan = &planned.plan;
     let manifest = &report.manifest;
-    let disabled = |name: &str| manifest.agent(name).is_some_and(|agent| !agent.enabled);
+    // By name, built once (`Manifest::agent` searches the list).
+    let mut by_name: std::collections::HashMap<&str, &Agent> =
+        std::collections::HashMap::with_capacity(manifest.agents.len());
+    for agent in &manifest.agents {
+        by_name.entry(agent.name.as_str()).or_insert(agent);
+    }
+    let agent = |name: &str| by_name.get(name).copied();
+    let disabled = |name: &str| agent(name).is_some_and(|agent| !agent.enabled);
     // As `up` does: a disabled agent is not started, and whoever depends on
     // it starts without it, so it takes no time on the critical path.
     let (path, length) =
-        plan.critical_path_without(disabled, |name| estimate(manifest, name, args.estimate));
+        plan.critical_path_without(disabled, |name| estimate(agent(name), args.estimate));
     let disabled_names: Vec<&str> = plan.order().filter(|name| disabled(name)).collect();
     match args.format {
         Format::Dot => print!("{}", dot(plan)),
@@ -100,10 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 println!("level {index}:");
                 for name in level {
                     let deps = plan.dependencies(name);
-                    let host = manifest
-                        .agent(name)
-                        .map(|agent| agent.host.as_str())
-                        .unwrap_or("?");
+                    let host = agent(name).map(|agent| agent.host.as_str()).unwrap_or("?");
                     let mark = if disabled(name) {
                         " (disabled: not started; dependents start without it)"
                     } else {

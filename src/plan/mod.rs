@@ -110,7 +110,8 @@ impl<'a> Graph<'a> {
             .collect();
         let found = elementary_cycles(&adjacency);
         let name = |position: usize| self.graph[component[position]].to_string();
-        let break_edges = fewest_edges_to_break(&adjacency, &found.cycles)
+        let (break_edges, breaks_all) = fewest_edges_to_break(&adjacency, &found.cycles);
+        let break_edges = break_edges
             .into_iter()
             .map(|(from, to)| (name(from), name(to)))
             .collect();
@@ -128,6 +129,7 @@ impl<'a> Graph<'a> {
             count: found.cycles.len(),
             counted_all: found.complete,
             break_edges,
+            breaks_all,
         }
     }
 }
@@ -157,6 +159,9 @@ pub struct Knot {
     /// leaves the knot without a cycle (exact for small knots, greedy for
     /// large ones).
     pub break_edges: Vec<(String, String)>,
+    /// Whether removing `break_edges` really leaves no cycle (`false` when
+    /// a hostile knot needed more than the search allows).
+    pub breaks_all: bool,
 }
 
 struct FoundCycles {
@@ -166,17 +171,26 @@ struct FoundCycles {
 
 /// Johnson's algorithm over one knot (vertices `0..n`, `adjacency[v]` the
 /// vertices `v` depends on): every elementary cycle, each starting at its
-/// smallest vertex. Iterative (a 50,000-agent ring does not recurse), and
-/// bounded by [`MAX_COUNTED_CYCLES`] and [`MAX_SEARCH_STEPS`].
+/// smallest vertex. Each round searches from the least vertex that still
+/// lies on a cycle among the vertices not yet used as a start, within its
+/// strongly connected component there, so a 50,000-agent ring costs one
+/// round, not 50,000. Iterative (no deep recursion), and bounded by
+/// [`MAX_COUNTED_CYCLES`] and [`MAX_SEARCH_STEPS`].
 fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
     let n = adjacency.len();
     let mut cycles = Vec::new();
     let mut steps = 0usize;
     let mut blocked = vec![false; n];
     let mut blocked_by: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for start in 0..n {
-        // Only vertices >= start take part: cycles through smaller ones were found already.
-        for vertex in start..n {
+    let mut in_component = vec![false; n];
+    let mut from = 0;
+    while from < n {
+        steps += n;
+        let Some((start, members)) = least_strong_component(adjacency, from) else {
+            break;
+        };
+        for &vertex in &members {
+            in_component[vertex] = true;
             blocked[vertex] = false;
             blocked_by[vertex].clear();
         }
@@ -195,7 +209,7 @@ fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
             let (vertex, index, _) = *frame;
             if let Some(&next) = adjacency[vertex].get(index) {
                 frame.1 += 1;
-                if next < start {
+                if !in_component[next] {
                     continue;
                 }
                 if next == start {
@@ -213,7 +227,7 @@ fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
             if found {
                 unblock(vertex, &mut blocked, &mut blocked_by);
             } else {
-                for &next in adjacency[vertex].iter().filter(|next| **next >= start) {
+                for &next in adjacency[vertex].iter().filter(|next| in_component[**next]) {
                     if !blocked_by[next].contains(&vertex) {
                         blocked_by[next].push(vertex);
                     }
@@ -223,11 +237,85 @@ fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
                 parent.2 |= found;
             }
         }
+        for &vertex in &members {
+            in_component[vertex] = false;
+        }
+        from = start + 1;
     }
     FoundCycles {
         cycles,
         complete: true,
     }
+}
+
+/// Among the vertices `>= from`, the strongly connected components of the
+/// graph they induce; returns the one with a cycle whose least vertex is
+/// smallest, as (that vertex, its members). Iterative Tarjan.
+fn least_strong_component(adjacency: &[Vec<usize>], from: usize) -> Option<(usize, Vec<usize>)> {
+    const UNSEEN: usize = usize::MAX;
+    let n = adjacency.len();
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut next_index = 0usize;
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for root in from..n {
+        if index[root] != UNSEEN {
+            continue;
+        }
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        let mut frames: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(&(vertex, position)) = frames.last() {
+            if let Some(&next) = adjacency[vertex].get(position) {
+                if let Some(frame) = frames.last_mut() {
+                    frame.1 += 1;
+                }
+                if next < from {
+                    continue;
+                }
+                if index[next] == UNSEEN {
+                    index[next] = next_index;
+                    low[next] = next_index;
+                    next_index += 1;
+                    stack.push(next);
+                    on_stack[next] = true;
+                    frames.push((next, 0));
+                } else if on_stack[next] {
+                    low[vertex] = low[vertex].min(index[next]);
+                }
+                continue;
+            }
+            frames.pop();
+            if let Some(&(parent, _)) = frames.last() {
+                low[parent] = low[parent].min(low[vertex]);
+            }
+            if low[vertex] != index[vertex] {
+                continue;
+            }
+            let mut members = Vec::new();
+            loop {
+                let member = stack
+                    .pop()
+                    .expect("the component's vertices are on the stack");
+                on_stack[member] = false;
+                members.push(member);
+                if member == vertex {
+                    break;
+                }
+            }
+            let cyclic = members.len() > 1 || adjacency[vertex].contains(&vertex);
+            let least = members.iter().copied().min().unwrap_or(vertex);
+            if cyclic && best.as_ref().is_none_or(|(smallest, _)| least < *smallest) {
+                best = Some((least, members));
+            }
+        }
+    }
+    best
 }
 
 fn unblock(vertex: usize, blocked: &mut [bool], blocked_by: &mut [Vec<usize>]) {
@@ -272,7 +360,10 @@ fn has_cycle(adjacency: &[Vec<usize>], removed: &[(usize, usize)]) -> bool {
 /// The fewest edges that break every cycle: exact (smallest set hitting every
 /// cycle) when all cycles were found and few edges take part; otherwise
 /// greedy (the edge in most cycles first), topped up until no cycle is left.
-fn fewest_edges_to_break(adjacency: &[Vec<usize>], cycles: &[Vec<usize>]) -> Vec<(usize, usize)> {
+fn fewest_edges_to_break(
+    adjacency: &[Vec<usize>],
+    cycles: &[Vec<usize>],
+) -> (Vec<(usize, usize)>, bool) {
     let cycle_edges: Vec<Vec<(usize, usize)>> = cycles
         .iter()
         .map(|cycle| {
@@ -297,7 +388,7 @@ fn fewest_edges_to_break(adjacency: &[Vec<usize>], cycles: &[Vec<usize>]) -> Vec
                 let chosen: Vec<(usize, usize)> =
                     indices.iter().map(|index| candidates[*index]).collect();
                 if hits_all(&chosen) && !has_cycle(adjacency, &chosen) {
-                    return chosen;
+                    return (chosen, true);
                 }
                 // Next combination in lexicographic order.
                 let mut position = size;
@@ -335,17 +426,19 @@ fn fewest_edges_to_break(adjacency: &[Vec<usize>], cycles: &[Vec<usize>]) -> Vec
     }
     // Cycles past the counting bound: remove an edge of each remaining one
     // (bounded: a hostile knot gets a partial answer, not a hang).
-    let mut rounds = 0;
-    while rounds < MAX_TOP_UP_EDGES {
-        rounds += 1;
+    let mut breaks_all = false;
+    for _ in 0..=MAX_TOP_UP_EDGES {
         let removed: std::collections::HashSet<(usize, usize)> = chosen.iter().copied().collect();
         match remaining_cycle_edge(adjacency, &removed) {
             Some(edge) => chosen.push(edge),
-            None => break,
+            None => {
+                breaks_all = true;
+                break;
+            }
         }
     }
     chosen.sort_unstable();
-    chosen
+    (chosen, breaks_all)
 }
 
 /// Edges added one by one after the greedy choice before giving up.
