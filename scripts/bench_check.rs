@@ -142,6 +142,7 @@ fn main() {
     for (label, text) in [
         ("50,000 agents, flat", flat()),
         ("50,000 agents, one chain", chain()),
+        ("50,000 agents, one ring (a cycle)", ring()),
     ] {
         let path = dir
             .path()
