@@ -569,3 +569,71 @@ fn help_lists_the_exit_codes() {
         run.stdout
     );
 }
+
+/// Issue 14, item 8: `plan` marks disabled agents and leaves them off the
+/// critical path (as `up` starts their dependents without them); `check`
+/// warns about the dependency with its line.
+#[test]
+fn plan_marks_disabled_agents_and_check_warns_about_depending_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "version: 1\nagents:\n  slow: {{ {AGENT}, enabled: false, readiness: {{ start_period: 30s }} }}\n  api: {{ {AGENT}, dependencies: [slow] }}\n"
+        ),
+    );
+    let run = supervisor(dir.path(), &["plan", "-c", "m.yaml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("  slow [localhost] (disabled: not started; dependents start without it)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("critical path (1 agents, about 1.0s"),
+        "{}",
+        run.stdout
+    );
+    let run = supervisor(dir.path(), &["plan", "--format", "json", "-c", "m.yaml"]);
+    let value: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(value["disabled"], serde_json::json!(["slow"]));
+    let (code, problems) = check_json(&std::fs::read_to_string(dir.path().join("m.yaml")).unwrap());
+    assert_eq!(code, 0);
+    let warned = of_kind(&problems, "disabled_dependency");
+    assert_eq!(warned.len(), 1, "{problems:?}");
+    assert_eq!(warned[0]["line"], 4);
+}
+
+/// Issue 15, class 9: `plan` with a knot shows the levels outside it, the
+/// knot with its cycles, and what waits behind it.
+#[test]
+fn plan_shows_levels_around_a_knot() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "version: 1\nagents:\n  base: {{ {AGENT} }}\n  x: {{ {AGENT}, dependencies: [y, base] }}\n  y: {{ {AGENT}, dependencies: [x] }}\n  after: {{ {AGENT}, dependencies: [x] }}\n"
+        ),
+    );
+    let run = supervisor(dir.path(), &["plan", "-c", "m.yaml"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("level 0:\n  base [localhost]\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("knot (cannot start: 1 cycles): x, y\n  x -> y -> x\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("blocked (wait on a knot): after"),
+        "{}",
+        run.stdout
+    );
+}

@@ -1,7 +1,11 @@
-//! Every pre-flight check over a loaded manifest: duplicate agents, unknown
-//! dependencies, dependency cycles, port conflicts per host, ports out of
-//! range or already bound here, required agents depending on optional ones,
-//! scripts, programs and working directories missing here.
+//! Every pre-flight check over a loaded manifest: duplicate agents (and
+//! names whose variable forms collide), unknown dependencies (naming the
+//! mis-indented or duplicated group that hides them), dependencies on
+//! disabled agents, every elementary cycle of each knot with the fewest
+//! dependencies to remove, port conflicts per host (with suggestions chosen
+//! together), ports out of range or already bound here (or held by this
+//! manifest's own running agents), required agents depending on optional
+//! ones, scripts, programs and working directories missing here.
 //!
 //! Owns the finding of problems and of replacement ports; printing is the
 //! CLI's job, rewriting files is `fix.rs`, and which ports this machine's
