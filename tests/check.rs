@@ -637,3 +637,78 @@ fn plan_shows_levels_around_a_knot() {
         run.stdout
     );
 }
+
+/// Issue 15, class 7: errors first; warnings of one kind grouped into one
+/// line with a count unless `--verbose`; `--severity` filters.
+#[test]
+fn warnings_of_one_kind_are_grouped_errors_come_first_and_severity_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!("version: 1\nagents:\n  off: {{ {AGENT}, enabled: false }}\n");
+    for index in 0..5 {
+        text.push_str(&format!("  a{index}: {{ {AGENT}, dependencies: [off] }}\n"));
+    }
+    text.push_str(&format!("  z: {{ {AGENT}, dependencies: [ghost] }}\n"));
+    write(dir.path(), "m.yaml", &text);
+    let run = supervisor(dir.path(), &["check", "--no-file-check", "-c", "m.yaml"]);
+    assert_eq!(run.code, 1);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("error[unknown_dependency]: m.yaml:9:"),
+        "{}",
+        run.stderr
+    );
+    let grouped: Vec<&&str> = lines
+        .iter()
+        .filter(|line| line.starts_with("warning[disabled_dependency]"))
+        .collect();
+    assert_eq!(grouped.len(), 1, "{}", run.stderr);
+    assert!(
+        grouped[0].contains("5 warnings of this kind (--verbose lists them); the first: m.yaml:4:"),
+        "{}",
+        run.stderr
+    );
+    let run = supervisor(
+        dir.path(),
+        &["check", "--no-file-check", "--verbose", "-c", "m.yaml"],
+    );
+    assert_eq!(
+        run.stderr.matches("warning[disabled_dependency]").count(),
+        5,
+        "{}",
+        run.stderr
+    );
+    let run = supervisor(
+        dir.path(),
+        &[
+            "check",
+            "--no-file-check",
+            "--severity",
+            "error",
+            "-c",
+            "m.yaml",
+        ],
+    );
+    assert_eq!(run.code, 1);
+    assert!(!run.stderr.contains("warning["), "{}", run.stderr);
+    let run = supervisor(
+        dir.path(),
+        &[
+            "check",
+            "--no-file-check",
+            "--severity",
+            "warning",
+            "--json",
+            "-c",
+            "m.yaml",
+        ],
+    );
+    assert_eq!(run.code, 1, "the exit code still counts the error");
+    let value: Value = serde_json::from_str(&run.stdout).unwrap();
+    let problems = value["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 5);
+    assert!(
+        problems
+            .iter()
+            .all(|problem| problem["severity"] == "warning")
+    );
+}
