@@ -294,6 +294,9 @@ fn edge(agents: &HashMap<&str, &Agent>, from: &str, to: &str) -> Edge {
     }
 }
 
+/// Cycles longer than this are printed shortened in the message.
+const LONGEST_PRINTED_CYCLE: usize = 24;
+
 /// Where `from` lists `to` (else where `from` is defined).
 fn dependency_location(agents: &HashMap<&str, &Agent>, from: &str, to: &str) -> Location {
     let agent = agents.get(from).expect("cycles are made of defined agents");
@@ -379,11 +382,26 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 format!("agent `{}` depends on itself", cycle[0])
             } else {
                 let lines: Vec<String> = edges.iter().map(|edge| edge.line.to_string()).collect();
-                format!(
-                    "dependency cycle: {} (dependencies on lines {})",
-                    format_cycle(cycle),
-                    lines.join(", ")
-                )
+                if cycle.len() <= LONGEST_PRINTED_CYCLE {
+                    format!(
+                        "dependency cycle: {} (dependencies on lines {})",
+                        format_cycle(cycle),
+                        lines.join(", ")
+                    )
+                } else {
+                    // The whole cycle is in `agents` and `edges`.
+                    let head = format_cycle(&cycle[..LONGEST_PRINTED_CYCLE / 2]);
+                    let head = head
+                        .rsplit_once(" -> ")
+                        .map_or(head.as_str(), |(head, _)| head);
+                    format!(
+                        "dependency cycle of {} agents: {head} -> ... -> {} -> {} (dependencies on lines {}, ...; all in --json)",
+                        cycle.len(),
+                        cycle[cycle.len() - 1],
+                        cycle[0],
+                        lines[..LONGEST_PRINTED_CYCLE / 2].join(", ")
+                    )
+                }
             };
             let message = if single {
                 message
