@@ -623,4 +623,63 @@ fn convert_round_trips_every_corpus_file() {
         converted += 1;
     }
     assert_eq!(converted, 126);
+
+    // Both machines of HEAD into one file, each with its host.
+    let main = dir.path().join("3dd45d008fc4.yaml");
+    let pc2 = dir.path().join("46e8c89b8412.yaml");
+    let both = dir.path().join("both.native.yaml");
+    let output = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+        .args(["convert", "-c"])
+        .arg(format!("{}@mainpc", main.display()))
+        .arg("-c")
+        .arg(format!("{}@pc2", pc2.display()))
+        .arg("-o")
+        .arg(&both)
+        .output()
+        .expect("run supervisor convert");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pair = |args: &[String]| -> (Vec<String>, Vec<String>) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_supervisor"));
+        command.args(["check", "--json", "--no-bind-check", "--no-file-check"]);
+        for arg in args {
+            command.arg("-c").arg(arg);
+        }
+        let output = command
+            .arg("--env-file")
+            .arg(env_file())
+            .env_remove("PORT_OFFSET")
+            .output()
+            .expect("run supervisor check");
+        let value: Value = serde_json::from_slice(&output.stdout).expect("problems");
+        let problems = value["problems"].as_array().unwrap().clone();
+        let plan = Command::new(env!("CARGO_BIN_EXE_supervisor"))
+            .args(["plan", "--format", "json"])
+            .args(args.iter().flat_map(|arg| ["-c".to_string(), arg.clone()]))
+            .arg("--env-file")
+            .arg(env_file())
+            .env_remove("PORT_OFFSET")
+            .output()
+            .expect("run supervisor plan");
+        let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan");
+        let mut levels: Vec<String> = plan["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|level| level.to_string())
+            .collect();
+        levels.sort();
+        (comparable_problems(&problems), levels)
+    };
+    assert_eq!(
+        pair(&[
+            format!("{}@mainpc", main.display()),
+            format!("{}@pc2", pc2.display())
+        ]),
+        pair(&[both.display().to_string()]),
+        "MainPC + PC2 converted together"
+    );
 }
