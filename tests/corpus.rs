@@ -1,6 +1,10 @@
 //! `check`, `check-ports` and `plan` over every real legacy manifest of the
 //! corpus (`legacy-startup-configs/` under `SUPERVISOR_CORPUS`, else under
-//! `../shared/corpus`), with the findings of a hand-verified sample asserted.
+//! `../shared/corpus`), with the findings of a hand-verified sample asserted;
+//! per file (issue 15): no check aborts, every agent in a cycle is named and
+//! every reported cycle is re-verified against the parsed graph, agent
+//! counts match INDEX.tsv, `check-ports --fix` leaves no conflict, and
+//! `convert` round-trips to the same agents, ports and problems.
 //! The corpus lives outside the repository: without it every test here
 //! prints `SKIPPED <test>: <reason>` and passes (see tests/common/corpus.rs);
 //! the small per-format fixtures of tests/legacy_formats.rs always run.
