@@ -83,6 +83,7 @@ fn main() {
         this_host: "localhost".into(),
         files: false,
         compile: false,
+        running: Default::default(),
     };
     let with_bind = CheckOptions {
         bind_check: true,

@@ -9,9 +9,10 @@
 //!
 //! - [`manifest`]: YAML text -> node tree with locations -> `RawManifest`
 //!   (serde) -> `validate` -> [`manifest::Manifest`]. Variables, legacy
-//!   formats, problems with file:line.
-//! - [`plan`]: dependency graph (petgraph), cycles, topological levels,
-//!   critical path.
+//!   formats, problems with file:line; `convert` writes any format out as
+//!   a native manifest.
+//! - [`plan`]: dependency graph (petgraph), knots and their elementary
+//!   cycles, topological levels (around the knots), critical path.
 //! - [`check`]: every pre-flight check over a loaded manifest (duplicates,
 //!   unknown dependencies, cycles, ports), the in-place port fixer, and the
 //!   ports held on this machine (netlink `sock_diag`, confirmed by binding).

@@ -23,6 +23,13 @@ fn check_bytes(bytes: &[u8], limit: Duration) -> (i32, String, Duration) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained while it runs, so a long report cannot fill the pipe and stall it.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+        stderr
+    });
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -34,8 +41,7 @@ fn check_bytes(bytes: &[u8], limit: Duration) -> (i32, String, Duration) {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = reader.join().unwrap();
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     (
         status.code().expect("exited, not killed by a signal"),
@@ -235,4 +241,119 @@ fn duplicate_keys_everywhere_are_all_reported() {
             "line {line}: {stderr}"
         );
     }
+}
+
+/// Issue 15: what a careless or hostile author writes and `check` used to
+/// pass with 0 errors is now a located error (exit 1), each in bounded time.
+#[test]
+fn issue_15_careless_manifests_are_located_errors() {
+    let cases: &[(&str, &str, usize)] = &[
+        (
+            "version: 1\nagents:\n  a:\n    command: []\n",
+            "has an empty command",
+            4,
+        ),
+        (
+            "version: 1\nagents:\n  a:\n    command: [\"\"]\n",
+            "the program name is empty",
+            4,
+        ),
+        (
+            "version: 1\nagents:\n  Db: {command: [\"true\"]}\n  DB: {command: [\"true\"]}\n",
+            "differ only in case or punctuation",
+            4,
+        ),
+        (
+            "version: 1\nagents:\n  a-b: {command: [\"true\"]}\n  a_b: {command: [\"true\"]}\n",
+            "both become `A_B_ENDPOINT`",
+            4,
+        ),
+        (
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    env: {X: \"a\\0b\"}\n",
+            "holds a NUL byte",
+            5,
+        ),
+        (
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    env:\n      \"A=B\": x\n",
+            "contains `=`",
+            6,
+        ),
+        (
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    env:\n      \"\": x\n",
+            "is empty",
+            6,
+        ),
+        (
+            "version: 99\nagents:\n  a: {command: [\"true\"]}\n",
+            "`version: 99`",
+            1,
+        ),
+        (
+            "version: 1\nagents:\n  a: {command: [\"true\"]}\n---\nagents:\n  b: {command: [\"true\"]}\n",
+            "second YAML document",
+            4,
+        ),
+        (
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    port: 7000\n    health_check_port: 7000\n",
+            "for both port and health_check_port",
+            6,
+        ),
+        (
+            "version: 1\nagents:\n  \"../etc\": {command: [\"true\"]}\n",
+            "may hold only letters",
+            3,
+        ),
+    ];
+    for (text, needle, line) in cases {
+        let (code, stderr) = check(text);
+        assert_eq!(code, 1, "{text}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{text}: expected `{needle}` in {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("hostile.yaml:{line}:")),
+            "{text}: line {line}: {stderr}"
+        );
+    }
+    // A dependency on a disabled agent is a warning with its line (exit 0).
+    let (code, stderr) = check(
+        "version: 1\nagents:\n  a: {command: [\"true\"], enabled: false}\n  b: {command: [\"true\"], dependencies: [a]}\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("hostile.yaml:4:") && stderr.contains("which is disabled"),
+        "{stderr}"
+    );
+}
+
+/// 50,000 agents as one chain, and as one ring (a single cycle through all
+/// of them): read and checked in bounded time (linear graph work).
+#[test]
+fn fifty_thousand_deep_chain_and_ring_are_checked_in_bounded_time() {
+    let mut chain = String::from("version: 1\nagents:\n  a0: {command: [\"true\"]}\n");
+    let mut ring = String::from("version: 1\nagents:\n");
+    for index in 0..50_000 {
+        if index > 0 {
+            chain.push_str(&format!(
+                "  a{index}: {{command: [\"true\"], dependencies: [a{}]}}\n",
+                index - 1
+            ));
+        }
+        ring.push_str(&format!(
+            "  a{index}: {{command: [\"true\"], dependencies: [a{}]}}\n",
+            (index + 1) % 50_000
+        ));
+    }
+    // Generous bounds for a debug build on a loaded machine.
+    let (code, stderr, _) = check_bytes(chain.as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, 0, "{}", &stderr[..stderr.len().min(2000)]);
+    let (code, stderr, _) = check_bytes(ring.as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, 1);
+    assert_eq!(stderr.matches("error[cycle]").count(), 1);
+    assert!(
+        stderr.contains("remove the dependency `a0` -> `a1` (line 3)"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
 }

@@ -30,7 +30,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// The MainPC manifest at the legacy repository's HEAD: 49 agents, format
-/// `legacy:agent_groups` (so `--port` is passed), 0 check errors.
+/// `legacy:agent_groups` (so `--port` is passed), 0 check errors once its
+/// mis-indented `docker_groups` block is removed.
 const MAINPC_HEAD: &str = "3dd45d008fc4.yaml";
 
 fn legacy_fixture() -> PathBuf {
@@ -51,11 +52,28 @@ fn require_pyzmq() {
 }
 
 /// The manifest with every `script_path` value replaced by the fixture's
-/// path; everything else (groups, ports, dependencies, config) unchanged.
+/// path, and without the `docker_groups` block indented under
+/// `agent_groups` (from its `  docker_groups:` line to the next top-level
+/// key): `check` makes that block an error, since the real agents' own
+/// config loader crashes on it (issue 14, item 10). Everything else
+/// (groups, ports, dependencies, config) unchanged.
 fn point_scripts_at_fixture(text: &str) -> String {
     let fixture = legacy_fixture();
     let mut out = String::with_capacity(text.len());
+    let mut in_misplaced_block = false;
     for line in text.lines() {
+        if line == "  docker_groups:" {
+            in_misplaced_block = true;
+        } else if in_misplaced_block
+            && !line.starts_with(' ')
+            && !line.starts_with('#')
+            && !line.is_empty()
+        {
+            in_misplaced_block = false;
+        }
+        if in_misplaced_block {
+            continue;
+        }
         let trimmed = line.trim_start();
         if let Some(rest) = trimmed.strip_prefix("script_path:")
             && !rest.trim().is_empty()

@@ -26,6 +26,7 @@ fn load_and_check(text: &str) {
                 this_host: "localhost".into(),
                 files: false,
                 compile: false,
+                running: Default::default(),
             },
         );
         let _ = supervisor::plan::Plan::new(&report.manifest);

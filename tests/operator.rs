@@ -549,3 +549,45 @@ fn colour_on_a_terminal_unless_no_color() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains('\x1b'));
     assert!(!String::from_utf8_lossy(&output.stderr).contains('\x1b'));
 }
+
+/// Issue 15, class 6: `check` and `check-ports` on a system that is
+/// running name the manifest's own running agents as the holders of their
+/// ports instead of reporting a conflict.
+#[test]
+fn check_on_a_running_system_names_its_own_agents_as_holders() {
+    let project = Project::new();
+    let root = project.dir.path();
+    let (db, api) = (port(), port());
+    // `port:` declares the ports the agents bind (two_agents only passes them as flags).
+    let manifest = two_agents(db, api)
+        .replace(
+            &format!("readiness: {{ tcp: {db},"),
+            &format!("port: {db}\n    readiness: {{ tcp: {db},"),
+        )
+        .replace(
+            &format!("readiness: {{ tcp: {api},"),
+            &format!("port: {api}\n    readiness: {{ tcp: {api},"),
+        );
+    project.write("supervisor.yaml", &manifest);
+    let output = project.up(root, &[], project.path(".supervisor"));
+    assert!(output.status.success(), "{}", text(&output));
+
+    let output = project.run(root, &["check", "--no-file-check", "--verbose"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    for (agent, port) in [("db", db), ("api", api)] {
+        assert!(
+            text(&output).contains(&format!(
+                "port {port} ({agent}.port) is in use by running agent {agent} (pid "
+            )),
+            "{}",
+            text(&output)
+        );
+    }
+    let output = project.run(root, &["check-ports"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("in use by running agent db"),
+        "{}",
+        text(&output)
+    );
+}

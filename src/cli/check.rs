@@ -25,6 +25,29 @@ pub struct Args {
     /// report syntax errors with file and line.
     #[arg(long, conflicts_with = "no_file_check")]
     pub compile: bool,
+    /// Show only problems of this severity (the exit code still counts
+    /// every error).
+    #[arg(long, value_enum)]
+    pub severity: Option<SeverityFilter>,
+    /// List every warning; without it, warnings of one kind are grouped
+    /// into one line with a count.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeverityFilter {
+    Error,
+    Warning,
+}
+
+impl SeverityFilter {
+    fn keeps(self, problem: &Problem) -> bool {
+        match self {
+            SeverityFilter::Error => problem.severity == Severity::Error,
+            SeverityFilter::Warning => problem.severity == Severity::Warning,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
@@ -32,6 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         bind_check: !args.no_bind_check,
         files: !args.no_file_check,
         compile: args.compile,
+        running: if args.no_bind_check {
+            Default::default()
+        } else {
+            running_agents(&args.manifests.configs)
+        },
         ..CheckOptions::default()
     };
     let report = match check::run_with(
@@ -42,13 +70,49 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Ok(report) => report,
         Err(error) => return report_unreadable(error, args.json),
     };
+    let shown: Vec<Problem> = report
+        .problems
+        .iter()
+        .filter(|problem| args.severity.is_none_or(|filter| filter.keeps(problem)))
+        .cloned()
+        .collect();
     if args.json {
-        print_json(&report.problems)?;
+        print_json(&shown)?;
     } else {
-        print_problems(&report.problems);
+        print_problems_grouped(&shown, args.verbose);
         print_summary(&report);
     }
     Ok(exit_code(&report))
+}
+
+/// The agents of these manifests that a supervisor already runs (name ->
+/// pid), asked of the run directory's control socket; empty when none runs
+/// there or it does not answer within 2 s.
+pub fn running_agents(configs: &[String]) -> std::collections::BTreeMap<String, u32> {
+    let run_dir = super::locate::run_dir(None, configs);
+    if run_dir.pid().is_none() {
+        return Default::default();
+    }
+    let status = crate::control::Client::connect(&run_dir).and_then(|mut client| {
+        client.request(
+            &crate::control::Request::Status,
+            std::time::Duration::from_secs(2),
+        )
+    });
+    match status {
+        Ok(response) => response
+            .status
+            .map(|status| {
+                status
+                    .agents
+                    .into_iter()
+                    .filter(|agent| !agent.remote)
+                    .filter_map(|agent| Some((agent.name, agent.pid?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
+    }
 }
 
 /// 1 when any problem is an error, else 0.
@@ -80,28 +144,68 @@ pub fn print_json(problems: &[Problem]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `error[cycle]: file:line: message` then `  help: suggestion`, to stderr.
+/// `error[cycle]: file:line: message` then `  help: suggestion`, to
+/// stderr, errors first, every problem on its own.
 pub fn print_problems(problems: &[Problem]) {
+    print_problems_grouped(problems, true);
+}
+
+/// Like [`print_problems`]; unless `verbose`, the warnings of a kind that
+/// has more than [`GROUP_AFTER`] of them are one line with their count and
+/// the first of them.
+pub fn print_problems_grouped(problems: &[Problem], verbose: bool) {
     let mut sorted: Vec<&Problem> = problems.iter().collect();
     sorted.sort_by(|a, b| (a.severity, &a.file, a.line).cmp(&(b.severity, &b.file, b.line)));
+    let mut per_kind: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+    for problem in sorted.iter().filter(|problem| !problem.is_error()) {
+        *per_kind.entry(problem.kind).or_default() += 1;
+    }
+    let mut grouped_printed = std::collections::HashSet::new();
     for problem in sorted {
-        let severity = match problem.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        let kind = serde_json::to_value(problem.kind)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let place = match (&problem.file, problem.line) {
-            (Some(file), Some(line)) => format!("{file}:{line}: "),
-            (Some(file), None) => format!("{file}: "),
-            _ => String::new(),
-        };
-        eprintln!("{severity}[{kind}]: {place}{}", problem.message);
-        if let Some(suggestion) = &problem.suggestion {
-            eprintln!("  help: {suggestion}");
+        let count = per_kind.get(&problem.kind).copied().unwrap_or(0);
+        if !verbose && !problem.is_error() && count > GROUP_AFTER {
+            if grouped_printed.insert(problem.kind) {
+                let kind = kind_name(problem);
+                let place = match (&problem.file, problem.line) {
+                    (Some(file), Some(line)) => format!("{file}:{line}: "),
+                    (Some(file), None) => format!("{file}: "),
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "warning[{kind}]: {count} warnings of this kind (--verbose lists them); the first: {place}{}",
+                    problem.message
+                );
+            }
+            continue;
         }
+        print_one(problem);
+    }
+}
+
+/// Warnings of one kind are grouped when there are more than this many.
+const GROUP_AFTER: usize = 3;
+
+fn kind_name(problem: &Problem) -> String {
+    serde_json::to_value(problem.kind)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn print_one(problem: &Problem) {
+    let severity = match problem.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let kind = kind_name(problem);
+    let place = match (&problem.file, problem.line) {
+        (Some(file), Some(line)) => format!("{file}:{line}: "),
+        (Some(file), None) => format!("{file}: "),
+        _ => String::new(),
+    };
+    eprintln!("{severity}[{kind}]: {place}{}", problem.message);
+    if let Some(suggestion) = &problem.suggestion {
+        eprintln!("  help: {suggestion}");
     }
 }
 

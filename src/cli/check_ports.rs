@@ -49,6 +49,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
         files: false,
+        running: if args.no_bind_check {
+            Default::default()
+        } else {
+            super::check::running_agents(&args.manifests.configs)
+        },
         ..CheckOptions::default()
     };
     let mut report = match check::run_with(

@@ -11,6 +11,7 @@ use crate::manifest::{ConfigArg, LoadOptions, ManifestError};
 pub mod check;
 pub mod check_ports;
 pub mod console;
+pub mod convert;
 pub mod down;
 pub mod errors;
 pub mod locate;
@@ -64,6 +65,8 @@ pub enum Command {
     CheckPorts(check_ports::Args),
     /// Print the start order: topological levels, dependencies, critical path.
     Plan(plan::Args),
+    /// Write legacy manifests (`FILE@HOST` each) as one native manifest, variables and groups kept.
+    Convert(convert::Args),
     /// Start the agents of this host in dependency order and keep them running.
     ///
     /// Signals: SIGINT, SIGTERM and SIGQUIT stop every agent gracefully (a
@@ -236,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check(args) => check::run(args),
         Command::CheckPorts(args) => check_ports::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Up(args) => up::run(args),
         Command::Status(args) => status::run(args),
         Command::Start(args) => start::run(args),

@@ -1,5 +1,8 @@
 //! `supervisor plan`: the start order (topological levels), each agent's
 //! dependencies, the critical path; `--format dot` for Graphviz, `json` for machines.
+//! With dependency cycles it still shows the levels of everything outside
+//! the knots, then the knots and the agents blocked behind them; disabled
+//! agents are marked and left off the critical path.
 
 use std::time::Duration;
 
@@ -8,8 +11,8 @@ use anyhow::Context;
 use super::check::{print_problems, report_unreadable};
 use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions};
-use crate::manifest::{Manifest, ReadinessCheck};
-use crate::plan::Plan;
+use crate::manifest::{Agent, ReadinessCheck};
+use crate::plan::{Plan, format_cycle};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -36,11 +39,8 @@ fn parse_estimate(text: &str) -> Result<Duration, String> {
 }
 
 /// How long an agent is expected to take to become ready.
-fn estimate(manifest: &Manifest, name: &str, probe_estimate: Duration) -> Duration {
-    match manifest
-        .agent(name)
-        .map(|agent| (&agent.readiness.check, agent.readiness.initial_delay))
-    {
+fn estimate(agent: Option<&Agent>, probe_estimate: Duration) -> Duration {
+    match agent.map(|agent| (&agent.readiness.check, agent.readiness.initial_delay)) {
         Some((ReadinessCheck::StartPeriod(period), delay)) => *period + delay,
         Some((_, delay)) => probe_estimate.max(delay),
         None => probe_estimate,
@@ -61,21 +61,36 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Ok(report) => report,
         Err(error) => return report_unreadable(error, false),
     };
-    let plan = match Plan::new(&report.manifest) {
-        Ok(plan) => plan,
-        Err(_) => {
-            print_problems(&report.problems);
-            return Ok(Exit::Problems);
-        }
-    };
+    let planned = Plan::around_knots(&report.manifest);
+    let plan = &planned.plan;
     let manifest = &report.manifest;
-    let (path, length) = plan.critical_path(|name| estimate(manifest, name, args.estimate));
+    // By name, built once (`Manifest::agent` searches the list).
+    let mut by_name: std::collections::HashMap<&str, &Agent> =
+        std::collections::HashMap::with_capacity(manifest.agents.len());
+    for agent in &manifest.agents {
+        by_name.entry(agent.name.as_str()).or_insert(agent);
+    }
+    let agent = |name: &str| by_name.get(name).copied();
+    let disabled = |name: &str| agent(name).is_some_and(|agent| !agent.enabled);
+    // As `up` does: a disabled agent is not started, and whoever depends on
+    // it starts without it, so it takes no time on the critical path.
+    let (path, length) =
+        plan.critical_path_without(disabled, |name| estimate(agent(name), args.estimate));
+    let disabled_names: Vec<&str> = plan.order().filter(|name| disabled(name)).collect();
     match args.format {
-        Format::Dot => print!("{}", dot(&plan)),
+        Format::Dot => print!("{}", dot(plan)),
         Format::Json => {
             let value = serde_json::json!({
                 "levels": plan.levels,
                 "dependencies": plan.order().map(|name| (name.to_string(), serde_json::json!(plan.dependencies(name)))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                "disabled": disabled_names,
+                "knots": planned.knots.iter().map(|knot| serde_json::json!({
+                    "members": knot.members,
+                    "cycles": knot.cycles,
+                    "cycle_count": knot.count,
+                    "counted_all": knot.counted_all,
+                })).collect::<Vec<_>>(),
+                "blocked": planned.blocked,
                 "critical_path": path,
                 "critical_path_seconds": length.as_secs_f64(),
             });
@@ -89,16 +104,35 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 println!("level {index}:");
                 for name in level {
                     let deps = plan.dependencies(name);
-                    let host = manifest
-                        .agent(name)
-                        .map(|agent| agent.host.as_str())
-                        .unwrap_or("?");
-                    if deps.is_empty() {
-                        println!("  {name} [{host}]");
+                    let host = agent(name).map(|agent| agent.host.as_str()).unwrap_or("?");
+                    let mark = if disabled(name) {
+                        " (disabled: not started; dependents start without it)"
                     } else {
-                        println!("  {name} [{host}] <- {}", deps.join(", "));
+                        ""
+                    };
+                    if deps.is_empty() {
+                        println!("  {name} [{host}]{mark}");
+                    } else {
+                        println!("  {name} [{host}] <- {}{mark}", deps.join(", "));
                     }
                 }
+            }
+            for knot in &planned.knots {
+                println!(
+                    "knot (cannot start: {} cycles): {}",
+                    if knot.counted_all {
+                        knot.count.to_string()
+                    } else {
+                        format!("at least {}", knot.count)
+                    },
+                    knot.members.join(", ")
+                );
+                for cycle in &knot.cycles {
+                    println!("  {}", format_cycle(cycle));
+                }
+            }
+            if !planned.blocked.is_empty() {
+                println!("blocked (wait on a knot): {}", planned.blocked.join(", "));
             }
             println!(
                 "critical path ({} agents, about {:.1}s with readiness estimates): {}",
@@ -108,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             );
         }
     }
-    if report.has_errors() {
+    if report.has_errors() || !planned.knots.is_empty() {
         print_problems(&report.problems);
         return Ok(Exit::Problems);
     }

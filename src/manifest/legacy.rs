@@ -20,8 +20,12 @@ pub struct Converted {
     pub format: String,
     /// The native-shaped root.
     pub root: Node,
-    /// Entries that are not agents and were left out, as warnings.
+    /// Entries that are not agents and were left out, as warnings (errors
+    /// where the legacy agents' own loader crashes on them), with their line.
     pub ignored: Vec<(Problem, usize)>,
+    /// Agents of groups nested one level too deep in `agent_groups`:
+    /// (name, group path, line of the group key).
+    pub hidden: Vec<(String, String, usize)>,
 }
 
 /// Detects the format of `root` and rewrites legacy formats to the native shape.
@@ -33,6 +37,7 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
             format: "native".into(),
             root,
             ignored: Vec::new(),
+            hidden: Vec::new(),
         };
     };
     let has = |key: &str| root.get(key).is_some();
@@ -41,6 +46,7 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
         ignored: Vec::new(),
         pass_port: false,
         group: None,
+        nested: Vec::new(),
     };
     let format = if has("agent_groups") {
         legacy.pass_port = true;
@@ -113,13 +119,25 @@ pub fn convert(root: Node, host: Option<&str>) -> Converted {
             format: "native".into(),
             root,
             ignored: Vec::new(),
+            hidden: Vec::new(),
         };
     };
+    legacy.report_nested_groups();
     let root = legacy.native_root(&root);
     Converted {
         format: format.into(),
         root,
         ignored: legacy.ignored,
+        hidden: legacy
+            .nested
+            .into_iter()
+            .flat_map(|group| {
+                group
+                    .agents
+                    .into_iter()
+                    .map(move |name| (name, group.path.clone(), group.line))
+            })
+            .collect(),
     }
 }
 
@@ -229,7 +247,25 @@ struct Legacy {
     pass_port: bool,
     /// The group (or list key) whose entries are being read.
     group: Option<String>,
+    /// Groups found one level too deep inside an `agent_groups` group.
+    nested: Vec<NestedGroup>,
 }
+
+/// A group written one level too deep: `agent_groups.outer.inner.Agent`.
+struct NestedGroup {
+    /// `agent_groups.outer.inner`.
+    path: String,
+    /// `inner`.
+    name: String,
+    /// `outer`.
+    outer: String,
+    line: usize,
+    /// The agent entries inside it.
+    agents: Vec<String>,
+}
+
+/// Why the legacy agents crash on a non-agent entry inside `agent_groups`.
+const LOADER_CRASH: &str = "the legacy agents' own config loader (common/config_manager.py, run at import) reads every entry of every group under `agent_groups` as an agent's settings and calls `.get` on it, so it crashes (`'str' object has no attribute 'get'`) in every agent that imports it";
 
 impl Legacy {
     /// `group: { AgentName: {...}, nested_group: { AgentName: {...} } }`.
@@ -243,6 +279,8 @@ impl Legacy {
         let Some(groups) = groups.as_mapping() else {
             return;
         };
+        // Group definitions (`{description, agents: [names]}`) found as groups.
+        let mut definitions: Vec<(String, usize)> = Vec::new();
         for (group_key, group) in groups {
             let group_name = group_key.as_str().unwrap_or_default();
             let group_path = format!("{path}.{group_name}");
@@ -263,12 +301,132 @@ impl Legacy {
                     .any(|(_, entry)| is_agent_entry(entry))
             {
                 // A `docker_groups` block indented under agent_groups: {description, agents: [names]}.
-                self.ignore(format!("`{group_path}` is a group definition (`agents:` lists names), not agent entries; ignored"), group_key.line);
+                definitions.push((group_name.to_string(), group_key.line));
                 continue;
             }
             self.group = Some(group_name.to_string());
-            self.walk_named_map(&group_path, group);
+            self.walk_group(&group_path, group_name, group);
             self.group = None;
+        }
+        // One error for the whole mis-indented block, at its first entry.
+        if let Some((first, line)) = definitions.first() {
+            let names: Vec<&str> = definitions.iter().map(|(name, _)| name.as_str()).collect();
+            let what = if names.len() == 1 {
+                format!(
+                    "`{path}.{first}` is a group definition (`description`, and `agents:` listing names), not a group of agent entries"
+                )
+            } else {
+                format!(
+                    "{} entries of `{path}` ({}) are group definitions (`description`, and `agents:` listing names), not groups of agent entries",
+                    names.len(),
+                    names.join(", ")
+                )
+            };
+            self.ignored.push((
+                Problem::error(
+                    ProblemKind::NotAnAgent,
+                    format!("{what}: {LOADER_CRASH}; the supervisor ignores them"),
+                )
+                .suggest("this block is probably meant as `docker_groups` at the top level: move it out of `agent_groups` (dedent it)"),
+                *line,
+            ));
+        }
+    }
+
+    /// The `Name: {...}` entries of one `agent_groups` group, read as the
+    /// legacy launcher read them: two levels down. A mapping of agent
+    /// entries at the agent level is a group indented one level too deep;
+    /// the launcher saw it as an entry without `script_path` and started
+    /// none of its agents, so they are left out and reported.
+    fn walk_group(&mut self, path: &str, group_name: &str, map: &Node) {
+        let Some(entries) = map.as_mapping() else {
+            self.ignore(
+                format!("`{path}` is {} and holds no agents", map.kind_name()),
+                map.line,
+            );
+            return;
+        };
+        for (key, entry) in entries {
+            let name = key.as_str().unwrap_or_default();
+            let entry_path = format!("{path}.{name}");
+            if entry.as_mapping().is_some() && is_agent_entry(entry) {
+                let agent = self.convert_entry(Some(key), entry);
+                self.agents.push(agent);
+            } else if let Some(inner) = entry.as_mapping().filter(|inner| {
+                !inner.is_empty() && inner.iter().any(|(_, value)| is_agent_entry(value))
+            }) {
+                self.nested.push(NestedGroup {
+                    path: entry_path,
+                    name: name.to_string(),
+                    outer: group_name.to_string(),
+                    line: key.line,
+                    agents: inner
+                        .iter()
+                        .filter(|(_, value)| is_agent_entry(value))
+                        .filter_map(|(agent, _)| agent.as_str().map(str::to_string))
+                        .collect(),
+                });
+            } else if entry.as_mapping().is_some() || entry.is_null() {
+                self.ignore(format!("`{entry_path}` is not an agent entry (no script_path, command or port); ignored"), key.line);
+            } else {
+                self.ignored.push((
+                    Problem::error(
+                        ProblemKind::NotAnAgent,
+                        format!("`{entry_path}` is {}, not an agent entry: {LOADER_CRASH}; the supervisor ignores it", entry.kind_name()),
+                    )
+                    .suggest("move it out of `agent_groups` (it is probably indented one level too deep)"),
+                    key.line,
+                ));
+            }
+        }
+    }
+
+    /// One warning per group nested one level too deep: what the legacy
+    /// launcher did with it, what was probably meant, and which
+    /// dependencies dangle because of it.
+    fn report_nested_groups(&mut self) {
+        for group in &self.nested {
+            let hidden: std::collections::BTreeSet<&str> =
+                group.agents.iter().map(String::as_str).collect();
+            let mut dangling: Vec<String> = Vec::new();
+            for agent in &self.agents {
+                let from = agent.get("name").and_then(Node::as_str).unwrap_or("?");
+                for dependency in agent
+                    .get("dependencies")
+                    .and_then(Node::as_sequence)
+                    .unwrap_or_default()
+                {
+                    if let Some(to) = dependency.as_str().filter(|to| hidden.contains(to.trim())) {
+                        dangling.push(format!(
+                            "`{from}` -> `{}` (line {})",
+                            to.trim(),
+                            dependency.line
+                        ));
+                    }
+                }
+            }
+            let dangling = if dangling.is_empty() {
+                "no other agent depends on them".to_string()
+            } else {
+                format!("so these dependencies dangle: {}", dangling.join(", "))
+            };
+            self.ignored.push((
+                Problem::warning(
+                    ProblemKind::MisindentedGroup,
+                    format!(
+                        "`{}` is indented one level too deep (inside group `{}`): the legacy launcher reads agents two levels under `agent_groups`, saw `{}` as an entry without `script_path` and started none of its agents ({}); the supervisor does the same, {dangling}",
+                        group.path,
+                        group.outer,
+                        group.name,
+                        group.agents.join(", ")
+                    ),
+                )
+                .suggest(format!(
+                    "you probably meant a group `agent_groups.{}`: dedent `{}:` and its entries by one level",
+                    group.name, group.name
+                )),
+                group.line,
+            ));
         }
     }
 

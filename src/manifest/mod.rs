@@ -2,12 +2,13 @@
 //! style read by a fast reader, anything else by `saphyr-parser`) ->
 //! variables expanded -> legacy formats rewritten to the native shape ->
 //! [`raw::RawManifest`] (serde, unknown fields rejected) -> [`validate`] ->
-//! [`Manifest`].
+//! [`Manifest`]. `convert.rs` writes any format out as a native manifest.
 //!
 //! Owns reading and validating; does not own cross-agent checks (duplicate
 //! names, cycles, ports: see `crate::check`) beyond reporting what it finds
 //! while reading (duplicate YAML keys, ports out of range).
 
+mod convert;
 mod legacy;
 mod model;
 mod problem;
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
-pub use problem::{Problem, ProblemKind, Severity, User};
+pub use problem::{Edge, Problem, ProblemKind, Severity, User};
 pub use vars::Variables;
 
 /// A manifest file named on the command line, with the machine its agents
@@ -69,7 +70,8 @@ pub struct LoadOptions {
 }
 
 /// The manifest could not be read at all: bad YAML, a wrong type, an unknown
-/// field, an unset variable, an unreadable file. Carries every such problem
+/// field, an unreadable file. (An unset variable is not fatal: it is a
+/// located problem in [`Loaded::problems`].) Carries every such problem
 /// found (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{}", problems.iter().map(|problem| problem.to_string()).collect::<Vec<_>>().join("\n"))]
@@ -84,6 +86,12 @@ pub struct ManifestError {
 pub struct Loaded {
     pub manifest: Manifest,
     pub problems: Vec<Problem>,
+}
+
+/// Writes the manifests (any format, with their `FILE@HOST`) as one native
+/// manifest: `${VARS}` kept, groups kept, comments for legacy decisions.
+pub fn convert(configs: &[ConfigArg]) -> Result<String, ManifestError> {
+    convert::convert(configs)
 }
 
 /// Reads every file and validates it into one [`Manifest`].

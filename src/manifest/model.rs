@@ -37,6 +37,20 @@ pub struct Manifest {
     /// The `/metrics` listener (`metrics:` at the top level of a native
     /// manifest; the first file that sets it wins).
     pub metrics: Option<Metrics>,
+    /// Agent entries that are written but not read: legacy ones in a group
+    /// indented one level too deep (the legacy launcher did not start them
+    /// either), and the entries of a mapping hidden by a later duplicate key
+    /// (last one wins). Not in `agents`; `check` names them when a
+    /// dependency on them dangles.
+    pub hidden: Vec<HiddenAgent>,
+}
+
+/// An agent entry that is written but not read (see [`Manifest::hidden`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenAgent {
+    pub name: String,
+    /// Where it is, and why it is not read, for a suggestion: "in ... (file:line), ...".
+    pub because: String,
 }
 
 /// Where `up` serves `/metrics` and `/health`.
@@ -314,4 +328,20 @@ pub struct ErrorPolicy {
     /// One error of exactly this severity triggers the action.
     pub on_severity: Vec<(ErrorSeverity, ErrorAction)>,
     pub rate: Option<ErrorRate>,
+}
+
+/// The environment-variable form of an agent name (or a config key):
+/// ASCII letters upper-cased, everything else `_`. The supervisor gives each
+/// agent `<NAME>_ENDPOINT` of its dependencies under this name, so two
+/// agents with the same form collide (`check` reports them).
+pub fn variable_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

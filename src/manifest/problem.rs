@@ -47,6 +47,14 @@ pub enum ProblemKind {
     MissingFile,
     /// A Python script that does not parse (`check --compile`).
     ScriptSyntax,
+    /// An enabled agent depends on a disabled one (`up` starts it without it).
+    DisabledDependency,
+    /// An entry inside legacy `agent_groups` that is not an agent mapping:
+    /// the legacy agents' own config loader crashes on it.
+    NotAnAgent,
+    /// A legacy group written one level too deep inside another group; the
+    /// legacy launcher did not start its agents.
+    MisindentedGroup,
 }
 
 /// Who uses a port: an agent and the field it came from.
@@ -70,7 +78,8 @@ pub struct Problem {
     /// What to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<String>,
-    /// `cycle`: the agents in dependency order.
+    /// `cycle`: the agents in dependency order; `unset_variable`: the agents
+    /// whose values use the variable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<String>>,
     /// `port_conflict`, `invalid_port`, `port_in_use`.
@@ -88,6 +97,25 @@ pub struct Problem {
     pub agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependency: Option<String>,
+    /// `unset_variable`: the variable's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variable: Option<String>,
+    /// `cycle`: each dependency edge of the cycle, with where it is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edges: Option<Vec<Edge>>,
+    /// How many problems of this kind were grouped into this one line
+    /// (text output without `--verbose`); `None` when it stands alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+}
+
+/// One dependency edge: `from` depends on `to`, written at `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub file: String,
+    pub line: usize,
 }
 
 impl Problem {
@@ -107,6 +135,9 @@ impl Problem {
             replacement: None,
             agent: None,
             dependency: None,
+            variable: None,
+            edges: None,
+            count: None,
         }
     }
 

@@ -146,6 +146,12 @@ pub struct RawAgent {
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
     /// Keys a legacy manifest carried that have no meaning here; kept as they were.
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `true`: a program built on the legacy BaseAgent (what `supervisor
+    /// convert` writes for legacy entries): its health port defaults to
+    /// `port+1`, its HTTP health server is at `health_check_port+1`, it is
+    /// probed over ZMQ, and a relative `script_path` is found from the
+    /// manifest's directory upwards, as the legacy launcher did.
+    pub legacy: Option<bool>,
 }
 
 /// `"./db --port 7200"` or `["./db", "--port", "7200"]`.

@@ -24,6 +24,62 @@ use super::*;
 /// Files larger than this are refused before parsing.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// One file's legacy-format conversion before variables are expanded: the
+/// native-shaped tree (`supervisor convert` writes it out), with the
+/// findings the conversion made and the file's format.
+pub struct Unexpanded {
+    pub root: Node,
+    pub format: String,
+    pub notes: Vec<(Problem, usize)>,
+}
+
+/// Reads `config` and rewrites it to the native shape, variables kept.
+pub fn unexpanded(config: &ConfigArg) -> Result<Unexpanded, ManifestError> {
+    let text = read_file(&config.path).map_err(|problem| ManifestError {
+        problems: vec![*problem],
+    })?;
+    let (root, duplicates) = yaml::parse(&text).map_err(|error| ManifestError {
+        problems: vec![
+            Problem::error(
+                ProblemKind::Syntax,
+                format!("invalid YAML: {}", error.message),
+            )
+            .at(&Location {
+                file: config.path.clone(),
+                line: error.line,
+                column: error.column,
+            }),
+        ],
+    })?;
+    let converted = legacy::convert(root, config.host.as_deref());
+    let mut notes = converted.ignored;
+    for duplicate in duplicates {
+        notes.push((
+            Problem::error(
+                ProblemKind::DuplicateKey,
+                format!(
+                    "key `{}` appears twice in one mapping (first on line {}); the last one is used",
+                    duplicate.key, duplicate.first_line
+                ),
+            ),
+            duplicate.line,
+        ));
+    }
+    let mut root = converted.root;
+    if converted.format == "native" {
+        let mut errors = Vec::new();
+        normalize_agent_map(&mut root, &mut errors, &config.path);
+        if !errors.is_empty() {
+            return Err(ManifestError { problems: errors });
+        }
+    }
+    Ok(Unexpanded {
+        root,
+        format: converted.format,
+        notes,
+    })
+}
+
 pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, ManifestError> {
     let variables = variables(options)?;
     let mut errors = Vec::new();
@@ -159,6 +215,23 @@ fn load_file(
             return None;
         }
     };
+    if let Some(line) = second_document(&text) {
+        loaded.problems.push(
+            Problem::error(
+                ProblemKind::Syntax,
+                "a second YAML document starts here; only the first is read",
+            )
+            .at(&at(line, 1))
+            .suggest(
+                "remove the `---` and what follows, or pass that part as its own manifest file",
+            ),
+        );
+    }
+    let hidden_by_duplicates: Vec<yaml::DuplicateKey> = duplicates
+        .iter()
+        .filter(|duplicate| !duplicate.hidden_keys.is_empty())
+        .cloned()
+        .collect();
     for duplicate in duplicates {
         loaded.problems.push(
             Problem::error(ProblemKind::DuplicateKey, format!("key `{}` appears twice in one mapping (first on line {}); the last one is used", duplicate.key, duplicate.first_line))
@@ -183,15 +256,43 @@ fn load_file(
     for (problem, line) in converted.ignored {
         loaded.problems.push(problem.at(&at(line, 0)));
     }
+    for (name, group, line) in converted.hidden {
+        loaded.manifest.hidden.push(HiddenAgent {
+            name,
+            because: format!("`{group}` ({}), a group indented one level too deep that the legacy launcher does not read; dedent that group", at(line, 0)),
+        });
+    }
+    for duplicate in &hidden_by_duplicates {
+        for name in &duplicate.hidden_keys {
+            loaded.manifest.hidden.push(HiddenAgent {
+                name: name.clone(),
+                because: format!(
+                    "the first `{key}` ({}), which the second `{key}` ({}) replaces: a key written twice in one mapping, the last one wins; merge the two or rename one",
+                    at(duplicate.first_line, 0),
+                    at(duplicate.line, 0),
+                    key = duplicate.key
+                ),
+            });
+        }
+    }
     let legacy = converted.format != "native";
     let mut root = converted.root;
     if !legacy {
         normalize_agent_map(&mut root, errors, path);
     }
-    let mut expansion_errors = Vec::new();
-    expand_except_extra(&mut root, variables, &mut expansion_errors);
-    for (message, line, column) in expansion_errors {
-        errors.push(Problem::error(ProblemKind::UnsetVariable, message).at(&at(line, column)));
+    let mut expansion_failures = Vec::new();
+    expand_except_extra(&mut root, variables, &mut expansion_failures);
+    if !expansion_failures.is_empty() {
+        let names: Vec<String> = root
+            .get("agents")
+            .and_then(Node::as_sequence)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|agent| agent.get("name").and_then(Node::as_str).map(str::to_string))
+            .collect();
+        loaded
+            .problems
+            .extend(expansion_problems(expansion_failures, &names, at));
     }
     // Agents are deserialized one by one so that every bad entry is reported.
     let agent_nodes: Vec<Node> = match root.value {
@@ -237,6 +338,39 @@ fn load_file(
             return None;
         }
     };
+    if let Some(version) = raw.version.filter(|version| *version != 1) {
+        let line = root.get("version").map_or(1, |node| node.line);
+        loaded.problems.push(
+            Problem::error(
+                ProblemKind::InvalidValue,
+                format!("`version: {version}` is not a manifest version this supervisor reads (only 1 exists)"),
+            )
+            .at(&at(line, 1))
+            .suggest("write `version: 1`"),
+        );
+    }
+    for (key, value) in &raw.defaults.env {
+        if let Some(why) = invalid_variable_name(key) {
+            loaded.problems.push(
+                Problem::error(
+                    ProblemKind::InvalidValue,
+                    format!(
+                        "defaults.env: environment variable name `{}` {why}",
+                        key.escape_debug()
+                    ),
+                )
+                .at(&at(1, 0)),
+            );
+        } else if value.contains('\0') {
+            loaded.problems.push(
+                Problem::error(
+                    ProblemKind::InvalidValue,
+                    format!("defaults.env: environment variable `{key}` holds a NUL byte"),
+                )
+                .at(&at(1, 0)),
+            );
+        }
+    }
     let host = config
         .host
         .clone()
@@ -361,18 +495,26 @@ fn normalize_agent_map(root: &mut Node, errors: &mut Vec<Problem>, path: &Path) 
     agents.value = Value::Sequence(list);
 }
 
+/// A value that could not be expanded, and the agents it belongs to
+/// (`None`: outside any agent, e.g. `defaults`, so every agent).
+struct ExpansionFailure {
+    failure: vars::Failure,
+    agent: Option<String>,
+}
+
 /// Expands variables everywhere except the pass-through `extra` of agents.
-fn expand_except_extra(
-    root: &mut Node,
-    variables: &Variables,
-    errors: &mut Vec<(String, usize, usize)>,
-) {
+fn expand_except_extra(root: &mut Node, variables: &Variables, out: &mut Vec<ExpansionFailure>) {
     let Value::Mapping(entries) = &mut root.value else {
         return;
     };
+    let mut failures = Vec::new();
     for (key, value) in entries.iter_mut() {
         if key.as_str() != Some("agents") {
-            vars::expand_tree(value, variables, errors);
+            vars::expand_tree(value, variables, &mut failures);
+            out.extend(failures.drain(..).map(|failure| ExpansionFailure {
+                failure,
+                agent: None,
+            }));
             continue;
         }
         let items: Vec<&mut Node> = match &mut value.value {
@@ -380,18 +522,111 @@ fn expand_except_extra(
             _ => continue,
         };
         for item in items {
+            let name = item.get("name").and_then(Node::as_str).map(str::to_string);
             match &mut item.value {
                 Value::Mapping(fields) => {
                     for (field, field_value) in fields.iter_mut() {
                         if field.as_str() != Some("extra") {
-                            vars::expand_tree(field_value, variables, errors);
+                            vars::expand_tree(field_value, variables, &mut failures);
                         }
                     }
                 }
-                _ => vars::expand_tree(item, variables, errors),
+                _ => vars::expand_tree(item, variables, &mut failures),
             }
+            out.extend(failures.drain(..).map(|failure| ExpansionFailure {
+                failure,
+                agent: name.clone(),
+            }));
         }
     }
+}
+
+/// One located problem per value that could not be expanded: the variable,
+/// and the agents that use the value. Not fatal: the value reads as unset
+/// and every other check still runs.
+fn expansion_problems(
+    failures: Vec<ExpansionFailure>,
+    agents: &[String],
+    at: impl Fn(usize, usize) -> Location,
+) -> Vec<Problem> {
+    // A legacy value can appear twice in the rewritten tree (`port` is also
+    // passed as `--port <port>`): one problem per place written.
+    let mut seen = std::collections::HashSet::new();
+    failures
+        .into_iter()
+        .filter(|failure| {
+            seen.insert((
+                failure.failure.line,
+                failure.failure.column,
+                failure.agent.clone(),
+            ))
+        })
+        .map(|ExpansionFailure { failure, agent }| {
+            let affected: Vec<String> = match agent {
+                Some(agent) => vec![agent],
+                None => agents.to_vec(),
+            };
+            let who = match affected.as_slice() {
+                [one] => format!("agent `{one}`"),
+                _ => format!("every agent ({})", affected.len()),
+            };
+            let location = at(failure.line, failure.column);
+            let mut problem = match &failure.error.unset {
+                Some(variable) => {
+                    let mut problem = Problem::error(
+                        ProblemKind::UnsetVariable,
+                        format!("{}; used by {who}", failure.error.message),
+                    )
+                    .at(&location)
+                    .suggest(format!(
+                        "set `{variable}` (environment or --env-file), or write `${{{variable}:-default}}`"
+                    ));
+                    problem.variable = Some(variable.clone());
+                    problem
+                }
+                None => Problem::error(
+                    ProblemKind::InvalidValue,
+                    format!("{}; used by {who}", failure.error.message),
+                )
+                .at(&location),
+            };
+            if let [one] = affected.as_slice() {
+                problem.agent = Some(one.clone());
+            }
+            problem.agents = Some(affected);
+            problem
+        })
+        .collect()
+}
+
+/// The line of a `---` that starts a second document (one after content
+/// of the first). A `---` at column 0 is always a document marker, except
+/// inside a block scalar written at column 0, which manifests do not use.
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim_start_matches('\u{feff}');
+        let marker = line == "---"
+            || line.starts_with("--- ")
+            || line.starts_with("---\t")
+            || line.trim_end() == "---";
+        if marker && line.starts_with("---") {
+            if content {
+                return Some(index + 1);
+            }
+            // `--- {a: 1}` starts the first document with content on its line.
+            content = !line[3..].trim().is_empty() && !line[3..].trim().starts_with('#');
+            continue;
+        }
+        if line.starts_with("...") && line[3..].trim().is_empty() {
+            continue;
+        }
+        let trimmed = line.trim();
+        if !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('%') {
+            content = true;
+        }
+    }
+    None
 }
 
 /// Addresses that mean "this manifest's own machine".
@@ -400,6 +635,25 @@ fn is_local_address(host: &str) -> bool {
         host,
         "localhost" | "127.0.0.1" | "0.0.0.0" | "::" | "::1" | "*"
     )
+}
+
+/// Why `name` cannot be an environment variable name (`None`: it can).
+/// `""` and `A=B` cannot be set at all; the portable names are
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn invalid_variable_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.contains('=') {
+        Some("contains `=`, which ends a name")
+    } else if name.contains('\0') {
+        Some("contains a NUL byte")
+    } else if name.starts_with(|c: char| c.is_ascii_digit())
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Some("is not a valid name")
+    } else {
+        None
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -459,6 +713,8 @@ fn build_agent(
         );
     }
     let defaults = &context.defaults;
+    // Read from a legacy format, or marked `legacy: true` (a converted file).
+    let legacy = context.legacy || raw.legacy.unwrap_or(false);
 
     // Where it runs.
     let (host, address) = match raw.host.as_deref() {
@@ -544,12 +800,44 @@ fn build_agent(
     } else {
         command.extend(args);
     }
-    if command.first().is_some_and(|program| program.is_empty()) {
-        invalid("command", "the program name is empty".into());
+    let command_given = node.get("command").is_some() || node.get("script_path").is_some();
+    if command_given && command.is_empty() {
+        problems.push(
+            Problem::error(
+                ProblemKind::InvalidAgent,
+                format!("agent `{name}` has an empty command: there is no program to run"),
+            )
+            .at(&field_location("command"))
+            .for_agent(&name)
+            .suggest("write `command: [program, args...]`"),
+        );
+    } else if command
+        .first()
+        .is_some_and(|program| program.trim().is_empty())
+    {
+        problems.push(
+            Problem::error(
+                ProblemKind::InvalidAgent,
+                format!("agent `{name}`: the program name is empty"),
+            )
+            .at(&field_location("command"))
+            .for_agent(&name)
+            .suggest("the first item of `command` is the program to run"),
+        );
+    }
+    if let Some(index) = command.iter().position(|item| item.contains('\0')) {
+        problems.push(
+            Problem::error(
+                ProblemKind::InvalidAgent,
+                format!("agent `{name}`: command item {index} contains a NUL byte, which no program can receive"),
+            )
+            .at(&field_location("command"))
+            .for_agent(&name),
+        );
     }
     let explicit_cwd = raw.cwd.or(defaults.cwd.clone());
     let legacy_root = match (&script, &explicit_cwd) {
-        (Some(script), None) if context.legacy => legacy_root(&context.dir, &script.path),
+        (Some(script), None) if legacy => legacy_root(&context.dir, &script.path),
         _ => None,
     };
     let cwd = match (explicit_cwd, &legacy_root) {
@@ -557,6 +845,33 @@ fn build_agent(
         (None, Some(root)) => root.clone(),
         (None, None) => context.dir.clone(),
     };
+    for (key, value) in &raw.env {
+        let problem = if let Some(why) = invalid_variable_name(key) {
+            Some(format!(
+                "environment variable name `{}` {why}",
+                key.escape_debug()
+            ))
+        } else if value.contains('\0') {
+            Some(format!(
+                "environment variable `{key}` holds a NUL byte, which cannot be passed to a process"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            let at = node
+                .get("env")
+                .and_then(|env| env.get_entry(key))
+                .map(|(key_node, _)| context.location(key_node))
+                .unwrap_or_else(|| field_location("env"));
+            problems.push(
+                Problem::error(ProblemKind::InvalidValue, format!("agents.{name}.env: {message}"))
+                    .at(&at)
+                    .for_agent(&name)
+                    .suggest("names are letters, digits and `_`, not starting with a digit; values are text without NUL"),
+            );
+        }
+    }
     let mut env = defaults.env.clone();
     env.extend(raw.env);
     if let Some(root) = &legacy_root {
@@ -643,7 +958,7 @@ fn build_agent(
             }
         }
     }
-    if context.legacy {
+    if legacy {
         // The legacy base class: health port defaults to port+1, and its HTTP
         // health server listens on health port+1.
         let implicit_health = match (health_check_port, port) {
@@ -689,8 +1004,7 @@ fn build_agent(
         .collect();
 
     // Readiness and liveness.
-    let legacy_health = context
-        .legacy
+    let legacy_health = legacy
         .then(|| {
             health_check_port
                 .map(|port| Probe::Zmq {
@@ -813,7 +1127,7 @@ fn build_agent(
         on_error,
         config: raw.config.unwrap_or_default(),
         extra: raw.extra.unwrap_or_default(),
-        legacy: context.legacy,
+        legacy,
     })
 }
 
@@ -1079,4 +1393,262 @@ fn legacy_root(dir: &Path, script: &str) -> Option<PathBuf> {
     dir.ancestors()
         .find(|base| base.join(script).is_file())
         .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<Loaded, ManifestError> {
+        load_str(
+            Path::new("m.yaml"),
+            text,
+            &LoadOptions {
+                environment: Some(HashMap::new()),
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// The problems of `kind` with their (line, message, suggestion).
+    fn of_kind(loaded: &Loaded, kind: ProblemKind) -> Vec<&Problem> {
+        loaded
+            .problems
+            .iter()
+            .filter(|problem| problem.kind == kind)
+            .collect()
+    }
+
+    #[test]
+    fn an_unset_variable_is_one_located_problem_and_reading_goes_on() {
+        let loaded = load(
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    env:\n      HUB: \"${NOT_SET_ANYWHERE}\"\n    port: 7000\n  b:\n    command: [\"true\"]\n    port: 7000\n",
+        )
+        .expect("an unset variable does not stop reading");
+        let unset = of_kind(&loaded, ProblemKind::UnsetVariable);
+        assert_eq!(unset.len(), 1, "{:?}", loaded.problems);
+        let problem = unset[0];
+        assert_eq!(problem.severity, Severity::Error);
+        assert_eq!(
+            (problem.file.as_deref(), problem.line),
+            (Some("m.yaml"), Some(6))
+        );
+        assert_eq!(problem.variable.as_deref(), Some("NOT_SET_ANYWHERE"));
+        assert_eq!(problem.agents.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!(
+            problem.suggestion.as_deref(),
+            Some(
+                "set `NOT_SET_ANYWHERE` (environment or --env-file), or write `${NOT_SET_ANYWHERE:-default}`"
+            )
+        );
+        assert_eq!(loaded.manifest.agents.len(), 2, "both agents are read");
+    }
+
+    #[test]
+    fn an_unset_variable_in_defaults_names_every_agent() {
+        let loaded = load(
+            "version: 1\ndefaults:\n  cwd: \"${NOPE}\"\nagents:\n  a: {command: [\"true\"]}\n  b: {command: [\"true\"]}\n",
+        )
+        .unwrap();
+        let unset = of_kind(&loaded, ProblemKind::UnsetVariable);
+        assert_eq!(unset.len(), 1);
+        assert_eq!(unset[0].line, Some(3));
+        assert_eq!(
+            unset[0].agents.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
+        assert!(
+            unset[0].message.contains("every agent (2)"),
+            "{}",
+            unset[0].message
+        );
+    }
+
+    #[test]
+    fn an_unset_port_variable_in_a_legacy_file_is_located() {
+        let loaded = load(
+            "agent_groups:\n  core:\n    A:\n      script_path: a.py\n      port: ${MISSING_OFFSET}+7000\n    B:\n      script_path: b.py\n      port: 7100\n",
+        )
+        .unwrap();
+        let unset = of_kind(&loaded, ProblemKind::UnsetVariable);
+        assert_eq!(unset.len(), 1, "{:?}", loaded.problems);
+        assert_eq!(unset[0].line, Some(5));
+        assert_eq!(unset[0].agent.as_deref(), Some("A"));
+        assert_eq!(loaded.manifest.agents.len(), 2);
+        assert_eq!(loaded.manifest.agents[0].port, None);
+    }
+
+    #[test]
+    fn empty_commands_and_program_names_are_errors() {
+        for (text, message) in [
+            ("command: []", "has an empty command"),
+            ("command: [\"\"]", "the program name is empty"),
+            ("command: \"\"", "has an empty command"),
+        ] {
+            let loaded = load(&format!("version: 1\nagents:\n  a:\n    {text}\n")).unwrap();
+            let problems = of_kind(&loaded, ProblemKind::InvalidAgent);
+            assert_eq!(problems.len(), 1, "{text}: {:?}", loaded.problems);
+            assert!(
+                problems[0].message.contains(message),
+                "{text}: {}",
+                problems[0].message
+            );
+            assert_eq!(problems[0].line, Some(4), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_environment_names_and_nul_values_are_errors() {
+        for (entry, why) in [
+            ("\"\": x", "is empty"),
+            ("\"A=B\": x", "contains `=`"),
+            ("\"1ABC\": x", "is not a valid name"),
+            ("\"MY VAR\": x", "is not a valid name"),
+            ("GOOD: \"a\\0b\"", "holds a NUL byte"),
+        ] {
+            let loaded = load(&format!(
+                "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    env:\n      {entry}\n"
+            ))
+            .unwrap();
+            let problems = of_kind(&loaded, ProblemKind::InvalidValue);
+            assert_eq!(problems.len(), 1, "{entry}: {:?}", loaded.problems);
+            assert!(
+                problems[0].message.contains(why),
+                "{entry}: {}",
+                problems[0].message
+            );
+            assert_eq!(problems[0].line, Some(6), "{entry}");
+        }
+    }
+
+    #[test]
+    fn unknown_versions_and_second_documents_are_errors() {
+        let loaded = load("version: 99\nagents:\n  a: {command: [\"true\"]}\n").unwrap();
+        let problems = of_kind(&loaded, ProblemKind::InvalidValue);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(1));
+        assert!(problems[0].message.contains("`version: 99`"));
+
+        let loaded = load(
+            "version: 1\nagents:\n  a: {command: [\"true\"]}\n---\nversion: 1\nagents:\n  b: {command: [\"true\"]}\n",
+        )
+        .unwrap();
+        let problems = of_kind(&loaded, ProblemKind::Syntax);
+        assert_eq!(problems.len(), 1, "{:?}", loaded.problems);
+        assert_eq!(problems[0].line, Some(4));
+        assert!(problems[0].message.contains("second YAML document"));
+
+        // A leading `---` is the first document's start, not a second one.
+        let loaded = load("---\nversion: 1\nagents:\n  a: {command: [\"true\"]}\n").unwrap();
+        assert!(of_kind(&loaded, ProblemKind::Syntax).is_empty());
+    }
+
+    #[test]
+    fn bom_crlf_merge_keys_and_deep_nesting_are_read_or_located() {
+        let loaded = load(
+            "\u{feff}version: 1\r\nagents:\r\n  a:\r\n    command: [\"true\"]\r\n    port: 7000\r\n",
+        )
+        .expect("BOM + CRLF");
+        assert_eq!(loaded.manifest.agents[0].port, Some(7000));
+
+        let loaded = load(
+            "version: 1\nagents:\n  base: &base {command: [\"true\"], port: 7000}\n  b:\n    <<: *base\n    port: 7001\n",
+        )
+        .expect("merge keys");
+        assert_eq!(loaded.manifest.agents[1].port, Some(7001));
+        assert_eq!(loaded.manifest.agents[1].command, ["true"]);
+
+        let deep = format!("version: 1\nx: {}1{}\n", "[".repeat(500), "]".repeat(500));
+        let error = load(&deep).expect_err("too deep");
+        assert_eq!(error.problems[0].kind, ProblemKind::Syntax);
+        assert_eq!(error.problems[0].line, Some(2));
+    }
+
+    #[test]
+    fn names_with_slashes_dots_or_lookalike_letters_are_rejected() {
+        for name in ["\"a/b\"", "\"..\"", "\"../x\"", "\"аgent\""] {
+            let loaded = load(&format!(
+                "version: 1\nagents:\n  {name}: {{command: [\"true\"]}}\n"
+            ))
+            .unwrap();
+            let problems = of_kind(&loaded, ProblemKind::InvalidAgent);
+            assert_eq!(problems.len(), 1, "{name}: {:?}", loaded.problems);
+            assert_eq!(problems[0].line, Some(3));
+        }
+    }
+
+    #[test]
+    fn a_block_under_agent_groups_that_the_agents_loader_crashes_on_is_an_error() {
+        let loaded = load(
+            "agent_groups:\n  core:\n    A:\n      script_path: a.py\n      port: 7000\n  docker_groups:\n    description: all of them\n    agents: [A]\n",
+        )
+        .unwrap();
+        let problems = of_kind(&loaded, ProblemKind::NotAnAgent);
+        assert_eq!(problems.len(), 1, "{:?}", loaded.problems);
+        assert_eq!(problems[0].severity, Severity::Error);
+        assert_eq!(problems[0].line, Some(6));
+        assert!(
+            problems[0].message.contains("common/config_manager.py")
+                && problems[0]
+                    .message
+                    .contains("'str' object has no attribute 'get'"),
+            "{}",
+            problems[0].message
+        );
+        assert_eq!(loaded.manifest.agents.len(), 1);
+
+        // A text value at the agent level crashes the same loader.
+        let loaded = load(
+            "agent_groups:\n  core:\n    A:\n      script_path: a.py\n      port: 7000\n    note: hello\n",
+        )
+        .unwrap();
+        let problems = of_kind(&loaded, ProblemKind::NotAnAgent);
+        assert_eq!(problems.len(), 1, "{:?}", loaded.problems);
+        assert_eq!(problems[0].line, Some(6));
+    }
+
+    #[test]
+    fn a_group_indented_one_level_too_deep_is_read_as_the_launcher_did() {
+        let loaded = load(concat!(
+            "agent_groups:\n",
+            "  foundation:\n",
+            "    A:\n",
+            "      script_path: a.py\n",
+            "      port: 7000\n",
+            "      dependencies: [Gen]\n",
+            "    utility:\n",
+            "      Gen:\n",
+            "        script_path: gen.py\n",
+            "        port: 7100\n",
+        ))
+        .unwrap();
+        let names: Vec<&str> = loaded
+            .manifest
+            .agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
+        assert_eq!(names, ["A"], "the launcher started only A");
+        let problems = of_kind(&loaded, ProblemKind::MisindentedGroup);
+        assert_eq!(problems.len(), 1, "{:?}", loaded.problems);
+        assert_eq!(problems[0].line, Some(7));
+        assert!(
+            problems[0]
+                .message
+                .contains("started none of its agents (Gen)")
+                && problems[0].message.contains("`A` -> `Gen` (line 6)"),
+            "{}",
+            problems[0].message
+        );
+        assert_eq!(
+            problems[0].suggestion.as_deref(),
+            Some(
+                "you probably meant a group `agent_groups.utility`: dedent `utility:` and its entries by one level"
+            )
+        );
+        assert_eq!(loaded.manifest.hidden.len(), 1);
+        assert_eq!(loaded.manifest.hidden[0].name, "Gen");
+    }
 }

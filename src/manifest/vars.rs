@@ -91,8 +91,34 @@ pub enum Expanded {
     Boolean(bool),
 }
 
+/// Why a scalar could not be expanded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpandError {
+    pub message: String,
+    /// The variable that is unset (with no default); `None` for bad syntax
+    /// or arithmetic.
+    pub unset: Option<String>,
+}
+
+impl From<String> for ExpandError {
+    fn from(message: String) -> ExpandError {
+        ExpandError {
+            message,
+            unset: None,
+        }
+    }
+}
+
+/// A scalar that could not be expanded, where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub error: ExpandError,
+    pub line: usize,
+    pub column: usize,
+}
+
 /// Expands one scalar. Errors name the variable (or the bad arithmetic).
-pub fn expand(text: &str, variables: &Variables) -> Result<Expanded, String> {
+pub fn expand(text: &str, variables: &Variables) -> Result<Expanded, ExpandError> {
     if let Some((left, right)) = split_arithmetic(text) {
         let value = substitute(left, variables)?;
         let base: i64 = value
@@ -105,7 +131,7 @@ pub fn expand(text: &str, variables: &Variables) -> Result<Expanded, String> {
         return base
             .checked_add(offset)
             .map(Expanded::Integer)
-            .ok_or_else(|| format!("`{text}` overflows"));
+            .ok_or_else(|| format!("`{text}` overflows").into());
     }
     if let Some((left, equal, literal)) = split_comparison(text) {
         let value = substitute(left, variables)?;
@@ -148,7 +174,7 @@ fn split_comparison(text: &str) -> Option<(&str, bool, &str)> {
 }
 
 /// Replaces every `${NAME}` / `${NAME:-default}` and `$$`.
-fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
+fn substitute(text: &str, variables: &Variables) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(position) = rest.find('$') {
@@ -169,7 +195,8 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!(
                     "`${{{reference}}}` is not a variable reference (expected ${{NAME}} or ${{NAME:-default}})"
-                ));
+                )
+                .into());
             }
             match (variables.get(name), default) {
                 // `:-` also replaces an empty value, as in the shell.
@@ -177,9 +204,10 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
                 (Some(value), _) => out.push_str(value),
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => {
-                    return Err(format!(
-                        "variable `{name}` is not set and has no default (write `${{{name}:-default}}` or set it)"
-                    ));
+                    return Err(ExpandError {
+                        message: format!("variable `{name}` is not set and has no default"),
+                        unset: Some(name.to_string()),
+                    });
                 }
             }
             rest = &inner[end + 1..];
@@ -194,12 +222,14 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, String> {
 }
 
 /// Expands every scalar under `node` (not mapping keys). Returns each failure
-/// with the node it happened at.
-pub fn expand_tree(
-    node: &mut Node,
-    variables: &Variables,
-    errors: &mut Vec<(String, usize, usize)>,
-) {
+/// with the node it happened at. A mapping value that fails becomes null (as
+/// if not written), so one unset variable does not stop the other checks; a
+/// list item keeps its text.
+pub fn expand_tree(node: &mut Node, variables: &Variables, errors: &mut Vec<Failure>) {
+    expand_node(node, variables, errors, false);
+}
+
+fn expand_node(node: &mut Node, variables: &Variables, errors: &mut Vec<Failure>, in_list: bool) {
     match &mut node.value {
         Value::Scalar { text, plain } => {
             if !text.contains('$') {
@@ -215,15 +245,25 @@ pub fn expand_tree(
                     *text = value.to_string();
                     *plain = true;
                 }
-                Err(message) => errors.push((message, node.line, node.column)),
+                Err(error) => {
+                    if !in_list {
+                        *text = String::new();
+                        *plain = true;
+                    }
+                    errors.push(Failure {
+                        error,
+                        line: node.line,
+                        column: node.column,
+                    });
+                }
             }
         }
         Value::Sequence(items) => items
             .iter_mut()
-            .for_each(|item| expand_tree(item, variables, errors)),
+            .for_each(|item| expand_node(item, variables, errors, true)),
         Value::Mapping(entries) => entries
             .iter_mut()
-            .for_each(|(_, value)| expand_tree(value, variables, errors)),
+            .for_each(|(_, value)| expand_node(value, variables, errors, false)),
     }
 }
 
@@ -263,7 +303,8 @@ mod tests {
     #[test]
     fn unset_variables_are_errors_naming_them() {
         let error = expand("${NOPE}", &vars()).unwrap_err();
-        assert!(error.contains("`NOPE` is not set"), "{error}");
+        assert!(error.message.contains("`NOPE` is not set"), "{error:?}");
+        assert_eq!(error.unset.as_deref(), Some("NOPE"));
         assert!(expand("${NOT CLOSED", &vars()).is_err());
         assert!(expand("${}", &vars()).is_err());
     }
@@ -281,6 +322,7 @@ mod tests {
         assert!(
             expand("${WORD}+1", &vars())
                 .unwrap_err()
+                .message
                 .contains("not a whole number")
         );
         assert_eq!(expand("a+1", &vars()), Ok(Expanded::Text("a+1".into())));

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::manifest::Manifest;
@@ -73,137 +73,547 @@ impl<'a> Graph<'a> {
         Graph { graph, index }
     }
 
-    /// Every cycle (strongly connected component with more than one agent, or
-    /// a self-dependency), each as a path in dependency order.
-    fn cycles(&self) -> Vec<Vec<String>> {
-        let mut cycles: Vec<Vec<String>> = tarjan_scc(&self.graph)
+    /// Every knot (strongly connected component with more than one agent,
+    /// or a self-dependency), members sorted, knots sorted by first member.
+    fn knots(&self) -> Vec<Knot> {
+        let mut knots: Vec<Knot> = kosaraju_scc(&self.graph)
             .into_iter()
             .filter(|component| {
                 component.len() > 1 || self.graph.find_edge(component[0], component[0]).is_some()
             })
-            .map(|component| self.cycle_path(&component))
+            .map(|component| self.knot(component))
             .collect();
-        cycles.sort();
-        cycles
+        knots.sort_by(|a, b| a.members.cmp(&b.members));
+        knots
     }
 
-    /// A closed walk through the component that starts at its smallest name
-    /// and follows dependency edges; it visits each agent of a simple cycle
-    /// once. For tangled components it names a shortest cycle through the
-    /// start plus the rest of the component's members.
-    fn cycle_path(&self, component: &[NodeIndex]) -> Vec<String> {
-        let members: BTreeSet<NodeIndex> = component.iter().copied().collect();
-        let start = *component
+    fn knot(&self, mut component: Vec<NodeIndex>) -> Knot {
+        component.sort_by_key(|node| self.graph[*node]);
+        let position: HashMap<NodeIndex, usize> = component
             .iter()
-            .min_by_key(|node| &self.graph[**node])
-            .expect("a component is never empty");
-        if component.len() == 1 {
-            return vec![self.graph[start].to_string()];
+            .enumerate()
+            .map(|(position, node)| (*node, position))
+            .collect();
+        // Adjacency inside the knot, by position, neighbours in name order.
+        let adjacency: Vec<Vec<usize>> = component
+            .iter()
+            .map(|node| {
+                let mut next: Vec<usize> = self
+                    .graph
+                    .neighbors(*node)
+                    .filter_map(|next| position.get(&next).copied())
+                    .collect();
+                next.sort_unstable();
+                next.dedup();
+                next
+            })
+            .collect();
+        let found = elementary_cycles(&adjacency);
+        let name = |position: usize| self.graph[component[position]].to_string();
+        let (break_edges, breaks_all) = fewest_edges_to_break(&adjacency, &found.cycles);
+        let break_edges = break_edges
+            .into_iter()
+            .map(|(from, to)| (name(from), name(to)))
+            .collect();
+        Knot {
+            members: component
+                .iter()
+                .map(|node| self.graph[*node].to_string())
+                .collect(),
+            cycles: found
+                .cycles
+                .iter()
+                .take(MAX_LISTED_CYCLES)
+                .map(|cycle| cycle.iter().map(|position| name(*position)).collect())
+                .collect(),
+            count: found.cycles.len(),
+            counted_all: found.complete,
+            break_edges,
+            breaks_all,
         }
-        // Breadth-first search for the shortest way back to `start`.
-        let mut previous: BTreeMap<NodeIndex, NodeIndex> = BTreeMap::new();
-        let mut queue = std::collections::VecDeque::from([start]);
-        let mut last = None;
-        'search: while let Some(node) = queue.pop_front() {
-            let mut neighbors: Vec<NodeIndex> = self
-                .graph
-                .neighbors(node)
-                .filter(|next| members.contains(next))
-                .collect();
-            neighbors.sort_by_key(|next| &self.graph[*next]);
-            for next in neighbors {
-                if next == start {
-                    last = Some(node);
-                    break 'search;
-                }
-                if let std::collections::btree_map::Entry::Vacant(entry) = previous.entry(next) {
-                    entry.insert(node);
-                    queue.push_back(next);
-                }
-            }
-        }
-        let mut path = Vec::new();
-        let mut node = last.expect("a strongly connected component leads back to its start");
-        while node != start {
-            path.push(self.graph[node].to_string());
-            node = previous[&node];
-        }
-        path.push(self.graph[start].to_string());
-        path.reverse();
-        path
     }
 }
 
-/// Every dependency cycle in the manifest (empty when there is none).
+/// Cycles of one knot listed in full; past this the knot is reported as
+/// its members and the count.
+pub const MAX_LISTED_CYCLES: usize = 50;
+/// Cycles counted in one knot before counting stops ("more than").
+const MAX_COUNTED_CYCLES: usize = 1000;
+/// Steps of the cycle search in one knot before it stops (bounded time on
+/// hostile graphs; the count then reads "at least").
+const MAX_SEARCH_STEPS: usize = 2_000_000;
+
+/// A strongly connected part of the dependency graph: its agents can never
+/// start, because each waits (through the others) for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Knot {
+    /// Sorted by name.
+    pub members: Vec<String>,
+    /// Elementary cycles (each agent once, in dependency order, starting at
+    /// its smallest name), at most [`MAX_LISTED_CYCLES`], in search order.
+    pub cycles: Vec<Vec<String>>,
+    /// How many elementary cycles were found (all of them if `counted_all`).
+    pub count: usize,
+    pub counted_all: bool,
+    /// The fewest dependency edges (`from` depends on `to`) whose removal
+    /// leaves the knot without a cycle (exact for small knots, greedy for
+    /// large ones).
+    pub break_edges: Vec<(String, String)>,
+    /// Whether removing `break_edges` really leaves no cycle (`false` when
+    /// a hostile knot needed more than the search allows).
+    pub breaks_all: bool,
+}
+
+struct FoundCycles {
+    cycles: Vec<Vec<usize>>,
+    complete: bool,
+}
+
+/// Johnson's algorithm over one knot (vertices `0..n`, `adjacency[v]` the
+/// vertices `v` depends on): every elementary cycle, each starting at its
+/// smallest vertex. Each round searches from the least vertex that still
+/// lies on a cycle among the vertices not yet used as a start, within its
+/// strongly connected component there, so a 50,000-agent ring costs one
+/// round, not 50,000. Iterative (no deep recursion), and bounded by
+/// [`MAX_COUNTED_CYCLES`] and [`MAX_SEARCH_STEPS`].
+fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
+    let n = adjacency.len();
+    let mut cycles = Vec::new();
+    let mut steps = 0usize;
+    let mut blocked = vec![false; n];
+    let mut blocked_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut in_component = vec![false; n];
+    let mut from = 0;
+    while from < n {
+        steps += n;
+        let Some((start, members)) = least_strong_component(adjacency, from) else {
+            break;
+        };
+        for &vertex in &members {
+            in_component[vertex] = true;
+            blocked[vertex] = false;
+            blocked_by[vertex].clear();
+        }
+        let mut path: Vec<usize> = vec![start];
+        // (vertex, next neighbour index, found a cycle below)
+        let mut frames: Vec<(usize, usize, bool)> = vec![(start, 0, false)];
+        blocked[start] = true;
+        while let Some(frame) = frames.last_mut() {
+            steps += 1;
+            if steps > MAX_SEARCH_STEPS || cycles.len() >= MAX_COUNTED_CYCLES {
+                return FoundCycles {
+                    cycles,
+                    complete: false,
+                };
+            }
+            let (vertex, index, _) = *frame;
+            if let Some(&next) = adjacency[vertex].get(index) {
+                frame.1 += 1;
+                if !in_component[next] {
+                    continue;
+                }
+                if next == start {
+                    cycles.push(path.clone());
+                    frame.2 = true;
+                } else if !blocked[next] {
+                    blocked[next] = true;
+                    path.push(next);
+                    frames.push((next, 0, false));
+                }
+                continue;
+            }
+            let (vertex, _, found) = frames.pop().expect("a frame is on top");
+            path.pop();
+            if found {
+                unblock(vertex, &mut blocked, &mut blocked_by);
+            } else {
+                for &next in adjacency[vertex].iter().filter(|next| in_component[**next]) {
+                    if !blocked_by[next].contains(&vertex) {
+                        blocked_by[next].push(vertex);
+                    }
+                }
+            }
+            if let Some(parent) = frames.last_mut() {
+                parent.2 |= found;
+            }
+        }
+        for &vertex in &members {
+            in_component[vertex] = false;
+        }
+        from = start + 1;
+    }
+    FoundCycles {
+        cycles,
+        complete: true,
+    }
+}
+
+/// Among the vertices `>= from`, the strongly connected components of the
+/// graph they induce; returns the one with a cycle whose least vertex is
+/// smallest, as (that vertex, its members). Iterative Tarjan.
+fn least_strong_component(adjacency: &[Vec<usize>], from: usize) -> Option<(usize, Vec<usize>)> {
+    const UNSEEN: usize = usize::MAX;
+    let n = adjacency.len();
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut next_index = 0usize;
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for root in from..n {
+        if index[root] != UNSEEN {
+            continue;
+        }
+        index[root] = next_index;
+        low[root] = next_index;
+        next_index += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        let mut frames: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(&(vertex, position)) = frames.last() {
+            if let Some(&next) = adjacency[vertex].get(position) {
+                if let Some(frame) = frames.last_mut() {
+                    frame.1 += 1;
+                }
+                if next < from {
+                    continue;
+                }
+                if index[next] == UNSEEN {
+                    index[next] = next_index;
+                    low[next] = next_index;
+                    next_index += 1;
+                    stack.push(next);
+                    on_stack[next] = true;
+                    frames.push((next, 0));
+                } else if on_stack[next] {
+                    low[vertex] = low[vertex].min(index[next]);
+                }
+                continue;
+            }
+            frames.pop();
+            if let Some(&(parent, _)) = frames.last() {
+                low[parent] = low[parent].min(low[vertex]);
+            }
+            if low[vertex] != index[vertex] {
+                continue;
+            }
+            let mut members = Vec::new();
+            loop {
+                let member = stack
+                    .pop()
+                    .expect("the component's vertices are on the stack");
+                on_stack[member] = false;
+                members.push(member);
+                if member == vertex {
+                    break;
+                }
+            }
+            let cyclic = members.len() > 1 || adjacency[vertex].contains(&vertex);
+            let least = members.iter().copied().min().unwrap_or(vertex);
+            if cyclic && best.as_ref().is_none_or(|(smallest, _)| least < *smallest) {
+                best = Some((least, members));
+            }
+        }
+    }
+    best
+}
+
+fn unblock(vertex: usize, blocked: &mut [bool], blocked_by: &mut [Vec<usize>]) {
+    let mut work = vec![vertex];
+    while let Some(vertex) = work.pop() {
+        if !blocked[vertex] {
+            continue;
+        }
+        blocked[vertex] = false;
+        work.append(&mut blocked_by[vertex]);
+    }
+}
+
+/// Whether the knot still has a cycle once `removed` edges are gone.
+fn has_cycle(adjacency: &[Vec<usize>], removed: &[(usize, usize)]) -> bool {
+    // Kahn: a cycle leaves vertices with dependencies never placed.
+    let n = adjacency.len();
+    let mut waiting = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (from, nexts) in adjacency.iter().enumerate() {
+        for &to in nexts {
+            if !removed.contains(&(from, to)) {
+                waiting[from] += 1;
+                dependents[to].push(from);
+            }
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|vertex| waiting[*vertex] == 0).collect();
+    let mut placed = 0;
+    while let Some(vertex) = ready.pop() {
+        placed += 1;
+        for &dependent in &dependents[vertex] {
+            waiting[dependent] -= 1;
+            if waiting[dependent] == 0 {
+                ready.push(dependent);
+            }
+        }
+    }
+    placed < n
+}
+
+/// The fewest edges that break every cycle: exact (smallest set hitting every
+/// cycle) when all cycles were found and few edges take part; otherwise
+/// greedy (the edge in most cycles first), topped up until no cycle is left.
+fn fewest_edges_to_break(
+    adjacency: &[Vec<usize>],
+    cycles: &[Vec<usize>],
+) -> (Vec<(usize, usize)>, bool) {
+    let cycle_edges: Vec<Vec<(usize, usize)>> = cycles
+        .iter()
+        .map(|cycle| {
+            (0..cycle.len())
+                .map(|index| (cycle[index], cycle[(index + 1) % cycle.len()]))
+                .collect()
+        })
+        .collect();
+    let mut candidates: Vec<(usize, usize)> = cycle_edges.iter().flatten().copied().collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    let hits_all = |chosen: &[(usize, usize)]| {
+        cycle_edges
+            .iter()
+            .all(|edges| edges.iter().any(|edge| chosen.contains(edge)))
+    };
+    // Exact search over small sets: sizes 1..=3 among at most 40 edges.
+    if candidates.len() <= 40 {
+        for size in 1..=3.min(candidates.len()) {
+            let mut indices: Vec<usize> = (0..size).collect();
+            loop {
+                let chosen: Vec<(usize, usize)> =
+                    indices.iter().map(|index| candidates[*index]).collect();
+                if hits_all(&chosen) && !has_cycle(adjacency, &chosen) {
+                    return (chosen, true);
+                }
+                // Next combination in lexicographic order.
+                let mut position = size;
+                while position > 0
+                    && indices[position - 1] == candidates.len() - size + position - 1
+                {
+                    position -= 1;
+                }
+                if position == 0 {
+                    break;
+                }
+                indices[position - 1] += 1;
+                for next in position..size {
+                    indices[next] = indices[next - 1] + 1;
+                }
+            }
+        }
+    }
+    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    let mut open: Vec<&Vec<(usize, usize)>> = cycle_edges.iter().collect();
+    while !open.is_empty() {
+        let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
+        for edges in &open {
+            for edge in edges.iter() {
+                *counts.entry(*edge).or_default() += 1;
+            }
+        }
+        let best = counts
+            .into_iter()
+            .max_by_key(|(edge, count)| (*count, std::cmp::Reverse(*edge)))
+            .map(|(edge, _)| edge)
+            .expect("an open cycle has edges");
+        chosen.push(best);
+        open.retain(|edges| !edges.contains(&best));
+    }
+    // Cycles past the counting bound: remove an edge of each remaining one
+    // (bounded: a hostile knot gets a partial answer, not a hang).
+    let mut breaks_all = false;
+    for _ in 0..=MAX_TOP_UP_EDGES {
+        let removed: std::collections::HashSet<(usize, usize)> = chosen.iter().copied().collect();
+        match remaining_cycle_edge(adjacency, &removed) {
+            Some(edge) => chosen.push(edge),
+            None => {
+                breaks_all = true;
+                break;
+            }
+        }
+    }
+    chosen.sort_unstable();
+    (chosen, breaks_all)
+}
+
+/// Edges added one by one after the greedy choice before giving up.
+const MAX_TOP_UP_EDGES: usize = 200;
+
+/// An edge of some cycle left after `removed` (the edge back into a vertex
+/// that a depth-first search finds on its own path).
+fn remaining_cycle_edge(
+    adjacency: &[Vec<usize>],
+    removed: &std::collections::HashSet<(usize, usize)>,
+) -> Option<(usize, usize)> {
+    let n = adjacency.len();
+    // 0 unvisited, 1 on the path, 2 done.
+    let mut state = vec![0u8; n];
+    for root in 0..n {
+        if state[root] != 0 {
+            continue;
+        }
+        let mut frames = vec![(root, 0usize)];
+        state[root] = 1;
+        while let Some(frame) = frames.last_mut() {
+            let (vertex, index) = *frame;
+            match adjacency[vertex].get(index) {
+                Some(&next) => {
+                    frame.1 += 1;
+                    if removed.contains(&(vertex, next)) {
+                        continue;
+                    }
+                    match state[next] {
+                        0 => {
+                            state[next] = 1;
+                            frames.push((next, 0));
+                        }
+                        1 => return Some((vertex, next)),
+                        _ => {}
+                    }
+                }
+                None => {
+                    state[vertex] = 2;
+                    frames.pop();
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Every knot of the manifest's dependency graph, with its elementary
+/// cycles (empty when there is none).
+pub fn find_knots(manifest: &Manifest) -> Vec<Knot> {
+    Graph::new(manifest).knots()
+}
+
+/// Every listed elementary dependency cycle in the manifest, knot by knot
+/// (empty when there is none).
 pub fn find_cycles(manifest: &Manifest) -> Vec<Vec<String>> {
-    Graph::new(manifest).cycles()
+    find_knots(manifest)
+        .into_iter()
+        .flat_map(|knot| knot.cycles)
+        .collect()
+}
+
+/// A plan of everything that can start, beside the knots that cannot.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Levels of the agents outside the knots that do not wait on one.
+    pub plan: Plan,
+    pub knots: Vec<Knot>,
+    /// Agents outside the knots that depend (transitively) on one, sorted.
+    pub blocked: Vec<String>,
 }
 
 impl Plan {
     /// Plans the manifest's agents. Fails with every cycle when there is one.
     pub fn new(manifest: &Manifest) -> Result<Plan, PlanError> {
-        let graph = Graph::new(manifest);
-        let cycles = graph.cycles();
-        if !cycles.is_empty() {
-            return Err(PlanError::Cycles(cycles));
+        let planned = Plan::around_knots(manifest);
+        if planned.knots.is_empty() {
+            Ok(planned.plan)
+        } else {
+            Err(PlanError::Cycles(
+                planned
+                    .knots
+                    .into_iter()
+                    .flat_map(|knot| knot.cycles)
+                    .collect(),
+            ))
         }
+    }
+
+    /// Plans what can be planned: the levels of every agent that neither
+    /// sits in a knot nor waits on one, the knots, and the agents that wait
+    /// on a knot. Linear in agents and dependencies (Kahn's algorithm).
+    pub fn around_knots(manifest: &Manifest) -> Planned {
+        let graph = Graph::new(manifest);
+        let knots = graph.knots();
+        let count = graph.graph.node_count();
         let mut dependencies: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for name in graph.index.keys() {
-            dependencies.entry(name.to_string()).or_default();
-            dependents.entry(name.to_string()).or_default();
+            dependencies.insert(name.to_string(), Vec::new());
+            dependents.insert(name.to_string(), Vec::new());
         }
+        let mut waiting = vec![0usize; count];
         for edge in graph.graph.raw_edges() {
-            let from = graph.graph[edge.source()].to_string();
-            let to = graph.graph[edge.target()].to_string();
-            dependents
-                .get_mut(&to)
-                .expect("every node has an entry")
-                .push(from.clone());
-            dependencies
-                .get_mut(&from)
-                .expect("every node has an entry")
-                .push(to);
+            let from = graph.graph[edge.source()];
+            let to = graph.graph[edge.target()];
+            waiting[edge.source().index()] += 1;
+            if let Some(list) = dependents.get_mut(to) {
+                list.push(from.to_string());
+            }
+            if let Some(list) = dependencies.get_mut(from) {
+                list.push(to.to_string());
+            }
         }
         for list in dependencies.values_mut().chain(dependents.values_mut()) {
             list.sort();
         }
         // Level of an agent = 1 + the highest level among its dependencies.
-        let mut level: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut remaining: Vec<&str> = dependencies.keys().map(String::as_str).collect();
-        while !remaining.is_empty() {
-            let before = remaining.len();
-            remaining.retain(|name| {
-                let deps = &dependencies[*name];
-                if deps.iter().all(|dep| level.contains_key(dep.as_str())) {
-                    let own = deps
-                        .iter()
-                        .map(|dep| level[dep.as_str()] + 1)
-                        .max()
-                        .unwrap_or(0);
-                    level.insert(name, own);
-                    false
-                } else {
-                    true
+        let mut level: Vec<Option<usize>> = vec![None; count];
+        let mut ready: Vec<NodeIndex> = graph
+            .graph
+            .node_indices()
+            .filter(|node| waiting[node.index()] == 0)
+            .collect();
+        while let Some(node) = ready.pop() {
+            let own = graph
+                .graph
+                .neighbors(node)
+                .filter_map(|dependency| level[dependency.index()])
+                .map(|depth| depth + 1)
+                .max()
+                .unwrap_or(0);
+            level[node.index()] = Some(own);
+            for dependent in graph
+                .graph
+                .neighbors_directed(node, petgraph::Direction::Incoming)
+            {
+                waiting[dependent.index()] -= 1;
+                if waiting[dependent.index()] == 0 {
+                    ready.push(dependent);
                 }
-            });
-            assert!(
-                remaining.len() < before,
-                "an acyclic graph always makes progress"
-            );
+            }
         }
         let mut levels: Vec<Vec<String>> = Vec::new();
-        for (name, &depth) in &level {
-            if levels.len() <= depth {
-                levels.resize(depth + 1, Vec::new());
+        let in_knot: BTreeSet<&str> = knots
+            .iter()
+            .flat_map(|knot| knot.members.iter().map(String::as_str))
+            .collect();
+        let mut blocked = Vec::new();
+        for node in graph.graph.node_indices() {
+            let name = graph.graph[node];
+            match level[node.index()] {
+                Some(depth) => {
+                    if levels.len() <= depth {
+                        levels.resize(depth + 1, Vec::new());
+                    }
+                    levels[depth].push(name.to_string());
+                }
+                None if !in_knot.contains(name) => blocked.push(name.to_string()),
+                None => {}
             }
-            levels[depth].push((*name).to_string());
         }
-        Ok(Plan {
-            levels,
-            dependencies,
-            dependents,
-        })
+        for level in &mut levels {
+            level.sort();
+        }
+        blocked.sort();
+        Planned {
+            plan: Plan {
+                levels,
+                dependencies,
+                dependents,
+            },
+            knots,
+            blocked,
+        }
     }
 
     /// All agents in a valid start order (level by level).
@@ -245,12 +655,27 @@ impl Plan {
     /// (its expected time to become ready), with the chain's total length.
     /// Returned from the first agent to start to the last.
     pub fn critical_path(&self, estimate: impl Fn(&str) -> Duration) -> (Vec<String>, Duration) {
+        self.critical_path_without(|_| false, estimate)
+    }
+
+    /// [`Plan::critical_path`] as if the `skipped` agents (disabled ones)
+    /// were not there: they are not started, and whoever depends on them
+    /// starts without waiting for them.
+    pub fn critical_path_without(
+        &self,
+        skipped: impl Fn(&str) -> bool,
+        estimate: impl Fn(&str) -> Duration,
+    ) -> (Vec<String>, Duration) {
         let mut finish: BTreeMap<&str, (Duration, Option<&str>)> = BTreeMap::new();
-        for name in self.order() {
+        for name in self.order().filter(|name| !skipped(name)) {
             let (start, via) = self
                 .dependencies(name)
                 .iter()
-                .map(|dep| (finish[dep.as_str()].0, Some(dep.as_str())))
+                .filter_map(|dep| {
+                    finish
+                        .get(dep.as_str())
+                        .map(|(time, _)| (*time, Some(dep.as_str())))
+                })
                 .max_by_key(|(time, _)| *time)
                 .unwrap_or((Duration::ZERO, None));
             finish.insert(name, (start + estimate(name), via));
@@ -308,6 +733,101 @@ mod tests {
         );
         assert_eq!(format_cycle(&cycles[0]), "a -> b -> c -> d -> a");
         assert!(matches!(Plan::new(&manifest), Err(PlanError::Cycles(found)) if found.len() == 3));
+    }
+
+    #[test]
+    fn every_elementary_cycle_of_a_knot_is_listed() {
+        // A knot of five where a shortest-cycle report named only three.
+        let manifest = manifest_from_edges(&[
+            ("a", &["b"]),
+            ("b", &["c"]),
+            ("c", &["a", "d"]),
+            ("d", &["e"]),
+            ("e", &["b"]),
+        ]);
+        let knots = find_knots(&manifest);
+        assert_eq!(knots.len(), 1);
+        assert_eq!(knots[0].members, ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            knots[0].cycles,
+            vec![vec!["a", "b", "c"], vec!["b", "c", "d", "e"]]
+        );
+        assert_eq!((knots[0].count, knots[0].counted_all), (2, true));
+        assert_eq!(knots[0].break_edges, [("b".to_string(), "c".to_string())]);
+    }
+
+    #[test]
+    fn levels_outside_the_knots_are_still_planned() {
+        let manifest = manifest_from_edges(&[
+            ("base", &[]),
+            ("x", &["y", "base"]),
+            ("y", &["x"]),
+            ("after", &["x"]),
+            ("free", &["base"]),
+        ]);
+        let planned = Plan::around_knots(&manifest);
+        assert_eq!(planned.plan.levels, vec![vec!["base"], vec!["free"]]);
+        assert_eq!(planned.knots.len(), 1);
+        assert_eq!(planned.knots[0].members, ["x", "y"]);
+        assert_eq!(planned.blocked, ["after"]);
+    }
+
+    #[test]
+    fn a_fifty_thousand_deep_chain_plans_in_linear_time() {
+        let mut text = String::from("version: 1\nagents:\n");
+        for index in 0..50_000 {
+            text.push_str(&format!("  - name: a{index}\n    command: [\"true\"]\n"));
+            if index > 0 {
+                text.push_str(&format!("    dependencies: [a{}]\n", index - 1));
+            }
+        }
+        let manifest = crate::manifest::load_str(
+            std::path::Path::new("chain.yaml"),
+            &text,
+            &crate::manifest::LoadOptions {
+                environment: Some(HashMap::new()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .manifest;
+        let started = std::time::Instant::now();
+        let plan = Plan::new(&manifest).unwrap();
+        assert_eq!(plan.levels.len(), 50_000);
+        let (path, _) = plan.critical_path(|_| Duration::from_secs(1));
+        assert_eq!(path.len(), 50_000);
+        // Quadratic work would take minutes in a debug build.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_fifty_thousand_agent_ring_is_one_knot_without_deep_recursion() {
+        let edges: Vec<(String, Vec<String>)> = (0..50_000)
+            .map(|index| {
+                (
+                    format!("a{index}"),
+                    vec![format!("a{}", (index + 1) % 50_000)],
+                )
+            })
+            .collect();
+        let borrowed: Vec<(&str, Vec<&str>)> = edges
+            .iter()
+            .map(|(name, deps)| (name.as_str(), deps.iter().map(String::as_str).collect()))
+            .collect();
+        let slices: Vec<(&str, &[&str])> = borrowed
+            .iter()
+            .map(|(name, deps)| (*name, deps.as_slice()))
+            .collect();
+        let manifest = manifest_from_edges(&slices);
+        let knots = find_knots(&manifest);
+        assert_eq!(knots.len(), 1);
+        assert_eq!(knots[0].count, 1);
+        assert_eq!(knots[0].cycles[0].len(), 50_000);
+        assert_eq!(knots[0].break_edges.len(), 1);
     }
 
     #[test]

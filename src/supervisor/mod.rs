@@ -755,19 +755,6 @@ fn service_endpoint(spec: &AgentSpec) -> Option<String> {
         .map(|port| format!("tcp://{}:{port}", endpoint_host(spec)))
 }
 
-/// `api-gateway` -> `API_GATEWAY`.
-fn variable_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The command, environment and log target of one run. Injected variables
 /// come first so the manifest's `env` can override them.
 fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSpec {
@@ -791,7 +778,10 @@ fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSp
         if let Some(port) = dependency.agent.port {
             let endpoint = format!("tcp://{}:{port}", endpoint_host(dependency));
             env.push((
-                format!("{}_ENDPOINT", variable_name(&dependency.agent.name)),
+                format!(
+                    "{}_ENDPOINT",
+                    crate::manifest::variable_name(&dependency.agent.name)
+                ),
                 endpoint.clone(),
             ));
             endpoints.insert(dependency.agent.name.clone(), endpoint.into());
@@ -808,7 +798,10 @@ fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSp
             serde_json::Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        env.push((format!("AGENT_CONFIG_{}", variable_name(key)), text));
+        env.push((
+            format!("AGENT_CONFIG_{}", crate::manifest::variable_name(key)),
+            text,
+        ));
     }
     env.extend(
         spec.env

@@ -55,6 +55,9 @@ pub struct DuplicateKey {
     pub column: usize,
     /// Line of the earlier occurrence.
     pub first_line: usize,
+    /// The keys of the earlier occurrence's value when it was a mapping
+    /// (what the last occurrence hid: the agents of a group written twice).
+    pub hidden_keys: Vec<String>,
 }
 
 /// A parse or deserialization error, with the position of the value at fault.
@@ -589,6 +592,13 @@ impl Builder {
                             line: key.line,
                             column: key.column,
                             first_line: entries[position].0.line,
+                            hidden_keys: entries[position]
+                                .1
+                                .as_mapping()
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|(name, _)| name.as_str().map(str::to_string))
+                                .collect(),
                         });
                         entries.remove(position);
                         entries.push((key, node));
@@ -990,7 +1000,8 @@ mod tests {
                 key: "a".into(),
                 line: 3,
                 column: 1,
-                first_line: 1
+                first_line: 1,
+                hidden_keys: Vec::new(),
             }]
         );
         assert_eq!(node.get("a").and_then(Node::as_str), Some("3"));
