@@ -46,7 +46,9 @@ fn issue_16_item_3_check_refuses_an_empty_command_with_its_location() {
         assert_ne!(output.code, Some(0), "command: {command}\n{output:?}");
         let text = format!("{}{}", output.stdout, output.stderr);
         assert!(
-            text.contains("manifest.yaml:4") && text.contains("agents.a.command"),
+            text.contains("manifest.yaml:4")
+                && (text.contains("agent `a` has an empty command")
+                    || text.contains("agent `a`: the program name is empty")),
             "command: {command}: no located error:\n{text}"
         );
     }
@@ -73,7 +75,8 @@ agents:
     let reload = cli(&["reload", "--config", path], BOUND);
     assert_ne!(reload.code, Some(0), "{reload:?}");
     assert!(
-        format!("{}{}", reload.stdout, reload.stderr).contains("agents.empty.command"),
+        format!("{}{}", reload.stdout, reload.stderr)
+            .contains("agent `empty` has an empty command"),
         "{reload:?}"
     );
     let down = cli(&["down", "--config", path], BOUND);

@@ -16,7 +16,11 @@ pub fn check(agents: &[Agent], here: impl Fn(&Agent) -> bool, compile: bool) -> 
     let mut problems = Vec::new();
     let mut scripts: Vec<(&Agent, PathBuf)> = Vec::new();
     for agent in agents.iter().filter(|agent| here(agent) && agent.enabled) {
-        let Some(program) = agent.command.first() else {
+        let Some(program) = agent
+            .command
+            .first()
+            .filter(|program| !program.trim().is_empty())
+        else {
             continue; // reported by validation
         };
         let cwd = agent.cwd.clone().unwrap_or_else(|| PathBuf::from("."));

@@ -750,11 +750,8 @@ fn build_agent(
             Vec::new()
         }
         (Some(RawCommand::Line(line)), None) if shell => vec![line],
+        // An empty command is reported below, once, whichever form it has.
         (Some(RawCommand::Line(line)), None) => match shell_words::split(&line) {
-            Ok(words) if words.is_empty() => {
-                invalid("command", "the command is empty".into());
-                Vec::new()
-            }
             Ok(words) => words,
             Err(error) => {
                 invalid(
@@ -764,13 +761,6 @@ fn build_agent(
                 Vec::new()
             }
         },
-        (Some(RawCommand::Argv(argv)), None) if argv.is_empty() => {
-            invalid(
-                "command",
-                "the command is empty; give the program first".into(),
-            );
-            Vec::new()
-        }
         (Some(RawCommand::Argv(argv)), None) => argv,
         (None, Some(script)) => {
             let interpreter = raw
@@ -1027,14 +1017,14 @@ fn build_agent(
     let liveness = match (raw.liveness.or(defaults.liveness.clone()), legacy_health) {
         // A legacy agent: its health probe, with the file's `health_checks`
         // interval, timeout and retries when it has them.
-        (Some(raw), legacy)
-            if context.legacy
+        (Some(raw), health)
+            if legacy
                 && raw.tcp.is_none()
                 && raw.http.is_none()
                 && raw.exec.is_none()
                 && raw.zmq.is_none() =>
         {
-            legacy.map(|probe| Liveness {
+            health.map(|probe| Liveness {
                 probe,
                 interval: duration(raw.interval, Duration::from_secs(5)),
                 timeout: duration(raw.timeout, Duration::from_secs(2)),
