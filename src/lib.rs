@@ -14,15 +14,21 @@
 //! - [`plan`]: dependency graph (petgraph), knots and their elementary
 //!   cycles, topological levels (around the knots), critical path.
 //! - [`check`]: every pre-flight check over a loaded manifest (duplicates,
-//!   unknown dependencies, cycles, ports), the in-place port fixer, and the
-//!   ports held on this machine (netlink `sock_diag`, confirmed by binding).
-//! - [`cli`]: clap types and one file per subcommand; the only place with `anyhow`.
+//!   unknown dependencies, cycles, ports, scripts and programs that are not
+//!   there), the in-place port fixer, and the ports held on this machine
+//!   (netlink `sock_diag`, confirmed by binding).
+//! - [`cli`]: clap types and one file per subcommand; the only place with
+//!   `anyhow`. `locate.rs` finds the manifests and run directory a command
+//!   means without `--config`; `console.rs` is the supervisor's own console
+//!   lines and the colour rule.
 //! - [`process`]: spawning, signalling and reaping agent processes; each
 //!   agent's tree (a cgroup, else an environment marker) so daemons die with
 //!   it; the keeper process that kills agent groups and trees if the
-//!   supervisor is killed; the bounded console queue for agent output.
+//!   supervisor is killed; the bounded console queue for agent output;
+//!   which TCP ports a process tree listens on (`ports.rs`).
 //! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
-//! - [`supervisor`]: the runtime owner of agent state (run loop, transitions, restarts).
+//! - [`supervisor`]: the runtime owner of agent state (run loop, transitions,
+//!   restarts); `diagnose.rs` says what a not-ready agent listens on instead.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
