@@ -501,3 +501,47 @@ agents:
     );
     assert!(!up.output().contains("all ready"), "{}", up.output());
 }
+
+/// The other side of the foreign-listener rule: a listener in a daemon the
+/// agent started (double fork and `setsid`: outside its process tree and
+/// group) is the agent's own, found through its cgroup or marker.
+#[test]
+fn a_listener_in_a_daemon_of_the_agent_is_its_own() {
+    let fixture = Fixture::new();
+    let daemon_port = port();
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  d:
+    command:
+      - python3
+      - -c
+      - |
+        import os, socket, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", {daemon_port}))
+                s.listen()
+                time.sleep(600)
+            os._exit(0)
+        time.sleep(600)
+    readiness: {{ tcp: {daemon_port}, timeout: 20s, interval: 50ms }}
+"#
+    ));
+    let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "{}", up.output());
+    assert!(
+        up.output().contains("all ready: 1/1 agents"),
+        "{}",
+        up.output()
+    );
+    // The daemon went with the agent.
+    common::wait_until("the daemon's port to be free", BOUND, || {
+        std::net::TcpListener::bind(("127.0.0.1", daemon_port)).is_ok()
+    });
+}

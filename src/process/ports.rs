@@ -8,8 +8,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-/// The agent `root` and all its descendants.
-pub use super::sample::process_tree as tree;
+/// The processes of the agent whose leader is `root`: its descendants, and
+/// every process of its cgroup or marker (`super::tree`), so a daemon that
+/// left the tree still counts as the agent's.
+pub fn tree(root: u32) -> Vec<u32> {
+    let mut pids = super::sample::process_tree(root);
+    if let Some(tree) = super::tree::Tree::of_leader(root) {
+        for pid in tree.members() {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
 
 /// The TCP ports in LISTEN state held by any of `pids`, sorted.
 pub fn listening(pids: &[u32]) -> BTreeSet<u16> {

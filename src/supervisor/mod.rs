@@ -912,7 +912,7 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     let Some(pid) = pid else {
         return Listener::NotYetKnown;
     };
-    let tree = crate::process::sample::process_tree(pid);
+    let tree = crate::process::ports::tree(pid);
     if !bound::held_by(&sockets, tree).is_empty() {
         return Listener::Ours;
     }
