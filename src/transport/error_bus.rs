@@ -307,8 +307,12 @@ impl ErrorBusHandle {
 pub struct ErrorBus {
     /// `errors.jsonl`, rotated by size like the agent logs.
     journal: RotatingFile,
-    /// Whole lines not yet appended to the journal.
+    /// Whole lines not yet appended to the journal, and how many records
+    /// they are (counted `written` or `write_failures` when flushed).
     pending: Vec<u8>,
+    pending_records: u64,
+    /// The last append failed (its error was logged; the next success is).
+    journal_failing: bool,
     publisher: Option<zmq::Socket>,
     legacy: Option<zmq::Socket>,
     /// Senders live in [`ErrorSink`]s and [`ErrorBusHandle`]s; when every one
@@ -376,6 +380,8 @@ impl ErrorBus {
         let bus = ErrorBus {
             journal,
             pending: Vec::with_capacity(JOURNAL_BUFFER),
+            pending_records: 0,
+            journal_failing: false,
             publisher,
             legacy,
             commands,
@@ -588,7 +594,7 @@ impl ErrorBus {
         }
         self.line.push(b'\n');
         self.pending.extend_from_slice(&self.line);
-        bump(&self.counters.written);
+        self.pending_records += 1;
         if self.pending.len() >= JOURNAL_BUFFER {
             self.flush_journal();
         }
@@ -608,9 +614,24 @@ impl ErrorBus {
         if self.pending.is_empty() {
             return;
         }
-        if let Err(error) = self.journal.append([&self.pending]) {
-            bump(&self.counters.write_failures);
-            tracing::error!(path = %self.journal.path().display(), %error, "cannot append to the error journal");
+        let records = std::mem::take(&mut self.pending_records);
+        match self.journal.append([&self.pending]) {
+            Ok(()) => {
+                self.counters.written.fetch_add(records, Ordering::Relaxed);
+                if self.journal_failing {
+                    self.journal_failing = false;
+                    tracing::info!(path = %self.journal.path().display(), "the error journal is written again");
+                }
+            }
+            Err(error) => {
+                self.counters
+                    .write_failures
+                    .fetch_add(records, Ordering::Relaxed);
+                if !self.journal_failing {
+                    self.journal_failing = true;
+                    tracing::error!(path = %self.journal.path().display(), %error, "cannot append to the error journal; records are counted as write failures until it can be");
+                }
+            }
         }
         self.pending.clear();
     }
