@@ -56,6 +56,11 @@ code=$?
 set -e
 echo "up exited $code after $(( $(date +%s) - started )) s (its output: kept in $work/up.log until this script ends)"
 
+if [ ! -f "$work/summary.json" ]; then
+  echo "up started nothing; what it said:"
+  grep -E '^error|^  help' "$work/up.log" | head -20
+  exit 1
+fi
 echo "== per agent"
 python3 - "$work/summary.json" <<'EOF'
 import json, sys
