@@ -58,7 +58,7 @@ echo "up exited $code after $(( $(date +%s) - started )) s (its output: kept in 
 
 if [ ! -f "$work/summary.json" ]; then
   echo "up started nothing; what it said:"
-  grep -E '^error|^  help' "$work/up.log" | head -20
+  grep -A1 '^error' "$work/up.log" | head -20
   exit 1
 fi
 echo "== per agent"
