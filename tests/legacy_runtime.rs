@@ -229,7 +229,7 @@ agents:
     assert_eq!(exit.code(), Some(1), "{}", up.output());
     assert!(
         up.output()
-            .contains("1 required agent(s) failed (--keep-going kept the others running)")
+            .contains("1 required agent(s) failed while the others kept running")
             && up
                 .output()
                 .contains("  broken: exited with code 2: ImportError"),

@@ -292,7 +292,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         eprintln!("error: {late}");
         return Ok(Exit::Problems);
     }
-    // With --keep-going, required agents may have failed while the others ran.
+    // With --keep-going (or `on_give_up: keep-running`), required agents may
+    // have failed while the others ran.
     let failed: Vec<_> = last
         .agents
         .iter()
@@ -300,7 +301,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .collect();
     if !failed.is_empty() {
         eprintln!(
-            "error: {} required agent(s) failed (--keep-going kept the others running):",
+            "error: {} required agent(s) failed while the others kept running:",
             failed.len()
         );
         for agent in failed {
