@@ -9,7 +9,6 @@
 //! libzmq sockets are single-threaded and blocking, so the exchange runs on
 //! tokio's blocking pool, bounded by the same deadline as the async side.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,11 +19,10 @@ use crate::health::probe::{ProbeError, connect_host};
 /// same way, but this is what they were written against.
 const REQUEST: &str = r#"{"action": "health_check"}"#;
 
-/// One libzmq context for every probe: a context owns I/O threads, so one per
-/// probe would be wasteful, and it is safe to share between threads.
-fn context() -> &'static zmq::Context {
-    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
-    CONTEXT.get_or_init(zmq::Context::new)
+/// The process's one libzmq context (owned by `transport`): a context owns
+/// I/O threads, and it is safe to share between threads.
+fn context() -> zmq::Context {
+    crate::transport::context()
 }
 
 pub(crate) async fn probe_zmq(host: &str, port: u16, timeout: Duration) -> Result<(), ProbeError> {
