@@ -49,13 +49,12 @@ time.sleep(600)
 
 /// `supervisor ARGS` with the run directory of `up`, bounded.
 fn cli(cwd: &Path, args: &[&str]) -> std::process::Output {
-    let output = Command::new(SUPERVISOR)
+    Command::new(SUPERVISOR)
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
         .output()
-        .expect("run supervisor");
-    output
+        .expect("run supervisor")
 }
 
 #[test]

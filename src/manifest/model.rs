@@ -101,7 +101,7 @@ pub struct SourceFile {
 }
 
 /// One agent, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
     pub name: String,
     /// `script_path` as written and where, when the agent has one; it runs

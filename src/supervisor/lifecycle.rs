@@ -1513,7 +1513,7 @@ static NO_AGENTS: Vec<AgentId> = Vec::new();
 
 /// An agent's definition without where it was written: a reload restarts an
 /// agent only when this differs (moving an entry in the file is no change).
-fn definition(spec: &AgentSpec) -> String {
+fn definition(spec: &AgentSpec) -> (Agent, bool) {
     let mut agent = spec.agent.clone();
     agent.location = Default::default();
     for dependency in &mut agent.dependencies {
@@ -1523,7 +1523,10 @@ fn definition(spec: &AgentSpec) -> String {
         port.location = Default::default();
         port.span = None;
     }
-    format!("{agent:?} remote={}", spec.remote)
+    if let Some(script) = &mut agent.script {
+        script.location = Default::default();
+    }
+    (agent, spec.remote)
 }
 
 /// Dependencies first; ties keep table order. Agents in a cycle (refused by
@@ -1867,6 +1870,31 @@ pub(crate) mod tests {
                 .contains("not ready within 2.00s: nothing of the agent listens on 1"),
             "{}",
             failure.reason
+        );
+    }
+
+    #[test]
+    fn moving_an_entry_in_the_file_is_no_change_but_editing_it_is() {
+        let spec = |line: usize, args: &[&str]| {
+            let mut agent = agent("a", &[]);
+            agent.location.line = line;
+            agent.script = Some(crate::manifest::Script {
+                path: "a.py".into(),
+                location: crate::manifest::Location {
+                    line: line + 1,
+                    ..Default::default()
+                },
+            });
+            agent.command.extend(args.iter().map(|arg| arg.to_string()));
+            AgentSpec {
+                agent,
+                remote: false,
+            }
+        };
+        assert_eq!(definition(&spec(3, &[])), definition(&spec(30, &[])));
+        assert_ne!(
+            definition(&spec(3, &[])),
+            definition(&spec(3, &["--debug"]))
         );
     }
 
