@@ -11,7 +11,7 @@
 //! The corpus is found as the tests find it (`SUPERVISOR_CORPUS`, else
 //! `../shared/corpus`); without it that line says so.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,15 +92,11 @@ fn ring() -> String {
     text
 }
 
-fn corpus() -> Option<PathBuf> {
-    let root = match std::env::var_os("SUPERVISOR_CORPUS") {
-        Some(value) if value.is_empty() => return None,
-        Some(value) => PathBuf::from(value),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
-    };
-    let dir = root.join("legacy-startup-configs");
-    dir.is_dir().then_some(dir)
-}
+// The one corpus lookup (`SUPERVISOR_CORPUS`, else `../shared/corpus`),
+// shared with the tests.
+#[path = "../tests/common/corpus.rs"]
+#[allow(dead_code)]
+mod corpus;
 
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -111,7 +107,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    match corpus() {
+    match corpus::corpus() {
         Some(dir) => {
             // The largest file that reads (the three unparseable ones are
             // rejected at their first broken line, which proves nothing).
@@ -136,7 +132,10 @@ fn main() {
                 None => println!("check largest corpus file: no readable file in INDEX.tsv"),
             }
         }
-        None => println!("check largest corpus file: SKIPPED (no corpus; set SUPERVISOR_CORPUS)"),
+        None => println!(
+            "check largest corpus file: SKIPPED ({})",
+            corpus::corpus_missing()
+        ),
     }
     let dir = tempfile::tempdir().expect("temp dir");
     for (label, text) in [
