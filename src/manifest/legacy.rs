@@ -339,11 +339,7 @@ impl Legacy {
     /// the launcher saw it as an entry without `script_path` and started
     /// none of its agents, so they are left out and reported.
     fn walk_group(&mut self, path: &str, group_name: &str, map: &Node) {
-        let Some(entries) = map.as_mapping() else {
-            self.ignore(
-                format!("`{path}` is {} and holds no agents", map.kind_name()),
-                map.line,
-            );
+        let Some(entries) = self.entries_of(path, map) else {
             return;
         };
         for (key, entry) in entries {
@@ -430,13 +426,22 @@ impl Legacy {
         }
     }
 
-    /// `Name: {...}` entries, recursing into nested groups.
-    fn walk_named_map(&mut self, path: &str, map: &Node) {
-        let Some(entries) = map.as_mapping() else {
+    /// The entries of a mapping that should hold agents; anything else is
+    /// reported (at `path`) as holding none.
+    fn entries_of<'a>(&mut self, path: &str, map: &'a Node) -> Option<&'a [(Node, Node)]> {
+        let entries = map.as_mapping();
+        if entries.is_none() {
             self.ignore(
                 format!("`{path}` is {} and holds no agents", map.kind_name()),
                 map.line,
             );
+        }
+        entries
+    }
+
+    /// `Name: {...}` entries, recursing into nested groups.
+    fn walk_named_map(&mut self, path: &str, map: &Node) {
+        let Some(entries) = self.entries_of(path, map) else {
             return;
         };
         for (key, entry) in entries {
