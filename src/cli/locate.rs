@@ -76,16 +76,11 @@ fn named_manifests(explicit: &[String]) -> Option<Vec<ConfigArg>> {
 
 /// The run directory a control command means (see the module doc).
 pub fn run_dir(explicit: Option<&Path>, configs: &[String]) -> RunDir {
-    if let Some(dir) = explicit {
-        return RunDir::new(dir);
-    }
-    if let Some(dir) = std::env::var_os("SUPERVISOR_RUN_DIR").filter(|dir| !dir.is_empty()) {
-        return RunDir::new(PathBuf::from(dir));
-    }
     if let Some(named) = named_manifests(configs) {
-        return RunDir::new(default_run_dir(
-            named.first().map(|config| config.path.as_path()),
-        ));
+        return up_run_dir(explicit, named.first().map(|config| config.path.as_path()));
+    }
+    if let Some(dir) = explicit_run_dir(explicit) {
+        return dir;
     }
     let here = std::env::current_dir()
         .ok()
@@ -109,6 +104,22 @@ pub fn run_dir(explicit: Option<&Path>, configs: &[String]) -> RunDir {
         }
     }
     RunDir::new(".supervisor")
+}
+
+/// The run directory `up` uses: `--run-dir`, else `SUPERVISOR_RUN_DIR`, else
+/// `.supervisor/` beside its first manifest.
+pub fn up_run_dir(explicit: Option<&Path>, first_manifest: Option<&Path>) -> RunDir {
+    explicit_run_dir(explicit).unwrap_or_else(|| RunDir::new(default_run_dir(first_manifest)))
+}
+
+/// `--run-dir`, else `SUPERVISOR_RUN_DIR`.
+fn explicit_run_dir(explicit: Option<&Path>) -> Option<RunDir> {
+    if let Some(dir) = explicit {
+        return Some(RunDir::new(dir));
+    }
+    std::env::var_os("SUPERVISOR_RUN_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| RunDir::new(PathBuf::from(dir)))
 }
 
 /// The registry directory, if this user has a place for one.

@@ -24,7 +24,6 @@ use anyhow::Context;
 use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions, is_this_host, local_hostname};
 use crate::control::reload::{Reloader, watch_files};
-use crate::control::rundir::default_run_dir;
 use crate::control::{Client, Request, RunDir, RunDirLock};
 use crate::manifest::{Agent, Manifest};
 use crate::plan::Plan;
@@ -160,13 +159,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             hosts.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
-    let run_dir = match (&args.run_dir, std::env::var_os("SUPERVISOR_RUN_DIR")) {
-        (Some(dir), _) => RunDir::new(dir),
-        (None, Some(dir)) if !dir.is_empty() => RunDir::new(PathBuf::from(dir)),
-        (None, _) => RunDir::new(default_run_dir(
-            configs.first().map(|config| config.path.as_path()),
-        )),
-    };
+    let run_dir = super::locate::up_run_dir(
+        args.run_dir.as_deref(),
+        configs.first().map(|config| config.path.as_path()),
+    );
     if args.detach {
         return detach(&run_dir, &args);
     }
