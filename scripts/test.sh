@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's one test command, for a fresh clone as for a developer:
 #   1. the Python SDK and pytest (pyzmq comes with the SDK);
-#   2. `cargo check` of every target without the optional `async` feature;
+#   2. `cargo fmt --check`, and `cargo clippy --all-targets -- -D warnings`
+#      without the optional `async` feature (this also checks every target);
 #   3. `cargo test --features async` (Rust unit, integration and doc tests;
-#      tests/quickstart.rs runs the README's example system);
+#      tests/it/up.rs runs the README's example system);
 #   4. the Python SDK's tests against the `supervisor` binary built in step 3.
 # Every step runs even when an earlier one failed; the summary (passed,
 # failed, skipped with their reasons) is always printed, and the exit code is
@@ -25,8 +26,11 @@ python3 -m pip install --quiet --disable-pip-version-check ./python pytest ||
   failed_steps+=("pip install")
 rm -rf python/build python/*.egg-info # left in the source tree by pip's build
 
-echo "== cargo check --all-targets (default features)"
-cargo check --all-targets || failed_steps+=("cargo check")
+echo "== cargo fmt --check"
+cargo fmt --check || failed_steps+=("cargo fmt")
+
+echo "== cargo clippy --all-targets -- -D warnings (default features)"
+cargo clippy --all-targets -- -D warnings || failed_steps+=("cargo clippy")
 
 echo "== cargo test --features async"
 cargo test --features async --no-fail-fast 2>&1 | tee "$work/cargo.log"

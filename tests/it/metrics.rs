@@ -1,7 +1,7 @@
 //! `/metrics` and `/health` of a running supervisor, scraped over HTTP and
 //! parsed with a Prometheus text parser (issue 5).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;

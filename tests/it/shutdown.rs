@@ -3,7 +3,7 @@
 //! second SIGINT skips the grace; nothing survives a SIGKILL of the
 //! supervisor; grandchildren die with their agent.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

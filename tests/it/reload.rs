@@ -3,7 +3,7 @@
 //! stop, a broken manifest changes nothing and reports every error, and an
 //! edit of the file on disk reloads by itself (issue 5).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@
 //! tests/common/corpus.rs); the fixture's own test always runs. Ports are the manifest's, shifted with PORT_OFFSET to a free
 //! range below the ephemeral ports.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};

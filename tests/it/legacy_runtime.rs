@@ -8,7 +8,7 @@
 //! file's environment, and the summary of a failed start.
 //! Needs python3 with pyzmq (`scripts/test.sh` installs it).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! second `up` refused, the socket's mode, and hostile clients (malformed,
 //! huge, silent) that must not break the server (issue 5).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;

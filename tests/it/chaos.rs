@@ -17,7 +17,7 @@
 //! at a time; the stalled console dropped lines (counted) while `status`
 //! kept answering; the supervisor's RSS stayed bounded.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

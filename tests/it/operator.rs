@@ -7,7 +7,7 @@
 //! pid when a test ends, pass or fail; the registry of running supervisors
 //! lives in a per-test `XDG_RUNTIME_DIR`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

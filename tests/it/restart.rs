@@ -3,7 +3,7 @@
 //! probe, and the `rest_for_one` strategy. Backoff timings themselves are
 //! tested with a paused clock and a fake spawner in `src/supervisor`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

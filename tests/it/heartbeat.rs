@@ -9,7 +9,7 @@
 //! `start NAME NANOS PID` to the record file first (the `Up` guard kills
 //! every recorded pid, and tests read spawn times from it).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

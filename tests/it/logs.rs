@@ -4,7 +4,7 @@
 //! `down`, after a failed `up`, a run directory written by hand); exit 3
 //! only without a run directory's logs; a closed stdout ends quietly.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;

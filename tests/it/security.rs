@@ -3,7 +3,7 @@
 //! shell unless the manifest says `shell: true`; names that could escape
 //! the run directory or a shell are refused before anything starts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

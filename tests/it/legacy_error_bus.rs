@@ -2,7 +2,7 @@
 //! `ERROR:`-prefixed messages on a PUB socket; they land in the run's
 //! `errors.jsonl` next to SDK errors (issue 4, legacy compatibility).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@
 //! exit 2 with the line of the break. Every other file must be read: exit 0
 //! (clean) or 1 (problems found).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

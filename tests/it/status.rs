@@ -2,7 +2,7 @@
 //! the table and `--json` show the right states, pids and resource figures;
 //! the memory limit restarts an agent that allocates too much (issue 5).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

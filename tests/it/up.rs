@@ -2,7 +2,7 @@
 //! kind, a required agent that never becomes ready, an optional one that
 //! fails, refusing to start on check errors, logs and injected environment.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! (item 8); a stalled console slows neither agents nor the control plane
 //! (item 2); daemonizing agents leave nothing behind (item 1).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

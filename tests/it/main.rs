@@ -1,0 +1,36 @@
+//! The integration tests, in one binary: one link of the crate and libzmq
+//! instead of one per file. Each module is one area, with real processes,
+//! sockets and signals; shared helpers and the corpus lookup are in
+//! `tests/common`, fixtures in `tests/fixtures`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod async_sdk;
+mod chaos;
+mod check;
+mod control;
+mod corpus;
+mod error_bus;
+mod heartbeat;
+mod hostile_agents;
+mod hostile_manifests;
+mod legacy_agents;
+mod legacy_error_bus;
+mod legacy_formats;
+mod legacy_runtime;
+mod loader_fuzz;
+mod logs;
+mod metrics;
+mod operator;
+mod pool;
+mod probes;
+mod python_sdk;
+mod reload;
+mod restart;
+mod schema;
+mod sdk;
+mod security;
+mod shutdown;
+mod status;
+mod up;
