@@ -1,5 +1,5 @@
-//! Manifests: YAML text -> [`yaml::Node`] tree (with line numbers; block
-//! style read by a fast reader, anything else by `saphyr-parser`) ->
+//! Manifests: YAML text -> [`yaml::Node`] tree (with line numbers, from
+//! `saphyr-parser` events) ->
 //! variables expanded -> legacy formats rewritten to the native shape ->
 //! [`raw::RawManifest`] (serde, unknown fields rejected) -> [`validate`] ->
 //! [`Manifest`]. `convert.rs` writes any format out as a native manifest.

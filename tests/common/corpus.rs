@@ -1,12 +1,11 @@
 //! Where the legacy corpus is, and how a test that needs it says it was
 //! skipped. Owns: the lookup rule (`SUPERVISOR_CORPUS`, else
 //! `../shared/corpus`) and the skip line and log. Does not own: what the
-//! corpus contains (tests/corpus.rs reads INDEX.tsv).
+//! corpus contains (tests/it/corpus.rs reads INDEX.tsv).
 //!
 //! Shared by the integration tests (`tests/common/mod.rs` re-exports it) and
-//! by the unit tests in `src/manifest/yaml/fast.rs`, which include this file
-//! with `#[path]` because unit tests cannot reach `tests/common`. So it uses
-//! `std` alone.
+//! by `scripts/bench_check.rs`, which includes this file with `#[path]`. So
+//! it uses `std` alone.
 
 use std::io::Write;
 use std::path::PathBuf;

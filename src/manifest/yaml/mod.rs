@@ -2,8 +2,7 @@
 //! and a serde `Deserializer` over that tree whose errors carry the line,
 //! column and dotted path of the value at fault.
 //!
-//! Owns: parsing (block-style text by the fast reader in `fast.rs`, the rest
-//! from `saphyr-parser` events), alias expansion with a size limit
+//! Owns: parsing (from `saphyr-parser` events, the one YAML reader), alias expansion with a size limit
 //! (billion-laughs), `<<` merge keys, duplicate-key detection, nesting
 //! limits. Does not own variables or manifest semantics.
 
@@ -12,8 +11,6 @@ use std::ops::Range;
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
-
-mod fast;
 
 /// Deeper nesting than this is rejected (keeps recursion in the deserializer bounded).
 const MAX_DEPTH: usize = 64;
@@ -212,40 +209,6 @@ impl Node {
             .map(|(name, value)| (name, value))
     }
 
-    /// The tree with every collection's span ended where it starts. The two
-    /// readers (see [`parse`]) end a collection's span differently and
-    /// nothing reads that end, so trees are compared in this form (by the
-    /// fast reader's tests and `fuzz/fuzz_targets/yaml.rs`).
-    pub fn without_collection_ends(mut self) -> Node {
-        self.value = match self.value {
-            Value::Sequence(items) => {
-                self.span.end = self.span.start;
-                Value::Sequence(
-                    items
-                        .into_iter()
-                        .map(Node::without_collection_ends)
-                        .collect(),
-                )
-            }
-            Value::Mapping(entries) => {
-                self.span.end = self.span.start;
-                Value::Mapping(
-                    entries
-                        .into_iter()
-                        .map(|(key, value)| {
-                            (
-                                key.without_collection_ends(),
-                                value.without_collection_ends(),
-                            )
-                        })
-                        .collect(),
-                )
-            }
-            scalar => scalar,
-        };
-        self
-    }
-
     /// A short word for error messages.
     pub fn kind_name(&self) -> &'static str {
         match &self.value {
@@ -343,22 +306,10 @@ fn parse_int(text: &str) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// Reads the first YAML document of `text`. An empty document reads as an
-/// empty mapping. Duplicate keys are returned, not fatal (the last one wins).
-///
-/// Text in the block style manifests are written in goes through
-/// [`fast::parse`]; anything it does not handle is read by `saphyr-parser`,
-/// which reads all of YAML. Both build the same tree.
+/// Reads the first YAML document of `text` with `saphyr-parser`. An empty
+/// document reads as an empty mapping. Duplicate keys are returned, not
+/// fatal (the last one wins).
 pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
-    match fast::parse(text) {
-        Some(parsed) => Ok(parsed),
-        None => parse_any(text),
-    }
-}
-
-/// [`parse`] by `saphyr-parser` alone, which reads any YAML (public so the
-/// benchmark can compare the two).
-pub fn parse_any(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     let mut root = None;
