@@ -155,7 +155,8 @@ pub fn print_problems(problems: &[Problem]) {
 /// the first of them.
 pub fn print_problems_grouped(problems: &[Problem], verbose: bool) {
     let mut sorted: Vec<&Problem> = problems.iter().collect();
-    sorted.sort_by(|a, b| (a.severity, &a.file, a.line).cmp(&(b.severity, &b.file, b.line)));
+    // Most severe first (errors before warnings), then by place.
+    sorted.sort_by(|a, b| (b.severity, &a.file, a.line).cmp(&(a.severity, &b.file, b.line)));
     let mut per_kind: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
     for problem in sorted.iter().filter(|problem| !problem.is_error()) {
         *per_kind.entry(problem.kind).or_default() += 1;
@@ -193,10 +194,7 @@ fn kind_name(problem: &Problem) -> String {
 }
 
 fn print_one(problem: &Problem) {
-    let severity = match problem.severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-    };
+    let severity = problem.severity.as_str();
     let kind = kind_name(problem);
     let place = match (&problem.file, problem.line) {
         (Some(file), Some(line)) => format!("{file}:{line}: "),

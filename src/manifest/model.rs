@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::transport::messages::Severity;
+
 /// Where something was written: a file and a 1-based line (and column).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Location {
@@ -292,17 +294,6 @@ pub struct StopPolicy {
     pub grace: Duration,
 }
 
-/// Error severities, least severe first (the SDK's `severity`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ErrorSeverity {
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Critical,
-    Fatal,
-}
-
 /// What a reported error (or too many of them) does to the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorAction {
@@ -315,7 +306,7 @@ pub enum ErrorAction {
 /// `count` errors of `severity` or worse within `within` trigger `action`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorRate {
-    pub severity: ErrorSeverity,
+    pub severity: Severity,
     pub count: u32,
     pub within: Duration,
     pub action: ErrorAction,
@@ -326,7 +317,7 @@ pub struct ErrorRate {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ErrorPolicy {
     /// One error of exactly this severity triggers the action.
-    pub on_severity: Vec<(ErrorSeverity, ErrorAction)>,
+    pub on_severity: Vec<(Severity, ErrorAction)>,
     pub rate: Option<ErrorRate>,
 }
 

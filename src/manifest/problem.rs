@@ -9,13 +9,9 @@ use std::fmt;
 use serde::Serialize;
 
 use super::Location;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Error,
-    Warning,
-}
+/// How bad a problem is: the one severity type, shared with the error bus.
+/// A manifest problem is an `Error` (nothing starts) or a `Warning`.
+pub use crate::transport::messages::Severity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -293,22 +293,11 @@ pub enum RawErrorAction {
     Ignore,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RawSeverity {
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Critical,
-    Fatal,
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawErrorRate {
     /// Errors of this severity or worse count (default `error`).
-    pub severity: Option<RawSeverity>,
+    pub severity: Option<crate::transport::messages::Severity>,
     pub count: u32,
     pub within: RawDuration,
     /// Default `restart`.

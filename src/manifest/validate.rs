@@ -1126,27 +1126,19 @@ fn error_policy(
     raw: super::raw::RawOnError,
     invalid: &mut impl FnMut(&str, String),
 ) -> ErrorPolicy {
-    use super::raw::{RawErrorAction, RawSeverity};
+    use super::raw::RawErrorAction;
     let action = |raw: RawErrorAction| match raw {
         RawErrorAction::Restart => Some(ErrorAction::Restart),
         RawErrorAction::Degraded => Some(ErrorAction::Degraded),
         RawErrorAction::Ignore => None,
     };
-    let severity = |raw: RawSeverity| match raw {
-        RawSeverity::Debug => ErrorSeverity::Debug,
-        RawSeverity::Info => ErrorSeverity::Info,
-        RawSeverity::Warning => ErrorSeverity::Warning,
-        RawSeverity::Error => ErrorSeverity::Error,
-        RawSeverity::Critical => ErrorSeverity::Critical,
-        RawSeverity::Fatal => ErrorSeverity::Fatal,
-    };
     let on_severity = [
-        (ErrorSeverity::Debug, raw.debug),
-        (ErrorSeverity::Info, raw.info),
-        (ErrorSeverity::Warning, raw.warning),
-        (ErrorSeverity::Error, raw.error),
-        (ErrorSeverity::Critical, raw.critical),
-        (ErrorSeverity::Fatal, raw.fatal),
+        (Severity::Debug, raw.debug),
+        (Severity::Info, raw.info),
+        (Severity::Warning, raw.warning),
+        (Severity::Error, raw.error),
+        (Severity::Critical, raw.critical),
+        (Severity::Fatal, raw.fatal),
     ]
     .into_iter()
     .filter_map(|(level, raw)| Some((level, action(raw?)?)))
@@ -1161,7 +1153,7 @@ fn error_policy(
             return None;
         }
         Some(ErrorRate {
-            severity: severity(rate.severity.unwrap_or(RawSeverity::Error)),
+            severity: rate.severity.unwrap_or(Severity::Error),
             count: rate.count,
             within: rate.within.0,
             action: action(rate.action.unwrap_or(RawErrorAction::Restart))?,

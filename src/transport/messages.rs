@@ -146,8 +146,21 @@ pub struct HeartbeatPayload {
     pub custom: Map<String, Value>,
 }
 
-/// How bad an error is, from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// How bad an error is, from least to most severe: the one severity type of
+/// the crate (error bus messages, `on_error` policies, manifest problems).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Debug,

@@ -1,5 +1,5 @@
 //! `docs/manifest.schema.json` is generated from the manifest's Rust types
-//! and must stay fresh. Regenerate with `UPDATE_SCHEMA=1 cargo test --test schema`.
+//! and must stay fresh. Regenerate with `UPDATE_SCHEMA=1 cargo test --test it schema::`.
 
 use std::path::Path;
 
@@ -14,7 +14,7 @@ fn manifest_schema_is_fresh() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == text,
-        "docs/manifest.schema.json is stale: run `UPDATE_SCHEMA=1 cargo test --test schema`"
+        "docs/manifest.schema.json is stale: run `UPDATE_SCHEMA=1 cargo test --test it schema::`"
     );
 }
 

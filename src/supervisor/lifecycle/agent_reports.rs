@@ -13,22 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Lifecycle, StopIntent, format_duration};
-use crate::manifest::{ErrorAction, ErrorSeverity, ReadinessCheck};
+use crate::manifest::{ErrorAction, ReadinessCheck};
 use crate::supervisor::event::{Action, AgentId, HeartbeatPayload, Severity};
 use crate::supervisor::state::AgentState;
 use crate::transport::{HeartbeatTracker, HeartbeatVerdict};
-
-/// The manifest's name for an SDK severity.
-fn level(severity: Severity) -> ErrorSeverity {
-    match severity {
-        Severity::Debug => ErrorSeverity::Debug,
-        Severity::Info => ErrorSeverity::Info,
-        Severity::Warning => ErrorSeverity::Warning,
-        Severity::Error => ErrorSeverity::Error,
-        Severity::Critical => ErrorSeverity::Critical,
-        Severity::Fatal => ErrorSeverity::Fatal,
-    }
-}
 
 /// `1.5 s` style, for reasons people read.
 fn seconds(duration: Duration) -> String {
@@ -188,7 +176,7 @@ impl Lifecycle {
         if !self.current(agent, run) || !self.watched(agent) {
             return;
         }
-        let level = level(severity);
+        let level = severity;
         let record = &mut self.agents[agent];
         let policy = &record.spec.agent.on_error;
         let mut decided = policy
@@ -259,7 +247,7 @@ mod tests {
         worker.heartbeat.interval = ms(100);
         worker.heartbeat.misses = 3;
         worker.on_error = ErrorPolicy {
-            on_severity: vec![(ErrorSeverity::Fatal, ErrorAction::Restart)],
+            on_severity: vec![(Severity::Fatal, ErrorAction::Restart)],
             rate: None,
         };
         let mut lifecycle = Lifecycle::new(
