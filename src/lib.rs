@@ -25,10 +25,15 @@
 //!   agent's tree (a cgroup, else an environment marker) so daemons die with
 //!   it; the keeper process that kills agent groups and trees if the
 //!   supervisor is killed; the bounded console queue for agent output;
-//!   which TCP ports a process tree listens on (`ports.rs`).
-//! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
-//! - [`supervisor`]: the runtime owner of agent state (run loop, transitions,
-//!   restarts); `diagnose.rs` says what a not-ready agent listens on instead.
+//!   which TCP ports a process tree listens on (`ports.rs`); resource
+//!   sampling of agent process trees (`sample.rs`).
+//! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq),
+//!   the tasks that run them on a schedule (`watch.rs`), and `diagnose.rs`,
+//!   which says what a not-ready agent listens on instead.
+//! - [`supervisor`]: the runtime owner of agent state: the run loop
+//!   (`mod.rs`), the pure lifecycle split by concern (`lifecycle/`),
+//!   restart policy and backoff, the environment injected into each run.
+//! - [`platform`]: glibc allocator tuning of the supervisor process.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
@@ -45,6 +50,7 @@ pub mod files;
 pub mod health;
 pub mod manifest;
 pub mod plan;
+pub mod platform;
 pub mod process;
 pub mod sdk;
 pub mod shutdown;

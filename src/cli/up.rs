@@ -242,7 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         keep_going: args.keep_going,
     };
     super::console::set_name_width(width);
-    crate::supervisor::tune_allocator();
+    crate::platform::tune_allocator();
     // One worker: the loop owns all agent state and every blocking job
     // (fork/exec, ZeroMQ, /proc) has its own thread, so a second worker
     // would mostly add wake-ups handing tasks between the two.

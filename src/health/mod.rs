@@ -2,15 +2,21 @@
 //!
 //! Owns [`probe`]: one bounded probe attempt against an agent (TCP connect,
 //! HTTP GET, a command's exit status, or the legacy ZMQ health request
-//! described in `docs/legacy.md`). It performs I/O and nothing else: no
-//! retries, no schedule, no state.
+//! described in `docs/legacy.md`), performing I/O and nothing else; the
+//! probe schedules ([`watch_readiness`], [`watch_liveness`]: tasks that probe
+//! every interval until cancelled); and [`diagnose`], the words for why an
+//! agent is not ready.
 //!
-//! Does not own the schedule or the deadlines (the supervisor's lifecycle
-//! keeps readiness deadlines and liveness failure counts), restarting or
-//! killing agents (`supervisor`, `process`), or SDK heartbeats.
+//! Does not own the deadlines (the supervisor's lifecycle keeps readiness
+//! deadlines and liveness failure counts), restarting or killing agents
+//! (`supervisor`, `process`), or SDK heartbeats.
 
+mod diagnose;
 mod http;
 mod legacy_zmq;
 mod probe;
+mod watch;
 
+pub use diagnose::diagnose;
 pub use probe::{ProbeError, alive, local_port, probe};
+pub use watch::{aimed_at, watch_liveness, watch_readiness};

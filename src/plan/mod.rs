@@ -40,6 +40,9 @@ pub struct Plan {
     dependencies: BTreeMap<String, Vec<String>>,
     /// The reverse edges: who depends on each agent.
     dependents: BTreeMap<String, Vec<String>>,
+    /// Every agent in the order `up` and `reload` start them (see
+    /// [`start_order`]); agents in or behind a knot last, in table order.
+    start_order: Vec<String>,
 }
 
 /// The dependency graph with one node per distinct agent name (borrowed
@@ -605,11 +608,28 @@ impl Plan {
             level.sort();
         }
         blocked.sort();
+        // Node indices follow the manifest's table order (first entry of a name).
+        let edges: Vec<Vec<usize>> = graph
+            .graph
+            .node_indices()
+            .map(|node| {
+                graph
+                    .graph
+                    .neighbors(node)
+                    .map(|dependency| dependency.index())
+                    .collect()
+            })
+            .collect();
+        let start_order = start_order(&edges)
+            .into_iter()
+            .map(|node| graph.graph[NodeIndex::new(node)].to_string())
+            .collect();
         Planned {
             plan: Plan {
                 levels,
                 dependencies,
                 dependents,
+                start_order,
             },
             knots,
             blocked,
@@ -619,6 +639,13 @@ impl Plan {
     /// All agents in a valid start order (level by level).
     pub fn order(&self) -> impl Iterator<Item = &str> {
         self.levels.iter().flatten().map(String::as_str)
+    }
+
+    /// Every agent in the order the supervisor starts them when several can
+    /// start at once (and stops them, reversed): [`start_order`] over the
+    /// manifest's table order.
+    pub fn start_order(&self) -> impl Iterator<Item = &str> {
+        self.start_order.iter().map(String::as_str)
     }
 
     /// The defined dependencies of `name` (empty for unknown names).
@@ -694,6 +721,52 @@ impl Plan {
     }
 }
 
+/// The start order of a table of agents (`dependencies[agent]` lists the
+/// indices `agent` depends on): the order of passes over the table, each pass
+/// taking in table order every agent whose dependencies were all taken before
+/// (in an earlier pass or earlier in this one). Dependencies come first, ties
+/// keep table order, and an agent listed before what it depends on moves one
+/// pass later. Agents in a cycle, or waiting on one, come last in table
+/// order (`check` refuses cycles before anything starts).
+///
+/// The one owner of this order: [`Plan::start_order`] and the supervisor's
+/// lifecycle (which keeps retired agents in its table) both call it. Linear
+/// in agents and edges: an agent's pass is the largest over its dependencies
+/// of their pass, plus one for a dependency listed after it, found in
+/// topological order, rather than by running the passes.
+pub fn start_order(dependencies: &[Vec<usize>]) -> Vec<usize> {
+    let count = dependencies.len();
+    let mut waiting: Vec<usize> = dependencies.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for (agent, list) in dependencies.iter().enumerate() {
+        for dependency in list {
+            dependents[*dependency].push(agent);
+        }
+    }
+    let mut pass: Vec<Option<usize>> = vec![None; count];
+    let mut ready: Vec<usize> = (0..count).filter(|agent| waiting[*agent] == 0).collect();
+    while let Some(agent) = ready.pop() {
+        let own = dependencies[agent]
+            .iter()
+            .filter_map(|dependency| {
+                pass[*dependency].map(|of| of + usize::from(*dependency > agent))
+            })
+            .max()
+            .unwrap_or(0);
+        pass[agent] = Some(own);
+        for dependent in &dependents[agent] {
+            waiting[*dependent] -= 1;
+            if waiting[*dependent] == 0 {
+                ready.push(*dependent);
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..count).filter(|agent| pass[*agent].is_some()).collect();
+    order.sort_by_key(|agent| (pass[*agent], *agent));
+    order.extend((0..count).filter(|agent| pass[*agent].is_none()));
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,6 +785,61 @@ mod tests {
         assert_eq!(plan.levels, vec![vec!["a", "e"], vec!["b", "c"], vec!["d"]]);
         assert_eq!(plan.dependents("a"), ["b", "c"]);
         assert_eq!(plan.with_dependents("b"), ["b", "d"]);
+    }
+
+    /// The passes [`start_order`] stands for, run as written (quadratic).
+    fn start_order_by_passes(dependencies: &[Vec<usize>]) -> Vec<usize> {
+        let mut placed = vec![false; dependencies.len()];
+        let mut order = Vec::new();
+        loop {
+            let before = order.len();
+            for (agent, list) in dependencies.iter().enumerate() {
+                if !placed[agent] && list.iter().all(|dependency| placed[*dependency]) {
+                    placed[agent] = true;
+                    order.push(agent);
+                }
+            }
+            if order.len() == before {
+                break;
+            }
+        }
+        order.extend((0..dependencies.len()).filter(|agent| !placed[*agent]));
+        order
+    }
+
+    #[test]
+    fn start_order_takes_passes_over_the_table_dependencies_first() {
+        // db, api <- db, free: api follows db in the same pass.
+        assert_eq!(start_order(&[vec![], vec![0], vec![]]), [0, 1, 2]);
+        // ui <- api <- db written backwards: one pass each.
+        assert_eq!(start_order(&[vec![1], vec![2], vec![]]), [2, 1, 0]);
+        // A cycle (1 <-> 2) and what waits on it (3) come last, in table order.
+        assert_eq!(
+            start_order(&[vec![], vec![2], vec![1], vec![1], vec![0]]),
+            [0, 4, 1, 2, 3]
+        );
+        let manifest = manifest_from_edges(&[("ui", &["api"]), ("db", &[]), ("api", &["db"])]);
+        let plan = Plan::new(&manifest).unwrap();
+        assert_eq!(plan.start_order().collect::<Vec<_>>(), ["db", "api", "ui"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn start_order_is_the_order_of_the_passes(
+            edges in proptest::collection::vec(proptest::collection::vec(0usize..12, 0..4), 1..12)
+        ) {
+            let count = edges.len();
+            let dependencies: Vec<Vec<usize>> = edges
+                .into_iter()
+                .map(|list| {
+                    let mut list: Vec<usize> = list.into_iter().map(|to| to % count).collect();
+                    list.sort_unstable();
+                    list.dedup();
+                    list
+                })
+                .collect();
+            proptest::prop_assert_eq!(start_order(&dependencies), start_order_by_passes(&dependencies));
+        }
     }
 
     #[test]

@@ -16,9 +16,10 @@
 //!
 //! Owns the open stat files and the previous CPU times needed for a
 //! percentage, and what an agent's process tree is ([`process_tree`], also
-//! used by readiness to tell the agent's listener from a foreign one). Blocking file reads: callers run [`TreeSampler::sample`] off
-//! the async runtime (`spawn_blocking`). Does not decide anything about
-//! limits (the supervisor's lifecycle does).
+//! used by readiness to tell the agent's listener from a foreign one), and
+//! the sampling task ([`sample_every`]). Blocking file reads: callers run
+//! [`TreeSampler::sample`] off the async runtime (`spawn_blocking`). Does not
+//! decide anything about limits (the supervisor's lifecycle does).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -329,6 +330,57 @@ pub(crate) fn find_trees(roots: &[u32], known: &HashMap<u32, Vec<u32>>) -> HashM
 fn parse_parent(text: &str) -> Option<u32> {
     let (_, rest) = text.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every this many samples, freed heap memory is given back to the system.
+const TRIM_EVERY: u64 = 15;
+
+/// Every `interval`, samples the process trees of the pids `pids` returns
+/// (the agents that have one) in `spawn_blocking`, and hands the figures to
+/// `send`; when the number of pids changed, and every [`TRIM_EVERY`]
+/// samples, it also gives freed memory back. Ends when `token` is cancelled
+/// or `send` returns `false` (its receiver is gone).
+pub async fn sample_every(
+    interval: std::time::Duration,
+    pids: impl Fn() -> Vec<u32>,
+    send: impl Fn(Vec<ResourceSample>) -> bool,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let mut sampler = Some(TreeSampler::new());
+    let mut sampled: u64 = 0;
+    let mut last_count = 0;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let pids = pids();
+        let Some(mut owned) = sampler.take() else {
+            return;
+        };
+        // Agents starting or stopping free memory in bursts: trim after
+        // those, and now and then anyway.
+        sampled += 1;
+        let trim = sampled.is_multiple_of(TRIM_EVERY) || pids.len() != last_count;
+        last_count = pids.len();
+        let Ok((back, samples)) = tokio::task::spawn_blocking(move || {
+            let samples = owned.sample(&pids);
+            if trim {
+                crate::platform::release_free_memory();
+            }
+            (owned, samples)
+        })
+        .await
+        else {
+            return;
+        };
+        sampler = Some(back);
+        if !send(samples) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

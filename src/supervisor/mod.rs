@@ -13,10 +13,12 @@
 //! and the transition table), [`lifecycle`] (the pure transition function),
 //! [`restart`] (policy, backoff, intensity), [`fabric`] (agent endpoint and
 //! error bus lifetimes, per-run tokens, the bridge task turning SDK messages
-//! into events and answering RESOLVE). Does not own processes
-//! ([`crate::process`]), probes ([`crate::health`]) or the CLI.
+//! into events and answering RESOLVE), `environment` (the variables injected
+//! into each run). Does not own processes or resource sampling
+//! ([`crate::process`]), probes and their schedules ([`crate::health`]),
+//! allocator tuning ([`crate::platform`]) or the CLI.
 
-mod diagnose;
+mod environment;
 pub mod event;
 pub mod fabric;
 pub mod lifecycle;
@@ -40,8 +42,9 @@ pub use event::{
 pub use lifecycle::{AgentSpec, format_duration};
 pub use state::AgentState;
 
-use crate::manifest::{Agent, Probe, Strategy};
-use crate::process::{Console, LogTarget, ProcessEvent, SpawnSpec, Spawner, TreeSampler};
+use crate::health;
+use crate::manifest::Strategy;
+use crate::process::{Console, ProcessEvent, Spawner};
 use crate::shutdown::Shutdown;
 use event::{Action, AgentId};
 use lifecycle::Lifecycle;
@@ -60,9 +63,6 @@ const MIN_PUBLISH_GAP: Duration = Duration::from_millis(50);
 /// long: it carries each agent's last heartbeat time and payload, which a
 /// second-old copy shows well enough (`status` asks the loop for a fresh one).
 const HEARTBEAT_PUBLISH_GAP: Duration = Duration::from_secs(1);
-
-/// Probe attempts never get less time than this, whatever the interval.
-const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the supervisor runs and how.
 #[derive(Debug, Clone)]
@@ -232,7 +232,7 @@ pub fn spawn_with_fabric<S: Spawner>(
         let known = config
             .agents
             .iter()
-            .map(|spec| (spec.agent.name.clone(), service_endpoint(spec)))
+            .map(|spec| (spec.agent.name.clone(), environment::service_endpoint(spec)))
             .collect();
         fabric::start_bridge(
             link,
@@ -244,12 +244,23 @@ pub fn spawn_with_fabric<S: Spawner>(
         )
     });
     if let Some(interval) = config.sample_interval {
-        shutdown.tracker().spawn(sample_resources(
-            interval,
-            status.clone(),
-            event_sender.clone(),
-            shutdown.token().clone(),
-        ));
+        let status = status.clone();
+        let events = event_sender.clone();
+        shutdown
+            .tracker()
+            .spawn(crate::process::sample::sample_every(
+                interval,
+                move || {
+                    status
+                        .borrow()
+                        .agents
+                        .iter()
+                        .filter_map(|agent| agent.pid)
+                        .collect()
+                },
+                move |samples| events.send(Event::ResourcesSampled { samples }).is_ok(),
+                shutdown.token().clone(),
+            ));
     }
     let supervisor = Supervisor {
         lifecycle,
@@ -511,7 +522,7 @@ impl<S: Spawner> Supervisor<S> {
                         let token = self.watcher_token(agent);
                         let events = self.event_sender.clone();
                         let blocked_events = self.event_sender.clone();
-                        self.shutdown.tracker().spawn(watch_readiness(
+                        self.shutdown.tracker().spawn(health::watch_readiness(
                             probe,
                             readiness,
                             owner,
@@ -537,7 +548,7 @@ impl<S: Spawner> Supervisor<S> {
                         let probe = probe_target(probe, spec);
                         let events = self.event_sender.clone();
                         self.shutdown.tracker().spawn(async move {
-                            let text = diagnose::diagnose(pid, probe).await;
+                            let text = health::diagnose(pid, probe).await;
                             let _ = events.send(Event::Diagnosed { agent, run, text });
                         });
                     }
@@ -548,7 +559,7 @@ impl<S: Spawner> Supervisor<S> {
                         let probe = probe_target(&liveness.probe, spec);
                         let token = self.watcher_token(agent);
                         let events = self.event_sender.clone();
-                        self.shutdown.tracker().spawn(watch_liveness(
+                        self.shutdown.tracker().spawn(health::watch_liveness(
                             probe,
                             liveness,
                             token,
@@ -579,7 +590,7 @@ impl<S: Spawner> Supervisor<S> {
     }
 
     fn spawn_agent(&mut self, agent: AgentId, run: u64) {
-        let mut spec = spawn_spec(&self.lifecycle, agent, &self.config);
+        let mut spec = environment::spawn_spec(&self.lifecycle, agent, &self.config);
         let mut unregister = None;
         if let Some(registrar) = &self.fabric {
             let agent_spec = self.lifecycle.spec(agent);
@@ -588,7 +599,7 @@ impl<S: Spawner> Supervisor<S> {
                     name: agent_spec.agent.name.clone(),
                     agent,
                     run,
-                    endpoint: service_endpoint(agent_spec),
+                    endpoint: environment::service_endpoint(agent_spec),
                 },
                 agent_spec.agent.heartbeat.interval,
             );
@@ -624,91 +635,12 @@ impl<S: Spawner> Supervisor<S> {
     }
 }
 
-/// Every `interval`, samples the process tree of every agent that has a pid
-/// (read from the published status) in `spawn_blocking`, and sends the
-/// figures to the supervisor; when the number of agents changed, and every
-/// [`TRIM_EVERY`] samples, it also gives freed memory back. Ends with the
-/// token or the supervisor.
-async fn sample_resources(
-    interval: Duration,
-    status: watch::Receiver<StatusSnapshot>,
-    events: mpsc::UnboundedSender<Event>,
-    token: CancellationToken,
-) {
-    let mut sampler = Some(TreeSampler::new());
-    let mut sampled: u64 = 0;
-    let mut last_count = 0;
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let pids: Vec<u32> = status
-            .borrow()
-            .agents
-            .iter()
-            .filter_map(|agent| agent.pid)
-            .collect();
-        let Some(mut owned) = sampler.take() else {
-            return;
-        };
-        // Agents starting or stopping free memory in bursts: trim after
-        // those, and now and then anyway.
-        sampled += 1;
-        let trim = sampled.is_multiple_of(TRIM_EVERY) || pids.len() != last_count;
-        last_count = pids.len();
-        let Ok((back, samples)) = tokio::task::spawn_blocking(move || {
-            let samples = owned.sample(&pids);
-            if trim {
-                release_free_memory();
-            }
-            (owned, samples)
-        })
-        .await
-        else {
-            return;
-        };
-        sampler = Some(back);
-        if events.send(Event::ResourcesSampled { samples }).is_err() {
-            return;
-        }
-    }
-}
-
-/// Allocations of at least this size get their own mapping (see
-/// [`tune_allocator`]).
-const OWN_MAPPING_BYTES: i32 = 16 * 1024;
-
-/// Sets glibc's allocator up for a long-running supervisor of many agents:
-/// allocations of 16 KiB and more (libzmq's two message-pipe chunks per
-/// agent connection, of which a page or two is ever written) get their own
-/// mapping, so their untouched pages are never resident; in the shared heap
-/// they sit on pages that earlier allocations had already dirtied. About
-/// 1 MB less resident memory with 500 agents. Call once, early.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's parameters, under the
-    // allocator's own lock.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING_BYTES);
-    }
-}
-
-/// Every this many samples, freed heap memory is given back to the system.
-const TRIM_EVERY: u64 = 15;
-
-/// Returns free heap pages to the system. glibc keeps memory that bursts
-/// (hundreds of agents starting, a reload) allocated and freed, in the
-/// middle of its heaps where it never trims on its own; for a long-running
-/// supervisor that is megabytes of resident memory doing nothing.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks and releases the allocator's own free
-    // lists; it takes the allocator's locks like any malloc call.
-    unsafe {
-        libc::malloc_trim(0);
+/// For an agent of another host, probes aimed at a loopback or wildcard
+/// address go to that host instead.
+fn probe_target(probe: &crate::manifest::Probe, spec: &AgentSpec) -> crate::manifest::Probe {
+    match spec.remote {
+        true => health::aimed_at(probe, &spec.agent.host),
+        false => probe.clone(),
     }
 }
 
@@ -716,240 +648,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// For an agent of another host, probes aimed at a loopback or wildcard
-/// address go to that host instead.
-fn probe_target(probe: &Probe, spec: &AgentSpec) -> Probe {
-    if !spec.remote {
-        return probe.clone();
-    }
-    let local = |host: &str| matches!(host, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "");
-    match probe {
-        Probe::Tcp { host, port } if local(host) => Probe::Tcp {
-            host: spec.agent.host.clone(),
-            port: *port,
-        },
-        Probe::Zmq { host, port } if local(host) => Probe::Zmq {
-            host: spec.agent.host.clone(),
-            port: *port,
-        },
-        other => other.clone(),
-    }
-}
-
-/// The address other agents use to reach `agent` (resolved by the loader:
-/// loopback for this host's agents, else the agent's host).
-fn endpoint_host(spec: &AgentSpec) -> String {
-    if spec.remote && matches!(spec.agent.address.as_str(), "127.0.0.1" | "localhost" | "") {
-        return spec.agent.host.clone();
-    }
-    spec.agent.address.clone()
-}
-
-/// Where dependents reach `spec` according to the manifest (`tcp://host:port`).
-fn service_endpoint(spec: &AgentSpec) -> Option<String> {
-    spec.agent
-        .port
-        .map(|port| format!("tcp://{}:{port}", endpoint_host(spec)))
-}
-
-/// The command, environment and log target of one run. Injected variables
-/// come first so the manifest's `env` can override them.
-fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSpec {
-    let spec: &Agent = &lifecycle.spec(agent).agent;
-    let mut env = vec![
-        ("AGENT_NAME".to_string(), spec.name.clone()),
-        ("PORT_OFFSET".to_string(), config.port_offset.clone()),
-    ];
-    if let Some(port) = spec.port {
-        env.push(("AGENT_PORT".into(), port.to_string()));
-    }
-    if let Some(port) = spec.health_check_port {
-        env.push(("AGENT_HEALTH_PORT".into(), port.to_string()));
-        if spec.legacy {
-            env.push(("HEALTH_CHECK_PORT".into(), port.to_string()));
-        }
-    }
-    let mut endpoints = serde_json::Map::new();
-    for dependency in lifecycle.dependencies(agent) {
-        let dependency = lifecycle.spec(*dependency);
-        if let Some(port) = dependency.agent.port {
-            let endpoint = format!("tcp://{}:{port}", endpoint_host(dependency));
-            env.push((
-                format!(
-                    "{}_ENDPOINT",
-                    crate::manifest::variable_name(&dependency.agent.name)
-                ),
-                endpoint.clone(),
-            ));
-            endpoints.insert(dependency.agent.name.clone(), endpoint.into());
-        }
-    }
-    env.push((
-        "AGENT_DEPENDENCIES".into(),
-        serde_json::Value::Object(endpoints).to_string(),
-    ));
-    // As the legacy launcher did: `config: {zmq_port: 5713}` -> AGENT_CONFIG_ZMQ_PORT=5713
-    // (strings as written, anything else as compact JSON).
-    for (key, value) in &spec.config {
-        let text = match value {
-            serde_json::Value::String(text) => text.clone(),
-            other => other.to_string(),
-        };
-        env.push((
-            format!("AGENT_CONFIG_{}", crate::manifest::variable_name(key)),
-            text,
-        ));
-    }
-    env.extend(
-        spec.env
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone())),
-    );
-    SpawnSpec {
-        name: spec.name.clone(),
-        argv: spec.command.clone(),
-        shell: spec.shell,
-        cwd: spec.cwd.clone(),
-        env,
-        log: config
-            .logs
-            .as_ref()
-            .map(|dir| LogTarget::new(dir.join(format!("{}.log", spec.name)))),
-        console: config.console.clone(),
-    }
-}
-
-/// How long one probe attempt may take.
-fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
-    interval
-        .max(MIN_PROBE_TIMEOUT)
-        .min(limit.max(MIN_PROBE_TIMEOUT))
-}
-
-/// Probes after the initial delay, then every interval, until one attempt
-/// passes (reported once) or `token` is cancelled. The readiness timeout is
-/// the lifecycle's deadline, not this task's.
-///
-/// A tcp or http probe of a local port that connects passes only if the
-/// listener is in the agent's process tree (`owner`: its pid once spawned):
-/// a port held by a foreign process is reported through `blocked` (once per
-/// change) and probed again. Ownership is read from `/proc` only after a
-/// successful connect, so polling a closed port stays a bare connect.
-async fn watch_readiness(
-    probe: Probe,
-    readiness: crate::manifest::Readiness,
-    owner: Option<Arc<OnceLock<u32>>>,
-    token: CancellationToken,
-    passed: impl FnOnce(),
-    blocked: impl Fn(String),
-) {
-    let port = crate::health::local_port(&probe);
-    let mut last_blocked: Option<String> = None;
-    tokio::select! {
-        _ = token.cancelled() => return,
-        _ = tokio::time::sleep(readiness.initial_delay) => {}
-    }
-    let timeout = attempt_timeout(readiness.interval, readiness.timeout);
-    loop {
-        let next = Instant::now() + readiness.interval;
-        let result = tokio::select! {
-            _ = token.cancelled() => return,
-            result = crate::health::probe(&probe, timeout) => result,
-        };
-        if result.is_ok() {
-            let verdict = match (port, &owner) {
-                (Some(port), Some(owner)) => {
-                    let pid = owner.get().copied();
-                    tokio::task::spawn_blocking(move || listener_owner(port, pid))
-                        .await
-                        .unwrap_or(Listener::Ours)
-                }
-                _ => Listener::Ours,
-            };
-            match verdict {
-                Listener::Ours => {
-                    passed();
-                    return;
-                }
-                Listener::NotYetKnown => {}
-                Listener::Foreign(reason) => {
-                    if last_blocked.as_ref() != Some(&reason) {
-                        blocked(reason.clone());
-                        last_blocked = Some(reason);
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-    }
-}
-
-/// Whose listener a readiness probe reached.
-#[derive(Debug, PartialEq, Eq)]
-enum Listener {
-    /// The agent's (or `/proc` cannot tell: trust the connect).
-    Ours,
-    /// The agent's pid is not known yet: probe again.
-    NotYetKnown,
-    /// Another process's: `port 7200 is held by pid 4242 (nc), not by this agent`.
-    Foreign(String),
-}
-
-/// Blocking (`/proc`): is a listener on `port` in the tree (or the process
-/// group) of `pid`?
-fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
-    use crate::check::bound;
-    let sockets = bound::listening_sockets(port);
-    if sockets.is_empty() {
-        return Listener::Ours;
-    }
-    let Some(pid) = pid else {
-        return Listener::NotYetKnown;
-    };
-    let tree = crate::process::ports::tree(pid);
-    if !bound::held_by(&sockets, tree).is_empty() {
-        return Listener::Ours;
-    }
-    // A child that outlived its parent (reparented, so outside the tree)
-    // still belongs to the agent if it stayed in the agent's process group.
-    let listeners = bound::listeners(port);
-    if listeners.holders.iter().any(|holder| {
-        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(holder.pid as i32)))
-            .is_ok_and(|group| group.as_raw() as u32 == pid)
-    }) {
-        return Listener::Ours;
-    }
-    Listener::Foreign(format!(
-        "port {port} is held by {}, not by this agent",
-        listeners.describe()
-    ))
-}
-
-/// Probes every interval and reports each result until `token` is cancelled.
-async fn watch_liveness(
-    probe: Probe,
-    liveness: crate::manifest::Liveness,
-    token: CancellationToken,
-    report: impl Fn(Result<(), String>),
-) {
-    let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let result = tokio::select! {
-            _ = token.cancelled() => return,
-            result = crate::health::alive(&probe, liveness.timeout) => result,
-        };
-        report(result.map_err(|error| error.to_string()));
     }
 }
 
@@ -963,7 +661,8 @@ mod tests {
 
     use super::lifecycle::tests::{agent, ms};
     use super::*;
-    use crate::manifest::RestartMode;
+    use crate::manifest::{Agent, RestartMode};
+    use crate::process::SpawnSpec;
     use crate::process::{Reporter, SpawnError, Termination};
 
     /// What a fake process does on its own.

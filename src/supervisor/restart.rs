@@ -1,7 +1,8 @@
 //! Restart decisions: policy (`always` / `on-failure` / `never` with success
-//! codes), exponential backoff with jitter, backoff reset after a long enough
-//! run, and the restart intensity limit (more than `max_restarts` within
-//! `within` gives up, as in Erlang/OTP).
+//! codes), exponential backoff with jitter counted from the last start (an
+//! agent that ran longer than its backoff step restarts at once), backoff
+//! reset after a long enough run, and the restart intensity limit (more than
+//! `max_restarts` within `within` gives up, as in Erlang/OTP).
 //!
 //! Pure: every function takes `now` and a jitter value; nothing here reads
 //! the clock or sleeps. The supervisor's transition code ([`super::lifecycle`])
@@ -39,6 +40,23 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, jitter: f64) -> Duration {
     let capped = base.min(backoff.max.as_secs_f64());
     let jittered = capped * (1.0 + JITTER * jitter.clamp(-1.0, 1.0));
     Duration::from_secs_f64(jittered.min(backoff.max.as_secs_f64()).max(0.0))
+}
+
+/// A run shorter than this is a crash whatever its backoff step: it always
+/// waits the step, so an agent dying within a second of each start backs off.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(1);
+
+/// How long to wait before restarting an agent whose run lasted `uptime`,
+/// given its backoff step `delay`: the backoff counts from the last start,
+/// so an agent that stayed up at least `delay` and at least [`CRASH_WINDOW`]
+/// (healthy, then killed) restarts at once, while a crash loop (dying sooner)
+/// waits the whole step, which grows exponentially up to the cap.
+pub fn wait_before_restart(delay: Duration, uptime: Duration) -> Duration {
+    if uptime >= delay.max(CRASH_WINDOW) {
+        Duration::ZERO
+    } else {
+        delay
+    }
 }
 
 /// A small xorshift generator for jitter (no `rand` dependency; jitter needs
@@ -270,6 +288,16 @@ pub(crate) mod tests {
             tracker.on_exit(&policy, Termination::Code(1), false, ms(1), later, 0.0),
             Decision::Restart { .. }
         ));
+    }
+
+    #[test]
+    fn an_agent_that_outlived_its_step_restarts_at_once_a_crash_loop_waits() {
+        assert_eq!(wait_before_restart(ms(100), ms(2000)), Duration::ZERO);
+        assert_eq!(wait_before_restart(ms(1000), ms(1000)), Duration::ZERO);
+        assert_eq!(wait_before_restart(ms(1600), ms(1599)), ms(1600));
+        assert_eq!(wait_before_restart(ms(1600), ms(50)), ms(1600));
+        // Inside the crash window the step is waited even when shorter.
+        assert_eq!(wait_before_restart(ms(100), ms(999)), ms(100));
     }
 
     #[test]

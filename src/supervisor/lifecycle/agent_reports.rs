@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Lifecycle, StopIntent, format_duration};
+use super::{Lifecycle, Phase, StopIntent, format_duration};
 use crate::manifest::{ErrorAction, ReadinessCheck};
 use crate::supervisor::event::{Action, AgentId, HeartbeatPayload, Severity};
-use crate::supervisor::state::AgentState;
 use crate::transport::{HeartbeatTracker, HeartbeatVerdict};
 
 /// `1.5 s` style, for reasons people read.
@@ -46,14 +45,18 @@ impl Lifecycle {
     pub(super) fn watch_heartbeats_from_spawn(&mut self, agent: AgentId, now: Instant) {
         if self.fabric && self.agents[agent].spec.agent.readiness.check == ReadinessCheck::Sdk {
             let tracker = self.new_tracker(agent, now);
-            self.agents[agent].heartbeat = Some(tracker);
+            if let Some(process) = self.agents[agent].phase.process_mut() {
+                process.heartbeat = Some(tracker);
+            }
         }
     }
 
     /// Forgets the heartbeats, errors and degradation of the previous run.
     pub(super) fn reset_reports(&mut self, agent: AgentId) {
         let record = &mut self.agents[agent];
-        record.heartbeat = None;
+        if let Some(process) = record.phase.process_mut() {
+            process.heartbeat = None;
+        }
         record.last_heartbeat = None;
         record.error_times.clear();
         record.degraded = None;
@@ -62,8 +65,7 @@ impl Lifecycle {
     /// Whether SDK reports of `agent` still matter: it runs and nobody
     /// decided to stop it yet.
     fn watched(&self, agent: AgentId) -> bool {
-        let record = &self.agents[agent];
-        matches!(record.state, AgentState::Starting | AgentState::Ready) && record.stop.is_none()
+        self.agents[agent].phase.running_unstopped()
     }
 
     /// `ReportedReady`: readiness passes, for `readiness: sdk` only.
@@ -75,8 +77,7 @@ impl Lifecycle {
         actions: &mut Vec<Action>,
     ) {
         if self.current(agent, run)
-            && self.agents[agent].state == AgentState::Starting
-            && self.agents[agent].stop.is_none()
+            && matches!(self.agents[agent].phase, Phase::Starting { stop: None, .. })
             && self.agents[agent].spec.agent.readiness.check == ReadinessCheck::Sdk
         {
             self.become_ready(agent, now, actions);
@@ -96,12 +97,22 @@ impl Lifecycle {
         if !self.current(agent, run) || !self.watched(agent) {
             return;
         }
-        if self.agents[agent].heartbeat.is_none() {
+        let untracked = self.agents[agent]
+            .phase
+            .process()
+            .is_some_and(|process| process.heartbeat.is_none());
+        if untracked {
             let tracker = self.new_tracker(agent, now);
-            self.agents[agent].heartbeat = Some(tracker);
+            if let Some(process) = self.agents[agent].phase.process_mut() {
+                process.heartbeat = Some(tracker);
+            }
         }
         let record = &mut self.agents[agent];
-        if let Some(tracker) = &mut record.heartbeat {
+        if let Some(tracker) = record
+            .phase
+            .process_mut()
+            .and_then(|process| process.heartbeat.as_mut())
+        {
             tracker.record(now.into_std(), payload.as_ref());
         }
         record.last_heartbeat = Some((now, payload));
@@ -111,7 +122,7 @@ impl Lifecycle {
     pub(super) fn heartbeat_deadline(&self) -> Option<Instant> {
         (0..self.agents.len())
             .filter(|agent| self.watched(*agent))
-            .filter_map(|agent| self.agents[agent].heartbeat.as_ref())
+            .filter_map(|agent| self.agents[agent].phase.process()?.heartbeat.as_ref())
             .map(|tracker| Instant::from_std(tracker.deadline()))
             .min()
     }
@@ -126,7 +137,11 @@ impl Lifecycle {
                 continue;
             }
             let record = &mut self.agents[agent];
-            let Some(tracker) = &record.heartbeat else {
+            let Some(tracker) = record
+                .phase
+                .process()
+                .and_then(|process| process.heartbeat.as_ref())
+            else {
                 continue;
             };
             if Instant::from_std(tracker.deadline()) > now {
@@ -157,8 +172,10 @@ impl Lifecycle {
                 agent = record.name(),
                 "hung: {reason}; killing its process group"
             );
-            record.heartbeat = None;
-            record.stop = Some(StopIntent::Restart { reason, cause });
+            if let Some(process) = record.phase.process_mut() {
+                process.heartbeat = None;
+            }
+            record.phase.set_stop(StopIntent::Restart { reason, cause });
             actions.push(Action::CancelWatchers { agent });
         }
     }
@@ -219,8 +236,10 @@ impl Lifecycle {
             }
             Some((ErrorAction::Restart, reason)) => {
                 tracing::warn!(agent = record.name(), "{reason}; restarting (on_error)");
-                record.heartbeat = None;
-                record.stop = Some(StopIntent::Restart {
+                if let Some(process) = record.phase.process_mut() {
+                    process.heartbeat = None;
+                }
+                record.phase.set_stop(StopIntent::Restart {
                     reason,
                     cause: "error",
                 });
@@ -240,6 +259,7 @@ mod tests {
     use crate::supervisor::event::Event;
     use crate::supervisor::lifecycle::AgentSpec;
     use crate::supervisor::restart::Jitter;
+    use crate::supervisor::state::AgentState;
 
     fn sdk_lifecycle(now: Instant) -> Lifecycle {
         let mut worker = agent("worker", &[]);

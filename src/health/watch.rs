@@ -1,0 +1,168 @@
+//! Probe schedules: the readiness watch (probe after the initial delay, then
+//! every interval, until one attempt passes on a listener that is the
+//! agent's own) and the liveness watch (probe every interval, report each
+//! result), each a task ended by its cancellation token.
+//!
+//! Owns when probes run and whose listener a passing readiness probe
+//! reached. Does not own the probes themselves ([`super::probe`]), the
+//! deadlines or failure counts (the supervisor's lifecycle), or which agent
+//! is watched (the supervisor's loop spawns these tasks).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::manifest::Probe;
+
+/// Probe attempts never get less time than this, whatever the interval.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// For an agent of another host (`host`), a probe aimed at a loopback or
+/// wildcard address goes to that host instead.
+pub fn aimed_at(probe: &Probe, host: &str) -> Probe {
+    let local = |target: &str| matches!(target, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "");
+    match probe {
+        Probe::Tcp { host: target, port } if local(target) => Probe::Tcp {
+            host: host.to_string(),
+            port: *port,
+        },
+        Probe::Zmq { host: target, port } if local(target) => Probe::Zmq {
+            host: host.to_string(),
+            port: *port,
+        },
+        other => other.clone(),
+    }
+}
+
+/// How long one probe attempt may take.
+fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
+    interval
+        .max(MIN_PROBE_TIMEOUT)
+        .min(limit.max(MIN_PROBE_TIMEOUT))
+}
+
+/// Probes after the initial delay, then every interval, until one attempt
+/// passes (reported once) or `token` is cancelled. The readiness timeout is
+/// the lifecycle's deadline, not this task's.
+///
+/// A tcp or http probe of a local port that connects passes only if the
+/// listener is in the agent's process tree (`owner`: its pid once spawned):
+/// a port held by a foreign process is reported through `blocked` (once per
+/// change) and probed again. Ownership is read from `/proc` only after a
+/// successful connect, so polling a closed port stays a bare connect.
+pub async fn watch_readiness(
+    probe: Probe,
+    readiness: crate::manifest::Readiness,
+    owner: Option<Arc<OnceLock<u32>>>,
+    token: CancellationToken,
+    passed: impl FnOnce(),
+    blocked: impl Fn(String),
+) {
+    let port = crate::health::local_port(&probe);
+    let mut last_blocked: Option<String> = None;
+    tokio::select! {
+        _ = token.cancelled() => return,
+        _ = tokio::time::sleep(readiness.initial_delay) => {}
+    }
+    let timeout = attempt_timeout(readiness.interval, readiness.timeout);
+    loop {
+        let next = Instant::now() + readiness.interval;
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = crate::health::probe(&probe, timeout) => result,
+        };
+        if result.is_ok() {
+            let verdict = match (port, &owner) {
+                (Some(port), Some(owner)) => {
+                    let pid = owner.get().copied();
+                    tokio::task::spawn_blocking(move || listener_owner(port, pid))
+                        .await
+                        .unwrap_or(Listener::Ours)
+                }
+                _ => Listener::Ours,
+            };
+            match verdict {
+                Listener::Ours => {
+                    passed();
+                    return;
+                }
+                Listener::NotYetKnown => {}
+                Listener::Foreign(reason) => {
+                    if last_blocked.as_ref() != Some(&reason) {
+                        blocked(reason.clone());
+                        last_blocked = Some(reason);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Whose listener a readiness probe reached.
+#[derive(Debug, PartialEq, Eq)]
+enum Listener {
+    /// The agent's (or `/proc` cannot tell: trust the connect).
+    Ours,
+    /// The agent's pid is not known yet: probe again.
+    NotYetKnown,
+    /// Another process's: `port 7200 is held by pid 4242 (nc), not by this agent`.
+    Foreign(String),
+}
+
+/// Blocking (`/proc`): is a listener on `port` in the tree (or the process
+/// group) of `pid`?
+fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
+    use crate::check::bound;
+    let sockets = bound::listening_sockets(port);
+    if sockets.is_empty() {
+        return Listener::Ours;
+    }
+    let Some(pid) = pid else {
+        return Listener::NotYetKnown;
+    };
+    let tree = crate::process::ports::tree(pid);
+    if !bound::held_by(&sockets, tree).is_empty() {
+        return Listener::Ours;
+    }
+    // A child that outlived its parent (reparented, so outside the tree)
+    // still belongs to the agent if it stayed in the agent's process group.
+    let listeners = bound::listeners(port);
+    if listeners.holders.iter().any(|holder| {
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(holder.pid as i32)))
+            .is_ok_and(|group| group.as_raw() as u32 == pid)
+    }) {
+        return Listener::Ours;
+    }
+    Listener::Foreign(format!(
+        "port {port} is held by {}, not by this agent",
+        listeners.describe()
+    ))
+}
+
+/// Probes every interval and reports each result until `token` is cancelled.
+pub async fn watch_liveness(
+    probe: Probe,
+    liveness: crate::manifest::Liveness,
+    token: CancellationToken,
+    report: impl Fn(Result<(), String>),
+) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = crate::health::alive(&probe, liveness.timeout) => result,
+        };
+        report(result.map_err(|error| error.to_string()));
+    }
+}
