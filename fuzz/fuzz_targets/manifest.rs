@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let options = LoadOptions { environment: Some(HashMap::from([("HOST".to_string(), "h".to_string())])), ..LoadOptions::default() };
     if let Ok(loaded) = load_str(Path::new("fuzz.yaml"), text, &options) {
-        let report = check_manifest(loaded.manifest, loaded.problems, &CheckOptions { bind_check: false, this_host: "localhost".into(), files: false, compile: false });
+        let report = check_manifest(loaded.manifest, loaded.problems, &CheckOptions { bind_check: false, this_host: "localhost".into(), files: false, ..CheckOptions::default() });
         let _ = supervisor::plan::Plan::new(&report.manifest);
     }
 });
