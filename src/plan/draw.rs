@@ -174,7 +174,7 @@ impl Layout {
             ".plan .label{fill:#868e96;font-size:11px}",
             "</style>\n",
             "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" ",
-            "markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\">",
+            "markerWidth=\"8\" markerHeight=\"8\" markerUnits=\"userSpaceOnUse\" orient=\"auto-start-reverse\">",
             "<path d=\"M0,0 L10,5 L0,10 z\" fill=\"#8a8f98\"/></marker></defs>\n"
         ));
         for (y, text) in &self.labels {
@@ -256,12 +256,15 @@ fn order_rows(levels: &[(Option<usize>, Vec<String>)], edges: &[Edge]) -> Rows {
             (0..order.len().saturating_sub(1)).rev().collect()
         };
         for index in indices {
-            let (above, below) = if sweep % 2 == 0 {
-                (index - 1, index)
-            } else {
-                (index + 1, index)
-            };
-            let reference: BTreeSet<&str> = order[above].iter().map(String::as_str).collect();
+            // Neighbours on both adjacent rows count, so the last sweep
+            // does not undo what the one before it found.
+            let below = index;
+            let reference: BTreeSet<&str> = [index.wrapping_sub(1), index + 1]
+                .into_iter()
+                .filter_map(|row| order.get(row))
+                .flatten()
+                .map(String::as_str)
+                .collect();
             let mut keyed: Vec<(f64, String)> = order[below]
                 .iter()
                 .map(|name| {
