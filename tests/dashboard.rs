@@ -667,13 +667,32 @@ fn the_grafana_dashboard_queries_only_metrics_the_supervisor_serves() {
 
     let fixture = Fixture::new();
     let port = common::port();
+    // An SDK agent for the heartbeat figures; a restart for the restart counts.
+    let echo = format!(
+        "  echo:\n    command: [\"{}\", \"--bind\", \"tcp://127.0.0.1:*\"]\n    readiness: sdk\n    heartbeat: {{ interval: 200ms, misses: 5 }}\n",
+        env!("CARGO_BIN_EXE_agent-echo-service")
+    );
     let manifest = fixture.manifest(&format!(
-        "{MANIFEST}metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"
+        "{MANIFEST}{echo}metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"
     ));
     let _up = fixture.up(&manifest, &["--no-console"]);
+    let manifest_path = manifest.to_str().unwrap();
     wait_for_status(&manifest, "every agent ready", BOUND, |status| {
         all_ready(status, &NAMES)
     });
+    let restart = common::cli(&["restart", "lone", "--config", manifest_path], BOUND);
+    assert_eq!(restart.code, Some(0), "{restart:?}");
+    wait_for_status(
+        &manifest,
+        "resource and heartbeat figures",
+        BOUND,
+        |status| {
+            all_ready(status, &NAMES)
+                && agent_of(status, "echo")["heartbeat_age_s"].is_number()
+                && agent_of(status, "lone")["rss_bytes"].is_number()
+                && agent_of(status, "lone")["cpu_percent"].is_number()
+        },
+    );
     let (status, scrape) = http(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], "");
     assert_eq!(status, 200);
     let mut served = std::collections::BTreeSet::new();

@@ -36,9 +36,10 @@ struct Expected {
     critical: Vec<String>,
 }
 
-fn expected(file: &Path, extra: &[&str]) -> Expected {
+/// `None` when `plan` cannot read the manifest (it prints problems, no JSON).
+fn expected(file: &Path, extra: &[&str]) -> Option<Expected> {
     let (_, json) = plan(file, "json", extra);
-    let value: Value = serde_json::from_str(&json).expect("plan JSON");
+    let value: Value = serde_json::from_str(&json).ok()?;
     let names = |value: &Value| -> Vec<String> {
         value
             .as_array()
@@ -71,11 +72,11 @@ fn expected(file: &Path, extra: &[&str]) -> Expected {
                 })
                 .collect()
         });
-    Expected {
+    Some(Expected {
         agents,
         edges,
         critical: names(&value["critical_path"]),
-    }
+    })
 }
 
 /// Parses the SVG as XML and checks it against `expected`.
@@ -192,7 +193,7 @@ fn check_mermaid(file: &Path, text: &str, expected: &Expected) {
 #[test]
 fn the_example_manifest_is_drawn_as_valid_svg_and_mermaid() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/startup.yaml");
-    let expected = expected(&file, &[]);
+    let expected = expected(&file, &[]).expect("the example plans");
     assert_eq!(expected.agents.len(), 8);
     assert_eq!(expected.edges.as_ref().map(BTreeSet::len), Some(5));
     let (code, svg) = plan(&file, "svg", &[]);
@@ -225,10 +226,9 @@ fn every_corpus_manifest_is_drawn_as_valid_svg() {
     let mut drawn = 0;
     for file in &files {
         let extra = ["--env-file", env_file];
-        let expected = expected(file, &extra);
-        if expected.agents.is_empty() {
+        let Some(expected) = expected(file, &extra) else {
             continue; // unreadable: `plan` printed its problems instead
-        }
+        };
         let (_, svg) = plan(file, "svg", &extra);
         check_svg(file, &svg, &expected);
         let (_, mermaid) = plan(file, "mermaid", &extra);

@@ -1,9 +1,8 @@
 //! What the dashboard page shows, as one JSON document: every host's
 //! supervisor status, the restart timeline, the recent errors.
 //!
-//! Owns the timeline: a restart is seen as an agent's `restarts` count going
-//! up between two statuses; its cause is the `restarts_by_cause` entry that
-//! went up, and "caused by" names the dependency (direct or further up)
+//! Owns the timeline: a restart is seen as an agent's `restarts_by_cause`
+//! count of some cause going up between two statuses, and "caused by" names the dependency (direct or further up)
 //! that restarted, exited or failed last, within [`CAUSE_WINDOW`], before an
 //! agent restarted with cause `dependency`. Restarts before the dashboard
 //! attached are not in it (the counts are in the table).
@@ -52,7 +51,7 @@ pub struct TimelineEntry {
     pub reason: Option<String>,
     /// The dependency whose restart brought this one about.
     pub caused_by: Option<String>,
-    /// Its restart count after this restart.
+    /// Its restarts of every cause after this one.
     pub restarts: u32,
 }
 
@@ -169,22 +168,28 @@ pub fn restarts(
         let Some(old) = before.get(agent.name.as_str()) else {
             continue;
         };
-        if agent.restarts > old.restarts {
-            let cause = agent
-                .restarts_by_cause
-                .iter()
-                .find(|(cause, count)| old.restarts_by_cause.get(*cause) < Some(count))
-                .map(|(cause, _)| cause.clone())
-                .unwrap_or_else(|| "unknown".to_string());
-            found.push(TimelineEntry {
-                host: host.to_string(),
-                at_ms,
-                agent: agent.name.clone(),
-                cause,
-                reason: agent.reason.clone(),
-                caused_by: None,
-                restarts: agent.restarts,
-            });
+        // Restarts by cause, not `restarts`: a restart with a dependency
+        // counts under its cause only (the backoff count is the policy's).
+        let increased: Vec<&String> = agent
+            .restarts_by_cause
+            .iter()
+            .filter(|(cause, count)| {
+                old.restarts_by_cause.get(*cause).copied().unwrap_or(0) < **count
+            })
+            .map(|(cause, _)| cause)
+            .collect();
+        if !increased.is_empty() {
+            for cause in increased {
+                found.push(TimelineEntry {
+                    host: host.to_string(),
+                    at_ms,
+                    agent: agent.name.clone(),
+                    cause: cause.clone(),
+                    reason: agent.reason.clone(),
+                    caused_by: None,
+                    restarts: agent.restarts_by_cause.values().sum(),
+                });
+            }
         } else if agent.state == "failed" && old.state != "failed" {
             found.push(TimelineEntry {
                 host: host.to_string(),
