@@ -36,6 +36,9 @@
 //! - [`platform`]: glibc allocator tuning of the supervisor process.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
+//! - [`dashboard`]: the web dashboard of a running supervisor (tokens,
+//!   routes, live events, audit log; `page.html` embedded) and its
+//!   restart timeline (`model.rs`); the graph is `plan::draw`'s.
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
@@ -46,6 +49,7 @@
 pub mod check;
 pub mod cli;
 pub mod control;
+pub mod dashboard;
 pub mod files;
 pub mod health;
 pub mod manifest;

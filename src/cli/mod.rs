@@ -12,6 +12,7 @@ pub mod check;
 pub mod check_ports;
 pub mod console;
 pub mod convert;
+pub mod dashboard;
 pub mod down;
 pub mod errors;
 pub mod locate;
@@ -89,6 +90,8 @@ pub enum Command {
     Reload(reload::Args),
     /// Print the error journal (errors reported by agents); `-f` follows the error bus.
     Errors(errors::Args),
+    /// Serve a live web dashboard of the running supervisor; prints its link (with access token) first.
+    Dashboard(dashboard::Args),
     /// Print a shell completion script: `supervisor completions bash > /etc/bash_completion.d/supervisor`.
     Completions {
         #[arg(value_enum)]
@@ -249,6 +252,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Errors(args) => errors::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -1,5 +1,7 @@
 //! `supervisor plan`: the start order (topological levels), each agent's
-//! dependencies, the critical path; `--format dot` for Graphviz, `json` for machines.
+//! dependencies, the critical path; `--format svg` and `mermaid` for a
+//! picture drawn without Graphviz (`crate::plan::draw`), `dot` for Graphviz,
+//! `json` for machines.
 //! With dependency cycles it still shows the levels of everything outside
 //! the knots, then the knots and the agents blocked behind them; disabled
 //! agents are marked and left off the critical path.
@@ -12,6 +14,7 @@ use super::check::{print_problems, report_unreadable};
 use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions};
 use crate::manifest::{Agent, ReadinessCheck};
+use crate::plan::draw::{self, Layout};
 use crate::plan::{Plan, format_cycle};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -19,6 +22,10 @@ pub enum Format {
     Text,
     Dot,
     Json,
+    /// A standalone SVG picture: rows by level, the critical path in orange.
+    Svg,
+    /// A Mermaid flowchart (renders in Markdown pages).
+    Mermaid,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +86,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let disabled_names: Vec<&str> = plan.order().filter(|name| disabled(name)).collect();
     match args.format {
         Format::Dot => print!("{}", dot(plan)),
+        Format::Svg => print!("{}", Layout::new(&planned, &path).svg()),
+        Format::Mermaid => print!("{}", draw::mermaid(&Layout::new(&planned, &path))),
         Format::Json => {
             let value = serde_json::json!({
                 "levels": plan.levels,

@@ -67,6 +67,14 @@ pub struct Args {
     /// exits 1). For bringing up a system where some agents are broken.
     #[arg(long)]
     pub keep_going: bool,
+    /// Serve the web dashboard on this address (e.g. `127.0.0.1:8090`; port
+    /// 0 picks one) and print its operator link on stdout, its viewer link
+    /// on the next line. Loopback only unless `--allow-remote`.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// Let `--dashboard` listen on an address other than loopback.
+    #[arg(long, requires = "dashboard")]
+    pub allow_remote: bool,
     /// Set an agent environment variable, over the manifest's own `env`
     /// (repeatable): `--env PYTHONPATH=$PWD`.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -616,6 +624,20 @@ async fn supervise(
         shutdown.token().child_token(),
         shutdown.tracker().clone(),
     ));
+    if let Some(listen) = args.dashboard {
+        let links = crate::dashboard::start(
+            control.lock.run_dir().clone(),
+            crate::dashboard::Options {
+                listen,
+                allow_remote: args.allow_remote,
+            },
+            shutdown.token().child_token(),
+            shutdown.tracker(),
+        )
+        .await
+        .context("starting the dashboard")?;
+        super::dashboard::print_links(&links);
+    }
     if let Some(files) = control.watched.clone() {
         shutdown.tracker().spawn(watch_files(
             files,

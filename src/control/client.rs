@@ -67,21 +67,8 @@ impl Client {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, ControlError> {
-        let path = self.run_dir.socket();
-        let io = |source: std::io::Error| match source.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                ControlError::Timeout(timeout)
-            }
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                ControlError::NotRunning {
-                    run_dir: self.run_dir.path.clone(),
-                }
-            }
-            _ => ControlError::Io {
-                path: path.clone(),
-                source,
-            },
-        };
+        let run_dir = self.run_dir.clone();
+        let io = |source| io_error(&run_dir, timeout, source);
         let timeout = timeout.max(Duration::from_millis(1));
         self.writer.set_write_timeout(Some(timeout)).map_err(io)?;
         self.reader
@@ -92,6 +79,19 @@ impl Client {
             .map_err(|error| ControlError::Protocol(error.to_string()))?;
         line.push(b'\n');
         self.writer.write_all(&line).map_err(io)?;
+        self.next_response(timeout)
+    }
+
+    /// Reads the next response without sending anything: the answers after
+    /// the first to a `watch`. Waits at most `timeout`.
+    pub fn next_response(&mut self, timeout: Duration) -> Result<Response, ControlError> {
+        let run_dir = self.run_dir.clone();
+        let io = |source| io_error(&run_dir, timeout, source);
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .map_err(io)?;
         let mut answer = String::new();
         let count = self.reader.read_line(&mut answer).map_err(io)?;
         if count == 0 {
@@ -101,6 +101,24 @@ impl Client {
             });
         }
         serde_json::from_str(&answer).map_err(|error| ControlError::Protocol(error.to_string()))
+    }
+}
+
+/// What a failed read or write on the socket means.
+fn io_error(run_dir: &RunDir, timeout: Duration, source: std::io::Error) -> ControlError {
+    match source.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            ControlError::Timeout(timeout)
+        }
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+            ControlError::NotRunning {
+                run_dir: run_dir.path.clone(),
+            }
+        }
+        _ => ControlError::Io {
+            path: run_dir.socket(),
+            source,
+        },
     }
 }
 

@@ -16,6 +16,9 @@ use crate::supervisor::{ReloadSummary, StatusSnapshot};
 /// connection closed.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// The shortest time between two answers to a `watch`.
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// One request line, e.g. `{"command":"stop","agents":["api"]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
@@ -24,6 +27,11 @@ pub enum Request {
     Ping,
     /// Answers with `status`.
     Status,
+    /// Answers with `status` now and again after every change (at most once
+    /// per [`WATCH_INTERVAL`]), on the same connection, until the client
+    /// closes it. Leaves out `escaped_pids` (a `/proc` scan per agent) so a
+    /// watcher costs the supervisor little. The dashboard uses it.
+    Watch,
     Start {
         agents: Vec<String>,
     },
@@ -151,6 +159,9 @@ pub struct AgentView {
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     pub waiting_on: Vec<String>,
+    /// Every dependency the manifest gives it.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
     /// The payload of its last SDK heartbeat (queue depth, in flight, ...).
     #[serde(default)]
     pub heartbeat: Option<crate::transport::HeartbeatPayload>,
@@ -177,6 +188,15 @@ pub struct DeclaredPort {
 
 impl StatusView {
     pub fn from_snapshot(snapshot: &StatusSnapshot) -> StatusView {
+        StatusView::build(snapshot, true)
+    }
+
+    /// [`StatusView::from_snapshot`] without `escaped_pids` (no `/proc` scan).
+    pub fn from_snapshot_brief(snapshot: &StatusSnapshot) -> StatusView {
+        StatusView::build(snapshot, false)
+    }
+
+    fn build(snapshot: &StatusSnapshot, escaped: bool) -> StatusView {
         let now = tokio::time::Instant::now();
         let seconds = |duration: Option<std::time::Duration>| duration.map(|d| d.as_secs_f64());
         StatusView {
@@ -218,6 +238,7 @@ impl StatusView {
                     cpu_percent: agent.cpu_percent,
                     rss_bytes: agent.rss_bytes,
                     waiting_on: agent.waiting_on.clone(),
+                    dependencies: agent.dependencies.clone(),
                     heartbeat: agent.heartbeat.clone(),
                     degraded: agent.degraded.clone(),
                     ports: agent
@@ -230,6 +251,7 @@ impl StatusView {
                         .collect(),
                     escaped_pids: agent
                         .pid
+                        .filter(|_| escaped)
                         .and_then(|pid| {
                             let tree = crate::process::tree::Tree::of_leader(pid)?;
                             Some(crate::process::escaped(&tree, pid))
@@ -253,6 +275,7 @@ mod tests {
     fn requests_parse_from_their_documented_form() {
         let parse = |text: &str| serde_json::from_str::<Request>(text);
         assert_eq!(parse(r#"{"command":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(parse(r#"{"command":"watch"}"#).unwrap(), Request::Watch);
         assert_eq!(
             parse(r#"{"command":"restart","agents":["a"]}"#).unwrap(),
             Request::Restart {

@@ -19,7 +19,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::protocol::{MAX_REQUEST_BYTES, ReloadView, Request, Response, StatusView};
+use super::protocol::{
+    MAX_REQUEST_BYTES, ReloadView, Request, Response, StatusView, WATCH_INTERVAL,
+};
 use super::reload::{Reloader, reload_once};
 use crate::supervisor::SupervisorHandle;
 
@@ -114,12 +116,47 @@ async fn serve(stream: UnixStream, context: &ServerContext) {
             return;
         }
         let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::Watch) => {
+                context.requests.fetch_add(1, Ordering::Relaxed);
+                return watch(reader, write, context).await;
+            }
             Ok(request) => answer(request, context).await,
             Err(error) => Response::error(format!("malformed request: {error}")),
         };
         context.requests.fetch_add(1, Ordering::Relaxed);
         if write_response(&mut write, &response).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Serves a `watch`: the status now, then after every published change, no
+/// more often than [`WATCH_INTERVAL`], until the client closes its end (or
+/// stops reading) or the supervisor's loop has ended.
+async fn watch(
+    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    context: &ServerContext,
+) {
+    let mut status = context.handle.subscribe();
+    let mut closed = [0u8; 1];
+    loop {
+        let view = StatusView::from_snapshot_brief(&status.borrow_and_update());
+        let response = Response {
+            status: Some(view),
+            ..Response::ok()
+        };
+        if write_response(&mut write, &response).await.is_err() {
+            return;
+        }
+        // Anything the client sends (or its end closing) ends the watch.
+        tokio::select! {
+            _ = reader.read(&mut closed) => return,
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+        tokio::select! {
+            _ = reader.read(&mut closed) => return,
+            changed = status.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -146,6 +183,8 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
         Err(error) => Response::error(error.to_string()),
     };
     match request {
+        // Served by `watch` before it gets here.
+        Request::Watch => Response::error("watch is served on its own"),
         Request::Ping => Response {
             pid: Some(std::process::id()),
             ..Response::ok()

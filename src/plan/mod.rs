@@ -5,6 +5,8 @@
 //! whom; the levels are how the order is shown and checked, never a barrier
 //! (an agent starts the moment its own dependencies are ready).
 
+pub mod draw;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -56,17 +58,29 @@ impl<'a> Graph<'a> {
     /// Edges go from an agent to each of its dependencies. Dependencies on
     /// undefined agents are left out (`check` reports them).
     fn new(manifest: &'a Manifest) -> Graph<'a> {
+        Graph::of(
+            manifest
+                .agents
+                .iter()
+                .map(|agent| {
+                    let dependencies = agent.dependencies.iter().map(|d| d.name.as_str());
+                    (agent.name.as_str(), dependencies.collect())
+                })
+                .collect(),
+        )
+    }
+
+    /// The graph of `(agent, its dependencies)` pairs.
+    fn of(agents: Vec<(&'a str, Vec<&'a str>)>) -> Graph<'a> {
         let mut graph = DiGraph::new();
-        let mut index = HashMap::with_capacity(manifest.agents.len());
-        for agent in &manifest.agents {
-            index
-                .entry(agent.name.as_str())
-                .or_insert_with(|| graph.add_node(agent.name.as_str()));
+        let mut index = HashMap::with_capacity(agents.len());
+        for (name, _) in &agents {
+            index.entry(*name).or_insert_with(|| graph.add_node(*name));
         }
-        for agent in &manifest.agents {
-            let from = index[agent.name.as_str()];
-            for dependency in &agent.dependencies {
-                if let Some(&to) = index.get(dependency.name.as_str())
+        for (name, dependencies) in &agents {
+            let from = index[name];
+            for dependency in dependencies {
+                if let Some(&to) = index.get(dependency)
                     && graph.find_edge(from, to).is_none()
                 {
                     graph.add_edge(from, to, ());
@@ -535,7 +549,26 @@ impl Plan {
     /// sits in a knot nor waits on one, the knots, and the agents that wait
     /// on a knot. Linear in agents and dependencies (Kahn's algorithm).
     pub fn around_knots(manifest: &Manifest) -> Planned {
-        let graph = Graph::new(manifest);
+        Plan::around_knots_of(Graph::new(manifest))
+    }
+
+    /// [`Plan::around_knots`] of `(agent, its dependencies)` pairs, as a
+    /// running supervisor's status lists them (the dashboard's graph).
+    pub fn around_knots_of_edges(agents: &[(String, Vec<String>)]) -> Planned {
+        Plan::around_knots_of(Graph::of(
+            agents
+                .iter()
+                .map(|(name, dependencies)| {
+                    (
+                        name.as_str(),
+                        dependencies.iter().map(String::as_str).collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    fn around_knots_of(graph: Graph<'_>) -> Planned {
         let knots = graph.knots();
         let count = graph.graph.node_count();
         let mut dependencies: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -279,6 +279,9 @@ pub struct AgentStatus {
     pub time_to_ready: Option<Duration>,
     /// Dependencies not ready yet (for `Pending`).
     pub waiting_on: Vec<String>,
+    /// Every dependency the manifest gives it (the dashboard draws the graph
+    /// from these).
+    pub dependencies: Vec<String>,
     /// The last exit, failure or restart reason.
     pub reason: Option<String>,
     /// The machine it runs on.

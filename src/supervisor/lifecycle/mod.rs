@@ -476,6 +476,13 @@ impl Lifecycle {
             } else {
                 Vec::new()
             },
+            dependencies: record
+                .spec
+                .agent
+                .dependencies
+                .iter()
+                .map(|dependency| dependency.name.clone())
+                .collect(),
             reason: record.reason.clone(),
             host: record.spec.agent.host.clone(),
             running_since: pid.and(process.map(|process| process.since)),
