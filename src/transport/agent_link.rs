@@ -39,10 +39,14 @@ pub struct LinkSettings {
 /// Counters of the link, for the agent's own diagnostics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// Heartbeats handed to the socket (not necessarily received yet).
     pub heartbeats_sent: u64,
     /// Heartbeats not sent because the socket's queue was full.
     pub heartbeats_skipped: u64,
+    /// Other messages (HELLO, READY, ERROR, RESOLVE) handed to the socket.
     pub messages_sent: u64,
+    /// Other messages that could not be sent within the send timeout;
+    /// each is also logged as a warning.
     pub send_failures: u64,
     /// Rejections nobody was waiting for (e.g. of heartbeats).
     pub rejections: u64,
@@ -166,6 +170,7 @@ impl AgentLinkHandle {
         let _ = self.command(Command::SetPayload(payload));
     }
 
+    /// A snapshot of the counters; cheap, callable from any thread.
     pub fn stats(&self) -> LinkStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         LinkStats {

@@ -133,6 +133,8 @@ impl RejectReason {
 pub struct Resolution {
     /// Where to connect; `None` when the agent has no endpoint.
     pub endpoint: Option<String>,
+    /// The agent's state on the wire ([`AgentState::Unknown`] for no such
+    /// agent).
     pub state: AgentState,
 }
 
@@ -226,13 +228,24 @@ enum Command {
 pub struct EndpointStats {
     /// Messages read from the socket, good or bad.
     pub received: u64,
+    /// Authenticated HEARTBEAT messages.
     pub heartbeats: u64,
+    /// Authenticated READY messages.
     pub readies: u64,
+    /// Authenticated ERROR messages.
     pub errors: u64,
+    /// Authenticated RESOLVE messages.
     pub resolves: u64,
+    /// Messages under a name that is not registered (never started, or
+    /// its process has exited).
     pub rejected_unknown_agent: u64,
+    /// Messages whose token is not the agent's current one (e.g. from an
+    /// older process of a restarted agent).
     pub rejected_bad_token: u64,
+    /// Frames [`AgentMessage::decode`](super::messages::AgentMessage::decode)
+    /// refused.
     pub rejected_malformed: u64,
+    /// Frames over [`MAX_MESSAGE_BYTES`](super::messages::MAX_MESSAGE_BYTES).
     pub rejected_oversized: u64,
     /// Events not delivered because the channel was full or closed.
     pub events_dropped: u64,

@@ -58,7 +58,10 @@ pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
+    /// Records per second refilled into the bucket (default 100).
     pub per_second: f64,
+    /// Bucket size: records accepted at once after a quiet spell
+    /// (default 1000).
     pub burst: f64,
 }
 
@@ -162,8 +165,9 @@ pub struct ErrorBusStats {
     pub written: u64,
     /// Records sent on the PUB socket.
     pub published: u64,
-    /// Legacy messages accepted / refused as unreadable.
+    /// Legacy `ERROR:` messages read and normalised into a record.
     pub legacy_accepted: u64,
+    /// Legacy messages refused as unreadable (none of the four shapes).
     pub legacy_rejected: u64,
     /// Times a producer had to wait for room in the channel.
     pub backpressure_waits: u64,
@@ -171,6 +175,8 @@ pub struct ErrorBusStats {
     pub lost: u64,
     /// Records over an agent's rate limit (counted, not journaled).
     pub suppressed: u64,
+    /// Records not in the journal: unserialisable, or the append failed
+    /// (disk full, file removed); logged once per failing spell.
     pub write_failures: u64,
 }
 
@@ -259,6 +265,8 @@ impl ErrorBusHandle {
         self.legacy_endpoint.as_deref()
     }
 
+    /// A snapshot of the counters (relaxed reads: each is exact, the set
+    /// is not taken at one instant).
     pub fn stats(&self) -> ErrorBusStats {
         let counters = &self.sink.counters;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);

@@ -26,13 +26,21 @@
 //! missed heartbeat or a fatal error means), and never exposes the `zmq`
 //! crate: other modules see only the types defined here.
 
+/// The agent side of the connection: the DEALER thread behind `sdk::Agent`.
 pub mod agent_link;
+/// The supervisor side: the ROUTER thread agents connect to, and its authentication.
 pub mod endpoint;
+/// The error bus: `errors.jsonl`, the PUB socket and the legacy `ERROR:` SUB socket.
 pub mod error_bus;
+/// Reading the error bus from outside the supervisor (`supervisor errors --follow`).
 pub mod follow;
+/// Heartbeat and progress deadlines, as pure arithmetic over `Instant`s.
 pub mod heartbeat;
+/// The wire protocol: frames, JSON shapes and legacy error normalisation.
 pub mod messages;
+/// Pooled client sockets with lazy-pirate request/reply, for agents.
 pub mod pool;
+/// Removing secrets from error reports before they are written or published.
 pub mod redact;
 mod wake;
 
@@ -53,41 +61,72 @@ pub enum TransportError {
     /// A libzmq call failed.
     #[error("{action} on {endpoint}: {source}")]
     Zmq {
+        /// What was attempted: `bind`, `connect`, `send`, ...
         action: &'static str,
+        /// The ZeroMQ address the socket was bound or connected to.
         endpoint: String,
+        /// libzmq's own message; [`ZmqError::would_block`] tells a timeout
+        /// or full queue apart from a broken socket.
         #[source]
         source: ZmqError,
     },
     /// No reply (or no send) within the timeout, after every attempt.
     #[error("{endpoint}: no reply after {attempts} attempt(s) of {timeout_ms} ms")]
     Timeout {
+        /// The address that did not answer.
         endpoint: String,
+        /// How many requests were sent (each on a fresh socket) before
+        /// giving up.
         attempts: u32,
+        /// The wait per attempt, in milliseconds.
         timeout_ms: u64,
     },
     /// Every socket the pool may hold is in use.
     #[error("socket pool exhausted for {endpoint} ({in_use} in use)")]
-    PoolExhausted { endpoint: String, in_use: usize },
+    PoolExhausted {
+        /// The address whose sockets are all checked out.
+        endpoint: String,
+        /// Sockets checked out for it now (the pool's per-endpoint limit).
+        in_use: usize,
+    },
     /// A message could not be encoded or decoded.
     #[error("malformed message from {origin}: {reason}")]
-    Malformed { origin: String, reason: String },
+    Malformed {
+        /// Who sent it: an agent name, an endpoint or a file.
+        origin: String,
+        /// What was wrong (the JSON error, a missing frame, ...).
+        reason: String,
+    },
     /// The supervisor refused a message of this agent.
     #[error("supervisor rejected a message of agent `{agent}`: {reason}")]
-    Rejected { agent: String, reason: String },
+    Rejected {
+        /// The agent the message was sent as.
+        agent: String,
+        /// The supervisor's reason: `unknown agent`, `bad token`,
+        /// `malformed message: ...`, or `busy` (which READY retries).
+        reason: String,
+    },
     /// A file of the run directory (e.g. `errors.jsonl`).
     #[error("{path}: {source}")]
     File {
+        /// The file that could not be opened or written.
         path: std::path::PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// The thread that owns the socket has ended.
     #[error("the {what} thread has stopped")]
-    Stopped { what: &'static str },
+    Stopped {
+        /// Which thread, e.g. `agent link`.
+        what: &'static str,
+    },
     /// Other I/O (threads, pipes).
     #[error("{what}: {source}")]
     Io {
+        /// What was being done, e.g. `spawn the agent link thread`.
         what: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -197,7 +236,9 @@ pub(crate) fn secrets_equal(expected: &[u8], given: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-/// A fresh random agent token: 32 hex characters from the OS random source.
+/// A fresh random agent token: 32 hex characters (128 bits) from
+/// `/dev/urandom`; if that cannot be read, from per-process random hash keys
+/// mixed with the time. The endpoint compares tokens in constant time.
 pub fn generate_token() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];

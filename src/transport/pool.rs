@@ -572,10 +572,13 @@ impl std::fmt::Debug for PooledSocket {
 }
 
 impl PooledSocket {
+    /// The ZeroMQ pattern this socket was created with.
     pub fn kind(&self) -> SocketKind {
         self.kind
     }
 
+    /// The address it is connected to, as given to the pool (the pool's
+    /// key: sockets are reused only for the same kind and endpoint).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
