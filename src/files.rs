@@ -112,6 +112,7 @@ fn refusal(path: &Path, errno: nix::errno::Errno) -> std::io::Error {
 /// A size-rotated file: `agent.log`, then `agent.log.1` .. `agent.log.<keep>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogTarget {
+    /// The live file; rotated copies get `.1`, `.2`, ... appended.
     pub path: PathBuf,
     /// Rotate when the file would grow past this.
     pub max_bytes: u64,
@@ -166,6 +167,7 @@ impl RotatingFile {
         }
     }
 
+    /// The live file's path.
     pub fn path(&self) -> &Path {
         &self.target.path
     }

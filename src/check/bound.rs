@@ -34,7 +34,10 @@ pub enum BoundPorts {
     /// Ports with a listening socket (IPv4 or IPv6), and the ephemeral port
     /// range, where client sockets can hold ports too.
     Listening {
+        /// Ports with a socket in LISTEN state.
         ports: HashSet<u16>,
+        /// `/proc/sys/net/ipv4/ip_local_port_range`: client connections
+        /// can hold these ports too, so they always get the bind test.
         ephemeral: RangeInclusive<u16>,
     },
     /// The local port of every socket in `/proc/net/tcp` and `/proc/net/tcp6`.
@@ -192,13 +195,10 @@ fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
     }
 }
 
-/// The whole text of a `/proc/net` file, read in large chunks: each read
-/// walks the kernel's whole TCP hash table again, and the 32-byte first
-/// reads of `fs::read_to_string` cost extra passes (6 ms instead of 4 per
-/// file, measured).
 /// A process with a listening socket on a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
+    /// The process id.
     pub pid: u32,
     /// `/proc/<pid>/comm`, `?` when unreadable.
     pub name: String,
@@ -296,6 +296,10 @@ fn listening_inode(line: &str, port: u16) -> Option<u64> {
         .map(|(_, inode)| inode)
 }
 
+/// The whole text of a `/proc/net` file, read in large chunks: each read
+/// walks the kernel's whole TCP hash table again, and the 32-byte first
+/// reads of `fs::read_to_string` cost extra passes (6 ms instead of 4 per
+/// file, measured).
 fn read_text(path: &str) -> io::Result<String> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(64 * 1024);

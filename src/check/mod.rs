@@ -76,25 +76,35 @@ pub fn is_this_host(host: &str, this_host: &str) -> bool {
 /// A port value to change in place to resolve a conflict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortFix {
+    /// The manifest file to edit.
     pub file: PathBuf,
     /// Character range of the value in the file's text.
     pub span: Range<usize>,
+    /// The agent whose port moves.
     pub agent: String,
+    /// The field as in [`crate::manifest::PortUse::field`].
     pub field: String,
+    /// The port written now.
     pub old: u16,
+    /// The port to write: free on that host among the manifests' agents
+    /// and (with the bind check) on this machine.
     pub new: u16,
 }
 
 /// The manifest and everything found wrong with it.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The manifest as loaded, problems and all (duplicates kept).
     pub manifest: Manifest,
+    /// Every problem found, loader's and checks', in the order found
+    /// (`cli::check` sorts them for printing).
     pub problems: Vec<Problem>,
     /// One in-place change per conflict that can be fixed that way.
     pub fixes: Vec<PortFix>,
 }
 
 impl Report {
+    /// True when any problem is an error: `check` exits 1, `up` refuses.
     pub fn has_errors(&self) -> bool {
         self.problems.iter().any(Problem::is_error)
     }
@@ -105,6 +115,14 @@ pub fn run(configs: &[ConfigArg], options: &LoadOptions) -> Result<Report, Manif
     run_with(configs, options, &CheckOptions::default())
 }
 
+/// Loads the manifests and runs every check with `check`'s options (bind
+/// check, file check, `--compile`).
+///
+/// # Errors
+///
+/// [`ManifestError`] for what stops loading altogether (an unreadable
+/// file, YAML that does not parse, a wrong type or unknown field); every
+/// other finding is a [`Problem`] in the report.
 pub fn run_with(
     configs: &[ConfigArg],
     options: &LoadOptions,

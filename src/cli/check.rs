@@ -50,6 +50,9 @@ impl SeverityFilter {
     }
 }
 
+/// Loads and checks the manifests and prints every problem (text or
+/// `--json`). Exit 0 with warnings only, 1 with any error, 2 when a
+/// manifest cannot be read at all.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
@@ -135,6 +138,7 @@ pub fn report_unreadable(error: ManifestError, json: bool) -> anyhow::Result<Exi
     }
 }
 
+/// Prints `{"problems": [...]}` on stdout, the shape of docs/manifest.md.
 pub fn print_json(problems: &[Problem]) -> anyhow::Result<()> {
     let value = serde_json::json!({ "problems": problems });
     println!(

@@ -45,6 +45,8 @@ fn is_port_problem(problem: &Problem) -> bool {
     )
 }
 
+/// Prints the port table and the port problems; with `--fix`, rewrites the
+/// conflicting values in place. Exit 1 while conflicts are left.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,

@@ -63,6 +63,9 @@ fn print_journal(
     Ok(())
 }
 
+/// Prints the error journal (filtered by `--agent`, `--severity`), then
+/// with `--follow` the error bus until interrupted. `Err` when the journal
+/// cannot be read or the bus not reached.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     let journal = run_dir.path.join("errors.jsonl");

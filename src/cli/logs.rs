@@ -97,6 +97,9 @@ const CHUNK_BYTES: u64 = 64 * 1024;
 #[error("stdout was closed")]
 struct ReaderGone;
 
+/// Prints the end of the agent logs and, with `-f`, follows them. Exit 2
+/// when the named agent has no log, 3 when no supervisor runs and the run
+/// directory has no logs either.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     match show(&args) {
         Err(error) if error.is::<ReaderGone>() => Ok(Exit::Ok),

@@ -47,6 +47,8 @@ fn estimate(agent: Option<&Agent>, probe_estimate: Duration) -> Duration {
     }
 }
 
+/// Prints the start plan (text, `dot` or `json`). Exit 1 when the
+/// manifests have errors (the plan is printed as far as it can be).
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: false,

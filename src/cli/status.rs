@@ -32,6 +32,8 @@ pub struct Args {
     pub ports: bool,
 }
 
+/// Prints the agents' table (or `--json`), once or every `--watch`
+/// seconds. Exit 1 when a required agent failed, 3 when none runs.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     loop {

@@ -127,6 +127,11 @@ fn runs_here(agent: &Agent, host: &str, hostname: &str, explicit_host: bool) -> 
     }
 }
 
+/// Checks the manifests, starts this host's agents under a new supervisor
+/// and runs it until a stop signal or `down` (or, with
+/// `--exit-when-ready`, until everything is ready). Exit 1 when the
+/// manifests have errors or a required agent failed, 2 when they cannot
+/// be read.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let hostname = local_hostname();
     let host = args.host.clone().unwrap_or_else(|| hostname.clone());

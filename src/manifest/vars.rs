@@ -71,6 +71,8 @@ impl Variables {
         }
     }
 
+    /// The value of `name`; `PORT_OFFSET` (`0`) and `PYTHONPATH` (empty)
+    /// have built-in defaults, as the legacy launchers had.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str).or_else(|| {
             BUILT_IN_DEFAULTS

@@ -13,6 +13,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::manifest::Manifest;
 
+/// Why a manifest has no complete plan.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// Each cycle is given in dependency order, first agent not repeated.
@@ -154,6 +155,8 @@ pub struct Knot {
     pub cycles: Vec<Vec<String>>,
     /// How many elementary cycles were found (all of them if `counted_all`).
     pub count: usize,
+    /// False when counting stopped at a limit (1,000 cycles, or the search
+    /// step bound): `count` then reads "at least".
     pub counted_all: bool,
     /// The fewest dependency edges (`from` depends on `to`) whose removal
     /// leaves the knot without a cycle (exact for small knots, greedy for
@@ -506,6 +509,8 @@ pub fn find_cycles(manifest: &Manifest) -> Vec<Vec<String>> {
 pub struct Planned {
     /// Levels of the agents outside the knots that do not wait on one.
     pub plan: Plan,
+    /// The dependency cycles, one knot per strongly connected part, sorted
+    /// by first member.
     pub knots: Vec<Knot>,
     /// Agents outside the knots that depend (transitively) on one, sorted.
     pub blocked: Vec<String>,

@@ -60,7 +60,9 @@ static STDERR: OnceLock<&'static ConsoleSink> = OnceLock::new();
 /// Which stream a sink writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// Agent output lines.
     Stdout,
+    /// The supervisor's own lines.
     Stderr,
 }
 

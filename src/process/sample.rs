@@ -43,6 +43,8 @@ pub struct ResourceSample {
     /// Since the previous CPU reading, in percent of one core (0 on the
     /// first); `None` in samples that read memory only.
     pub cpu_percent: Option<f64>,
+    /// Resident memory of the whole tree, in bytes (shared pages counted
+    /// once per process).
     pub rss_bytes: u64,
 }
 
@@ -75,6 +77,7 @@ impl Default for TreeSampler {
 }
 
 impl TreeSampler {
+    /// A sampler with no history (the first CPU reading of each tree is 0).
     pub fn new() -> TreeSampler {
         use nix::unistd::{SysconfVar, sysconf};
         let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);

@@ -41,14 +41,22 @@ pub const CONTAINMENT_VARIABLE: &str = "SUPERVISOR_CONTAINMENT";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Containment {
     /// One cgroup per agent under `base` (`.../supervisor-<pid>-<n>`).
-    Cgroup { base: PathBuf },
+    Cgroup {
+        /// The cgroup (v2) directory the agent cgroups are created in.
+        base: PathBuf,
+    },
     /// Processes carry `SUPERVISOR_AGENT_TAG=<run_id>/<agent>`.
-    Marker { run_id: String },
+    Marker {
+        /// Unique per supervisor run, so two supervisors never claim each
+        /// other's processes.
+        run_id: String,
+    },
 }
 
 /// Where one agent's processes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tree {
+    /// The agent's own cgroup directory.
     Cgroup(PathBuf),
     /// The full tag value, `<run-id>/<agent>`.
     Marker(String),

@@ -79,31 +79,59 @@ impl EndpointConfig {
 #[derive(Debug)]
 pub enum EndpointEvent {
     /// The agent said HELLO (it connected, or reconnected after a restart).
-    Connected { agent: String, pid: Option<u32> },
+    Connected {
+        /// The authenticated agent name.
+        agent: String,
+        /// The process id the agent reported (it may be a child of the
+        /// spawned process, e.g. under a wrapper script).
+        pid: Option<u32>,
+    },
     /// The agent said READY.
-    ReportedReady { agent: String },
+    ReportedReady {
+        /// The authenticated agent name.
+        agent: String,
+    },
     /// The agent's READY named where it serves (sent just before its
     /// `ReportedReady`); RESOLVE should answer this endpoint from now on.
-    Advertised { agent: String, endpoint: String },
+    Advertised {
+        /// The authenticated agent name.
+        agent: String,
+        /// The address it gave, as given (e.g. `tcp://127.0.0.1:41234`).
+        endpoint: String,
+    },
     /// A heartbeat, with its payload if it carried one.
     HeartbeatReceived {
+        /// The authenticated agent name.
         agent: String,
+        /// The agent's sequence number (grows by one per heartbeat).
         seq: u64,
+        /// The progress payload, if the heartbeat carried one.
         payload: Option<HeartbeatPayload>,
+        /// When the endpoint thread read it (not when it is handled), so
+        /// a busy loop does not make the agent look late.
         received_at: Instant,
     },
     /// A structured error, already handed to the error bus.
-    ErrorReported { record: ErrorRecord },
+    ErrorReported {
+        /// The record as journaled (timestamp filled in, context redacted).
+        record: ErrorRecord,
+    },
     /// The agent asks where `name` is; answer through `reply` (dropping it
     /// answers "not found").
     ResolveRequested {
+        /// The authenticated agent asking.
         agent: String,
+        /// The agent it asks about (not checked to exist).
         name: String,
+        /// Answers the asking agent; consumed by [`ResolveReply::answer`].
         reply: ResolveReply,
     },
     /// A message was refused. `agent` is the claimed name, if one could be read.
     Rejected {
+        /// The name the message claimed; `None` when the frame could not
+        /// be read that far.
         agent: Option<String>,
+        /// Why it was refused.
         reason: RejectReason,
     },
 }
@@ -111,9 +139,13 @@ pub enum EndpointEvent {
 /// Why a message was refused (each has its own counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
+    /// The name is not registered: never started, or its process exited.
     UnknownAgent,
+    /// The token is not the agent's current one.
     BadToken,
+    /// Not a valid message (see [`AgentMessage::decode`](super::messages::AgentMessage::decode)).
     Malformed,
+    /// Over [`MAX_MESSAGE_BYTES`](super::messages::MAX_MESSAGE_BYTES).
     Oversized,
 }
 

@@ -17,10 +17,18 @@ pub enum HeartbeatVerdict {
     Alive,
     /// No heartbeat for `silent_for`, which is at least `interval × misses`;
     /// `missed` whole intervals have passed without one.
-    HeartbeatsMissed { missed: u32, silent_for: Duration },
+    HeartbeatsMissed {
+        /// Whole intervals without a heartbeat (at least `misses`).
+        missed: u32,
+        /// Time since the last heartbeat (or since the tracker started).
+        silent_for: Duration,
+    },
     /// Still beating, but `last_progress_ms` has not changed for `stalled_for`
     /// (at least the progress timeout).
-    ProgressStalled { stalled_for: Duration },
+    ProgressStalled {
+        /// Time since `last_progress_ms` last changed.
+        stalled_for: Duration,
+    },
 }
 
 /// Heartbeat bookkeeping of one agent instance. A restarted agent gets a new

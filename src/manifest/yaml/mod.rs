@@ -20,6 +20,7 @@ const MAX_NODES: usize = 2_000_000;
 /// A YAML value with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// What was written (aliases already expanded).
     pub value: Value,
     /// 1-based line of the value's first character.
     pub line: usize,
@@ -31,14 +32,19 @@ pub struct Node {
     pub span: Range<usize>,
 }
 
+/// The three YAML shapes. Tags are not kept: manifests do not use them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// A scalar as written. `plain` scalars get their type from their text
     /// (`7200` is a number, `true` a boolean, `~` null); quoted ones are strings.
     Scalar {
+        /// The scalar's value after YAML unescaping and folding.
         text: String,
+        /// Written in plain style (no quotes, no `|`/`>` block), so its
+        /// text decides its type.
         plain: bool,
     },
+    /// Items in the order written.
     Sequence(Vec<Node>),
     /// Entries in the order written (duplicates removed: the last one wins).
     Mapping(Vec<(Node, Node)>),
@@ -47,8 +53,11 @@ pub enum Value {
 /// A key written twice in the same mapping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DuplicateKey {
+    /// The key's text.
     pub key: String,
+    /// 1-based line of the later occurrence (the one that is used).
     pub line: usize,
+    /// 1-based column of the later occurrence.
     pub column: usize,
     /// Line of the earlier occurrence.
     pub first_line: usize,
@@ -60,8 +69,11 @@ pub struct DuplicateKey {
 /// A parse or deserialization error, with the position of the value at fault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
+    /// What is wrong, without the position.
     pub message: String,
+    /// 1-based line of the value at fault.
     pub line: usize,
+    /// 1-based column of the value at fault.
     pub column: usize,
     /// Dotted path of the value (`agents.db.port`), empty at the top.
     pub path: String,
@@ -182,6 +194,7 @@ impl Node {
         matches!(&self.value, Value::Scalar { text, plain: true } if is_null_text(text))
     }
 
+    /// The entries when this is a mapping, else `None`.
     pub fn as_mapping(&self) -> Option<&[(Node, Node)]> {
         match &self.value {
             Value::Mapping(entries) => Some(entries),
@@ -189,6 +202,7 @@ impl Node {
         }
     }
 
+    /// The items when this is a sequence, else `None`.
     pub fn as_sequence(&self) -> Option<&[Node]> {
         match &self.value {
             Value::Sequence(items) => Some(items),
