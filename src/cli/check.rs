@@ -1,5 +1,10 @@
 //! `supervisor check`: every check over the manifests, printed for people or
 //! as JSON (`{"problems": [...]}`, shape in docs/manifest.md).
+//!
+//! Owns how problems are printed (order, grouping of repeated warnings, the
+//! summary line) and the exit code of a report; `check-ports`, `plan` and
+//! `up` print through these functions too. Does not own any check: those
+//! are `crate::check`.
 
 use anyhow::Context;
 

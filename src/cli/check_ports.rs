@@ -1,5 +1,9 @@
 //! `supervisor check-ports`: the table of every port the manifests use, the
 //! port problems, and `--fix`, which writes corrected copies of the files.
+//!
+//! Owns the port table and where fixed files are written. Does not own
+//! finding conflicts or choosing replacement ports (`crate::check`, and
+//! `crate::check::fix` for the text edits).
 
 use anyhow::Context;
 use serde::Serialize;

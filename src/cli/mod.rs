@@ -1,5 +1,10 @@
 //! Command-line interface: clap types, exit codes, and dispatch to one file
 //! per subcommand. `anyhow` lives here and in `main.rs` only.
+//!
+//! Owns the command line (flags, defaults, help text) and the mapping of
+//! outcomes to exit codes ([`Exit`]). Does not own behaviour: each
+//! subcommand file calls the library (`check`, `plan`, `control`,
+//! `supervisor`) and prints the result.
 
 use std::path::PathBuf;
 

@@ -3,6 +3,9 @@
 //! With dependency cycles it still shows the levels of everything outside
 //! the knots, then the knots and the agents blocked behind them; disabled
 //! agents are marked and left off the critical path.
+//!
+//! Owns the three output formats and the readiness estimates used for the
+//! critical path's length. Does not own the plan itself (`crate::plan`).
 
 use std::time::Duration;
 

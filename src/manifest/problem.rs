@@ -3,6 +3,10 @@
 //! Used by the loader (read errors, duplicate keys, bad ports) and by
 //! `crate::check` (cycles, conflicts). Serializes to the `--json` shape
 //! documented in docs/manifest.md.
+//!
+//! Owns the problem vocabulary ([`ProblemKind`], [`Severity`]) and the
+//! one-line text form. Does not own how problems are grouped or sorted for
+//! printing (`cli::check`).
 
 use std::fmt;
 

@@ -5,6 +5,10 @@
 //! Gathers every problem rather than stopping at the first: read errors
 //! (exit 2) go into a [`ManifestError`], softer findings into
 //! [`Loaded::problems`].
+//!
+//! Owns every rule about a single agent's values and the defaults filled
+//! in. Does not own checks across agents (duplicates, dependencies,
+//! cycles, port conflicts: `crate::check`), nor the YAML reading (`yaml`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
