@@ -52,6 +52,8 @@ pub struct LinkStats {
     pub rejections: u64,
 }
 
+/// The live counters behind [`LinkStats`]: written by the link thread,
+/// read by any handle.
 #[derive(Debug, Default)]
 struct Counters {
     heartbeats_sent: AtomicU64,
@@ -61,6 +63,8 @@ struct Counters {
     rejections: AtomicU64,
 }
 
+/// What a handle asks of the link thread (over a std channel, followed by
+/// a byte on the wake pipe so the thread's `poll` returns).
 enum Command {
     /// Send `message` (envelope filled in by the thread); the reply, if one
     /// is expected, goes to `reply`.
@@ -68,7 +72,9 @@ enum Command {
         message: Box<AgentMessage>,
         reply: Option<ReplyTo>,
     },
+    /// Attach this payload to every following heartbeat.
     SetPayload(HeartbeatPayload),
+    /// Leave the loop; queued commands before it are sent first.
     Stop,
 }
 
@@ -83,6 +89,7 @@ enum ReplyTo {
 }
 
 impl ReplyTo {
+    /// Hands `reply` to the waiting caller, if it still waits.
     fn deliver(self, reply: Reply) {
         // The caller may have given up already; then nobody wants the reply.
         match self {
@@ -188,6 +195,8 @@ impl AgentLinkHandle {
         let _ = self.command(Command::Stop);
     }
 
+    /// Queues `command` and wakes the thread; fails only when the thread
+    /// has ended.
     fn command(&self, command: Command) -> Result<(), TransportError> {
         self.commands
             .send(command)
@@ -263,6 +272,11 @@ impl AgentLink {
         Ok((handle, thread))
     }
 
+    /// The link thread's body: HELLO, then one `zmq::poll` over the DEALER
+    /// and the wake pipe whose timeout is the next heartbeat (aligned to
+    /// the wall clock, see [`until_next_beat`]). Returns on `Stop`, when
+    /// every handle is gone, or when poll fails; the socket's linger then
+    /// flushes what is queued.
     fn run(mut self) {
         let mut hello = self.envelope(MessageKind::Hello);
         hello.pid = Some(std::process::id());
@@ -311,6 +325,9 @@ impl AgentLink {
         }
     }
 
+    /// Carries out every queued command in order, numbering messages and
+    /// remembering who waits for which reply. False when the thread should
+    /// end (`Stop`, or every handle dropped).
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
@@ -329,10 +346,14 @@ impl AgentLink {
         }
     }
 
+    /// A message of `kind` from this agent, with its token.
     fn envelope(&self, kind: MessageKind) -> AgentMessage {
         AgentMessage::new(kind, &self.settings.agent, &self.settings.token, 0)
     }
 
+    /// Sends one heartbeat with the latest payload, without waiting (a late
+    /// heartbeat is worthless), and forgets callers that waited too long
+    /// for a reply.
     fn heartbeat(&mut self) {
         let mut message = self.envelope(MessageKind::Heartbeat);
         message.seq = self.next_seq;
@@ -352,6 +373,9 @@ impl AgentLink {
             .retain(|_, (_, since)| now.saturating_duration_since(*since) < PENDING_LIMIT);
     }
 
+    /// Sends a non-heartbeat message, waiting up to the send timeout: READY
+    /// and errors must not be dropped silently (a failure is counted and
+    /// logged).
     fn send(&mut self, mut message: AgentMessage, seq: u64) {
         message.v = super::messages::PROTOCOL_VERSION;
         message.agent.clone_from(&self.settings.agent);
@@ -368,6 +392,9 @@ impl AgentLink {
         }
     }
 
+    /// Reads every reply available now and hands each to the caller waiting
+    /// for its `seq`; a rejection nobody waits for (a heartbeat's) is
+    /// counted and logged.
     fn receive_replies(&mut self) {
         while let Ok(mut frames) = self.dealer.recv_multipart(zmq::DONTWAIT) {
             let body = frames.pop().unwrap_or_default();
@@ -390,6 +417,7 @@ impl AgentLink {
     }
 }
 
+/// Adds one to a counter.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -287,6 +287,9 @@ pub struct EndpointStats {
     pub replies_failed: u64,
 }
 
+/// The live counters behind [`EndpointStats`]: written by the endpoint
+/// thread only, read by any [`EndpointHandle`] (relaxed: each is exact, a
+/// snapshot is not taken at one instant).
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
@@ -303,11 +306,13 @@ struct Counters {
     replies_failed: AtomicU64,
 }
 
+/// Adds one to a counter.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Counters {
+    /// The current values as plain numbers.
     fn snapshot(&self) -> EndpointStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         EndpointStats {
@@ -471,6 +476,12 @@ impl AgentEndpoint {
         Ok((handle, thread))
     }
 
+    /// The endpoint thread's body: one `zmq::poll` over the ROUTER and the
+    /// wake pipe, without a timeout (nothing here is timed); commands are
+    /// drained before every message so a registration change applies to
+    /// the messages sent after it. Messages are read in batches of
+    /// `BATCH`, and the heartbeats of a batch are delivered together.
+    /// Returns on `Stop`, when every handle is gone, or when poll fails.
     fn run(mut self) {
         tracing::debug!(endpoint = %self.endpoint, "agent endpoint listening");
         loop {
@@ -554,6 +565,11 @@ impl AgentEndpoint {
         }
     }
 
+    /// One message as read from the ROUTER: checks the frame layout
+    /// (`identity, [empty,] body`; both DEALER and REQ peers are served),
+    /// the size, the JSON and then the agent's name and token. Anything
+    /// refused is answered with `rejected` and counted, and a
+    /// [`EndpointEvent::Rejected`] is emitted; the rest goes to `dispatch`.
     fn handle(&mut self, mut frames: Vec<Vec<u8>>) {
         bump(&self.counters.received);
         // [identity, (empty delimiter), body]
@@ -632,6 +648,12 @@ impl AgentEndpoint {
         self.dispatch(identity.clone(), delimited, message);
     }
 
+    /// An authenticated message: counts it, turns it into its
+    /// [`EndpointEvent`] and answers it. READY, HELLO and RESOLVE need the
+    /// event channel to have room (else they are answered `busy`, and the
+    /// agent retries). Heartbeats and errors are never refused: when the
+    /// channel is full their event is dropped and counted (an error is on
+    /// the error bus and in the journal all the same).
     fn dispatch(&mut self, identity: Vec<u8>, delimited: bool, message: AgentMessage) {
         let seq = message.seq;
         match message.kind {
@@ -756,6 +778,8 @@ impl AgentEndpoint {
         }
     }
 
+    /// Reports a refused message to the supervisor, if the channel has room
+    /// (a flood of bad messages must not block the endpoint).
     fn emit_rejection(&mut self, agent: Option<String>, reason: RejectReason) {
         self.flush_heartbeats();
         if self
@@ -767,6 +791,9 @@ impl AgentEndpoint {
         }
     }
 
+    /// Sends `reply` to the peer `identity`, with the empty delimiter when
+    /// its message had one (REQ peers need it). Never blocks: a peer that
+    /// is gone or not reading loses the reply (counted).
     fn send(&self, identity: &[u8], delimited: bool, reply: &Reply) {
         let body = reply.encode();
         let result = if delimited {

@@ -77,14 +77,18 @@ impl Default for RateLimit {
 /// One agent's bucket and what it has suppressed since the last summary.
 #[derive(Debug)]
 struct Bucket {
+    /// Records it may still accept now, at most `burst`.
     tokens: f64,
+    /// When `tokens` was last topped up.
     refilled: Instant,
+    /// Records refused since the last summary.
     suppressed: u64,
     /// When the first record of the current summary window was suppressed.
     since: Option<Instant>,
 }
 
 impl Bucket {
+    /// A full bucket.
     fn new(limit: &RateLimit, now: Instant) -> Bucket {
         Bucket {
             tokens: limit.burst,
@@ -180,6 +184,8 @@ pub struct ErrorBusStats {
     pub write_failures: u64,
 }
 
+/// The live counters behind [`ErrorBusStats`]: written by the bus thread
+/// and producers, read by any handle.
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
@@ -193,6 +199,7 @@ struct Counters {
     write_failures: AtomicU64,
 }
 
+/// Adds one to a counter.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -200,11 +207,15 @@ fn bump(counter: &AtomicU64) {
 /// Per agent, per severity counts.
 pub type ErrorCounts = BTreeMap<String, BTreeMap<Severity, u64>>;
 
+/// What producers and handles ask of the bus thread, in order.
 enum Command {
+    /// Rate-limit, journal, log and publish this record.
     Record(Box<ErrorRecord>),
     /// Replies once everything queued before it is written and flushed.
     Flush(std_mpsc::Sender<()>),
+    /// Replies with the per-agent, per-severity counts so far.
     Counts(std_mpsc::Sender<ErrorCounts>),
+    /// Write what is queued, summarise, flush, and end the thread.
     Stop,
 }
 
@@ -421,6 +432,10 @@ impl ErrorBus {
         ))
     }
 
+    /// The bus thread's body: one `zmq::poll` over the wake pipe and the
+    /// legacy SUB socket, with the next suppression summary as its timeout.
+    /// The journal is appended once per round (batched lines), and once
+    /// more with every pending summary on the way out.
     fn run(mut self) {
         loop {
             let (legacy_readable, wake_readable) = {
@@ -534,6 +549,8 @@ impl ErrorBus {
         }
     }
 
+    /// Reads up to 1,024 legacy messages (then lets commands have a turn),
+    /// normalising each into a record; unreadable ones are counted.
     fn drain_legacy(&mut self) {
         for _ in 0..1024 {
             let Some(legacy) = &self.legacy else { return };
@@ -557,6 +574,9 @@ impl ErrorBus {
         }
     }
 
+    /// Counts a record and passes it through its agent's rate limit
+    /// (legacy senders share one bucket; the supervisor's own records are
+    /// never limited).
     fn accept(&mut self, record: ErrorRecord) {
         bump(&self.counters.received);
         *self
@@ -618,6 +638,9 @@ impl ErrorBus {
         }
     }
 
+    /// Appends the lines gathered this round to `errors.jsonl` in one
+    /// write (rotating first when it would grow past its limit). A failure
+    /// is counted per record and logged once until writing works again.
     fn flush_journal(&mut self) {
         if self.pending.is_empty() {
             return;

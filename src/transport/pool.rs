@@ -246,6 +246,16 @@ impl SocketPool {
     /// A socket of `kind` connected to `endpoint`: an idle one if any, else a
     /// new one, waiting up to the checkout timeout for a free slot. The guard
     /// returns it on drop (or discards it when broken).
+    ///
+    /// Connecting is asynchronous in ZeroMQ: a checkout succeeds whether or
+    /// not anything listens at `endpoint`; the first send or receive is
+    /// where an absent peer shows (as a timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::PoolExhausted`] when no slot frees up within
+    /// [`PoolConfig::checkout_timeout`]; [`TransportError::Zmq`] when the
+    /// socket cannot be created or `endpoint` is not a valid address.
     pub fn checkout(
         &self,
         kind: SocketKind,
@@ -321,6 +331,24 @@ impl SocketPool {
     /// wait `timeout` for the reply; on timeout discard that socket, pause
     /// (doubling from `retry_backoff`, at most 1 s) and try again on a new
     /// one, `retries` more times. A socket that answered goes back to the pool.
+    ///
+    /// Blocks the calling thread for up to `(retries + 1) × timeout` plus
+    /// the pauses. The request may be delivered more than once (each retry
+    /// sends it again), so it should be safe to repeat.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Timeout`] after the last attempt; any checkout
+    /// error at once (see [`SocketPool::checkout`]).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let pool = supervisor::sdk::SocketPool::new();
+    /// match pool.request("tcp://127.0.0.1:7200", b"ping", Duration::from_millis(200), 3) {
+    ///     Ok(reply) => println!("{}", String::from_utf8_lossy(&reply)),
+    ///     Err(error) => eprintln!("no answer: {error}"),
+    /// }
+    /// ```
     pub fn request(
         &self,
         endpoint: &str,
