@@ -120,6 +120,9 @@ const TCP_LISTEN: u32 = 10;
 /// `struct nlmsghdr`.
 const HEADER_BYTES: usize = 16;
 
+/// The local ports of the TCP sockets in LISTEN state of one address
+/// family, by one `SOCK_DIAG_BY_FAMILY` dump request over netlink. Fails
+/// when netlink is not available (then `/proc/net/tcp*` is read instead).
 fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
     use nix::sys::socket::{
         AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
@@ -344,6 +347,7 @@ fn address_port(address: &str) -> Option<u16> {
     u16::from_str_radix(port, 16).ok()
 }
 
+/// Only hexadecimal digits (the address columns of `/proc/net/tcp`).
 fn is_hex(text: &str) -> bool {
     text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }

@@ -387,6 +387,7 @@ struct RunReport {
 }
 
 impl RunReport {
+    /// A report of a run that has not started.
     fn new(report: Reporter) -> RunReport {
         RunReport {
             report,
@@ -395,10 +396,13 @@ impl RunReport {
         }
     }
 
+    /// Sends the last event of the run (consumes the report, so nothing
+    /// can follow it).
     fn send(mut self, event: ProcessEvent) {
         self.send_ref(event);
     }
 
+    /// Sends an event and records how far the run got, for `Drop`.
     fn send_ref(&mut self, event: ProcessEvent) {
         match event {
             ProcessEvent::Spawned { .. } => self.spawned = true,
@@ -435,7 +439,9 @@ impl Drop for RunReport {
 struct GroupGuard {
     /// The group, once the child has a pid.
     pid: Option<u32>,
+    /// Told when the group is gone; `None` without a keeper.
     keeper: Option<keeper::KeeperLink>,
+    /// The agent's cgroup or marker, for the processes that left the group.
     tree: Option<tree::Tree>,
 }
 
@@ -453,6 +459,11 @@ impl Drop for GroupGuard {
     }
 }
 
+/// One run, from spawn to the last event: reports `Spawned`, pumps the
+/// output to the log and console while waiting for the exit, kills the
+/// group and tree (`guard`), then reports the last line and `Exited`. When
+/// `abandoned` fires (the spawner is going away with the child still
+/// running) the group is SIGKILLed instead of waited for.
 async fn supervise_child(
     mut child: tokio::process::Child,
     spec: SpawnSpec,
