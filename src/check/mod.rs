@@ -167,6 +167,8 @@ pub fn check_manifest(
     }
 }
 
+/// `duplicate_agent`: a name defined twice, or two names with one variable
+/// form; each duplicate points at the first definition.
 fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let mut first: HashMap<&str, &Agent> = HashMap::with_capacity(manifest.agents.len());
     // Names that differ but share a variable form (`Db` and `DB`, `a-b`
@@ -248,6 +250,8 @@ fn disabled_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
     }
 }
 
+/// `unknown_dependency`: a dependency no file defines, with the closest
+/// defined name, or the mis-indented legacy group hiding it, as suggestion.
 fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let names: HashSet<&str> = manifest
         .agents
@@ -450,6 +454,8 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
     }
 }
 
+/// `required_on_optional`: a required agent whose start hangs on an
+/// optional one (a warning: the manifest may mean it).
 fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let mut by_name: std::collections::HashMap<&str, &Agent> = std::collections::HashMap::new();
     for agent in &manifest.agents {
@@ -475,6 +481,9 @@ fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
 /// Every port use, keyed by host and port.
 type PortTable<'a> = HashMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortUse)>>;
 
+/// Every port check (`port_conflict`, `port_in_use`; ranges were checked
+/// by validation), and the fixes: replacement ports chosen together so no
+/// two land on one port, none on a port this machine holds.
 fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem>) -> Vec<PortFix> {
     let mut table: PortTable = HashMap::new();
     for agent in &manifest.agents {

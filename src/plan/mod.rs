@@ -88,6 +88,8 @@ impl<'a> Graph<'a> {
         knots
     }
 
+    /// The [`Knot`] of one strongly connected component: members, its
+    /// elementary cycles and the fewest edges that break them all.
     fn knot(&self, mut component: Vec<NodeIndex>) -> Knot {
         component.sort_by_key(|node| self.graph[*node]);
         let position: HashMap<NodeIndex, usize> = component
@@ -167,8 +169,11 @@ pub struct Knot {
     pub breaks_all: bool,
 }
 
+/// What [`elementary_cycles`] found.
 struct FoundCycles {
+    /// Each cycle as vertex positions, starting at its smallest.
     cycles: Vec<Vec<usize>>,
+    /// False when a bound stopped the search early.
     complete: bool,
 }
 
@@ -321,6 +326,8 @@ fn least_strong_component(adjacency: &[Vec<usize>], from: usize) -> Option<(usiz
     best
 }
 
+/// Johnson's UNBLOCK, with a work list instead of recursion: unblocks
+/// `vertex` and, transitively, every vertex blocked because of it.
 fn unblock(vertex: usize, blocked: &mut [bool], blocked_by: &mut [Vec<usize>]) {
     let mut work = vec![vertex];
     while let Some(vertex) = work.pop() {

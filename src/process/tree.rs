@@ -319,6 +319,7 @@ fn cgroup2_mount() -> std::io::Result<PathBuf> {
         .ok_or_else(|| std::io::Error::other("cgroup v2 is not mounted"))
 }
 
+/// The pids in the cgroup now (`cgroup.procs`); empty when it is gone.
 fn cgroup_members(path: &Path) -> Vec<u32> {
     std::fs::read_to_string(path.join("cgroup.procs"))
         .unwrap_or_default()
@@ -398,6 +399,7 @@ fn kill_marked(tag: &str, signal: Signal, prefix: bool) {
     }
 }
 
+/// Exited but not reaped (or already gone): nothing left to kill.
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

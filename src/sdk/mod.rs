@@ -205,6 +205,7 @@ pub struct Agent {
     call_timeout: Duration,
 }
 
+/// The supervised half of an [`Agent`]: the link thread and its handle.
 #[derive(Debug)]
 struct Link {
     /// Talks to the link thread; dropping the agent stops it.
@@ -341,6 +342,9 @@ impl Agent {
         self.report_ready(Some(endpoint))
     }
 
+    /// READY (with `endpoint`, if any), retried every
+    /// `READY_RETRY_PAUSE` while the supervisor answers `busy`, until the
+    /// call timeout.
     fn report_ready(&self, endpoint: Option<&str>) -> Result<(), SdkError> {
         let Some(link) = &self.link else {
             tracing::info!(agent = %self.name, ?endpoint, "standalone: ready");
@@ -363,6 +367,7 @@ impl Agent {
         }
     }
 
+    /// The READY message (envelope filled in by the link thread).
     fn ready_message(&self, endpoint: Option<&str>) -> AgentMessage {
         let mut message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
         message.endpoint = endpoint.map(str::to_string);
@@ -433,6 +438,7 @@ impl Agent {
         resolved(name, reply)
     }
 
+    /// The RESOLVE message for `name`.
     fn resolve_message(&self, name: &str) -> AgentMessage {
         let mut message = AgentMessage::new(MessageKind::Resolve, &self.name, "", 0);
         message.name = Some(name.to_string());

@@ -83,6 +83,7 @@ pub struct AgentMessage {
     pub endpoint: Option<String>,
 }
 
+/// For `skip_serializing_if`: `ack` is left out when false.
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -548,6 +549,8 @@ pub fn parse_legacy_error(frames: &[Vec<u8>]) -> Result<ErrorRecord, String> {
     }
 }
 
+/// Removes and returns the first of `keys` present and not null, as text
+/// (a number or object becomes its JSON); later aliases stay in `object`.
 fn take_string(object: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
     for key in keys {
         match object.remove(*key) {
@@ -559,6 +562,9 @@ fn take_string(object: &mut Map<String, Value>, keys: &[&str]) -> Option<String>
     None
 }
 
+/// One legacy JSON error object as a record: each field read from its
+/// known aliases (and from `error_data` where `error_publisher.py` nests
+/// them), everything left over kept in `context`.
 fn normalise_legacy_object(mut object: Map<String, Value>) -> ErrorRecord {
     // error_publisher.py nests the details under `error_data`.
     let mut nested = match object.remove("error_data") {
