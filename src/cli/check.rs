@@ -47,6 +47,7 @@ pub enum SeverityFilter {
 }
 
 impl SeverityFilter {
+    /// Whether `problem` is shown under `--severity`.
     fn keeps(self, problem: &Problem) -> bool {
         match self {
             SeverityFilter::Error => problem.severity == Severity::Error,
@@ -194,6 +195,7 @@ pub fn print_problems_grouped(problems: &[Problem], verbose: bool) {
 /// Warnings of one kind are grouped when there are more than this many.
 const GROUP_AFTER: usize = 3;
 
+/// The kind as JSON spells it (`port_conflict`), for text output.
 fn kind_name(problem: &Problem) -> String {
     serde_json::to_value(problem.kind)
         .ok()
@@ -201,6 +203,7 @@ fn kind_name(problem: &Problem) -> String {
         .unwrap_or_default()
 }
 
+/// `severity[kind]: file:line: message`, then `  help: suggestion`.
 fn print_one(problem: &Problem) {
     let severity = match problem.severity {
         Severity::Error => "error",
@@ -218,6 +221,7 @@ fn print_one(problem: &Problem) {
     }
 }
 
+/// The last line: errors, warnings, agents and files checked.
 fn print_summary(report: &Report) {
     let errors = report
         .problems

@@ -31,6 +31,7 @@ pub struct Args {
     pub no_bind_check: bool,
 }
 
+/// One line of the port table (and one object of `--json`).
 #[derive(Debug, Serialize)]
 struct PortRow<'a> {
     agent: &'a str,
@@ -42,6 +43,7 @@ struct PortRow<'a> {
     line: usize,
 }
 
+/// The problems `check-ports` shows; the others are `check`'s.
 fn is_port_problem(problem: &Problem) -> bool {
     matches!(
         problem.kind,
@@ -157,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(exit_code(&report))
 }
 
+/// The same file, however each path is spelled.
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
 }
@@ -174,6 +177,7 @@ pub fn fixed_path(path: &std::path::Path) -> std::path::PathBuf {
     path.with_file_name(format!("{stem}.fixed.{extension}"))
 }
 
+/// The table, columns as wide as their widest value.
 fn print_table(rows: &[PortRow]) {
     let width = |f: fn(&PortRow) -> usize, title: &str| {
         rows.iter().map(f).max().unwrap_or(0).max(title.len())

@@ -155,6 +155,7 @@ pub fn table(view: &StatusView) -> String {
     text
 }
 
+/// One agent's cells, in [`HEADERS`] order; `-` where there is nothing.
 fn row(agent: &AgentView) -> [String; 11] {
     let mut state = agent.state.clone();
     if agent.held {

@@ -812,6 +812,7 @@ fn progress_line(snapshot: &StatusSnapshot) -> String {
     line
 }
 
+/// Up to five names, then "and N more".
 fn abbreviate(names: &[&str]) -> String {
     const SHOWN: usize = 5;
     if names.len() <= SHOWN {
@@ -825,8 +826,11 @@ fn abbreviate(names: &[&str]) -> String {
     }
 }
 
+/// The summary printed once everything is ready.
 struct Summary {
+    /// For the console.
     text: String,
+    /// Written to `--summary-json`.
     json: serde_json::Value,
 }
 

@@ -160,6 +160,7 @@ pub fn parse_timestamp(line: &[u8]) -> Option<(SystemTime, &[u8])> {
     Some((time, &line[STAMP_LEN + 1..]))
 }
 
+/// Days of `month` (1-12) in `year`, Gregorian leap years.
 fn days_in_month(year: u64, month: u64) -> u64 {
     match month {
         2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
@@ -205,6 +206,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// ANSI colours for prefixes, chosen by a hash of the name.
 const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
+/// `name | ` padded to the console's width, coloured by a hash of the name
+/// (so an agent keeps its colour across runs) when colour is on.
 fn prefix(name: &str, console: &Console) -> String {
     let padded = format!("{name:<width$} | ", width = console.width);
     if console.color {

@@ -187,15 +187,20 @@ impl TreeSampler {
     }
 }
 
+/// One process's figures from one sample.
 struct Reading {
     /// CPU seconds per second since the process's previous CPU reading (0
     /// at its first); `None` when only memory was read.
     cores: Option<f64>,
+    /// Resident memory in pages.
     rss_pages: u64,
 }
 
+/// What is read from `/proc/<pid>/stat`.
 struct Stat {
+    /// User plus system CPU time in clock ticks.
     ticks: u64,
+    /// Resident memory in pages.
     rss_pages: u64,
 }
 
@@ -217,6 +222,7 @@ fn read_proc<T>(
     }
 }
 
+/// `/proc/<pid>/<file>`.
 fn proc_path(pid: u32, file: &str) -> String {
     format!("/proc/{pid}/{file}")
 }
