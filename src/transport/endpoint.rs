@@ -150,6 +150,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// The reason as the `rejected` reply spells it.
     fn as_str(self) -> &'static str {
         match self {
             RejectReason::UnknownAgent => "unknown agent",
@@ -211,6 +212,8 @@ impl ResolveReply {
         self.send(resolution);
     }
 
+    /// Queues the reply on the endpoint thread (the socket's owner) and
+    /// marks it answered, so `Drop` does not answer a second time.
     fn send(&mut self, resolution: Resolution) {
         self.answered = true;
         let found = resolution.endpoint.is_some() || resolution.state != AgentState::Unknown;
@@ -387,8 +390,11 @@ impl EndpointHandle {
 
 /// The endpoint thread's state.
 pub struct AgentEndpoint {
+    /// The socket agents connect to; owned by this thread alone.
     router: zmq::Socket,
+    /// The address really bound (the port filled in for `tcp://...:*`).
     endpoint: String,
+    /// Frames larger than this are refused as oversized.
     max_message_bytes: usize,
     /// Agent name -> token bytes.
     tokens: HashMap<String, Vec<u8>>,
@@ -402,8 +408,11 @@ pub struct AgentEndpoint {
     commands: std_mpsc::Receiver<Command>,
     /// Kept to hand to [`ResolveReply`]s.
     command_sender: std_mpsc::Sender<Command>,
+    /// Cloned into [`ResolveReply`]s, which wake the thread to send.
     waker: Waker,
+    /// Polled beside the ROUTER; readable when a command was queued.
     wake_receiver: WakeReceiver,
+    /// Shared with every [`EndpointHandle`], which reads them.
     counters: Arc<Counters>,
     /// Set when a Stop was applied in the middle of a batch.
     stopping: bool,

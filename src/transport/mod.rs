@@ -165,6 +165,8 @@ impl From<zmq::Error> for ZmqError {
 }
 
 impl TransportError {
+    /// A libzmq failure of `action` on `endpoint`, keeping the `zmq` type
+    /// out of the public error.
     pub(crate) fn zmq(action: &'static str, endpoint: &str, error: zmq::Error) -> TransportError {
         TransportError::Zmq {
             action,
@@ -183,6 +185,7 @@ pub(crate) fn context() -> zmq::Context {
 
 /// libzmq's draft options (`zmq_draft.h`), built in by `vendor/zmq-sys`.
 const ZMQ_IN_BATCH_SIZE: std::os::raw::c_int = 101;
+/// See [`ZMQ_IN_BATCH_SIZE`].
 const ZMQ_OUT_BATCH_SIZE: std::os::raw::c_int = 102;
 
 /// Gives each connection of `socket` a 2 KiB read and a 1 KiB write buffer
