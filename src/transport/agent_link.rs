@@ -208,13 +208,19 @@ impl AgentLinkHandle {
 
 /// The link thread's state.
 pub struct AgentLink {
+    /// Who this agent is and where the supervisor listens.
     settings: LinkSettings,
+    /// The socket to the supervisor's endpoint; owned by this thread alone.
     dealer: zmq::Socket,
     /// Senders live in [`AgentLinkHandle`]s; when all are gone the thread stops.
     commands: std_mpsc::Receiver<Command>,
+    /// Polled beside the DEALER; readable when a command was queued.
     wake_receiver: WakeReceiver,
+    /// Shared with every handle, which reads them.
     counters: Arc<Counters>,
+    /// Sent with every heartbeat from now on (`Agent::progress`).
     payload: Option<HeartbeatPayload>,
+    /// The `seq` of the next message; replies are matched by it.
     next_seq: u64,
     /// seq -> who waits for the reply, and since when.
     pending: HashMap<u64, (ReplyTo, Instant)>,

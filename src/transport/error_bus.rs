@@ -329,19 +329,31 @@ pub struct ErrorBus {
     /// Whole lines not yet appended to the journal, and how many records
     /// they are (counted `written` or `write_failures` when flushed).
     pending: Vec<u8>,
+    /// How many records `pending` holds.
     pending_records: u64,
     /// The last append failed (its error was logged; the next success is).
     journal_failing: bool,
+    /// PUB: every accepted record with topic `<severity>.<agent>`; `None`
+    /// when publishing is off.
     publisher: Option<zmq::Socket>,
+    /// The bound SUB that legacy agents' PUB sockets connect to; `None`
+    /// when legacy intake is off.
     legacy: Option<zmq::Socket>,
     /// Senders live in [`ErrorSink`]s and [`ErrorBusHandle`]s; when every one
     /// is dropped the thread stops.
     commands: std_mpsc::Receiver<Command>,
+    /// Polled beside the legacy socket; readable when a command was queued.
     wake_receiver: WakeReceiver,
+    /// Shared with sinks and handles.
     counters: Arc<Counters>,
+    /// Records by agent and severity since the start
+    /// ([`ErrorBusHandle::counts`]).
     counts: ErrorCounts,
+    /// Reused buffer for one record's JSON line.
     line: Vec<u8>,
+    /// Every agent's rate limit.
     limit: RateLimit,
+    /// Each agent's token bucket (legacy senders share one).
     buckets: BTreeMap<String, Bucket>,
 }
 
