@@ -122,7 +122,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl de::Error for Error {
-    /// An error not located yet; [`Error::locate`] fills the position in.
+    /// An error not located yet; `Error::locate` fills the position in.
     fn custom<T: fmt::Display>(message: T) -> Self {
         Error {
             message: message.to_string(),
