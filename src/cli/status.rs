@@ -70,6 +70,7 @@ fn exit_code(view: &StatusView) -> Exit {
     if failed { Exit::Problems } else { Exit::Ok }
 }
 
+/// The table's columns; [`row`] fills them in this order.
 const HEADERS: [&str; 11] = [
     "AGENT",
     "HOST",

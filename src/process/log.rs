@@ -232,6 +232,8 @@ impl Tail {
     /// At most this many bytes of a line are kept.
     const MAX: usize = 300;
 
+    /// Remembers `line` (trimmed, at most [`Tail::MAX`] bytes) as the last
+    /// of its stream; blank lines are not last words.
     fn push(&mut self, stderr: bool, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
@@ -379,6 +381,8 @@ impl LineReader {
         })
     }
 
+    /// Hands every line completed by `bytes` to `write` (without its
+    /// newline) and keeps the unfinished rest for the next read.
     fn split(&mut self, mut bytes: &[u8], write: &mut impl FnMut(&[u8])) {
         while let Some(end) = bytes.iter().position(|byte| *byte == b'\n') {
             if self.partial.is_empty() {
@@ -397,6 +401,7 @@ impl LineReader {
         }
     }
 
+    /// At end of file: the unfinished last line counts as a line.
     fn finish(&mut self, write: &mut impl FnMut(&[u8])) {
         if !self.partial.is_empty() {
             write(&self.partial);
