@@ -197,11 +197,15 @@ pub struct Resolved {
 /// Dropping the agent stops the thread after flushing queued messages.
 #[derive(Debug)]
 pub struct Agent {
+    /// This agent's name (`AGENT_NAME`).
     name: String,
     /// `None` in standalone mode.
     link: Option<Link>,
+    /// The process-wide signal SIGTERM/SIGINT set.
     shutdown: ShutdownSignal,
+    /// Client sockets for talking to other agents ([`Agent::pool`]).
     pool: SocketPool,
+    /// How long READY and RESOLVE wait for the supervisor.
     call_timeout: Duration,
 }
 
@@ -579,7 +583,9 @@ fn resolve_from_env(name: &str) -> Result<Resolved, SdkError> {
 #[derive(Debug)]
 #[must_use = "an error report is sent only by .send()"]
 pub struct ErrorReport<'agent> {
+    /// Sends it, or logs it when standalone.
     agent: &'agent Agent,
+    /// The report as built so far.
     fields: ErrorFields,
 }
 

@@ -185,14 +185,20 @@ impl Resolution {
 /// [`EndpointEvent::ResolveRequested`]; answering (or dropping) it queues the
 /// reply on the endpoint thread, so the agent is never left waiting.
 pub struct ResolveReply {
+    /// The ROUTER identity of the asking agent's connection.
     identity: Vec<u8>,
+    /// Its message had the empty delimiter (a REQ peer), so the reply must.
     delimited: bool,
+    /// The request's `seq`, echoed.
     seq: u64,
+    /// The agent asked about, echoed.
     name: String,
     /// Received by the endpoint thread; if it has stopped, the answer is lost
     /// (the agent's request times out).
     commands: std_mpsc::Sender<Command>,
+    /// Wakes the endpoint thread's poll once the reply is queued.
     waker: Waker,
+    /// Set by `send`; otherwise `Drop` answers "not found".
     answered: bool,
 }
 

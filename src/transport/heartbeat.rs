@@ -35,13 +35,19 @@ pub enum HeartbeatVerdict {
 /// tracker, so silence of a dead instance never counts against its successor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatTracker {
+    /// The interval the agent was told to beat at.
     interval: Duration,
+    /// Intervals of silence that make it hung.
     misses: u32,
+    /// How long progress may stall; `None`: not watched.
     progress_timeout: Option<Duration>,
+    /// The last heartbeat (the tracker's start before the first).
     last_beat: Instant,
+    /// When `progress_marker` last changed (the start before that).
     last_progress: Instant,
     /// The last `last_progress_ms` seen; progress means it changed.
     progress_marker: Option<u64>,
+    /// Heartbeats seen.
     beats: u64,
 }
 

@@ -110,18 +110,26 @@ pub struct PoolStats {
 
 type Key = (SocketKind, String);
 
+/// A socket waiting in the pool.
 struct IdleSocket {
+    /// Connected, with no request outstanding.
     socket: zmq::Socket,
     /// Its RCVTIMEO in milliseconds, so a receive sets it only when it changes.
     receive_timeout_ms: i32,
+    /// When it was returned; it expires `idle_timeout` later.
     since: Instant,
 }
 
+/// The pool's bookkeeping, behind its one mutex.
 #[derive(Default)]
 struct Slots {
+    /// Sockets to hand out, most recently returned last.
     idle: HashMap<Key, Vec<IdleSocket>>,
+    /// Open sockets (idle or checked out) per key, against `max_per_key`.
     live_per_key: HashMap<Key, usize>,
+    /// Open sockets overall, against `max_total`.
     live_total: usize,
+    /// Checked out now.
     in_use: usize,
     /// Threads blocked in `checkout` waiting for a slot: `freed` is
     /// signalled only when there are any (a notify is a syscall).
@@ -139,11 +147,15 @@ struct Counters {
     expired: AtomicU64,
 }
 
+/// What every clone of a [`SocketPool`] shares.
 struct Shared {
+    /// Limits and socket options, fixed at creation.
     config: PoolConfig,
+    /// Held only to take or return a socket, never while one is used.
     slots: Mutex<Slots>,
     /// Signalled whenever a socket is returned or closed.
     freed: Condvar,
+    /// Behind [`SocketPool::stats`].
     counters: Counters,
 }
 
