@@ -136,8 +136,12 @@ impl LogTarget {
 /// is tried again at most once a second; the writer never fails its caller.
 #[derive(Debug)]
 pub struct RotatingFile {
+    /// The path and the rotation limits.
     target: LogTarget,
+    /// Open for appending; `None` while opening fails.
     file: Option<File>,
+    /// The file's size as far as this writer knows (what it found plus what
+    /// it appended), checked against `max_bytes` before each append.
     size: u64,
     /// When opening last failed (for the retry interval and one warning).
     failed_at: Option<std::time::Instant>,

@@ -165,6 +165,7 @@ pub trait Spawner: Send + 'static {
 
 /// A request for the spawner thread.
 struct Request {
+    /// What to start.
     spec: SpawnSpec,
     /// Dropped unanswered (the thread is gone), it reports a spawn failure.
     report: RunReport,

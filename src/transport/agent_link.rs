@@ -109,8 +109,11 @@ impl ReplyTo {
 pub struct AgentLinkHandle {
     /// Received by the link thread; fails once it has stopped.
     commands: std_mpsc::Sender<Command>,
+    /// Wakes the link thread's poll after a command.
     waker: Waker,
+    /// Shared with the link thread, read by `stats`.
     counters: Arc<Counters>,
+    /// The agent's name, for the errors built from rejections.
     agent: String,
 }
 

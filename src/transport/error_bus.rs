@@ -225,7 +225,10 @@ pub struct ErrorSink {
     /// Received by the bus thread; once it has stopped, records are counted
     /// as lost.
     commands: std_mpsc::SyncSender<Command>,
+    /// Wakes the bus thread's poll after a send.
     waker: Waker,
+    /// Shared with the bus thread (`backpressure_waits`, `lost` are
+    /// counted here).
     counters: Arc<Counters>,
 }
 
@@ -255,8 +258,11 @@ impl ErrorSink {
 /// A cloneable way to reach the error bus thread.
 #[derive(Debug, Clone)]
 pub struct ErrorBusHandle {
+    /// The handle's own way in, also handed out by `sink()`.
     sink: ErrorSink,
+    /// The PUB address really bound, if publishing is on.
     publish_endpoint: Option<String>,
+    /// The legacy SUB address really bound, if legacy intake is on.
     legacy_endpoint: Option<String>,
 }
 
