@@ -161,7 +161,7 @@ pub fn print_problems(problems: &[Problem]) {
 }
 
 /// Like [`print_problems`]; unless `verbose`, the warnings of a kind that
-/// has more than [`GROUP_AFTER`] of them are one line with their count and
+/// has more than `GROUP_AFTER` (3) of them are one line with their count and
 /// the first of them.
 pub fn print_problems_grouped(problems: &[Problem], verbose: bool) {
     let mut sorted: Vec<&Problem> = problems.iter().collect();

@@ -1,7 +1,7 @@
 //! Manifests: YAML text -> [`yaml::Node`] tree (with line numbers, from
 //! `saphyr-parser` events) ->
 //! variables expanded -> legacy formats rewritten to the native shape ->
-//! [`raw::RawManifest`] (serde, unknown fields rejected) -> [`validate`] ->
+//! [`raw::RawManifest`] (serde, unknown fields rejected) -> `validate` ->
 //! [`Manifest`]. `convert.rs` writes any format out as a native manifest.
 //!
 //! Owns reading and validating; does not own cross-agent checks (duplicate

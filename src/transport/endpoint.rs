@@ -143,9 +143,9 @@ pub enum RejectReason {
     UnknownAgent,
     /// The token is not the agent's current one.
     BadToken,
-    /// Not a valid message (see [`AgentMessage::decode`](super::messages::AgentMessage::decode)).
+    /// Not a valid message (see [`AgentMessage::decode`]).
     Malformed,
-    /// Over [`MAX_MESSAGE_BYTES`](super::messages::MAX_MESSAGE_BYTES).
+    /// Over [`MAX_MESSAGE_BYTES`].
     Oversized,
 }
 
@@ -283,10 +283,10 @@ pub struct EndpointStats {
     /// Messages whose token is not the agent's current one (e.g. from an
     /// older process of a restarted agent).
     pub rejected_bad_token: u64,
-    /// Frames [`AgentMessage::decode`](super::messages::AgentMessage::decode)
+    /// Frames [`AgentMessage::decode`]
     /// refused.
     pub rejected_malformed: u64,
-    /// Frames over [`MAX_MESSAGE_BYTES`](super::messages::MAX_MESSAGE_BYTES).
+    /// Frames over [`MAX_MESSAGE_BYTES`].
     pub rejected_oversized: u64,
     /// Events not delivered because the channel was full or closed.
     pub events_dropped: u64,

@@ -26,21 +26,13 @@
 //! missed heartbeat or a fatal error means), and never exposes the `zmq`
 //! crate: other modules see only the types defined here.
 
-/// The agent side of the connection: the DEALER thread behind `sdk::Agent`.
 pub mod agent_link;
-/// The supervisor side: the ROUTER thread agents connect to, and its authentication.
 pub mod endpoint;
-/// The error bus: `errors.jsonl`, the PUB socket and the legacy `ERROR:` SUB socket.
 pub mod error_bus;
-/// Reading the error bus from outside the supervisor (`supervisor errors --follow`).
 pub mod follow;
-/// Heartbeat and progress deadlines, as pure arithmetic over `Instant`s.
 pub mod heartbeat;
-/// The wire protocol: frames, JSON shapes and legacy error normalisation.
 pub mod messages;
-/// Pooled client sockets with lazy-pirate request/reply, for agents.
 pub mod pool;
-/// Removing secrets from error reports before they are written or published.
 pub mod redact;
 mod wake;
 
