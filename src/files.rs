@@ -112,6 +112,7 @@ fn refusal(path: &Path, errno: nix::errno::Errno) -> std::io::Error {
 /// A size-rotated file: `agent.log`, then `agent.log.1` .. `agent.log.<keep>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogTarget {
+    /// The live file; rotated copies get `.1`, `.2`, ... appended.
     pub path: PathBuf,
     /// Rotate when the file would grow past this.
     pub max_bytes: u64,
@@ -135,8 +136,12 @@ impl LogTarget {
 /// is tried again at most once a second; the writer never fails its caller.
 #[derive(Debug)]
 pub struct RotatingFile {
+    /// The path and the rotation limits.
     target: LogTarget,
+    /// Open for appending; `None` while opening fails.
     file: Option<File>,
+    /// The file's size as far as this writer knows (what it found plus what
+    /// it appended), checked against `max_bytes` before each append.
     size: u64,
     /// When opening last failed (for the retry interval and one warning).
     failed_at: Option<std::time::Instant>,
@@ -166,6 +171,7 @@ impl RotatingFile {
         }
     }
 
+    /// The live file's path.
     pub fn path(&self) -> &Path {
         &self.target.path
     }

@@ -1,5 +1,8 @@
 //! The `supervisor` binary: parse the command line, set up logging, run the
 //! subcommand, turn the outcome into one of the fixed exit codes.
+//!
+//! Owns nothing else: every behaviour is in the library (`supervisor::cli`
+//! and below), so it can be tested without this binary.
 
 use clap::Parser;
 

@@ -10,6 +10,8 @@
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The root token and the task tracker, cloned cheaply (both are shared
+/// handles): every clone cancels and waits on the same ones.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     /// Cancelled by the first SIGINT/SIGTERM (or `down`); every task selects
@@ -20,14 +22,19 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
+    /// A token not yet cancelled and an empty, open tracker.
     pub fn new() -> Shutdown {
         Shutdown::default()
     }
 
+    /// The root token: give tasks `token().child_token()` so they can be
+    /// cancelled alone too.
     pub fn token(&self) -> &CancellationToken {
         &self.token
     }
 
+    /// Where long-lived tasks are spawned, so [`Shutdown::wait`] waits
+    /// for them.
     pub fn tracker(&self) -> &TaskTracker {
         &self.tracker
     }
@@ -58,8 +65,11 @@ impl Shutdown {
 /// the agents (`crate::process::keeper`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignalAction {
+    /// Graceful stop; a second stop signal skips the grace.
     Stop,
+    /// Reload the manifests.
     Reload,
+    /// Log it and carry on.
     Ignore,
 }
 

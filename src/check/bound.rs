@@ -34,7 +34,10 @@ pub enum BoundPorts {
     /// Ports with a listening socket (IPv4 or IPv6), and the ephemeral port
     /// range, where client sockets can hold ports too.
     Listening {
+        /// Ports with a socket in LISTEN state.
         ports: HashSet<u16>,
+        /// `/proc/sys/net/ipv4/ip_local_port_range`: client connections
+        /// can hold these ports too, so they always get the bind test.
         ephemeral: RangeInclusive<u16>,
     },
     /// The local port of every socket in `/proc/net/tcp` and `/proc/net/tcp6`.
@@ -117,6 +120,9 @@ const TCP_LISTEN: u32 = 10;
 /// `struct nlmsghdr`.
 const HEADER_BYTES: usize = 16;
 
+/// The local ports of the TCP sockets in LISTEN state of one address
+/// family, by one `SOCK_DIAG_BY_FAMILY` dump request over netlink. Fails
+/// when netlink is not available (then `/proc/net/tcp*` is read instead).
 fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
     use nix::sys::socket::{
         AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
@@ -192,13 +198,10 @@ fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
     }
 }
 
-/// The whole text of a `/proc/net` file, read in large chunks: each read
-/// walks the kernel's whole TCP hash table again, and the 32-byte first
-/// reads of `fs::read_to_string` cost extra passes (6 ms instead of 4 per
-/// file, measured).
 /// A process with a listening socket on a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
+    /// The process id.
     pub pid: u32,
     /// `/proc/<pid>/comm`, `?` when unreadable.
     pub name: String,
@@ -296,6 +299,10 @@ fn listening_inode(line: &str, port: u16) -> Option<u64> {
         .map(|(_, inode)| inode)
 }
 
+/// The whole text of a `/proc/net` file, read in large chunks: each read
+/// walks the kernel's whole TCP hash table again, and the 32-byte first
+/// reads of `fs::read_to_string` cost extra passes (6 ms instead of 4 per
+/// file, measured).
 fn read_text(path: &str) -> io::Result<String> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(64 * 1024);
@@ -340,6 +347,7 @@ fn address_port(address: &str) -> Option<u16> {
     u16::from_str_radix(port, 16).ok()
 }
 
+/// Only hexadecimal digits (the address columns of `/proc/net/tcp`).
 fn is_hex(text: &str) -> bool {
     text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }

@@ -14,7 +14,10 @@ use crate::manifest::yaml::byte_offset;
 /// One file's corrected text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedFile {
+    /// The manifest file.
     pub path: PathBuf,
+    /// Its whole new text: only the port values changed, comments and
+    /// layout kept.
     pub text: String,
     /// `agent.field: old -> new` for each change made.
     pub changes: Vec<String>,

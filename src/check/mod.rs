@@ -76,25 +76,35 @@ pub fn is_this_host(host: &str, this_host: &str) -> bool {
 /// A port value to change in place to resolve a conflict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortFix {
+    /// The manifest file to edit.
     pub file: PathBuf,
     /// Character range of the value in the file's text.
     pub span: Range<usize>,
+    /// The agent whose port moves.
     pub agent: String,
+    /// The field as in [`crate::manifest::PortUse::field`].
     pub field: String,
+    /// The port written now.
     pub old: u16,
+    /// The port to write: free on that host among the manifests' agents
+    /// and (with the bind check) on this machine.
     pub new: u16,
 }
 
 /// The manifest and everything found wrong with it.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The manifest as loaded, problems and all (duplicates kept).
     pub manifest: Manifest,
+    /// Every problem found, loader's and checks', in the order found
+    /// (`cli::check` sorts them for printing).
     pub problems: Vec<Problem>,
     /// One in-place change per conflict that can be fixed that way.
     pub fixes: Vec<PortFix>,
 }
 
 impl Report {
+    /// True when any problem is an error: `check` exits 1, `up` refuses.
     pub fn has_errors(&self) -> bool {
         self.problems.iter().any(Problem::is_error)
     }
@@ -105,6 +115,14 @@ pub fn run(configs: &[ConfigArg], options: &LoadOptions) -> Result<Report, Manif
     run_with(configs, options, &CheckOptions::default())
 }
 
+/// Loads the manifests and runs every check with `check`'s options (bind
+/// check, file check, `--compile`).
+///
+/// # Errors
+///
+/// [`ManifestError`] for what stops loading altogether (an unreadable
+/// file, YAML that does not parse, a wrong type or unknown field); every
+/// other finding is a [`Problem`] in the report.
 pub fn run_with(
     configs: &[ConfigArg],
     options: &LoadOptions,
@@ -149,6 +167,8 @@ pub fn check_manifest(
     }
 }
 
+/// `duplicate_agent`: a name defined twice, or two names with one variable
+/// form; each duplicate points at the first definition.
 fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let mut first: HashMap<&str, &Agent> = HashMap::with_capacity(manifest.agents.len());
     // Names that differ but share a variable form (`Db` and `DB`, `a-b`
@@ -230,6 +250,8 @@ fn disabled_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
     }
 }
 
+/// `unknown_dependency`: a dependency no file defines, with the closest
+/// defined name, or the mis-indented legacy group hiding it, as suggestion.
 fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let names: HashSet<&str> = manifest
         .agents
@@ -432,6 +454,8 @@ fn cycles(manifest: &Manifest, problems: &mut Vec<Problem>) {
     }
 }
 
+/// `required_on_optional`: a required agent whose start hangs on an
+/// optional one (a warning: the manifest may mean it).
 fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
     let mut by_name: std::collections::HashMap<&str, &Agent> = std::collections::HashMap::new();
     for agent in &manifest.agents {
@@ -457,6 +481,9 @@ fn required_on_optional(manifest: &Manifest, problems: &mut Vec<Problem>) {
 /// Every port use, keyed by host and port.
 type PortTable<'a> = HashMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortUse)>>;
 
+/// Every port check (`port_conflict`, `port_in_use`; ranges were checked
+/// by validation), and the fixes: replacement ports chosen together so no
+/// two land on one port, none on a port this machine holds.
 fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem>) -> Vec<PortFix> {
     let mut table: PortTable = HashMap::new();
     for agent in &manifest.agents {

@@ -1,5 +1,10 @@
 //! `supervisor check`: every check over the manifests, printed for people or
 //! as JSON (`{"problems": [...]}`, shape in docs/manifest.md).
+//!
+//! Owns how problems are printed (order, grouping of repeated warnings, the
+//! summary line) and the exit code of a report; `check-ports`, `plan` and
+//! `up` print through these functions too. Does not own any check: those
+//! are `crate::check`.
 
 use anyhow::Context;
 
@@ -42,6 +47,7 @@ pub enum SeverityFilter {
 }
 
 impl SeverityFilter {
+    /// Whether `problem` is shown under `--severity`.
     fn keeps(self, problem: &Problem) -> bool {
         match self {
             SeverityFilter::Error => problem.severity == Severity::Error,
@@ -50,6 +56,9 @@ impl SeverityFilter {
     }
 }
 
+/// Loads and checks the manifests and prints every problem (text or
+/// `--json`). Exit 0 with warnings only, 1 with any error, 2 when a
+/// manifest cannot be read at all.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
@@ -135,6 +144,7 @@ pub fn report_unreadable(error: ManifestError, json: bool) -> anyhow::Result<Exi
     }
 }
 
+/// Prints `{"problems": [...]}` on stdout, the shape of docs/manifest.md.
 pub fn print_json(problems: &[Problem]) -> anyhow::Result<()> {
     let value = serde_json::json!({ "problems": problems });
     println!(
@@ -151,7 +161,7 @@ pub fn print_problems(problems: &[Problem]) {
 }
 
 /// Like [`print_problems`]; unless `verbose`, the warnings of a kind that
-/// has more than [`GROUP_AFTER`] of them are one line with their count and
+/// has more than `GROUP_AFTER` (3) of them are one line with their count and
 /// the first of them.
 pub fn print_problems_grouped(problems: &[Problem], verbose: bool) {
     let mut sorted: Vec<&Problem> = problems.iter().collect();
@@ -186,6 +196,7 @@ pub fn print_problems_grouped(problems: &[Problem], verbose: bool) {
 /// Warnings of one kind are grouped when there are more than this many.
 const GROUP_AFTER: usize = 3;
 
+/// The kind as JSON spells it (`port_conflict`), for text output.
 fn kind_name(problem: &Problem) -> String {
     serde_json::to_value(problem.kind)
         .ok()
@@ -193,6 +204,7 @@ fn kind_name(problem: &Problem) -> String {
         .unwrap_or_default()
 }
 
+/// `severity[kind]: file:line: message`, then `  help: suggestion`.
 fn print_one(problem: &Problem) {
     let severity = problem.severity.as_str();
     let kind = kind_name(problem);
@@ -207,6 +219,7 @@ fn print_one(problem: &Problem) {
     }
 }
 
+/// The last line: errors, warnings, agents and files checked.
 fn print_summary(report: &Report) {
     let errors = report
         .problems

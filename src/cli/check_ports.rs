@@ -1,5 +1,9 @@
 //! `supervisor check-ports`: the table of every port the manifests use, the
 //! port problems, and `--fix`, which writes corrected copies of the files.
+//!
+//! Owns the port table and where fixed files are written. Does not own
+//! finding conflicts or choosing replacement ports (`crate::check`, and
+//! `crate::check::fix` for the text edits).
 
 use anyhow::Context;
 use serde::Serialize;
@@ -27,6 +31,7 @@ pub struct Args {
     pub no_bind_check: bool,
 }
 
+/// One line of the port table (and one object of `--json`).
 #[derive(Debug, Serialize)]
 struct PortRow<'a> {
     agent: &'a str,
@@ -38,6 +43,7 @@ struct PortRow<'a> {
     line: usize,
 }
 
+/// The problems `check-ports` shows; the others are `check`'s.
 fn is_port_problem(problem: &Problem) -> bool {
     matches!(
         problem.kind,
@@ -45,6 +51,8 @@ fn is_port_problem(problem: &Problem) -> bool {
     )
 }
 
+/// Prints the port table and the port problems; with `--fix`, rewrites the
+/// conflicting values in place. Exit 1 while conflicts are left.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: !args.no_bind_check,
@@ -151,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     Ok(exit_code(&report))
 }
 
+/// The same file, however each path is spelled.
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
 }
@@ -168,6 +177,7 @@ pub fn fixed_path(path: &std::path::Path) -> std::path::PathBuf {
     path.with_file_name(format!("{stem}.fixed.{extension}"))
 }
 
+/// The table, columns as wide as their widest value.
 fn print_table(rows: &[PortRow]) {
     let width = |f: fn(&PortRow) -> usize, title: &str| {
         rows.iter().map(f).max().unwrap_or(0).max(title.len())

@@ -25,12 +25,15 @@ pub fn use_color(terminal: bool) -> bool {
 /// Width of the agent column; `up` sets it to its longest agent name.
 static NAME_WIDTH: AtomicUsize = AtomicUsize::new(10);
 
+/// Sets the width the agent column is padded to (default 10), for every
+/// following line.
 pub fn set_name_width(width: usize) {
     NAME_WIDTH.store(width, Ordering::Relaxed);
 }
 
 /// The event formatter installed by `init_tracing` for `--log-format text`.
 pub struct Human {
+    /// Colour the level and agent name (ANSI); see [`use_color`].
     pub color: bool,
 }
 

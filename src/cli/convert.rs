@@ -18,6 +18,8 @@ pub struct Args {
     pub output: Option<std::path::PathBuf>,
 }
 
+/// Writes the given manifests as one native manifest to stdout or
+/// `--output`. `Err` (exit 2) only when a manifest cannot be read.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let configs = args.manifests.config_args()?;
     let text = match manifest::convert(&configs) {

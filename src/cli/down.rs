@@ -21,6 +21,9 @@ pub struct Args {
     pub timeout: f64,
 }
 
+/// Asks the supervisor to stop (`--force`: no grace) and waits up to
+/// `--timeout` seconds for its process to end. Exit 1 if it is still
+/// running then, 3 when none runs.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     let pid = match ask(&run_dir, &Request::Ping, Duration::from_secs(5))? {

@@ -36,6 +36,7 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `--severity`: one of the six names, any case.
 fn parse_severity(text: &str) -> Result<Severity, String> {
     Severity::ALL
         .into_iter()
@@ -63,6 +64,9 @@ fn print_journal(
     Ok(())
 }
 
+/// Prints the error journal (filtered by `--agent`, `--severity`), then
+/// with `--follow` the error bus until interrupted. `Err` when the journal
+/// cannot be read or the bus not reached.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     let journal = run_dir.path.join("errors.jsonl");
@@ -156,6 +160,7 @@ fn topics(args: &Args) -> Vec<String> {
     }
 }
 
+/// Passes `--agent` (exact name) and `--severity` (that one or worse).
 fn wanted(args: &Args, record: &ErrorRecord) -> bool {
     args.agent
         .as_ref()
@@ -165,6 +170,8 @@ fn wanted(args: &Args, record: &ErrorRecord) -> bool {
             .is_none_or(|minimum| record.severity >= minimum)
 }
 
+/// One record: its journal line as it is with `--json`, else one line for
+/// people.
 fn print(
     out: &mut impl Write,
     args: &Args,

@@ -41,6 +41,7 @@ pub const DEFAULT_NAMES: [&str; 3] = ["supervisor.yaml", "startup.yaml", "config
     DEFAULT_NAMES.join(", ")
 )]
 pub struct NoManifest {
+    /// The directory that was searched (the current one), for the message.
     pub dir: String,
 }
 

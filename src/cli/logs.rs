@@ -81,6 +81,7 @@ pub struct Args {
     pub grep: Option<String>,
 }
 
+/// `--since`: a duration in the manifest's syntax (`90s`, `10m`, `1h`).
 fn parse_since(text: &str) -> Result<Duration, String> {
     crate::manifest::raw::parse_duration(text)
         .ok_or_else(|| format!("invalid duration `{text}` (expected e.g. 90s, 10m or 1h)"))
@@ -97,6 +98,9 @@ const CHUNK_BYTES: u64 = 64 * 1024;
 #[error("stdout was closed")]
 struct ReaderGone;
 
+/// Prints the end of the agent logs and, with `-f`, follows them. Exit 2
+/// when the named agent has no log, 3 when no supervisor runs and the run
+/// directory has no logs either.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     match show(&args) {
         Err(error) if error.is::<ReaderGone>() => Ok(Exit::Ok),
@@ -188,6 +192,8 @@ enum Supervisor {
     Unknown,
 }
 
+/// What the supervisor of `run_dir` says, if one runs: used to name the
+/// agents it knows and to tell "no such agent" from "no output yet".
 fn ask_status(run_dir: &RunDir) -> Supervisor {
     let answer = Client::connect(run_dir)
         .and_then(|mut client| client.request(&Request::Status, Duration::from_secs(5)));
@@ -278,6 +284,7 @@ fn scan(logs: &Path) -> anyhow::Result<BTreeMap<String, Vec<u32>>> {
     Ok(found)
 }
 
+/// The widest name, in characters, for the `name | ` prefix.
 fn width(names: &[String]) -> usize {
     names
         .iter()
@@ -365,10 +372,12 @@ impl Line {
 struct Filter {
     /// Lines older than this are left out.
     since: Option<SystemTime>,
+    /// Only lines containing these bytes (plain substring, case-sensitive).
     grep: Option<Vec<u8>>,
 }
 
 impl Filter {
+    /// The filter the flags ask for (`--since` counted back from now).
     fn new(args: &Args) -> Filter {
         Filter {
             since: args
@@ -381,6 +390,7 @@ impl Filter {
         }
     }
 
+    /// Passes `--since`; a line of unknown time fails it when it is set.
     fn recent(&self, time: Option<SystemTime>) -> bool {
         match self.since {
             Some(cutoff) => time.is_some_and(|time| time >= cutoff),
@@ -388,6 +398,7 @@ impl Filter {
         }
     }
 
+    /// Passes `--grep`.
     fn matches(&self, text: &[u8]) -> bool {
         match &self.grep {
             Some(pattern) => contains(text, pattern),
@@ -395,11 +406,14 @@ impl Filter {
         }
     }
 
+    /// Passes both (the pattern is matched against the text after the
+    /// timestamp).
     fn keeps(&self, line: &Line) -> bool {
         self.recent(line.time) && self.matches(line.text())
     }
 }
 
+/// Whether `pattern` occurs in `text` (an empty pattern always does).
 fn contains(text: &[u8], pattern: &[u8]) -> bool {
     pattern.is_empty() || text.windows(pattern.len()).any(|window| window == pattern)
 }
@@ -490,6 +504,8 @@ struct Backwards {
 }
 
 impl Backwards {
+    /// The next older line, moving on to the next rotated file when one
+    /// is exhausted; a file rotated away meanwhile is skipped.
     fn next_line(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
         loop {
             if let Some(reading) = &mut self.current {
@@ -534,6 +550,8 @@ struct Reading {
 }
 
 impl Reading {
+    /// Reads `file` backwards from `length` (its size when opened: lines
+    /// appended later are for `-f`).
     fn new(path: PathBuf, file: File, length: u64) -> Reading {
         Reading {
             path,
@@ -545,6 +563,8 @@ impl Reading {
         }
     }
 
+    /// The line before the last one handed out, without its newline;
+    /// `None` at the start of the file.
     fn previous_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         if self.done {
             return Ok(None);
@@ -589,6 +609,9 @@ struct Tail {
 }
 
 impl Tail {
+    /// Follows `path` from `offset` of the file with `inode`. A different
+    /// inode later means the file was rotated: the rest of the old one (now
+    /// `.1`) is read, then the new one from its start.
     fn new(path: PathBuf, inode: Option<u64>, offset: u64, last_time: Option<SystemTime>) -> Tail {
         Tail {
             path,
@@ -673,6 +696,7 @@ struct Printer<W: Write> {
 }
 
 impl<W: Write> Printer<W> {
+    /// Writes one line, prefixed with the padded agent name when merging.
     fn print(&mut self, name: &str, line: &[u8]) -> anyhow::Result<()> {
         let written = match self.width {
             Some(width) => write!(self.out, "{name:<width$} | "),
@@ -684,11 +708,14 @@ impl<W: Write> Printer<W> {
             .map_err(stdout_error)
     }
 
+    /// Flushes stdout (after each batch when following).
     fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush().map_err(stdout_error)
     }
 }
 
+/// A broken pipe (the reader went away, e.g. `| head`) is [`ReaderGone`],
+/// which ends the command quietly with exit 0; any other error is one.
 fn stdout_error(error: std::io::Error) -> anyhow::Error {
     if error.kind() == std::io::ErrorKind::BrokenPipe {
         ReaderGone.into()

@@ -1,5 +1,10 @@
 //! Command-line interface: clap types, exit codes, and dispatch to one file
 //! per subcommand. `anyhow` lives here and in `main.rs` only.
+//!
+//! Owns the command line (flags, defaults, help text) and the mapping of
+//! outcomes to exit codes ([`Exit`]). Does not own behaviour: each
+//! subcommand file calls the library (`check`, `plan`, `control`,
+//! `supervisor`) and prints the result.
 
 use std::path::PathBuf;
 
@@ -128,6 +133,7 @@ pub struct ManifestArgs {
 }
 
 impl ManifestArgs {
+    /// The variables' sources: `--env-file` over the process environment.
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             env_file: self.env_file.clone(),
@@ -155,9 +161,15 @@ pub fn seconds(text: &str) -> Result<f64, String> {
 /// The process exit codes; listed in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// All good; warnings alone still exit 0.
     Ok = 0,
+    /// Problems found (`check`, `check-ports`), a required agent failed
+    /// (`up`, `status`), or an agent did not get ready (`start`, `restart`,
+    /// `up --wait`).
     Problems = 1,
+    /// The manifest could not be read, or a usage error.
     Usage = 2,
+    /// No supervisor is running for this run directory.
     NotRunning = 3,
 }
 
@@ -237,6 +249,9 @@ impl Drop for QueuedLine {
     }
 }
 
+/// Runs one subcommand. `Err` is printed once by `main` (with its
+/// context chain) and mapped by [`Exit::from_error`]; every other outcome
+/// is an [`Exit`].
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Check(args) => check::run(args),

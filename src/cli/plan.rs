@@ -5,6 +5,9 @@
 //! With dependency cycles it still shows the levels of everything outside
 //! the knots, then the knots and the agents blocked behind them; disabled
 //! agents are marked and left off the critical path.
+//!
+//! Owns the three output formats and the readiness estimates used for the
+//! critical path's length. Does not own the plan itself (`crate::plan`).
 
 use std::time::Duration;
 
@@ -54,6 +57,8 @@ fn estimate(agent: Option<&Agent>, probe_estimate: Duration) -> Duration {
     }
 }
 
+/// Prints the start plan (text, `dot` or `json`). Exit 1 when the
+/// manifests have errors (the plan is printed as far as it can be).
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let options = CheckOptions {
         bind_check: false,

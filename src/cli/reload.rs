@@ -17,6 +17,9 @@ pub struct Args {
     pub target: RunDirArgs,
 }
 
+/// Asks the running supervisor to reload and prints what changed, or every
+/// problem of the new manifests (exit 1; the old configuration stays).
+/// Exit 3 when none runs.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     match ask(&run_dir, &Request::Reload, Duration::from_secs(60))? {

@@ -27,6 +27,8 @@ pub struct RunDirArgs {
 }
 
 impl RunDirArgs {
+    /// `--run-dir`, else the run directory of `--config` (see
+    /// `locate::run_dir`).
     pub fn run_dir(&self) -> RunDir {
         super::locate::run_dir(self.run_dir.as_deref(), &self.configs)
     }
@@ -35,7 +37,9 @@ impl RunDirArgs {
 /// A request's outcome for a command: the successful response, or the
 /// exit code after the problem was printed.
 pub enum Answer {
+    /// `ok: true`.
     Ok(Box<Response>),
+    /// Refused (1) or no supervisor (3); already printed.
     Exit(Exit),
 }
 
@@ -80,7 +84,9 @@ pub fn status(run_dir: &RunDir) -> anyhow::Result<Result<StatusView, Exit>> {
 
 /// What a wait on agents concluded for one of them.
 pub enum Verdict {
+    /// It got there.
     Done,
+    /// Not yet; keep polling.
     Waiting,
     /// It will not get there; the reason is printed.
     Failed(String),

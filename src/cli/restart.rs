@@ -29,6 +29,10 @@ pub struct Args {
     pub timeout: f64,
 }
 
+/// Asks the supervisor to restart the agents and waits until each is
+/// ready with a new process.
+/// 1 when the supervisor refused the request or an agent did not get there
+/// in time, 3 when no supervisor runs for the run directory.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     let (before, names) = match args.selection.resolve(&run_dir)? {

@@ -32,6 +32,8 @@ pub struct Args {
     pub ports: bool,
 }
 
+/// Prints the agents' table (or `--json`), once or every `--watch`
+/// seconds. Exit 1 when a required agent failed, 3 when none runs.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     loop {
@@ -68,6 +70,7 @@ fn exit_code(view: &StatusView) -> Exit {
     if failed { Exit::Problems } else { Exit::Ok }
 }
 
+/// The table's columns; [`row`] fills them in this order.
 const HEADERS: [&str; 11] = [
     "AGENT",
     "HOST",
@@ -153,6 +156,7 @@ pub fn table(view: &StatusView) -> String {
     text
 }
 
+/// One agent's cells, in [`HEADERS`] order; `-` where there is nothing.
 fn row(agent: &AgentView) -> [String; 11] {
     let mut state = agent.state.clone();
     if agent.held {

@@ -135,6 +135,11 @@ fn runs_here(agent: &Agent, host: &str, hostname: &str, explicit_host: bool) -> 
     }
 }
 
+/// Checks the manifests, starts this host's agents under a new supervisor
+/// and runs it until a stop signal or `down` (or, with
+/// `--exit-when-ready`, until everything is ready). Exit 1 when the
+/// manifests have errors or a required agent failed, 2 when they cannot
+/// be read.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let hostname = local_hostname();
     let host = args.host.clone().unwrap_or_else(|| hostname.clone());
@@ -829,6 +834,7 @@ fn progress_line(snapshot: &StatusSnapshot) -> String {
     line
 }
 
+/// Up to five names, then "and N more".
 fn abbreviate(names: &[&str]) -> String {
     const SHOWN: usize = 5;
     if names.len() <= SHOWN {
@@ -842,8 +848,11 @@ fn abbreviate(names: &[&str]) -> String {
     }
 }
 
+/// The summary printed once everything is ready.
 struct Summary {
+    /// For the console.
     text: String,
+    /// Written to `--summary-json`.
     json: serde_json::Value,
 }
 

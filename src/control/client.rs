@@ -20,8 +20,11 @@ use super::{ControlError, RunDir};
 /// One connection to a supervisor's control socket.
 #[derive(Debug)]
 pub struct Client {
+    /// Reads response lines.
     reader: BufReader<UnixStream>,
+    /// Writes request lines (a clone of the same socket).
     writer: UnixStream,
+    /// For error messages.
     run_dir: RunDir,
 }
 

@@ -49,25 +49,31 @@ pub async fn run(
     }
 }
 
+/// `{agent="..."}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentLabel {
     agent: String,
 }
 
+/// `{agent="...",state="..."}`: one series per state, 1 for the current one.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     agent: String,
     state: String,
 }
 
+/// `{agent="...",cause="..."}`: restarts by cause.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabel {
     agent: String,
     cause: String,
 }
 
+/// A gauge of seconds or percentages.
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+/// `GET /metrics`: the latest status snapshot in OpenMetrics text; 500
+/// only if encoding fails.
 async fn metrics(State(context): State<MetricsContext>) -> impl IntoResponse {
     let snapshot = context.status.borrow().clone();
     let requests = context.control_requests.load(Ordering::Relaxed);
@@ -205,6 +211,9 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
     Ok(text)
 }
 
+/// `GET /health`: `stopping` (503) during shutdown, else 200 with
+/// `degraded` when an agent failed, `ok` when all are ready, `starting`
+/// otherwise; the JSON body is in docs/protocol.md.
 async fn health(State(context): State<MetricsContext>) -> impl IntoResponse {
     let snapshot = context.status.borrow().clone();
     let ready = snapshot.ready_count();

@@ -32,14 +32,27 @@ pub enum Request {
     /// closes it. Leaves out `escaped_pids` (a `/proc` scan per agent) so a
     /// watcher costs the supervisor little. The dashboard uses it.
     Watch,
+    /// The agents, and the stopped or failed dependencies they need, go
+    /// back to pending and start in dependency order; dependents stopped
+    /// only because a `stop` of them took them along come back too.
     Start {
+        /// Agent names; an unknown one refuses the whole request.
         agents: Vec<String>,
     },
+    /// The agents and every agent depending on them stop, dependents
+    /// first, and stay stopped (`held`) until `start`.
     Stop {
+        /// Agent names; an unknown one refuses the whole request.
         agents: Vec<String>,
     },
+    /// Running agents are stopped and started again; agents that were not
+    /// running are started.
     Restart {
+        /// Agent names; an unknown one refuses the whole request.
         agents: Vec<String>,
+        /// Also restart every transitive dependent (stopped leaves first,
+        /// started in dependency order); default false: dependents keep
+        /// running.
         #[serde(default)]
         with_dependents: bool,
     },
@@ -47,6 +60,7 @@ pub enum Request {
     Reload,
     /// Stop everything in reverse dependency order and exit; `force` kills.
     Down {
+        /// Skip the grace: SIGKILL at once (what a second SIGTERM does).
         #[serde(default)]
         force: bool,
     },
@@ -56,9 +70,12 @@ pub enum Request {
 /// reload, every problem in `errors`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// Whether the request was carried out.
     pub ok: bool,
+    /// Why not, when `ok` is false (one line for a human).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A refused `reload`: every problem of the new manifests, one line each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// The supervisor's pid (`ping`).
@@ -69,13 +86,16 @@ pub struct Response {
     /// dependents stopped or brought back with them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<String>,
+    /// The answer to `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusView>,
+    /// An applied `reload`: what it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadView>,
 }
 
 impl Response {
+    /// `{"ok":true}` with nothing else.
     pub fn ok() -> Response {
         Response {
             ok: true,
@@ -83,6 +103,7 @@ impl Response {
         }
     }
 
+    /// `{"ok":false,"error":message}`.
     pub fn error(message: impl Into<String>) -> Response {
         Response {
             ok: false,
@@ -95,9 +116,13 @@ impl Response {
 /// What a reload changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadView {
+    /// Agents new in the manifests; started (as their dependencies allow).
     pub added: Vec<String>,
+    /// Agents no longer in the manifests; stopped and forgotten.
     pub removed: Vec<String>,
+    /// Agents whose definition changed; restarted with the new one.
     pub changed: Vec<String>,
+    /// How many agents were left running as they were.
     pub unchanged: usize,
 }
 
@@ -115,11 +140,15 @@ impl From<ReloadSummary> for ReloadView {
 /// The supervisor and every agent, as `status --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {
+    /// The process id of the supervisor answering.
     pub supervisor_pid: u32,
+    /// Seconds since the supervisor started.
     pub uptime_s: f64,
     /// When every agent was first ready (or settled), since the start.
     pub all_ready_s: Option<f64>,
+    /// True once a shutdown (signal or `down`) has begun.
     pub shutting_down: bool,
+    /// Reloads applied since the start.
     pub reloads: u64,
     /// Why the last reload was refused (empty when it was applied).
     pub config_errors: Vec<String>,
@@ -127,26 +156,37 @@ pub struct StatusView {
     /// (the log files have them); see `crate::process::console`.
     #[serde(default)]
     pub console_dropped_lines: u64,
+    /// Every agent of the manifests.
     pub agents: Vec<AgentView>,
 }
 
 /// One agent in a [`StatusView`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
+    /// The agent's name.
     pub name: String,
     /// The manifest's `group:` (or the legacy group it was listed in).
     #[serde(default)]
     pub group: Option<String>,
+    /// The machine it runs on (`localhost` unless the manifest says).
     pub host: String,
+    /// Its state in lowercase: `pending`, `blocked`, `starting`, `ready`,
+    /// `backing-off`, `stopping`, `stopped`, `failed`.
     pub state: String,
+    /// Runs on another host: probed, never spawned by this supervisor.
     pub remote: bool,
+    /// A required agent that cannot become ready fails `up`.
     pub required: bool,
     /// Stopped by an operator; stays stopped until `start`.
     pub held: bool,
+    /// The process id of its current process; `None` when none runs.
     pub pid: Option<u32>,
     /// Since the current process was spawned.
     pub uptime_s: Option<f64>,
+    /// Restarts since the supervisor started (all causes).
     pub restarts: u32,
+    /// The same by cause: `exit`, `signal`, `liveness`, `memory`,
+    /// `operator`, `reload`, `dependency`, `heartbeat`, `progress`, `error`.
     pub restarts_by_cause: BTreeMap<String, u32>,
     /// The last exit, failure or restart reason.
     pub reason: Option<String>,
@@ -156,8 +196,11 @@ pub struct AgentView {
     pub time_to_ready_s: Option<f64>,
     /// `null` until agents report heartbeats through the SDK.
     pub heartbeat_age_s: Option<f64>,
+    /// CPU use of its process tree, percent of one core (latest sample).
     pub cpu_percent: Option<f64>,
+    /// Resident memory of its process tree in bytes (latest sample).
     pub rss_bytes: Option<u64>,
+    /// `pending`: the dependencies it still waits for.
     pub waiting_on: Vec<String>,
     /// Every dependency the manifest gives it.
     #[serde(default)]
@@ -181,12 +224,16 @@ pub struct AgentView {
 /// A port an agent's manifest entry uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeclaredPort {
+    /// The port number.
     pub port: u16,
     /// `port`, `health_check_port`, `config.zmq_port`, `health_check_port (implicit: port+1)`, ...
     pub field: String,
 }
 
 impl StatusView {
+    /// The view of `snapshot` now: durations become seconds relative to
+    /// this call, and each agent's escaped processes are looked up (reads
+    /// `/proc` or its cgroup, so not free for many agents).
     pub fn from_snapshot(snapshot: &StatusSnapshot) -> StatusView {
         StatusView::build(snapshot, true)
     }
@@ -262,6 +309,7 @@ impl StatusView {
         }
     }
 
+    /// The agent called `name`, if any.
     pub fn agent(&self, name: &str) -> Option<&AgentView> {
         self.agents.iter().find(|agent| agent.name == name)
     }

@@ -26,6 +26,7 @@ use super::ControlError;
 /// The files of one run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
+    /// The directory, absolute (see [`RunDir::new`]).
     pub path: PathBuf,
 }
 
@@ -39,6 +40,7 @@ impl RunDir {
         }
     }
 
+    /// `control.sock`: the control plane's Unix socket.
     pub fn socket(&self) -> PathBuf {
         self.path.join("control.sock")
     }
@@ -49,18 +51,24 @@ impl RunDir {
         SocketAddress::new(self.socket())
     }
 
+    /// `supervisor.pid`: the lock file (see [`RunDirLock`]), holding the
+    /// running supervisor's pid.
     pub fn pid_file(&self) -> PathBuf {
         self.path.join("supervisor.pid")
     }
 
+    /// `supervisor.log`: the supervisor's own log lines.
     pub fn supervisor_log(&self) -> PathBuf {
         self.path.join("supervisor.log")
     }
 
+    /// `logs/`: one rotated log file per agent.
     pub fn logs(&self) -> PathBuf {
         self.path.join("logs")
     }
 
+    /// `logs/<agent>.log`: the agent's stdout and stderr. `agent` is not
+    /// checked here; validated agent names contain no `/`.
     pub fn agent_log(&self, agent: &str) -> PathBuf {
         self.logs().join(format!("{agent}.log"))
     }
@@ -148,12 +156,19 @@ const SUN_PATH_MAX: usize = 107;
 /// The socket file is created in the run directory either way.
 #[derive(Debug)]
 pub struct SocketAddress {
+    /// The path to pass to `bind` or `connect`.
     pub path: PathBuf,
     /// The open directory `path` goes through, when it is the long form.
     _directory: Option<std::fs::File>,
 }
 
 impl SocketAddress {
+    /// The address of `socket`.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::Io`] when the path is too long and its directory
+    /// cannot be opened.
     pub fn new(socket: PathBuf) -> Result<SocketAddress, ControlError> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
@@ -245,6 +260,7 @@ impl RunDirLock {
         }
     }
 
+    /// The directory this lock holds.
     pub fn run_dir(&self) -> &RunDir {
         &self.run_dir
     }

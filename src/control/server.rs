@@ -81,6 +81,8 @@ pub async fn run(
     }
 }
 
+/// Answers a connection over [`MAX_CONNECTIONS`] with `busy` (within a
+/// second) and closes it.
 async fn refuse(mut stream: UnixStream) {
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
@@ -89,6 +91,9 @@ async fn refuse(mut stream: UnixStream) {
     .await;
 }
 
+/// One connection: request lines answered in turn until the client closes,
+/// stays idle past [`IDLE_TIMEOUT`], or sends a line over
+/// [`MAX_REQUEST_BYTES`] (answered with an error, then closed).
 async fn serve(stream: UnixStream, context: &ServerContext) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -161,6 +166,8 @@ async fn watch(
     }
 }
 
+/// Writes one response line, giving up after [`IDLE_TIMEOUT`] (a client
+/// that does not read must not hold the task).
 async fn write_response(
     write: &mut (impl AsyncWriteExt + Unpin),
     response: &Response,

@@ -62,6 +62,8 @@ pub(crate) fn parse_url(url: &str) -> Result<HttpTarget, String> {
     })
 }
 
+/// `host`, `host:port`, `[v6]` or `[v6]:port` -> host and port (80 when
+/// absent).
 fn split_authority(authority: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let (host, after) = bracketed
@@ -106,6 +108,8 @@ pub(crate) fn parse_status_line(line: &str) -> Option<u16> {
     code.parse().ok()
 }
 
+/// One HTTP probe: `GET url` answered 2xx within `timeout` (connect, send
+/// and status line together). Only the status line is read.
 pub(crate) async fn probe_http(url: &str, timeout: Duration) -> Result<(), ProbeError> {
     let target = parse_url(url).map_err(|reason| ProbeError::Unsupported {
         target: url.to_string(),
@@ -179,6 +183,7 @@ async fn get_status(url: &str, target: &HttpTarget) -> Result<u16, ProbeError> {
     })
 }
 
+/// At most `max_chars` characters of `text`, for error messages.
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }

@@ -25,38 +25,72 @@ use crate::manifest::Probe;
 pub enum ProbeError {
     /// Nothing listens at the target (the connection was actively refused).
     #[error("{target}: connection refused")]
-    Refused { target: String },
+    Refused {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
+        target: String,
+    },
     /// Any other I/O failure, with the step that failed.
     #[error("{target}: {action} failed: {error}")]
     Io {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
         target: String,
+        /// The step: `connect`, `write`, `read`, `spawn`, ...
         action: &'static str,
+        /// The operating system's error.
         error: std::io::Error,
     },
     /// No complete answer within the probe timeout.
     #[error("{target}: no answer within {after:?}")]
-    Timeout { target: String, after: Duration },
+    Timeout {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
+        target: String,
+        /// The probe timeout that ran out.
+        after: Duration,
+    },
     /// An HTTP answer outside 2xx.
     #[error("{url}: HTTP status {status}")]
-    HttpStatus { url: String, status: u16 },
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status code answered.
+        status: u16,
+    },
     /// An exec probe that exited unsuccessfully (non-zero or killed by a signal).
     #[error("{target}: {status}")]
-    ExitStatus { target: String, status: ExitStatus },
+    ExitStatus {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
+        target: String,
+        /// How the command ended.
+        status: ExitStatus,
+    },
     /// The agent answered and said it is not healthy (legacy `degraded`,
     /// `error`, or `ready: false`).
     #[error("{target}: unhealthy (status {status:?}){}", colon_prefixed(.message))]
     Unhealthy {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
         target: String,
+        /// The status word the agent answered (`degraded`, `error`, ...).
         status: String,
+        /// The agent's own explanation; empty when it gave none.
         message: String,
     },
     /// The agent answered something the protocol does not allow.
     #[error("{target}: bad reply: {reason}")]
-    BadReply { target: String, reason: String },
+    BadReply {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
+        target: String,
+        /// What was wrong with the reply.
+        reason: String,
+    },
     /// The probe cannot be attempted as written (https, an empty command,
     /// a malformed URL).
     #[error("{target}: cannot probe: {reason}")]
-    Unsupported { target: String, reason: String },
+    Unsupported {
+        /// What was probed: `tcp 127.0.0.1:7200`, a URL, a command, `zmq tcp://...`.
+        target: String,
+        /// Why it cannot be attempted.
+        reason: String,
+    },
 }
 
 impl ProbeError {

@@ -5,6 +5,11 @@
 //! The formats are described in docs/legacy.md. Keys with no meaning here are
 //! kept under each agent's `extra`; top-level blocks we do not use
 //! (`resource_limits`, `hybrid_inference_policy`, ...) are left alone.
+//!
+//! Owns the knowledge of the legacy shapes (groups, `machine_profiles`,
+//! implicit health ports). Does not own validation (`validate.rs` checks the
+//! rewritten tree like any native file) nor writing native files
+//! (`convert.rs`).
 
 use super::problem::{Problem, ProblemKind};
 use super::yaml::{Node, Value};

@@ -1,7 +1,7 @@
 //! Manifests: YAML text -> [`yaml::Node`] tree (with line numbers, from
 //! `saphyr-parser` events) ->
 //! variables expanded -> legacy formats rewritten to the native shape ->
-//! [`raw::RawManifest`] (serde, unknown fields rejected) -> [`validate`] ->
+//! [`raw::RawManifest`] (serde, unknown fields rejected) -> `validate` ->
 //! [`Manifest`]. `convert.rs` writes any format out as a native manifest.
 //!
 //! Owns reading and validating; does not own cross-agent checks (duplicate
@@ -28,13 +28,22 @@ pub use vars::Variables;
 /// run on when the file says `FILE@HOST`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigArg {
+    /// The file, as given (relative to the current directory).
     pub path: PathBuf,
+    /// The `@HOST` suffix: the machine of this file's agents that set no
+    /// `host` (and, for legacy v3 files, the `machine_profiles` entry).
     pub host: Option<String>,
 }
 
 impl ConfigArg {
     /// `main.yaml` or `pc2.yaml@pc2`. An `@` followed by a path separator is
     /// part of the file name, not a host.
+    ///
+    /// ```
+    /// use supervisor::manifest::ConfigArg;
+    /// assert_eq!(ConfigArg::parse("pc2.yaml@pc2").host.as_deref(), Some("pc2"));
+    /// assert_eq!(ConfigArg::parse("runs/@old/main.yaml").host, None);
+    /// ```
     pub fn parse(text: &str) -> ConfigArg {
         match text.rsplit_once('@') {
             Some((path, host)) if !path.is_empty() && !host.is_empty() && !host.contains('/') => {
@@ -76,6 +85,7 @@ pub struct LoadOptions {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", problems.iter().map(|problem| problem.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ManifestError {
+    /// Every fatal problem, each with file and line; never empty.
     pub problems: Vec<Problem>,
 }
 
@@ -84,7 +94,9 @@ pub struct ManifestError {
 /// together with its own.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// Every agent of every file, validated.
     pub manifest: Manifest,
+    /// Problems found while reading; none of them stopped the load.
     pub problems: Vec<Problem>,
 }
 

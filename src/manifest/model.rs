@@ -14,8 +14,11 @@ use crate::transport::messages::Severity;
 /// Where something was written: a file and a 1-based line (and column).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Location {
+    /// The manifest file, as given on the command line (not canonicalised).
     pub file: PathBuf,
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column (not part of `Display`, which is `file:line`).
     pub column: usize,
 }
 
@@ -50,6 +53,7 @@ pub struct Manifest {
 /// An agent entry that is written but not read (see [`Manifest::hidden`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HiddenAgent {
+    /// The entry's name, as a dependency would spell it.
     pub name: String,
     /// Where it is, and why it is not read, for a suggestion: "in ... (file:line), ...".
     pub because: String,
@@ -58,6 +62,7 @@ pub struct HiddenAgent {
 /// Where `up` serves `/metrics` and `/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metrics {
+    /// The address to bind; port 0 means "pick a free port" (logged).
     pub listen: std::net::SocketAddr,
 }
 
@@ -68,6 +73,8 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// Warn when CPU use is above this percentage of one core.
     pub cpu_percent: Option<f64>,
+    /// How long memory may stay above the limit before the restart
+    /// (default 5s).
     pub grace: Duration,
 }
 
@@ -93,6 +100,7 @@ impl Manifest {
 /// One manifest file as read.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
+    /// The file as given on the command line (or found by `locate`).
     pub path: PathBuf,
     /// The format that was detected (`native`, `legacy:agent_groups`, ...).
     pub format: String,
@@ -105,6 +113,8 @@ pub struct SourceFile {
 /// One agent, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
+    /// Unique among the manifest's agents once `check` passed (letters,
+    /// digits, `_`, `-`, `.`); the key of the agent everywhere at runtime.
     pub name: String,
     /// `script_path` as written and where, when the agent has one; it runs
     /// as `command` `[interpreter, script, args...]` in `cwd`.
@@ -125,10 +135,16 @@ pub struct Agent {
     pub command: Vec<String>,
     /// Run `command[0]` through `sh -c` (only when the manifest says `shell: true`).
     pub shell: bool,
+    /// Working directory: `cwd:` joined to the manifest's directory, for a
+    /// legacy script the directory it was found from, else the manifest's
+    /// directory.
     pub cwd: Option<PathBuf>,
     /// Environment added to the supervisor's own, in order.
     pub env: BTreeMap<String, String>,
+    /// `port:`, the port the agent serves on.
     pub port: Option<u16>,
+    /// `health_check_port:`, or for a legacy agent `port + 1` when not
+    /// written.
     pub health_check_port: Option<u16>,
     /// Every port this agent uses on its host (service, health, `config:` ports,
     /// legacy implicit ones), with where each was written.
@@ -139,10 +155,15 @@ pub struct Agent {
     pub required: bool,
     /// `enabled: false` agents are planned and checked but never started.
     pub enabled: bool,
+    /// When the agent counts as ready (what its dependents wait for).
     pub readiness: Readiness,
+    /// The probe repeated while it is ready; `None` when not configured.
     pub liveness: Option<Liveness>,
+    /// When and how fast it is started again after an exit.
     pub restart: RestartPolicy,
+    /// Heartbeat deadlines (watched for SDK agents only).
     pub heartbeat: Heartbeat,
+    /// How it is stopped: signal, then SIGKILL after the grace.
     pub stop: StopPolicy,
     /// `None` when the manifest sets no `limits`.
     pub limits: Option<Limits>,
@@ -161,23 +182,28 @@ pub struct Agent {
 pub struct Script {
     /// As written; relative paths are relative to the agent's `cwd`.
     pub path: String,
+    /// Where `script_path` was written.
     pub location: Location,
 }
 
 /// A dependency edge as written, with its location for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependency {
+    /// The agent depended on, as written (it may not exist: `check` says so).
     pub name: String,
+    /// Where the name was written in `dependencies:`.
     pub location: Location,
 }
 
 /// How a port is used by an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortUse {
+    /// The port number (after variables and `PORT_OFFSET` arithmetic).
     pub port: u16,
     /// The field it came from: `port`, `health_check_port`, `config.zmq_port`,
     /// `health_check_port (implicit: port+1)`, `http health (implicit: health_check_port+1)`.
     pub field: String,
+    /// Written, or implied by the legacy conventions.
     pub kind: PortKind,
     /// Where the value was written (for implicit ports: where the agent starts).
     pub location: Location,
@@ -185,6 +211,7 @@ pub struct PortUse {
     pub span: Option<std::ops::Range<usize>>,
 }
 
+/// Why an agent uses a port; decides how sure a conflict is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PortKind {
     /// Written explicitly in the manifest.
@@ -200,19 +227,36 @@ pub enum PortKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     /// A TCP connect to `host:port` succeeds.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        /// The agent's address, or the host of `host:port`.
+        host: String,
+        /// The port to connect to.
+        port: u16,
+    },
     /// An HTTP GET answers 2xx.
-    Http { url: String },
+    Http {
+        /// An `http://` URL (no TLS).
+        url: String,
+    },
     /// The command exits 0 (argv, no shell).
-    Exec { command: Vec<String> },
+    Exec {
+        /// The program and its arguments, run in the agent's `cwd`.
+        command: Vec<String>,
+    },
     /// The legacy ZMQ health protocol: REQ `{"action": "health_check"}` to
     /// `tcp://host:port`, reply `status: ok` (see docs/legacy.md).
-    Zmq { host: String, port: u16 },
+    Zmq {
+        /// The agent's address, or the host of `host:port`.
+        host: String,
+        /// The agent's health port.
+        port: u16,
+    },
 }
 
 /// When an agent counts as ready.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
+    /// What is checked.
     pub check: ReadinessCheck,
     /// Give up (the agent failed to start) after this long.
     pub timeout: Duration,
@@ -222,10 +266,12 @@ pub struct Readiness {
     pub initial_delay: Duration,
 }
 
+/// What makes an agent ready.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadinessCheck {
     /// The agent reports READY through the SDK.
     Sdk,
+    /// A probe succeeds once (tried every `interval` until `timeout`).
     Probe(Probe),
     /// No probe: ready once it has been running for this long.
     StartPeriod(Duration),
@@ -234,34 +280,51 @@ pub enum ReadinessCheck {
 /// Probing a ready agent to find out whether it hung.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Liveness {
+    /// What is probed.
     pub probe: Probe,
+    /// Time between probes.
     pub interval: Duration,
+    /// How long one probe may take before it counts as failed.
     pub timeout: Duration,
     /// Consecutive failures that mean the agent is hung.
     pub failures: u32,
 }
 
+/// When an exited agent is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartMode {
+    /// After every exit.
     Always,
+    /// After an exit that is not a success (code outside `success_codes`,
+    /// or killed by a signal).
     OnFailure,
+    /// Never: a success ends in `Stopped`, a failure in `Failed`.
     Never,
 }
 
+/// Exponential delay before a restart: `initial × multiplier^n`, capped
+/// at `max` (the supervisor adds jitter).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
+    /// Delay before the first restart.
     pub initial: Duration,
+    /// The largest delay.
     pub max: Duration,
+    /// Growth per restart (1 to 100).
     pub multiplier: f64,
 }
 
+/// `restart:` of one agent, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartPolicy {
+    /// When to restart.
     pub mode: RestartMode,
+    /// How long to wait first.
     pub backoff: Backoff,
     /// More than this many restarts within `within` marks the agent failed;
     /// `None` means no limit.
     pub max_restarts: Option<u32>,
+    /// The sliding window `max_restarts` is counted in.
     pub within: Duration,
     /// The backoff starts over once the agent has stayed up this long.
     pub reset_after: Duration,
@@ -271,6 +334,7 @@ pub struct RestartPolicy {
     pub on_give_up: GiveUp,
 }
 
+/// What happens once an agent's restarts are exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GiveUp {
     /// Stop everything and exit 1 (for required agents).
@@ -280,17 +344,26 @@ pub enum GiveUp {
     KeepRunning,
 }
 
+/// Heartbeat deadlines of an SDK agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
+    /// The interval the agent is told to beat at
+    /// (`AGENT_HEARTBEAT_INTERVAL_MS`).
     pub interval: Duration,
+    /// Intervals without a heartbeat after which the agent counts as hung
+    /// and is killed and restarted.
     pub misses: u32,
+    /// How long `last_progress_ms` may stay unchanged before the same
+    /// happens; `None`: progress is not watched.
     pub progress_timeout: Option<Duration>,
 }
 
+/// How an agent is stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StopPolicy {
     /// Sent first; SIGKILL follows after `grace`.
     pub signal: nix::sys::signal::Signal,
+    /// Time between the signal and SIGKILL (skipped on a second Ctrl-C).
     pub grace: Duration,
 }
 
@@ -306,9 +379,13 @@ pub enum ErrorAction {
 /// `count` errors of `severity` or worse within `within` trigger `action`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorRate {
+    /// The least severe error that counts.
     pub severity: Severity,
+    /// Errors needed to trigger (at least 1).
     pub count: u32,
+    /// The sliding window they must fall in (longer than 0).
     pub within: Duration,
+    /// What happens when they do.
     pub action: ErrorAction,
 }
 
@@ -318,6 +395,7 @@ pub struct ErrorRate {
 pub struct ErrorPolicy {
     /// One error of exactly this severity triggers the action.
     pub on_severity: Vec<(Severity, ErrorAction)>,
+    /// The error-rate rule (`on_error.rate`), if any.
     pub rate: Option<ErrorRate>,
 }
 

@@ -66,11 +66,15 @@ enum AgentsSchema {
     Map(BTreeMap<String, RawAgent>),
 }
 
+/// What restarting one agent does to the others, as in Erlang/OTP.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawStrategy {
+    /// Restart only the agent that stopped (its dependents are warned).
     OneForOne,
+    /// Also restart the agents that depend on it, transitively.
     RestForOne,
+    /// Restart every agent.
     OneForAll,
 }
 
@@ -81,16 +85,26 @@ pub struct RawDefaults {
     /// Environment for every agent; an agent's own `env` wins per variable.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Working directory of agents without their own `cwd`, relative to the
+    /// manifest's directory.
     pub cwd: Option<String>,
     /// Program that runs `script_path` (default `python3`).
     pub interpreter: Option<String>,
+    /// Whether an agent that cannot become ready fails `up` (default true).
     pub required: Option<bool>,
+    /// Readiness check of agents without their own.
     pub readiness: Option<ReadinessField>,
+    /// Liveness probe of agents without their own.
     pub liveness: Option<RawLiveness>,
+    /// Restart policy of agents without their own.
     pub restart: Option<RestartField>,
+    /// Heartbeat deadlines of agents without their own.
     pub heartbeat: Option<RawHeartbeat>,
+    /// Stop signal and grace of agents without their own.
     pub stop: Option<RawStop>,
+    /// Resource limits of agents without their own.
     pub limits: Option<RawLimits>,
+    /// Error policy of agents without their own.
     pub on_error: Option<RawOnError>,
 }
 
@@ -100,6 +114,7 @@ pub struct RawDefaults {
 pub struct RawAgent {
     /// Unique name (letters, digits, `_`, `-`, `.`). Taken from the key in the mapping form.
     pub name: Option<String>,
+    /// Free text for readers of the manifest; the supervisor ignores it.
     pub description: Option<String>,
     /// A group name for operating several agents at once
     /// (`supervisor restart --group NAME`); legacy `agent_groups` set it.
@@ -111,18 +126,25 @@ pub struct RawAgent {
     pub shell: Option<bool>,
     /// A script run with `interpreter` (default `python3`), relative to `cwd`.
     pub script_path: Option<String>,
+    /// Program that runs `script_path` (default: `defaults.interpreter`,
+    /// else `python3`).
     pub interpreter: Option<String>,
     /// Extra arguments after `script_path`: a list, a string, or a mapping
     /// (`{k: v}` becomes `--k v`).
     pub args: Option<RawArgs>,
     /// Working directory, relative to the manifest's directory (default: that directory).
     pub cwd: Option<String>,
+    /// Environment added to the supervisor's own; wins over `defaults.env`
+    /// per variable.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// The machine this agent runs on. `localhost`, `127.0.0.1` and `0.0.0.0`
     /// mean the manifest's own machine (legacy files use them as bind addresses).
     pub host: Option<String>,
+    /// The port the agent serves on (checked for conflicts per host).
     pub port: Option<i64>,
+    /// The port of the agent's health endpoint (checked for conflicts; the
+    /// legacy ZMQ probe's port).
     pub health_check_port: Option<i64>,
     /// Agents that must be ready before this one starts.
     #[serde(alias = "depends_on")]
@@ -131,10 +153,19 @@ pub struct RawAgent {
     pub required: Option<bool>,
     /// `false`: checked and planned, never started (default true).
     pub enabled: Option<bool>,
+    /// `sdk`, `none`, or a probe: when the agent counts as ready (default:
+    /// still running after `start_period`, 1s).
     pub readiness: Option<ReadinessField>,
+    /// A probe repeated while the agent is ready; `failures` in a row
+    /// restart it (default: none).
     pub liveness: Option<RawLiveness>,
+    /// `always`, `on-failure`, `never`, or the full form (default `always`,
+    /// 100ms ×2 up to 30s, 5 restarts in 60s).
     pub restart: Option<RestartField>,
+    /// For SDK agents: how many missed heartbeats (and how long without
+    /// progress) make the agent hung (default 1s × 3).
     pub heartbeat: Option<RawHeartbeat>,
+    /// The stop signal and the grace before SIGKILL (default SIGTERM, 10s).
     pub stop: Option<RawStop>,
     /// `{memory_mb, cpu_percent, grace}`: resource limits of the agent's process tree.
     pub limits: Option<RawLimits>,
@@ -157,24 +188,34 @@ pub struct RawAgent {
 /// `"./db --port 7200"` or `["./db", "--port", "7200"]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawCommand {
+    /// One string, split like a shell would (quotes respected), unless
+    /// `shell: true` hands it to `sh -c` whole.
     Line(String),
+    /// The program and its arguments, used as they are.
     Argv(Vec<String>),
 }
 
 /// Arguments: a list, a string, or a mapping turned into `--key value` flags.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawArgs {
+    /// One string, split like a shell would.
     Line(String),
+    /// The arguments as they are.
     Argv(Vec<String>),
+    /// `{k: v}` pairs in file order, each becoming `--k v`.
     Flags(Vec<(String, String)>),
 }
 
+/// When an exited agent is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RawRestartMode {
+    /// After every exit, successful or not.
     Always,
+    /// After an exit whose code is not in `success_codes`, or by a signal.
     #[serde(alias = "on_failure")]
     OnFailure,
+    /// Never; the agent stays stopped (or failed) after it exits.
     Never,
 }
 
@@ -184,6 +225,7 @@ pub enum RawRestartMode {
 pub struct RawRestart {
     /// Default `always`.
     pub policy: Option<RawRestartMode>,
+    /// The delay before each restart (default 100ms, ×2, up to 30s).
     pub backoff: Option<RawBackoff>,
     /// More than this many restarts within `within` marks the agent failed (default 5).
     pub max_restarts: Option<u32>,
@@ -197,14 +239,19 @@ pub struct RawRestart {
     pub on_give_up: Option<RawGiveUp>,
 }
 
+/// What happens once an agent's restarts are exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RawGiveUp {
+    /// Stop every agent and exit 1.
     Shutdown,
+    /// Mark the agent failed and keep the others running.
     #[serde(alias = "keep_running")]
     KeepRunning,
 }
 
+/// Exponential delay between restarts: `initial`, then × `multiplier` per
+/// restart, never above `max`; starts over after `reset_after` of uptime.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackoff {
@@ -245,26 +292,34 @@ pub struct RawReadiness {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLiveness {
+    /// A TCP connect succeeds: a port, or `host:port`.
     pub tcp: Option<RawTarget>,
+    /// An HTTP GET of this `http://` URL answers 2xx.
     pub http: Option<String>,
+    /// The command (no shell) exits 0.
     pub exec: Option<RawCommand>,
+    /// The legacy ZMQ health protocol (docs/legacy.md): a port or `host:port`.
     pub zmq: Option<RawTarget>,
-    /// Default 5s.
+    /// Time between probes (default 5s).
     pub interval: Option<RawDuration>,
-    /// Per probe (default 1s).
+    /// How long one probe may take before it counts as failed (default 1s).
     pub timeout: Option<RawDuration>,
-    /// Default 3.
+    /// Failed probes in a row that restart the agent (default 3).
     pub failures: Option<u32>,
 }
 
+/// Heartbeat deadlines of an SDK agent: no heartbeat for `interval ×
+/// misses` while the process lives SIGKILLs its group and restarts it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeartbeat {
-    /// Default 1s.
+    /// The interval the agent is told to beat at (`AGENT_HEARTBEAT_INTERVAL_MS`;
+    /// default 1s).
     pub interval: Option<RawDuration>,
     /// Missed intervals before the agent counts as hung (default 3).
     pub misses: Option<u32>,
-    /// Restart when no progress is reported for this long.
+    /// Restart when `last_progress_ms` in the heartbeats stops changing for
+    /// this long (default: not watched).
     pub progress_timeout: Option<RawDuration>,
 }
 
@@ -272,11 +327,17 @@ pub struct RawHeartbeat {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOnError {
+    /// What one `debug` error does.
     pub debug: Option<RawErrorAction>,
+    /// What one `info` error does.
     pub info: Option<RawErrorAction>,
+    /// What one `warning` error does.
     pub warning: Option<RawErrorAction>,
+    /// What one `error` error does.
     pub error: Option<RawErrorAction>,
+    /// What one `critical` error does.
     pub critical: Option<RawErrorAction>,
+    /// What one `fatal` error does (e.g. `restart`).
     pub fatal: Option<RawErrorAction>,
     /// `count` errors of `severity` or worse within `within` -> `action`.
     pub rate: Option<RawErrorRate>,
@@ -288,22 +349,30 @@ pub struct RawOnError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawErrorAction {
+    /// SIGKILL the process group and restart under `restart` (cause `error`).
     Restart,
+    /// Mark the agent degraded in `status` until its next restart.
     Degraded,
+    /// Journal and log only.
     Ignore,
 }
 
+/// An error-rate rule: `count` errors of `severity` or worse within
+/// `within` trigger `action`.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawErrorRate {
     /// Errors of this severity or worse count (default `error`).
     pub severity: Option<crate::transport::messages::Severity>,
+    /// How many errors trigger the action (at least 1).
     pub count: u32,
+    /// The sliding window they must fall in (longer than 0).
     pub within: RawDuration,
     /// Default `restart`.
     pub action: Option<RawErrorAction>,
 }
 
+/// How an agent is stopped: `signal`, then SIGKILL after `grace`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStop {
@@ -316,7 +385,9 @@ pub struct RawStop {
 /// A port, or `host:port`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawTarget {
+    /// A port on the agent's address (range checked by `validate`).
     Port(i64),
+    /// `host:port`, as written.
     Address(String),
 }
 
@@ -324,7 +395,18 @@ pub enum RawTarget {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RawDuration(pub Duration);
 
-/// Parses `500ms`, `1.5s`, `2m`, `1h`, `30` (seconds).
+/// Parses `500ms`, `1.5s`, `2m`, `1h`, `30` (seconds); also `us`/`µs`,
+/// `sec`, `secs`, `min`, `mins`. `None` for any other unit, a negative or
+/// unreadable number.
+///
+/// ```
+/// use std::time::Duration;
+/// use supervisor::manifest::raw::parse_duration;
+/// assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+/// assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+/// assert_eq!(parse_duration("3 days"), None);
+/// ```
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text

@@ -5,6 +5,10 @@
 //! Gathers every problem rather than stopping at the first: read errors
 //! (exit 2) go into a [`ManifestError`], softer findings into
 //! [`Loaded::problems`].
+//!
+//! Owns every rule about a single agent's values and the defaults filled
+//! in. Does not own checks across agents (duplicates, dependencies,
+//! cycles, port conflicts: `crate::check`), nor the YAML reading (`yaml`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -80,6 +84,10 @@ pub fn unexpanded(config: &ConfigArg) -> Result<Unexpanded, ManifestError> {
     })
 }
 
+/// Reads, expands and validates every file in order (`crate::manifest::load`).
+/// A file that cannot be read does not stop the others: every fatal problem
+/// of every file is in the one [`ManifestError`]. The first file that sets
+/// `strategy` wins.
 pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, ManifestError> {
     let variables = variables(options)?;
     let mut errors = Vec::new();
@@ -107,6 +115,8 @@ pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, Mani
     Ok(loaded)
 }
 
+/// [`load`] of one file whose text is already in memory
+/// (`crate::manifest::load_str`).
 pub fn load_text(
     config: &ConfigArg,
     text: String,
@@ -126,6 +136,8 @@ pub fn load_text(
     Ok(loaded)
 }
 
+/// The variables values are expanded with: the environment (or the test
+/// map), overridden by `--env-file`. An unreadable env file is fatal.
 fn variables(options: &LoadOptions) -> Result<Variables, ManifestError> {
     Variables::new(options.environment.as_ref(), options.env_file.as_deref()).map_err(|message| {
         ManifestError {
@@ -137,6 +149,9 @@ fn variables(options: &LoadOptions) -> Result<Variables, ManifestError> {
     })
 }
 
+/// The file's text; a `syntax` problem naming the file when it cannot be
+/// read, is larger than `MAX_FILE_BYTES`, or is not UTF-8 (with the line
+/// of the first bad byte).
 fn read_file(path: &Path) -> Result<String, Box<Problem>> {
     let fail = |message: String| {
         let mut problem = Problem::error(ProblemKind::Syntax, message);
@@ -170,14 +185,20 @@ fn read_file(path: &Path) -> Result<String, Box<Problem>> {
 
 /// One file's context while its agents are built.
 struct FileContext<'a> {
+    /// The file as given.
     path: &'a Path,
+    /// Its directory: relative `cwd`s and scripts are resolved from here.
     dir: PathBuf,
+    /// The machine of agents that set no `host`.
     host: String,
+    /// Read from a legacy format: every agent is a legacy agent.
     legacy: bool,
+    /// The file's `defaults:`.
     defaults: RawDefaults,
 }
 
 impl FileContext<'_> {
+    /// Where `node` is in this file.
     fn location(&self, node: &Node) -> Location {
         Location {
             file: self.path.to_path_buf(),
@@ -656,6 +677,8 @@ fn invalid_variable_name(name: &str) -> Option<&'static str> {
     }
 }
 
+/// An agent name: 1 to 128 ASCII letters, digits, `_`, `-`, `.`, not
+/// starting with `.` (names become file names and variable names).
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -1171,10 +1194,12 @@ fn local_or(host: &str) -> String {
     }
 }
 
+/// The written duration, else `default`.
 fn duration(value: Option<RawDuration>, default: Duration) -> Duration {
     value.map(|value| value.0).unwrap_or(default)
 }
 
+/// `SIGTERM`, `TERM`, `term` or a number; `None` for anything else.
 fn parse_signal(text: &str) -> Option<Signal> {
     let text = text.trim();
     if let Ok(number) = text.parse::<i32>() {
@@ -1262,6 +1287,10 @@ fn probe(
     Some(Probe::Exec { command })
 }
 
+/// `readiness:` with defaults: `sdk`, the probe written, for a legacy
+/// agent its health-port probe (unless it writes `start_period`), else
+/// running for `start_period` (1s).
+/// Timeout 30s, interval 100ms, no initial delay.
 fn readiness(
     raw: Option<RawReadiness>,
     legacy_default: Option<Probe>,
@@ -1302,6 +1331,8 @@ fn readiness(
     }
 }
 
+/// `liveness:` with defaults (every 5s, 1s per probe, 3 failures); exactly
+/// one probe is required.
 fn liveness(
     raw: RawLiveness,
     address: &str,
@@ -1321,6 +1352,8 @@ fn liveness(
     })
 }
 
+/// `restart:` with defaults (`always`, 100ms ×2 up to 30s, 5 restarts in
+/// 60s, reset after 30s up, success code 0, shut down on give-up).
 fn restart(raw: RawRestart, invalid: &mut impl FnMut(&str, String)) -> RestartPolicy {
     let backoff = raw.backoff.unwrap_or_default();
     let backoff = Backoff {

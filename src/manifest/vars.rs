@@ -22,6 +22,8 @@ const BUILT_IN_DEFAULTS: &[(&str, &str)] = &[
 /// The values `${VAR}` can take.
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
+    /// Name -> value; the built-in defaults are not in it (see
+    /// [`Variables::get`]).
     values: HashMap<String, String>,
 }
 
@@ -71,6 +73,8 @@ impl Variables {
         }
     }
 
+    /// The value of `name`; `PORT_OFFSET` (`0`) and `PYTHONPATH` (empty)
+    /// have built-in defaults, as the legacy launchers had.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str).or_else(|| {
             BUILT_IN_DEFAULTS
@@ -94,6 +98,7 @@ pub enum Expanded {
 /// Why a scalar could not be expanded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpandError {
+    /// What is wrong, naming the variable or the expression.
     pub message: String,
     /// The variable that is unset (with no default); `None` for bad syntax
     /// or arithmetic.
@@ -112,8 +117,11 @@ impl From<String> for ExpandError {
 /// A scalar that could not be expanded, where it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
+    /// Why.
     pub error: ExpandError,
+    /// 1-based line of the scalar.
     pub line: usize,
+    /// 1-based column of the scalar.
     pub column: usize,
 }
 

@@ -15,6 +15,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::manifest::Manifest;
 
+/// Why a manifest has no complete plan.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// Each cycle is given in dependency order, first agent not repeated.
@@ -104,6 +105,8 @@ impl<'a> Graph<'a> {
         knots
     }
 
+    /// The [`Knot`] of one strongly connected component: members, its
+    /// elementary cycles and the fewest edges that break them all.
     fn knot(&self, mut component: Vec<NodeIndex>) -> Knot {
         component.sort_by_key(|node| self.graph[*node]);
         let position: HashMap<NodeIndex, usize> = component
@@ -171,6 +174,8 @@ pub struct Knot {
     pub cycles: Vec<Vec<String>>,
     /// How many elementary cycles were found (all of them if `counted_all`).
     pub count: usize,
+    /// False when counting stopped at a limit (1,000 cycles, or the search
+    /// step bound): `count` then reads "at least".
     pub counted_all: bool,
     /// The fewest dependency edges (`from` depends on `to`) whose removal
     /// leaves the knot without a cycle (exact for small knots, greedy for
@@ -181,8 +186,11 @@ pub struct Knot {
     pub breaks_all: bool,
 }
 
+/// What [`elementary_cycles`] found.
 struct FoundCycles {
+    /// Each cycle as vertex positions, starting at its smallest.
     cycles: Vec<Vec<usize>>,
+    /// False when a bound stopped the search early.
     complete: bool,
 }
 
@@ -335,6 +343,8 @@ fn least_strong_component(adjacency: &[Vec<usize>], from: usize) -> Option<(usiz
     best
 }
 
+/// Johnson's UNBLOCK, with a work list instead of recursion: unblocks
+/// `vertex` and, transitively, every vertex blocked because of it.
 fn unblock(vertex: usize, blocked: &mut [bool], blocked_by: &mut [Vec<usize>]) {
     let mut work = vec![vertex];
     while let Some(vertex) = work.pop() {
@@ -523,6 +533,8 @@ pub fn find_cycles(manifest: &Manifest) -> Vec<Vec<String>> {
 pub struct Planned {
     /// Levels of the agents outside the knots that do not wait on one.
     pub plan: Plan,
+    /// The dependency cycles, one knot per strongly connected part, sorted
+    /// by first member.
     pub knots: Vec<Knot>,
     /// Agents outside the knots that depend (transitively) on one, sorted.
     pub blocked: Vec<String>,

@@ -41,9 +41,12 @@ pub struct ConsoleSink {
     capacity: usize,
 }
 
+/// What waits for the console writer thread.
 #[derive(Default)]
 struct Queue {
+    /// Complete lines, in the order pushed.
     batches: VecDeque<Vec<u8>>,
+    /// Their total size, bounded by the sink's capacity.
     bytes: usize,
     /// Lines dropped since the last notice.
     dropped: u64,
@@ -60,7 +63,9 @@ static STDERR: OnceLock<&'static ConsoleSink> = OnceLock::new();
 /// Which stream a sink writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// Agent output lines.
     Stdout,
+    /// The supervisor's own lines.
     Stderr,
 }
 
@@ -118,6 +123,7 @@ pub fn drain(timeout: std::time::Duration) {
 }
 
 impl ConsoleSink {
+    /// An empty sink holding at most `capacity` bytes.
     fn new(capacity: usize) -> ConsoleSink {
         ConsoleSink {
             queue: Mutex::new(Queue::default()),

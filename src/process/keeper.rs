@@ -28,7 +28,11 @@ pub enum GroupChanged {
     /// How every agent process is found (sent once, first): the keeper
     /// also kills the processes that left their group (`super::tree`).
     Contained(super::tree::Containment),
+    /// A process group (its leader's pid) was spawned: kill it if the
+    /// supervisor dies.
     Started(u32),
+    /// That group was reaped by the spawner: forget it, so a later group
+    /// reusing the number is never killed.
     Reaped(u32),
 }
 
@@ -49,6 +53,8 @@ pub struct Keeper {
 pub struct KeeperLink(mpsc::Sender<GroupChanged>);
 
 impl KeeperLink {
+    /// Queues a change for the keeper; never blocks, never fails (a gone
+    /// keeper has nothing left to kill).
     pub fn send(&self, change: GroupChanged) {
         // If the writer is gone the keeper is gone too: nothing to tell.
         let _ = self.0.send(change);

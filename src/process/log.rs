@@ -160,6 +160,7 @@ pub fn parse_timestamp(line: &[u8]) -> Option<(SystemTime, &[u8])> {
     Some((time, &line[STAMP_LEN + 1..]))
 }
 
+/// Days of `month` (1-12) in `year`, Gregorian leap years.
 fn days_in_month(year: u64, month: u64) -> u64 {
     match month {
         2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
@@ -205,6 +206,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// ANSI colours for prefixes, chosen by a hash of the name.
 const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
+/// `name | ` padded to the console's width, coloured by a hash of the name
+/// (so an agent keeps its colour across runs) when colour is on.
 fn prefix(name: &str, console: &Console) -> String {
     let padded = format!("{name:<width$} | ", width = console.width);
     if console.color {
@@ -229,6 +232,8 @@ impl Tail {
     /// At most this many bytes of a line are kept.
     const MAX: usize = 300;
 
+    /// Remembers `line` (trimmed, at most [`Tail::MAX`] bytes) as the last
+    /// of its stream; blank lines are not last words.
     fn push(&mut self, stderr: bool, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
@@ -376,6 +381,8 @@ impl LineReader {
         })
     }
 
+    /// Hands every line completed by `bytes` to `write` (without its
+    /// newline) and keeps the unfinished rest for the next read.
     fn split(&mut self, mut bytes: &[u8], write: &mut impl FnMut(&[u8])) {
         while let Some(end) = bytes.iter().position(|byte| *byte == b'\n') {
             if self.partial.is_empty() {
@@ -394,6 +401,7 @@ impl LineReader {
         }
     }
 
+    /// At end of file: the unfinished last line counts as a line.
     fn finish(&mut self, write: &mut impl FnMut(&[u8])) {
         if !self.partial.is_empty() {
             write(&self.partial);

@@ -75,18 +75,25 @@ impl From<std::process::ExitStatus> for Termination {
 /// `SpawnFailed`, then (after `Spawned`) exactly one `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessEvent {
+    /// The process runs (its `exec` succeeded).
     Spawned {
+        /// Its process id, which is also its process group id.
         pid: u32,
     },
+    /// The process could not be started; nothing else follows.
     SpawnFailed {
+        /// Why, naming the agent and program (from [`SpawnError`]).
         error: String,
     },
     /// Just before `Exited`, when the process printed anything: its last
     /// line (of stderr, else of stdout).
     LastLine {
+        /// The line, without its newline.
         line: String,
     },
+    /// The process was reaped (and the rest of its group and tree killed).
     Exited {
+        /// Its exit code or signal.
         termination: Termination,
     },
 }
@@ -103,6 +110,7 @@ pub struct SpawnSpec {
     pub argv: Vec<String>,
     /// Run `argv[0]` through `sh -c`.
     pub shell: bool,
+    /// The working directory; `None` inherits the supervisor's.
     pub cwd: Option<PathBuf>,
     /// Added to the supervisor's own environment, in order.
     pub env: Vec<(String, String)>,
@@ -112,22 +120,35 @@ pub struct SpawnSpec {
     pub console: Option<Console>,
 }
 
+/// What can go wrong starting or signalling a process. An agent that
+/// starts and then fails is not an error here: that is a
+/// [`ProcessEvent::Exited`].
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    /// `fork`/`exec` failed (program not found, not executable, bad `cwd`).
     #[error("cannot start agent `{agent}` ({program}): {source}")]
     Start {
+        /// The agent's name.
         agent: String,
+        /// `argv[0]` as given.
         program: String,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// `killpg` failed; `ESRCH` (the group is gone) is not reported as one.
     #[error("cannot signal process group {pid} with {signal}: {source}")]
     Signal {
+        /// The process group (its leader's pid).
         pid: u32,
+        /// The signal that was to be sent.
         signal: Signal,
+        /// The error of `killpg`.
         source: nix::Error,
     },
+    /// The spawner's threads have ended (the spawner is shutting down).
     #[error("the spawner thread is gone")]
     SpawnerGone,
+    /// A spawner thread could not be created.
     #[error("cannot start the spawner thread: {0}")]
     Thread(std::io::Error),
 }
@@ -144,6 +165,7 @@ pub trait Spawner: Send + 'static {
 
 /// A request for the spawner thread.
 struct Request {
+    /// What to start.
     spec: SpawnSpec,
     /// Dropped unanswered (the thread is gone), it reports a spawn failure.
     report: RunReport,
@@ -178,6 +200,10 @@ struct ThreadContext {
 }
 
 impl ProcessSpawner {
+    /// Starts the spawner threads, without a keeper: if the supervisor is
+    /// SIGKILLed, only each child's PDEATHSIG stops it, and the rest of its
+    /// process group may outlive it. `up` uses
+    /// [`ProcessSpawner::start_with_keeper`].
     pub fn start() -> Result<ProcessSpawner, SpawnError> {
         ProcessSpawner::start_with_keeper(None)
     }
@@ -362,6 +388,7 @@ struct RunReport {
 }
 
 impl RunReport {
+    /// A report of a run that has not started.
     fn new(report: Reporter) -> RunReport {
         RunReport {
             report,
@@ -370,10 +397,13 @@ impl RunReport {
         }
     }
 
+    /// Sends the last event of the run (consumes the report, so nothing
+    /// can follow it).
     fn send(mut self, event: ProcessEvent) {
         self.send_ref(event);
     }
 
+    /// Sends an event and records how far the run got, for `Drop`.
     fn send_ref(&mut self, event: ProcessEvent) {
         match event {
             ProcessEvent::Spawned { .. } => self.spawned = true,
@@ -410,7 +440,9 @@ impl Drop for RunReport {
 struct GroupGuard {
     /// The group, once the child has a pid.
     pid: Option<u32>,
+    /// Told when the group is gone; `None` without a keeper.
     keeper: Option<keeper::KeeperLink>,
+    /// The agent's cgroup or marker, for the processes that left the group.
     tree: Option<tree::Tree>,
 }
 
@@ -428,6 +460,11 @@ impl Drop for GroupGuard {
     }
 }
 
+/// One run, from spawn to the last event: reports `Spawned`, pumps the
+/// output to the log and console while waiting for the exit, kills the
+/// group and tree (`guard`), then reports the last line and `Exited`. When
+/// `abandoned` fires (the spawner is going away with the child still
+/// running) the group is SIGKILLed instead of waited for.
 async fn supervise_child(
     mut child: tokio::process::Child,
     spec: SpawnSpec,

@@ -44,6 +44,8 @@ pub struct ResourceSample {
     /// Since the previous CPU reading, in percent of one core (0 on the
     /// first); `None` in samples that read memory only.
     pub cpu_percent: Option<f64>,
+    /// Resident memory of the whole tree, in bytes (shared pages counted
+    /// once per process).
     pub rss_bytes: u64,
 }
 
@@ -76,6 +78,7 @@ impl Default for TreeSampler {
 }
 
 impl TreeSampler {
+    /// A sampler with no history (the first CPU reading of each tree is 0).
     pub fn new() -> TreeSampler {
         use nix::unistd::{SysconfVar, sysconf};
         let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
@@ -185,15 +188,20 @@ impl TreeSampler {
     }
 }
 
+/// One process's figures from one sample.
 struct Reading {
     /// CPU seconds per second since the process's previous CPU reading (0
     /// at its first); `None` when only memory was read.
     cores: Option<f64>,
+    /// Resident memory in pages.
     rss_pages: u64,
 }
 
+/// What is read from `/proc/<pid>/stat`.
 struct Stat {
+    /// User plus system CPU time in clock ticks.
     ticks: u64,
+    /// Resident memory in pages.
     rss_pages: u64,
 }
 
@@ -215,6 +223,7 @@ fn read_proc<T>(
     }
 }
 
+/// `/proc/<pid>/<file>`.
 fn proc_path(pid: u32, file: &str) -> String {
     format!("/proc/{pid}/{file}")
 }

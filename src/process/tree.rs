@@ -41,14 +41,22 @@ pub const CONTAINMENT_VARIABLE: &str = "SUPERVISOR_CONTAINMENT";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Containment {
     /// One cgroup per agent under `base` (`.../supervisor-<pid>-<n>`).
-    Cgroup { base: PathBuf },
+    Cgroup {
+        /// The cgroup (v2) directory the agent cgroups are created in.
+        base: PathBuf,
+    },
     /// Processes carry `SUPERVISOR_AGENT_TAG=<run_id>/<agent>`.
-    Marker { run_id: String },
+    Marker {
+        /// Unique per supervisor run, so two supervisors never claim each
+        /// other's processes.
+        run_id: String,
+    },
 }
 
 /// Where one agent's processes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tree {
+    /// The agent's own cgroup directory.
     Cgroup(PathBuf),
     /// The full tag value, `<run-id>/<agent>`.
     Marker(String),
@@ -311,6 +319,7 @@ fn cgroup2_mount() -> std::io::Result<PathBuf> {
         .ok_or_else(|| std::io::Error::other("cgroup v2 is not mounted"))
 }
 
+/// The pids in the cgroup now (`cgroup.procs`); empty when it is gone.
 fn cgroup_members(path: &Path) -> Vec<u32> {
     std::fs::read_to_string(path.join("cgroup.procs"))
         .unwrap_or_default()
@@ -390,6 +399,7 @@ fn kill_marked(tag: &str, signal: Signal, prefix: bool) {
     }
 }
 
+/// Exited but not reaped (or already gone): nothing left to kill.
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

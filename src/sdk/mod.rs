@@ -69,17 +69,30 @@ pub enum SdkError {
         "`{variable}` is not set: this agent was not started by the supervisor \
          (run it with `supervisor up`, or use Agent::standalone / from_env_or_standalone)"
     )]
-    NotSupervised { variable: &'static str },
+    NotSupervised {
+        /// The first missing (or empty) variable, e.g. `SUPERVISOR_ENDPOINT`.
+        variable: &'static str,
+    },
     /// A variable is set but unusable.
     #[error("`{variable}`={value:?}: {reason}")]
     InvalidVariable {
+        /// The variable's name, e.g. `AGENT_HEARTBEAT_INTERVAL_MS`.
         variable: &'static str,
+        /// Its value as read, unchanged.
         value: String,
+        /// Why it was refused, in words.
         reason: String,
     },
     /// RESOLVE: the supervisor does not know this agent.
     #[error("the supervisor knows no agent `{name}`")]
-    NotFound { name: String },
+    NotFound {
+        /// The agent name that was asked for.
+        name: String,
+    },
+    /// The connection failed: the endpoint could not be reached, the
+    /// supervisor did not answer within [`AgentSettings::call_timeout`], or it
+    /// rejected the message (bad token, unknown agent, "busy" past the
+    /// timeout). See [`TransportError`] for the cases.
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
@@ -88,17 +101,34 @@ pub enum SdkError {
 /// the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSettings {
+    /// This agent's name as the manifest spells it (`AGENT_NAME`); the
+    /// supervisor rejects messages under a name it did not start.
     pub name: String,
+    /// The supervisor's agent endpoint (`SUPERVISOR_ENDPOINT`), a ZeroMQ
+    /// address such as `ipc:///run/sv/agents.sock` or `tcp://127.0.0.1:5555`.
     pub endpoint: String,
+    /// The per-agent secret (`AGENT_TOKEN`) sent with every message; a new
+    /// one is issued on each start, so a stale process cannot speak for a
+    /// restarted agent.
     pub token: String,
+    /// Time between heartbeats (`AGENT_HEARTBEAT_INTERVAL_MS`, default 1 s,
+    /// never zero). The supervisor's `heartbeat.timeout` should be a few
+    /// intervals long.
     pub heartbeat_interval: Duration,
-    /// How long READY and RESOLVE wait for the supervisor.
+    /// How long READY and RESOLVE wait for the supervisor (5 s from
+    /// [`AgentSettings::from_env`]).
     pub call_timeout: Duration,
 }
 
 impl AgentSettings {
     /// Reads `SUPERVISOR_ENDPOINT`, `AGENT_NAME`, `AGENT_TOKEN` and
     /// `AGENT_HEARTBEAT_INTERVAL_MS`.
+    ///
+    /// # Errors
+    ///
+    /// [`SdkError::NotSupervised`] if one of the first three is unset or
+    /// empty; [`SdkError::InvalidVariable`] if the heartbeat interval is not
+    /// a whole number of milliseconds of at least 1. Does not connect.
     ///
     /// ```
     /// match supervisor::sdk::AgentSettings::from_env() {
@@ -150,6 +180,7 @@ impl AgentSettings {
 /// Where another agent is, as [`Agent::resolve`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
+    /// The agent that was asked for.
     pub name: String,
     /// Where to connect; `None` if it has no endpoint.
     pub endpoint: Option<String>,
@@ -166,14 +197,19 @@ pub struct Resolved {
 /// Dropping the agent stops the thread after flushing queued messages.
 #[derive(Debug)]
 pub struct Agent {
+    /// This agent's name (`AGENT_NAME`).
     name: String,
     /// `None` in standalone mode.
     link: Option<Link>,
+    /// The process-wide signal SIGTERM/SIGINT set.
     shutdown: ShutdownSignal,
+    /// Client sockets for talking to other agents ([`Agent::pool`]).
     pool: SocketPool,
+    /// How long READY and RESOLVE wait for the supervisor.
     call_timeout: Duration,
 }
 
+/// The supervised half of an [`Agent`]: the link thread and its handle.
 #[derive(Debug)]
 struct Link {
     /// Talks to the link thread; dropping the agent stops it.
@@ -310,6 +346,9 @@ impl Agent {
         self.report_ready(Some(endpoint))
     }
 
+    /// READY (with `endpoint`, if any), retried every
+    /// `READY_RETRY_PAUSE` while the supervisor answers `busy`, until the
+    /// call timeout.
     fn report_ready(&self, endpoint: Option<&str>) -> Result<(), SdkError> {
         let Some(link) = &self.link else {
             tracing::info!(agent = %self.name, ?endpoint, "standalone: ready");
@@ -332,6 +371,7 @@ impl Agent {
         }
     }
 
+    /// The READY message (envelope filled in by the link thread).
     fn ready_message(&self, endpoint: Option<&str>) -> AgentMessage {
         let mut message = AgentMessage::new(MessageKind::Ready, &self.name, "", 0);
         message.endpoint = endpoint.map(str::to_string);
@@ -402,6 +442,7 @@ impl Agent {
         resolved(name, reply)
     }
 
+    /// The RESOLVE message for `name`.
     fn resolve_message(&self, name: &str) -> AgentMessage {
         let mut message = AgentMessage::new(MessageKind::Resolve, &self.name, "", 0);
         message.name = Some(name.to_string());
@@ -542,7 +583,9 @@ fn resolve_from_env(name: &str) -> Result<Resolved, SdkError> {
 #[derive(Debug)]
 #[must_use = "an error report is sent only by .send()"]
 pub struct ErrorReport<'agent> {
+    /// Sends it, or logs it when standalone.
     agent: &'agent Agent,
+    /// The report as built so far.
     fields: ErrorFields,
 }
 

@@ -179,6 +179,9 @@ pub fn process_signal() -> ShutdownSignal {
         .clone()
 }
 
+/// Installs the SIGTERM/SIGINT handler and the watcher thread that turns
+/// the handler's pipe byte into `signal.request()`. Called once per
+/// process.
 fn install(signal: ShutdownSignal) -> std::io::Result<()> {
     let (writer, mut reader) = UnixStream::pair()?;
     writer.set_nonblocking(true)?;

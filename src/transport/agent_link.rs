@@ -39,15 +39,21 @@ pub struct LinkSettings {
 /// Counters of the link, for the agent's own diagnostics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// Heartbeats handed to the socket (not necessarily received yet).
     pub heartbeats_sent: u64,
     /// Heartbeats not sent because the socket's queue was full.
     pub heartbeats_skipped: u64,
+    /// Other messages (HELLO, READY, ERROR, RESOLVE) handed to the socket.
     pub messages_sent: u64,
+    /// Other messages that could not be sent within the send timeout;
+    /// each is also logged as a warning.
     pub send_failures: u64,
     /// Rejections nobody was waiting for (e.g. of heartbeats).
     pub rejections: u64,
 }
 
+/// The live counters behind [`LinkStats`]: written by the link thread,
+/// read by any handle.
 #[derive(Debug, Default)]
 struct Counters {
     heartbeats_sent: AtomicU64,
@@ -57,6 +63,8 @@ struct Counters {
     rejections: AtomicU64,
 }
 
+/// What a handle asks of the link thread (over a std channel, followed by
+/// a byte on the wake pipe so the thread's `poll` returns).
 enum Command {
     /// Send `message` (envelope filled in by the thread); the reply, if one
     /// is expected, goes to `reply`.
@@ -64,7 +72,9 @@ enum Command {
         message: Box<AgentMessage>,
         reply: Option<ReplyTo>,
     },
+    /// Attach this payload to every following heartbeat.
     SetPayload(HeartbeatPayload),
+    /// Leave the loop; queued commands before it are sent first.
     Stop,
 }
 
@@ -79,6 +89,7 @@ enum ReplyTo {
 }
 
 impl ReplyTo {
+    /// Hands `reply` to the waiting caller, if it still waits.
     fn deliver(self, reply: Reply) {
         // The caller may have given up already; then nobody wants the reply.
         match self {
@@ -98,8 +109,11 @@ impl ReplyTo {
 pub struct AgentLinkHandle {
     /// Received by the link thread; fails once it has stopped.
     commands: std_mpsc::Sender<Command>,
+    /// Wakes the link thread's poll after a command.
     waker: Waker,
+    /// Shared with the link thread, read by `stats`.
     counters: Arc<Counters>,
+    /// The agent's name, for the errors built from rejections.
     agent: String,
 }
 
@@ -166,6 +180,7 @@ impl AgentLinkHandle {
         let _ = self.command(Command::SetPayload(payload));
     }
 
+    /// A snapshot of the counters; cheap, callable from any thread.
     pub fn stats(&self) -> LinkStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         LinkStats {
@@ -183,6 +198,8 @@ impl AgentLinkHandle {
         let _ = self.command(Command::Stop);
     }
 
+    /// Queues `command` and wakes the thread; fails only when the thread
+    /// has ended.
     fn command(&self, command: Command) -> Result<(), TransportError> {
         self.commands
             .send(command)
@@ -194,13 +211,19 @@ impl AgentLinkHandle {
 
 /// The link thread's state.
 pub struct AgentLink {
+    /// Who this agent is and where the supervisor listens.
     settings: LinkSettings,
+    /// The socket to the supervisor's endpoint; owned by this thread alone.
     dealer: zmq::Socket,
     /// Senders live in [`AgentLinkHandle`]s; when all are gone the thread stops.
     commands: std_mpsc::Receiver<Command>,
+    /// Polled beside the DEALER; readable when a command was queued.
     wake_receiver: WakeReceiver,
+    /// Shared with every handle, which reads them.
     counters: Arc<Counters>,
+    /// Sent with every heartbeat from now on (`Agent::progress`).
     payload: Option<HeartbeatPayload>,
+    /// The `seq` of the next message; replies are matched by it.
     next_seq: u64,
     /// seq -> who waits for the reply, and since when.
     pending: HashMap<u64, (ReplyTo, Instant)>,
@@ -258,6 +281,11 @@ impl AgentLink {
         Ok((handle, thread))
     }
 
+    /// The link thread's body: HELLO, then one `zmq::poll` over the DEALER
+    /// and the wake pipe whose timeout is the next heartbeat (aligned to
+    /// the wall clock, see [`until_next_beat`]). Returns on `Stop`, when
+    /// every handle is gone, or when poll fails; the socket's linger then
+    /// flushes what is queued.
     fn run(mut self) {
         let mut hello = self.envelope(MessageKind::Hello);
         hello.pid = Some(std::process::id());
@@ -306,6 +334,9 @@ impl AgentLink {
         }
     }
 
+    /// Carries out every queued command in order, numbering messages and
+    /// remembering who waits for which reply. False when the thread should
+    /// end (`Stop`, or every handle dropped).
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
@@ -324,10 +355,14 @@ impl AgentLink {
         }
     }
 
+    /// A message of `kind` from this agent, with its token.
     fn envelope(&self, kind: MessageKind) -> AgentMessage {
         AgentMessage::new(kind, &self.settings.agent, &self.settings.token, 0)
     }
 
+    /// Sends one heartbeat with the latest payload, without waiting (a late
+    /// heartbeat is worthless), and forgets callers that waited too long
+    /// for a reply.
     fn heartbeat(&mut self) {
         let mut message = self.envelope(MessageKind::Heartbeat);
         message.seq = self.next_seq;
@@ -347,6 +382,9 @@ impl AgentLink {
             .retain(|_, (_, since)| now.saturating_duration_since(*since) < PENDING_LIMIT);
     }
 
+    /// Sends a non-heartbeat message, waiting up to the send timeout: READY
+    /// and errors must not be dropped silently (a failure is counted and
+    /// logged).
     fn send(&mut self, mut message: AgentMessage, seq: u64) {
         message.v = super::messages::PROTOCOL_VERSION;
         message.agent.clone_from(&self.settings.agent);
@@ -363,6 +401,9 @@ impl AgentLink {
         }
     }
 
+    /// Reads every reply available now and hands each to the caller waiting
+    /// for its `seq`; a rejection nobody waits for (a heartbeat's) is
+    /// counted and logged.
     fn receive_replies(&mut self) {
         while let Ok(mut frames) = self.dealer.recv_multipart(zmq::DONTWAIT) {
             let body = frames.pop().unwrap_or_default();
@@ -385,6 +426,7 @@ impl AgentLink {
     }
 }
 
+/// Adds one to a counter.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }

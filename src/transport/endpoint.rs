@@ -79,31 +79,59 @@ impl EndpointConfig {
 #[derive(Debug)]
 pub enum EndpointEvent {
     /// The agent said HELLO (it connected, or reconnected after a restart).
-    Connected { agent: String, pid: Option<u32> },
+    Connected {
+        /// The authenticated agent name.
+        agent: String,
+        /// The process id the agent reported (it may be a child of the
+        /// spawned process, e.g. under a wrapper script).
+        pid: Option<u32>,
+    },
     /// The agent said READY.
-    ReportedReady { agent: String },
+    ReportedReady {
+        /// The authenticated agent name.
+        agent: String,
+    },
     /// The agent's READY named where it serves (sent just before its
     /// `ReportedReady`); RESOLVE should answer this endpoint from now on.
-    Advertised { agent: String, endpoint: String },
+    Advertised {
+        /// The authenticated agent name.
+        agent: String,
+        /// The address it gave, as given (e.g. `tcp://127.0.0.1:41234`).
+        endpoint: String,
+    },
     /// A heartbeat, with its payload if it carried one.
     HeartbeatReceived {
+        /// The authenticated agent name.
         agent: String,
+        /// The agent's sequence number (grows by one per heartbeat).
         seq: u64,
+        /// The progress payload, if the heartbeat carried one.
         payload: Option<HeartbeatPayload>,
+        /// When the endpoint thread read it (not when it is handled), so
+        /// a busy loop does not make the agent look late.
         received_at: Instant,
     },
     /// A structured error, already handed to the error bus.
-    ErrorReported { record: ErrorRecord },
+    ErrorReported {
+        /// The record as journaled (timestamp filled in, context redacted).
+        record: ErrorRecord,
+    },
     /// The agent asks where `name` is; answer through `reply` (dropping it
     /// answers "not found").
     ResolveRequested {
+        /// The authenticated agent asking.
         agent: String,
+        /// The agent it asks about (not checked to exist).
         name: String,
+        /// Answers the asking agent; consumed by [`ResolveReply::answer`].
         reply: ResolveReply,
     },
     /// A message was refused. `agent` is the claimed name, if one could be read.
     Rejected {
+        /// The name the message claimed; `None` when the frame could not
+        /// be read that far.
         agent: Option<String>,
+        /// Why it was refused.
         reason: RejectReason,
     },
 }
@@ -111,13 +139,18 @@ pub enum EndpointEvent {
 /// Why a message was refused (each has its own counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
+    /// The name is not registered: never started, or its process exited.
     UnknownAgent,
+    /// The token is not the agent's current one.
     BadToken,
+    /// Not a valid message (see [`AgentMessage::decode`]).
     Malformed,
+    /// Over [`MAX_MESSAGE_BYTES`].
     Oversized,
 }
 
 impl RejectReason {
+    /// The reason as the `rejected` reply spells it.
     fn as_str(self) -> &'static str {
         match self {
             RejectReason::UnknownAgent => "unknown agent",
@@ -133,6 +166,8 @@ impl RejectReason {
 pub struct Resolution {
     /// Where to connect; `None` when the agent has no endpoint.
     pub endpoint: Option<String>,
+    /// The agent's state on the wire ([`AgentState::Unknown`] for no such
+    /// agent).
     pub state: AgentState,
 }
 
@@ -150,14 +185,20 @@ impl Resolution {
 /// [`EndpointEvent::ResolveRequested`]; answering (or dropping) it queues the
 /// reply on the endpoint thread, so the agent is never left waiting.
 pub struct ResolveReply {
+    /// The ROUTER identity of the asking agent's connection.
     identity: Vec<u8>,
+    /// Its message had the empty delimiter (a REQ peer), so the reply must.
     delimited: bool,
+    /// The request's `seq`, echoed.
     seq: u64,
+    /// The agent asked about, echoed.
     name: String,
     /// Received by the endpoint thread; if it has stopped, the answer is lost
     /// (the agent's request times out).
     commands: std_mpsc::Sender<Command>,
+    /// Wakes the endpoint thread's poll once the reply is queued.
     waker: Waker,
+    /// Set by `send`; otherwise `Drop` answers "not found".
     answered: bool,
 }
 
@@ -177,6 +218,8 @@ impl ResolveReply {
         self.send(resolution);
     }
 
+    /// Queues the reply on the endpoint thread (the socket's owner) and
+    /// marks it answered, so `Drop` does not answer a second time.
     fn send(&mut self, resolution: Resolution) {
         self.answered = true;
         let found = resolution.endpoint.is_some() || resolution.state != AgentState::Unknown;
@@ -226,13 +269,24 @@ enum Command {
 pub struct EndpointStats {
     /// Messages read from the socket, good or bad.
     pub received: u64,
+    /// Authenticated HEARTBEAT messages.
     pub heartbeats: u64,
+    /// Authenticated READY messages.
     pub readies: u64,
+    /// Authenticated ERROR messages.
     pub errors: u64,
+    /// Authenticated RESOLVE messages.
     pub resolves: u64,
+    /// Messages under a name that is not registered (never started, or
+    /// its process has exited).
     pub rejected_unknown_agent: u64,
+    /// Messages whose token is not the agent's current one (e.g. from an
+    /// older process of a restarted agent).
     pub rejected_bad_token: u64,
+    /// Frames [`AgentMessage::decode`]
+    /// refused.
     pub rejected_malformed: u64,
+    /// Frames over [`MAX_MESSAGE_BYTES`].
     pub rejected_oversized: u64,
     /// Events not delivered because the channel was full or closed.
     pub events_dropped: u64,
@@ -242,6 +296,9 @@ pub struct EndpointStats {
     pub replies_failed: u64,
 }
 
+/// The live counters behind [`EndpointStats`]: written by the endpoint
+/// thread only, read by any [`EndpointHandle`] (relaxed: each is exact, a
+/// snapshot is not taken at one instant).
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
@@ -258,11 +315,13 @@ struct Counters {
     replies_failed: AtomicU64,
 }
 
+/// Adds one to a counter.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Counters {
+    /// The current values as plain numbers.
     fn snapshot(&self) -> EndpointStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         EndpointStats {
@@ -337,8 +396,11 @@ impl EndpointHandle {
 
 /// The endpoint thread's state.
 pub struct AgentEndpoint {
+    /// The socket agents connect to; owned by this thread alone.
     router: zmq::Socket,
+    /// The address really bound (the port filled in for `tcp://...:*`).
     endpoint: String,
+    /// Frames larger than this are refused as oversized.
     max_message_bytes: usize,
     /// Agent name -> token bytes.
     tokens: HashMap<String, Vec<u8>>,
@@ -352,8 +414,11 @@ pub struct AgentEndpoint {
     commands: std_mpsc::Receiver<Command>,
     /// Kept to hand to [`ResolveReply`]s.
     command_sender: std_mpsc::Sender<Command>,
+    /// Cloned into [`ResolveReply`]s, which wake the thread to send.
     waker: Waker,
+    /// Polled beside the ROUTER; readable when a command was queued.
     wake_receiver: WakeReceiver,
+    /// Shared with every [`EndpointHandle`], which reads them.
     counters: Arc<Counters>,
     /// Set when a Stop was applied in the middle of a batch.
     stopping: bool,
@@ -426,6 +491,12 @@ impl AgentEndpoint {
         Ok((handle, thread))
     }
 
+    /// The endpoint thread's body: one `zmq::poll` over the ROUTER and the
+    /// wake pipe, without a timeout (nothing here is timed); commands are
+    /// drained before every message so a registration change applies to
+    /// the messages sent after it. Messages are read in batches of
+    /// `BATCH`, and the heartbeats of a batch are delivered together.
+    /// Returns on `Stop`, when every handle is gone, or when poll fails.
     fn run(mut self) {
         tracing::debug!(endpoint = %self.endpoint, "agent endpoint listening");
         loop {
@@ -509,6 +580,11 @@ impl AgentEndpoint {
         }
     }
 
+    /// One message as read from the ROUTER: checks the frame layout
+    /// (`identity, [empty,] body`; both DEALER and REQ peers are served),
+    /// the size, the JSON and then the agent's name and token. Anything
+    /// refused is answered with `rejected` and counted, and a
+    /// [`EndpointEvent::Rejected`] is emitted; the rest goes to `dispatch`.
     fn handle(&mut self, mut frames: Vec<Vec<u8>>) {
         bump(&self.counters.received);
         // [identity, (empty delimiter), body]
@@ -587,6 +663,12 @@ impl AgentEndpoint {
         self.dispatch(identity.clone(), delimited, message);
     }
 
+    /// An authenticated message: counts it, turns it into its
+    /// [`EndpointEvent`] and answers it. READY, HELLO and RESOLVE need the
+    /// event channel to have room (else they are answered `busy`, and the
+    /// agent retries). Heartbeats and errors are never refused: when the
+    /// channel is full their event is dropped and counted (an error is on
+    /// the error bus and in the journal all the same).
     fn dispatch(&mut self, identity: Vec<u8>, delimited: bool, message: AgentMessage) {
         let seq = message.seq;
         match message.kind {
@@ -711,6 +793,8 @@ impl AgentEndpoint {
         }
     }
 
+    /// Reports a refused message to the supervisor, if the channel has room
+    /// (a flood of bad messages must not block the endpoint).
     fn emit_rejection(&mut self, agent: Option<String>, reason: RejectReason) {
         self.flush_heartbeats();
         if self
@@ -722,6 +806,9 @@ impl AgentEndpoint {
         }
     }
 
+    /// Sends `reply` to the peer `identity`, with the empty delimiter when
+    /// its message had one (REQ peers need it). Never blocks: a peer that
+    /// is gone or not reading loses the reply (counted).
     fn send(&self, identity: &[u8], delimited: bool, reply: &Reply) {
         let body = reply.encode();
         let result = if delimited {

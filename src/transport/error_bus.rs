@@ -58,7 +58,10 @@ pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
+    /// Records per second refilled into the bucket (default 100).
     pub per_second: f64,
+    /// Bucket size: records accepted at once after a quiet spell
+    /// (default 1000).
     pub burst: f64,
 }
 
@@ -74,14 +77,18 @@ impl Default for RateLimit {
 /// One agent's bucket and what it has suppressed since the last summary.
 #[derive(Debug)]
 struct Bucket {
+    /// Records it may still accept now, at most `burst`.
     tokens: f64,
+    /// When `tokens` was last topped up.
     refilled: Instant,
+    /// Records refused since the last summary.
     suppressed: u64,
     /// When the first record of the current summary window was suppressed.
     since: Option<Instant>,
 }
 
 impl Bucket {
+    /// A full bucket.
     fn new(limit: &RateLimit, now: Instant) -> Bucket {
         Bucket {
             tokens: limit.burst,
@@ -162,8 +169,9 @@ pub struct ErrorBusStats {
     pub written: u64,
     /// Records sent on the PUB socket.
     pub published: u64,
-    /// Legacy messages accepted / refused as unreadable.
+    /// Legacy `ERROR:` messages read and normalised into a record.
     pub legacy_accepted: u64,
+    /// Legacy messages refused as unreadable (none of the four shapes).
     pub legacy_rejected: u64,
     /// Times a producer had to wait for room in the channel.
     pub backpressure_waits: u64,
@@ -171,9 +179,13 @@ pub struct ErrorBusStats {
     pub lost: u64,
     /// Records over an agent's rate limit (counted, not journaled).
     pub suppressed: u64,
+    /// Records not in the journal: unserialisable, or the append failed
+    /// (disk full, file removed); logged once per failing spell.
     pub write_failures: u64,
 }
 
+/// The live counters behind [`ErrorBusStats`]: written by the bus thread
+/// and producers, read by any handle.
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
@@ -187,6 +199,7 @@ struct Counters {
     write_failures: AtomicU64,
 }
 
+/// Adds one to a counter.
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -194,11 +207,15 @@ fn bump(counter: &AtomicU64) {
 /// Per agent, per severity counts.
 pub type ErrorCounts = BTreeMap<String, BTreeMap<Severity, u64>>;
 
+/// What producers and handles ask of the bus thread, in order.
 enum Command {
+    /// Rate-limit, journal, log and publish this record.
     Record(Box<ErrorRecord>),
     /// Replies once everything queued before it is written and flushed.
     Flush(std_mpsc::Sender<()>),
+    /// Replies with the per-agent, per-severity counts so far.
     Counts(std_mpsc::Sender<ErrorCounts>),
+    /// Write what is queued, summarise, flush, and end the thread.
     Stop,
 }
 
@@ -208,7 +225,10 @@ pub struct ErrorSink {
     /// Received by the bus thread; once it has stopped, records are counted
     /// as lost.
     commands: std_mpsc::SyncSender<Command>,
+    /// Wakes the bus thread's poll after a send.
     waker: Waker,
+    /// Shared with the bus thread (`backpressure_waits`, `lost` are
+    /// counted here).
     counters: Arc<Counters>,
 }
 
@@ -238,8 +258,11 @@ impl ErrorSink {
 /// A cloneable way to reach the error bus thread.
 #[derive(Debug, Clone)]
 pub struct ErrorBusHandle {
+    /// The handle's own way in, also handed out by `sink()`.
     sink: ErrorSink,
+    /// The PUB address really bound, if publishing is on.
     publish_endpoint: Option<String>,
+    /// The legacy SUB address really bound, if legacy intake is on.
     legacy_endpoint: Option<String>,
 }
 
@@ -259,6 +282,8 @@ impl ErrorBusHandle {
         self.legacy_endpoint.as_deref()
     }
 
+    /// A snapshot of the counters (relaxed reads: each is exact, the set
+    /// is not taken at one instant).
     pub fn stats(&self) -> ErrorBusStats {
         let counters = &self.sink.counters;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -310,19 +335,31 @@ pub struct ErrorBus {
     /// Whole lines not yet appended to the journal, and how many records
     /// they are (counted `written` or `write_failures` when flushed).
     pending: Vec<u8>,
+    /// How many records `pending` holds.
     pending_records: u64,
     /// The last append failed (its error was logged; the next success is).
     journal_failing: bool,
+    /// PUB: every accepted record with topic `<severity>.<agent>`; `None`
+    /// when publishing is off.
     publisher: Option<zmq::Socket>,
+    /// The bound SUB that legacy agents' PUB sockets connect to; `None`
+    /// when legacy intake is off.
     legacy: Option<zmq::Socket>,
     /// Senders live in [`ErrorSink`]s and [`ErrorBusHandle`]s; when every one
     /// is dropped the thread stops.
     commands: std_mpsc::Receiver<Command>,
+    /// Polled beside the legacy socket; readable when a command was queued.
     wake_receiver: WakeReceiver,
+    /// Shared with sinks and handles.
     counters: Arc<Counters>,
+    /// Records by agent and severity since the start
+    /// ([`ErrorBusHandle::counts`]).
     counts: ErrorCounts,
+    /// Reused buffer for one record's JSON line.
     line: Vec<u8>,
+    /// Every agent's rate limit.
     limit: RateLimit,
+    /// Each agent's token bucket (legacy senders share one).
     buckets: BTreeMap<String, Bucket>,
 }
 
@@ -413,6 +450,10 @@ impl ErrorBus {
         ))
     }
 
+    /// The bus thread's body: one `zmq::poll` over the wake pipe and the
+    /// legacy SUB socket, with the next suppression summary as its timeout.
+    /// The journal is appended once per round (batched lines), and once
+    /// more with every pending summary on the way out.
     fn run(mut self) {
         loop {
             let (legacy_readable, wake_readable) = {
@@ -526,6 +567,8 @@ impl ErrorBus {
         }
     }
 
+    /// Reads up to 1,024 legacy messages (then lets commands have a turn),
+    /// normalising each into a record; unreadable ones are counted.
     fn drain_legacy(&mut self) {
         for _ in 0..1024 {
             let Some(legacy) = &self.legacy else { return };
@@ -549,6 +592,9 @@ impl ErrorBus {
         }
     }
 
+    /// Counts a record and passes it through its agent's rate limit
+    /// (legacy senders share one bucket; the supervisor's own records are
+    /// never limited).
     fn accept(&mut self, record: ErrorRecord) {
         bump(&self.counters.received);
         *self
@@ -610,6 +656,9 @@ impl ErrorBus {
         }
     }
 
+    /// Appends the lines gathered this round to `errors.jsonl` in one
+    /// write (rotating first when it would grow past its limit). A failure
+    /// is counted per record and logged once until writing works again.
     fn flush_journal(&mut self) {
         if self.pending.is_empty() {
             return;

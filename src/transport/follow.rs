@@ -12,7 +12,9 @@ use super::{TransportError, context, millis_i32};
 
 /// A connected error bus subscriber.
 pub struct ErrorFollower {
+    /// SUB connected to the bus's PUB, subscribed to the chosen prefix.
     socket: zmq::Socket,
+    /// Where it is connected, for errors.
     endpoint: String,
 }
 

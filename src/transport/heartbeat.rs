@@ -17,23 +17,37 @@ pub enum HeartbeatVerdict {
     Alive,
     /// No heartbeat for `silent_for`, which is at least `interval × misses`;
     /// `missed` whole intervals have passed without one.
-    HeartbeatsMissed { missed: u32, silent_for: Duration },
+    HeartbeatsMissed {
+        /// Whole intervals without a heartbeat (at least `misses`).
+        missed: u32,
+        /// Time since the last heartbeat (or since the tracker started).
+        silent_for: Duration,
+    },
     /// Still beating, but `last_progress_ms` has not changed for `stalled_for`
     /// (at least the progress timeout).
-    ProgressStalled { stalled_for: Duration },
+    ProgressStalled {
+        /// Time since `last_progress_ms` last changed.
+        stalled_for: Duration,
+    },
 }
 
 /// Heartbeat bookkeeping of one agent instance. A restarted agent gets a new
 /// tracker, so silence of a dead instance never counts against its successor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatTracker {
+    /// The interval the agent was told to beat at.
     interval: Duration,
+    /// Intervals of silence that make it hung.
     misses: u32,
+    /// How long progress may stall; `None`: not watched.
     progress_timeout: Option<Duration>,
+    /// The last heartbeat (the tracker's start before the first).
     last_beat: Instant,
+    /// When `progress_marker` last changed (the start before that).
     last_progress: Instant,
     /// The last `last_progress_ms` seen; progress means it changed.
     progress_marker: Option<u64>,
+    /// Heartbeats seen.
     beats: u64,
 }
 

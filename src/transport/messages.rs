@@ -24,10 +24,19 @@ pub const MAX_NAME_BYTES: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
+    /// First message after connecting: announces `pid` and `sdk`; answered
+    /// by `welcome`.
     Hello,
+    /// The agent is ready (for `readiness: sdk`), optionally with the
+    /// `endpoint` it serves; answered by `ack`.
     Ready,
+    /// The agent is alive, optionally with a progress `payload`; answered
+    /// only when `ack` is true.
     Heartbeat,
+    /// An error report in `error`; journaled, published on the error bus
+    /// and handed to the agent's `on_error` policy.
     Error,
+    /// Where is agent `name`, and in which state? Answered by `resolved`.
     Resolve,
 }
 
@@ -38,9 +47,14 @@ pub enum MessageKind {
 pub struct AgentMessage {
     /// Must be [`PROTOCOL_VERSION`].
     pub v: u32,
+    /// What the message is (the JSON key is `"type"`).
     #[serde(rename = "type")]
     pub kind: MessageKind,
+    /// The sender's agent name (1 to [`MAX_NAME_BYTES`] bytes); must be an
+    /// agent the supervisor started.
     pub agent: String,
+    /// The sender's current `AGENT_TOKEN`; a message with another token is
+    /// rejected (`bad token`).
     pub token: String,
     /// Chosen by the agent, echoed in the reply (0 when the agent does not care).
     #[serde(default)]
@@ -69,6 +83,7 @@ pub struct AgentMessage {
     pub endpoint: Option<String>,
 }
 
+/// For `skip_serializing_if`: `ack` is left out when false.
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -92,12 +107,30 @@ impl AgentMessage {
         }
     }
 
-    /// The JSON frame.
+    /// The JSON frame. Nothing is checked: [`AgentMessage::decode`] is
+    /// where limits are enforced.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a message of strings and numbers always serialises")
     }
 
     /// Parses and checks one JSON frame: version, names, required fields.
+    ///
+    /// # Errors
+    ///
+    /// A one-line reason (sent back to the agent as `malformed message:
+    /// <reason>`) when the frame is not JSON of this shape, `v` is not
+    /// [`PROTOCOL_VERSION`], `agent` is empty or longer than
+    /// [`MAX_NAME_BYTES`], an ERROR has no `error` object or a RESOLVE no
+    /// valid `name`. The size limit [`MAX_MESSAGE_BYTES`] is checked by the
+    /// endpoint before this is called.
+    ///
+    /// ```
+    /// use supervisor::transport::messages::{AgentMessage, MessageKind};
+    /// let frame = br#"{"v":1,"type":"heartbeat","agent":"api","token":"t"}"#;
+    /// let message = AgentMessage::decode(frame).unwrap();
+    /// assert_eq!(message.kind, MessageKind::Heartbeat);
+    /// assert!(AgentMessage::decode(br#"{"v":2,"type":"hello","agent":"api","token":"t"}"#).is_err());
+    /// ```
     pub fn decode(frame: &[u8]) -> Result<AgentMessage, String> {
         let message: AgentMessage =
             serde_json::from_slice(frame).map_err(|error| format!("invalid JSON: {error}"))?;
@@ -146,8 +179,14 @@ pub struct HeartbeatPayload {
     pub custom: Map<String, Value>,
 }
 
-/// How bad an error is, from least to most severe: the one severity type of
-/// the crate (error bus messages, `on_error` policies, manifest problems).
+/// How bad an error is, from least to most severe (the derived order is
+/// that order, so `severity >= Severity::Error` means "error or worse"):
+/// the one severity type of the crate (error bus messages, `on_error`
+/// policies, manifest problems, where only `Error` and `Warning` occur).
+///
+/// The supervisor itself only logs and journals a severity; what it does
+/// beyond that (restart, mark degraded) is the agent's `on_error` policy in
+/// the manifest.
 #[derive(
     Debug,
     Clone,
@@ -163,11 +202,18 @@ pub struct HeartbeatPayload {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Diagnostic detail; logged at debug level.
     Debug,
+    /// Worth knowing, nothing is wrong.
     Info,
+    /// Something is off but the agent carries on as normal.
     Warning,
+    /// An operation failed; the agent carries on.
     Error,
+    /// The agent can barely do its job (e.g. a dependency is gone).
     Critical,
+    /// The agent cannot continue; typically mapped to `restart` by
+    /// `on_error: {fatal: restart}`.
     Fatal,
 }
 
@@ -196,6 +242,13 @@ impl Severity {
 
     /// Lenient parsing for legacy senders: case-insensitive, common aliases;
     /// `None` when unrecognised.
+    ///
+    /// ```
+    /// use supervisor::transport::Severity;
+    /// assert_eq!(Severity::parse_lenient(" WARN "), Some(Severity::Warning));
+    /// assert_eq!(Severity::parse_lenient("high"), Some(Severity::Error));
+    /// assert_eq!(Severity::parse_lenient("bad"), None);
+    /// ```
     pub fn parse_lenient(text: &str) -> Option<Severity> {
         match text.trim().to_ascii_lowercase().as_str() {
             "debug" | "trace" => Some(Severity::Debug),
@@ -218,17 +271,23 @@ impl std::fmt::Display for Severity {
 /// The `error` object of an ERROR message (the agent and token are in the envelope).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorFields {
+    /// How bad it is; chooses the `on_error` action and the bus topic.
     pub severity: Severity,
+    /// The human-readable text, one line preferred.
     pub message: String,
     /// A short machine-readable category, e.g. `timeout`, `database`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
+    /// Free-form key/value detail (host, attempt, request id ...); secrets
+    /// are redacted by the supervisor before it is written or published.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub context: Map<String, Value>,
     /// RFC 3339 UTC time the error happened; the supervisor's receive time
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// Ties this error to a request or job that crosses agents, so
+    /// `supervisor errors` can group them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
 }
@@ -250,15 +309,24 @@ pub enum ErrorSource {
 pub struct ErrorRecord {
     /// RFC 3339 UTC, millisecond precision.
     pub timestamp: String,
+    /// The agent that reported it (for [`ErrorSource::Legacy`], the name
+    /// the legacy sender claims; it is not authenticated).
     pub agent: String,
+    /// How bad it is; the first part of [`ErrorRecord::topic`].
     pub severity: Severity,
+    /// A short machine-readable category; empty when the sender gave none.
     #[serde(default)]
     pub kind: String,
+    /// The human-readable text.
     pub message: String,
+    /// Free-form detail, after redaction; legacy fields without a home of
+    /// their own end up here.
     #[serde(default)]
     pub context: Map<String, Value>,
+    /// See [`ErrorFields::correlation_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Which door it came in by; only [`ErrorSource::Sdk`] is authenticated.
     pub source: ErrorSource,
 }
 
@@ -284,16 +352,27 @@ impl ErrorRecord {
     }
 }
 
-/// An agent's state as RESOLVE reports it.
+/// An agent's state as RESOLVE reports it: the wire form of the
+/// supervisor's own states (`supervisor status` shows the same words).
+/// Unknown words decode to [`AgentState::Unknown`], so an older SDK keeps
+/// working against a newer supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentState {
+    /// Not started: waiting for its dependencies to be ready (also said of
+    /// an agent blocked by a dependency that failed for good).
     Pending,
+    /// Its process runs but readiness has not been confirmed.
     Starting,
+    /// Ready: its readiness check passed; safe to connect to.
     Ready,
+    /// Exited; waiting out the restart backoff before the next start.
     BackingOff,
+    /// Asked to stop; waiting for the process to exit within its grace.
     Stopping,
+    /// Exited for good without fault, or stopped by shutdown or an operator.
     Stopped,
+    /// Cannot be started, or its restarts are exhausted.
     Failed,
     /// Not known to the supervisor, or a state this SDK does not know yet.
     #[serde(other)]
@@ -317,12 +396,16 @@ pub enum ReplyKind {
 /// A message from the supervisor to an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
+    /// The protocol version, always [`PROTOCOL_VERSION`] from this
+    /// supervisor.
     pub v: u32,
+    /// What the reply answers (the JSON key is `"type"`).
     #[serde(rename = "type")]
     pub kind: ReplyKind,
     /// The `seq` of the message answered (0 when it could not be read).
     #[serde(default)]
     pub seq: u64,
+    /// `rejected`: why, e.g. `bad token`, `unknown agent`, `busy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// RESOLVE: the name asked for.
@@ -362,10 +445,14 @@ impl Reply {
         }
     }
 
+    /// The JSON frame sent to the agent.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a reply of strings and numbers always serialises")
     }
 
+    /// Parses a reply frame (agent side). Lenient: unknown fields are
+    /// ignored and the version is not checked, so a newer supervisor's
+    /// replies still read. Fails only when the frame is not a reply's JSON.
     pub fn decode(frame: &[u8]) -> Result<Reply, String> {
         serde_json::from_slice(frame).map_err(|error| format!("invalid reply: {error}"))
     }
@@ -476,6 +563,8 @@ pub fn parse_legacy_error(frames: &[Vec<u8>]) -> Result<ErrorRecord, String> {
     }
 }
 
+/// Removes and returns the first of `keys` present and not null, as text
+/// (a number or object becomes its JSON); later aliases stay in `object`.
 fn take_string(object: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
     for key in keys {
         match object.remove(*key) {
@@ -487,6 +576,9 @@ fn take_string(object: &mut Map<String, Value>, keys: &[&str]) -> Option<String>
     None
 }
 
+/// One legacy JSON error object as a record: each field read from its
+/// known aliases (and from `error_data` where `error_publisher.py` nests
+/// them), everything left over kept in `context`.
 fn normalise_legacy_object(mut object: Map<String, Value>) -> ErrorRecord {
     // error_publisher.py nests the details under `error_data`.
     let mut nested = match object.remove("error_data") {

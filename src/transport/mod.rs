@@ -53,41 +53,72 @@ pub enum TransportError {
     /// A libzmq call failed.
     #[error("{action} on {endpoint}: {source}")]
     Zmq {
+        /// What was attempted: `bind`, `connect`, `send`, ...
         action: &'static str,
+        /// The ZeroMQ address the socket was bound or connected to.
         endpoint: String,
+        /// libzmq's own message; [`ZmqError::would_block`] tells a timeout
+        /// or full queue apart from a broken socket.
         #[source]
         source: ZmqError,
     },
     /// No reply (or no send) within the timeout, after every attempt.
     #[error("{endpoint}: no reply after {attempts} attempt(s) of {timeout_ms} ms")]
     Timeout {
+        /// The address that did not answer.
         endpoint: String,
+        /// How many requests were sent (each on a fresh socket) before
+        /// giving up.
         attempts: u32,
+        /// The wait per attempt, in milliseconds.
         timeout_ms: u64,
     },
     /// Every socket the pool may hold is in use.
     #[error("socket pool exhausted for {endpoint} ({in_use} in use)")]
-    PoolExhausted { endpoint: String, in_use: usize },
+    PoolExhausted {
+        /// The address whose sockets are all checked out.
+        endpoint: String,
+        /// Sockets checked out for it now (the pool's per-endpoint limit).
+        in_use: usize,
+    },
     /// A message could not be encoded or decoded.
     #[error("malformed message from {origin}: {reason}")]
-    Malformed { origin: String, reason: String },
+    Malformed {
+        /// Who sent it: an agent name, an endpoint or a file.
+        origin: String,
+        /// What was wrong (the JSON error, a missing frame, ...).
+        reason: String,
+    },
     /// The supervisor refused a message of this agent.
     #[error("supervisor rejected a message of agent `{agent}`: {reason}")]
-    Rejected { agent: String, reason: String },
+    Rejected {
+        /// The agent the message was sent as.
+        agent: String,
+        /// The supervisor's reason: `unknown agent`, `bad token`,
+        /// `malformed message: ...`, or `busy` (which READY retries).
+        reason: String,
+    },
     /// A file of the run directory (e.g. `errors.jsonl`).
     #[error("{path}: {source}")]
     File {
+        /// The file that could not be opened or written.
         path: std::path::PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// The thread that owns the socket has ended.
     #[error("the {what} thread has stopped")]
-    Stopped { what: &'static str },
+    Stopped {
+        /// Which thread, e.g. `agent link`.
+        what: &'static str,
+    },
     /// Other I/O (threads, pipes).
     #[error("{what}: {source}")]
     Io {
+        /// What was being done, e.g. `spawn the agent link thread`.
         what: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -126,6 +157,8 @@ impl From<zmq::Error> for ZmqError {
 }
 
 impl TransportError {
+    /// A libzmq failure of `action` on `endpoint`, keeping the `zmq` type
+    /// out of the public error.
     pub(crate) fn zmq(action: &'static str, endpoint: &str, error: zmq::Error) -> TransportError {
         TransportError::Zmq {
             action,
@@ -144,6 +177,7 @@ pub(crate) fn context() -> zmq::Context {
 
 /// libzmq's draft options (`zmq_draft.h`), built in by `vendor/zmq-sys`.
 const ZMQ_IN_BATCH_SIZE: std::os::raw::c_int = 101;
+/// See [`ZMQ_IN_BATCH_SIZE`].
 const ZMQ_OUT_BATCH_SIZE: std::os::raw::c_int = 102;
 
 /// Gives each connection of `socket` a 2 KiB read and a 1 KiB write buffer
@@ -197,7 +231,9 @@ pub(crate) fn secrets_equal(expected: &[u8], given: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-/// A fresh random agent token: 32 hex characters from the OS random source.
+/// A fresh random agent token: 32 hex characters (128 bits) from
+/// `/dev/urandom`; if that cannot be read, from per-process random hash keys
+/// mixed with the time. The endpoint compares tokens in constant time.
 pub fn generate_token() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];

@@ -110,18 +110,26 @@ pub struct PoolStats {
 
 type Key = (SocketKind, String);
 
+/// A socket waiting in the pool.
 struct IdleSocket {
+    /// Connected, with no request outstanding.
     socket: zmq::Socket,
     /// Its RCVTIMEO in milliseconds, so a receive sets it only when it changes.
     receive_timeout_ms: i32,
+    /// When it was returned; it expires `idle_timeout` later.
     since: Instant,
 }
 
+/// The pool's bookkeeping, behind its one mutex.
 #[derive(Default)]
 struct Slots {
+    /// Sockets to hand out, most recently returned last.
     idle: HashMap<Key, Vec<IdleSocket>>,
+    /// Open sockets (idle or checked out) per key, against `max_per_key`.
     live_per_key: HashMap<Key, usize>,
+    /// Open sockets overall, against `max_total`.
     live_total: usize,
+    /// Checked out now.
     in_use: usize,
     /// Threads blocked in `checkout` waiting for a slot: `freed` is
     /// signalled only when there are any (a notify is a syscall).
@@ -139,11 +147,15 @@ struct Counters {
     expired: AtomicU64,
 }
 
+/// What every clone of a [`SocketPool`] shares.
 struct Shared {
+    /// Limits and socket options, fixed at creation.
     config: PoolConfig,
+    /// Held only to take or return a socket, never while one is used.
     slots: Mutex<Slots>,
     /// Signalled whenever a socket is returned or closed.
     freed: Condvar,
+    /// Behind [`SocketPool::stats`].
     counters: Counters,
 }
 
@@ -246,6 +258,16 @@ impl SocketPool {
     /// A socket of `kind` connected to `endpoint`: an idle one if any, else a
     /// new one, waiting up to the checkout timeout for a free slot. The guard
     /// returns it on drop (or discards it when broken).
+    ///
+    /// Connecting is asynchronous in ZeroMQ: a checkout succeeds whether or
+    /// not anything listens at `endpoint`; the first send or receive is
+    /// where an absent peer shows (as a timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::PoolExhausted`] when no slot frees up within
+    /// [`PoolConfig::checkout_timeout`]; [`TransportError::Zmq`] when the
+    /// socket cannot be created or `endpoint` is not a valid address.
     pub fn checkout(
         &self,
         kind: SocketKind,
@@ -321,6 +343,24 @@ impl SocketPool {
     /// wait `timeout` for the reply; on timeout discard that socket, pause
     /// (doubling from `retry_backoff`, at most 1 s) and try again on a new
     /// one, `retries` more times. A socket that answered goes back to the pool.
+    ///
+    /// Blocks the calling thread for up to `(retries + 1) × timeout` plus
+    /// the pauses. The request may be delivered more than once (each retry
+    /// sends it again), so it should be safe to repeat.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Timeout`] after the last attempt; any checkout
+    /// error at once (see [`SocketPool::checkout`]).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let pool = supervisor::sdk::SocketPool::new();
+    /// match pool.request("tcp://127.0.0.1:7200", b"ping", Duration::from_millis(200), 3) {
+    ///     Ok(reply) => println!("{}", String::from_utf8_lossy(&reply)),
+    ///     Err(error) => eprintln!("no answer: {error}"),
+    /// }
+    /// ```
     pub fn request(
         &self,
         endpoint: &str,
@@ -572,10 +612,13 @@ impl std::fmt::Debug for PooledSocket {
 }
 
 impl PooledSocket {
+    /// The ZeroMQ pattern this socket was created with.
     pub fn kind(&self) -> SocketKind {
         self.kind
     }
 
+    /// The address it is connected to, as given to the pool (the pool's
+    /// key: sockets are reused only for the same kind and endpoint).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

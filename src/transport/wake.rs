@@ -27,7 +27,9 @@ pub(crate) struct Waker {
 /// The receiving side, owned by the poll loop.
 #[derive(Debug)]
 pub(crate) struct WakeReceiver {
+    /// Polled for readability; drained by `clear`.
     stream: UnixStream,
+    /// Shared with the wakers: reset by `clear`, so the next wake writes.
     pending: Arc<AtomicBool>,
 }
 

@@ -20,6 +20,7 @@ const MAX_NODES: usize = 2_000_000;
 /// A YAML value with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// What was written (aliases already expanded).
     pub value: Value,
     /// 1-based line of the value's first character.
     pub line: usize,
@@ -31,14 +32,19 @@ pub struct Node {
     pub span: Range<usize>,
 }
 
+/// The three YAML shapes. Tags are not kept: manifests do not use them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// A scalar as written. `plain` scalars get their type from their text
     /// (`7200` is a number, `true` a boolean, `~` null); quoted ones are strings.
     Scalar {
+        /// The scalar's value after YAML unescaping and folding.
         text: String,
+        /// Written in plain style (no quotes, no `|`/`>` block), so its
+        /// text decides its type.
         plain: bool,
     },
+    /// Items in the order written.
     Sequence(Vec<Node>),
     /// Entries in the order written (duplicates removed: the last one wins).
     Mapping(Vec<(Node, Node)>),
@@ -47,8 +53,11 @@ pub enum Value {
 /// A key written twice in the same mapping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DuplicateKey {
+    /// The key's text.
     pub key: String,
+    /// 1-based line of the later occurrence (the one that is used).
     pub line: usize,
+    /// 1-based column of the later occurrence.
     pub column: usize,
     /// Line of the earlier occurrence.
     pub first_line: usize,
@@ -60,8 +69,11 @@ pub struct DuplicateKey {
 /// A parse or deserialization error, with the position of the value at fault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
+    /// What is wrong, without the position.
     pub message: String,
+    /// 1-based line of the value at fault.
     pub line: usize,
+    /// 1-based column of the value at fault.
     pub column: usize,
     /// Dotted path of the value (`agents.db.port`), empty at the top.
     pub path: String,
@@ -71,6 +83,7 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error located at `node`, whose dotted path is `path`.
     fn new(message: impl Into<String>, node: &Node, path: &str) -> Error {
         Error {
             message: message.into(),
@@ -81,6 +94,10 @@ impl Error {
         }
     }
 
+    /// Gives an error raised by serde (which knows no positions) the
+    /// position of `node`, unless a deeper node already did: errors bubble
+    /// up through every enclosing node, and the innermost one is the value
+    /// at fault.
     fn locate(mut self, node: &Node, path: &str) -> Error {
         if !self.located {
             self.line = node.line;
@@ -105,6 +122,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl de::Error for Error {
+    /// An error not located yet; `Error::locate` fills the position in.
     fn custom<T: fmt::Display>(message: T) -> Self {
         Error {
             message: message.to_string(),
@@ -115,6 +133,8 @@ impl de::Error for Error {
         }
     }
 
+    /// "unknown field", with the closest known field as a suggestion, or
+    /// the list of known fields when none is close.
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         let mut message = format!("unknown field `{field}`");
         if let Some(close) = did_you_mean(field, expected) {
@@ -126,7 +146,14 @@ impl de::Error for Error {
     }
 }
 
-/// The closest candidate to `word`, if it is close enough to be a likely typo.
+/// The closest candidate to `word`, if it is close enough to be a likely
+/// typo (Jaro-Winkler similarity above 0.8).
+///
+/// ```
+/// use supervisor::manifest::yaml::did_you_mean;
+/// assert_eq!(did_you_mean("dependecies", &["dependencies", "depends_on"]), Some("dependencies"));
+/// assert_eq!(did_you_mean("xyz", &["dependencies"]), None);
+/// ```
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
@@ -137,6 +164,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 }
 
 impl Node {
+    /// A node at a known position.
     fn new(value: Value, line: usize, column: usize, span: Range<usize>) -> Node {
         Node {
             value,
@@ -182,6 +210,7 @@ impl Node {
         matches!(&self.value, Value::Scalar { text, plain: true } if is_null_text(text))
     }
 
+    /// The entries when this is a mapping, else `None`.
     pub fn as_mapping(&self) -> Option<&[(Node, Node)]> {
         match &self.value {
             Value::Mapping(entries) => Some(entries),
@@ -189,6 +218,7 @@ impl Node {
         }
     }
 
+    /// The items when this is a sequence, else `None`.
     pub fn as_sequence(&self) -> Option<&[Node]> {
         match &self.value {
             Value::Sequence(items) => Some(items),
@@ -249,6 +279,7 @@ impl Node {
     }
 }
 
+/// The plain-scalar spellings of null (YAML 1.2 core schema).
 fn is_null_text(text: &str) -> bool {
     matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
@@ -256,13 +287,20 @@ fn is_null_text(text: &str) -> bool {
 /// The type a plain scalar has under the YAML 1.2 core schema (plus the
 /// YAML 1.1 `yes`/`no`/`on`/`off` booleans that PyYAML-written legacy files use).
 enum Plain {
+    /// `~`, `null`, empty.
     Null,
+    /// `true`/`false` and the YAML 1.1 spellings.
     Bool(bool),
+    /// Decimal, `0x` hex or `0o` octal, with an optional sign.
     Int(i64),
+    /// Anything else starting like a number that parses as one.
     Float(f64),
+    /// Everything else: a string.
     Str,
 }
 
+/// The type of a plain scalar from its text (quoted scalars are strings
+/// without asking).
 fn resolve_plain(text: &str) -> Plain {
     if is_null_text(text) {
         return Plain::Null;
@@ -289,6 +327,8 @@ fn resolve_plain(text: &str) -> Plain {
     Plain::Str
 }
 
+/// A YAML 1.2 integer: decimal, `0x` hex or `0o` octal, optional sign;
+/// `None` for anything else or out of `i64` range.
 fn parse_int(text: &str) -> Option<i64> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -386,16 +426,24 @@ pub fn parse(text: &str) -> Result<(Node, Vec<DuplicateKey>), Error> {
     Ok(builder.finish(root))
 }
 
+/// Turns the parser's event stream into a [`Node`] tree.
 #[derive(Default)]
 struct Builder {
+    /// The collections opened and not yet closed, innermost last.
     stack: Vec<Open>,
+    /// Finished anchored nodes by anchor id, for aliases to copy.
     anchors: Vec<(usize, Node)>,
+    /// Keys written twice, reported as problems (the last one is kept).
     duplicates: Vec<DuplicateKey>,
+    /// Nodes so far, aliases expanded: bounded by `MAX_NODES`.
     nodes: usize,
 }
 
+/// A collection being built.
 struct Open {
+    /// The sequence or mapping, with the items read so far.
     node: Node,
+    /// Its anchor id (0: none), recorded when it closes.
     anchor: usize,
     /// For mappings: the key read, waiting for its value.
     pending_key: Option<Node>,
@@ -619,6 +667,7 @@ enum Path<'p> {
 }
 
 impl Path<'_> {
+    /// The dotted form: `agents.db.port`, `agents[2].command`.
     fn render(&self) -> String {
         match self {
             Path::Root => String::new(),
@@ -631,16 +680,23 @@ impl Path<'_> {
     }
 }
 
+/// serde's view of one node: deserializes the `Raw*` types straight from
+/// the tree, so every error knows the node's line and dotted path.
 struct NodeDeserializer<'a, 'p> {
+    /// The node being read.
     node: &'a Node,
+    /// How it was reached from the root, for error messages.
     path: Path<'p>,
 }
 
 impl<'a, 'p> NodeDeserializer<'a, 'p> {
+    /// An error at this node.
     fn error(&self, message: impl Into<String>) -> Error {
         Error::new(message, self.node, &self.path.render())
     }
 
+    /// The scalar's text and whether it is plain; an error for a
+    /// collection.
     fn scalar(&self) -> Result<(&'a str, bool), Error> {
         match &self.node.value {
             Value::Scalar { text, plain } => Ok((text, *plain)),
@@ -651,6 +707,7 @@ impl<'a, 'p> NodeDeserializer<'a, 'p> {
         }
     }
 
+    /// The scalar as an integer (quoted or not: `"7200"` is a port too).
     fn integer(&self) -> Result<i64, Error> {
         let (text, _) = self.scalar()?;
         parse_int(text.trim())
@@ -844,6 +901,7 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for NodeDeserializer<'a, '_> {
     }
 }
 
+/// serde's access to a sequence's items, each with its `[index]` path.
 struct Sequence<'p, 'a> {
     parent: &'p NodeDeserializer<'a, 'p>,
     items: std::iter::Enumerate<std::slice::Iter<'a, Node>>,
@@ -866,6 +924,7 @@ impl<'de, 'a: 'de> SeqAccess<'de> for Sequence<'_, 'a> {
     }
 }
 
+/// serde's access to a mapping's entries, each value with its `.key` path.
 struct Mapping<'p, 'a> {
     parent: &'p NodeDeserializer<'a, 'p>,
     entries: std::slice::Iter<'a, (Node, Node)>,
