@@ -1,6 +1,6 @@
 //! The supervisor's side of the agent fabric: starts the agent endpoint and
 //! the error bus ([`Fabric`], owned by `up`), registers a fresh token for
-//! every run of every agent ([`Registrar`], owned by the run loop), and runs
+//! every run of every agent (`Registrar`, owned by the run loop), and runs
 //! the bridge task that turns authenticated [`EndpointEvent`]s into loop
 //! [`Event`]s and answers RESOLVE requests.
 //!

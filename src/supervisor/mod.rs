@@ -1,4 +1,4 @@
-//! The runtime owner of agent state: one task runs [`Supervisor::run`], a
+//! The runtime owner of agent state: one task runs `Supervisor::run`, a
 //! single `select!` over its inbox (process and probe events), commands from
 //! [`SupervisorHandle`]s, the next deadline and the shutdown token. Every
 //! event goes through the pure [`lifecycle::Lifecycle::apply`]; this file
