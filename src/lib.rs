@@ -28,10 +28,12 @@
 //!   which TCP ports a process tree listens on (`ports.rs`).
 //! - [`health`]: readiness and liveness probes (tcp, http, exec, legacy zmq).
 //! - [`supervisor`]: the runtime owner of agent state (run loop, transitions,
-//!   restarts); `diagnose.rs` says what a not-ready agent listens on instead.
+//!   restarts); `diagnose.rs` says what a not-ready agent listens on instead;
+//!   `degraded.rs` derives which ready agents are degraded, and why.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
-//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
+//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages;
+//!   `breaker.rs`, the circuit breakers of the pool (reported in heartbeats).
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
 //! - [`files`]: opening run-directory files without following links, and

@@ -39,6 +39,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use crate::transport::messages::{AgentState, HeartbeatPayload, Severity};
+pub use crate::transport::breaker::{
+    BreakerConfig, BreakerError, BreakerReport, BreakerState, Breakers,
+};
 pub use crate::transport::pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};
 pub use crate::transport::{LinkStats, TransportError};
 pub use shutdown::{ShutdownSignal, process_signal};
@@ -230,13 +233,34 @@ impl Agent {
     /// # Ok::<(), supervisor::sdk::SdkError>(())
     /// ```
     pub fn connect(settings: AgentSettings) -> Result<Agent, SdkError> {
-        let (handle, thread) = AgentLink::spawn(LinkSettings {
-            endpoint: settings.endpoint,
-            agent: settings.name.clone(),
-            token: settings.token,
-            heartbeat_interval: settings.heartbeat_interval,
-            sdk: concat!("rust/", env!("CARGO_PKG_VERSION")).to_string(),
-        })?;
+        Agent::connect_with_pool(settings, SocketPool::new())
+    }
+
+    /// [`Agent::connect`] with a pool of your own configuration (e.g. other
+    /// circuit breaker thresholds: [`PoolConfig::breaker`]); heartbeats
+    /// carry that pool's breakers.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use supervisor::sdk::{Agent, AgentSettings, BreakerConfig, PoolConfig, SocketPool};
+    /// let pool = SocketPool::with_config(PoolConfig {
+    ///     breaker: Some(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() }),
+    ///     ..PoolConfig::default()
+    /// });
+    /// let agent = Agent::connect_with_pool(AgentSettings::from_env()?, pool)?;
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn connect_with_pool(settings: AgentSettings, pool: SocketPool) -> Result<Agent, SdkError> {
+        let (handle, thread) = AgentLink::spawn(
+            LinkSettings {
+                endpoint: settings.endpoint,
+                agent: settings.name.clone(),
+                token: settings.token,
+                heartbeat_interval: settings.heartbeat_interval,
+                sdk: concat!("rust/", env!("CARGO_PKG_VERSION")).to_string(),
+            },
+            Some(pool.breakers().clone()),
+        )?;
         Ok(Agent {
             name: settings.name,
             link: Some(Link {
@@ -244,7 +268,7 @@ impl Agent {
                 thread: Some(thread),
             }),
             shutdown: process_signal(),
-            pool: SocketPool::new(),
+            pool,
             call_timeout: settings.call_timeout,
         })
     }
@@ -394,12 +418,21 @@ impl Agent {
     /// ```
     pub fn resolve(&self, name: &str) -> Result<Resolved, SdkError> {
         let Some(link) = &self.link else {
-            return resolve_from_env(name);
+            return resolve_from_env(name).map(|found| self.remember(found));
         };
         let reply = link
             .handle
             .call(self.resolve_message(name), self.call_timeout)?;
-        resolved(name, reply)
+        resolved(name, reply).map(|found| self.remember(found))
+    }
+
+    /// Names the resolved endpoint in the pool, so the breaker of requests
+    /// to it is reported as the agent's name.
+    fn remember(&self, found: Resolved) -> Resolved {
+        if let Some(endpoint) = &found.endpoint {
+            self.pool.name_endpoint(endpoint, &found.name);
+        }
+        found
     }
 
     fn resolve_message(&self, name: &str) -> AgentMessage {

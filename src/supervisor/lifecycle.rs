@@ -564,7 +564,7 @@ impl Lifecycle {
     }
 
     pub fn snapshot(&self) -> StatusSnapshot {
-        StatusSnapshot {
+        let mut snapshot = StatusSnapshot {
             started: self.started,
             agents: self
                 .agents
@@ -616,6 +616,12 @@ impl Lifecycle {
                         .iter()
                         .map(|port| (port.port, port.field.clone()))
                         .collect(),
+                    dependencies: record
+                        .dependencies
+                        .iter()
+                        .map(|dependency| self.agents[*dependency].name().to_string())
+                        .collect(),
+                    degraded_by: Vec::new(),
                 })
                 .collect(),
             all_ready_after: self.all_ready_after,
@@ -623,7 +629,9 @@ impl Lifecycle {
             reloads: self.reloads,
             config_errors: self.config_errors.clone(),
             cpu_warnings: self.cpu_warnings,
-        }
+        };
+        super::degraded::derive(&mut snapshot);
+        snapshot
     }
 
     fn current(&self, agent: AgentId, run: u64) -> bool {

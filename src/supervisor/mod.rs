@@ -16,6 +16,7 @@
 //! into events and answering RESOLVE). Does not own processes
 //! ([`crate::process`]), probes ([`crate::health`]) or the CLI.
 
+pub mod degraded;
 mod diagnose;
 pub mod event;
 pub mod fabric;
