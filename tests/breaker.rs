@@ -6,7 +6,7 @@
 //!   and closes on the first successful trial.
 //! - Under a real `supervisor up`: `agent-echo-client` calls
 //!   `agent-echo-service` through its pool; the service is killed with
-//!   SIGKILL (and comes back after its 4 s restart delay): `status` shows
+//!   SIGKILL (and comes back after its 6 s restart delay): `status` shows
 //!   the client degraded naming the service, first as a dependency down,
 //!   then with its breaker open ("breaker to `echo-service` open for N s"),
 //!   `/metrics` says the same, and once the service is back the client is
@@ -141,7 +141,7 @@ agents:
     command: ["{bin_dir}/agent-echo-service"]
     port: {service_port}
     readiness: sdk
-    restart: {{ policy: always, backoff: {{ initial: 4s, max: 4s }} }}
+    restart: {{ policy: always, backoff: {{ initial: 6s, max: 6s }} }}
   echo-client:
     command: ["{bin_dir}/agent-echo-client", "--service", "echo-service", "--interval", "100",
               "--timeout-ms", "200", "--retries", "0",
@@ -191,14 +191,20 @@ agents:
         "{}",
         table.stdout
     );
-    let metrics = http_get(metrics_port, "/metrics");
-    for line in [
-        r#"supervisor_agent_degraded{agent="echo-client"} 1"#,
-        r#"supervisor_agent_degraded_cause{agent="echo-client",kind="dependency",target="echo-service"} 1"#,
-        r#"supervisor_agent_breaker_state{agent="echo-client",target="echo-service",state="closed"} 0"#,
-    ] {
-        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
-    }
+    // `/metrics` reads the published snapshot, which follows heartbeats
+    // with up to a second's delay.
+    let mut metrics = String::new();
+    common::wait_until("/metrics naming the dependency and the open breaker", Duration::from_secs(30), || {
+        metrics = http_get(metrics_port, "/metrics");
+        [
+            r#"supervisor_agent_degraded{agent="echo-client"} 1"#,
+            r#"supervisor_agent_degraded_cause{agent="echo-client",kind="dependency",target="echo-service"} 1"#,
+            r#"supervisor_agent_degraded_cause{agent="echo-client",kind="breaker",target="echo-service"} 1"#,
+            r#"supervisor_agent_breaker_state{agent="echo-client",target="echo-service",state="closed"} 0"#,
+        ]
+        .iter()
+        .all(|line| metrics.contains(line))
+    });
     let health = http_get(metrics_port, "/health");
     assert!(health.contains(r#""status":"degraded""#) && health.contains("echo-client"), "{health}");
 
@@ -211,8 +217,9 @@ agents:
             && client["breakers"][0]["state"] == "closed"
     });
     assert_ne!(agent_of(&healthy, "echo-service")["pid"].as_u64().unwrap() as i32, service_pid);
-    let metrics = http_get(metrics_port, "/metrics");
-    assert!(metrics.contains(r#"supervisor_agent_degraded{agent="echo-client"} 0"#), "{metrics}");
+    common::wait_until("/metrics saying the client is healthy again", Duration::from_secs(30), || {
+        http_get(metrics_port, "/metrics").contains(r#"supervisor_agent_degraded{agent="echo-client"} 0"#)
+    });
     let down = cli(&["down", "--config", config], Duration::from_secs(60));
     assert_eq!(down.code, Some(0), "{down:?}");
     assert!(up.wait(Duration::from_secs(60)).success(), "{}", up.output());
