@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use common::{Fixture, agent_of, cli, port, wait_for_status};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use supervisor::transport::{
-    BreakerConfig, BreakerState, PoolConfig, SocketPool, TransportError,
-};
+use supervisor::transport::{BreakerConfig, BreakerState, PoolConfig, SocketPool, TransportError};
 
 /// An echo REP server bound to `endpoint` until `stop` is set; the socket
 /// is closed when it returns, so the endpoint is really gone.
@@ -78,31 +76,55 @@ fn breaker_opens_half_opens_and_closes_against_a_server_that_stops_and_comes_bac
     }
     assert_eq!(pool.breakers().state("echo"), BreakerState::Open);
     let report = &pool.breakers().reports()[0];
-    assert_eq!((report.target.as_str(), report.state), ("echo", BreakerState::Open));
+    assert_eq!(
+        (report.target.as_str(), report.state),
+        ("echo", BreakerState::Open)
+    );
 
     // Open: refused at once, without waiting for the timeout.
     let started = Instant::now();
     let error = pool.request(&endpoint, b"three", timeout, 0).unwrap_err();
-    assert!(matches!(error, TransportError::CircuitOpen { ref target, .. } if target == "echo"), "{error}");
-    assert!(started.elapsed() < timeout, "an open breaker must not wait: {:?}", started.elapsed());
+    assert!(
+        matches!(error, TransportError::CircuitOpen { ref target, .. } if target == "echo"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < timeout,
+        "an open breaker must not wait: {:?}",
+        started.elapsed()
+    );
 
     // After the recovery timeout: half-open; the trial fails (still down),
     // so it opens again.
     std::thread::sleep(recovery + Duration::from_millis(50));
     assert_eq!(pool.breakers().state("echo"), BreakerState::HalfOpen);
     let error = pool.request(&endpoint, b"trial", timeout, 0).unwrap_err();
-    assert!(matches!(error, TransportError::Timeout { .. }), "the trial is a real call: {error}");
+    assert!(
+        matches!(error, TransportError::Timeout { .. }),
+        "the trial is a real call: {error}"
+    );
     assert_eq!(pool.breakers().state("echo"), BreakerState::Open);
 
     // The server comes back on the same endpoint: the next trial closes it.
     let stop = Arc::new(AtomicBool::new(false));
     let server = serve(endpoint.clone(), stop.clone());
-    assert!(pool.request(&endpoint, b"early", timeout, 0).is_err(), "still open before the timeout");
+    assert!(
+        pool.request(&endpoint, b"early", timeout, 0).is_err(),
+        "still open before the timeout"
+    );
     std::thread::sleep(recovery + Duration::from_millis(50));
     assert_eq!(pool.breakers().state("echo"), BreakerState::HalfOpen);
-    assert_eq!(pool.request(&endpoint, b"back", Duration::from_secs(5), 0).unwrap(), b"back");
+    assert_eq!(
+        pool.request(&endpoint, b"back", Duration::from_secs(5), 0)
+            .unwrap(),
+        b"back"
+    );
     assert_eq!(pool.breakers().state("echo"), BreakerState::Closed);
-    assert_eq!(pool.request(&endpoint, b"again", Duration::from_secs(5), 0).unwrap(), b"again");
+    assert_eq!(
+        pool.request(&endpoint, b"again", Duration::from_secs(5), 0)
+            .unwrap(),
+        b"again"
+    );
     stop.store(true, Ordering::SeqCst);
     server.join().unwrap();
 }
@@ -131,7 +153,11 @@ fn causes(status: &serde_json::Value, name: &str) -> Vec<(String, String, String
 fn status_and_metrics_name_the_dependency_down_and_the_open_breaker() {
     let fixture = Fixture::new();
     let (service_port, metrics_port) = (port(), port());
-    let bin_dir = std::path::Path::new(common::SUPERVISOR).parent().unwrap().display().to_string();
+    let bin_dir = std::path::Path::new(common::SUPERVISOR)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
     let manifest = fixture.manifest(&format!(
         r#"
 version: 1
@@ -154,15 +180,20 @@ agents:
     let mut up = fixture.up(&manifest, &[]);
     let config = manifest.to_str().unwrap();
     let status_of = |what: &str, condition: &dyn Fn(&serde_json::Value) -> bool| {
-        wait_for_status(&manifest, what, Duration::from_secs(60), |status| condition(status))
+        wait_for_status(&manifest, what, Duration::from_secs(60), |status| {
+            condition(status)
+        })
     };
-    let ready = status_of("both agents ready, the client healthy with its breaker closed", &|status| {
-        let client = agent_of(status, "echo-client");
-        common::all_ready(status, &["echo-service", "echo-client"])
-            && client["health"] == "ok"
-            && client["breakers"][0]["state"] == "closed"
-            && client["breakers"][0]["target"] == "echo-service"
-    });
+    let ready = status_of(
+        "both agents ready, the client healthy with its breaker closed",
+        &|status| {
+            let client = agent_of(status, "echo-client");
+            common::all_ready(status, &["echo-service", "echo-client"])
+                && client["health"] == "ok"
+                && client["breakers"][0]["state"] == "closed"
+                && client["breakers"][0]["target"] == "echo-service"
+        },
+    );
     let service_pid = agent_of(&ready, "echo-service")["pid"].as_u64().unwrap() as i32;
 
     kill(Pid::from_raw(service_pid), Signal::SIGKILL).unwrap();
@@ -171,16 +202,26 @@ agents:
             .iter()
             .any(|(kind, target, _)| kind == "dependency" && target == "echo-service")
     });
-    assert_eq!(agent_of(&down, "echo-client")["state"], "ready", "degraded is not a state");
+    assert_eq!(
+        agent_of(&down, "echo-client")["state"],
+        "ready",
+        "degraded is not a state"
+    );
     assert_eq!(agent_of(&down, "echo-client")["health"], "degraded");
     let broken = status_of("the client's breaker to the service open", &|status| {
-        causes(status, "echo-client").iter().any(|(kind, target, message)| {
-            kind == "breaker"
-                && target == "echo-service"
-                && message.starts_with("breaker to `echo-service` open for ")
-        })
+        causes(status, "echo-client")
+            .iter()
+            .any(|(kind, target, message)| {
+                kind == "breaker"
+                    && target == "echo-service"
+                    && message.starts_with("breaker to `echo-service` open for ")
+            })
     });
-    assert_eq!(agent_of(&broken, "echo-service")["state"], "backing-off", "{broken}");
+    assert_eq!(
+        agent_of(&broken, "echo-service")["state"],
+        "backing-off",
+        "{broken}"
+    );
 
     // The same, for people and for Prometheus.
     let table = cli(&["status", "--config", config], Duration::from_secs(30));
@@ -194,9 +235,12 @@ agents:
     // `/metrics` reads the published snapshot, which follows heartbeats
     // with up to a second's delay.
     let mut metrics = String::new();
-    common::wait_until("/metrics naming the dependency and the open breaker", Duration::from_secs(30), || {
-        metrics = http_get(metrics_port, "/metrics");
-        [
+    common::wait_until(
+        "/metrics naming the dependency and the open breaker",
+        Duration::from_secs(30),
+        || {
+            metrics = http_get(metrics_port, "/metrics");
+            [
             r#"supervisor_agent_degraded{agent="echo-client"} 1"#,
             r#"supervisor_agent_degraded_cause{agent="echo-client",kind="dependency",target="echo-service"} 1"#,
             r#"supervisor_agent_degraded_cause{agent="echo-client",kind="breaker",target="echo-service"} 1"#,
@@ -204,23 +248,42 @@ agents:
         ]
         .iter()
         .all(|line| metrics.contains(line))
-    });
+        },
+    );
     let health = http_get(metrics_port, "/health");
-    assert!(health.contains(r#""status":"degraded""#) && health.contains("echo-client"), "{health}");
+    assert!(
+        health.contains(r#""status":"degraded""#) && health.contains("echo-client"),
+        "{health}"
+    );
 
     // The service comes back after its restart delay; the breaker's next
     // trial succeeds and the client is healthy again.
-    let healthy = status_of("the client healthy again after the service's restart", &|status| {
-        let client = agent_of(status, "echo-client");
-        agent_of(status, "echo-service")["state"] == "ready"
-            && client["health"] == "ok"
-            && client["breakers"][0]["state"] == "closed"
-    });
-    assert_ne!(agent_of(&healthy, "echo-service")["pid"].as_u64().unwrap() as i32, service_pid);
-    common::wait_until("/metrics saying the client is healthy again", Duration::from_secs(30), || {
-        http_get(metrics_port, "/metrics").contains(r#"supervisor_agent_degraded{agent="echo-client"} 0"#)
-    });
+    let healthy = status_of(
+        "the client healthy again after the service's restart",
+        &|status| {
+            let client = agent_of(status, "echo-client");
+            agent_of(status, "echo-service")["state"] == "ready"
+                && client["health"] == "ok"
+                && client["breakers"][0]["state"] == "closed"
+        },
+    );
+    assert_ne!(
+        agent_of(&healthy, "echo-service")["pid"].as_u64().unwrap() as i32,
+        service_pid
+    );
+    common::wait_until(
+        "/metrics saying the client is healthy again",
+        Duration::from_secs(30),
+        || {
+            http_get(metrics_port, "/metrics")
+                .contains(r#"supervisor_agent_degraded{agent="echo-client"} 0"#)
+        },
+    );
     let down = cli(&["down", "--config", config], Duration::from_secs(60));
     assert_eq!(down.code, Some(0), "{down:?}");
-    assert!(up.wait(Duration::from_secs(60)).success(), "{}", up.output());
+    assert!(
+        up.wait(Duration::from_secs(60)).success(),
+        "{}",
+        up.output()
+    );
 }

@@ -41,7 +41,10 @@ fn missing() -> Vec<String> {
         .flatten()
         .any(|version| version.path().join("bin/postgres").is_file());
     if !server {
-        missing.push("PostgreSQL server (/usr/lib/postgresql/*/bin/postgres; apt-get install postgresql)".into());
+        missing.push(
+            "PostgreSQL server (/usr/lib/postgresql/*/bin/postgres; apt-get install postgresql)"
+                .into(),
+        );
     }
     for program in ["pg_isready", "redis-server", "redis-cli"] {
         let found = Command::new("sh")
@@ -49,7 +52,9 @@ fn missing() -> Vec<String> {
             .output()
             .is_ok_and(|output| output.status.success());
         if !found {
-            missing.push(format!("`{program}` (apt-get install postgresql redis-server)"));
+            missing.push(format!(
+                "`{program}` (apt-get install postgresql redis-server)"
+            ));
         }
     }
     for module in ["fastapi", "uvicorn", "psycopg", "redis", "zmq"] {
@@ -66,7 +71,12 @@ fn missing() -> Vec<String> {
 
 fn status(run_dir: &Path) -> Option<serde_json::Value> {
     let output = cli(
-        &["status", "--json", "--run-dir", run_dir.to_str().expect("utf-8 path")],
+        &[
+            "status",
+            "--json",
+            "--run-dir",
+            run_dir.to_str().expect("utf-8 path"),
+        ],
         Duration::from_secs(30),
     );
     if output.code != Some(0) {
@@ -101,7 +111,9 @@ fn wait_for(
 }
 
 fn seconds(agent: &serde_json::Value, key: &str) -> f64 {
-    agent[key].as_f64().unwrap_or_else(|| panic!("no {key} in {agent}"))
+    agent[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {key} in {agent}"))
 }
 
 fn pid(status: &serde_json::Value, name: &str) -> u32 {
@@ -114,7 +126,11 @@ fn pid(status: &serde_json::Value, name: &str) -> u32 {
 fn processes() -> Vec<(u32, u32, u32)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -216,18 +232,37 @@ fn web_stack_comes_up_in_order_degrades_without_redis_and_leaves_nothing_behind(
     for name in names {
         assert_eq!(part(name)["restarts"], 0, "{name} restarted: {ready}");
     }
-    let spawned = |name: &str| seconds(part(name), "ready_at_s") - seconds(part(name), "time_to_ready_s");
+    let spawned =
+        |name: &str| seconds(part(name), "ready_at_s") - seconds(part(name), "time_to_ready_s");
     let ready_at = |name: &str| seconds(part(name), "ready_at_s");
     // Rounding of the two figures: a millisecond of slack.
-    assert!(spawned("backend") + 0.001 >= ready_at("postgres"), "backend before postgres: {ready}");
-    assert!(spawned("backend") + 0.001 >= ready_at("redis"), "backend before redis: {ready}");
-    assert!(spawned("gateway") + 0.001 >= ready_at("backend"), "gateway before backend: {ready}");
-    assert!(run_dir.join("postgres/PG_VERSION").is_file(), "postgres data not under the run dir");
-    assert!(run_dir.join("redis").is_dir(), "redis data not under the run dir");
+    assert!(
+        spawned("backend") + 0.001 >= ready_at("postgres"),
+        "backend before postgres: {ready}"
+    );
+    assert!(
+        spawned("backend") + 0.001 >= ready_at("redis"),
+        "backend before redis: {ready}"
+    );
+    assert!(
+        spawned("gateway") + 0.001 >= ready_at("backend"),
+        "gateway before backend: {ready}"
+    );
+    assert!(
+        run_dir.join("postgres/PG_VERSION").is_file(),
+        "postgres data not under the run dir"
+    );
+    assert!(
+        run_dir.join("redis").is_dir(),
+        "redis data not under the run dir"
+    );
 
     // Learn the servers' processes and groups while they run.
     let (postgres_pids, postgres_groups) = tree(pid(&ready, "postgres"));
-    assert!(postgres_pids.len() > 1, "postgres runs with its helper processes: {postgres_pids:?}");
+    assert!(
+        postgres_pids.len() > 1,
+        "postgres runs with its helper processes: {postgres_pids:?}"
+    );
     let redis_pid = pid(&ready, "redis");
     let (redis_pids, redis_groups) = tree(redis_pid);
     leftovers.0.extend(postgres_pids.iter().chain(&redis_pids));
@@ -243,28 +278,44 @@ fn web_stack_comes_up_in_order_degrades_without_redis_and_leaves_nothing_behind(
     assert_eq!(health["backend"]["database"]["ok"], true, "{health}");
     assert_eq!(health["backend"]["cache"]["ok"], true, "{health}");
     let (_, metrics) = http(backend_port, "GET", "/metrics", None);
-    assert!(metrics.contains(r#"webstack_backend_dependency_up{dependency="postgres"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"webstack_backend_dependency_up{dependency="postgres"} 1"#),
+        "{metrics}"
+    );
 
     // 2. kill -9 of Redis: the backend is degraded, naming it.
     kill(Pid::from_raw(redis_pid as i32), Signal::SIGKILL).expect("kill redis");
     let mut cache_down = false;
     let mut breaker_open = false;
-    let degraded = wait_for(&run_dir, &up, "the backend degraded by redis, its breaker open", |status| {
-        let causes = causes(status, "backend");
-        breaker_open |= causes.iter().any(|(kind, target, message)| {
-            kind == "breaker" && target == "redis" && message.starts_with("breaker to `redis` ")
-        });
-        if !cache_down {
-            let (code, body) = http(backend_port, "GET", "/health", None);
-            cache_down = code == 503 && body.contains(r#""cache":{"ok":false"#);
-        }
-        causes.iter().any(|(kind, target, _)| kind == "dependency" && target == "redis")
-            && breaker_open
-            && cache_down
-    });
+    let degraded = wait_for(
+        &run_dir,
+        &up,
+        "the backend degraded by redis, its breaker open",
+        |status| {
+            let causes = causes(status, "backend");
+            breaker_open |= causes.iter().any(|(kind, target, message)| {
+                kind == "breaker" && target == "redis" && message.starts_with("breaker to `redis` ")
+            });
+            if !cache_down {
+                let (code, body) = http(backend_port, "GET", "/health", None);
+                cache_down = code == 503 && body.contains(r#""cache":{"ok":false"#);
+            }
+            causes
+                .iter()
+                .any(|(kind, target, _)| kind == "dependency" && target == "redis")
+                && breaker_open
+                && cache_down
+        },
+    );
     let backend = agent_of(&degraded, "backend");
-    assert_eq!((backend["state"].as_str(), backend["health"].as_str()), (Some("ready"), Some("degraded")));
-    let table = cli(&["status", "--run-dir", run_dir.to_str().unwrap()], Duration::from_secs(30));
+    assert_eq!(
+        (backend["state"].as_str(), backend["health"].as_str()),
+        (Some("ready"), Some("degraded"))
+    );
+    let table = cli(
+        &["status", "--run-dir", run_dir.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
     assert!(
         table.stdout.contains("backend: degraded: ") && table.stdout.contains("`redis`"),
         "{}",
@@ -272,19 +323,28 @@ fn web_stack_comes_up_in_order_degrades_without_redis_and_leaves_nothing_behind(
     );
 
     // Healthy again once the supervisor has restarted Redis.
-    let healthy = wait_for(&run_dir, &up, "the backend healthy after redis's restart", |status| {
-        let backend = agent_of(status, "backend");
-        agent_of(status, "redis")["state"] == "ready"
-            && backend["health"] == "ok"
-            && backend["breakers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .all(|breaker| breaker["state"] == "closed")
-    });
+    let healthy = wait_for(
+        &run_dir,
+        &up,
+        "the backend healthy after redis's restart",
+        |status| {
+            let backend = agent_of(status, "backend");
+            agent_of(status, "redis")["state"] == "ready"
+                && backend["health"] == "ok"
+                && backend["breakers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|breaker| breaker["state"] == "closed")
+        },
+    );
     let new_redis = pid(&healthy, "redis");
     assert_ne!(new_redis, redis_pid, "redis was restarted");
-    assert_eq!(agent_of(&healthy, "backend")["restarts"], 0, "the backend was not restarted");
+    assert_eq!(
+        agent_of(&healthy, "backend")["restarts"],
+        0,
+        "the backend was not restarted"
+    );
     let (new_redis_pids, new_redis_groups) = tree(new_redis);
     leftovers.0.extend(&new_redis_pids);
     let (code, body) = http(backend_port, "GET", "/health", None);
@@ -294,18 +354,45 @@ fn web_stack_comes_up_in_order_degrades_without_redis_and_leaves_nothing_behind(
     let (postgres_pids, _) = {
         // Helpers PostgreSQL started since (autovacuum workers, ...).
         let (now, groups) = tree(pid(&healthy, "postgres"));
-        (postgres_pids.union(&now).copied().collect::<BTreeSet<u32>>(), groups)
+        (
+            postgres_pids
+                .union(&now)
+                .copied()
+                .collect::<BTreeSet<u32>>(),
+            groups,
+        )
     };
     leftovers.0.extend(&postgres_pids);
-    let down = cli(&["down", "--run-dir", run_dir.to_str().unwrap()], Duration::from_secs(90));
+    let down = cli(
+        &["down", "--run-dir", run_dir.to_str().unwrap()],
+        Duration::from_secs(90),
+    );
     assert_eq!(down.code, Some(0), "{down:?}");
-    assert!(up.wait(Duration::from_secs(90)).success(), "{}", up.output());
-    let pids: BTreeSet<u32> = postgres_pids.iter().chain(&redis_pids).chain(&new_redis_pids).copied().collect();
-    let groups: BTreeSet<u32> =
-        postgres_groups.iter().chain(&redis_groups).chain(&new_redis_groups).copied().collect();
+    assert!(
+        up.wait(Duration::from_secs(90)).success(),
+        "{}",
+        up.output()
+    );
+    let pids: BTreeSet<u32> = postgres_pids
+        .iter()
+        .chain(&redis_pids)
+        .chain(&new_redis_pids)
+        .copied()
+        .collect();
+    let groups: BTreeSet<u32> = postgres_groups
+        .iter()
+        .chain(&redis_groups)
+        .chain(&new_redis_groups)
+        .copied()
+        .collect();
     let left: Vec<u32> = pids.iter().copied().filter(|pid| alive(*pid)).collect();
     assert!(left.is_empty(), "still alive after down: {left:?}");
-    let in_groups: Vec<(u32, u32, u32)> =
-        processes().into_iter().filter(|(pid, _, pgid)| groups.contains(pgid) && alive(*pid)).collect();
-    assert!(in_groups.is_empty(), "processes left in the servers' groups: {in_groups:?}");
+    let in_groups: Vec<(u32, u32, u32)> = processes()
+        .into_iter()
+        .filter(|(pid, _, pgid)| groups.contains(pgid) && alive(*pid))
+        .collect();
+    assert!(
+        in_groups.is_empty(),
+        "processes left in the servers' groups: {in_groups:?}"
+    );
 }

@@ -132,7 +132,11 @@ pub fn table(view: &StatusView) -> String {
             .iter()
             .map(|cause| cause.message.as_str())
             .collect();
-        text.push_str(&format!("{}: degraded: {}\n", agent.name, causes.join("; ")));
+        text.push_str(&format!(
+            "{}: degraded: {}\n",
+            agent.name,
+            causes.join("; ")
+        ));
     }
     for agent in view
         .agents

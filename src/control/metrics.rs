@@ -181,7 +181,11 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
         }
         if let (Some(payload), Some(at)) = (&agent.heartbeat, agent.heartbeat_at) {
             for breaker in &payload.breakers {
-                for each in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
+                for each in [
+                    BreakerState::Closed,
+                    BreakerState::Open,
+                    BreakerState::HalfOpen,
+                ] {
                     breaker_state
                         .get_or_create(&BreakerLabel {
                             agent: agent.name.clone(),
@@ -300,7 +304,11 @@ async fn health(State(context): State<MetricsContext>) -> impl IntoResponse {
         .filter(|agent| !agent.degraded_by.is_empty())
         .map(|agent| {
             let now = tokio::time::Instant::now();
-            let causes: Vec<String> = agent.degraded_by.iter().map(|cause| cause.describe(now)).collect();
+            let causes: Vec<String> = agent
+                .degraded_by
+                .iter()
+                .map(|cause| cause.describe(now))
+                .collect();
             (agent.name.clone(), causes.into())
         })
         .collect();

@@ -38,10 +38,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use crate::transport::messages::{AgentState, HeartbeatPayload, Severity};
 pub use crate::transport::breaker::{
     BreakerConfig, BreakerError, BreakerReport, BreakerState, Breakers,
 };
+pub use crate::transport::messages::{AgentState, HeartbeatPayload, Severity};
 pub use crate::transport::pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};
 pub use crate::transport::{LinkStats, TransportError};
 pub use shutdown::{ShutdownSignal, process_signal};

@@ -244,7 +244,10 @@ mod tests {
             causes[0].describe(beat + Duration::from_secs(2)),
             "breaker to `postgres` open for 14 s"
         );
-        assert_eq!((causes[0].kind(), causes[0].target()), ("breaker", "postgres"));
+        assert_eq!(
+            (causes[0].kind(), causes[0].target()),
+            ("breaker", "postgres")
+        );
         assert_eq!(causes[1].kind(), "errors");
     }
 }

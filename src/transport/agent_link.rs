@@ -347,7 +347,10 @@ impl AgentLink {
             .map(Breakers::reports)
             .unwrap_or_default();
         if !reports.is_empty() {
-            message.payload.get_or_insert_with(HeartbeatPayload::default).breakers = reports;
+            message
+                .payload
+                .get_or_insert_with(HeartbeatPayload::default)
+                .breakers = reports;
         }
         let body = message.encode();
         // A heartbeat that cannot go now is worthless later: never wait.

@@ -385,9 +385,15 @@ impl Breakers {
             .collect()
     }
 
-    fn with<R>(&self, target: &str, change: impl FnOnce(&mut CircuitBreaker, Instant) -> R) -> Option<R> {
+    fn with<R>(
+        &self,
+        target: &str,
+        change: impl FnOnce(&mut CircuitBreaker, Instant) -> R,
+    ) -> Option<R> {
         let now = Instant::now();
-        self.lock().get_mut(target).map(|breaker| change(breaker, now))
+        self.lock()
+            .get_mut(target)
+            .map(|breaker| change(breaker, now))
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, CircuitBreaker>> {
@@ -439,7 +445,11 @@ mod tests {
         assert_eq!(breaker.state(trial_at), BreakerState::HalfOpen);
         assert_eq!(breaker.report("db", trial_at + ms(20)).for_ms, 20);
         assert_eq!(breaker.permit(trial_at), Ok(()));
-        assert_eq!(breaker.permit(trial_at), Err(Duration::ZERO), "one trial at a time");
+        assert_eq!(
+            breaker.permit(trial_at),
+            Err(Duration::ZERO),
+            "one trial at a time"
+        );
         breaker.record_failure(trial_at + ms(10));
         assert_eq!(breaker.state(trial_at + ms(10)), BreakerState::Open);
         assert!(breaker.permit(trial_at + ms(400)).is_err());
