@@ -24,6 +24,12 @@
 //! # Ok::<(), supervisor::sdk::SdkError>(())
 //! ```
 //!
+//! Calls to other agents through [`Agent::pool`] pass a circuit breaker per
+//! target ([`Breakers`]; closed → open after repeated failures → half-open
+//! after a pause → closed on a good trial); wrap other calls (a database, a
+//! cache) in [`Agent::breakers`] too. Every heartbeat reports them, and
+//! `supervisor status` shows the agent degraded while one is open.
+//!
 //! Owns the public agent API: reading the injected environment, READY,
 //! progress payloads, error reports, RESOLVE, the shutdown signal, and the
 //! re-exported [`SocketPool`]. Depends on `crate::transport` alone (the wire
@@ -488,6 +494,20 @@ impl Agent {
     /// ```
     pub fn pool(&self) -> &SocketPool {
         &self.pool
+    }
+
+    /// This agent's circuit breakers (those of its pool): wrap calls that do
+    /// not go through the pool in them; every heartbeat reports them.
+    ///
+    /// ```
+    /// use supervisor::sdk::{Agent, BreakerError};
+    /// let agent = Agent::standalone("demo");
+    /// let rows = agent.breakers().call("postgres", || Ok::<u32, String>(3));
+    /// assert!(matches!(rows, Ok(3)));
+    /// # let _: Option<BreakerError<String>> = None;
+    /// ```
+    pub fn breakers(&self) -> &Breakers {
+        self.pool.breakers()
     }
 
     /// Counters of the connection (heartbeats sent, rejections); `None`
