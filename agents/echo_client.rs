@@ -2,14 +2,20 @@
 //! through discovery (`agent.resolve`, falling back to the injected
 //! `<NAME>_ENDPOINT` when standalone), then calls it through the SDK's
 //! `SocketPool` with lazy-pirate retries every `--interval`, reporting
-//! progress and errors. Exits cleanly on SIGTERM or after `--count` calls.
+//! progress and errors. Its pool's circuit breaker (`--breaker-failures`,
+//! `--breaker-recovery-ms`) stops the calls while the service is down; its
+//! state reaches `supervisor status` through the heartbeats. Exits cleanly
+//! on SIGTERM or after `--count` calls.
 //!
 //! Owns nothing but its loop; sockets come from the pool.
 
 use std::time::Duration;
 
 use clap::Parser;
-use supervisor::sdk::{Agent, HeartbeatPayload, Severity};
+use supervisor::sdk::{
+    Agent, AgentSettings, BreakerConfig, HeartbeatPayload, PoolConfig, SdkError, Severity,
+    SocketPool, TransportError,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,11 +32,44 @@ struct Args {
     /// Stop after this many successful calls (0: run until SIGTERM).
     #[arg(long, default_value = "0")]
     count: u64,
+    /// Milliseconds one attempt waits for the reply.
+    #[arg(long, default_value = "500")]
+    timeout_ms: u64,
+    /// Attempts after the first one, per call.
+    #[arg(long, default_value = "2")]
+    retries: u32,
+    /// Failed calls within 30 s that open the circuit breaker.
+    #[arg(long, default_value = "5")]
+    breaker_failures: u32,
+    /// Milliseconds an open breaker waits before a trial call.
+    #[arg(long, default_value = "10000")]
+    breaker_recovery_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let agent = Agent::from_env_or_standalone("echo-client");
+    let pool = SocketPool::with_config(PoolConfig {
+        breaker: Some(BreakerConfig {
+            failure_threshold: args.breaker_failures,
+            window: Duration::from_secs(30),
+            recovery_timeout: Duration::from_millis(args.breaker_recovery_ms),
+        }),
+        ..PoolConfig::default()
+    });
+    let agent = match AgentSettings::from_env() {
+        Ok(settings) => match Agent::connect_with_pool(settings, pool) {
+            Ok(agent) => agent,
+            Err(error) => {
+                eprintln!("echo-client: cannot connect to the supervisor: {error}");
+                return std::process::ExitCode::from(1);
+            }
+        },
+        Err(SdkError::NotSupervised { .. }) => Agent::from_env_or_standalone("echo-client"),
+        Err(error) => {
+            eprintln!("echo-client: {error}");
+            return std::process::ExitCode::from(1);
+        }
+    };
     if let Err(error) = agent.ready() {
         eprintln!("echo-client: READY failed: {error}");
         return std::process::ExitCode::from(1);
@@ -59,10 +98,12 @@ fn main() -> std::process::ExitCode {
         }
         if let Some(endpoint) = endpoint {
             let message = format!("ping {done}");
-            match agent
-                .pool()
-                .request(&endpoint, message.as_bytes(), Duration::from_millis(500), 2)
-            {
+            match agent.pool().request(
+                &endpoint,
+                message.as_bytes(),
+                Duration::from_millis(args.timeout_ms),
+                args.retries,
+            ) {
                 Ok(reply) => {
                     done += 1;
                     println!("{}", String::from_utf8_lossy(&reply));
@@ -71,6 +112,8 @@ fn main() -> std::process::ExitCode {
                         ..HeartbeatPayload::default()
                     });
                 }
+                // The breaker is open: no call was made; it is in the heartbeats.
+                Err(TransportError::CircuitOpen { .. }) => {}
                 Err(error) => {
                     agent
                         .report_error(Severity::Error, &error.to_string())

@@ -411,14 +411,26 @@ fn round_trips(dir: &std::path::Path) {
             pool.request(&endpoint, b"ping", Duration::from_secs(5), 0)
                 .expect("pooled reply");
         };
+        // The same without the circuit breaker: what the breaker costs.
+        let unguarded_pool = SocketPool::with_config(PoolConfig {
+            breaker: None,
+            ..PoolConfig::default()
+        });
+        let unguarded_request = || {
+            unguarded_pool
+                .request(&endpoint, b"ping", Duration::from_secs(5), 0)
+                .expect("pooled reply");
+        };
         // Warm up: connections up, code paths hot.
         for _ in 0..20 {
             fresh_socket();
             persistent_socket();
             pooled_request();
             spinning_request();
+            unguarded_request();
         }
         let mut fresh = Measured::default();
+        let mut unguarded = Measured::default();
         let mut raw = Measured::default();
         let mut pooled = Measured::default();
         let mut spinning = Measured::default();
@@ -427,7 +439,9 @@ fn round_trips(dir: &std::path::Path) {
             raw.round(PER_ROUND, persistent_socket);
             pooled.round(PER_ROUND, pooled_request);
             spinning.round(PER_ROUND, spinning_request);
+            unguarded.round(PER_ROUND, unguarded_request);
         }
+        let unguarded = unguarded.median();
         let cpu = [&fresh, &raw, &pooled, &spinning].map(|measured| measured.cpu_per_call());
         let (fresh, raw, pooled) = (fresh.median(), raw.median(), pooled.median());
         let spinning = spinning.median();
@@ -459,6 +473,10 @@ fn round_trips(dir: &std::path::Path) {
         );
         println!("{}", row(&spin_label, spinning));
         println!(
+            "{}",
+            row("SocketPool::request without its circuit breaker", unguarded)
+        );
+        println!(
             "   {transport}: CPU of this process (client, I/O threads, server) per request: \
              new socket {:.1} us, persistent {:.1} us, pooled {:.1} us, spinning {:.1} us",
             micros(cpu[0]),
@@ -467,8 +485,10 @@ fn round_trips(dir: &std::path::Path) {
             micros(cpu[3])
         );
         println!(
-            "   {transport}: pool overhead over the persistent socket {:+.1} us; {:?}",
+            "   {transport}: pool overhead over the persistent socket {:+.1} us \
+             (of which the circuit breaker {:+.1} us); {:?}",
             micros(pooled) - micros(raw),
+            micros(pooled) - micros(unguarded),
             pool.stats()
         );
     }

@@ -32,14 +32,16 @@
 //!   which says what a not-ready agent listens on instead.
 //! - [`supervisor`]: the runtime owner of agent state: the run loop
 //!   (`mod.rs`), the pure lifecycle split by concern (`lifecycle/`),
-//!   restart policy and backoff, the environment injected into each run.
+//!   restart policy and backoff, the environment injected into each run;
+//!   `degraded.rs` derives which ready agents are degraded, and why.
 //! - [`platform`]: glibc allocator tuning of the supervisor process.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
 //! - [`dashboard`]: the web dashboard of a running supervisor (tokens,
 //!   routes, live events, audit log; `page.html` embedded) and its
 //!   restart timeline (`model.rs`); the graph is `plan::draw`'s.
-//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
+//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages;
+//!   `breaker.rs`, the circuit breakers of the pool (reported in heartbeats).
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
 //! - [`files`]: opening run-directory files without following links, and

@@ -14,10 +14,12 @@
 
 Layout: `agent.py` (the public API, signals, logging handler), `_link.py`
 (the thread owning the DEALER socket to the supervisor), `pool.py`
-(`SocketPool`), `errors.py` (exceptions).
+(`SocketPool`), `breaker.py` (circuit breakers, reported in heartbeats),
+`errors.py` (exceptions).
 """
 
 from ._link import LinkStats
+from .breaker import BreakerConfig, Breakers, CircuitBreaker
 from .agent import (
     DEFAULT_CALL_TIMEOUT,
     Agent,
@@ -32,6 +34,7 @@ from .agent import (
     shutdown_requested,
 )
 from .errors import (
+    CircuitOpenError,
     InvalidVariableError,
     NotFoundError,
     NotSupervisedError,
@@ -48,6 +51,10 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "Agent",
     "AgentSettings",
+    "BreakerConfig",
+    "Breakers",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ErrorHandler",
     "InvalidVariableError",
     "LinkStats",

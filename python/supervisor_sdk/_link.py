@@ -82,6 +82,9 @@ class Link:
         self._stats_lock = threading.Lock()
         # Read by the link thread only; written through commands.
         self._payload: Optional[Dict[str, Any]] = None
+        #: Reported in every heartbeat's `payload.breakers` (the agent's
+        #: `Breakers`, set by `Agent`); None: no breakers.
+        self.breakers: Optional[Any] = None
         self._next_seq = 1
         # seq -> (future the caller waits on, when it was sent).
         self._pending: Dict[int, Tuple[Future, float]] = {}
@@ -241,8 +244,14 @@ class Link:
         seq = self._next_seq
         self._next_seq += 1
         message: Dict[str, Any] = {"type": "heartbeat"}
-        if self._payload:
-            message["payload"] = self._payload
+        payload = dict(self._payload) if self._payload else {}
+        breakers = self.breakers
+        if breakers is not None:
+            reports = breakers.reports()
+            if reports:
+                payload["breakers"] = reports
+        if payload:
+            message["payload"] = payload
         try:
             # A heartbeat that cannot go now is worthless later: never wait.
             self._dealer.send_multipart([b"", self._envelope(message, seq)], zmq.DONTWAIT)

@@ -32,6 +32,7 @@ from .errors import (
     RejectedError,
     SupervisorTimeoutError,
 )
+from .breaker import Breakers
 from .pool import SocketPool
 
 __version__ = "0.1.0"
@@ -217,13 +218,17 @@ class Agent:
         link: Optional[Link],
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         handle_signals: bool = True,
+        pool: Optional[SocketPool] = None,
     ) -> None:
         """Use `from_env`, `connect` or `standalone` instead."""
         self.name = name
         self._link = link
         self.call_timeout = call_timeout
-        #: The agent's socket pool, for calling other agents.
-        self.pool = SocketPool()
+        #: The agent's socket pool, for calling other agents; its breakers
+        #: ride on every heartbeat.
+        self.pool = pool or SocketPool()
+        if link is not None:
+            link.breakers = self.pool.breakers
         #: Set on SIGTERM/SIGINT or `request_shutdown()`; wait on it or poll it.
         self.shutdown_requested = shutdown_requested
         if handle_signals:
@@ -231,7 +236,7 @@ class Agent:
         _live_agents.add(self)
 
     @classmethod
-    def from_env(cls, handle_signals: bool = True) -> "Agent":
+    def from_env(cls, handle_signals: bool = True, pool: Optional[SocketPool] = None) -> "Agent":
         """Connects using the variables the supervisor injects.
 
         Raises `NotSupervisedError` naming the missing variable when the
@@ -240,10 +245,12 @@ class Agent:
         >>> agent = Agent.from_env()  # doctest: +SKIP
         >>> agent.ready()             # doctest: +SKIP
         """
-        return cls.connect(AgentSettings.from_env(), handle_signals=handle_signals)
+        return cls.connect(AgentSettings.from_env(), handle_signals=handle_signals, pool=pool)
 
     @classmethod
-    def from_env_or_standalone(cls, default_name: str, handle_signals: bool = True) -> "Agent":
+    def from_env_or_standalone(
+        cls, default_name: str, handle_signals: bool = True, pool: Optional[SocketPool] = None
+    ) -> "Agent":
         """`from_env` when supervised, else `standalone` under `AGENT_NAME` or
         `default_name` (with a log line saying so). Raises only on a broken
         environment (`InvalidVariableError`), never on a missing one.
@@ -252,14 +259,18 @@ class Agent:
         'demo'
         """
         try:
-            return cls.from_env(handle_signals=handle_signals)
+            return cls.from_env(handle_signals=handle_signals, pool=pool)
         except NotSupervisedError as error:
             log.info("running standalone: %s", error)
-            return cls.standalone(os.environ.get(NAME_VARIABLE) or default_name, handle_signals)
+            return cls.standalone(os.environ.get(NAME_VARIABLE) or default_name, handle_signals, pool)
 
     @classmethod
-    def connect(cls, settings: AgentSettings, handle_signals: bool = True) -> "Agent":
-        """Connects with explicit settings (tests, or agents configured otherwise)."""
+    def connect(
+        cls, settings: AgentSettings, handle_signals: bool = True, pool: Optional[SocketPool] = None
+    ) -> "Agent":
+        """Connects with explicit settings (tests, or agents configured
+        otherwise). `pool`: a `SocketPool` of your own configuration (e.g.
+        other breaker thresholds, `PoolConfig(breaker=BreakerConfig(...))`)."""
         link = Link(
             endpoint=settings.endpoint,
             agent=settings.name,
@@ -267,10 +278,10 @@ class Agent:
             heartbeat_interval=settings.heartbeat_interval,
             sdk=f"python/{__version__}",
         )
-        return cls(settings.name, link, settings.call_timeout, handle_signals)
+        return cls(settings.name, link, settings.call_timeout, handle_signals, pool)
 
     @classmethod
-    def standalone(cls, name: str, handle_signals: bool = True) -> "Agent":
+    def standalone(cls, name: str, handle_signals: bool = True, pool: Optional[SocketPool] = None) -> "Agent":
         """An agent run by hand: no supervisor, every call logs and succeeds,
         `resolve` reads `<NAME>_ENDPOINT` / `AGENT_DEPENDENCIES`.
 
@@ -279,7 +290,7 @@ class Agent:
         False
         >>> agent.ready()
         """
-        return cls(name, None, handle_signals=handle_signals)
+        return cls(name, None, handle_signals=handle_signals, pool=pool)
 
     # ----- lifecycle ----------------------------------------------------------
 
@@ -413,16 +424,31 @@ class Agent:
         Raises `NotFoundError` when no such agent is known.
         """
         if self._link is None:
-            return _resolve_from_env(name)
+            return self._remember(_resolve_from_env(name))
         reply = self._link.call({"type": "resolve", "name": name}, self.call_timeout)
         if reply.get("found") is not True:
             raise NotFoundError(name)
         state = reply.get("state")
-        return Resolved(
-            name=name,
-            endpoint=reply.get("endpoint"),
-            state=state if state in _STATES else "unknown",
+        return self._remember(
+            Resolved(
+                name=name,
+                endpoint=reply.get("endpoint"),
+                state=state if state in _STATES else "unknown",
+            )
         )
+
+    def _remember(self, found: Resolved) -> Resolved:
+        # Breakers of requests to this endpoint are reported by the agent's name.
+        if found.endpoint:
+            self.pool.name_endpoint(found.endpoint, found.name)
+        return found
+
+    @property
+    def breakers(self) -> Breakers:
+        """This agent's circuit breakers (those of its pool): wrap calls that
+        do not go through the pool in them, e.g. `with agent.breakers.guard("postgres"):`.
+        Every heartbeat reports them to the supervisor."""
+        return self.pool.breakers
 
     def request_shutdown(self) -> None:
         """Sets `shutdown_requested` as SIGTERM would (an agent's own stop condition)."""

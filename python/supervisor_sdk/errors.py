@@ -79,3 +79,14 @@ class RequestTimeoutError(SdkError, TimeoutError):
         super().__init__(
             f"no reply from {endpoint} after {attempts} attempt(s) of {timeout * 1000:.0f} ms"
         )
+
+
+class CircuitOpenError(SdkError):
+    """The circuit breaker of `target` is open: the call was not made (see
+    `breaker.py`). `retry_in` is how many seconds until a trial is allowed
+    (0 while another trial is out)."""
+
+    def __init__(self, target: str, retry_in: float) -> None:
+        self.target = target
+        self.retry_in = retry_in
+        super().__init__(f"circuit breaker to {target} is open (next try in {retry_in * 1000:.0f} ms)")

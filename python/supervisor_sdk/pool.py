@@ -11,7 +11,10 @@ requests, keyed by (socket kind, endpoint). Same guarantees as the Rust
   state machine would refuse the next send;
 - idle sockets expire after `idle_timeout`;
 - `SocketPool.request` is the lazy-pirate pattern: on timeout, drop the
-  socket, back off (doubling, at most 1 s), retry on a fresh one.
+  socket, back off (doubling, at most 1 s), retry on a fresh one;
+- each request goes through the circuit breaker of its target
+  (`breaker.py`): a target whose requests keep failing is refused at once
+  for a while instead of costing every caller its timeouts.
 
 Owns the idle sockets, behind one lock that is never held while a socket is
 used: each checked-out socket belongs to one thread through its guard. Does
@@ -29,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import zmq
 
+from .breaker import BreakerConfig, Breakers
 from .errors import PoolExhaustedError, RequestTimeoutError
 
 log = logging.getLogger("supervisor_sdk")
@@ -63,6 +67,8 @@ class PoolConfig:
     checkout_timeout: float = 5.0
     #: First pause between lazy-pirate attempts; doubles per attempt, at most 1 s.
     retry_backoff: float = 0.02
+    #: The circuit breaker around `request`, per target; None turns it off.
+    breaker: Optional[BreakerConfig] = field(default_factory=BreakerConfig)
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,23 @@ class SocketPool:
         # returned or closed. Never held while a socket is in use.
         self._freed = threading.Condition(threading.Lock())
         self._created = self._reused = self._discarded = self._expired = 0
+        #: The breakers of this pool's targets: the ones `request` uses, and
+        #: for guarding any other call the agent makes (a database, HTTP) so
+        #: that it shows in the same heartbeat reports.
+        self.breakers = Breakers(self.config.breaker or BreakerConfig())
+        # Endpoint -> the agent name it was resolved from.
+        self._targets: Dict[str, str] = {}
+
+    def name_endpoint(self, endpoint: str, name: str) -> None:
+        """Names the target behind `endpoint` (the SDK does this for every
+        endpoint it resolves), so its breaker is reported as `name`."""
+        with self._freed:
+            self._targets[endpoint] = name
+
+    def target_of(self, endpoint: str) -> str:
+        """The breaker target of `endpoint`: its name if known, else itself."""
+        with self._freed:
+            return self._targets.get(endpoint, endpoint)
 
     def stats(self) -> PoolStats:
         """Counters and current occupancy."""
@@ -209,7 +232,28 @@ class SocketPool:
         pause (doubling from `retry_backoff`, at most 1 s) and try again on a
         new one, `retries` more times. A socket that answered goes back to the
         pool. Returns the reply's last frame; raises `RequestTimeoutError`.
+
+        The whole request passes the target's circuit breaker (unless
+        `PoolConfig.breaker` is None): while it is open this raises
+        `CircuitOpenError` at once; a request that got no reply after every
+        attempt counts as one failure, a reply as a success.
         """
+        if self.config.breaker is None:
+            return self._attempts(endpoint, message, timeout, retries)
+        target = self.target_of(endpoint)
+        self.breakers.permit(target)
+        try:
+            reply = self._attempts(endpoint, message, timeout, retries)
+        except PoolExhaustedError:
+            self.breakers.release(target)
+            raise
+        except BaseException:
+            self.breakers.record_failure(target)
+            raise
+        self.breakers.record_success(target)
+        return reply
+
+    def _attempts(self, endpoint: str, message: Frame, timeout: float, retries: int) -> bytes:
         backoff = self.config.retry_backoff
         for attempt in range(retries + 1):
             with self.checkout(SocketKind.REQ, endpoint) as socket:

@@ -128,6 +128,22 @@ pub fn table(view: &StatusView) -> String {
     for agent in view
         .agents
         .iter()
+        .filter(|agent| !agent.degraded_by.is_empty())
+    {
+        let causes: Vec<&str> = agent
+            .degraded_by
+            .iter()
+            .map(|cause| cause.message.as_str())
+            .collect();
+        text.push_str(&format!(
+            "{}: degraded: {}\n",
+            agent.name,
+            causes.join("; ")
+        ));
+    }
+    for agent in view
+        .agents
+        .iter()
         .filter(|agent| !agent.escaped_pids.is_empty())
     {
         let pids: Vec<String> = agent.escaped_pids.iter().map(u32::to_string).collect();
@@ -159,6 +175,9 @@ pub fn table(view: &StatusView) -> String {
 /// One agent's cells, in [`HEADERS`] order; `-` where there is nothing.
 fn row(agent: &AgentView) -> [String; 11] {
     let mut state = agent.state.clone();
+    if agent.health.as_deref() == Some("degraded") {
+        state.push_str(" (degraded)");
+    }
     if agent.held {
         state.push_str(" (held)");
     }

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::{AgentState, StatusSnapshot};
+use crate::transport::BreakerState;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -69,6 +70,27 @@ struct CauseLabel {
     cause: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DegradedLabel {
+    agent: String,
+    /// `dependency`, `breaker`, `errors`.
+    kind: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabel {
+    agent: String,
+    target: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabel {
+    agent: String,
+    target: String,
+}
+
 /// A gauge of seconds or percentages.
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -105,6 +127,11 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
     let rss = Family::<AgentLabel, Gauge>::default();
     let cpu = Family::<AgentLabel, FloatGauge>::default();
     let heartbeat = Family::<AgentLabel, FloatGauge>::default();
+    let degraded = Family::<AgentLabel, Gauge>::default();
+    let degraded_by = Family::<DegradedLabel, Gauge>::default();
+    let breaker_state = Family::<BreakerLabel, Gauge>::default();
+    let breaker_seconds = Family::<TargetLabel, FloatGauge>::default();
+    let now = tokio::time::Instant::now();
     for agent in &snapshot.agents {
         let label = AgentLabel {
             agent: agent.name.clone(),
@@ -146,6 +173,43 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
         if let Some(age) = age {
             heartbeat.get_or_create(&label).set(age.as_secs_f64());
         }
+        degraded
+            .get_or_create(&label)
+            .set(i64::from(!agent.degraded_by.is_empty()));
+        for cause in &agent.degraded_by {
+            degraded_by
+                .get_or_create(&DegradedLabel {
+                    agent: agent.name.clone(),
+                    kind: cause.kind().to_string(),
+                    target: cause.target().to_string(),
+                })
+                .set(1);
+        }
+        if let (Some(payload), Some(at)) = (&agent.heartbeat, agent.heartbeat_at) {
+            for breaker in &payload.breakers {
+                for each in [
+                    BreakerState::Closed,
+                    BreakerState::Open,
+                    BreakerState::HalfOpen,
+                ] {
+                    breaker_state
+                        .get_or_create(&BreakerLabel {
+                            agent: agent.name.clone(),
+                            target: breaker.target.clone(),
+                            state: each.as_str().to_string(),
+                        })
+                        .set(i64::from(each == breaker.state));
+                }
+                let in_state = std::time::Duration::from_millis(breaker.for_ms)
+                    + now.saturating_duration_since(at);
+                breaker_seconds
+                    .get_or_create(&TargetLabel {
+                        agent: agent.name.clone(),
+                        target: breaker.target.clone(),
+                    })
+                    .set(in_state.as_secs_f64());
+            }
+        }
     }
     registry.register("agent_up", "1 when the agent is ready", up);
     registry.register("agent_state", "1 for the agent's current state", state);
@@ -169,6 +233,26 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
         "agent_heartbeat_age_seconds",
         "Age of the agent's last SDK heartbeat",
         heartbeat,
+    );
+    registry.register(
+        "agent_degraded",
+        "1 when the agent is ready but degraded (a dependency down, a breaker open, its error policy)",
+        degraded,
+    );
+    registry.register(
+        "agent_degraded_cause",
+        "1 for each reason the agent is degraded: kind dependency, breaker or errors, and the target named",
+        degraded_by,
+    );
+    registry.register(
+        "agent_breaker_state",
+        "1 for the current state of each circuit breaker the agent's SDK reports",
+        breaker_state,
+    );
+    registry.register(
+        "agent_breaker_state_seconds",
+        "How long each circuit breaker of the agent has been in its current state",
+        breaker_seconds,
     );
     let start = FloatGauge::default();
     if let Some(all_ready) = snapshot.all_ready_after {
@@ -223,9 +307,23 @@ async fn health(State(context): State<MetricsContext>) -> impl IntoResponse {
         .filter(|agent| agent.state == AgentState::Failed)
         .map(|agent| agent.name.as_str())
         .collect();
+    let degraded: serde_json::Map<String, serde_json::Value> = snapshot
+        .agents
+        .iter()
+        .filter(|agent| !agent.degraded_by.is_empty())
+        .map(|agent| {
+            let now = tokio::time::Instant::now();
+            let causes: Vec<String> = agent
+                .degraded_by
+                .iter()
+                .map(|cause| cause.describe(now))
+                .collect();
+            (agent.name.clone(), causes.into())
+        })
+        .collect();
     let status = if snapshot.shutting_down {
         "stopping"
-    } else if !failed.is_empty() {
+    } else if !failed.is_empty() || !degraded.is_empty() {
         "degraded"
     } else if ready == snapshot.agents.len() {
         "ok"
@@ -242,6 +340,7 @@ async fn health(State(context): State<MetricsContext>) -> impl IntoResponse {
         "agents": snapshot.agents.len(),
         "ready": ready,
         "failed": failed,
+        "degraded": degraded,
         "all_ready_s": snapshot.all_ready_after.map(|d| d.as_secs_f64()),
         "config_errors": snapshot.config_errors,
     });

@@ -219,6 +219,39 @@ pub struct AgentView {
     /// The ports the manifest gives it: `{port, field}`.
     #[serde(default)]
     pub ports: Vec<DeclaredPort>,
+    /// `ok` or `degraded` while it is ready; `null` otherwise.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Why it is degraded (see `crate::supervisor::degraded`); empty when
+    /// healthy.
+    #[serde(default)]
+    pub degraded_by: Vec<CauseView>,
+    /// The circuit breakers its SDK reports, with their live age.
+    #[serde(default)]
+    pub breakers: Vec<BreakerView>,
+}
+
+/// One reason an agent is degraded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CauseView {
+    /// `dependency`, `breaker` or `errors`.
+    pub kind: String,
+    /// The dependency or breaker target named (empty for `errors`).
+    pub target: String,
+    /// In words: ``dependency `redis` is backing-off``.
+    pub message: String,
+}
+
+/// One circuit breaker of an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerView {
+    pub target: String,
+    /// `closed`, `open`, `half-open`.
+    pub state: String,
+    /// How long it has been in that state, now.
+    pub for_s: f64,
+    /// Failures counted in its current window.
+    pub failures: u32,
 }
 
 /// A port an agent's manifest entry uses.
@@ -304,6 +337,22 @@ impl StatusView {
                             Some(crate::process::escaped(&tree, pid))
                         })
                         .unwrap_or_default(),
+                    health: (agent.state == crate::supervisor::AgentState::Ready).then(|| {
+                        match agent.degraded_by.is_empty() {
+                            true => "ok".to_string(),
+                            false => "degraded".to_string(),
+                        }
+                    }),
+                    degraded_by: agent
+                        .degraded_by
+                        .iter()
+                        .map(|cause| CauseView {
+                            kind: cause.kind().to_string(),
+                            target: cause.target().to_string(),
+                            message: cause.describe(now),
+                        })
+                        .collect(),
+                    breakers: breakers(agent, now),
                 })
                 .collect(),
         }
@@ -313,6 +362,24 @@ impl StatusView {
     pub fn agent(&self, name: &str) -> Option<&AgentView> {
         self.agents.iter().find(|agent| agent.name == name)
     }
+}
+
+/// The breakers of `agent`'s last heartbeat, aged to `now`.
+fn breakers(agent: &crate::supervisor::AgentStatus, now: tokio::time::Instant) -> Vec<BreakerView> {
+    let (Some(payload), Some(at)) = (&agent.heartbeat, agent.heartbeat_at) else {
+        return Vec::new();
+    };
+    let since_beat = now.saturating_duration_since(at);
+    payload
+        .breakers
+        .iter()
+        .map(|breaker| BreakerView {
+            target: breaker.target.clone(),
+            state: breaker.state.as_str().to_string(),
+            for_s: (std::time::Duration::from_millis(breaker.for_ms) + since_beat).as_secs_f64(),
+            failures: breaker.failures,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -102,13 +102,13 @@ impl Agent {
     /// ```
     pub async fn resolve_async(&self, name: &str) -> Result<Resolved, SdkError> {
         let Some(link) = &self.link else {
-            return resolve_from_env(name);
+            return resolve_from_env(name).map(|found| self.remember(found));
         };
         let reply = link
             .handle
             .call_async(self.resolve_message(name), self.call_timeout)
             .await?;
-        resolved(name, reply)
+        resolved(name, reply).map(|found| self.remember(found))
     }
 
     /// [`Agent::wait_for_shutdown`] for async code: resolves when shutdown is

@@ -24,6 +24,12 @@
 //! # Ok::<(), supervisor::sdk::SdkError>(())
 //! ```
 //!
+//! Calls to other agents through [`Agent::pool`] pass a circuit breaker per
+//! target ([`Breakers`]; closed → open after repeated failures → half-open
+//! after a pause → closed on a good trial); wrap other calls (a database, a
+//! cache) in [`Agent::breakers`] too. Every heartbeat reports them, and
+//! `supervisor status` shows the agent degraded while one is open.
+//!
 //! Owns the public agent API: reading the injected environment, READY,
 //! progress payloads, error reports, RESOLVE, the shutdown signal, and the
 //! re-exported [`SocketPool`]. Depends on `crate::transport` alone (the wire
@@ -38,6 +44,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::transport::breaker::{
+    BreakerConfig, BreakerError, BreakerReport, BreakerState, Breakers,
+};
 pub use crate::transport::messages::{AgentState, HeartbeatPayload, Severity};
 pub use crate::transport::pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};
 pub use crate::transport::{LinkStats, TransportError};
@@ -266,13 +275,34 @@ impl Agent {
     /// # Ok::<(), supervisor::sdk::SdkError>(())
     /// ```
     pub fn connect(settings: AgentSettings) -> Result<Agent, SdkError> {
-        let (handle, thread) = AgentLink::spawn(LinkSettings {
-            endpoint: settings.endpoint,
-            agent: settings.name.clone(),
-            token: settings.token,
-            heartbeat_interval: settings.heartbeat_interval,
-            sdk: concat!("rust/", env!("CARGO_PKG_VERSION")).to_string(),
-        })?;
+        Agent::connect_with_pool(settings, SocketPool::new())
+    }
+
+    /// [`Agent::connect`] with a pool of your own configuration (e.g. other
+    /// circuit breaker thresholds: [`PoolConfig::breaker`]); heartbeats
+    /// carry that pool's breakers.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use supervisor::sdk::{Agent, AgentSettings, BreakerConfig, PoolConfig, SocketPool};
+    /// let pool = SocketPool::with_config(PoolConfig {
+    ///     breaker: Some(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() }),
+    ///     ..PoolConfig::default()
+    /// });
+    /// let agent = Agent::connect_with_pool(AgentSettings::from_env()?, pool)?;
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn connect_with_pool(settings: AgentSettings, pool: SocketPool) -> Result<Agent, SdkError> {
+        let (handle, thread) = AgentLink::spawn(
+            LinkSettings {
+                endpoint: settings.endpoint,
+                agent: settings.name.clone(),
+                token: settings.token,
+                heartbeat_interval: settings.heartbeat_interval,
+                sdk: concat!("rust/", env!("CARGO_PKG_VERSION")).to_string(),
+            },
+            Some(pool.breakers().clone()),
+        )?;
         Ok(Agent {
             name: settings.name,
             link: Some(Link {
@@ -280,7 +310,7 @@ impl Agent {
                 thread: Some(thread),
             }),
             shutdown: process_signal(),
-            pool: SocketPool::new(),
+            pool,
             call_timeout: settings.call_timeout,
         })
     }
@@ -434,12 +464,21 @@ impl Agent {
     /// ```
     pub fn resolve(&self, name: &str) -> Result<Resolved, SdkError> {
         let Some(link) = &self.link else {
-            return resolve_from_env(name);
+            return resolve_from_env(name).map(|found| self.remember(found));
         };
         let reply = link
             .handle
             .call(self.resolve_message(name), self.call_timeout)?;
-        resolved(name, reply)
+        resolved(name, reply).map(|found| self.remember(found))
+    }
+
+    /// Names the resolved endpoint in the pool, so the breaker of requests
+    /// to it is reported as the agent's name.
+    fn remember(&self, found: Resolved) -> Resolved {
+        if let Some(endpoint) = &found.endpoint {
+            self.pool.name_endpoint(endpoint, &found.name);
+        }
+        found
     }
 
     /// The RESOLVE message for `name`.
@@ -496,6 +535,20 @@ impl Agent {
     /// ```
     pub fn pool(&self) -> &SocketPool {
         &self.pool
+    }
+
+    /// This agent's circuit breakers (those of its pool): wrap calls that do
+    /// not go through the pool in them; every heartbeat reports them.
+    ///
+    /// ```
+    /// use supervisor::sdk::{Agent, BreakerError};
+    /// let agent = Agent::standalone("demo");
+    /// let rows = agent.breakers().call("postgres", || Ok::<u32, String>(3));
+    /// assert!(matches!(rows, Ok(3)));
+    /// # let _: Option<BreakerError<String>> = None;
+    /// ```
+    pub fn breakers(&self) -> &Breakers {
+        self.pool.breakers()
     }
 
     /// Counters of the connection (heartbeats sent, rejections); `None`

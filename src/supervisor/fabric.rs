@@ -77,6 +77,8 @@ pub struct FabricLink {
     endpoint: EndpointHandle,
     /// Sent to by the endpoint thread; read by the bridge task.
     events: mpsc::Receiver<EndpointEvent>,
+    /// The run directory, given to agents as `SUPERVISOR_RUN_DIR`.
+    run_dir: PathBuf,
 }
 
 impl Fabric {
@@ -131,7 +133,13 @@ impl Fabric {
                 bus,
                 threads: vec![endpoint_thread, bus_thread],
             },
-            FabricLink { endpoint, events },
+            FabricLink {
+                endpoint,
+                events,
+                // Absolute: agents run in directories of their own.
+                run_dir: std::path::absolute(&config.run_dir)
+                    .unwrap_or_else(|_| config.run_dir.clone()),
+            },
         ))
     }
 
@@ -180,6 +188,8 @@ pub(super) struct Registrar {
     /// Read by the bridge task; when it has ended, registrations are only
     /// lost for RESOLVE/READY mapping (the loop carries on).
     bridge: mpsc::UnboundedSender<Registration>,
+    /// Given to agents as `SUPERVISOR_RUN_DIR` (for data of their own).
+    run_dir: PathBuf,
 }
 
 impl Registrar {
@@ -204,6 +214,10 @@ impl Registrar {
             (
                 "AGENT_HEARTBEAT_INTERVAL_MS".to_string(),
                 interval.as_millis().max(1).to_string(),
+            ),
+            (
+                "SUPERVISOR_RUN_DIR".to_string(),
+                self.run_dir.display().to_string(),
             ),
         ]
     }
@@ -250,6 +264,7 @@ pub(super) fn start_bridge(
     Registrar {
         endpoint: link.endpoint,
         bridge,
+        run_dir: link.run_dir,
     }
 }
 

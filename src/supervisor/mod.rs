@@ -19,6 +19,7 @@
 //! allocator tuning ([`crate::platform`]) or the CLI.
 
 mod environment;
+pub mod degraded;
 pub mod event;
 pub mod fabric;
 pub mod lifecycle;

@@ -1,6 +1,7 @@
 //! The agent side of the agent protocol: a thread owning one DEALER socket
 //! connected to the supervisor's ROUTER. It says HELLO on start, sends a
-//! HEARTBEAT every interval on its own (with the latest payload), sends what
+//! HEARTBEAT every interval on its own (with the latest payload and the
+//! reports of the agent's circuit breakers), sends what
 //! the SDK asks, and routes replies back to the waiting caller by `seq`.
 //!
 //! Owns the DEALER socket, the agent's token and the sequence numbers. Does
@@ -14,6 +15,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::breaker::Breakers;
 use super::messages::{AgentMessage, HeartbeatPayload, MessageKind, Reply, ReplyKind};
 use super::wake::{self, WakeReceiver, Waker};
 use super::{TransportError, context, millis_i32};
@@ -223,6 +225,9 @@ pub struct AgentLink {
     counters: Arc<Counters>,
     /// Sent with every heartbeat from now on (`Agent::progress`).
     payload: Option<HeartbeatPayload>,
+    /// Reported in every heartbeat's `payload.breakers` (shared with the
+    /// agent's socket pool, which updates them).
+    breakers: Option<Breakers>,
     /// The `seq` of the next message; replies are matched by it.
     next_seq: u64,
     /// seq -> who waits for the reply, and since when.
@@ -231,9 +236,11 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// Connects (libzmq connects in the background and reconnects on its
-    /// own) and starts the link thread, which says HELLO at once.
+    /// own) and starts the link thread, which says HELLO at once. Each
+    /// heartbeat carries the reports of `breakers`, when given.
     pub fn spawn(
         settings: LinkSettings,
+        breakers: Option<Breakers>,
     ) -> Result<(AgentLinkHandle, JoinHandle<()>), TransportError> {
         let endpoint = settings.endpoint.clone();
         let dealer = context()
@@ -268,6 +275,7 @@ impl AgentLink {
             wake_receiver,
             counters,
             payload: None,
+            breakers,
             next_seq: 1,
             pending: HashMap::new(),
         };
@@ -368,6 +376,17 @@ impl AgentLink {
         message.seq = self.next_seq;
         self.next_seq += 1;
         message.payload = self.payload.clone();
+        let reports = self
+            .breakers
+            .as_ref()
+            .map(Breakers::reports)
+            .unwrap_or_default();
+        if !reports.is_empty() {
+            message
+                .payload
+                .get_or_insert_with(HeartbeatPayload::default)
+                .breakers = reports;
+        }
         let body = message.encode();
         // A heartbeat that cannot go now is worthless later: never wait.
         match self

@@ -177,6 +177,11 @@ pub struct HeartbeatPayload {
     /// limited to [`MAX_MESSAGE_BYTES`]).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub custom: Map<String, Value>,
+    /// The agent's circuit breakers (filled in by the SDK at each heartbeat
+    /// from its [`super::Breakers`]); the supervisor derives `degraded`
+    /// from the open ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<super::breaker::BreakerReport>,
 }
 
 /// How bad an error is, from least to most severe (the derived order is

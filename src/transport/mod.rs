@@ -14,6 +14,9 @@
 //!   counts it, and re-publishes it with topic `<severity>.<agent>`.
 //! - [`pool`]: [`SocketPool`], pooled client sockets with lazy-pirate
 //!   requests, used by agents (re-exported by `sdk`).
+//! - [`breaker`]: [`CircuitBreaker`] and the shared [`Breakers`] table that
+//!   guard the pool's requests (and any other call an agent makes); their
+//!   reports ride on heartbeats.
 //! - [`heartbeat`]: [`HeartbeatTracker`], the pure deadline arithmetic of
 //!   "has this agent stopped beating / stopped making progress".
 //! - [`agent_link`]: the agent side: a thread owning the DEALER connected to
@@ -27,6 +30,7 @@
 //! crate: other modules see only the types defined here.
 
 pub mod agent_link;
+pub mod breaker;
 pub mod endpoint;
 pub mod error_bus;
 pub mod follow;
@@ -37,6 +41,9 @@ pub mod redact;
 mod wake;
 
 pub use agent_link::{AgentLink, AgentLinkHandle, LinkSettings, LinkStats};
+pub use breaker::{
+    BreakerConfig, BreakerError, BreakerReport, BreakerState, Breakers, CircuitBreaker,
+};
 pub use endpoint::{
     AgentEndpoint, EndpointConfig, EndpointEvent, EndpointHandle, EndpointStats, Resolution,
     ResolveReply,
@@ -73,6 +80,9 @@ pub enum TransportError {
         /// The wait per attempt, in milliseconds.
         timeout_ms: u64,
     },
+    /// The circuit breaker of `target` is open: the call was not made.
+    #[error("circuit breaker to {target} is open (next try in {retry_in_ms} ms)")]
+    CircuitOpen { target: String, retry_in_ms: u64 },
     /// Every socket the pool may hold is in use.
     #[error("socket pool exhausted for {endpoint} ({in_use} in use)")]
     PoolExhausted {
@@ -157,6 +167,13 @@ impl From<zmq::Error> for ZmqError {
 }
 
 impl TransportError {
+    pub(crate) fn circuit_open(target: &str, retry_in: std::time::Duration) -> TransportError {
+        TransportError::CircuitOpen {
+            target: target.to_string(),
+            retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// A libzmq failure of `action` on `endpoint`, keeping the `zmq` type
     /// out of the public error.
     pub(crate) fn zmq(action: &'static str, endpoint: &str, error: zmq::Error) -> TransportError {

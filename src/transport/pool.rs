@@ -11,7 +11,10 @@
 //!   machine would refuse the next send;
 //! - idle sockets expire after `idle_timeout`;
 //! - [`SocketPool::request`] is the lazy-pirate pattern: on timeout, drop the
-//!   socket, back off, retry on a fresh one.
+//!   socket, back off, retry on a fresh one;
+//! - each request goes through the circuit breaker of its target (see
+//!   [`super::breaker`]): a target whose requests keep failing is refused at
+//!   once for a while instead of costing every caller its timeouts.
 //!
 //! Owns the idle sockets (behind one mutex that is never held while a socket
 //! is used: each checked-out socket belongs to one thread through its
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::breaker::{BreakerConfig, Breakers};
 use super::{TransportError, context, millis_i32};
 
 /// The client socket kinds the pool hands out.
@@ -74,6 +78,9 @@ pub struct PoolConfig {
     /// spinning client holds a core that the I/O threads and the server need
     /// (`cargo bench --bench fabric -- round_trips` prints both).
     pub spin: Duration,
+    /// The circuit breaker around [`SocketPool::request`], per target;
+    /// `None` turns it off.
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl Default for PoolConfig {
@@ -87,6 +94,7 @@ impl Default for PoolConfig {
             checkout_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(20),
             spin: Duration::ZERO,
+            breaker: Some(BreakerConfig::default()),
         }
     }
 }
@@ -157,6 +165,11 @@ struct Shared {
     freed: Condvar,
     /// Behind [`SocketPool::stats`].
     counters: Counters,
+    /// The breakers of the targets this pool sends requests to.
+    breakers: Breakers,
+    /// Endpoint -> the agent name it was resolved from, so breakers are
+    /// named after agents (`postgres`), not addresses.
+    targets: Mutex<HashMap<String, String>>,
 }
 
 /// A pool of client sockets; clones share the same pool.
@@ -213,14 +226,59 @@ impl SocketPool {
     pub fn with_config(mut config: PoolConfig) -> SocketPool {
         config.max_per_key = config.max_per_key.max(1);
         config.max_total = config.max_total.max(1);
+        let breakers = Breakers::new(config.breaker.unwrap_or_default());
         SocketPool {
             shared: Arc::new(Shared {
                 config,
                 slots: Mutex::new(Slots::default()),
                 freed: Condvar::new(),
                 counters: Counters::default(),
+                breakers,
+                targets: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The circuit breakers of this pool's targets: the ones
+    /// [`SocketPool::request`] uses, and for guarding any other call the
+    /// agent makes (a database, HTTP) so that it shows in the same reports.
+    ///
+    /// ```
+    /// use supervisor::transport::{BreakerState, SocketPool};
+    /// let pool = SocketPool::new();
+    /// assert_eq!(pool.breakers().state("postgres"), BreakerState::Closed);
+    /// ```
+    pub fn breakers(&self) -> &Breakers {
+        &self.shared.breakers
+    }
+
+    /// Names the target behind `endpoint` (the SDK does this for every
+    /// endpoint it resolves), so its breaker is reported as `name`.
+    ///
+    /// ```
+    /// let pool = supervisor::transport::SocketPool::new();
+    /// pool.name_endpoint("tcp://127.0.0.1:7200", "echo");
+    /// assert_eq!(pool.target_of("tcp://127.0.0.1:7200"), "echo");
+    /// assert_eq!(pool.target_of("tcp://127.0.0.1:7300"), "tcp://127.0.0.1:7300");
+    /// ```
+    pub fn name_endpoint(&self, endpoint: &str, name: &str) {
+        self.shared
+            .targets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(endpoint.to_string(), name.to_string());
+    }
+
+    /// The breaker target of `endpoint`: the name given by
+    /// [`SocketPool::name_endpoint`], else the endpoint itself.
+    pub fn target_of(&self, endpoint: &str) -> String {
+        self.shared
+            .targets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(endpoint)
+            .cloned()
+            .unwrap_or_else(|| endpoint.to_string())
     }
 
     /// Counters and current occupancy.
@@ -348,10 +406,16 @@ impl SocketPool {
     /// the pauses. The request may be delivered more than once (each retry
     /// sends it again), so it should be safe to repeat.
     ///
+    /// The whole request passes the target's circuit breaker (unless
+    /// `PoolConfig::breaker` is `None`): while it is open the request fails
+    /// at once with [`TransportError::CircuitOpen`]; a request that got no
+    /// reply after every attempt counts as one failure, a reply as a success.
+    ///
     /// # Errors
     ///
-    /// [`TransportError::Timeout`] after the last attempt; any checkout
-    /// error at once (see [`SocketPool::checkout`]).
+    /// [`TransportError::Timeout`] after the last attempt;
+    /// [`TransportError::CircuitOpen`] at once while the breaker is open; any
+    /// checkout error at once (see [`SocketPool::checkout`]).
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -362,6 +426,29 @@ impl SocketPool {
     /// }
     /// ```
     pub fn request(
+        &self,
+        endpoint: &str,
+        message: &[u8],
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Vec<u8>, TransportError> {
+        let guarded = self.shared.config.breaker.is_some();
+        let target = self.target_of(endpoint);
+        if guarded {
+            self.shared.breakers.permit(&target)?;
+        }
+        let outcome = self.attempts(endpoint, message, timeout, retries);
+        if guarded {
+            match &outcome {
+                Ok(_) => self.shared.breakers.record_success(&target),
+                Err(TransportError::PoolExhausted { .. }) => self.shared.breakers.release(&target),
+                Err(_) => self.shared.breakers.record_failure(&target),
+            }
+        }
+        outcome
+    }
+
+    fn attempts(
         &self,
         endpoint: &str,
         message: &[u8],

@@ -7,6 +7,7 @@
 mod common;
 
 mod async_sdk;
+mod breaker;
 mod chaos;
 mod check;
 mod control;
@@ -36,3 +37,4 @@ mod security;
 mod shutdown;
 mod status;
 mod up;
+mod web_stack;

@@ -437,7 +437,7 @@ impl Lifecycle {
     }
 
     pub fn snapshot(&self) -> StatusSnapshot {
-        StatusSnapshot {
+        let mut snapshot = StatusSnapshot {
             started: self.started,
             agents: self
                 .agents
@@ -450,7 +450,9 @@ impl Lifecycle {
             reloads: self.reloads,
             config_errors: self.config_errors.clone(),
             cpu_warnings: self.cpu_warnings,
-        }
+        };
+        super::degraded::derive(&mut snapshot);
+        snapshot
     }
 
     fn status(&self, record: &Record) -> AgentStatus {
@@ -483,6 +485,7 @@ impl Lifecycle {
                 .iter()
                 .map(|dependency| dependency.name.clone())
                 .collect(),
+            degraded_by: Vec::new(),
             reason: record.reason.clone(),
             host: record.spec.agent.host.clone(),
             running_since: pid.and(process.map(|process| process.since)),
