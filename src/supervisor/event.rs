@@ -309,8 +309,6 @@ pub struct AgentStatus {
     /// The ports the manifest gives it (`port`, `health_check_port`,
     /// `config.*_port`, legacy implicit ones), as `(port, field)`.
     pub ports: Vec<(u16, String)>,
-    /// The agents it depends on, by name.
-    pub dependencies: Vec<String>,
     /// Why it is degraded (empty: healthy, or not running); derived by
     /// [`super::degraded::derive`] from the dependencies' states, its
     /// breakers and `degraded`.
