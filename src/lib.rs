@@ -31,7 +31,11 @@
 //!   restarts); `diagnose.rs` says what a not-ready agent listens on instead.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
-//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages.
+//! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`,
+//!   wire messages, the peer link's CURVE sockets (`peer.rs`).
+//! - [`link`]: the peer link between the supervisors of two (or a few)
+//!   hosts: state pushed both ways, acknowledged and resent across
+//!   partitions; key files (`keys.rs`, `supervisor keygen`).
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
 //! - [`files`]: opening run-directory files without following links, and
@@ -43,6 +47,7 @@ pub mod cli;
 pub mod control;
 pub mod files;
 pub mod health;
+pub mod link;
 pub mod manifest;
 pub mod plan;
 pub mod process;

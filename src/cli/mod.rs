@@ -14,6 +14,7 @@ pub mod console;
 pub mod convert;
 pub mod down;
 pub mod errors;
+pub mod keygen;
 pub mod locate;
 pub mod logs;
 pub mod plan;
@@ -89,6 +90,8 @@ pub enum Command {
     Reload(reload::Args),
     /// Print the error journal (errors reported by agents); `-f` follows the error bus.
     Errors(errors::Args),
+    /// Make this host's peer-link key pair; prints the public key for the other hosts' `hosts:`.
+    Keygen(keygen::Args),
     /// Print a shell completion script: `supervisor completions bash > /etc/bash_completion.d/supervisor`.
     Completions {
         #[arg(value_enum)]
@@ -249,6 +252,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Errors(args) => errors::run(args),
+        Command::Keygen(args) => keygen::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -41,6 +41,9 @@ pub enum Request {
     Down {
         #[serde(default)]
         force: bool,
+        /// Also tell every peer host (peer link) to go down.
+        #[serde(default)]
+        all_hosts: bool,
     },
 }
 
@@ -120,6 +123,10 @@ pub struct StatusView {
     #[serde(default)]
     pub console_dropped_lines: u64,
     pub agents: Vec<AgentView>,
+    /// With a peer link: this host, and each peer's link state, last seen,
+    /// clock offset and buffer (its agents are rows of `agents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::link::LinkSnapshot>,
 }
 
 /// One agent in a [`StatusView`].
@@ -176,6 +183,45 @@ pub struct DeclaredPort {
 }
 
 impl StatusView {
+    /// Adds the agents the peers reported as rows (host = the peer): an
+    /// agent of another host awaited here is replaced by its owner's report;
+    /// the per-peer agent lists are then left out of `link`.
+    pub fn join(&mut self, mut link: crate::link::LinkSnapshot) {
+        for peer in &mut link.peers {
+            for (name, agent) in std::mem::take(&mut peer.agents) {
+                let qualified = format!("{}/{name}", peer.host);
+                self.agents
+                    .retain(|row| !(row.remote && (row.name == name || row.name == qualified)));
+                let clash = self.agents.iter().any(|row| row.name == name);
+                self.agents.push(AgentView {
+                    name: if clash { qualified } else { name },
+                    group: None,
+                    host: peer.host.clone(),
+                    state: agent.state,
+                    remote: true,
+                    required: false,
+                    held: false,
+                    pid: agent.pid,
+                    uptime_s: None,
+                    restarts: 0,
+                    restarts_by_cause: BTreeMap::new(),
+                    reason: agent.reason,
+                    ready_at_s: None,
+                    time_to_ready_s: None,
+                    heartbeat_age_s: None,
+                    cpu_percent: None,
+                    rss_bytes: None,
+                    waiting_on: Vec::new(),
+                    heartbeat: None,
+                    degraded: None,
+                    escaped_pids: Vec::new(),
+                    ports: Vec::new(),
+                });
+            }
+        }
+        self.link = Some(link);
+    }
+
     pub fn from_snapshot(snapshot: &StatusSnapshot) -> StatusView {
         let now = tokio::time::Instant::now();
         let seconds = |duration: Option<std::time::Duration>| duration.map(|d| d.as_secs_f64());
@@ -237,6 +283,7 @@ impl StatusView {
                         .unwrap_or_default(),
                 })
                 .collect(),
+            link: None,
         }
     }
 
@@ -262,7 +309,10 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"command":"down"}"#).unwrap(),
-            Request::Down { force: false }
+            Request::Down {
+                force: false,
+                all_hosts: false
+            }
         );
         assert!(parse(r#"{"command":"explode"}"#).is_err());
         assert!(parse(r#"{"command":"stop","agents":["a"],"extra":1}"#).is_err());

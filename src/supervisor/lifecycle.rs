@@ -432,6 +432,37 @@ impl Lifecycle {
                     }
                 }
             }
+            // Pushed by the other host's supervisor, which owns the agent:
+            // ready is as good as a passed probe (the probe keeps running
+            // only while the link is down); not ready (it stopped, is
+            // restarting or failed there) makes it `Stopped` here until it is
+            // reported ready again. Its dependents here run on (one host
+            // never restarts agents because of another host's state; a
+            // restart with dependents is routed explicitly, `crate::link`).
+            Event::RemoteReported { agent, ready } => {
+                let record = &self.agents[agent];
+                if record.spec.remote && record.stop.is_none() && self.mode == Mode::Running {
+                    match (ready, record.state) {
+                        (true, AgentState::Starting) => {
+                            actions.push(Action::CancelWatchers { agent });
+                            self.become_ready(agent, now, &mut actions);
+                        }
+                        (true, AgentState::Stopped) => {
+                            self.transition(agent, AgentState::Pending);
+                            self.start(agent, now, &mut actions);
+                            if self.agents[agent].state == AgentState::Starting {
+                                actions.push(Action::CancelWatchers { agent });
+                                self.become_ready(agent, now, &mut actions);
+                            }
+                        }
+                        (false, AgentState::Ready) => {
+                            actions.push(Action::CancelWatchers { agent });
+                            self.transition(agent, AgentState::Stopped);
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Event::SpawnFailed { agent, run, error } => {
                 if self.current(agent, run) && self.agents[agent].state == AgentState::Starting {
                     actions.push(Action::CancelWatchers { agent });

@@ -113,6 +113,14 @@ impl SupervisorHandle {
         answer.await.ok()
     }
 
+    /// Tells the supervisor that an agent of another host is (or is no
+    /// longer) ready, as its own supervisor reported over the peer link.
+    pub fn report_remote(&self, agent: String, ready: bool) {
+        let _ = self
+            .commands
+            .try_send(Command::RemoteState { agent, ready });
+    }
+
     /// Follows every status change.
     pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
         self.status.clone()
@@ -386,6 +394,10 @@ impl<S: Spawner> Supervisor<S> {
                 let _ = reply.send(self.lifecycle.snapshot());
                 None
             }
+            Command::RemoteState { agent, ready } => self
+                .lifecycle
+                .id(&agent)
+                .map(|agent| (Event::RemoteReported { agent, ready }, None)),
             Command::Start { agents, reply } => match self.ids(&agents) {
                 Ok(agents) => {
                     let affected = self.names(&self.lifecycle.start_targets(&agents));
@@ -780,7 +792,9 @@ fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSp
             env.push((
                 format!(
                     "{}_ENDPOINT",
-                    crate::manifest::variable_name(&dependency.agent.name)
+                    crate::manifest::variable_name(crate::manifest::names::plain(
+                        &dependency.agent.name
+                    ))
                 ),
                 endpoint.clone(),
             ));
