@@ -189,9 +189,15 @@ async fn routed(
     if let Some(link) = &context.link {
         for (peer, agents) in away {
             match link.forward(&peer, verb, agents, with_dependents).await {
-                Ok(agents) => {
-                    affected.extend(agents.into_iter().map(|agent| format!("{peer}/{agent}")))
-                }
+                // As the joint status names them: `HOST/NAME` only where
+                // this host has an agent of the same name.
+                Ok(agents) => affected.extend(agents.into_iter().map(|agent| {
+                    if local.contains(&agent) {
+                        format!("{peer}/{agent}")
+                    } else {
+                        agent
+                    }
+                })),
                 Err(error) => errors.push(format!("host `{peer}`: {error}")),
             }
         }

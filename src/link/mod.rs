@@ -434,7 +434,7 @@ impl Link {
         let (errors_sender, errors) = mpsc::unbounded_channel();
         let sink = bus.as_ref().map(ErrorBusHandle::sink);
         if let Some(endpoint) = bus.as_ref().and_then(|bus| bus.publish_endpoint()) {
-            let follower = ErrorFollower::connect(endpoint, &[])?;
+            let follower = ErrorFollower::connect(endpoint, &[String::new()])?;
             let cancel = cancel.clone();
             std::thread::Builder::new()
                 .name("peer-link-errors".into())
