@@ -345,11 +345,25 @@ fn issue_19_cross_host_gating_joint_status_routed_restart_and_down_all_hosts() {
         );
     }
 
-    // Restart routed from MainPC to PC2, the owner of Relay.
+    // Discovery: Relay reaches MainPC's Tts at MainPC's address, never loopback.
     let before = system.status("pc2").expect("status");
     let old_pid = agent(&before, "Relay", "pc2").expect("Relay")["pid"]
         .as_u64()
         .expect("Relay pid");
+    let environ = std::fs::read(format!("/proc/{old_pid}/environ")).expect("Relay's environment");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ
+            .split('\0')
+            .any(|entry| entry == format!("TTS_ENDPOINT=tcp://{MAINPC}:7101")),
+        "Relay's TTS_ENDPOINT: {:?}",
+        environ
+            .split('\0')
+            .filter(|entry| entry.contains("ENDPOINT"))
+            .collect::<Vec<_>>()
+    );
+
+    // Restart routed from MainPC to PC2, the owner of Relay.
     let output = cli(
         &["restart", "Relay", "--run-dir", &system.run_dir("mainpc")],
         Duration::from_secs(60),
@@ -552,4 +566,137 @@ fn issue_19_a_partition_keeps_both_sides_running_and_the_heal_delivers_every_err
         |status| status["link"]["peers"][0]["buffered"] == 0,
     );
     assert_eq!(state(&status, "Relay", "pc2"), "ready", "{status}");
+}
+
+/// The real pair (HEAD of MainPC and PC2 from the corpus): the three agents
+/// that run one copy per machine are no duplicates, and PC2's agents are
+/// wired to PC2's copies; PC2's SpeechRelayService to MainPC's
+/// StreamingTTSAgent.
+#[test]
+fn issue_19_the_real_mainpc_and_pc2_pair_has_one_copy_per_host_and_pc2_uses_its_own() {
+    let test = "issue_19_the_real_mainpc_and_pc2_pair_has_one_copy_per_host_and_pc2_uses_its_own";
+    let Some(corpus) = common::corpus::corpus_or_skip(test) else {
+        return;
+    };
+    let files = corpus;
+    let main = format!("{}@mainpc", files.join("3dd45d008fc4.yaml").display());
+    let pc2 = format!("{}@pc2", files.join("46e8c89b8412.yaml").display());
+    let output = cli(
+        &[
+            "check",
+            "--json",
+            "--no-bind-check",
+            "--no-file-check",
+            "-c",
+            &main,
+            "-c",
+            &pc2,
+        ],
+        Duration::from_secs(60),
+    );
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).expect("check --json");
+    let duplicates: Vec<&serde_json::Value> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter(|problem| {
+            problem["kind"] == "duplicate_agent" || problem["kind"] == "unknown_dependency"
+        })
+        .collect();
+    assert!(duplicates.is_empty(), "{duplicates:#?}");
+    let env_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/corpus.env")
+        .display()
+        .to_string();
+    let output = cli(
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--env-file",
+            &env_file,
+            "-c",
+            &main,
+            "-c",
+            &pc2,
+        ],
+        Duration::from_secs(60),
+    );
+    let plan: serde_json::Value = serde_json::from_str(&output.stdout)
+        .unwrap_or_else(|error| panic!("plan json: {error}; stderr: {}", output.stderr));
+    let dependencies = &plan["dependencies"];
+    for name in [
+        "MemoryFusionHub",
+        "UnifiedObservabilityCenter",
+        "SelfHealingSupervisor",
+    ] {
+        for host in ["mainpc", "pc2"] {
+            assert!(
+                dependencies.get(format!("{host}/{name}")).is_some(),
+                "{host}/{name} is planned"
+            );
+        }
+    }
+    let of = |agent: &str| -> Vec<String> {
+        dependencies[agent]
+            .as_array()
+            .unwrap_or_else(|| panic!("{agent} planned"))
+            .iter()
+            .map(|name| name.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(
+        of("pc2/MemoryFusionHub"),
+        ["pc2/UnifiedObservabilityCenter"]
+    );
+    assert!(of("CacheManager").contains(&"pc2/MemoryFusionHub".to_string()));
+    assert!(of("SpeechRelayService").contains(&"StreamingTTSAgent".to_string()));
+    assert!(of("AffectiveProcessingCenter").contains(&"mainpc/MemoryFusionHub".to_string()));
+}
+
+/// `up` with PC2's manifest alone: its dependency on a MainPC agent is
+/// declared under `hosts:` and awaited by probing (no link configured),
+/// here at 127.0.0.1 standing in for MainPC.
+#[test]
+fn issue_19_pc2_alone_awaits_a_declared_mainpc_agent_by_probing() {
+    let fixture = common::Fixture::new();
+    let port = common::port();
+    let relay = common::port();
+    let manifest = fixture.manifest(&format!(
+        "version: 1\nhosts:\n  mainpc:\n    address: 127.0.0.1\n    agents:\n      StreamingTTSAgent: {{tcp: {port}, interval: 50ms}}\nagents:\n  SpeechRelayService:\n    command: [{FAKE_AGENT:?}, --port, \"{relay}\"]\n    readiness: {{tcp: {relay}}}\n    dependencies: [StreamingTTSAgent]\n"
+    ));
+    let check = cli(
+        &[
+            "check",
+            "--no-bind-check",
+            "--config",
+            manifest.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(check.code, Some(0), "{}{}", check.stdout, check.stderr);
+    let up = fixture.up(&manifest, &[]);
+    up.wait_for_output("mainpc/StreamingTTSAgent", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        fixture.records_of("start", "SpeechRelayService").is_empty(),
+        "started before MainPC's agent was there:\n{}",
+        up.output()
+    );
+    // "MainPC's" agent comes up: the probe finds it, the dependent starts.
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
+    wait_until(
+        "SpeechRelayService started",
+        Duration::from_secs(30),
+        || !fixture.records_of("start", "SpeechRelayService").is_empty(),
+    );
+    let status = common::wait_for_status(
+        &manifest,
+        "SpeechRelayService ready",
+        Duration::from_secs(30),
+        |status| common::all_ready(status, &["SpeechRelayService"]),
+    );
+    let tts = common::agent_of(&status, "mainpc/StreamingTTSAgent");
+    assert_eq!(tts["host"], "mainpc", "{status}");
+    assert_eq!(tts["remote"], true, "{status}");
 }

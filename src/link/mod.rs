@@ -117,6 +117,9 @@ pub struct LinkRequest {
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
 }
 
+/// A routed command's outcome, for the peer that sent it: `(peer, id, result)`.
+type Outcome = (String, u64, Result<Vec<String>, String>);
+
 /// How long a routed command waits for the owning host's answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -652,7 +655,7 @@ impl Link {
         from: &str,
         payload: &[u8],
         supervisor: &SupervisorHandle,
-        done: &mpsc::UnboundedSender<(String, u64, Result<Vec<String>, String>)>,
+        done: &mpsc::UnboundedSender<Outcome>,
         sink: Option<&ErrorSink>,
     ) {
         let Some(peer) = self.peers.get_mut(from) else {
@@ -757,8 +760,12 @@ impl Link {
                                 Verb::Stop => supervisor.stop(agents).await,
                                 Verb::Restart => supervisor.restart(agents, with_dependents).await,
                                 Verb::Down => {
+                                    // Answer first: the link ends with the
+                                    // shutdown, and the answer must get out.
+                                    let _ = done.send((from, id, Ok(Vec::new())));
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
                                     supervisor.shutdown(false).await;
-                                    Ok(Vec::new())
+                                    return;
                                 }
                             };
                             let _ =

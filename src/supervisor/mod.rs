@@ -738,6 +738,9 @@ fn probe_target(probe: &Probe, spec: &AgentSpec) -> Probe {
         return probe.clone();
     }
     let local = |host: &str| matches!(host, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "");
+    // An address given by the manifest's `hosts:` is used as written
+    // (`cli::up` aims the probes there), loopback included.
+    let local = |host: &str| local(host) && host != spec.agent.address;
     match probe {
         Probe::Tcp { host, port } if local(host) => Probe::Tcp {
             host: spec.agent.host.clone(),
