@@ -15,7 +15,13 @@ cd "$(dirname "$0")/.."
 
 runs="${RUNS:-100}"
 probe_interval=1
-fail() { echo "bench: FAILED: $*" >&2; exit 1; }
+fail() {
+  echo "bench: FAILED: $*" >&2
+  for host in mainpc pc2; do
+    [ -f "${work:-}/run-$host/supervisor.log" ] && { echo "-- $host" >&2; tail -n 25 "$work/run-$host/supervisor.log" >&2; }
+  done
+  exit 1
+}
 [ "$(id -u)" = 0 ] || fail "needs root (network namespaces)"
 command -v ip >/dev/null || fail "needs ip (apt-get install iproute2)"
 

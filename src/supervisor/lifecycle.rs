@@ -226,6 +226,10 @@ enum Mode {
     ShuttingDown { forced: bool },
 }
 
+/// An agent of another host reported not ready is probed again after this
+/// long if no report of it being ready came first.
+const REMOTE_RECHECK: Duration = Duration::from_secs(5);
+
 /// The agent table and its transition function.
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -433,10 +437,12 @@ impl Lifecycle {
                 }
             }
             // Pushed by the other host's supervisor, which owns the agent:
-            // ready is as good as a passed probe (the probe keeps running
-            // only while the link is down); not ready (it stopped, is
-            // restarting or failed there) makes it `Stopped` here until it is
-            // reported ready again. Its dependents here run on (one host
+            // ready is as good as a passed probe (the probe runs only while
+            // no report has come); not ready (it stopped, is restarting or
+            // failed there) makes it `BackingOff` here: dependents that
+            // start now wait for it (they are not blocked), and it is
+            // probed again after REMOTE_RECHECK unless reported ready
+            // before. Agents here that already run are left alone (one host
             // never restarts agents because of another host's state; a
             // restart with dependents is routed explicitly, `crate::link`).
             Event::RemoteReported { agent, ready } => {
@@ -447,17 +453,17 @@ impl Lifecycle {
                             actions.push(Action::CancelWatchers { agent });
                             self.become_ready(agent, now, &mut actions);
                         }
-                        (true, AgentState::Stopped) => {
-                            self.transition(agent, AgentState::Pending);
+                        (true, AgentState::BackingOff | AgentState::Pending) => {
                             self.start(agent, now, &mut actions);
                             if self.agents[agent].state == AgentState::Starting {
                                 actions.push(Action::CancelWatchers { agent });
                                 self.become_ready(agent, now, &mut actions);
                             }
                         }
-                        (false, AgentState::Ready) => {
+                        (false, AgentState::Ready | AgentState::Starting) => {
                             actions.push(Action::CancelWatchers { agent });
-                            self.transition(agent, AgentState::Stopped);
+                            self.transition(agent, AgentState::BackingOff);
+                            self.agents[agent].restart_at = Some(now + REMOTE_RECHECK);
                         }
                         _ => {}
                     }
