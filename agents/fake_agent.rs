@@ -4,7 +4,8 @@
 //! grandchild, hangs or holds memory. It records `start`, `ready` and `stop` lines with
 //! wall-clock timestamps to a file so tests can check the start order.
 //!
-//! Ready means: it listens on `--port` (or `AGENT_PORT`) on 127.0.0.1 and
+//! Ready means: it listens on `--port` (or `AGENT_PORT`) on `--bind`
+//! (default 127.0.0.1) and
 //! answers every connection with `HTTP/1.1 200 OK` (so tcp and http probes
 //! both work), and/or it has written `--ready-file`.
 //!
@@ -31,6 +32,9 @@ struct Args {
     /// Port to listen on once ready.
     #[arg(long, env = "AGENT_PORT")]
     port: Option<u16>,
+    /// Address to listen on (two-host tests listen on their namespace's address).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
     /// Time from start to ready (`200ms`, `1s`, `2m` or seconds).
     #[arg(long, value_parser = parse_duration, default_value = "0")]
     ready_after: Duration,
@@ -182,7 +186,7 @@ async fn run(args: Args) -> i32 {
             _ = &mut ready, if !is_ready => {
                 is_ready = true;
                 if let Some(port) = args.port {
-                    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                    match tokio::net::TcpListener::bind((args.bind.as_str(), port)).await {
                         Ok(bound) => listener = Some(bound),
                         Err(error) => {
                             eprintln!("fake-agent {}: cannot listen on {port}: {error}", args.name);

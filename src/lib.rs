@@ -41,7 +41,11 @@
 //!   routes, live events, audit log; `page.html` embedded) and its
 //!   restart timeline (`model.rs`); the graph is `plan::draw`'s.
 //! - [`transport`]: ZeroMQ sockets: agent endpoint, error bus, `SocketPool`, wire messages;
-//!   `breaker.rs`, the circuit breakers of the pool (reported in heartbeats).
+//!   `breaker.rs`, the circuit breakers of the pool (reported in heartbeats);
+//!   the peer link's CURVE sockets (`peer.rs`).
+//! - [`link`]: the peer link between the supervisors of two (or a few)
+//!   hosts: state pushed both ways, acknowledged and resent across
+//!   partitions; key files (`keys.rs`, `supervisor keygen`).
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
 //! - [`files`]: opening run-directory files without following links, and
@@ -54,6 +58,7 @@ pub mod control;
 pub mod dashboard;
 pub mod files;
 pub mod health;
+pub mod link;
 pub mod manifest;
 pub mod plan;
 pub mod platform;

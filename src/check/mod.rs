@@ -253,9 +253,11 @@ fn disabled_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
 /// `unknown_dependency`: a dependency no file defines, with the closest
 /// defined name, or the mis-indented legacy group hiding it, as suggestion.
 fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
+    // Agents of other hosts declared under `hosts:` are known too.
     let names: HashSet<&str> = manifest
         .agents
         .iter()
+        .chain(&manifest.declared)
         .map(|agent| agent.name.as_str())
         .collect();
     // Sorted, so that ties between equally close names resolve the same way
@@ -274,7 +276,24 @@ fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
                 .hidden
                 .iter()
                 .find(|hidden| hidden.name == dependency.name);
+            // A plain name that several other hosts define (`pc2/X`, `mainpc/X`).
+            let on_hosts: Vec<&str> = names
+                .iter()
+                .filter_map(|name| manifest::names::split(name))
+                .filter(|(_, name)| *name == dependency.name)
+                .map(|(host, _)| host)
+                .collect();
             let suggestion = match (hidden, did_you_mean(&dependency.name, &candidates)) {
+                _ if !on_hosts.is_empty() => {
+                    let mut on_hosts = on_hosts;
+                    on_hosts.sort_unstable();
+                    format!(
+                        "`{}` runs on hosts {}: write `HOST/{}` to say which",
+                        dependency.name,
+                        on_hosts.join(", "),
+                        dependency.name
+                    )
+                }
                 (Some(hidden), _) => format!("`{}` is in {}", hidden.name, hidden.because),
                 (None, close) => match close {
                 Some(close) => format!("did you mean `{close}`?"),

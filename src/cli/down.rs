@@ -16,6 +16,9 @@ pub struct Args {
     /// Skip the grace: SIGKILL every agent at once.
     #[arg(long)]
     pub force: bool,
+    /// Also bring down the supervisors of the other hosts (peer link).
+    #[arg(long)]
+    pub all_hosts: bool,
     /// Give up waiting for the supervisor to exit after this many seconds (exit 1).
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = super::seconds)]
     pub timeout: f64,
@@ -30,7 +33,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Answer::Ok(response) => response.pid,
         Answer::Exit(exit) => return Ok(exit),
     };
-    let request = Request::Down { force: args.force };
+    let request = Request::Down {
+        force: args.force,
+        all_hosts: args.all_hosts,
+    };
     if let Answer::Exit(exit) = ask(&run_dir, &request, Duration::from_secs(10))? {
         return Ok(exit);
     }

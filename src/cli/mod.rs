@@ -20,6 +20,7 @@ pub mod convert;
 pub mod dashboard;
 pub mod down;
 pub mod errors;
+pub mod keygen;
 pub mod locate;
 pub mod logs;
 pub mod plan;
@@ -97,6 +98,8 @@ pub enum Command {
     Errors(errors::Args),
     /// Serve a live web dashboard of the running supervisor; prints its link (with access token) first.
     Dashboard(dashboard::Args),
+    /// Make this host's peer-link key pair; prints the public key for the other hosts' `hosts:`.
+    Keygen(keygen::Args),
     /// Print a shell completion script: `supervisor completions bash > /etc/bash_completion.d/supervisor`.
     Completions {
         #[arg(value_enum)]
@@ -268,6 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Reload(args) => reload::run(args),
         Command::Errors(args) => errors::run(args),
         Command::Dashboard(args) => dashboard::run(args),
+        Command::Keygen(args) => keygen::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

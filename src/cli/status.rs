@@ -154,6 +154,9 @@ pub fn table(view: &StatusView) -> String {
             pids.join(", ")
         ));
     }
+    if let Some(link) = &view.link {
+        text.push_str(&peer_lines(link));
+    }
     if view.console_dropped_lines > 0 {
         text.push_str(&format!(
             "{} output lines left off the console (it did not keep up); the logs are complete\n",
@@ -168,6 +171,38 @@ pub fn table(view: &StatusView) -> String {
         for error in &view.config_errors {
             text.push_str(&format!("  {error}\n"));
         }
+    }
+    text
+}
+
+/// One line per peer: link state, last seen, clock offset, buffered events.
+fn peer_lines(link: &crate::link::LinkSnapshot) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or(0);
+    let mut text = format!(
+        "peer link of host {} on {} ({} connection(s) refused)\n",
+        link.host, link.bound, link.refused
+    );
+    for peer in &link.peers {
+        let state = match peer.link {
+            crate::link::LinkState::Waiting => "waiting",
+            crate::link::LinkState::Up => "up",
+            crate::link::LinkState::Unreachable => "UNREACHABLE",
+        };
+        let seen = peer
+            .last_seen_ms
+            .map(|seen| format!("{:.1}s ago", now_ms.saturating_sub(seen) as f64 / 1000.0))
+            .unwrap_or_else(|| "never".into());
+        let offset = peer
+            .clock_offset_ms
+            .map(|offset| format!("{offset:+} ms"))
+            .unwrap_or_else(|| "?".into());
+        text.push_str(&format!(
+            "  peer {} ({}): {state}, last seen {seen}, clock offset {offset}, {} event(s) buffered, {} dropped\n",
+            peer.host, peer.endpoint, peer.buffered, peer.dropped
+        ));
     }
     text
 }

@@ -25,7 +25,7 @@ use super::{Exit, ManifestArgs};
 use crate::check::{self, CheckOptions, is_this_host, local_hostname};
 use crate::control::reload::{Reloader, watch_files};
 use crate::control::{Client, Request, RunDir, RunDirLock};
-use crate::manifest::{Agent, Manifest};
+use crate::manifest::{Agent, Manifest, Probe, ReadinessCheck};
 use crate::plan::Plan;
 use crate::process::keeper::Keeper;
 use crate::process::{Console, ProcessSpawner};
@@ -113,6 +113,69 @@ pub struct Args {
     /// publish) and put what arrives on the error bus (`errors.jsonl`).
     #[arg(long, value_name = "ENDPOINT")]
     pub legacy_errors: Option<String>,
+    /// This host's peer-link key pair (`supervisor keygen`), used when the
+    /// manifests' `hosts:` give this host and another a `link_port`
+    /// (default: `<run-dir>/link.key`).
+    #[arg(long, value_name = "FILE", env = "SUPERVISOR_LINK_KEY")]
+    pub link_key: Option<PathBuf>,
+}
+
+/// The peer link this host runs, if the manifests' `hosts:` give it one: this
+/// host and at least one other with a `link_port` (the others also need a
+/// `public_key`). The link listens on this host's `bind:`, else its
+/// `address:` (never a wildcard unless `bind:` says so).
+fn link_config(
+    manifest: &Manifest,
+    host: &str,
+    key_file: &std::path::Path,
+) -> anyhow::Result<Option<crate::link::LinkConfig>> {
+    let Some(this) = manifest.host(host).filter(|this| this.link_port.is_some()) else {
+        return Ok(None);
+    };
+    let others: Vec<_> = manifest
+        .hosts
+        .iter()
+        .filter(|other| other.name != host && other.link_port.is_some())
+        .collect();
+    if others.is_empty() {
+        return Ok(None);
+    }
+    let mut peers = Vec::new();
+    for other in others {
+        let Some(public_key) = &other.public_key else {
+            anyhow::bail!(
+                "{}: hosts.{}: a peer needs `public_key` (run `supervisor keygen` on that host)",
+                other.location,
+                other.name
+            );
+        };
+        peers.push(crate::transport::peer::PeerAddress {
+            name: other.name.clone(),
+            endpoint: format!(
+                "tcp://{}:{}",
+                other.address(),
+                other.link_port.expect("filtered on link_port")
+            ),
+            public_key: public_key.clone(),
+        });
+    }
+    let listen = this.bind.as_deref().unwrap_or(this.address());
+    let keys = crate::link::keys::read(key_file).with_context(|| {
+        format!(
+            "the peer link of host `{host}` needs its key pair (make it with `supervisor keygen --out {}`)",
+            key_file.display()
+        )
+    })?;
+    Ok(Some(crate::link::LinkConfig {
+        host: host.to_string(),
+        bind: format!(
+            "tcp://{listen}:{}",
+            this.link_port.expect("filtered on link_port")
+        ),
+        keys,
+        peers,
+        dependencies: Default::default(),
+    }))
 }
 
 /// `KEY=VALUE` of `--env`.
@@ -176,6 +239,29 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         args.run_dir.as_deref(),
         configs.first().map(|config| config.path.as_path()),
     );
+    let mut link = link_config(
+        &manifest,
+        &host,
+        &args
+            .link_key
+            .clone()
+            .unwrap_or_else(|| run_dir.path.join("link.key")),
+    )?;
+    if let Some(link) = &mut link {
+        link.dependencies = agents
+            .iter()
+            .filter(|spec| !spec.remote)
+            .map(|spec| {
+                let dependencies = spec
+                    .agent
+                    .dependencies
+                    .iter()
+                    .map(|dependency| dependency.name.clone())
+                    .collect();
+                (spec.agent.name.clone(), dependencies)
+            })
+            .collect();
+    }
     if args.detach {
         return detach(&run_dir, &args);
     }
@@ -231,6 +317,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         reloader,
         watched: (!args.no_watch).then_some(watched),
         metrics: manifest.metrics.map(|metrics| metrics.listen),
+        link,
     };
     let width = agents
         .iter()
@@ -366,7 +453,10 @@ fn override_env(agents: &mut [AgentSpec], overrides: &[(String, String)]) {
 }
 
 /// The enabled agents of this host, plus the agents of other hosts that they
-/// depend on directly (probed, not started).
+/// depend on directly (awaited, not started): defined in a loaded manifest,
+/// or declared under `hosts:`. This host's agents go by the names their
+/// manifest wrote (see `manifest::names::localize`); those of other hosts by
+/// their graph names, and are probed at their host's `hosts:` address.
 fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<AgentSpec> {
     let local: Vec<&Agent> = manifest
         .agents
@@ -384,15 +474,26 @@ fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<
         .collect();
     let mut specs: Vec<AgentSpec> = local
         .iter()
-        .map(|agent| AgentSpec {
-            agent: (*agent).clone(),
-            remote: false,
+        .map(|agent| {
+            let mut agent = (*agent).clone();
+            // Probes written against this host's name go to its `hosts:` address.
+            if let Some(host) = manifest.host(&agent.host) {
+                aim_at(&mut agent, host.address(), false);
+            }
+            AgentSpec {
+                agent,
+                remote: false,
+            }
         })
         .collect();
-    for agent in &manifest.agents {
+    for agent in manifest.agents.iter().chain(&manifest.declared) {
         if agent.enabled && !is_local(agent) && needed.contains(agent.name.as_str()) {
+            let mut agent = agent.clone();
+            if let Some(host) = manifest.host(&agent.host) {
+                aim_at(&mut agent, host.address(), true);
+            }
             specs.push(AgentSpec {
-                agent: agent.clone(),
+                agent,
                 remote: true,
             });
         }
@@ -402,7 +503,45 @@ fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<
             tracing::warn!(agent = %agent.name, "is disabled; agents depending on it start without it");
         }
     }
+    let mut agents: Vec<Agent> = specs.iter().map(|spec| spec.agent.clone()).collect();
+    crate::manifest::names::localize(&mut agents, |agent| is_local(agent));
+    for (spec, agent) in specs.iter_mut().zip(agents) {
+        spec.agent = agent;
+    }
     specs
+}
+
+/// Points an agent at its host's `hosts:` address: probes aimed at the
+/// host's name go there, and for an agent of another host (`remote`) also
+/// probes aimed at loopback or a wildcard, and dependents reach it there.
+fn aim_at(agent: &mut Agent, address: &str, remote: bool) {
+    let aimed_here = |host: &str| {
+        host == agent.host
+            || (remote
+                && matches!(
+                    host,
+                    "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "::" | ""
+                ))
+    };
+    for probe in [
+        match &mut agent.readiness.check {
+            ReadinessCheck::Probe(probe) => Some(probe),
+            _ => None,
+        },
+        agent.liveness.as_mut().map(|liveness| &mut liveness.probe),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Probe::Tcp { host, .. } | Probe::Zmq { host, .. } = probe
+            && aimed_here(host)
+        {
+            *host = address.to_string();
+        }
+    }
+    if remote || agent.address == agent.host {
+        agent.address = address.to_string();
+    }
 }
 
 /// What `up` serves besides the agents.
@@ -413,6 +552,8 @@ struct Control {
     /// Files whose changes trigger a reload; `None` with `--no-watch`.
     watched: Option<Vec<PathBuf>>,
     metrics: Option<std::net::SocketAddr>,
+    /// The peer link to the other hosts, when `hosts:` gives this host one.
+    link: Option<crate::link::LinkConfig>,
 }
 
 /// Starts `up` again without `--detach`, in its own session with output
@@ -618,6 +759,22 @@ async fn supervise(
         .context("starting the agent endpoint and error bus")?;
     let (handle, task) =
         supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
+    let link = match control.link.clone() {
+        Some(config) => {
+            let (link, task) = crate::link::Link::start(
+                config,
+                handle.clone(),
+                Some(fabric.error_bus().clone()),
+                shutdown.token().child_token(),
+            )
+            .context("starting the peer link")?;
+            shutdown.tracker().spawn(async move {
+                let _ = task.await;
+            });
+            Some(link)
+        }
+        None => None,
+    };
     let requests = Arc::new(AtomicU64::new(0));
     shutdown.tracker().spawn(crate::control::server::run(
         listener,
@@ -625,6 +782,7 @@ async fn supervise(
             handle: handle.clone(),
             reloader: Some(control.reloader.clone()),
             requests: requests.clone(),
+            link: link.clone(),
         },
         shutdown.token().child_token(),
         shutdown.tracker().clone(),
@@ -866,7 +1024,6 @@ struct Start {
 
 /// `zmq health 127.0.0.1:8200`, `tcp 127.0.0.1:7200`, `sdk`, `running 1s`.
 fn describe(readiness: &crate::manifest::Readiness) -> String {
-    use crate::manifest::{Probe, ReadinessCheck};
     match &readiness.check {
         ReadinessCheck::Probe(Probe::Zmq { host, port }) => format!("zmq health {host}:{port}"),
         ReadinessCheck::Probe(Probe::Tcp { host, port }) => format!("tcp {host}:{port}"),

@@ -63,6 +63,9 @@ pub enum Request {
         /// Skip the grace: SIGKILL at once (what a second SIGTERM does).
         #[serde(default)]
         force: bool,
+        /// Also tell every peer host (peer link) to go down.
+        #[serde(default)]
+        all_hosts: bool,
     },
 }
 
@@ -158,6 +161,10 @@ pub struct StatusView {
     pub console_dropped_lines: u64,
     /// Every agent of the manifests.
     pub agents: Vec<AgentView>,
+    /// With a peer link: this host, and each peer's link state, last seen,
+    /// clock offset and buffer (its agents are rows of `agents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::link::LinkSnapshot>,
 }
 
 /// One agent in a [`StatusView`].
@@ -264,6 +271,49 @@ pub struct DeclaredPort {
 }
 
 impl StatusView {
+    /// Adds the agents the peers reported as rows (host = the peer): an
+    /// agent of another host awaited here is replaced by its owner's report;
+    /// the per-peer agent lists are then left out of `link`.
+    pub fn join(&mut self, mut link: crate::link::LinkSnapshot) {
+        for peer in &mut link.peers {
+            for (name, agent) in std::mem::take(&mut peer.agents) {
+                let qualified = format!("{}/{name}", peer.host);
+                self.agents
+                    .retain(|row| !(row.remote && (row.name == name || row.name == qualified)));
+                let clash = self.agents.iter().any(|row| row.name == name);
+                self.agents.push(AgentView {
+                    name: if clash { qualified } else { name },
+                    group: None,
+                    host: peer.host.clone(),
+                    state: agent.state,
+                    remote: true,
+                    required: false,
+                    held: false,
+                    pid: agent.pid,
+                    uptime_s: None,
+                    restarts: 0,
+                    restarts_by_cause: BTreeMap::new(),
+                    reason: agent.reason,
+                    ready_at_s: None,
+                    time_to_ready_s: None,
+                    heartbeat_age_s: None,
+                    cpu_percent: None,
+                    rss_bytes: None,
+                    waiting_on: Vec::new(),
+                    heartbeat: None,
+                    degraded: None,
+                    escaped_pids: Vec::new(),
+                    ports: Vec::new(),
+                    dependencies: Vec::new(),
+                    health: None,
+                    degraded_by: Vec::new(),
+                    breakers: Vec::new(),
+                });
+            }
+        }
+        self.link = Some(link);
+    }
+
     /// The view of `snapshot` now: durations become seconds relative to
     /// this call, and each agent's escaped processes are looked up (reads
     /// `/proc` or its cgroup, so not free for many agents).
@@ -355,6 +405,7 @@ impl StatusView {
                     breakers: breakers(agent, now),
                 })
                 .collect(),
+            link: None,
         }
     }
 
@@ -400,7 +451,10 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"command":"down"}"#).unwrap(),
-            Request::Down { force: false }
+            Request::Down {
+                force: false,
+                all_hosts: false
+            }
         );
         assert!(parse(r#"{"command":"explode"}"#).is_err());
         assert!(parse(r#"{"command":"stop","agents":["a"],"extra":1}"#).is_err());

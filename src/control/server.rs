@@ -23,6 +23,7 @@ use super::protocol::{
     MAX_REQUEST_BYTES, ReloadView, Request, Response, StatusView, WATCH_INTERVAL,
 };
 use super::reload::{Reloader, reload_once};
+use crate::link::Verb;
 use crate::supervisor::SupervisorHandle;
 
 /// A connection idle this long (no complete request) is closed.
@@ -40,6 +41,9 @@ pub struct ServerContext {
     pub reloader: Option<Reloader>,
     /// Requests answered so far (read by the metrics listener).
     pub requests: Arc<AtomicU64>,
+    /// The peer link's view of the other hosts (published by the link
+    /// task); `None` without a link.
+    pub link: Option<crate::link::LinkHandle>,
 }
 
 /// Serves `listener` until `token` is cancelled. Connection tasks are
@@ -179,16 +183,84 @@ async fn write_response(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
+/// Start, stop or restart: agents of this host go to its supervisor, agents
+/// a peer reported go to that peer over the link (it owns them). A restart
+/// with dependents also restarts the peers' dependents.
+async fn routed(
+    context: &ServerContext,
+    verb: Verb,
+    agents: Vec<String>,
+    with_dependents: bool,
+) -> Response {
+    let handle = &context.handle;
+    let local: std::collections::HashSet<String> = handle
+        .subscribe()
+        .borrow()
+        .agents
+        .iter()
+        .filter(|agent| !agent.remote)
+        .map(|agent| agent.name.clone())
+        .collect();
+    let mut here = Vec::new();
+    let mut away: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for agent in agents {
+        match &context.link {
+            Some(link) if !local.contains(&agent) => match link.owner_of(&agent) {
+                Some(peer) => away.entry(peer).or_default().push(agent),
+                None => here.push(agent),
+            },
+            _ => here.push(agent),
+        }
+    }
+    let mut affected = Vec::new();
+    let mut errors = Vec::new();
+    if !here.is_empty() || away.is_empty() {
+        let result = match verb {
+            Verb::Start => handle.start(here.clone()).await,
+            Verb::Stop => handle.stop(here.clone()).await,
+            Verb::Restart | Verb::Down => handle.restart(here.clone(), with_dependents).await,
+        };
+        match result {
+            Ok(agents) => affected.extend(agents),
+            Err(error) => errors.push(error.to_string()),
+        }
+        if let (Verb::Restart, true, Some(link), true) =
+            (verb, with_dependents, &context.link, errors.is_empty())
+        {
+            link.restarted_with_dependents(here).await;
+        }
+    }
+    if let Some(link) = &context.link {
+        for (peer, agents) in away {
+            match link.forward(&peer, verb, agents, with_dependents).await {
+                // As the joint status names them: `HOST/NAME` only where
+                // this host has an agent of the same name.
+                Ok(agents) => affected.extend(agents.into_iter().map(|agent| {
+                    if local.contains(&agent) {
+                        format!("{peer}/{agent}")
+                    } else {
+                        agent
+                    }
+                })),
+                Err(error) => errors.push(format!("host `{peer}`: {error}")),
+            }
+        }
+    }
+    match errors.len() {
+        0 => Response {
+            agents: affected,
+            ..Response::ok()
+        },
+        _ => Response {
+            agents: affected,
+            ..Response::error(errors.join("; "))
+        },
+    }
+}
+
 /// Turns one request into commands and reads; never fails, answers errors.
 async fn answer(request: Request, context: &ServerContext) -> Response {
     let handle = &context.handle;
-    let done = |result: Result<Vec<String>, crate::supervisor::CommandError>| match result {
-        Ok(agents) => Response {
-            agents,
-            ..Response::ok()
-        },
-        Err(error) => Response::error(error.to_string()),
-    };
     match request {
         // Served by `watch` before it gets here.
         Request::Watch => Response::error("watch is served on its own"),
@@ -204,24 +276,51 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
                 Some(snapshot) => snapshot,
                 None => handle.subscribe().borrow().clone(),
             };
+            let link = context
+                .link
+                .as_ref()
+                .map(|link| link.snapshot.borrow().clone());
             Response {
                 // Off the runtime: finding escaped processes may scan /proc.
-                status: tokio::task::spawn_blocking(move || StatusView::from_snapshot(&snapshot))
-                    .await
-                    .ok(),
+                status: tokio::task::spawn_blocking(move || {
+                    let mut view = StatusView::from_snapshot(&snapshot);
+                    if let Some(link) = link {
+                        view.join(link);
+                    }
+                    view
+                })
+                .await
+                .ok(),
                 ..Response::ok()
             }
         }
-        Request::Start { agents } => done(handle.start(agents).await),
-        Request::Stop { agents } => done(handle.stop(agents).await),
+        Request::Start { agents } => routed(context, Verb::Start, agents, false).await,
+        Request::Stop { agents } => routed(context, Verb::Stop, agents, false).await,
         Request::Restart {
             agents,
             with_dependents,
-        } => done(handle.restart(agents, with_dependents).await),
-        Request::Down { force } => {
-            tracing::info!(force, "stop requested over the control socket");
+        } => routed(context, Verb::Restart, agents, with_dependents).await,
+        Request::Down { force, all_hosts } => {
+            tracing::info!(force, all_hosts, "stop requested over the control socket");
+            let mut errors = Vec::new();
+            if let (true, Some(link)) = (all_hosts, &context.link) {
+                for peer in link.peers() {
+                    if let Err(error) = link.forward(&peer, Verb::Down, Vec::new(), false).await {
+                        errors.push(format!("host `{peer}`: {error}"));
+                    }
+                }
+            }
             handle.shutdown(force).await;
-            Response::ok()
+            match errors.is_empty() {
+                true => Response::ok(),
+                false => Response {
+                    errors: errors.clone(),
+                    ..Response::error(format!(
+                        "this host goes down; {} peer host(s) did not confirm",
+                        errors.len()
+                    ))
+                },
+            }
         }
         Request::Reload => match &context.reloader {
             None => Response::error("reload is not available"),

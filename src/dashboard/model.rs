@@ -286,6 +286,7 @@ mod tests {
             config_errors: Vec::new(),
             console_dropped_lines: 0,
             agents,
+            link: None,
         }
     }
 

@@ -16,7 +16,7 @@ use super::yaml::{Node, Value};
 
 /// Top-level keys of the native format.
 pub const NATIVE_KEYS: &[&str] = &[
-    "version", "host", "strategy", "defaults", "agents", "metrics",
+    "version", "host", "strategy", "defaults", "agents", "metrics", "hosts",
 ];
 
 /// The result of reading a root mapping.

@@ -11,6 +11,7 @@
 mod convert;
 mod legacy;
 mod model;
+pub mod names;
 mod problem;
 pub mod raw;
 mod validate;

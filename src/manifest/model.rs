@@ -48,6 +48,34 @@ pub struct Manifest {
     /// (last one wins). Not in `agents`; `check` names them when a
     /// dependency on them dangles.
     pub hidden: Vec<HiddenAgent>,
+    /// The machines named under `hosts:` (the first file naming a host wins).
+    pub hosts: Vec<Host>,
+    /// Agents of other hosts declared under `hosts.HOST.agents`, named
+    /// `HOST/NAME`: dependencies may name them, `up` awaits them (never
+    /// starts them). Only the ones no loaded manifest defines.
+    pub declared: Vec<Agent>,
+}
+
+/// One machine of the system (`hosts:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    /// Where its agents and its supervisor are reached; `None`: the name itself.
+    pub address: Option<String>,
+    /// Its supervisor's peer link port.
+    pub link_port: Option<u16>,
+    /// Its peer-link public key (Z85).
+    pub public_key: Option<String>,
+    /// Where its own link listens, when not `address`.
+    pub bind: Option<String>,
+    pub location: Location,
+}
+
+impl Host {
+    /// The address to reach this host at.
+    pub fn address(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// An agent entry that is written but not read (see [`Manifest::hidden`]).
@@ -94,6 +122,11 @@ impl Manifest {
     /// The agent called `name`, if any (the first one when names repeat).
     pub fn agent(&self, name: &str) -> Option<&Agent> {
         self.agents.iter().find(|agent| agent.name == name)
+    }
+
+    /// The host called `name` under `hosts:`, if any.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|host| host.name == name)
     }
 }
 

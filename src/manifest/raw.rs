@@ -35,6 +35,32 @@ pub struct RawManifest {
     /// An HTTP listener for `/metrics` and `/health` (off when absent; the
     /// first file that sets it wins).
     pub metrics: Option<RawMetrics>,
+    /// The machines of the system, by name: where each is reached and which
+    /// of its agents the agents here depend on (see docs/two-hosts.md).
+    #[serde(default)]
+    pub hosts: BTreeMap<String, RawHost>,
+}
+
+/// One machine of the system, as written under `hosts:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    /// The address the host's agents and its supervisor are reached at
+    /// (an IP or a DNS name; usually a variable such as `${MAINPC_IP}`).
+    pub address: Option<String>,
+    /// The port of the host's supervisor peer link (see docs/two-hosts.md).
+    pub link_port: Option<i64>,
+    /// The host's peer-link public key (Z85, 40 characters), as printed by
+    /// `supervisor keygen` on that host.
+    pub public_key: Option<String>,
+    /// The address the host's own link listens on, when not `address`
+    /// (e.g. `0.0.0.0`: a wildcard is used only when written here).
+    pub bind: Option<String>,
+    /// Agents of that host that agents here depend on, for when its own
+    /// manifest is not loaded: name -> readiness probe (`{tcp: 5562}`),
+    /// probed on `address`. Dependents name them `HOST/NAME` or by name alone.
+    #[serde(default)]
+    pub agents: BTreeMap<String, ReadinessField>,
 }
 
 /// Where `up` serves `/metrics` (Prometheus text) and `/health` (JSON).

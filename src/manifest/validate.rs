@@ -112,6 +112,7 @@ pub fn load(configs: &[ConfigArg], options: &LoadOptions) -> Result<Loaded, Mani
         return Err(ManifestError { problems: errors });
     }
     loaded.manifest.strategy = strategy.unwrap_or_default();
+    super::names::qualify(&mut loaded.manifest);
     Ok(loaded)
 }
 
@@ -133,6 +134,7 @@ pub fn load_text(
         return Err(ManifestError { problems: errors });
     }
     loaded.manifest.strategy = strategy.flatten().unwrap_or_default();
+    super::names::qualify(&mut loaded.manifest);
     Ok(loaded)
 }
 
@@ -464,11 +466,140 @@ fn load_file(
             ),
         }
     }
+    read_hosts(&raw.hosts, &root, path, loaded, errors);
     Some(raw.strategy.map(|strategy| match strategy {
         RawStrategy::OneForOne => Strategy::OneForOne,
         RawStrategy::RestForOne => Strategy::RestForOne,
         RawStrategy::OneForAll => Strategy::OneForAll,
     }))
+}
+
+/// `hosts:` of one file: each host's address and link port, and the agents
+/// of other hosts it declares (built like agents, then named `HOST/NAME`).
+fn read_hosts(
+    hosts: &std::collections::BTreeMap<String, super::raw::RawHost>,
+    root: &Node,
+    path: &Path,
+    loaded: &mut Loaded,
+    errors: &mut Vec<Problem>,
+) {
+    let at = |node: Option<&Node>| Location {
+        file: path.to_path_buf(),
+        line: node.map_or(1, |node| node.line),
+        column: node.map_or(1, |node| node.column),
+    };
+    for (name, host) in hosts {
+        let node = root.get("hosts").and_then(|hosts| hosts.get(name));
+        let location = at(node);
+        if !valid_name(name) {
+            loaded.problems.push(
+                Problem::error(
+                    ProblemKind::InvalidValue,
+                    format!(
+                        "hosts.{name}: a host name may hold only letters, digits, `_`, `-` and `.`"
+                    ),
+                )
+                .at(&location),
+            );
+            continue;
+        }
+        let link_port = match host.link_port.map(u16::try_from) {
+            None => None,
+            Some(Ok(port)) if port > 0 => Some(port),
+            Some(_) => {
+                errors.push(
+                    Problem::error(
+                        ProblemKind::InvalidValue,
+                        format!(
+                            "hosts.{name}.link_port: {} is not a port (1-65535)",
+                            host.link_port.unwrap_or_default()
+                        ),
+                    )
+                    .at(&location),
+                );
+                None
+            }
+        };
+        let address = host
+            .address
+            .as_deref()
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_string);
+        let public_key = host
+            .public_key
+            .as_deref()
+            .map(str::trim)
+            .map(str::to_string);
+        if let Some(key) = &public_key
+            && (key.len() != 40 || !key.is_ascii())
+        {
+            errors.push(
+                Problem::error(
+                    ProblemKind::InvalidValue,
+                    format!("hosts.{name}.public_key: not a Z85 public key (40 characters, as printed by `supervisor keygen`)"),
+                )
+                .at(&location),
+            );
+        }
+        if loaded.manifest.host(name).is_none() {
+            loaded.manifest.hosts.push(Host {
+                name: name.clone(),
+                address: address.clone(),
+                link_port,
+                public_key,
+                bind: host.bind.as_deref().map(str::trim).map(str::to_string),
+                location: location.clone(),
+            });
+        }
+        let context = FileContext {
+            path,
+            dir: path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            host: name.clone(),
+            legacy: false,
+            defaults: RawDefaults::default(),
+        };
+        let reached_at = address.clone().unwrap_or_else(|| name.clone());
+        for (agent_name, readiness) in &host.agents {
+            let agent_node = node
+                .and_then(|node| node.get("agents"))
+                .and_then(|agents| agents.get(agent_name))
+                .or(node)
+                .unwrap_or(root);
+            let declared = RawAgent {
+                name: Some(agent_name.clone()),
+                command: Some(RawCommand::Argv(vec!["true".into()])),
+                host: Some(reached_at.clone()),
+                readiness: Some(readiness.clone()),
+                ..RawAgent::default()
+            };
+            if let Some(mut agent) =
+                build_agent(&context, declared, agent_node, &mut loaded.problems, errors)
+            {
+                agent.name = format!("{name}/{agent_name}");
+                agent.host = name.clone();
+                agent.address = reached_at.clone();
+                agent.cwd = None;
+                // The port probed is where dependents reach it.
+                if let ReadinessCheck::Probe(Probe::Tcp { port, .. } | Probe::Zmq { port, .. }) =
+                    &agent.readiness.check
+                {
+                    agent.port = Some(*port);
+                }
+                if !loaded
+                    .manifest
+                    .declared
+                    .iter()
+                    .any(|known| known.name == agent.name)
+                {
+                    loaded.manifest.declared.push(agent);
+                }
+            }
+        }
+    }
 }
 
 /// `agents: {db: {...}}` -> `agents: [{name: db, ...}]`.

@@ -56,7 +56,9 @@ pub(super) fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config)
             env.push((
                 format!(
                     "{}_ENDPOINT",
-                    crate::manifest::variable_name(&dependency.agent.name)
+                    crate::manifest::variable_name(crate::manifest::names::plain(
+                        &dependency.agent.name,
+                    ))
                 ),
                 endpoint.clone(),
             ));

@@ -79,6 +79,12 @@ pub enum Event {
     ShutdownRequested {
         force: bool,
     },
+    /// The supervisor of another host reported over the peer link whether
+    /// one of its agents (awaited here, `remote`) is ready (`crate::link`).
+    RemoteReported {
+        agent: AgentId,
+        ready: bool,
+    },
     /// An operator asked to start these agents (and, implicitly, the
     /// dependencies they need).
     StartRequested {
@@ -199,6 +205,9 @@ pub enum Action {
 pub enum Command {
     /// Stop everything in reverse dependency order; `force` skips the grace.
     Shutdown { force: bool },
+    /// An agent of another host changed readiness (from the peer link):
+    /// ignored unless `agent` is awaited here.
+    RemoteState { agent: String, ready: bool },
     /// Reply with the current status.
     Status {
         reply: oneshot::Sender<StatusSnapshot>,

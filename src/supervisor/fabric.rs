@@ -387,6 +387,22 @@ impl Bridge {
 
     /// Where `name` is and its state now; `None` when nobody knows it.
     fn resolve(&self, name: &str) -> Option<Resolution> {
+        // An agent of another host awaited here as `HOST/NAME` is found by
+        // its plain name too (unless this host has its own `NAME`).
+        let qualified;
+        let name = if self.table.contains_key(name) {
+            name
+        } else {
+            match self.table.keys().find(|key| {
+                crate::manifest::names::split(key).is_some_and(|(_, plain)| plain == name)
+            }) {
+                Some(key) => {
+                    qualified = key.clone();
+                    qualified.as_str()
+                }
+                None => name,
+            }
+        };
         let state = self
             .status
             .borrow()

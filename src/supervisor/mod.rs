@@ -18,8 +18,8 @@
 //! ([`crate::process`]), probes and their schedules ([`crate::health`]),
 //! allocator tuning ([`crate::platform`]) or the CLI.
 
-mod environment;
 pub mod degraded;
+mod environment;
 pub mod event;
 pub mod fabric;
 pub mod lifecycle;
@@ -112,6 +112,14 @@ impl SupervisorHandle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Status { reply }).await.ok()?;
         answer.await.ok()
+    }
+
+    /// Tells the supervisor that an agent of another host is (or is no
+    /// longer) ready, as its own supervisor reported over the peer link.
+    pub fn report_remote(&self, agent: String, ready: bool) {
+        let _ = self
+            .commands
+            .try_send(Command::RemoteState { agent, ready });
     }
 
     /// Follows every status change.
@@ -398,6 +406,10 @@ impl<S: Spawner> Supervisor<S> {
                 let _ = reply.send(self.lifecycle.snapshot());
                 None
             }
+            Command::RemoteState { agent, ready } => self
+                .lifecycle
+                .id(&agent)
+                .map(|agent| (Event::RemoteReported { agent, ready }, None)),
             Command::Start { agents, reply } => match self.ids(&agents) {
                 Ok(agents) => {
                     let affected = self.names(&self.lifecycle.start_targets(&agents));
@@ -638,8 +650,15 @@ impl<S: Spawner> Supervisor<S> {
 
 /// For an agent of another host, probes aimed at a loopback or wildcard
 /// address go to that host instead.
+/// An address given by the manifest's `hosts:` is used as written (`cli::up`
+/// aims the probes there), loopback included.
 fn probe_target(probe: &crate::manifest::Probe, spec: &AgentSpec) -> crate::manifest::Probe {
-    match spec.remote {
+    use crate::manifest::Probe;
+    let written = match probe {
+        Probe::Tcp { host, .. } | Probe::Zmq { host, .. } => *host == spec.agent.address,
+        _ => false,
+    };
+    match spec.remote && !written {
         true => health::aimed_at(probe, &spec.agent.host),
         false => probe.clone(),
     }

@@ -307,6 +307,9 @@ pub enum ErrorSource {
     Legacy,
     /// The supervisor itself.
     Supervisor,
+    /// Another host's error bus, forwarded by the peer link (`context.host`
+    /// names the host; `agent` is `HOST/NAME`).
+    Peer,
 }
 
 /// One error on the bus: a line of `errors.jsonl` and the body of a PUB message.

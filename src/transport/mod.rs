@@ -23,6 +23,9 @@
 //!   the endpoint, sending HELLO and automatic heartbeats (wrapped by `sdk`).
 //! - [`follow`]: [`ErrorFollower`], a SUB socket reading the error bus
 //!   (`supervisor errors --follow`).
+//! - [`peer`]: the peer link's sockets between two hosts' supervisors
+//!   (CURVE-encrypted, both sides authenticated, a ZAP handler that refuses
+//!   and counts unknown keys); opaque payloads, meaning in `crate::link`.
 //! - `wake`: the self-pipe that lets other threads wake a `zmq::poll` loop.
 //!
 //! Does not own agent state, restarts or policy (`supervisor` decides what a
@@ -36,6 +39,7 @@ pub mod error_bus;
 pub mod follow;
 pub mod heartbeat;
 pub mod messages;
+pub mod peer;
 pub mod pool;
 pub mod redact;
 mod wake;
@@ -91,6 +95,12 @@ pub enum TransportError {
         /// Sockets checked out for it now (the pool's per-endpoint limit).
         in_use: usize,
     },
+    /// This libzmq was built without CURVE (libsodium was not found when
+    /// `vendor/zmq-sys` was built).
+    #[error(
+        "this build has no CURVE encryption: install libsodium-dev (Debian) and rebuild (see docs/security.md)"
+    )]
+    NoCurve,
     /// A message could not be encoded or decoded.
     #[error("malformed message from {origin}: {reason}")]
     Malformed {

@@ -36,5 +36,6 @@ mod sdk;
 mod security;
 mod shutdown;
 mod status;
+mod two_hosts;
 mod up;
 mod web_stack;

@@ -417,6 +417,11 @@ impl Lifecycle {
                 severity,
                 message,
             } => self.on_error_reported(agent, run, severity, &message, now, &mut actions),
+            Event::RemoteReported { agent, ready } => {
+                if self.mode == Mode::Running {
+                    self.on_remote_report(agent, ready, now, &mut actions);
+                }
+            }
             // Refused by the run loop before they get here.
             Event::StartRequested { .. }
             | Event::StopRequested { .. }

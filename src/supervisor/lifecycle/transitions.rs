@@ -15,6 +15,11 @@ use super::{
 use crate::manifest::ReadinessCheck;
 use crate::process::Termination;
 use crate::supervisor::event::{Action, AgentId};
+use crate::supervisor::state::AgentState;
+
+/// An agent of another host reported not ready is probed again after this
+/// long if no report of it being ready came first.
+const REMOTE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Lifecycle {
     /// Starts a new run of `agent` (from `Pending` or `BackingOff`).
@@ -369,6 +374,52 @@ impl Lifecycle {
                     actions,
                 )
             }
+        }
+    }
+}
+
+impl Lifecycle {
+    /// Pushed by the other host's supervisor, which owns the agent: ready is
+    /// as good as a passed probe (the probe runs only while no report has
+    /// come); not ready (it stopped, is restarting or failed there) makes it
+    /// `BackingOff` here: dependents that start now wait for it (they are not
+    /// blocked), and it is probed again after [`REMOTE_RECHECK`] unless
+    /// reported ready before. Agents here that already run are left alone
+    /// (one host never restarts agents because of another host's state; a
+    /// restart with dependents is routed explicitly, `crate::link`).
+    pub(super) fn on_remote_report(
+        &mut self,
+        agent: AgentId,
+        ready: bool,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if !self.agents[agent].spec.remote {
+            return;
+        }
+        let unstopped = self.agents[agent].phase.running_unstopped();
+        match (ready, self.state(agent)) {
+            (true, AgentState::Starting) if unstopped => {
+                actions.push(Action::CancelWatchers { agent });
+                self.become_ready(agent, now, actions);
+            }
+            (true, AgentState::BackingOff | AgentState::Pending) => {
+                self.start(agent, now, actions);
+                if matches!(self.agents[agent].phase, Phase::Starting { stop: None, .. }) {
+                    actions.push(Action::CancelWatchers { agent });
+                    self.become_ready(agent, now, actions);
+                }
+            }
+            (false, AgentState::Ready | AgentState::Starting) if unstopped => {
+                actions.push(Action::CancelWatchers { agent });
+                self.transition(
+                    agent,
+                    Phase::BackingOff {
+                        until: now + REMOTE_RECHECK,
+                    },
+                );
+            }
+            _ => {}
         }
     }
 }
