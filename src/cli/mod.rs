@@ -14,16 +14,19 @@ pub mod console;
 pub mod convert;
 pub mod down;
 pub mod errors;
+pub mod export;
 pub mod locate;
 pub mod logs;
 pub mod plan;
 pub mod reload;
 pub mod remote;
 pub mod restart;
+pub mod run_one;
 pub mod start;
 pub mod status;
 pub mod stop;
 pub mod up;
+pub mod wait_for;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -89,6 +92,13 @@ pub enum Command {
     Reload(reload::Args),
     /// Print the error journal (errors reported by agents); `-f` follows the error bus.
     Errors(errors::Args),
+    /// Export the manifests to another system: `export kubernetes` (docs/kubernetes.md).
+    Export(export::Args),
+    /// In a container: run one agent with the SDK contract, serve `/readyz`
+    /// and `/livez`, restart nothing (docs/kubernetes.md).
+    RunOne(run_one::Args),
+    /// Wait until targets answer (`tcp://`, `http://`, `zmq://` HOST:PORT); exit 1 after `--timeout`.
+    WaitFor(wait_for::Args),
     /// Print a shell completion script: `supervisor completions bash > /etc/bash_completion.d/supervisor`.
     Completions {
         #[arg(value_enum)]
@@ -106,7 +116,10 @@ impl Command {
     /// `up` (a console reader going away must not stop the agents), the
     /// keeper, or `logs` (which stops on a closed pipe itself).
     pub fn dies_on_closed_pipe(&self) -> bool {
-        !matches!(self, Command::Up(_) | Command::Keeper | Command::Logs(_))
+        !matches!(
+            self,
+            Command::Up(_) | Command::Keeper | Command::Logs(_) | Command::RunOne(_)
+        )
     }
 }
 
@@ -249,6 +262,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Errors(args) => errors::run(args),
+        Command::Export(args) => export::run(args),
+        Command::RunOne(args) => run_one::run(args),
+        Command::WaitFor(args) => wait_for::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
