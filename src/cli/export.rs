@@ -27,6 +27,12 @@ pub enum Target {
     Kubernetes(KubernetesArgs),
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct KubernetesArgs {
     #[command(flatten)]
@@ -40,6 +46,10 @@ pub struct KubernetesArgs {
     /// Write one file per object and a `kustomization.yaml` here instead of stdout.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// `yaml`: a multi-document stream; `json`: one `v1/List` of the objects
+    /// (both accepted by `kubectl apply -f`). Files under `--out` are YAML.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: Format,
     /// `app.kubernetes.io/part-of` on every object.
     #[arg(long, default_value = "supervisor")]
     pub part_of: String,
@@ -118,10 +128,21 @@ fn kubernetes(args: KubernetesArgs) -> anyhow::Result<Exit> {
         eprintln!("warning[no_equivalent]: {warning}");
     }
     match &args.out {
-        None => print!(
-            "{}",
-            kubernetes::to_yaml(&export.objects).context("writing YAML")?
-        ),
+        None => match args.format {
+            Format::Yaml => print!(
+                "{}",
+                kubernetes::to_yaml(&export.objects).context("writing YAML")?
+            ),
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": export.objects,
+                }))
+                .context("writing JSON")?
+            ),
+        },
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let names = export.file_names();

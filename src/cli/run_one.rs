@@ -20,7 +20,7 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::check::{print_problems, report_unreadable};
 use super::{Exit, ManifestArgs};
@@ -58,9 +58,10 @@ pub struct Args {
 struct Health {
     /// Published by the supervisor task after every change.
     status: watch::Receiver<StatusSnapshot>,
-    /// Published by `follow_heartbeats`: the current run's heartbeat
-    /// bookkeeping, `None` while heartbeats are not watched.
-    heartbeats: watch::Receiver<Option<HeartbeatTracker>>,
+    /// Read by `watch_heartbeats`, which answers each request with the
+    /// heartbeat verdict now (`None` while heartbeats are not watched);
+    /// closed when it ended.
+    heartbeats: mpsc::Sender<oneshot::Sender<Option<HeartbeatVerdict>>>,
     name: String,
 }
 
@@ -198,18 +199,18 @@ async fn supervise(
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (handle, task) =
         supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
-    let (heartbeat_sender, heartbeats) = watch::channel(None);
-    shutdown.tracker().spawn(follow_heartbeats(
-        handle.subscribe(),
+    let (livez_requests, requests) = mpsc::channel(16);
+    shutdown.tracker().spawn(watch_heartbeats(
+        handle.clone(),
         args.name.clone(),
         heartbeat,
         watch_from_spawn,
-        heartbeat_sender,
+        requests,
         shutdown.token().clone(),
     ));
     let health = Health {
         status: handle.subscribe(),
-        heartbeats,
+        heartbeats: livez_requests,
         name: args.name.clone(),
     };
     let app = axum::Router::new()
@@ -288,57 +289,88 @@ fn print_errors(
         })
 }
 
-/// Keeps a [`HeartbeatTracker`] of the agent's current run from the
-/// published status (arrival times are the supervisor's, so the snapshot
-/// publishing gap does not shift them), and publishes it.
-async fn follow_heartbeats(
-    mut status: watch::Receiver<StatusSnapshot>,
+/// Owns the [`HeartbeatTracker`] of the agent's current run. Fed by every
+/// published status, and on each `/livez` request by a fresh one from the
+/// supervisor task (published snapshots lag heartbeats by up to a second),
+/// then answers with the verdict at that moment.
+async fn watch_heartbeats(
+    handle: supervisor::SupervisorHandle,
     name: String,
     heartbeat: crate::manifest::Heartbeat,
     watch_from_spawn: bool,
-    trackers: watch::Sender<Option<HeartbeatTracker>>,
+    mut requests: mpsc::Receiver<oneshot::Sender<Option<HeartbeatVerdict>>>,
     token: tokio_util::sync::CancellationToken,
 ) {
-    let mut run: Option<tokio::time::Instant> = None;
-    let mut last_beat: Option<tokio::time::Instant> = None;
-    let mut tracker: Option<HeartbeatTracker> = None;
+    let mut status = handle.subscribe();
+    let mut watcher = Watcher {
+        name,
+        heartbeat,
+        watch_from_spawn,
+        run: None,
+        last_beat: None,
+        tracker: None,
+    };
     loop {
-        {
-            let snapshot = status.borrow_and_update();
-            if let Some(agent) = snapshot.agents.iter().find(|agent| agent.name == name) {
-                if agent.running_since != run {
-                    run = agent.running_since;
-                    last_beat = None;
-                    tracker = match (run, watch_from_spawn) {
-                        (Some(since), true) => Some(HeartbeatTracker::new(
-                            heartbeat.interval,
-                            heartbeat.misses,
-                            heartbeat.progress_timeout,
-                            since.into_std(),
-                        )),
-                        _ => None,
-                    };
-                }
-                if let Some(at) = agent.heartbeat_at
-                    && last_beat != Some(at)
-                {
-                    last_beat = Some(at);
-                    let tracker = tracker.get_or_insert_with(|| {
-                        HeartbeatTracker::new(
-                            heartbeat.interval,
-                            heartbeat.misses,
-                            heartbeat.progress_timeout,
-                            at.into_std(),
-                        )
-                    });
-                    tracker.record(at.into_std(), agent.heartbeat.as_ref());
-                }
-                trackers.send_replace(tracker.clone());
-            }
-        }
         tokio::select! {
-            changed = status.changed() => if changed.is_err() { return },
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snapshot = status.borrow_and_update().clone();
+                watcher.update(&snapshot);
+            }
+            Some(reply) = requests.recv() => {
+                if let Some(snapshot) = handle.status().await {
+                    watcher.update(&snapshot);
+                }
+                let verdict = watcher.tracker.as_ref().map(|tracker| tracker.check(std::time::Instant::now()));
+                let _ = reply.send(verdict);
+            }
             _ = token.cancelled() => return,
+        }
+    }
+}
+
+struct Watcher {
+    name: String,
+    heartbeat: crate::manifest::Heartbeat,
+    /// `readiness: sdk`: heartbeats are due from the spawn; else from the first one.
+    watch_from_spawn: bool,
+    /// When the current run was spawned.
+    run: Option<tokio::time::Instant>,
+    last_beat: Option<tokio::time::Instant>,
+    tracker: Option<HeartbeatTracker>,
+}
+
+impl Watcher {
+    fn update(&mut self, snapshot: &StatusSnapshot) {
+        let Some(agent) = snapshot.agents.iter().find(|agent| agent.name == self.name) else {
+            return;
+        };
+        let new_tracker = |started: tokio::time::Instant| {
+            HeartbeatTracker::new(
+                self.heartbeat.interval,
+                self.heartbeat.misses,
+                self.heartbeat.progress_timeout,
+                started.into_std(),
+            )
+        };
+        if agent.running_since != self.run {
+            self.run = agent.running_since;
+            self.last_beat = None;
+            self.tracker = match self.run {
+                Some(since) if self.watch_from_spawn => Some(new_tracker(since)),
+                _ => None,
+            };
+        }
+        if let Some(at) = agent.heartbeat_at
+            && self.last_beat != Some(at)
+            && self.run.is_some()
+        {
+            self.last_beat = Some(at);
+            self.tracker
+                .get_or_insert_with(|| new_tracker(at))
+                .record(at.into_std(), agent.heartbeat.as_ref());
         }
     }
 }
@@ -366,8 +398,13 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
 }
 
 async fn livez(State(health): State<Health>) -> (StatusCode, String) {
-    let tracker = health.heartbeats.borrow().clone();
-    let verdict = tracker.map(|tracker| tracker.check(std::time::Instant::now()));
+    let (reply, answer) = oneshot::channel();
+    if health.heartbeats.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    let Ok(verdict) = answer.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    };
     match verdict {
         None | Some(HeartbeatVerdict::Alive) => (StatusCode::OK, "alive\n".into()),
         Some(HeartbeatVerdict::HeartbeatsMissed { missed, silent_for }) => (

@@ -766,7 +766,13 @@ impl<'a> Exporter<'a> {
 
     fn working_dir(&self, agent: &Agent) -> String {
         match &agent.cwd {
-            Some(dir) => self.map_path(&dir.display().to_string()),
+            // Relative to where the export runs, as the loader made it.
+            Some(dir) => self.map_path(
+                &std::path::absolute(dir)
+                    .unwrap_or_else(|_| dir.clone())
+                    .display()
+                    .to_string(),
+            ),
             None => self.options.app_dir.clone(),
         }
     }
@@ -858,6 +864,8 @@ impl<'a> Exporter<'a> {
         }
         let command = vec![
             json!("supervisor"),
+            json!("--log-format"),
+            json!("json"),
             json!("run-one"),
             json!(agent.name),
             json!("--config"),
