@@ -241,6 +241,8 @@ struct Exporter<'a> {
     hosts: BTreeSet<String>,
     /// Manifest name -> the names of the agents depending on it.
     dependents: HashMap<&'a str, Vec<usize>>,
+    /// `ip-a-b-c-d` -> the ports used with it: addresses no agent stands for.
+    external: BTreeMap<String, BTreeSet<u16>>,
     warnings: Vec<Warning>,
 }
 
@@ -302,6 +304,7 @@ pub fn export(manifest: &Manifest, options: &Options) -> Result<Export, ExportEr
         by_port: HashMap::new(),
         hosts: BTreeSet::new(),
         dependents: HashMap::new(),
+        external: BTreeMap::new(),
         warnings,
         entries: Vec::new(),
     };
@@ -361,6 +364,7 @@ pub fn export(manifest: &Manifest, options: &Options) -> Result<Export, ExportEr
         objects.push(exporter.service(index));
         objects.push(exporter.network_policy(index));
     }
+    objects.extend(exporter.external_services());
     Ok(Export {
         objects,
         warnings: exporter.warnings,
@@ -485,21 +489,68 @@ impl<'a> Exporter<'a> {
                 at = port_end;
                 continue;
             }
+            if let Some((ip, port, end)) = ip_at(&text, at) {
+                let with_port = |host: &str| match port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_string(),
+                };
+                let owner = port.and_then(|port| self.port_owner(port, index));
+                let replacement = if let Some(target) = owner {
+                    with_port(&self.entries[target].service_host(&self.options.namespace))
+                } else if ip == "0.0.0.0" {
+                    // Bind to every interface: right in a pod too.
+                    with_port(&ip)
+                } else if ip.starts_with("127.") {
+                    with_port("localhost")
+                } else {
+                    let name = format!("ip-{}", ip.replace('.', "-"));
+                    let host = format!("{name}.{}.svc", self.options.namespace);
+                    let agent = self.entries[index].agent;
+                    self.warnings.push(warning(
+                        agent,
+                        field,
+                        &format!(
+                            "{} is no agent of these manifests: now `{host}`, a Service without selector; point it at the machine with an EndpointSlice (docs/kubernetes.md)",
+                            with_port(&ip)
+                        ),
+                    ));
+                    let ports = self.external.entry(name).or_default();
+                    ports.extend(port);
+                    with_port(&host)
+                };
+                out.push_str(&replacement);
+                at = end;
+                continue;
+            }
             let c = text[at..].chars().next().expect("at is a char boundary below len");
             out.push(c);
             at += c.len_utf8();
         }
-        for literal in ip_literals(&out) {
-            if literal != "0.0.0.0" {
-                let agent = self.entries[index].agent;
-                self.warnings.push(warning(
-                    agent,
-                    field,
-                    &format!("holds the IP address {literal}, which is no agent's port: set it by hand"),
-                ));
-            }
-        }
         out
+    }
+
+    /// Services without a selector for the machines addresses pointed at
+    /// that no agent stands for (`ip-172-20-0-10`).
+    fn external_services(&self) -> Vec<Value> {
+        self.external
+            .iter()
+            .map(|(name, ports)| {
+                let mut spec = json!({});
+                if ports.is_empty() {
+                    spec["clusterIP"] = json!("None");
+                } else {
+                    spec["ports"] = ports
+                        .iter()
+                        .map(|port| json!({"name": format!("tcp-{port}"), "port": port, "protocol": "TCP"}))
+                        .collect();
+                }
+                let mut metadata = self.metadata(name, None);
+                metadata["annotations"] = json!({
+                    "supervisor/note": "an address the manifests name that no agent stands for: add an EndpointSlice with the machine's address",
+                });
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec})
+            })
+            .collect()
     }
 
     /// At `at`, a known host followed by `:port` (and not inside a longer word).
@@ -675,7 +726,7 @@ impl<'a> Exporter<'a> {
                     let (scheme, port, path) = split_url(url);
                     check.insert(
                         "http".into(),
-                        json!(literal(&format!("{}://127.0.0.1:{port}{path}", scheme.to_lowercase()))),
+                        json!(literal(&format!("{}://localhost:{port}{path}", scheme.to_lowercase()))),
                     );
                 }
                 Probe::Exec { command } => {
@@ -1017,6 +1068,34 @@ impl<'a> Exporter<'a> {
             },
         })
     }
+}
+
+/// The IPv4 literal starting at `at` (not inside a longer token), with the
+/// `:port` after it if any, and where it ends.
+fn ip_at(text: &str, at: usize) -> Option<(String, Option<u16>, usize)> {
+    let bytes = text.as_bytes();
+    if !bytes[at].is_ascii_digit() || at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'.') {
+        return None;
+    }
+    let literal = ip_literals(&text[at..]).into_iter().next()?;
+    if !text[at..].starts_with(&literal) {
+        return None;
+    }
+    let mut end = at + literal.len();
+    if bytes.get(end).is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mut port = None;
+    if bytes.get(end) == Some(&b':') {
+        let digits = text[end + 1..].chars().take_while(char::is_ascii_digit).count();
+        if (1..=5).contains(&digits)
+            && let Ok(number) = text[end + 1..end + 1 + digits].parse::<u16>()
+        {
+            port = Some(number);
+            end += 1 + digits;
+        }
+    }
+    Some((literal, port, end))
 }
 
 /// Every IPv4 literal in `text` (four dot-separated numbers up to 255, not
