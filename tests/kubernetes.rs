@@ -196,9 +196,7 @@ fn semantic_problems(manifest: &Manifest, objects: &[Value]) -> Vec<String> {
             let declared = match &target {
                 Value::Null => probe["exec"]["command"].is_array(),
                 Value::String(port_name) => ports.contains_key(port_name),
-                Value::Number(number) => {
-                    ports.values().any(|port| Some(*port) == number.as_u64())
-                }
+                Value::Number(number) => ports.values().any(|port| Some(*port) == number.as_u64()),
                 _ => false,
             };
             if !declared {
@@ -329,9 +327,9 @@ fn startup_export_matches_the_golden_file() {
     );
     // Warnings name the agent, its line and the field.
     assert!(
-        output.stderr.contains(
-            "config/startup.yaml:25: agent `api`: `restart.policy`: `on-failure`"
-        ),
+        output
+            .stderr
+            .contains("config/startup.yaml:25: agent `api`: `restart.policy`: `on-failure`"),
         "{}",
         output.stderr
     );
@@ -349,9 +347,11 @@ fn startup_export_is_valid_for_kubernetes_1_30_and_newest() {
     validate(program, std::slice::from_ref(&file), "1.37.0");
     // The validator does reject a broken object (so passing means something).
     let broken = dir.path().join("broken.yaml");
-    let text = std::fs::read_to_string(&file)
-        .expect("read")
-        .replacen("containerPort: 17200", "containerPort: seventeen", 1);
+    let text = std::fs::read_to_string(&file).expect("read").replacen(
+        "containerPort: 17200",
+        "containerPort: seventeen",
+        1,
+    );
     std::fs::write(&broken, text).expect("write");
     let status = Command::new(program)
         .args(["--strict", "--kubernetes-version", "1.30.0"])
@@ -360,7 +360,30 @@ fn startup_export_is_valid_for_kubernetes_1_30_and_newest() {
         .stderr(Stdio::null())
         .status()
         .expect("run kubernetes-validate");
-    assert!(!status.success(), "a string containerPort passed validation");
+    assert!(
+        !status.success(),
+        "a string containerPort passed validation"
+    );
+    // The corpus's faster validator agrees, and is strict about unknown fields.
+    validate_many(std::slice::from_ref(&file), "1.30.0");
+    let unknown = dir.path().join("unknown.yaml");
+    let text = std::fs::read_to_string(&file).expect("read").replacen(
+        "  replicas: 1\n",
+        "  replicas: 1\n  surplus: 1\n",
+        1,
+    );
+    std::fs::write(&unknown, text).expect("write");
+    let output = Command::new("python3")
+        .arg(repo().join("tests/fixtures/kubernetes/validate_many.py"))
+        .arg("1.30.0")
+        .arg(&unknown)
+        .output()
+        .expect("run validate_many.py");
+    assert!(
+        !output.status.success(),
+        "an unknown field passed validation"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("'surplus' was unexpected"));
 }
 
 #[test]
@@ -379,7 +402,13 @@ fn startup_export_is_semantically_sound() {
     let container = &pod["containers"][0];
     assert_eq!(
         pod["initContainers"][0]["command"],
-        serde_json::json!(["supervisor", "wait-for", "tcp://store.agents.svc:17200", "--timeout", "300"])
+        serde_json::json!([
+            "supervisor",
+            "wait-for",
+            "tcp://store.agents.svc:17200",
+            "--timeout",
+            "300"
+        ])
     );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(container["livenessProbe"]["failureThreshold"], 3);
@@ -403,7 +432,9 @@ fn startup_export_is_semantically_sound() {
         .iter()
         .find(|object| object["kind"] == "ConfigMap")
         .expect("config map");
-    let client = map["data"]["echo-client.yaml"].as_str().expect("echo-client.yaml");
+    let client = map["data"]["echo-client.yaml"]
+        .as_str()
+        .expect("echo-client.yaml");
     assert!(client.contains("host: echo-service.agents.svc"), "{client}");
     assert!(client.contains("restart: never"), "{client}");
 }
@@ -423,7 +454,12 @@ fn in_pod_manifest_loads_and_names_dependencies_by_service() {
         std::fs::write(&path, text.as_str().expect("text")).expect("write");
         let path = path.to_str().expect("utf-8").to_string();
         let manifest = checked(&[&path]).unwrap_or_else(|| panic!("{key} fails check"));
-        assert!(manifest.agents.iter().any(|agent| dns_name(&agent.name) == key.trim_end_matches(".yaml")));
+        assert!(
+            manifest
+                .agents
+                .iter()
+                .any(|agent| dns_name(&agent.name) == key.trim_end_matches(".yaml"))
+        );
     }
 }
 
@@ -437,7 +473,10 @@ fn missing_image_is_a_located_error_and_unmapped_fields_are_warned() {
     )
     .expect("write");
     let path = manifest.to_str().expect("utf-8");
-    let output = cli(&["export", "kubernetes", "--config", path], Duration::from_secs(30));
+    let output = cli(
+        &["export", "kubernetes", "--config", path],
+        Duration::from_secs(30),
+    );
     assert_eq!(output.code, Some(1), "{}", output.stderr);
     assert!(
         output.stderr.contains(&format!(
@@ -471,12 +510,19 @@ fn missing_image_is_a_located_error_and_unmapped_fields_are_warned() {
         "agent `ModelOpsCoordinator`: `restart.max_restarts`",
         "agent `ModelOpsCoordinator`: `on_error`",
     ] {
-        assert!(output.stderr.contains(field), "no warning {field}:\n{}", output.stderr);
+        assert!(
+            output.stderr.contains(field),
+            "no warning {field}:\n{}",
+            output.stderr
+        );
     }
     let kustomization =
         std::fs::read_to_string(out.join("kustomization.yaml")).expect("kustomization.yaml");
     let mut listed = 0;
-    for line in kustomization.lines().filter_map(|line| line.trim().strip_prefix("- ")) {
+    for line in kustomization
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- "))
+    {
         assert!(out.join(line).is_file(), "{line} is listed but not written");
         listed += 1;
     }
@@ -501,7 +547,8 @@ fn corpus_manifests_export_and_validate() {
     };
     let program = validator("corpus_manifests_export_and_validate");
     let out = tempfile::tempdir().expect("temp dir");
-    let mut files = Vec::new();
+    let mut unique = BTreeSet::new();
+    let mut objects = Vec::new();
     let mut exported = 0;
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("corpus dir")
@@ -544,19 +591,53 @@ fn corpus_manifests_export_and_validate() {
                     *counts.entry(host).or_default() += 1;
                     counts
                 });
-            assert_eq!(hosts.keys().collect::<Vec<_>>(), ["mainpc", "pc2"], "{hosts:?}");
+            assert_eq!(
+                hosts.keys().collect::<Vec<_>>(),
+                ["mainpc", "pc2"],
+                "{hosts:?}"
+            );
             assert!(hosts["mainpc"] > 40 && hosts["pc2"] > 20, "{hosts:?}");
         }
-        let file = out.path().join(format!("export-{exported}.yaml"));
-        std::fs::write(&file, kubernetes::to_yaml(&export.objects).expect("yaml")).expect("write");
-        files.push(file);
+        // Versions of one file share most objects: each distinct one is
+        // validated once.
+        for object in export.objects {
+            let text = object.to_string();
+            if unique.insert(text) {
+                objects.push(object);
+            }
+        }
         exported += 1;
     }
-    assert!(exported >= 10, "only {exported} corpus manifests pass check");
+    assert!(
+        exported >= 10,
+        "only {exported} corpus manifests pass check"
+    );
     eprintln!("corpus: {exported} manifest sets exported");
-    if let Some(program) = program {
-        validate(program, &files, "1.30.0");
+    if program.is_some() {
+        let file = out.path().join("corpus.yaml");
+        std::fs::write(&file, kubernetes::to_yaml(&objects).expect("yaml")).expect("write");
+        validate_many(&[file], "1.30.0");
     }
+}
+
+/// `tests/fixtures/kubernetes/validate_many.py`: the same schemas and
+/// strictness as `kubernetes-validate`, one validator per kind (the CLI
+/// takes minutes for the corpus); panics naming every invalid object.
+fn validate_many(files: &[PathBuf], version: &str) {
+    let output = Command::new("python3")
+        .arg(repo().join("tests/fixtures/kubernetes/validate_many.py"))
+        .arg(version)
+        .args(files)
+        .output()
+        .expect("run validate_many.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "schema validation failed:\n{text}");
+    assert!(text.contains(": 0 invalid"), "{text}");
+    eprintln!("{}", text.trim());
 }
 
 /// A child process killed (by pid) when the test ends.
@@ -571,15 +652,23 @@ impl Drop for Running {
 
 /// `GET path` on loopback: status and body, or `None` when nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
-            .ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_secs(1),
+    )
+    .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_string())?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())?;
     Some((status, body))
 }
 
@@ -590,7 +679,12 @@ fn run_one(dir: &Path, manifest: &str, health: u16) -> (Running, PathBuf) {
     let child = Command::new(SUPERVISOR)
         .args(["run-one", "faulty", "--config"])
         .arg(&path)
-        .args(["--health-port", &health.to_string(), "--health-bind", "127.0.0.1"])
+        .args([
+            "--health-port",
+            &health.to_string(),
+            "--health-bind",
+            "127.0.0.1",
+        ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).expect("stdout file"))
         .stderr(std::fs::File::create(dir.join("stderr.txt")).expect("stderr file"))
@@ -625,15 +719,17 @@ fn run_one_readyz_flips_on_ready_and_livez_fails_after_sigstop() {
     assert_eq!(get(health, "/livez").map(|(status, _)| status), Some(200));
     // Heartbeats every 200ms; after 3 misses (600ms) of silence, 503.
     let mut body = String::new();
-    wait_until("/livez 503 after the agent stopped itself", Duration::from_secs(20), || {
-        match get(health, "/livez") {
+    wait_until(
+        "/livez 503 after the agent stopped itself",
+        Duration::from_secs(20),
+        || match get(health, "/livez") {
             Some((503, text)) => {
                 body = text;
                 true
             }
             _ => false,
-        }
-    });
+        },
+    );
     assert!(body.starts_with("missed "), "{body}");
     assert!(
         flipped.elapsed() >= Duration::from_millis(1500),
@@ -658,7 +754,10 @@ fn run_one_prints_reported_errors_as_json_and_ends_with_the_agent() {
         if let Some(status) = running.0.try_wait().expect("try_wait") {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "run-one did not end with its agent");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "run-one did not end with its agent"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     // A required agent that failed: exit 1, nothing restarted.
@@ -674,7 +773,11 @@ fn run_one_prints_reported_errors_as_json_and_ends_with_the_agent() {
     assert_eq!(errors[0]["severity"], "fatal");
     assert_eq!(errors[0]["message"], "crashing on purpose");
     let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).expect("stderr");
-    assert_eq!(stderr.matches("starting").count(), 1, "restarted:\n{stderr}");
+    assert_eq!(
+        stderr.matches("starting").count(),
+        1,
+        "restarted:\n{stderr}"
+    );
 }
 
 #[test]
@@ -699,7 +802,10 @@ fn wait_for_returns_once_the_target_answers() {
         if let Some(status) = running.0.try_wait().expect("try_wait") {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "wait-for did not see the listener");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "wait-for did not see the listener"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
@@ -711,7 +817,10 @@ fn wait_for_returns_once_the_target_answers() {
         .expect("stderr")
         .read_to_string(&mut stderr)
         .expect("read");
-    assert!(stderr.contains(&format!("waiting for {address}: ")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("waiting for {address}: ")),
+        "{stderr}"
+    );
     assert!(stderr.contains(&format!("ready: {address}")), "{stderr}");
 }
 
@@ -719,7 +828,14 @@ fn wait_for_returns_once_the_target_answers() {
 fn wait_for_times_out_naming_the_target() {
     let target = port();
     let output = cli(
-        &["wait-for", &format!("127.0.0.1:{target}"), "--timeout", "1", "--interval", "0.2"],
+        &[
+            "wait-for",
+            &format!("127.0.0.1:{target}"),
+            "--timeout",
+            "1",
+            "--interval",
+            "0.2",
+        ],
         Duration::from_secs(20),
     );
     assert_eq!(output.code, Some(1), "{}", output.stderr);
@@ -730,8 +846,16 @@ fn wait_for_times_out_naming_the_target() {
         "{}",
         output.stderr
     );
-    assert!(output.took < Duration::from_secs(5), "took {:?}", output.took);
+    assert!(
+        output.took < Duration::from_secs(5),
+        "took {:?}",
+        output.took
+    );
     let output = cli(&["wait-for", "udp://x:1"], Duration::from_secs(20));
     assert_eq!(output.code, Some(2), "{}", output.stderr);
-    assert!(output.stderr.contains("unknown scheme"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("unknown scheme"),
+        "{}",
+        output.stderr
+    );
 }

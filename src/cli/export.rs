@@ -101,8 +101,9 @@ fn kubernetes(args: KubernetesArgs) -> anyhow::Result<Exit> {
         }
     }
     let source_root = match args.source_root {
-        Some(dir) => std::path::absolute(&dir)
-            .with_context(|| format!("resolving {}", dir.display()))?,
+        Some(dir) => {
+            std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))?
+        }
         None => std::env::current_dir().context("reading the current directory")?,
     };
     let export = match kubernetes::export(

@@ -85,7 +85,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     }
     let manifest = report.manifest;
     let Some(agent) = manifest.agent(&args.name) else {
-        let names: Vec<&str> = manifest.agents.iter().map(|agent| agent.name.as_str()).collect();
+        let names: Vec<&str> = manifest
+            .agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
         eprintln!(
             "error: no agent `{}` in the manifests (agents: {})",
             args.name,
@@ -174,25 +178,26 @@ async fn supervise(
 ) -> anyhow::Result<bool> {
     let shutdown = Shutdown::new();
     let signals = Signals::listen().context("installing the signal handlers")?;
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.health_bind, args.health_port))
-        .await
-        .with_context(|| format!("binding /readyz and /livez on port {}", args.health_port))?;
-    let bound = listener.local_addr().context("reading the health address")?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(args.health_bind, args.health_port))
+            .await
+            .with_context(|| format!("binding /readyz and /livez on port {}", args.health_port))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the health address")?;
     tracing::info!(agent = %args.name, "readyz and livez on http://{bound}");
     let keeper = std::env::current_exe()
         .and_then(|program| Keeper::start(&program))
         .context("starting the keeper process")?;
     let spawner = ProcessSpawner::start_with_keeper(Some(keeper.link()))
         .context("starting the process spawner")?;
-    let (fabric, fabric_link) = supervisor::fabric::Fabric::start(
-        &supervisor::fabric::FabricConfig::in_run_dir(run_dir),
-    )
-    .context("starting the agent endpoint and error bus")?;
+    let (fabric, fabric_link) =
+        supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig::in_run_dir(run_dir))
+            .context("starting the agent endpoint and error bus")?;
     // Subscribed before the agent starts, so its first error is not missed.
     let printer = match fabric.error_bus().publish_endpoint() {
         Some(endpoint) => Some(
-            print_errors(endpoint, shutdown.token().clone())
-                .context("following the error bus")?,
+            print_errors(endpoint, shutdown.token().clone()).context("following the error bus")?,
         ),
         None => None,
     };
@@ -271,8 +276,10 @@ fn print_errors(
                 match follower.next(Duration::from_millis(200)) {
                     Ok(Some(record)) => {
                         if let Ok(line) = serde_json::to_string(&record) {
-                            crate::process::console::sink_of(crate::process::console::Stream::Stdout)
-                                .push(format!("{line}\n").into_bytes(), 1);
+                            crate::process::console::sink_of(
+                                crate::process::console::Stream::Stdout,
+                            )
+                            .push(format!("{line}\n").into_bytes(), 1);
                         }
                     }
                     Ok(None) => {}
@@ -377,7 +384,11 @@ impl Watcher {
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
     let snapshot = health.status.borrow().clone();
-    match snapshot.agents.iter().find(|agent| agent.name == health.name) {
+    match snapshot
+        .agents
+        .iter()
+        .find(|agent| agent.name == health.name)
+    {
         Some(agent) if agent.state == AgentState::Ready && !snapshot.shutting_down => {
             (StatusCode::OK, "ready\n".into())
         }

@@ -91,9 +91,11 @@ async fn wait(args: Args) -> anyhow::Result<Exit> {
         let mut last_report: Option<tokio::time::Instant> = None;
         loop {
             let now = tokio::time::Instant::now();
-            let attempt = interval
-                .max(Duration::from_millis(500))
-                .min(deadline.saturating_duration_since(now).max(Duration::from_millis(100)));
+            let attempt = interval.max(Duration::from_millis(500)).min(
+                deadline
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(100)),
+            );
             let error = match crate::health::probe(target, attempt).await {
                 Ok(()) => {
                     if !args.quiet {
@@ -137,15 +139,28 @@ mod tests {
     fn targets_parse_by_scheme() {
         assert_eq!(
             parse_target("store.default.svc:17200"),
-            Ok(Probe::Tcp { host: "store.default.svc".into(), port: 17200 })
+            Ok(Probe::Tcp {
+                host: "store.default.svc".into(),
+                port: 17200
+            })
         );
         assert_eq!(
             parse_target("zmq://a:5571"),
-            Ok(Probe::Zmq { host: "a".into(), port: 5571 })
+            Ok(Probe::Zmq {
+                host: "a".into(),
+                port: 5571
+            })
         );
-        assert!(matches!(parse_target("http://a:1/x"), Ok(Probe::Http { .. })));
+        assert!(matches!(
+            parse_target("http://a:1/x"),
+            Ok(Probe::Http { .. })
+        ));
         assert!(parse_target("a").unwrap_err().contains("no port"));
         assert!(parse_target("a:0").is_err());
-        assert!(parse_target("udp://a:1").unwrap_err().contains("unknown scheme"));
+        assert!(
+            parse_target("udp://a:1")
+                .unwrap_err()
+                .contains("unknown scheme")
+        );
     }
 }

@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::manifest::{
-    Agent, Manifest, Probe, ReadinessCheck, RestartMode, Strategy,
-};
+use crate::manifest::{Agent, Manifest, Probe, ReadinessCheck, RestartMode, Strategy};
 
 /// The port `supervisor run-one` serves `/readyz` and `/livez` on, unless
 /// the agent uses it itself (then the next free one).
@@ -150,7 +148,8 @@ pub fn dns_name(name: &str) -> String {
             let previous = chars[index - 1];
             let next_lower = chars.get(index + 1).is_some_and(|n| n.is_ascii_lowercase());
             if previous.is_ascii_lowercase()
-                || previous.is_ascii_digit() && chars[..index].iter().any(|p| p.is_ascii_lowercase())
+                || previous.is_ascii_digit()
+                    && chars[..index].iter().any(|p| p.is_ascii_lowercase())
                 || previous.is_ascii_uppercase() && next_lower
             {
                 out.push('-');
@@ -270,7 +269,12 @@ pub fn export(manifest: &Manifest, options: &Options) -> Result<Export, ExportEr
             continue;
         }
         seen.insert(name.clone(), agent);
-        if options.images.get(&agent.name).or(options.image.as_ref()).is_none() {
+        if options
+            .images
+            .get(&agent.name)
+            .or(options.image.as_ref())
+            .is_none()
+        {
             problems.push(format!(
                 "{}: agent `{}` has no image: pass `--image IMAGE` (every agent) or `--image {}=IMAGE`",
                 agent.location, agent.name, agent.name
@@ -458,7 +462,11 @@ impl<'a> Exporter<'a> {
         while let Some(at) = rest.find(root) {
             let after = &rest[at + root.len()..];
             // Only whole path components: `/src/app` must not match `/src/application`.
-            if after.is_empty() || after.starts_with('/') || !after.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-' || c == '.') {
+            if after.is_empty()
+                || after.starts_with('/')
+                || !after
+                    .starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
+            {
                 out.push_str(&rest[..at]);
                 out.push_str(&self.options.app_dir);
                 rest = after;
@@ -522,7 +530,10 @@ impl<'a> Exporter<'a> {
                 at = end;
                 continue;
             }
-            let c = text[at..].chars().next().expect("at is a char boundary below len");
+            let c = text[at..]
+                .chars()
+                .next()
+                .expect("at is a char boundary below len");
             out.push(c);
             at += c.len_utf8();
         }
@@ -605,7 +616,11 @@ impl<'a> Exporter<'a> {
                 "restart.policy",
                 format!(
                     "`{}`: a Deployment always restarts its container",
-                    if restart.mode == RestartMode::Never { "never" } else { "on-failure" }
+                    if restart.mode == RestartMode::Never {
+                        "never"
+                    } else {
+                        "on-failure"
+                    }
                 ),
             ));
         }
@@ -635,7 +650,8 @@ impl<'a> Exporter<'a> {
         if restart.on_give_up != crate::manifest::GiveUp::default() || !agent.required {
             found.push((
                 "required",
-                "what a failing agent does to the others has no equivalent: pods fail alone".to_string(),
+                "what a failing agent does to the others has no equivalent: pods fail alone"
+                    .to_string(),
             ));
         }
         if !agent.on_error.on_severity.is_empty() || agent.on_error.rate.is_some() {
@@ -726,13 +742,18 @@ impl<'a> Exporter<'a> {
                     let (scheme, port, path) = split_url(url);
                     check.insert(
                         "http".into(),
-                        json!(literal(&format!("{}://localhost:{port}{path}", scheme.to_lowercase()))),
+                        json!(literal(&format!(
+                            "{}://localhost:{port}{path}",
+                            scheme.to_lowercase()
+                        ))),
                     );
                 }
                 Probe::Exec { command } => {
                     let command: Vec<Value> = command
                         .iter()
-                        .map(|arg| Value::String(literal(&self.rewrite(index, "readiness.exec", arg))))
+                        .map(|arg| {
+                            Value::String(literal(&self.rewrite(index, "readiness.exec", arg)))
+                        })
                         .collect();
                     check.insert("exec".into(), Value::Array(command));
                 }
@@ -1074,7 +1095,9 @@ impl<'a> Exporter<'a> {
 /// `:port` after it if any, and where it ends.
 fn ip_at(text: &str, at: usize) -> Option<(String, Option<u16>, usize)> {
     let bytes = text.as_bytes();
-    if !bytes[at].is_ascii_digit() || at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'.') {
+    if !bytes[at].is_ascii_digit()
+        || at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'.')
+    {
         return None;
     }
     let literal = ip_literals(&text[at..]).into_iter().next()?;
@@ -1087,7 +1110,10 @@ fn ip_at(text: &str, at: usize) -> Option<(String, Option<u16>, usize)> {
     }
     let mut port = None;
     if bytes.get(end) == Some(&b':') {
-        let digits = text[end + 1..].chars().take_while(char::is_ascii_digit).count();
+        let digits = text[end + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .count();
         if (1..=5).contains(&digits)
             && let Ok(number) = text[end + 1..end + 1 + digits].parse::<u16>()
         {
@@ -1114,9 +1140,11 @@ pub fn ip_literals(text: &str) -> Vec<String> {
             let candidate = text[at..end].trim_end_matches('.');
             let parts: Vec<&str> = candidate.split('.').collect();
             if parts.len() == 4
-                && parts
-                    .iter()
-                    .all(|part| !part.is_empty() && part.len() <= 3 && part.parse::<u16>().is_ok_and(|n| n <= 255))
+                && parts.iter().all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 3
+                        && part.parse::<u16>().is_ok_and(|n| n <= 255)
+                })
             {
                 found.push(candidate.to_string());
             }
@@ -1157,7 +1185,10 @@ mod tests {
 
     #[test]
     fn urls_split_into_scheme_port_path() {
-        assert_eq!(split_url("http://127.0.0.1:17210/health"), ("HTTP", 17210, "/health".into()));
+        assert_eq!(
+            split_url("http://127.0.0.1:17210/health"),
+            ("HTTP", 17210, "/health".into())
+        );
         assert_eq!(split_url("https://x"), ("HTTPS", 443, "/".into()));
     }
 }
