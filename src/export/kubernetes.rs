@@ -395,6 +395,14 @@ fn probes_of(agent: &Agent) -> Vec<&Probe> {
     probes
 }
 
+/// Extra time kubelet allows a probe that runs `supervisor wait-for`.
+fn process_start(probe: &Probe) -> Duration {
+    match probe {
+        Probe::Zmq { .. } => Duration::from_secs(1),
+        _ => Duration::ZERO,
+    }
+}
+
 /// The port a probe reaches, if it is a network probe.
 fn probe_port(probe: &Probe) -> Option<u16> {
     match probe {
@@ -864,10 +872,15 @@ impl<'a> Exporter<'a> {
                     .collect();
                 json!({"exec": {"command": command}})
             }
-            Probe::Zmq { port, .. } => json!({"exec": {"command": [
-                "supervisor", "wait-for", format!("zmq://localhost:{port}"),
-                "--timeout", seconds(timeout, 1).to_string(), "--quiet",
-            ]}}),
+            // One attempt of `timeout` (`--interval` as long: no retry);
+            // kubelet allows a second more for starting the process.
+            Probe::Zmq { port, .. } => {
+                let attempt = seconds(timeout, 1).to_string();
+                json!({"exec": {"command": [
+                    "supervisor", "wait-for", format!("zmq://localhost:{port}"),
+                    "--timeout", attempt, "--interval", attempt, "--quiet",
+                ]}})
+            }
         }
     }
 
@@ -887,7 +900,8 @@ impl<'a> Exporter<'a> {
         let (ready_handler, attempt) = match &readiness.check {
             ReadinessCheck::Probe(probe) => {
                 let attempt = readiness.interval.max(Duration::from_secs(1));
-                (self.handler(index, probe, attempt), attempt)
+                let allowed = attempt + process_start(probe);
+                (self.handler(index, probe, attempt), allowed)
             }
             ReadinessCheck::Sdk | ReadinessCheck::StartPeriod(_) => (
                 json!({"httpGet": {"path": "/readyz", "port": "supervisor"}}),
@@ -910,7 +924,10 @@ impl<'a> Exporter<'a> {
             Some(liveness) => {
                 let mut probe = self.handler(index, &liveness.probe, liveness.timeout);
                 probe["periodSeconds"] = json!(seconds(liveness.interval, 1));
-                probe["timeoutSeconds"] = json!(seconds(liveness.timeout, 1));
+                probe["timeoutSeconds"] = json!(seconds(
+                    liveness.timeout + process_start(&liveness.probe),
+                    1
+                ));
                 probe["failureThreshold"] = json!(liveness.failures.max(1));
                 probe
             }
