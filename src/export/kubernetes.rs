@@ -148,9 +148,7 @@ pub fn dns_name(name: &str) -> String {
             let previous = chars[index - 1];
             let next_lower = chars.get(index + 1).is_some_and(|n| n.is_ascii_lowercase());
             if previous.is_ascii_lowercase()
-                || previous.is_ascii_digit()
-                    && chars[..index].iter().any(|p| p.is_ascii_lowercase())
-                || previous.is_ascii_uppercase() && next_lower
+                || ((previous.is_ascii_digit() || previous.is_ascii_uppercase()) && next_lower)
             {
                 out.push('-');
             }
