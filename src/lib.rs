@@ -21,6 +21,10 @@
 //!   `anyhow`. `locate.rs` finds the manifests and run directory a command
 //!   means without `--config`; `console.rs` is the supervisor's own console
 //!   lines and the colour rule.
+//! - [`export`]: a checked manifest as another system's objects
+//!   (`kubernetes`: Deployments, Services, NetworkPolicies, in-pod
+//!   manifests for `run-one`; `cli/run_one.rs` and `cli/wait_for.rs` are
+//!   the in-pod side).
 //! - [`process`]: spawning, signalling and reaping agent processes; each
 //!   agent's tree (a cgroup, else an environment marker) so daemons die with
 //!   it; the keeper process that kills agent groups and trees if the
@@ -56,6 +60,7 @@ pub mod check;
 pub mod cli;
 pub mod control;
 pub mod dashboard;
+pub mod export;
 pub mod files;
 pub mod health;
 pub mod link;

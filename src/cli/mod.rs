@@ -20,6 +20,7 @@ pub mod convert;
 pub mod dashboard;
 pub mod down;
 pub mod errors;
+pub mod export;
 pub mod keygen;
 pub mod locate;
 pub mod logs;
@@ -27,10 +28,12 @@ pub mod plan;
 pub mod reload;
 pub mod remote;
 pub mod restart;
+pub mod run_one;
 pub mod start;
 pub mod status;
 pub mod stop;
 pub mod up;
+pub mod wait_for;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -100,6 +103,13 @@ pub enum Command {
     Dashboard(dashboard::Args),
     /// Make this host's peer-link key pair; prints the public key for the other hosts' `hosts:`.
     Keygen(keygen::Args),
+    /// Export the manifests to another system: `export kubernetes` (docs/kubernetes.md).
+    Export(export::Args),
+    /// In a container: run one agent with the SDK contract, serve `/readyz`
+    /// and `/livez`, restart nothing (docs/kubernetes.md).
+    RunOne(run_one::Args),
+    /// Wait until targets answer (`tcp://`, `http://`, `zmq://` HOST:PORT); exit 1 after `--timeout`.
+    WaitFor(wait_for::Args),
     /// Print a shell completion script: `supervisor completions bash > /etc/bash_completion.d/supervisor`.
     Completions {
         #[arg(value_enum)]
@@ -117,7 +127,10 @@ impl Command {
     /// `up` (a console reader going away must not stop the agents), the
     /// keeper, or `logs` (which stops on a closed pipe itself).
     pub fn dies_on_closed_pipe(&self) -> bool {
-        !matches!(self, Command::Up(_) | Command::Keeper | Command::Logs(_))
+        !matches!(
+            self,
+            Command::Up(_) | Command::Keeper | Command::Logs(_) | Command::RunOne(_)
+        )
     }
 }
 
@@ -272,6 +285,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Errors(args) => errors::run(args),
         Command::Dashboard(args) => dashboard::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Export(args) => export::run(args),
+        Command::RunOne(args) => run_one::run(args),
+        Command::WaitFor(args) => wait_for::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -1,0 +1,436 @@
+//! `supervisor run-one NAME --config F`: the container entrypoint of an
+//! exported agent (docs/kubernetes.md). Runs that one agent under the same
+//! supervisor as `up` (agent endpoint, per-run token, READY, heartbeats,
+//! error bus: `supervisor::spawn_with_fabric`), with its dependencies as
+//! agents on other hosts (so RESOLVE and `<NAME>_ENDPOINT` name them), and
+//! restarts nothing: when the agent ends, `run-one` ends with it and
+//! Kubernetes restarts the container.
+//!
+//! Owns the in-pod glue: the `/readyz` and `/livez` endpoints kubelet
+//! probes, the heartbeat verdict behind `/livez` (so kubelet, not this
+//! process, decides to restart a hung agent), and printing every error the
+//! agent reports as one JSON line on stdout. Does not own agent state (the
+//! supervisor task) nor the transitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::check::{print_problems, report_unreadable};
+use super::{Exit, ManifestArgs};
+use crate::check::{self, CheckOptions};
+use crate::manifest::{ReadinessCheck, RestartMode};
+use crate::process::keeper::Keeper;
+use crate::process::{Console, ProcessSpawner};
+use crate::shutdown::{Shutdown, Signals};
+use crate::supervisor::{self, AgentSpec, AgentState, StatusSnapshot};
+use crate::transport::{HeartbeatTracker, HeartbeatVerdict};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The agent to run (its name in the manifest).
+    pub name: String,
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// Serve `/readyz` and `/livez` on this port (0: any free port, logged).
+    #[arg(long, default_value_t = crate::export::kubernetes::DEFAULT_HEALTH_PORT)]
+    pub health_port: u16,
+    /// The address `/readyz` and `/livez` listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub health_bind: std::net::IpAddr,
+    /// Where the agent endpoint and error bus sockets go (default: a fresh
+    /// directory under the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// The agent's program and arguments, instead of the manifest's `command`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// What `/readyz` and `/livez` read.
+#[derive(Clone)]
+struct Health {
+    /// Published by the supervisor task after every change.
+    status: watch::Receiver<StatusSnapshot>,
+    /// Read by `watch_heartbeats`, which answers each request with the
+    /// heartbeat verdict now (`None` while heartbeats are not watched);
+    /// closed when it ended.
+    heartbeats: mpsc::Sender<oneshot::Sender<Option<HeartbeatVerdict>>>,
+    name: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let options = CheckOptions {
+        bind_check: false,
+        files: false,
+        ..CheckOptions::default()
+    };
+    let report = match check::run_with(
+        &args.manifests.config_args()?,
+        &args.manifests.load_options(),
+        &options,
+    ) {
+        Ok(report) => report,
+        Err(error) => return report_unreadable(error, false),
+    };
+    if report.has_errors() {
+        print_problems(&report.problems);
+        return Ok(Exit::Problems);
+    }
+    let manifest = report.manifest;
+    let Some(agent) = manifest.agent(&args.name) else {
+        let names: Vec<&str> = manifest
+            .agents
+            .iter()
+            .map(|agent| agent.name.as_str())
+            .collect();
+        eprintln!(
+            "error: no agent `{}` in the manifests (agents: {})",
+            args.name,
+            names.join(", ")
+        );
+        return Ok(Exit::Usage);
+    };
+    let mut target = agent.clone();
+    // Kubernetes restarts the container; the supervisor must not restart
+    // the agent, kill it for missed heartbeats (kubelet does that through
+    // `/livez`), probe its liveness (a kubelet probe) or watch memory
+    // (`resources.limits`).
+    let heartbeat = target.heartbeat.clone();
+    target.restart.mode = RestartMode::Never;
+    target.restart.max_restarts = Some(0);
+    target.liveness = None;
+    target.limits = None;
+    target.heartbeat.misses = u32::MAX;
+    target.heartbeat.progress_timeout = None;
+    target.required = true;
+    if !args.command.is_empty() {
+        target.command = args.command.clone();
+    }
+    let watch_from_spawn = target.readiness.check == ReadinessCheck::Sdk;
+    let mut agents = vec![AgentSpec {
+        agent: target,
+        remote: false,
+    }];
+    for dependency in &agent.dependencies {
+        if let Some(found) = manifest.agent(&dependency.name)
+            && found.enabled
+        {
+            let mut remote = found.clone();
+            remote.dependencies.clear();
+            agents.push(AgentSpec {
+                agent: remote,
+                remote: true,
+            });
+        }
+    }
+    let run_dir = match &args.run_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("supervisor-run-one-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating the run directory {}", run_dir.display()))?;
+    let config = supervisor::Config {
+        agents,
+        strategy: crate::manifest::Strategy::OneForOne,
+        sequential: false,
+        logs: None,
+        console: Some(Console {
+            width: args.name.len(),
+            color: false,
+        }),
+        port_offset: std::env::var("PORT_OFFSET").unwrap_or_else(|_| "0".into()),
+        sample_interval: None,
+        keep_going: false,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("supervisor")
+        .build()
+        .context("starting the async runtime")?;
+    let failed = runtime.block_on(supervise(
+        config,
+        &args,
+        &run_dir,
+        heartbeat,
+        watch_from_spawn,
+    ))?;
+    if args.run_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    Ok(if failed { Exit::Problems } else { Exit::Ok })
+}
+
+/// Runs the agent until it ends or a signal stops it; true when it failed.
+async fn supervise(
+    config: supervisor::Config,
+    args: &Args,
+    run_dir: &std::path::Path,
+    heartbeat: crate::manifest::Heartbeat,
+    watch_from_spawn: bool,
+) -> anyhow::Result<bool> {
+    let shutdown = Shutdown::new();
+    let signals = Signals::listen().context("installing the signal handlers")?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(args.health_bind, args.health_port))
+            .await
+            .with_context(|| format!("binding /readyz and /livez on port {}", args.health_port))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the health address")?;
+    tracing::info!(agent = %args.name, "readyz and livez on http://{bound}");
+    let keeper = std::env::current_exe()
+        .and_then(|program| Keeper::start(&program))
+        .context("starting the keeper process")?;
+    let spawner = ProcessSpawner::start_with_keeper(Some(keeper.link()))
+        .context("starting the process spawner")?;
+    let (fabric, fabric_link) =
+        supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig::in_run_dir(run_dir))
+            .context("starting the agent endpoint and error bus")?;
+    // Subscribed before the agent starts, so its first error is not missed.
+    let printer = match fabric.error_bus().publish_endpoint() {
+        Some(endpoint) => Some(
+            print_errors(endpoint, shutdown.token().clone()).context("following the error bus")?,
+        ),
+        None => None,
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (handle, task) =
+        supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
+    let (livez_requests, requests) = mpsc::channel(16);
+    shutdown.tracker().spawn(watch_heartbeats(
+        handle.clone(),
+        args.name.clone(),
+        heartbeat,
+        watch_from_spawn,
+        requests,
+        shutdown.token().clone(),
+    ));
+    let health = Health {
+        status: handle.subscribe(),
+        heartbeats: livez_requests,
+        name: args.name.clone(),
+    };
+    let app = axum::Router::new()
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
+        .with_state(health);
+    let token = shutdown.token().clone();
+    shutdown.tracker().spawn(async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+        {
+            tracing::warn!(%error, "the readyz/livez server stopped");
+        }
+    });
+    let force = handle.clone();
+    let signals = tokio::spawn(signals.watch(
+        shutdown.token().clone(),
+        move || force.try_shutdown(true),
+        || tracing::info!("SIGHUP ignored: run-one does not reload"),
+    ));
+    let outcome = task.await.context("the supervisor task panicked")?;
+    signals.abort();
+    let last = handle.subscribe().borrow().clone();
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), shutdown.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not finish within 5s");
+    }
+    if let Some(printer) = printer {
+        let _ = tokio::task::spawn_blocking(move || printer.join()).await;
+    }
+    fabric.stop().await;
+    let state = last
+        .agents
+        .iter()
+        .find(|agent| agent.name == args.name)
+        .map(|agent| (agent.state, agent.reason.clone()));
+    if let Some((state, reason)) = &state {
+        tracing::info!(agent = %args.name, state = ?state, reason = reason.as_deref().unwrap_or("-"), "run-one ends");
+    }
+    Ok(outcome.failure.is_some() || matches!(state, Some((AgentState::Failed, _))))
+}
+
+/// Prints every error record on the bus as one JSON line on stdout, on its
+/// own thread (the follower's socket is blocking), until `token` is cancelled.
+fn print_errors(
+    endpoint: &str,
+    token: tokio_util::sync::CancellationToken,
+) -> Result<std::thread::JoinHandle<()>, crate::transport::TransportError> {
+    let follower = crate::transport::ErrorFollower::connect(endpoint, &[String::new()])?;
+    std::thread::Builder::new()
+        .name("error-printer".into())
+        .spawn(move || {
+            while !token.is_cancelled() {
+                match follower.next(Duration::from_millis(200)) {
+                    Ok(Some(record)) => {
+                        if let Ok(line) = serde_json::to_string(&record) {
+                            crate::process::console::sink_of(
+                                crate::process::console::Stream::Stdout,
+                            )
+                            .push(format!("{line}\n").into_bytes(), 1);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "following the error bus failed");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|source| crate::transport::TransportError::Io {
+            what: "start the error printer thread",
+            source,
+        })
+}
+
+/// Owns the [`HeartbeatTracker`] of the agent's current run. Fed by every
+/// published status, and on each `/livez` request by a fresh one from the
+/// supervisor task (published snapshots lag heartbeats by up to a second),
+/// then answers with the verdict at that moment.
+async fn watch_heartbeats(
+    handle: supervisor::SupervisorHandle,
+    name: String,
+    heartbeat: crate::manifest::Heartbeat,
+    watch_from_spawn: bool,
+    mut requests: mpsc::Receiver<oneshot::Sender<Option<HeartbeatVerdict>>>,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let mut status = handle.subscribe();
+    let mut watcher = Watcher {
+        name,
+        heartbeat,
+        watch_from_spawn,
+        run: None,
+        last_beat: None,
+        tracker: None,
+    };
+    loop {
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snapshot = status.borrow_and_update().clone();
+                watcher.update(&snapshot);
+            }
+            Some(reply) = requests.recv() => {
+                if let Some(snapshot) = handle.status().await {
+                    watcher.update(&snapshot);
+                }
+                let verdict = watcher.tracker.as_ref().map(|tracker| tracker.check(std::time::Instant::now()));
+                let _ = reply.send(verdict);
+            }
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
+struct Watcher {
+    name: String,
+    heartbeat: crate::manifest::Heartbeat,
+    /// `readiness: sdk`: heartbeats are due from the spawn; else from the first one.
+    watch_from_spawn: bool,
+    /// When the current run was spawned.
+    run: Option<tokio::time::Instant>,
+    last_beat: Option<tokio::time::Instant>,
+    tracker: Option<HeartbeatTracker>,
+}
+
+impl Watcher {
+    fn update(&mut self, snapshot: &StatusSnapshot) {
+        let Some(agent) = snapshot.agents.iter().find(|agent| agent.name == self.name) else {
+            return;
+        };
+        let new_tracker = |started: tokio::time::Instant| {
+            HeartbeatTracker::new(
+                self.heartbeat.interval,
+                self.heartbeat.misses,
+                self.heartbeat.progress_timeout,
+                started.into_std(),
+            )
+        };
+        if agent.running_since != self.run {
+            self.run = agent.running_since;
+            self.last_beat = None;
+            self.tracker = match self.run {
+                Some(since) if self.watch_from_spawn => Some(new_tracker(since)),
+                _ => None,
+            };
+        }
+        if let Some(at) = agent.heartbeat_at
+            && self.last_beat != Some(at)
+            && self.run.is_some()
+        {
+            self.last_beat = Some(at);
+            self.tracker
+                .get_or_insert_with(|| new_tracker(at))
+                .record(at.into_std(), agent.heartbeat.as_ref());
+        }
+    }
+}
+
+async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
+    let snapshot = health.status.borrow().clone();
+    match snapshot
+        .agents
+        .iter()
+        .find(|agent| agent.name == health.name)
+    {
+        Some(agent) if agent.state == AgentState::Ready && !snapshot.shutting_down => {
+            (StatusCode::OK, "ready\n".into())
+        }
+        Some(agent) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{}{}\n",
+                agent.state.as_str(),
+                agent
+                    .reason
+                    .as_deref()
+                    .map(|reason| format!(": {reason}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "unknown agent\n".into()),
+    }
+}
+
+async fn livez(State(health): State<Health>) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    if health.heartbeats.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    let Ok(verdict) = answer.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    };
+    match verdict {
+        None | Some(HeartbeatVerdict::Alive) => (StatusCode::OK, "alive\n".into()),
+        Some(HeartbeatVerdict::HeartbeatsMissed { missed, silent_for }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "missed {missed} heartbeats (silent {})\n",
+                supervisor::format_duration(silent_for)
+            ),
+        ),
+        Some(HeartbeatVerdict::ProgressStalled { stalled_for }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no progress for {}\n",
+                supervisor::format_duration(stalled_for)
+            ),
+        ),
+    }
+}
