@@ -20,7 +20,7 @@
 //! - [`cli`]: clap types and one file per subcommand; the only place with
 //!   `anyhow`. `locate.rs` finds the manifests and run directory a command
 //!   means without `--config`; `console.rs` is the supervisor's own console
-//!   lines and the colour rule.
+//!   lines and the colour rule; `top/` is the terminal UI (ratatui).
 //! - [`process`]: spawning, signalling and reaping agent processes; each
 //!   agent's tree (a cgroup, else an environment marker) so daemons die with
 //!   it; the keeper process that kills agent groups and trees if the
