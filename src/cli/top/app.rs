@@ -160,6 +160,15 @@ impl App {
 
     /// What `key` does; see the help line in `view.rs`.
     pub fn on_key(&mut self, key: KeyEvent) -> Step {
+        if key.modifiers.contains(KeyModifiers::ALT) {
+            // Esc and the next key, arriving together (typed fast, or
+            // bunched by a slow SSH link), read as Alt+key: both are meant.
+            let step = self.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+            if step != Step::Stay {
+                return step;
+            }
+            return self.on_key(KeyEvent::new(key.code, key.modifiers - KeyModifiers::ALT));
+        }
         if key.modifiers.contains(KeyModifiers::CONTROL)
             && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('d'))
         {
@@ -385,6 +394,11 @@ mod tests {
         assert_eq!(names(&app), ["db"], "every word must match");
         app.on_key(key(KeyCode::Esc));
         assert!(app.filter.is_empty() && !app.editing_filter);
+        // Esc and `/` bunched into Alt+/ by the terminal: both happen.
+        app.on_key(key(KeyCode::Char('/')));
+        type_text(&mut app, "web");
+        app.on_key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::ALT));
+        assert!(app.editing_filter && app.filter.is_empty(), "{:?}", app.filter);
     }
 
     #[test]

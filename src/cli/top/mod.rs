@@ -114,7 +114,10 @@ impl Screen<'_> {
         colors: &view::Colors,
     ) -> anyhow::Result<()> {
         let mut next_refresh = Instant::now();
+        // Which log (agent, lines) is on screen; read again when another
+        // is wanted or at each refresh.
         let mut log_shown: Option<(String, usize)> = None;
+        let mut log_due = true;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -132,19 +135,20 @@ impl Screen<'_> {
                     )),
                     Err(error) => app.refresh_failed(&error),
                 }
-                log_shown = None;
+                log_due = true;
                 next_refresh = now + self.interval;
             }
             let wanted = app
                 .selected
                 .clone()
                 .map(|agent| (agent, app.log_wanted()));
-            if wanted != log_shown {
+            if log_due || wanted != log_shown {
                 match &wanted {
                     Some((agent, lines)) => app.set_log(log_tail(self.run_dir, agent, *lines)),
                     None => app.set_log(Vec::new()),
                 }
                 log_shown = wanted;
+                log_due = false;
             }
             terminal.draw(|frame| view::draw(frame, app, colors))?;
             let wait = next_refresh
