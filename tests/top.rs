@@ -3,7 +3,8 @@
 //! the screen. Every agent shows with its true state, `r` `y` restarts the
 //! selected agent (its pid and restart count change in `status --json`),
 //! the filter narrows the table, a resize redraws it, and `q`, Ctrl-C and
-//! SIGTERM all give the terminal back (main screen, cooked mode).
+//! SIGTERM all give the terminal back (main screen, cooked mode); a
+//! terminal that goes away ends it.
 //!
 //! Skipped, visibly, where tmux is not installed. Each test runs its own
 //! tmux server (`-S`: a socket in the test's temporary directory, so no
@@ -347,7 +348,7 @@ fn top_gives_the_terminal_back_on_ctrl_c_and_sigterm() {
     wait_for_status(&manifest, "alpha and beta ready", BOUND, |status| {
         all_ready(status, &["alpha", "beta"])
     });
-    for (round, how) in ["ctrl-c", "sigterm"].iter().enumerate() {
+    for (round, how) in ["ctrl-c", "sigterm", "hangup"].iter().enumerate() {
         let pid_file = fixture.path(&format!("top-{round}.pid"));
         let stty_file = fixture.path(&format!("stty-{round}.txt"));
         // A server of its own for each round.
@@ -357,11 +358,20 @@ fn top_gives_the_terminal_back_on_ctrl_c_and_sigterm() {
         tmux.wait_screen("the table", |screen| row_of(screen, "alpha").is_some());
         match *how {
             "ctrl-c" => tmux.keys(&["C-c"]),
-            _ => nix::sys::signal::kill(
+            "sigterm" => nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(top_pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             )
             .expect("signal top"),
+            _ => {
+                // The terminal goes away (a closed SSH connection): top
+                // must end, not spin on a dead terminal.
+                drop(tmux);
+                common::wait_until("top to end after its terminal hung up", BOUND, || {
+                    !alive(top_pid)
+                });
+                continue;
+            }
         }
         assert_terminal_restored(&tmux, &stty_file);
         assert!(!alive(top_pid), "top still running after {how}");

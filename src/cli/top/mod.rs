@@ -6,7 +6,9 @@
 //!
 //! The terminal is always given back: on `q`, Ctrl-C, SIGINT, SIGTERM,
 //! SIGHUP and SIGQUIT the loop ends and a guard restores it, and ratatui's
-//! panic hook restores it before a panic message is printed.
+//! panic hook restores it before a panic message is printed. A terminal that
+//! goes away (a closed SSH connection) ends the process too: see
+//! [`watch_for_hangup`].
 //!
 //! Layout: [`app`] (state and keys, no I/O), [`view`] (drawing). This file
 //! owns the loop: the terminal, the control socket connection and reading
@@ -73,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     app.update(first);
     let colors = view::Colors(super::console::use_color(true));
 
+    watch_for_hangup(stop.clone());
     let mut terminal = ratatui::try_init()?;
     let restore = Restore;
     let result = Screen {
@@ -84,6 +87,40 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     .run(&mut terminal, &mut app, &colors);
     drop(restore);
     result.map(|()| Exit::Ok)
+}
+
+/// crossterm's input reader loops forever, at full CPU, once its terminal
+/// has hung up (it reads EOF or EIO and tries again), so the loop below
+/// would never see a signal or a closed terminal. This thread ends the
+/// process when the terminal has hung up, or when a stop signal came and
+/// the loop has not ended, for a second.
+fn watch_for_hangup(stop: Arc<AtomicBool>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let hung_up = || {
+        let stdin = std::io::stdin();
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::empty())];
+        poll(&mut fds, PollTimeout::ZERO).is_ok()
+            && fds[0].revents().is_some_and(|events| {
+                events.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+            })
+    };
+    std::thread::spawn(move || {
+        let mut since: Option<Instant> = None;
+        loop {
+            std::thread::sleep(KEY_WAIT);
+            if !(stop.load(Ordering::Relaxed) || hung_up()) {
+                since = None;
+                continue;
+            }
+            let since = *since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                // Restoring a terminal that is gone fails quietly enough.
+                ratatui::restore();
+                std::process::exit(0);
+            }
+        }
+    });
 }
 
 /// Gives the terminal back (raw mode off, main screen) when dropped, on
