@@ -190,10 +190,15 @@ fn assert_terminal_restored(tmux: &Tmux, stty_file: &Path) {
     for flag in ["icanon", "echo", "isig", "icrnl", "opost"] {
         assert!(flags.contains(&flag), "{flag} not restored: {stty}");
     }
-    let screen = tmux.wait_screen("the main screen back", |screen| screen.contains("top-exit="));
+    let screen = tmux.wait_screen("the main screen back", |screen| {
+        screen.contains("top-exit=")
+    });
     assert!(screen.contains("before-top"), "{screen}");
     assert!(screen.contains("top-exit=0"), "{screen}");
-    assert!(!screen.contains("LAST REASON"), "table left on the screen:\n{screen}");
+    assert!(
+        !screen.contains("LAST REASON"),
+        "table left on the screen:\n{screen}"
+    );
 }
 
 fn read_pid(path: &Path) -> u32 {
@@ -210,15 +215,22 @@ fn read_pid(path: &Path) -> u32 {
 #[test]
 fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
     let fixture = Fixture::new();
-    let Some(tmux) = Tmux::new("top_shows_the_agents_restarts_the_selected_one_and_filters", fixture.dir.path())
-    else {
+    let Some(tmux) = Tmux::new(
+        "top_shows_the_agents_restarts_the_selected_one_and_filters",
+        fixture.dir.path(),
+    ) else {
         return;
     };
     let manifest = fixture.manifest(MANIFEST);
     let _up = fixture.up(&manifest, &[]);
-    let before = wait_for_status(&manifest, "alpha, beta ready and gamma failed", BOUND, |status| {
-        all_ready(status, &["alpha", "beta"]) && agent_of(status, "gamma")["state"] == "failed"
-    });
+    let before = wait_for_status(
+        &manifest,
+        "alpha, beta ready and gamma failed",
+        BOUND,
+        |status| {
+            all_ready(status, &["alpha", "beta"]) && agent_of(status, "gamma")["state"] == "failed"
+        },
+    );
     let pid_file = fixture.path("top.pid");
     let stty_file = fixture.path("stty.txt");
     tmux.start(&script(&manifest, &pid_file, &stty_file));
@@ -243,7 +255,9 @@ fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
         }
     }
     assert!(
-        row_of(&screen, "gamma").unwrap().contains("exited with code 1"),
+        row_of(&screen, "gamma")
+            .unwrap()
+            .contains("exited with code 1"),
         "the reason: {screen}"
     );
     assert!(screen.contains("r restart"), "help line: {screen}");
@@ -264,7 +278,10 @@ fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
             && screen.contains("log: beta (following)")
             && screen.contains("fake-agent beta ready")
     });
-    assert!(!screen.contains("fake-agent alpha ready"), "only beta's log: {screen}");
+    assert!(
+        !screen.contains("fake-agent alpha ready"),
+        "only beta's log: {screen}"
+    );
 
     // `r` asks, `y` confirms: beta gets a new process, alpha keeps its own.
     let beta = agent_of(&before, "beta");
@@ -319,7 +336,10 @@ fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
             && table_rows(screen).len() == 2
             && row_of(screen, "gamma").is_none()
     });
-    assert!(row_of(&screen, "alpha").is_some() && row_of(&screen, "beta").is_some(), "{screen}");
+    assert!(
+        row_of(&screen, "alpha").is_some() && row_of(&screen, "beta").is_some(),
+        "{screen}"
+    );
     tmux.keys(&["Escape"]);
     tmux.wait_screen("every agent again", |screen| table_rows(screen).len() == 3);
 
@@ -328,8 +348,14 @@ fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
     let screen = tmux.wait_screen("the table redrawn at 90 columns", |screen| {
         !screen.contains("READY IN") && table_rows(screen).len() == 3
     });
-    assert!(screen.contains("STATE") && screen.contains("LAST REASON"), "{screen}");
-    assert!(screen.lines().all(|line| line.chars().count() <= 90), "{screen}");
+    assert!(
+        screen.contains("STATE") && screen.contains("LAST REASON"),
+        "{screen}"
+    );
+    assert!(
+        screen.lines().all(|line| line.chars().count() <= 90),
+        "{screen}"
+    );
 
     tmux.keys(&["q"]);
     assert_terminal_restored(&tmux, &stty_file);
@@ -384,11 +410,16 @@ fn top_without_a_supervisor_exits_3_and_without_a_terminal_2() {
     let run_dir = fixture.path("nothing-here");
     let output = cli(&["top", "--run-dir", run_dir.to_str().unwrap()], BOUND);
     assert_eq!(output.code, Some(3), "{output:?}");
-    assert!(output.stderr.contains("no supervisor is running"), "{output:?}");
+    assert!(
+        output.stderr.contains("no supervisor is running"),
+        "{output:?}"
+    );
 
     let manifest = fixture.manifest(MANIFEST);
     let _up = fixture.up(&manifest, &[]);
-    wait_for_status(&manifest, "alpha ready", BOUND, |status| all_ready(status, &["alpha"]));
+    wait_for_status(&manifest, "alpha ready", BOUND, |status| {
+        all_ready(status, &["alpha"])
+    });
     let output = cli(&["top", "--config", manifest.to_str().unwrap()], BOUND);
     assert_eq!(output.code, Some(2), "{output:?}");
     assert!(output.stderr.contains("needs a terminal"), "{output:?}");

@@ -352,7 +352,11 @@ mod tests {
     #[test]
     fn the_selection_moves_within_the_visible_agents_and_survives_refreshes() {
         let mut app = App::new("host".into(), "run".into());
-        app.update(view(&[("db", "ready"), ("api", "ready"), ("web", "failed")]));
+        app.update(view(&[
+            ("db", "ready"),
+            ("api", "ready"),
+            ("web", "failed"),
+        ]));
         assert_eq!(app.selected.as_deref(), Some("db"));
         app.on_key(key(KeyCode::Down));
         app.on_key(key(KeyCode::Char('j')));
@@ -361,7 +365,11 @@ mod tests {
         app.on_key(key(KeyCode::Char('k')));
         assert_eq!(app.selected.as_deref(), Some("api"));
         // The same agent stays selected when the order changes.
-        app.update(view(&[("api", "starting"), ("db", "ready"), ("web", "failed")]));
+        app.update(view(&[
+            ("api", "starting"),
+            ("db", "ready"),
+            ("web", "failed"),
+        ]));
         assert_eq!(app.selected_index(), Some(0));
         // It goes away: the first agent is selected.
         app.update(view(&[("db", "ready"), ("web", "failed")]));
@@ -371,7 +379,11 @@ mod tests {
     #[test]
     fn the_filter_matches_names_and_states_and_esc_clears_it() {
         let mut app = App::new("host".into(), "run".into());
-        app.update(view(&[("db", "ready"), ("api", "ready"), ("web", "failed")]));
+        app.update(view(&[
+            ("db", "ready"),
+            ("api", "ready"),
+            ("web", "failed"),
+        ]));
         app.on_key(key(KeyCode::Char('/')));
         type_text(&mut app, "fail");
         assert_eq!(names(&app), ["web"]);
@@ -398,7 +410,11 @@ mod tests {
         app.on_key(key(KeyCode::Char('/')));
         type_text(&mut app, "web");
         app.on_key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::ALT));
-        assert!(app.editing_filter && app.filter.is_empty(), "{:?}", app.filter);
+        assert!(
+            app.editing_filter && app.filter.is_empty(),
+            "{:?}",
+            app.filter
+        );
     }
 
     #[test]

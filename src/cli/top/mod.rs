@@ -155,6 +155,9 @@ impl Screen<'_> {
         // is wanted or at each refresh.
         let mut log_shown: Option<(String, usize)> = None;
         let mut log_due = true;
+        // Something changed since the last draw (drawing only then keeps
+        // an idle `top` near 0% CPU).
+        let mut dirty = true;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -173,12 +176,10 @@ impl Screen<'_> {
                     Err(error) => app.refresh_failed(&error),
                 }
                 log_due = true;
+                dirty = true;
                 next_refresh = now + self.interval;
             }
-            let wanted = app
-                .selected
-                .clone()
-                .map(|agent| (agent, app.log_wanted()));
+            let wanted = app.selected.clone().map(|agent| (agent, app.log_wanted()));
             if log_due || wanted != log_shown {
                 match &wanted {
                     Some((agent, lines)) => app.set_log(log_tail(self.run_dir, agent, *lines)),
@@ -186,21 +187,28 @@ impl Screen<'_> {
                 }
                 log_shown = wanted;
                 log_due = false;
+                dirty = true;
             }
-            terminal.draw(|frame| view::draw(frame, app, colors))?;
+            if dirty {
+                terminal.draw(|frame| view::draw(frame, app, colors))?;
+                dirty = false;
+            }
             let wait = next_refresh
                 .saturating_duration_since(Instant::now())
                 .min(KEY_WAIT);
             if !event::poll(wait)? {
                 continue;
             }
-            // A resize needs nothing more: the next draw fits the new size.
-            let Event::Key(key) = event::read()? else {
-                continue;
+            let key = match event::read()? {
+                Event::Key(key) if key.kind != KeyEventKind::Release => key,
+                // The next draw fits the new size.
+                Event::Resize(..) => {
+                    dirty = true;
+                    continue;
+                }
+                _ => continue,
             };
-            if key.kind == KeyEventKind::Release {
-                continue;
-            }
+            dirty = true;
             match app.on_key(key) {
                 Step::Stay => {}
                 Step::Quit => return Ok(()),

@@ -101,10 +101,7 @@ fn header_line<'a>(app: &'a App, colors: &Colors) -> Line<'a> {
             view.agents.len()
         )));
         if view.shutting_down {
-            spans.push(Span::styled(
-                ", shutting down",
-                colors.paint(Color::Yellow),
-            ));
+            spans.push(Span::styled(", shutting down", colors.paint(Color::Yellow)));
         }
         if !view.config_errors.is_empty() {
             spans.push(Span::styled(
@@ -127,7 +124,10 @@ fn header_line<'a>(app: &'a App, colors: &Colors) -> Line<'a> {
 
 /// One agent's cells, indexed like [`COLUMNS`].
 fn cells(agent: &AgentView) -> Vec<String> {
-    let mut cells: Vec<String> = status::row(agent).into_iter().map(|cell| clean(&cell)).collect();
+    let mut cells: Vec<String> = status::row(agent)
+        .into_iter()
+        .map(|cell| clean(&cell))
+        .collect();
     cells.push(clean(&status::progress(agent)));
     cells
 }
@@ -151,7 +151,12 @@ fn draw_table(frame: &mut Frame, area: Rect, app: &App, visible: &[&AgentView], 
     };
     // Borders (2) and the selection mark (2), then each column and a space.
     let mut shown: Vec<usize> = COLUMNS.to_vec();
-    let total = |shown: &[usize]| -> u16 { 4 + shown.iter().map(|column| width_of(*column) + 1).sum::<u16>() };
+    let total = |shown: &[usize]| -> u16 {
+        4 + shown
+            .iter()
+            .map(|column| width_of(*column) + 1)
+            .sum::<u16>()
+    };
     for column in DROP_ORDER {
         if total(&shown) <= area.width {
             break;
@@ -215,7 +220,10 @@ fn draw_log(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         lines
     };
-    frame.render_widget(Paragraph::new(text).block(Block::bordered().title(title)), area);
+    frame.render_widget(
+        Paragraph::new(text).block(Block::bordered().title(title)),
+        area,
+    );
 }
 
 fn message_line<'a>(app: &'a App, colors: &Colors) -> Line<'a> {
@@ -227,12 +235,18 @@ fn message_line<'a>(app: &'a App, colors: &Colors) -> Line<'a> {
         ]);
     }
     if app.editing_filter {
-        return Line::raw("filter: type words matching names or states; Enter keeps it, Esc clears it");
+        return Line::raw(
+            "filter: type words matching names or states; Enter keeps it, Esc clears it",
+        );
     }
     match &app.message {
         Some(message) => Line::styled(
             clean(&message.text),
-            colors.paint(if message.error { Color::Red } else { Color::Green }),
+            colors.paint(if message.error {
+                Color::Red
+            } else {
+                Color::Green
+            }),
         ),
         None => Line::raw(""),
     }
@@ -322,13 +336,32 @@ mod tests {
         let screen = render(&app, 160, 20);
         assert!(screen.contains("host box-7"), "{screen}");
         assert!(screen.contains("pid 99, up 1m20s, 1/2 ready"), "{screen}");
-        for column in ["AGENT", "STATE", "PID", "RESTARTS", "LAST REASON", "CPU%", "RSS", "HEARTBEAT", "PROGRESS"] {
+        for column in [
+            "AGENT",
+            "STATE",
+            "PID",
+            "RESTARTS",
+            "LAST REASON",
+            "CPU%",
+            "RSS",
+            "HEARTBEAT",
+            "PROGRESS",
+        ] {
             assert!(screen.contains(column), "{column}: {screen}");
         }
-        let store = screen.lines().find(|line| line.contains("> store")).expect("store selected");
-        assert!(store.contains("ready") && store.contains("4242") && store.contains("10.0 MiB"), "{store}");
+        let store = screen
+            .lines()
+            .find(|line| line.contains("> store"))
+            .expect("store selected");
+        assert!(
+            store.contains("ready") && store.contains("4242") && store.contains("10.0 MiB"),
+            "{store}"
+        );
         assert!(store.contains("queue 12, in flight 2"), "{store}");
-        assert!(screen.contains("exited with code 1: �[31mboom"), "escape made visible: {screen}");
+        assert!(
+            screen.contains("exited with code 1: �[31mboom"),
+            "escape made visible: {screen}"
+        );
         assert!(screen.contains("log: store (following)"), "{screen}");
         assert!(screen.contains("12:00:01.123Z hello"), "{screen}");
         assert!(!screen.contains("2026-12-07T"), "{screen}");
@@ -342,7 +375,10 @@ mod tests {
         let screen = render(&app, 80, 20);
         assert!(!screen.contains("READY IN"), "{screen}");
         assert!(!screen.contains("PROGRESS"), "{screen}");
-        assert!(screen.contains("STATE") && screen.contains("LAST REASON"), "{screen}");
+        assert!(
+            screen.contains("STATE") && screen.contains("LAST REASON"),
+            "{screen}"
+        );
         assert!(screen.contains("failed"), "{screen}");
     }
 }
