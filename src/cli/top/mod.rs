@@ -76,8 +76,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let colors = view::Colors(super::console::use_color(true));
 
     watch_for_hangup(stop.clone());
-    let mut terminal = ratatui::try_init()?;
+    // Before the terminal is set up, so a half-done setup is undone too.
     let restore = Restore;
+    let mut terminal = ratatui::try_init()?;
     let result = Screen {
         run_dir: &run_dir,
         client: None,
