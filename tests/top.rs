@@ -184,7 +184,15 @@ fn script(manifest: &Path, pid_file: &Path, stty_file: &Path) -> String {
 /// it found it: cooked mode with echo, and the main screen back (the
 /// marker printed before it, the exit line after, no table).
 fn assert_terminal_restored(tmux: &Tmux, stty_file: &Path) {
-    common::wait_until("top to end and stty to run", BOUND, || stty_file.exists());
+    let deadline = Instant::now() + BOUND;
+    while !stty_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {BOUND:?} waiting for top to end and stty to run; screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stty = std::fs::read_to_string(stty_file).expect("read stty output");
     let flags: Vec<&str> = stty.split([' ', ';', '\n']).collect();
     for flag in ["icanon", "echo", "isig", "icrnl", "opost"] {
