@@ -20,7 +20,7 @@
 //! - [`cli`]: clap types and one file per subcommand; the only place with
 //!   `anyhow`. `locate.rs` finds the manifests and run directory a command
 //!   means without `--config`; `console.rs` is the supervisor's own console
-//!   lines and the colour rule.
+//!   lines and the colour rule; `top/` is the terminal UI (ratatui).
 //! - [`export`]: a checked manifest as another system's objects
 //!   (`kubernetes`: Deployments, Services, NetworkPolicies, in-pod
 //!   manifests for `run-one`; `cli/run_one.rs` and `cli/wait_for.rs` are

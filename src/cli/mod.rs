@@ -32,6 +32,7 @@ pub mod run_one;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod top;
 pub mod up;
 pub mod wait_for;
 
@@ -85,6 +86,9 @@ pub enum Command {
     Up(up::Args),
     /// Show the agents of a running supervisor: state, pid, uptime, restarts, CPU, memory.
     Status(status::Args),
+    /// A terminal UI: the agent table, live, with the selected agent's log
+    /// and keys to restart, stop, start and filter.
+    Top(top::Args),
     /// Start stopped agents (and the dependencies they need); wait until ready.
     Start(start::Args),
     /// Stop agents (their dependents first); they stay stopped until `start`.
@@ -276,6 +280,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Convert(args) => convert::run(args),
         Command::Up(args) => up::run(args),
         Command::Status(args) => status::run(args),
+        Command::Top(args) => top::run(args),
         Command::Start(args) => start::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Restart(args) => restart::run(args),

@@ -3,7 +3,9 @@
 //! on a terminal). Exits 1 when a required agent has failed or is blocked
 //! behind one (and no operator stopped it), 3 when no supervisor runs, else 0.
 //!
-//! Owns the table layout only; the figures come from the control socket.
+//! Owns the table layout and the text of each cell ([`HEADERS`], [`row`],
+//! [`progress`]), which `supervisor top` shows too; the figures come from the
+//! control socket.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -71,7 +73,7 @@ fn exit_code(view: &StatusView) -> Exit {
 }
 
 /// The table's columns; [`row`] fills them in this order.
-const HEADERS: [&str; 11] = [
+pub const HEADERS: [&str; 11] = [
     "AGENT",
     "HOST",
     "STATE",
@@ -208,7 +210,7 @@ fn peer_lines(link: &crate::link::LinkSnapshot) -> String {
 }
 
 /// One agent's cells, in [`HEADERS`] order; `-` where there is nothing.
-fn row(agent: &AgentView) -> [String; 11] {
+pub fn row(agent: &AgentView) -> [String; 11] {
     let mut state = agent.state.clone();
     if agent.health.as_deref() == Some("degraded") {
         state.push_str(" (degraded)");
@@ -242,6 +244,36 @@ fn row(agent: &AgentView) -> [String; 11] {
             .unwrap_or_default(),
         agent.rss_bytes.map(bytes).unwrap_or_default(),
     ]
+}
+
+/// The progress payload of the agent's last SDK heartbeat, in short:
+/// `queue 12, in flight 2, 3s ago, files=40`; blank without one.
+pub fn progress(agent: &AgentView) -> String {
+    let Some(payload) = &agent.heartbeat else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(depth) = payload.queue_depth {
+        parts.push(format!("queue {depth}"));
+    }
+    if let Some(busy) = payload.in_flight {
+        parts.push(format!("in flight {busy}"));
+    }
+    if let Some(at) = payload.last_progress_ms {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_millis() as u64)
+            .unwrap_or(at);
+        let age = now.saturating_sub(at) as f64 / 1000.0;
+        parts.push(format!("{} ago", seconds(Some(age))));
+    }
+    for (key, value) in &payload.custom {
+        match value {
+            serde_json::Value::String(text) => parts.push(format!("{key}={text}")),
+            other => parts.push(format!("{key}={other}")),
+        }
+    }
+    parts.join(", ")
 }
 
 /// `status --ports`: what each running agent's process tree listens on,
@@ -321,7 +353,7 @@ pub fn ports_table(view: &StatusView) -> String {
 }
 
 /// `4s`, `3m12s`, `2h05m`; blank for none.
-fn seconds(value: Option<f64>) -> String {
+pub fn seconds(value: Option<f64>) -> String {
     let Some(value) = value else {
         return String::new();
     };

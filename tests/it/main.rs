@@ -37,6 +37,7 @@ mod sdk;
 mod security;
 mod shutdown;
 mod status;
+mod top;
 mod two_hosts;
 mod up;
 mod web_stack;
