@@ -829,7 +829,9 @@ fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
         .min(limit.max(MIN_PROBE_TIMEOUT))
 }
 
-/// Probes after the initial delay, then every interval, until one attempt
+/// Probes after the initial delay, then on the schedule of
+/// [`crate::health::next_probe_delay`] (fast first, backing off to the
+/// interval), until one attempt
 /// passes (reported once) or `token` is cancelled. The readiness timeout is
 /// the lifecycle's deadline, not this task's.
 ///
@@ -853,8 +855,10 @@ async fn watch_readiness(
         _ = tokio::time::sleep(readiness.initial_delay) => {}
     }
     let timeout = attempt_timeout(readiness.interval, readiness.timeout);
+    let first = Instant::now();
     loop {
-        let next = Instant::now() + readiness.interval;
+        let now = Instant::now();
+        let next = now + crate::health::next_probe_delay(now - first, readiness.interval);
         let result = tokio::select! {
             _ = token.cancelled() => return,
             result = crate::health::probe(&probe, timeout) => result,
