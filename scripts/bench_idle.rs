@@ -75,7 +75,12 @@ fn free_ports(count: usize) -> Vec<u16> {
 
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
 }
 
@@ -252,12 +257,27 @@ fn main() {
     );
     println!(
         "  {:>4}  {:>6}  {:>8}  {:>7}  {:>7}  {:>9}  {:>8}  {:>9}  {:>10}  load",
-        "mode", "agents", "start", "CPU %", "vs 1", "vs target", "RSS MiB", "vs 25 MB", "sample/100"
+        "mode",
+        "agents",
+        "start",
+        "CPU %",
+        "vs 1",
+        "vs target",
+        "RSS MiB",
+        "vs 25 MB",
+        "sample/100"
     );
     for mode in modes {
         let mut baseline_cpu = None;
         for &agents in &counts {
-            measure(dir.path(), mode, agents, seconds, ticks_per_second, &mut baseline_cpu);
+            measure(
+                dir.path(),
+                mode,
+                agents,
+                seconds,
+                ticks_per_second,
+                &mut baseline_cpu,
+            );
         }
     }
 }
@@ -305,7 +325,11 @@ fn measure(
             format!(
                 "   target < {} % CPU: {}, < 25 MB: {}",
                 mode.cpu_target(),
-                if cpu_percent < mode.cpu_target() { "PASS" } else { "FAIL" },
+                if cpu_percent < mode.cpu_target() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
                 if rss < RSS_TARGET_MIB { "PASS" } else { "FAIL" }
             )
         } else {

@@ -916,6 +916,12 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     let Some(pid) = pid else {
         return Listener::NotYetKnown;
     };
+    // The common case first: the agent itself holds it. Reading its own
+    // descriptors is cheap; finding its descendants walks all of /proc,
+    // which on a busy machine took 100-500 ms per agent (issue 18).
+    if !bound::held_by(&sockets, [pid]).is_empty() {
+        return Listener::Ours;
+    }
     let tree = crate::process::ports::tree(pid);
     if !bound::held_by(&sockets, tree).is_empty() {
         return Listener::Ours;
@@ -935,7 +941,10 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     ))
 }
 
-/// Probes every interval and reports each result until `token` is cancelled.
+/// Probes every interval until `token` is cancelled, and reports each result
+/// except a pass after a pass: that changes nothing in the lifecycle (the
+/// failure count is already zero) but would wake the supervisor loop and
+/// republish the status of every agent, per agent per interval.
 async fn watch_liveness(
     probe: Probe,
     liveness: crate::manifest::Liveness,
@@ -944,6 +953,7 @@ async fn watch_liveness(
 ) {
     let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passed_before = false;
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -953,7 +963,11 @@ async fn watch_liveness(
             _ = token.cancelled() => return,
             result = crate::health::alive(&probe, liveness.timeout) => result,
         };
-        report(result.map_err(|error| error.to_string()));
+        let passed = result.is_ok();
+        if !(passed && passed_before) {
+            report(result.map_err(|error| error.to_string()));
+        }
+        passed_before = passed;
     }
 }
 
