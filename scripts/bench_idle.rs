@@ -131,7 +131,7 @@ fn start(dir: &Path, mode: Mode, agents: usize) -> (Child, Duration) {
             )),
             // fake-agent listens on its port at once and answers any request with 200.
             Mode::Http => {
-                let port = ports[index];
+                let port = *ports.get(index).expect("one port per agent");
                 text.push_str(&format!(
                     "  idle{index}:\n    command: [\"{HTTP_AGENT}\", \"--port\", \"{port}\"]\n    readiness: {{ tcp: {port}, timeout: 120s }}\n    liveness: {{ http: \"http://127.0.0.1:{port}/health\", interval: 1s, timeout: 500ms, failures: 3 }}\n"
                 ));
