@@ -10,7 +10,7 @@
 #      the agent's own timestamp), against its own readiness time DELAY.
 #      Target (issue 18): <= 1.1x DELAY: an agent that had been healthy for
 #      longer than its backoff step restarts at once.
-#   2. the crash-looping agent (ready at once, crashes 300 ms after each
+#   2. the crash-looping agent (ready after DELAY, crashes 300 ms after each
 #      start; backoff 100 ms x2 up to 1.6 s) over the same time: the delay
 #      between each crash and the next start. It should grow exponentially
 #      to the cap and stay there (crash loops stay throttled).
@@ -63,7 +63,7 @@ deps[LOOPER] = []
 manifest, record = os.path.join(WORK, "manifest.yaml"), os.path.join(WORK, "record.txt")
 benchlib.write_manifest(
     manifest, deps, BIN, DELAY,
-    extra={LOOPER: ["--ready-after", "0ms", "--crash-after", "300ms"]},
+    extra={LOOPER: ["--crash-after", "300ms"]},
     restart={
         VICTIM: "{ policy: always, max_restarts: 100, within: 60s }",
         LOOPER: f"{{ policy: always, backoff: {{ initial: {int(BACKOFF_INITIAL * 1000)}ms, "
