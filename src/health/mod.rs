@@ -4,7 +4,8 @@
 //! HTTP GET, a command's exit status, or the legacy ZMQ health request
 //! described in `docs/legacy.md`), performing I/O and nothing else; the
 //! probe schedules ([`watch_readiness`], [`watch_liveness`]: tasks that probe
-//! every interval until cancelled); and [`diagnose`], the words for why an
+//! until cancelled, readiness on the schedule of [`schedule`]: fast first,
+//! backing off to the interval); and [`diagnose`], the words for why an
 //! agent is not ready.
 //!
 //! Does not own the deadlines (the supervisor's lifecycle keeps readiness
@@ -15,8 +16,10 @@ mod diagnose;
 mod http;
 mod legacy_zmq;
 mod probe;
+mod schedule;
 mod watch;
 
 pub use diagnose::diagnose;
 pub use probe::{ProbeError, alive, local_port, probe};
+pub use schedule::next_probe_delay;
 pub use watch::{aimed_at, watch_liveness, watch_readiness};

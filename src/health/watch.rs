@@ -1,7 +1,8 @@
 //! Probe schedules: the readiness watch (probe after the initial delay, then
-//! every interval, until one attempt passes on a listener that is the
+//! on the schedule of [`super::next_probe_delay`]: fast first, backing off
+//! to the interval, until one attempt passes on a listener that is the
 //! agent's own) and the liveness watch (probe every interval, report each
-//! result), each a task ended by its cancellation token.
+//! change), each a task ended by its cancellation token.
 //!
 //! Owns when probes run and whose listener a passing readiness probe
 //! reached. Does not own the probes themselves ([`super::probe`]), the
@@ -43,7 +44,9 @@ fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
         .min(limit.max(MIN_PROBE_TIMEOUT))
 }
 
-/// Probes after the initial delay, then every interval, until one attempt
+/// Probes after the initial delay, then on the schedule of
+/// [`super::next_probe_delay`] (fast first, backing off to the interval),
+/// until one attempt
 /// passes (reported once) or `token` is cancelled. The readiness timeout is
 /// the lifecycle's deadline, not this task's.
 ///
@@ -67,8 +70,10 @@ pub async fn watch_readiness(
         _ = tokio::time::sleep(readiness.initial_delay) => {}
     }
     let timeout = attempt_timeout(readiness.interval, readiness.timeout);
+    let first = Instant::now();
     loop {
-        let next = Instant::now() + readiness.interval;
+        let now = Instant::now();
+        let next = now + super::next_probe_delay(now - first, readiness.interval);
         let result = tokio::select! {
             _ = token.cancelled() => return,
             result = crate::health::probe(&probe, timeout) => result,
@@ -126,6 +131,12 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     let Some(pid) = pid else {
         return Listener::NotYetKnown;
     };
+    // The common case first: the agent itself holds it. Reading its own
+    // descriptors is cheap; finding its descendants walks all of /proc,
+    // which on a busy machine took 100-500 ms per agent (issue 18).
+    if !bound::held_by(&sockets, [pid]).is_empty() {
+        return Listener::Ours;
+    }
     let tree = crate::process::ports::tree(pid);
     if !bound::held_by(&sockets, tree).is_empty() {
         return Listener::Ours;
@@ -145,7 +156,10 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     ))
 }
 
-/// Probes every interval and reports each result until `token` is cancelled.
+/// Probes every interval until `token` is cancelled, and reports each result
+/// except a pass after a pass: that changes nothing in the lifecycle (the
+/// failure count is already zero) but would wake the supervisor loop and
+/// republish the status of every agent, per agent per interval.
 pub async fn watch_liveness(
     probe: Probe,
     liveness: crate::manifest::Liveness,
@@ -154,6 +168,7 @@ pub async fn watch_liveness(
 ) {
     let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passed_before = false;
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -163,6 +178,10 @@ pub async fn watch_liveness(
             _ = token.cancelled() => return,
             result = crate::health::alive(&probe, liveness.timeout) => result,
         };
-        report(result.map_err(|error| error.to_string()));
+        let passed = result.is_ok();
+        if !(passed && passed_before) {
+            report(result.map_err(|error| error.to_string()));
+        }
+        passed_before = passed;
     }
 }
