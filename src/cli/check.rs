@@ -133,6 +133,25 @@ pub fn exit_code(report: &Report) -> Exit {
     }
 }
 
+/// Loads and checks the manifests as written, without the checks of this
+/// machine (ports held here, files present here): what `plan`, `export` and
+/// `run-one` start from. `Err` is the exit code once an unreadable manifest
+/// was reported.
+pub fn load_as_written(
+    configs: &[crate::manifest::ConfigArg],
+    load: &crate::manifest::LoadOptions,
+) -> anyhow::Result<Result<Report, Exit>> {
+    let options = CheckOptions {
+        bind_check: false,
+        files: false,
+        ..CheckOptions::default()
+    };
+    Ok(match check::run_with(configs, load, &options) {
+        Ok(report) => Ok(report),
+        Err(error) => Err(report_unreadable(error, false)?),
+    })
+}
+
 /// A manifest that could not be read: with `--json` its problems are printed
 /// as JSON too; either way the exit code is 2.
 pub fn report_unreadable(error: ManifestError, json: bool) -> anyhow::Result<Exit> {

@@ -9,9 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::check::{print_problems, report_unreadable};
+use super::check::{load_as_written, print_problems};
 use super::{Exit, ManifestArgs};
-use crate::check::{self, CheckOptions};
 use crate::export::kubernetes::{self, Options};
 
 #[derive(Debug, clap::Args)]
@@ -76,14 +75,9 @@ fn kubernetes(args: KubernetesArgs) -> anyhow::Result<Exit> {
     let mut environment: std::collections::HashMap<String, String> = std::env::vars().collect();
     environment.insert("SUPERVISOR_BIN_DIR".into(), args.bin_dir.clone());
     load.environment = Some(environment);
-    let options = CheckOptions {
-        bind_check: false,
-        files: false,
-        ..CheckOptions::default()
-    };
-    let report = match check::run_with(&args.manifests.config_args()?, &load, &options) {
+    let report = match load_as_written(&args.manifests.config_args()?, &load)? {
         Ok(report) => report,
-        Err(error) => return report_unreadable(error, false),
+        Err(exit) => return Ok(exit),
     };
     if report.has_errors() {
         print_problems(&report.problems);

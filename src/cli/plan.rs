@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::check::{print_problems, report_unreadable};
+use super::check::{load_as_written, print_problems};
 use super::{Exit, ManifestArgs};
-use crate::check::{self, CheckOptions};
 use crate::manifest::{Agent, ReadinessCheck};
 use crate::plan::draw::{self, Layout};
 use crate::plan::{Plan, format_cycle};
@@ -60,18 +59,12 @@ fn estimate(agent: Option<&Agent>, probe_estimate: Duration) -> Duration {
 /// Prints the start plan (text, `dot` or `json`). Exit 1 when the
 /// manifests have errors (the plan is printed as far as it can be).
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let options = CheckOptions {
-        bind_check: false,
-        files: false,
-        ..CheckOptions::default()
-    };
-    let report = match check::run_with(
+    let report = match load_as_written(
         &args.manifests.config_args()?,
         &args.manifests.load_options(),
-        &options,
-    ) {
+    )? {
         Ok(report) => report,
-        Err(error) => return report_unreadable(error, false),
+        Err(exit) => return Ok(exit),
     };
     let planned = Plan::around_knots(&report.manifest);
     let plan = &planned.plan;

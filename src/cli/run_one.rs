@@ -22,9 +22,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::check::{print_problems, report_unreadable};
+use super::check::{load_as_written, print_problems};
 use super::{Exit, ManifestArgs};
-use crate::check::{self, CheckOptions};
 use crate::manifest::{ReadinessCheck, RestartMode};
 use crate::process::keeper::Keeper;
 use crate::process::{Console, ProcessSpawner};
@@ -66,18 +65,12 @@ struct Health {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
-    let options = CheckOptions {
-        bind_check: false,
-        files: false,
-        ..CheckOptions::default()
-    };
-    let report = match check::run_with(
+    let report = match load_as_written(
         &args.manifests.config_args()?,
         &args.manifests.load_options(),
-        &options,
-    ) {
+    )? {
         Ok(report) => report,
-        Err(error) => return report_unreadable(error, false),
+        Err(exit) => return Ok(exit),
     };
     if report.has_errors() {
         print_problems(&report.problems);
