@@ -155,7 +155,12 @@ impl RestartTracker {
             self.recent.push_back(now);
         }
         let delay = backoff_delay(&policy.backoff, self.attempt, jitter);
-        self.attempt = self.attempt.saturating_add(1);
+        // A run that outlasted its step (and a crash) was healthy: it
+        // restarts at once and leaves the sequence where it was, so kills
+        // seconds apart never grow the backoff; a crash loop advances it.
+        if !wait_before_restart(delay, uptime).is_zero() {
+            self.attempt = self.attempt.saturating_add(1);
+        }
         self.total += 1;
         Decision::Restart { delay }
     }
@@ -309,8 +314,35 @@ pub(crate) mod tests {
             .into_iter()
             .map(|uptime| tracker.on_exit(&policy, Termination::Code(1), false, uptime, now, 0.0))
             .collect();
+        // The long run resets the sequence and, having outlasted its step,
+        // does not advance it: the next crash waits the first step again.
         let expected =
-            [ms(100), ms(200), ms(400), ms(100), ms(200)].map(|delay| Decision::Restart { delay });
+            [ms(100), ms(200), ms(400), ms(100), ms(100)].map(|delay| Decision::Restart { delay });
+        assert_eq!(delays, expected);
+    }
+
+    #[test]
+    fn kills_seconds_apart_of_a_healthy_agent_never_grow_its_backoff() {
+        let now = Instant::now();
+        let policy = RestartPolicy {
+            max_restarts: None,
+            ..policy(RestartMode::Always)
+        };
+        let mut tracker = RestartTracker::default();
+        for _ in 0..10 {
+            let Decision::Restart { delay } =
+                tracker.on_exit(&policy, Termination::Signaled(9), false, ms(2000), now, 0.0)
+            else {
+                panic!("restarted");
+            };
+            assert_eq!(delay, ms(100));
+            assert_eq!(wait_before_restart(delay, ms(2000)), Duration::ZERO);
+        }
+        // A crash loop after them still backs off from the first step.
+        let delays: Vec<_> = (0..3)
+            .map(|_| tracker.on_exit(&policy, Termination::Code(1), false, ms(300), now, 0.0))
+            .collect();
+        let expected = [ms(100), ms(200), ms(400)].map(|delay| Decision::Restart { delay });
         assert_eq!(delays, expected);
     }
 }

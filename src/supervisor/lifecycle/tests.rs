@@ -480,15 +480,25 @@ fn a_crash_loop_backs_off_exponentially_up_to_the_cap() {
 
 #[test]
 fn an_agent_that_ran_shorter_than_its_step_waits_the_whole_step() {
-    let mut driver = Driver::new(vec![agent("a", &[])], Strategy::OneForOne);
-    // Killed 1.2 s after each start: steps of 100 to 800 ms (+-20%) are
-    // shorter than that run, the fifth (1.6 s) is not.
-    for kill in 0..4 {
+    let mut a = agent("a", &[]);
+    a.restart.max_restarts = None;
+    let mut driver = Driver::new(vec![a], Strategy::OneForOne);
+    // Killed 1.2 s after each start: longer than its 100 ms step and the
+    // crash window, so it restarts at once every time and the step stays.
+    for kill in 0..6 {
         driver.advance(ms(1200));
         driver.exit("a", Termination::Signaled(9));
         assert_eq!(restart_wait(&driver, "a"), Duration::ZERO, "kill {kill}");
         driver.advance(Duration::ZERO);
     }
+    // Crashes 300 ms after each start grow the step: 100, 200, 400, 800 ms.
+    for _ in 0..4 {
+        driver.advance(ms(300));
+        driver.exit("a", Termination::Code(1));
+        let wait = restart_wait(&driver, "a");
+        driver.advance(wait);
+    }
+    // Now a 1.2 s run is shorter than its 1.6 s step (+-20%): it waits.
     driver.advance(ms(1200));
     driver.exit("a", Termination::Signaled(9));
     let wait = restart_wait(&driver, "a");
