@@ -103,11 +103,17 @@ fn ephemeral_ports() -> RangeInclusive<u16> {
 /// The local ports of the listening TCP sockets of both address families,
 /// from netlink `sock_diag`.
 fn listening_ports() -> io::Result<HashSet<u16>> {
-    let mut ports = HashSet::new();
+    Ok(listening()?.into_iter().map(|(port, _)| port).collect())
+}
+
+/// The (local port, socket inode) of every listening TCP socket of both
+/// address families, from netlink `sock_diag`.
+fn listening() -> io::Result<Vec<(u16, u64)>> {
+    let mut found = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
-        ports.extend(listening_ports_of(family as u8)?);
+        found.extend(listening_of(family as u8)?);
     }
-    Ok(ports)
+    Ok(found)
 }
 
 // Netlink and sock_diag constants (linux/netlink.h, linux/sock_diag.h).
@@ -120,10 +126,12 @@ const TCP_LISTEN: u32 = 10;
 /// `struct nlmsghdr`.
 const HEADER_BYTES: usize = 16;
 
-/// The local ports of the TCP sockets in LISTEN state of one address
-/// family, by one `SOCK_DIAG_BY_FAMILY` dump request over netlink. Fails
+/// The local port and socket inode of the TCP sockets in LISTEN state of
+/// one address family, by one `SOCK_DIAG_BY_FAMILY` dump request over
+/// netlink (the kernel walks only its listening table, not the thousands
+/// of TIME_WAIT rows that `/proc/net/tcp` lists after many probes). Fails
 /// when netlink is not available (then `/proc/net/tcp*` is read instead).
-fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
+fn listening_of(family: u8) -> io::Result<Vec<(u16, u64)>> {
     use nix::sys::socket::{
         AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
         setsockopt, socket, sockopt,
@@ -186,9 +194,11 @@ fn listening_ports_of(family: u8) -> io::Result<Vec<u16>> {
                     return Err(io::Error::from_raw_os_error(-code));
                 }
                 // `struct inet_diag_msg`: family, state, timer, retransmits,
-                // then the socket id, whose source port is big-endian.
-                SOCK_DIAG_BY_FAMILY if body.len() >= 6 => {
-                    ports.push(u16::from_be_bytes([body[4], body[5]]));
+                // then the 48-byte socket id (source port first, big-endian),
+                // expires, rqueue, wqueue, uid, and the inode at 68.
+                SOCK_DIAG_BY_FAMILY if body.len() >= 72 => {
+                    let inode = u32::from_ne_bytes(body[68..72].try_into().expect("4 bytes"));
+                    ports.push((u16::from_be_bytes([body[4], body[5]]), u64::from(inode)));
                 }
                 _ => {}
             }
@@ -238,8 +248,16 @@ impl Listeners {
     }
 }
 
-/// The inodes of the listening sockets on `port`, from `/proc/net/tcp{,6}`.
+/// The inodes of the listening sockets on `port`: from netlink `sock_diag`,
+/// else from `/proc/net/tcp{,6}`.
 pub fn listening_sockets(port: u16) -> HashSet<u64> {
+    if let Ok(found) = listening() {
+        return found
+            .into_iter()
+            .filter(|(listening, _)| *listening == port)
+            .map(|(_, inode)| inode)
+            .collect();
+    }
     let mut sockets = HashSet::new();
     for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = read_text(path) {
@@ -441,6 +459,12 @@ garbage line without fields
             ports.contains(&v4_port) && ports.contains(&v6_port),
             "{v4_port}, {v6_port} not in {ports:?}"
         );
+        // The inodes netlink gives are the ones our descriptors hold.
+        for port in [v4_port, v6_port] {
+            let sockets = listening_sockets(port);
+            assert_eq!(sockets.len(), 1, "{port}: {sockets:?}");
+            assert_eq!(held_by(&sockets, [std::process::id()]).len(), 1);
+        }
         let bound = BoundPorts::read();
         assert!(matches!(bound, BoundPorts::Listening { .. }), "{bound:?}");
         assert!(bound.is_held(v4_port) && bound.is_held(v6_port));

@@ -17,6 +17,9 @@
 //! Cost: a refused loopback connect is a few µs of kernel time, and an
 //! agent ready after 200 ms is probed ~35 times instead of 3; after 1 s,
 //! ~67 times instead of 11; after that, once per interval as before.
+//! Many agents waiting at once share a budget ([`shared_floor`]): 500
+//! agents probed every 5 ms would be 100,000 probes a second on the
+//! supervisor's one runtime thread (issue 18's 500-agent start took 18 s).
 
 use std::time::Duration;
 
@@ -37,12 +40,33 @@ pub fn next_probe_delay(waited: Duration, interval: Duration) -> Duration {
         .min(interval)
 }
 
+/// The probes of all agents waiting at once stay under this many a second.
+pub const PROBES_PER_SECOND: u32 = 2_000;
+
+/// The shortest wait between two probes of one agent while `watching`
+/// agents wait for readiness at once: [`FIRST_PROBE_DELAY`] for up to ten
+/// of them, then growing with their number so that together they stay
+/// under [`PROBES_PER_SECOND`].
+pub fn shared_floor(watching: usize) -> Duration {
+    let spread =
+        Duration::from_secs(1) * u32::try_from(watching).unwrap_or(u32::MAX) / PROBES_PER_SECOND;
+    spread.max(FIRST_PROBE_DELAY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ms(millis: u64) -> Duration {
         Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn many_waiting_agents_share_a_probe_budget() {
+        assert_eq!(shared_floor(1), FIRST_PROBE_DELAY);
+        assert_eq!(shared_floor(10), FIRST_PROBE_DELAY);
+        assert_eq!(shared_floor(100), ms(50));
+        assert_eq!(shared_floor(500), ms(250));
     }
 
     /// Probe times (ms after the first probe) up to `until`.

@@ -9,6 +9,7 @@
 //! deadlines or failure counts (the supervisor's lifecycle), or which agent
 //! is watched (the supervisor's loop spawns these tasks).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,6 +35,26 @@ pub fn aimed_at(probe: &Probe, host: &str) -> Probe {
             port: *port,
         },
         other => other.clone(),
+    }
+}
+
+/// Readiness watches running now (their probes share a budget, see
+/// [`super::schedule::shared_floor`]).
+static WATCHING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one readiness watch in [`WATCHING`] while it lives.
+struct Watching;
+
+impl Watching {
+    fn start() -> Watching {
+        WATCHING.fetch_add(1, Ordering::Relaxed);
+        Watching
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        WATCHING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -71,9 +92,13 @@ pub async fn watch_readiness(
     }
     let timeout = attempt_timeout(readiness.interval, readiness.timeout);
     let first = Instant::now();
+    let _counted = Watching::start();
     loop {
         let now = Instant::now();
-        let next = now + super::next_probe_delay(now - first, readiness.interval);
+        let floor = super::schedule::shared_floor(WATCHING.load(Ordering::Relaxed));
+        let delay = super::next_probe_delay(now - first, readiness.interval)
+            .max(floor.min(readiness.interval));
+        let next = now + delay;
         let result = tokio::select! {
             _ = token.cancelled() => return,
             result = crate::health::probe(&probe, timeout) => result,
