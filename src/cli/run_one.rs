@@ -256,7 +256,8 @@ async fn supervise(
 }
 
 /// Prints every error record on the bus as one JSON line on stdout, on its
-/// own thread (the follower's socket is blocking), until `token` is cancelled.
+/// own thread (the follower's socket is blocking), until `token` is
+/// cancelled and the bus is quiet.
 fn print_errors(
     endpoint: &str,
     token: tokio_util::sync::CancellationToken,
@@ -265,7 +266,10 @@ fn print_errors(
     std::thread::Builder::new()
         .name("error-printer".into())
         .spawn(move || {
-            while !token.is_cancelled() {
+            // Once cancelled it still reads until the bus has been quiet
+            // for one wait: an error sent just before the agent died must
+            // not be lost to the shutdown.
+            loop {
                 match follower.next(Duration::from_millis(200)) {
                     Ok(Some(record)) => {
                         if let Ok(line) = serde_json::to_string(&record) {
@@ -275,6 +279,7 @@ fn print_errors(
                             .push(format!("{line}\n").into_bytes(), 1);
                         }
                     }
+                    Ok(None) if token.is_cancelled() => return,
                     Ok(None) => {}
                     Err(error) => {
                         tracing::warn!(%error, "following the error bus failed");
