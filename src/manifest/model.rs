@@ -354,6 +354,8 @@ pub struct RestartPolicy {
     pub mode: RestartMode,
     /// How long to wait first.
     pub backoff: Backoff,
+    /// The least wait before any restart, whatever the backoff says.
+    pub delay: Duration,
     /// More than this many restarts within `within` marks the agent failed;
     /// `None` means no limit.
     pub max_restarts: Option<u32>,

@@ -253,6 +253,9 @@ pub struct RawRestart {
     pub policy: Option<RawRestartMode>,
     /// The delay before each restart (default 100ms, ×2, up to 30s).
     pub backoff: Option<RawBackoff>,
+    /// The least wait before any restart, even after a long healthy run
+    /// (default 0: such a run restarts at once).
+    pub delay: Option<RawDuration>,
     /// More than this many restarts within `within` marks the agent failed (default 5).
     pub max_restarts: Option<u32>,
     /// Window for `max_restarts` (default 60s).

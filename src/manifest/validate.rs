@@ -1514,6 +1514,7 @@ fn restart(raw: RawRestart, invalid: &mut impl FnMut(&str, String)) -> RestartPo
             RawRestartMode::Never => RestartMode::Never,
         },
         backoff,
+        delay: duration(raw.delay, Duration::ZERO),
         max_restarts: Some(raw.max_restarts.unwrap_or(5)),
         within: duration(raw.within, Duration::from_secs(60)),
         reset_after: duration(raw.reset_after, Duration::from_secs(30)),

@@ -179,6 +179,7 @@ pub(crate) mod tests {
                 max: Duration::from_secs(30),
                 multiplier: 2.0,
             },
+            delay: Duration::ZERO,
             max_restarts: Some(5),
             within: Duration::from_secs(60),
             reset_after: Duration::from_secs(10),

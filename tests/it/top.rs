@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::corpus::skip;
 use common::{Fixture, SUPERVISOR, agent_of, alive, all_ready, cli, wait_for_status};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -230,7 +232,7 @@ fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
         return;
     };
     let manifest = fixture.manifest(MANIFEST);
-    let _up = fixture.up(&manifest, &[]);
+    let up = fixture.up(&manifest, &[]);
     let before = wait_for_status(
         &manifest,
         "alpha, beta ready and gamma failed",
@@ -365,7 +367,18 @@ fn top_shows_the_agents_restarts_the_selected_one_and_filters() {
         "{screen}"
     );
 
+    // A key that arrives together with a resize is not lost: crossterm's
+    // default (edge-triggered) input source took the resize and dropped the
+    // key until the next one. Both are made to wait for `top` while its
+    // status request hangs on the stopped supervisor.
+    let supervisor = Pid::from_raw(up.pid() as i32);
+    kill(supervisor, Signal::SIGSTOP).expect("stop the supervisor");
+    std::thread::sleep(Duration::from_millis(800));
+    tmux.run(&["resize-window", "-t", "top", "-x", "100", "-y", "32"]);
+    std::thread::sleep(Duration::from_millis(200));
     tmux.keys(&["q"]);
+    std::thread::sleep(Duration::from_millis(200));
+    kill(supervisor, Signal::SIGCONT).expect("continue the supervisor");
     assert_terminal_restored(&tmux, &stty_file);
     assert!(!alive(top_pid), "top still running");
 }

@@ -52,7 +52,7 @@ impl Lifecycle {
                 self.transition(agent, Phase::Stopped);
             }
             Decision::Restart { delay } => {
-                let wait = wait_before_restart(delay, uptime);
+                let wait = wait_before_restart(delay, uptime).max(policy.delay);
                 if wait.is_zero() {
                     tracing::warn!(
                         agent = record.name(),

@@ -56,6 +56,7 @@ pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
                 max: Duration::from_secs(30),
                 multiplier: 2.0,
             },
+            delay: Duration::ZERO,
             max_restarts: Some(5),
             within: Duration::from_secs(60),
             reset_after: Duration::from_secs(10),
@@ -453,6 +454,22 @@ fn an_agent_killed_after_running_healthy_restarts_at_once() {
             "kill {kill}: started again at once"
         );
     }
+}
+
+#[test]
+fn restart_delay_is_waited_even_after_a_healthy_run() {
+    let mut cache = agent("cache", &[]);
+    cache.restart.delay = Duration::from_secs(3);
+    let mut driver = Driver::new(vec![cache], Strategy::OneForOne);
+    driver.advance(Duration::from_secs(60));
+    assert_eq!(driver.state("cache"), AgentState::Ready);
+    driver.take_log();
+    driver.exit("cache", Termination::Signaled(9));
+    assert_eq!(restart_wait(&driver, "cache"), Duration::from_secs(3));
+    driver.advance(ms(2900));
+    assert!(driver.spawned().is_empty(), "started before its delay");
+    driver.advance(ms(100));
+    assert_eq!(driver.spawned(), ["cache"]);
 }
 
 #[test]
