@@ -29,6 +29,8 @@ from .errors import RejectedError, SupervisorTimeoutError, StoppedError
 PROTOCOL_VERSION = 1
 # Replies nobody collected within this long are forgotten.
 _PENDING_LIMIT = 60.0
+# Seconds a stopping link waits for the supervisor to confirm its errors.
+_FLUSH_LIMIT = 2.0
 
 log = logging.getLogger("supervisor_sdk")
 
@@ -88,6 +90,11 @@ class Link:
         self._next_seq = 1
         # seq -> (future the caller waits on, when it was sent).
         self._pending: Dict[int, Tuple[Future, float]] = {}
+        # The seq of every error sent and not yet confirmed: a stopping link
+        # waits for them (`_flush`), since a message still queued in libzmq's
+        # I/O thread when the process exits is lost (linger only runs when
+        # the context is terminated, which a shared context never is).
+        self._unconfirmed: set = set()
         # Filled by any thread, drained by the link thread; the wake pipe says
         # "look at the queue".
         self._commands: "queue.SimpleQueue[Tuple[str, Any]]" = queue.SimpleQueue()
@@ -144,8 +151,8 @@ class Link:
             return LinkStats(**vars(self._stats))
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stops the thread after sending what is queued; the socket lingers
-        up to 2 s so queued errors still reach the supervisor."""
+        """Stops the thread after sending what is queued and waiting (up to
+        2 s) until the supervisor has confirmed the errors among it."""
         try:
             self._command("stop", None)
         except StoppedError:
@@ -205,10 +212,11 @@ class Link:
         finally:
             self._stopped.set()
             self._drain_commands()
+            self._flush()
             for future, _ in self._pending.values():
                 if not future.done():
                     future.set_exception(StoppedError("the agent link has stopped"))
-            self._dealer.close()  # lingers up to 2 s for queued messages
+            self._dealer.close()
             for fd in (self._wake_read, self._wake_write):
                 os.close(fd)
 
@@ -229,11 +237,32 @@ class Link:
                 self._next_seq += 1
                 if future is not None:
                     self._pending[seq] = (future, time.monotonic())
+                if message.get("type") == "error":
+                    message = dict(message, ack=True)
+                    self._unconfirmed.add(seq)
                 self._send(message, seq)
             elif kind == "payload":
                 self._payload = value
             elif kind == "stop":
                 return False
+
+    def _flush(self) -> None:
+        """Reads replies until every error sent is confirmed (acknowledged
+        or rejected), for up to `_FLUSH_LIMIT` seconds."""
+        deadline = time.monotonic() + _FLUSH_LIMIT
+        while self._unconfirmed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "stopping with %d error(s) the supervisor has not confirmed",
+                    len(self._unconfirmed),
+                )
+                return
+            try:
+                if self._dealer.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                    self._receive_replies()
+            except zmq.ZMQError:
+                return
 
     def _envelope(self, message: Dict[str, Any], seq: int) -> bytes:
         body = dict(message)
@@ -292,6 +321,7 @@ class Link:
             except (ValueError, TypeError) as error:
                 log.warning("unreadable reply from the supervisor: %s", error)
                 continue
+            self._unconfirmed.discard(seq)
             waiting = self._pending.pop(seq, None)
             if waiting is not None:
                 future, _ = waiting

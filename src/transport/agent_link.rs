@@ -8,7 +8,7 @@
 //! not own the public agent API (`crate::sdk` wraps this), signal handling or
 //! any retry policy beyond the socket's own reconnects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -22,6 +22,10 @@ use super::{TransportError, context, millis_i32};
 
 /// Replies nobody collected within this long are forgotten.
 const PENDING_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a stopping link waits for the supervisor to confirm the errors
+/// it sent.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// How an agent reaches its supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,8 +198,8 @@ impl AgentLinkHandle {
         }
     }
 
-    /// Stops the thread; messages already queued are still flushed (the
-    /// socket lingers up to 2 s).
+    /// Stops the thread; messages already queued are still sent, and the
+    /// errors among them confirmed by the supervisor (waited for up to 2 s).
     pub fn stop(&self) {
         let _ = self.command(Command::Stop);
     }
@@ -232,6 +236,12 @@ pub struct AgentLink {
     next_seq: u64,
     /// seq -> who waits for the reply, and since when.
     pending: HashMap<u64, (ReplyTo, Instant)>,
+    /// The `seq` of every error sent and not yet confirmed. A stopping link
+    /// waits for them: the process-wide ZMQ context is never terminated, so
+    /// libzmq's linger does not run, and a message still queued in its I/O
+    /// thread when the process exits is lost (a fatal error sent just
+    /// before `exit` was, now and then).
+    unconfirmed: HashSet<u64>,
 }
 
 impl AgentLink {
@@ -278,6 +288,7 @@ impl AgentLink {
             breakers,
             next_seq: 1,
             pending: HashMap::new(),
+            unconfirmed: HashSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("agent-link".into())
@@ -291,9 +302,9 @@ impl AgentLink {
 
     /// The link thread's body: HELLO, then one `zmq::poll` over the DEALER
     /// and the wake pipe whose timeout is the next heartbeat (aligned to
-    /// the wall clock, see [`until_next_beat`]). Returns on `Stop`, when
-    /// every handle is gone, or when poll fails; the socket's linger then
-    /// flushes what is queued.
+    /// the wall clock, see [`until_next_beat`]). Returns on `Stop` or when
+    /// every handle is gone (after the errors sent were confirmed, see
+    /// [`AgentLink::flush`]), or when poll fails.
     fn run(mut self) {
         let mut hello = self.envelope(MessageKind::Hello);
         hello.pid = Some(std::process::id());
@@ -336,6 +347,7 @@ impl AgentLink {
             if wake_readable {
                 self.wake_receiver.clear();
                 if !self.drain_commands() {
+                    self.flush();
                     return;
                 }
             }
@@ -348,17 +360,44 @@ impl AgentLink {
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Send { message, reply }) => {
+                Ok(Command::Send { mut message, reply }) => {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     if let Some(reply) = reply {
                         self.pending.insert(seq, (reply, Instant::now()));
+                    }
+                    if message.kind == MessageKind::Error {
+                        message.ack = true;
+                        self.unconfirmed.insert(seq);
                     }
                     self.send(*message, seq);
                 }
                 Ok(Command::SetPayload(payload)) => self.payload = Some(payload),
                 Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return false,
                 Err(std_mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    /// Waits, up to [`FLUSH_LIMIT`], until the supervisor has confirmed
+    /// (acknowledged or rejected) every error sent, reading replies.
+    fn flush(&mut self) {
+        let deadline = Instant::now() + FLUSH_LIMIT;
+        while !self.unconfirmed.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    agent = %self.settings.agent,
+                    errors = self.unconfirmed.len(),
+                    "stopping with errors the supervisor has not confirmed"
+                );
+                return;
+            }
+            let mut items = [self.dealer.as_poll_item(zmq::POLLIN)];
+            match zmq::poll(&mut items, i64::from(millis_i32(left)).max(1)) {
+                Ok(_) if items[0].is_readable() => self.receive_replies(),
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(_) => return,
             }
         }
     }
@@ -433,6 +472,7 @@ impl AgentLink {
                     continue;
                 }
             };
+            self.unconfirmed.remove(&reply.seq);
             match self.pending.remove(&reply.seq) {
                 Some((waiter, _)) => waiter.deliver(reply),
                 None if reply.kind == ReplyKind::Rejected => {
