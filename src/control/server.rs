@@ -322,6 +322,16 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
                 },
             }
         }
+        Request::PeerLogs { host, query } => match &context.link {
+            None => Response::error("this supervisor has no peer link"),
+            Some(link) => match link.logs(&host, query).await {
+                Ok(page) => Response {
+                    logs: Some(page),
+                    ..Response::ok()
+                },
+                Err(error) => Response::error(format!("logs of host `{host}`: {error}")),
+            },
+        },
         Request::Reload => match &context.reloader {
             None => Response::error("reload is not available"),
             Some(reloader) => match reload_once(reloader, handle, "control request").await {

@@ -8,13 +8,15 @@
 //! so a partition loses nothing below the bound and a heal delivers no
 //! duplicate), the view of each peer ([`PeerView`]: link up or down, last
 //! seen, clock offset, its agents' states), and feeding remote readiness into
-//! the local supervisor ([`crate::supervisor::SupervisorHandle::report_remote`]).
+//! the local supervisor ([`crate::supervisor::SupervisorHandle::report_remote`]),
+//! and carrying `logs` reads between hosts (`logs`).
 //!
 //! Does not own: sockets, encryption or authentication
 //! (`crate::transport::peer`), keys on disk (`keys`), agent state (the
 //! supervisor; this module only reads its status and reports what peers say).
 
 pub mod keys;
+pub mod logs;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,6 +29,7 @@ use crate::supervisor::{AgentState, StatusSnapshot, SupervisorHandle};
 use crate::transport::messages::ErrorSource;
 use crate::transport::peer::{self, PeerAddress, PeerConfig, PeerEvent, PeerHandle, PeerKeys};
 use crate::transport::{ErrorBusHandle, ErrorFollower, ErrorRecord, ErrorSink};
+use logs::{LogPage, LogQuery, LogReader};
 
 /// Events kept per peer until it acknowledges them; past this the oldest
 /// are dropped (and counted in [`PeerView::dropped`]).
@@ -90,6 +93,14 @@ pub enum LinkEvent {
     RestartedWithDependents { agents: Vec<String> },
     /// A record of the sender's error bus.
     Error { record: Box<ErrorRecord> },
+    /// `logs` of the receiver's agents; answered with
+    /// [`LinkEvent::LogsAnswered`].
+    LogsAsked { id: u64, query: LogQuery },
+    /// The lines a [`LinkEvent::LogsAsked`] asked for, or why not.
+    LogsAnswered {
+        id: u64,
+        result: Result<LogPage, String>,
+    },
 }
 
 /// What a routed command does.
@@ -117,8 +128,28 @@ pub struct LinkRequest {
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
 }
 
+/// A `logs` read of a peer's agents, from the control socket.
+pub struct LogsRequest {
+    pub peer: String,
+    pub query: LogQuery,
+    /// Answered with the peer's page, or why there is none.
+    pub reply: tokio::sync::oneshot::Sender<Result<LogPage, String>>,
+}
+
+/// What the control socket asks of the link task.
+enum Asked {
+    Command(LinkRequest),
+    Logs(LogsRequest),
+}
+
 /// A routed command's outcome, for the peer that sent it: `(peer, id, result)`.
 type Outcome = (String, u64, Result<Vec<String>, String>);
+
+/// A log read's answer, for the peer that asked: `(peer, id, result)`.
+type LogsOutcome = (String, u64, Result<LogPage, String>);
+
+/// How long a `logs` read waits for the other host's answer.
+pub const LOGS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a routed command waits for the owning host's answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,7 +202,7 @@ pub struct LinkSnapshot {
 }
 
 /// How to run the link.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkConfig {
     /// This host's name (as in `hosts:`).
     pub host: String,
@@ -182,6 +213,22 @@ pub struct LinkConfig {
     /// This host's agents and their dependencies (names as this host's
     /// supervisor knows them), to find the dependents of a peer's agent.
     pub dependencies: BTreeMap<String, Vec<String>>,
+    /// Reads this host's agent logs for peers' `logs`; `None` answers them
+    /// with an error.
+    pub logs: Option<LogReader>,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LinkConfig")
+            .field("host", &self.host)
+            .field("bind", &self.bind)
+            .field("peers", &self.peers)
+            .field("dependencies", &self.dependencies)
+            .field("logs", &self.logs.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Unix milliseconds now.
@@ -269,6 +316,12 @@ pub struct Link {
     dependencies: BTreeMap<String, Vec<String>>,
     /// Routed commands waiting for a peer's reply, by id.
     waiting: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<Vec<String>, String>>>,
+    /// Log reads waiting for a peer's page, by id (numbered with commands).
+    waiting_logs: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<LogPage, String>>>,
+    /// Reads this host's logs for peers.
+    logs: Option<LogReader>,
+    /// Log reads peers asked for, not yet started: `(peer, id, query)`.
+    logs_asked: Vec<(String, u64, LogQuery)>,
     next_command: u64,
     sockets: PeerHandle,
     /// What the local agents were last reported as: `(state, ready)`.
@@ -285,7 +338,7 @@ pub struct LinkHandle {
     /// Updated by the link task; closed when it ends.
     pub snapshot: watch::Receiver<LinkSnapshot>,
     /// Read by the link task; sends fail once it has ended.
-    requests: mpsc::Sender<LinkRequest>,
+    requests: mpsc::Sender<Asked>,
 }
 
 impl LinkHandle {
@@ -336,7 +389,7 @@ impl LinkHandle {
             reply,
         };
         self.requests
-            .send(request)
+            .send(Asked::Command(request))
             .await
             .map_err(|_| "the peer link has ended".to_string())?;
         match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
@@ -356,15 +409,38 @@ impl LinkHandle {
             let (reply, _answer) = tokio::sync::oneshot::channel();
             let _ = self
                 .requests
-                .send(LinkRequest {
+                .send(Asked::Command(LinkRequest {
                     peer,
                     verb: Verb::Restart,
                     agents: agents.clone(),
                     with_dependents: true,
                     notify: true,
                     reply,
-                })
+                }))
                 .await;
+        }
+    }
+
+    /// Reads `peer`'s agent logs (at most [`LOGS_TIMEOUT`]); refused at
+    /// once while the peer is not reachable (a read is not worth keeping
+    /// for after a partition).
+    pub async fn logs(&self, peer: &str, query: LogQuery) -> Result<LogPage, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Asked::Logs(LogsRequest {
+                peer: peer.to_string(),
+                query,
+                reply,
+            }))
+            .await
+            .map_err(|_| "the peer link has ended".to_string())?;
+        match tokio::time::timeout(LOGS_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the peer link has ended".into()),
+            Err(_) => Err(format!(
+                "host `{peer}` did not answer within {}s",
+                LOGS_TIMEOUT.as_secs()
+            )),
         }
     }
 }
@@ -426,6 +502,9 @@ impl Link {
             peers,
             dependencies: config.dependencies,
             waiting: BTreeMap::new(),
+            waiting_logs: BTreeMap::new(),
+            logs: config.logs,
+            logs_asked: Vec::new(),
             next_command: 1,
             sockets,
             reported: BTreeMap::new(),
@@ -481,7 +560,7 @@ impl Link {
         mut self,
         supervisor: SupervisorHandle,
         mut events: mpsc::UnboundedReceiver<PeerEvent>,
-        mut requests: mpsc::Receiver<LinkRequest>,
+        mut requests: mpsc::Receiver<Asked>,
         mut errors: mpsc::UnboundedReceiver<ErrorRecord>,
         sink: Option<ErrorSink>,
         cancel: CancellationToken,
@@ -491,6 +570,8 @@ impl Link {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Outcomes of commands that peers routed here: (peer, id, result).
         let (done, mut outcomes) = mpsc::unbounded_channel();
+        // Log pages read here for peers: (peer, id, result).
+        let (logs_done, mut logs_outcomes) = mpsc::unbounded_channel::<LogsOutcome>();
         let current = status.borrow_and_update().clone();
         self.on_status(&current);
         loop {
@@ -506,16 +587,23 @@ impl Link {
                 event = events.recv() => match event {
                     Some(PeerEvent::Received { peer, payload }) => {
                         self.on_message(&peer, &payload, &supervisor, &done, sink.as_ref());
+                        self.serve_logs(&logs_done);
                     }
                     Some(PeerEvent::Refused { .. }) => {}
                     None => break,
                 },
-                Some(request) = requests.recv() => self.on_request(request),
+                Some(request) = requests.recv() => match request {
+                    Asked::Command(request) => self.on_request(request),
+                    Asked::Logs(request) => self.on_logs_request(request),
+                },
                 Some(record) = errors.recv() => {
                     self.queue(LinkEvent::Error { record: Box::new(record) });
                 }
                 Some((peer, id, result)) = outcomes.recv() => {
                     self.queue_to(&peer, LinkEvent::Reply { id, result });
+                }
+                Some((peer, id, result)) = logs_outcomes.recv() => {
+                    self.queue_to(&peer, LinkEvent::LogsAnswered { id, result });
                 }
                 _ = beat.tick() => self.on_beat(),
             }
@@ -557,6 +645,59 @@ impl Link {
                 with_dependents: request.with_dependents,
             },
         );
+    }
+
+    /// A `logs` read for a peer's agents: sent now, or refused while the
+    /// peer cannot be reached.
+    fn on_logs_request(&mut self, request: LogsRequest) {
+        let Some(peer) = self.peers.get(&request.peer) else {
+            let _ = request
+                .reply
+                .send(Err(format!("no peer host `{}`", request.peer)));
+            return;
+        };
+        if peer.view.link != LinkState::Up {
+            let state = match peer.view.link {
+                LinkState::Waiting => "not connected yet",
+                _ => "unreachable",
+            };
+            let _ = request
+                .reply
+                .send(Err(format!("host `{}` is {state}", request.peer)));
+            return;
+        }
+        let id = self.next_command;
+        self.next_command += 1;
+        self.waiting_logs.insert(id, request.reply);
+        self.queue_to(
+            &request.peer,
+            LinkEvent::LogsAsked {
+                id,
+                query: request.query,
+            },
+        );
+    }
+
+    /// Reads the logs peers asked for, each on a blocking thread; the pages
+    /// come back through `done`.
+    fn serve_logs(&mut self, done: &mpsc::UnboundedSender<LogsOutcome>) {
+        for (peer, id, query) in std::mem::take(&mut self.logs_asked) {
+            let done = done.clone();
+            match self.logs.clone() {
+                Some(reader) => {
+                    tokio::task::spawn_blocking(move || {
+                        let _ = done.send((peer, id, reader(&query)));
+                    });
+                }
+                None => {
+                    let _ = done.send((
+                        peer,
+                        id,
+                        Err(format!("host `{}` serves no logs", self.host)),
+                    ));
+                }
+            }
+        }
     }
 
     /// Queues a state event for every local agent whose state changed.
@@ -742,6 +883,14 @@ impl Link {
                     }
                     LinkEvent::Reply { id, result } => {
                         if let Some(reply) = self.waiting.remove(&id) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    LinkEvent::LogsAsked { id, query } => {
+                        self.logs_asked.push((from.to_string(), id, query));
+                    }
+                    LinkEvent::LogsAnswered { id, result } => {
+                        if let Some(reply) = self.waiting_logs.remove(&id) {
                             let _ = reply.send(result);
                         }
                     }
