@@ -913,3 +913,92 @@ fn issue_19_logs_and_errors_of_both_hosts_from_either_side() {
         merged.output()
     );
 }
+
+/// Discovery across hosts: an SDK agent on PC2 resolving MainPC's `Echo`
+/// gets MainPC's address (never loopback) and calls it over the veth; while
+/// the link is down, RESOLVE still answers the manifest's address (the
+/// fallback), with the state last reported.
+#[test]
+fn issue_19_resolve_gives_the_other_hosts_address_with_the_link_up_and_down() {
+    let test = "issue_19_resolve_gives_the_other_hosts_address_with_the_link_up_and_down";
+    let Some(net) = Net::create(test, 6) else {
+        return;
+    };
+    let system = system(0, None);
+    let binary = |name: &str| {
+        Path::new(SUPERVISOR)
+            .with_file_name(name)
+            .display()
+            .to_string()
+    };
+    let append = |file: &str, text: String| {
+        let path = system.path(file);
+        let mut manifest = std::fs::read_to_string(&path).expect("read manifest");
+        manifest.push_str(&text);
+        std::fs::write(&path, manifest).expect("write manifest");
+    };
+    append(
+        "main.yaml",
+        format!(
+            "  Echo:\n    command: [{:?}, --bind, \"tcp://{MAINPC}:7104\"]\n    port: 7104\n    readiness: sdk\n",
+            binary("agent-echo-service")
+        ),
+    );
+    append(
+        "pc2.yaml",
+        format!(
+            "  Caller:\n    command: [{:?}, --service, Echo, --interval, \"300\"]\n    readiness: sdk\n    dependencies: [Echo]\n",
+            binary("agent-echo-client")
+        ),
+    );
+    let _mainpc = system.up(&net, "mainpc", "mainpc.key");
+    let _pc2 = system.up(&net, "pc2", "pc2.key");
+    system.wait_status(
+        "pc2",
+        "Caller ready and the link up",
+        Duration::from_secs(30),
+        |status| state(status, "Caller", "pc2") == "ready" && peer_link(status) == "up",
+    );
+    let expected = format!("echo-client: Echo at tcp://{MAINPC}:7104");
+    let caller_log = || log_file(&system, "pc2", "Caller");
+    wait_until(
+        "Caller resolving Echo and getting an answer across the veth",
+        Duration::from_secs(30),
+        || {
+            let log = caller_log();
+            log.iter().any(|line| line.ends_with(&expected))
+                && log.iter().any(|line| line.contains("echo:ping"))
+        },
+    );
+
+    net.link(false);
+    system.wait_status(
+        "pc2",
+        "mainpc unreachable",
+        Duration::from_secs(20),
+        |status| peer_link(status) == "unreachable",
+    );
+    let output = cli(
+        &["restart", "Caller", "--run-dir", &system.run_dir("pc2")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.code, Some(0), "restart Caller: {}", output.stderr);
+    wait_until(
+        "the new Caller resolving Echo while the link is down",
+        Duration::from_secs(30),
+        || {
+            caller_log()
+                .iter()
+                .filter(|line| line.ends_with(&expected))
+                .count()
+                >= 2
+        },
+    );
+    let log = caller_log();
+    assert!(
+        !log.iter().any(|line| line.contains("127.0.0.1")),
+        "Caller was given a loopback address:\n{}",
+        log.join("\n")
+    );
+    net.link(true);
+}
