@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::{AgentState, StatusSnapshot, SupervisorHandle};
+use crate::supervisor::{AgentState, RemoteRun, StatusSnapshot, SupervisorHandle};
 use crate::transport::messages::ErrorSource;
 use crate::transport::peer::{self, PeerAddress, PeerConfig, PeerEvent, PeerHandle, PeerKeys};
 use crate::transport::{ErrorBusHandle, ErrorFollower, ErrorRecord, ErrorSink};
@@ -67,13 +67,17 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LinkEvent {
-    /// One of the sender's agents changed state.
+    /// One of the sender's agents changed state. `run` is its spawn
+    /// generation on the sender: the receiver ignores a report about an
+    /// older run than one it applied (`crate::supervisor::RemoteRun`).
     State {
         agent: String,
         state: String,
         ready: bool,
         pid: Option<u32>,
         reason: Option<String>,
+        #[serde(default)]
+        run: u64,
     },
     /// An operator command for the receiver's own agents (routed here
     /// because the receiver owns them); answered with [`LinkEvent::Reply`].
@@ -89,8 +93,14 @@ pub enum LinkEvent {
         result: Result<Vec<String>, String>,
     },
     /// The sender restarted these agents with their dependents: the
-    /// receiver restarts its own agents that depend on them.
-    RestartedWithDependents { agents: Vec<String> },
+    /// receiver marks them not ready (unless it already heard of a newer
+    /// run), then restarts its own agents that depend on them. `runs` are
+    /// the runs that were restarted, one per agent.
+    RestartedWithDependents {
+        agents: Vec<String>,
+        #[serde(default)]
+        runs: Vec<u64>,
+    },
     /// A record of the sender's error bus.
     Error { record: Box<ErrorRecord> },
     /// `logs` of the receiver's agents; answered with
@@ -124,6 +134,8 @@ pub struct LinkRequest {
     /// with their dependents ([`LinkEvent::RestartedWithDependents`]);
     /// answered at once.
     pub notify: bool,
+    /// With `notify`: the run of each of `agents` that was restarted.
+    pub runs: Vec<u64>,
     /// Answered with the peer's reply (or an error when it cannot be sent).
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
 }
@@ -140,6 +152,43 @@ pub struct LogsRequest {
 enum Asked {
     Command(LinkRequest),
     Logs(LogsRequest),
+}
+
+/// What the link tells its own supervisor about the peers' agents, in the
+/// order the peers said it ([`forward_reports`]).
+#[derive(Debug)]
+enum Report {
+    /// A peer's agent is (or is no longer) ready, in its run `run`.
+    Remote {
+        agent: String,
+        ready: bool,
+        run: RemoteRun,
+    },
+    /// Restart these agents of ours with their dependents (a peer restarted
+    /// agents they depend on).
+    RestartDependents { agents: Vec<String> },
+}
+
+/// Hands the link's reports to the supervisor one after the other, waiting
+/// for room in its queue (nothing is dropped; a restart of dependents is
+/// applied after the not-ready reports sent before it). Ends when the link
+/// drops its sender.
+async fn forward_reports(
+    supervisor: SupervisorHandle,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+) {
+    while let Some(report) = reports.recv().await {
+        match report {
+            Report::Remote { agent, ready, run } => {
+                supervisor.report_remote(agent, ready, run).await;
+            }
+            Report::RestartDependents { agents } => {
+                if let Err(error) = supervisor.restart(agents, true).await {
+                    tracing::warn!(%error, "restarting the dependents of a peer's agents");
+                }
+            }
+        }
+    }
 }
 
 /// A routed command's outcome, for the peer that sent it: `(peer, id, result)`.
@@ -324,8 +373,11 @@ pub struct Link {
     logs_asked: Vec<(String, u64, LogQuery)>,
     next_command: u64,
     sockets: PeerHandle,
-    /// What the local agents were last reported as: `(state, ready)`.
-    reported: BTreeMap<String, (String, bool)>,
+    /// What the local agents were last reported as: `(state, ready, run)`.
+    reported: BTreeMap<String, (String, bool, u64)>,
+    /// Reports for this host's supervisor, read by [`forward_reports`]
+    /// (which ends when this is dropped).
+    reports: mpsc::UnboundedSender<Report>,
     /// Their pids as last reported.
     pids: BTreeMap<String, Option<u32>>,
     /// Published after each change; read by `status`.
@@ -386,6 +438,7 @@ impl LinkHandle {
                 .collect(),
             with_dependents,
             notify: false,
+            runs: Vec::new(),
             reply,
         };
         self.requests
@@ -403,8 +456,9 @@ impl LinkHandle {
     }
 
     /// Tells every peer that these local agents were restarted with their
-    /// dependents, so they restart theirs.
-    pub async fn restarted_with_dependents(&self, agents: Vec<String>) {
+    /// dependents (`runs`: the run of each that was restarted), so they
+    /// restart theirs.
+    pub async fn restarted_with_dependents(&self, agents: Vec<String>, runs: Vec<u64>) {
         for peer in self.peers() {
             let (reply, _answer) = tokio::sync::oneshot::channel();
             let _ = self
@@ -415,6 +469,7 @@ impl LinkHandle {
                     agents: agents.clone(),
                     with_dependents: true,
                     notify: true,
+                    runs: runs.clone(),
                     reply,
                 }))
                 .await;
@@ -490,6 +545,8 @@ impl Link {
             })
             .collect();
         let (requests, request_receiver) = mpsc::channel(64);
+        let (reports, report_receiver) = mpsc::unbounded_channel();
+        tokio::spawn(forward_reports(supervisor.clone(), report_receiver));
         let (snapshot, snapshot_receiver) = watch::channel(LinkSnapshot {
             host: config.host.clone(),
             bound: sockets.bound.clone(),
@@ -508,6 +565,7 @@ impl Link {
             next_command: 1,
             sockets,
             reported: BTreeMap::new(),
+            reports,
             pids: BTreeMap::new(),
             snapshot,
         };
@@ -628,6 +686,7 @@ impl Link {
                 &request.peer,
                 LinkEvent::RestartedWithDependents {
                     agents: request.agents,
+                    runs: request.runs,
                 },
             );
             let _ = request.reply.send(Ok(Vec::new()));
@@ -705,7 +764,7 @@ impl Link {
         for agent in status.agents.iter().filter(|agent| !agent.remote) {
             let ready = agent.state == AgentState::Ready;
             let state = agent.state.to_string();
-            let now = (state.clone(), ready);
+            let now = (state.clone(), ready, agent.run);
             if self.reported.get(&agent.name) == Some(&now)
                 && self.pids.get(&agent.name) == Some(&agent.pid)
             {
@@ -719,6 +778,7 @@ impl Link {
                 ready,
                 pid: agent.pid,
                 reason: agent.reason.clone(),
+                run: agent.run,
             });
         }
     }
@@ -858,9 +918,19 @@ impl Link {
                         ready,
                         pid,
                         reason,
+                        run,
                     } => {
-                        supervisor.report_remote(format!("{from}/{agent}"), ready);
-                        supervisor.report_remote(agent.clone(), ready);
+                        let run = RemoteRun {
+                            epoch: peer.their_epoch,
+                            run,
+                        };
+                        for name in [format!("{from}/{agent}"), agent.clone()] {
+                            let _ = self.reports.send(Report::Remote {
+                                agent: name,
+                                ready,
+                                run,
+                            });
+                        }
                         peer.view.agents.insert(
                             agent,
                             RemoteAgent {
@@ -921,7 +991,23 @@ impl Link {
                                 done.send((from, id, result.map_err(|error| error.to_string())));
                         });
                     }
-                    LinkEvent::RestartedWithDependents { agents } => {
+                    LinkEvent::RestartedWithDependents { agents, runs } => {
+                        // Not ready any more, before any dependent restarts
+                        // (the sender's state change may come after this
+                        // notice; a newer run already reported stays).
+                        for (agent, run) in agents.iter().zip(&runs) {
+                            let run = RemoteRun {
+                                epoch: peer.their_epoch,
+                                run: *run,
+                            };
+                            for name in [format!("{from}/{agent}"), agent.clone()] {
+                                let _ = self.reports.send(Report::Remote {
+                                    agent: name,
+                                    ready: false,
+                                    run,
+                                });
+                            }
+                        }
                         let theirs: Vec<String> = agents
                             .iter()
                             .flat_map(|agent| [agent.clone(), format!("{from}/{agent}")])
@@ -938,12 +1024,9 @@ impl Link {
                             .collect();
                         if !ours.is_empty() {
                             tracing::info!(peer = %from, ?agents, dependents = ?ours, "restarting the dependents of a peer's restarted agents");
-                            let supervisor = supervisor.clone();
-                            tokio::spawn(async move {
-                                if let Err(error) = supervisor.restart(ours, true).await {
-                                    tracing::warn!(%error, "restarting the dependents of a peer's agents");
-                                }
-                            });
+                            let _ = self
+                                .reports
+                                .send(Report::RestartDependents { agents: ours });
                         }
                     }
                 }
@@ -956,12 +1039,13 @@ impl Link {
         let states: Vec<LinkEvent> = self
             .reported
             .iter()
-            .map(|(agent, (state, ready))| LinkEvent::State {
+            .map(|(agent, (state, ready, run))| LinkEvent::State {
                 agent: agent.clone(),
                 state: state.clone(),
                 ready: *ready,
                 pid: self.pids.get(agent).copied().flatten(),
                 reason: None,
+                run: *run,
             })
             .collect();
         for event in states {
@@ -1005,6 +1089,7 @@ mod tests {
     fn error(n: u64) -> LinkEvent {
         LinkEvent::RestartedWithDependents {
             agents: vec![n.to_string()],
+            runs: vec![n],
         }
     }
 
@@ -1042,6 +1127,7 @@ mod tests {
             ready: true,
             pid: None,
             reason: None,
+            run: 1,
         });
         outbox.push(error(3));
         outbox.acknowledge(1);
@@ -1064,6 +1150,7 @@ mod tests {
                 ready: true,
                 pid: Some(42),
                 reason: None,
+                run: 3,
             },
         };
         let text = serde_json::to_string(&message).expect("serialize");

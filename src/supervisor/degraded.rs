@@ -154,6 +154,7 @@ mod tests {
             remote: false,
             required: true,
             pid: None,
+            run: 0,
             restarts: 0,
             ready_at: None,
             time_to_ready: None,

@@ -55,12 +55,12 @@ mod properties;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::event::{Action, AgentId, AgentStatus, Event, Failure, StatusSnapshot};
+use super::event::{Action, AgentId, AgentStatus, Event, Failure, RemoteRun, StatusSnapshot};
 use super::restart::{Jitter, RestartTracker};
 use super::state::{AgentState, allowed};
 use crate::manifest::{Agent, Strategy};
@@ -189,6 +189,9 @@ pub struct Lifecycle {
     /// `up --keep-going`: a required agent that fails is reported, and the
     /// others keep running.
     keep_going: bool,
+    /// Remote agents: the newest run their owning host reported about;
+    /// reports about older runs are stale.
+    remote_runs: HashMap<AgentId, RemoteRun>,
 }
 
 impl Lifecycle {
@@ -218,6 +221,7 @@ impl Lifecycle {
             fabric: false,
             last_now: now,
             keep_going: false,
+            remote_runs: HashMap::new(),
         };
         lifecycle.relink();
         lifecycle
@@ -417,9 +421,9 @@ impl Lifecycle {
                 severity,
                 message,
             } => self.on_error_reported(agent, run, severity, &message, now, &mut actions),
-            Event::RemoteReported { agent, ready } => {
+            Event::RemoteReported { agent, ready, run } => {
                 if self.mode == Mode::Running {
-                    self.on_remote_report(agent, ready, now, &mut actions);
+                    self.on_remote_report(agent, ready, run, now, &mut actions);
                 }
             }
             // Refused by the run loop before they get here.
@@ -470,6 +474,7 @@ impl Lifecycle {
             remote: record.spec.remote,
             required: record.spec.agent.required,
             pid,
+            run: record.run,
             restarts: record.restarts.total,
             ready_at: record.first_ready.map(|at| at.duration_since(self.started)),
             time_to_ready: record.time_to_ready,
