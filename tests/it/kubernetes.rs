@@ -859,3 +859,85 @@ fn wait_for_times_out_naming_the_target() {
         output.stderr
     );
 }
+
+/// Issue 20: an agent's `image:` is its image; `--image NAME=IMAGE` wins
+/// over it and it wins over `--image IMAGE`. A bad value is a located error.
+#[test]
+fn the_image_field_comes_before_the_default_image() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "version: 1\nagents:\n  own:\n    command: [\"sleep\", \"60\"]\n    image: example/own:1\n  plain:\n    command: [\"sleep\", \"60\"]\n  pinned:\n    command: [\"sleep\", \"60\"]\n    image: example/pinned:1\n",
+    )
+    .expect("write");
+    let path = manifest.to_str().expect("utf-8");
+    // Without `--image`, only the agent without `image:` is a problem.
+    let output = cli(
+        &["export", "kubernetes", "--config", path],
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.code, Some(1), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains(&format!("{path}:6: agent `plain` has no image")),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("`own` has no image")
+            && !output.stderr.contains("`pinned` has no image"),
+        "{}",
+        output.stderr
+    );
+
+    let out = dir.path().join("out");
+    let output = cli(
+        &[
+            "export",
+            "kubernetes",
+            "--config",
+            path,
+            "--image",
+            "pinned=override/pinned:9",
+            "--image",
+            "default/all:3",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.code, Some(0), "{}", output.stderr);
+    for (agent, image) in [
+        ("own", "example/own:1"),
+        ("plain", "default/all:3"),
+        ("pinned", "override/pinned:9"),
+    ] {
+        let deployment = std::fs::read_to_string(out.join(format!("deployment-{agent}.yaml")))
+            .expect("deployment file");
+        let images: Vec<&str> = deployment
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("image: "))
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|found| *found == image),
+            "{agent} should run {image}: {images:?}\n{deployment}"
+        );
+    }
+
+    std::fs::write(
+        &manifest,
+        "version: 1\nagents:\n  own:\n    command: [\"sleep\", \"60\"]\n    image: \"example/own 1\"\n",
+    )
+    .expect("write");
+    let output = cli(&["check", "--config", path], Duration::from_secs(30));
+    assert_eq!(output.code, Some(2), "{} {}", output.stdout, output.stderr);
+    let text = format!("{}{}", output.stdout, output.stderr);
+    assert!(
+        text.contains(&format!("{path}:5"))
+            && text.contains("image")
+            && text.contains("example/own 1"),
+        "{text}"
+    );
+}

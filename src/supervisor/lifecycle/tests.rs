@@ -28,6 +28,7 @@ pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
         address: "127.0.0.1".into(),
         command: vec!["true".into()],
         shell: false,
+        image: None,
         cwd: None,
         env: Default::default(),
         port: None,
