@@ -155,6 +155,7 @@ mod tests {
             required: true,
             pid: None,
             run: 0,
+            own_exit: None,
             restarts: 0,
             ready_at: None,
             time_to_ready: None,

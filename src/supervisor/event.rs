@@ -302,6 +302,9 @@ pub struct AgentStatus {
     /// Spawn generation of its current (or last) process, from 1; 0 before
     /// the first start (told to peers so they order reports by run).
     pub run: u64,
+    /// How its last run ended when it ended on its own (no stop asked);
+    /// `None` while it runs or after a stop (`run-one` exits with it).
+    pub own_exit: Option<Termination>,
     pub restarts: u32,
     /// From the supervisor's start to the agent's first readiness.
     pub ready_at: Option<Duration>,

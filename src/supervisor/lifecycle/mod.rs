@@ -64,6 +64,7 @@ use super::event::{Action, AgentId, AgentStatus, Event, Failure, RemoteRun, Stat
 use super::restart::{Jitter, RestartTracker};
 use super::state::{AgentState, allowed};
 use crate::manifest::{Agent, Strategy};
+use crate::process::Termination;
 use phase::{Phase, Process, StopIntent};
 
 /// One agent as the supervisor runs it.
@@ -99,6 +100,9 @@ struct Record {
     time_to_ready: Option<Duration>,
     restarts: RestartTracker,
     reason: Option<String>,
+    /// How its last run ended when it ended on its own (no stop was asked
+    /// of it); `None` while it runs or when its last run was stopped.
+    own_exit: Option<Termination>,
     /// Stopped by an operator: stays stopped until started again, and a run
     /// with held agents does not end on its own.
     held: bool,
@@ -130,6 +134,7 @@ impl Record {
             time_to_ready: None,
             restarts: RestartTracker::default(),
             reason: None,
+            own_exit: None,
             held: false,
             held_for_dependency: false,
             retired: false,
@@ -475,6 +480,7 @@ impl Lifecycle {
             required: record.spec.agent.required,
             pid,
             run: record.run,
+            own_exit: record.own_exit,
             restarts: record.restarts.total,
             ready_at: record.first_ready.map(|at| at.duration_since(self.started)),
             time_to_ready: record.time_to_ready,

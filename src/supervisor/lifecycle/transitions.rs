@@ -37,6 +37,7 @@ impl Lifecycle {
         }
         let record = &mut self.agents[agent];
         record.run += 1;
+        record.own_exit = None;
         let run = record.run;
         self.reset_reports(agent);
         let record = &self.agents[agent];
@@ -297,6 +298,7 @@ impl Lifecycle {
             _ => return,
         };
         let decided = matches!(record.phase, Phase::Starting { .. } | Phase::Ready { .. });
+        record.own_exit = intent.is_none().then_some(termination);
         actions.push(Action::CancelWatchers { agent });
         tracing::info!(agent = record.name(), "{termination}");
         if let (true, Some(intent)) = (decided, &intent) {
