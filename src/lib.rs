@@ -49,7 +49,8 @@
 //!   the peer link's CURVE sockets (`peer.rs`).
 //! - [`link`]: the peer link between the supervisors of two (or a few)
 //!   hosts: state pushed both ways, acknowledged and resent across
-//!   partitions; key files (`keys.rs`, `supervisor keygen`).
+//!   partitions; key files (`keys.rs`, `supervisor keygen`); `logs` reads
+//!   of another host carried over it (`logs.rs`).
 //! - [`sdk`]: the agent side (blocking): ready, heartbeats, errors, resolve, shutdown;
 //!   `async_calls.rs` adds async versions of the waiting calls (feature `async`).
 //! - [`files`]: opening run-directory files without following links, and

@@ -30,8 +30,16 @@
 //! without `logs/` and without a supervisor is "not running" (exit 3). A
 //! closed stdout (`| head`) ends the command quietly with exit 0.
 //!
-//! Owns reading the files back; their format (naming, rotation, timestamps)
-//! is `crate::process::log`'s.
+//! With a peer link (docs/two-hosts.md), NAME may be another host's agent
+//! (as `status` names it, or `HOST/NAME`): its lines are read on that host
+//! and carried over the link. Without NAME, every host's agents are merged,
+//! each line prefixed with `HOST/AGENT`; a host that cannot be reached is
+//! reported on stderr and left out. Lines of different hosts are ordered by
+//! their timestamps as each host's clock wrote them (`status` shows the
+//! clock offset).
+//!
+//! Owns reading the files back (here and, through [`serve`], for a peer);
+//! their format (naming, rotation, timestamps) is `crate::process::log`'s.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -46,6 +54,7 @@ use anyhow::Context;
 use super::Exit;
 use super::remote::RunDirArgs;
 use crate::control::{Client, ControlError, Request, RunDir, StatusView};
+use crate::link::logs::{LogCursor, LogLine, LogPage, LogQuery};
 use crate::process::log::{parse_file_name, parse_timestamp, rotated_path};
 
 const AFTER_HELP: &str = "\
@@ -120,12 +129,34 @@ fn show(args: &Args) -> anyhow::Result<Exit> {
         return Ok(Exit::NotRunning);
     }
     let found = scan(&logs)?;
+    if let Some(hosts) = Hosts::of(&supervisor) {
+        match &args.agent {
+            None => {
+                let local = found.keys().cloned().collect();
+                let peers = hosts.peers.iter().map(|peer| (peer.clone(), None));
+                return show_joint(args, &run_dir, local, Some(&hosts.this), peers.collect());
+            }
+            Some(name) => {
+                if let Supervisor::Running(view) = &supervisor
+                    && let Some((host, agent)) = hosts.remote_agent(name, view)
+                {
+                    return show_joint(args, &run_dir, Vec::new(), None, vec![(host, Some(agent))]);
+                }
+            }
+        }
+    }
     let names: Vec<String> = match &args.agent {
         Some(name) => {
+            let name = match &supervisor {
+                Supervisor::Running(view) => Hosts::of(&supervisor)
+                    .and_then(|hosts| hosts.local_name(name, view))
+                    .unwrap_or(name),
+                _ => name,
+            };
             if let Some(exit) = check_name(name, &supervisor, &found, &logs) {
                 return Ok(exit);
             }
-            vec![name.clone()]
+            vec![name.to_string()]
         }
         None => found.keys().cloned().collect(),
     };
@@ -182,6 +213,373 @@ fn show(args: &Args) -> anyhow::Result<Exit> {
         }
         printer.flush()?;
     }
+}
+
+/// With a peer link: this host's name and its peers'.
+struct Hosts {
+    this: String,
+    peers: Vec<String>,
+}
+
+impl Hosts {
+    /// The hosts a running supervisor with a peer link names; `None`
+    /// without one (then `logs` is this host's alone).
+    fn of(supervisor: &Supervisor) -> Option<Hosts> {
+        let Supervisor::Running(view) = supervisor else {
+            return None;
+        };
+        let link = view.link.as_ref()?;
+        let peers: Vec<String> = link.peers.iter().map(|peer| peer.host.clone()).collect();
+        (!peers.is_empty()).then(|| Hosts {
+            this: link.host.clone(),
+            peers,
+        })
+    }
+
+    /// `(host, its own name for the agent)` when `name` is a peer's agent:
+    /// a row of the joint status on a peer host, or `PEER/NAME`.
+    fn remote_agent(&self, name: &str, view: &StatusView) -> Option<(String, String)> {
+        if let Some(row) = view.agent(name) {
+            if !row.remote {
+                return None;
+            }
+            if self.peers.contains(&row.host) {
+                let own = name.strip_prefix(&format!("{}/", row.host)).unwrap_or(name);
+                return Some((row.host.clone(), own.to_string()));
+            }
+        }
+        let (host, own) = name.split_once('/')?;
+        self.peers
+            .iter()
+            .any(|peer| peer == host)
+            .then(|| (host.to_string(), own.to_string()))
+    }
+
+    /// `THIS/NAME` of a local agent, as the merged output prints it: `NAME`.
+    fn local_name<'a>(&self, name: &'a str, view: &StatusView) -> Option<&'a str> {
+        let own = name.strip_prefix(&format!("{}/", self.this))?;
+        view.agent(own)
+            .is_some_and(|row| !row.remote)
+            .then_some(own)
+    }
+}
+
+/// One peer's part of [`show_joint`]: what to ask it, where its files
+/// were left.
+struct PeerSource {
+    host: String,
+    query: LogQuery,
+    /// `None` until a page came back.
+    cursors: Option<BTreeMap<String, LogCursor>>,
+    /// Whether the last read failed (reported once until one succeeds).
+    failing: bool,
+}
+
+impl PeerSource {
+    /// Reads the next page from the peer (the end of its logs first, then
+    /// what was written since).
+    fn poll(&mut self, run_dir: &RunDir) -> Result<LogPage, String> {
+        let query = LogQuery {
+            after: self.cursors.clone(),
+            ..self.query.clone()
+        };
+        let page = peer_logs(run_dir, &self.host, query)?;
+        self.cursors = Some(page.cursors.clone());
+        Ok(page)
+    }
+
+    /// [`PeerSource::poll`] while following: a failure is printed once
+    /// (and the recovery), the lines are left out meanwhile.
+    fn follow(&mut self, run_dir: &RunDir) -> Option<LogPage> {
+        match self.poll(run_dir) {
+            Ok(page) => {
+                if self.failing {
+                    eprintln!("logs of host `{}`: answering again", self.host);
+                }
+                self.failing = false;
+                Some(page)
+            }
+            Err(message) => {
+                if !self.failing {
+                    eprintln!("warning: {message}; its lines are left out until it answers");
+                }
+                self.failing = true;
+                None
+            }
+        }
+    }
+}
+
+/// Asks this host's supervisor for a page of `host`'s logs (read there,
+/// carried over the peer link).
+fn peer_logs(run_dir: &RunDir, host: &str, query: LogQuery) -> Result<LogPage, String> {
+    let request = Request::PeerLogs {
+        host: host.to_string(),
+        query,
+    };
+    let timeout = crate::link::LOGS_TIMEOUT + Duration::from_secs(5);
+    match Client::connect(run_dir).and_then(|mut client| client.request(&request, timeout)) {
+        Ok(response) if response.ok => response
+            .logs
+            .ok_or_else(|| format!("host `{host}`: the supervisor answered without lines")),
+        Ok(response) => Err(response
+            .error
+            .unwrap_or_else(|| format!("logs of host `{host}`: refused"))),
+        Err(error) => Err(format!("logs of host `{host}`: {error}")),
+    }
+}
+
+/// The index of `name` in `names` (added when new), with `batches` as long
+/// as `names`.
+fn slot(names: &mut Vec<String>, batches: &mut Vec<Vec<Line>>, name: String) -> usize {
+    let index = match names.iter().position(|known| *known == name) {
+        Some(index) => index,
+        None => {
+            names.push(name);
+            names.len() - 1
+        }
+    };
+    if batches.len() < names.len() {
+        batches.resize_with(names.len(), Vec::new);
+    }
+    index
+}
+
+/// A peer's line as a [`Line`] of this module.
+fn remote_line(line: LogLine) -> Line {
+    Line {
+        time: line.time_ms.map(from_ms),
+        bytes: line.text.into_bytes(),
+    }
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn to_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `logs` across hosts: this host's agents `local` (printed as
+/// `THIS/NAME` when `this` is given) and each peer's (one agent, or all),
+/// merged by time; with `-f`, followed (the peers polled through the
+/// supervisor every [`POLL_INTERVAL`]). One remote agent (`local` empty,
+/// one peer with an agent) prints its lines as they are, without prefix.
+fn show_joint(
+    args: &Args,
+    run_dir: &RunDir,
+    local: Vec<String>,
+    this: Option<&str>,
+    peers: Vec<(String, Option<String>)>,
+) -> anyhow::Result<Exit> {
+    let logs = run_dir.logs();
+    let found = scan(&logs)?;
+    let filter = Filter::new(args);
+    let limit = args
+        .lines
+        .unwrap_or(if args.since.is_some() { usize::MAX } else { 50 });
+    let display = |agent: &str| match this {
+        Some(this) => format!("{this}/{agent}"),
+        None => agent.to_string(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut batches: Vec<Vec<Line>> = Vec::new();
+    let mut tails: Vec<(usize, Tail)> = Vec::new();
+    for agent in &local {
+        let older = found.get(agent).map(Vec::as_slice).unwrap_or_default();
+        let (lines, tail) = open_agent(run_dir, agent, older, &filter, limit)?;
+        let index = slot(&mut names, &mut batches, display(agent));
+        batches[index] = lines;
+        tails.push((index, tail));
+    }
+    let single = peers.len() == 1 && local.is_empty() && peers[0].1.is_some();
+    let mut sources: Vec<PeerSource> = peers
+        .into_iter()
+        .map(|(host, agent)| PeerSource {
+            host,
+            query: LogQuery {
+                agent,
+                lines: limit,
+                since_ms: args
+                    .since
+                    .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+                grep: args.grep.clone(),
+                after: None,
+            },
+            cursors: None,
+            failing: false,
+        })
+        .collect();
+    for source in &mut sources {
+        let page = match source.poll(run_dir) {
+            Ok(page) => page,
+            Err(message) if single => {
+                eprintln!("error: {message}");
+                return Ok(Exit::Problems);
+            }
+            Err(message) => {
+                eprintln!("warning: {message}; its lines are left out");
+                source.failing = true;
+                continue;
+            }
+        };
+        for line in page.lines {
+            let index = slot(
+                &mut names,
+                &mut batches,
+                format!("{}/{}", source.host, line.agent),
+            );
+            batches[index].push(remote_line(line));
+        }
+    }
+    let mut printer = Printer {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        width: (!single).then(|| width(&names)),
+    };
+    let merged = merge(std::mem::take(&mut batches));
+    for (index, line) in &merged[merged.len().saturating_sub(limit)..] {
+        printer.print(&names[*index], &line.bytes)?;
+    }
+    printer.flush()?;
+    if !args.follow {
+        return Ok(Exit::Ok);
+    }
+    loop {
+        if reader_gone(POLL_INTERVAL) {
+            return Ok(Exit::Ok);
+        }
+        batches.clear();
+        batches.resize_with(names.len(), Vec::new);
+        if this.is_some() {
+            // Local agents that started writing since: their whole file is new.
+            for agent in scan(&logs)?.into_keys() {
+                if !names.contains(&display(&agent)) {
+                    let index = slot(&mut names, &mut batches, display(&agent));
+                    tails.push((index, Tail::new(run_dir.agent_log(&agent), None, 0, None)));
+                }
+            }
+        }
+        for (index, tail) in &mut tails {
+            let mut lines = tail
+                .poll()
+                .with_context(|| format!("reading {}", tail.path.display()))?;
+            lines.retain(|line| filter.keeps(line));
+            batches[*index] = lines;
+        }
+        for source in &mut sources {
+            let first = source.cursors.is_none();
+            let Some(page) = source.follow(run_dir) else {
+                continue;
+            };
+            let mut lines: Vec<(usize, Line)> = Vec::new();
+            for line in page.lines {
+                let index = slot(
+                    &mut names,
+                    &mut batches,
+                    format!("{}/{}", source.host, line.agent),
+                );
+                lines.push((index, remote_line(line)));
+            }
+            // A host that answers for the first time only now: its last
+            // `limit` lines, as on start.
+            let skip = if first {
+                lines.len().saturating_sub(limit)
+            } else {
+                0
+            };
+            for (index, line) in lines.into_iter().skip(skip) {
+                batches[index].push(line);
+            }
+        }
+        if printer.width.is_some() {
+            printer.width = Some(width(&names));
+        }
+        for (index, line) in merge(std::mem::take(&mut batches)) {
+            printer.print(&names[index], &line.bytes)?;
+        }
+        printer.flush()?;
+    }
+}
+
+/// Reads this host's agent logs for a peer's `logs` (the peer link's
+/// [`crate::link::logs::LogReader`]): the newest `lines` lines, or with
+/// `after` what was written since, merged by time across agents.
+pub fn serve(run_dir: &RunDir, query: &LogQuery) -> Result<LogPage, String> {
+    let logs = run_dir.logs();
+    let found = scan(&logs).map_err(|error| format!("{error:#}"))?;
+    let filter = Filter {
+        since: query.since_ms.map(|ms| {
+            SystemTime::now()
+                .checked_sub(Duration::from_millis(ms))
+                .unwrap_or(UNIX_EPOCH)
+        }),
+        grep: query
+            .grep
+            .as_ref()
+            .map(|pattern| pattern.as_bytes().to_vec()),
+    };
+    let names: Vec<String> = match (&query.agent, &query.after) {
+        (Some(name), None) if !found.contains_key(name) => {
+            let known: Vec<&str> = found.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no logs of agent `{name}` there (agents with logs: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        (Some(name), _) => vec![name.clone()],
+        (None, _) => found.keys().cloned().collect(),
+    };
+    let mut streams = Vec::with_capacity(names.len());
+    let mut cursors = BTreeMap::new();
+    for name in &names {
+        let read = match &query.after {
+            Some(after) => {
+                let cursor = after.get(name).copied().unwrap_or_default();
+                let mut tail = Tail::new(
+                    run_dir.agent_log(name),
+                    cursor.inode,
+                    cursor.offset,
+                    cursor.last_time_ms.map(from_ms),
+                );
+                tail.poll()
+                    .map(|mut lines| {
+                        lines.retain(|line| filter.keeps(line));
+                        (lines, tail)
+                    })
+                    .map_err(anyhow::Error::from)
+            }
+            None => {
+                let older = found.get(name).map(Vec::as_slice).unwrap_or_default();
+                open_agent(run_dir, name, older, &filter, query.lines)
+            }
+        };
+        let (lines, tail) =
+            read.map_err(|error| format!("reading the log of `{name}`: {error:#}"))?;
+        streams.push(lines);
+        cursors.insert(name.clone(), tail.cursor());
+    }
+    let merged = merge(streams);
+    let start = match query.after {
+        Some(_) => 0,
+        None => merged.len().saturating_sub(query.lines),
+    };
+    let lines = merged
+        .into_iter()
+        .skip(start)
+        .map(|(index, line)| LogLine {
+            agent: names[index].clone(),
+            time_ms: line.time.map(to_ms),
+            text: String::from_utf8_lossy(&line.bytes).into_owned(),
+        })
+        .collect();
+    Ok(LogPage { lines, cursors })
 }
 
 /// What the control socket said about the run directory.
@@ -618,6 +1016,15 @@ impl Tail {
             inode,
             offset,
             last_time,
+        }
+    }
+
+    /// Where it stands, for a peer to continue from.
+    fn cursor(&self) -> LogCursor {
+        LogCursor {
+            inode: self.inode,
+            offset: self.offset,
+            last_time_ms: self.last_time.map(to_ms),
         }
     }
 

@@ -43,6 +43,8 @@ Exit codes:
      agent failed (up, status), an agent did not get ready (start, restart, up --wait)
   2  the manifest could not be read (bad YAML, unknown field, unset variable) or usage error
   3  no supervisor is running for this run directory
+run-one exits with its agent's own exit status (its code, or 128 + the signal
+that killed it); 1 when the agent could not run, 0 after a stop.
 
 Without --config, commands read SUPERVISOR_CONFIG, else supervisor.yaml,
 startup.yaml or config/startup.yaml here; control commands find the supervisor
@@ -110,7 +112,8 @@ pub enum Command {
     /// Export the manifests to another system: `export kubernetes` (docs/kubernetes.md).
     Export(export::Args),
     /// In a container: run one agent with the SDK contract, serve `/readyz`
-    /// and `/livez`, restart nothing (docs/kubernetes.md).
+    /// and `/livez`, restart nothing, exit with the agent's exit status
+    /// (docs/kubernetes.md).
     RunOne(run_one::Args),
     /// Wait until targets answer (`tcp://`, `http://`, `zmq://` HOST:PORT); exit 1 after `--timeout`.
     WaitFor(wait_for::Args),
@@ -181,16 +184,19 @@ pub fn seconds(text: &str) -> Result<f64, String> {
 /// The process exit codes; listed in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// All good; warnings alone still exit 0.
-    Ok = 0,
+    /// All good (0); warnings alone still exit 0.
+    Ok,
     /// Problems found (`check`, `check-ports`), a required agent failed
     /// (`up`, `status`), or an agent did not get ready (`start`, `restart`,
-    /// `up --wait`).
-    Problems = 1,
-    /// The manifest could not be read, or a usage error.
-    Usage = 2,
-    /// No supervisor is running for this run directory.
-    NotRunning = 3,
+    /// `up --wait`): 1.
+    Problems,
+    /// The manifest could not be read, or a usage error: 2.
+    Usage,
+    /// No supervisor is running for this run directory: 3.
+    NotRunning,
+    /// `run-one`: the agent's own exit status passed through (its code, or
+    /// 128 + the signal that killed it; docs/kubernetes.md).
+    Agent(u8),
 }
 
 impl Exit {
@@ -208,9 +214,22 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Problems => 1,
+            Exit::Usage => 2,
+            Exit::NotRunning => 3,
+            Exit::Agent(code) => code,
+        }
+    }
+}
+
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {
-        std::process::ExitCode::from(exit as u8)
+        std::process::ExitCode::from(exit.code())
     }
 }
 

@@ -26,7 +26,7 @@ use super::check::{load_as_written, print_problems};
 use super::{Exit, ManifestArgs};
 use crate::manifest::{ReadinessCheck, RestartMode};
 use crate::process::keeper::Keeper;
-use crate::process::{Console, ProcessSpawner};
+use crate::process::{Console, ProcessSpawner, Termination};
 use crate::shutdown::{Shutdown, Signals};
 use crate::supervisor::{self, AgentSpec, AgentState, StatusSnapshot};
 use crate::transport::{HeartbeatTracker, HeartbeatVerdict};
@@ -148,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         .thread_name("supervisor")
         .build()
         .context("starting the async runtime")?;
-    let failed = runtime.block_on(supervise(
+    let exit = runtime.block_on(supervise(
         config,
         &args,
         &run_dir,
@@ -158,17 +158,34 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     if args.run_dir.is_none() {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
-    Ok(if failed { Exit::Problems } else { Exit::Ok })
+    Ok(exit)
 }
 
-/// Runs the agent until it ends or a signal stops it; true when it failed.
+/// What `run-one` exits with (docs/kubernetes.md): the agent's own exit
+/// status when it ended on its own (its code, or 128 + the signal that
+/// killed it, as a shell reports it), so the container's exit is the
+/// agent's; else 1 when it failed (it could not start, or was not ready in
+/// time and was stopped), 0 after a stop (SIGTERM from kubelet).
+fn exit_of(own_exit: Option<Termination>, failed: bool) -> Exit {
+    match own_exit {
+        Some(Termination::Code(code)) => Exit::Agent(u8::try_from(code).unwrap_or(1)),
+        Some(Termination::Signaled(signal)) => {
+            Exit::Agent(u8::try_from(128 + signal).unwrap_or(u8::MAX))
+        }
+        None if failed => Exit::Problems,
+        None => Exit::Ok,
+    }
+}
+
+/// Runs the agent until it ends or a signal stops it; the exit code
+/// ([`exit_of`]).
 async fn supervise(
     config: supervisor::Config,
     args: &Args,
     run_dir: &std::path::Path,
     heartbeat: crate::manifest::Heartbeat,
     watch_from_spawn: bool,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Exit> {
     let shutdown = Shutdown::new();
     let signals = Signals::listen().context("installing the signal handlers")?;
     let listener =
@@ -237,15 +254,13 @@ async fn supervise(
     }
     let _ = tokio::task::spawn_blocking(move || printer.join()).await;
     fabric.stop().await;
-    let state = last
-        .agents
-        .iter()
-        .find(|agent| agent.name == args.name)
-        .map(|agent| (agent.state, agent.reason.clone()));
-    if let Some((state, reason)) = &state {
-        tracing::info!(agent = %args.name, state = ?state, reason = reason.as_deref().unwrap_or("-"), "run-one ends");
+    let agent = last.agents.iter().find(|agent| agent.name == args.name);
+    if let Some(agent) = agent {
+        tracing::info!(agent = %args.name, state = ?agent.state, reason = agent.reason.as_deref().unwrap_or("-"), "run-one ends");
     }
-    Ok(outcome.failure.is_some() || matches!(state, Some((AgentState::Failed, _))))
+    let failed =
+        outcome.failure.is_some() || agent.is_some_and(|agent| agent.state == AgentState::Failed);
+    Ok(exit_of(agent.and_then(|agent| agent.own_exit), failed))
 }
 
 /// Prints every error record on the bus as one JSON line on stdout, on its
@@ -415,5 +430,23 @@ async fn livez(State(health): State<Health>) -> (StatusCode, String) {
                 supervisor::format_duration(stalled_for)
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_is_the_agents_own_when_it_ended_by_itself() {
+        assert_eq!(exit_of(Some(Termination::Code(7)), true), Exit::Agent(7));
+        assert_eq!(exit_of(Some(Termination::Code(0)), false), Exit::Agent(0));
+        assert_eq!(
+            exit_of(Some(Termination::Signaled(9)), true),
+            Exit::Agent(137)
+        );
+        assert_eq!(exit_of(None, true), Exit::Problems);
+        assert_eq!(exit_of(None, false), Exit::Ok);
+        assert_eq!(Exit::Agent(137).code(), 137);
     }
 }

@@ -175,6 +175,7 @@ fn link_config(
         keys,
         peers,
         dependencies: Default::default(),
+        logs: None,
     }))
 }
 
@@ -261,6 +262,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
                 (spec.agent.name.clone(), dependencies)
             })
             .collect();
+        // Peers' `logs` read this host's agent log files.
+        let logs_dir = run_dir.clone();
+        link.logs = Some(std::sync::Arc::new(move |query| {
+            super::logs::serve(&logs_dir, query)
+        }));
     }
     if args.detach {
         return detach(&run_dir, &args);

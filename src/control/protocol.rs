@@ -67,6 +67,16 @@ pub enum Request {
         #[serde(default)]
         all_hosts: bool,
     },
+    /// Lines of another host's agent logs, read there and carried over the
+    /// peer link (`logs` of a remote agent, or merged across hosts).
+    /// Answers with `logs`; refused without a link or while `host` cannot
+    /// be reached.
+    PeerLogs {
+        /// The peer host whose logs to read.
+        host: String,
+        /// What to read there (its own agent names).
+        query: crate::link::logs::LogQuery,
+    },
 }
 
 /// One response line. `ok: false` comes with `error` (and, for a refused
@@ -95,6 +105,9 @@ pub struct Response {
     /// An applied `reload`: what it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadView>,
+    /// The answer to `peer_logs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<crate::link::logs::LogPage>,
 }
 
 impl Response {

@@ -215,6 +215,24 @@ async fn routed(
     let mut affected = Vec::new();
     let mut errors = Vec::new();
     if !here.is_empty() || away.is_empty() {
+        // The runs being restarted, for the peers (they ignore the notice
+        // for an agent whose newer run they already heard of).
+        let runs: Vec<u64> = match (verb, with_dependents, &context.link) {
+            (Verb::Restart, true, Some(_)) => match handle.status().await {
+                Some(status) => here
+                    .iter()
+                    .map(|name| {
+                        status
+                            .agents
+                            .iter()
+                            .find(|agent| agent.name == *name)
+                            .map_or(0, |agent| agent.run)
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
         let result = match verb {
             Verb::Start => handle.start(here.clone()).await,
             Verb::Stop => handle.stop(here.clone()).await,
@@ -227,7 +245,7 @@ async fn routed(
         if let (Verb::Restart, true, Some(link), true) =
             (verb, with_dependents, &context.link, errors.is_empty())
         {
-            link.restarted_with_dependents(here).await;
+            link.restarted_with_dependents(here, runs).await;
         }
     }
     if let Some(link) = &context.link {
@@ -322,6 +340,16 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
                 },
             }
         }
+        Request::PeerLogs { host, query } => match &context.link {
+            None => Response::error("this supervisor has no peer link"),
+            Some(link) => match link.logs(&host, query).await {
+                Ok(page) => Response {
+                    logs: Some(page),
+                    ..Response::ok()
+                },
+                Err(error) => Response::error(format!("logs of host `{host}`: {error}")),
+            },
+        },
         Request::Reload => match &context.reloader {
             None => Response::error("reload is not available"),
             Some(reloader) => match reload_once(reloader, handle, "control request").await {

@@ -47,7 +47,7 @@ const DEFAULT_BACKOFF: (Duration, Duration, f64) =
 #[derive(Debug, Clone)]
 pub struct Options {
     pub namespace: String,
-    /// The image of every agent without its own in `images`.
+    /// The image of every agent without its own in `images` or `image:`.
     pub image: Option<String>,
     /// Per agent (manifest name): its image.
     pub images: BTreeMap<String, String>,
@@ -267,14 +267,9 @@ pub fn export(manifest: &Manifest, options: &Options) -> Result<Export, ExportEr
             continue;
         }
         seen.insert(name.clone(), agent);
-        if options
-            .images
-            .get(&agent.name)
-            .or(options.image.as_ref())
-            .is_none()
-        {
+        if image_of(options, agent).is_none() {
             problems.push(format!(
-                "{}: agent `{}` has no image: pass `--image IMAGE` (every agent) or `--image {}=IMAGE`",
+                "{}: agent `{}` has no image: pass `--image IMAGE` (every agent) or `--image {}=IMAGE`, or write `image:` for it",
                 agent.location, agent.name, agent.name
             ));
         }
@@ -371,6 +366,16 @@ pub fn export(manifest: &Manifest, options: &Options) -> Result<Export, ExportEr
         objects,
         warnings: exporter.warnings,
     })
+}
+
+/// The image an agent runs in: `--image NAME=IMAGE`, else its `image:`,
+/// else `--image IMAGE`.
+fn image_of<'a>(options: &'a Options, agent: &'a Agent) -> Option<&'a String> {
+    options
+        .images
+        .get(&agent.name)
+        .or(agent.image.as_ref())
+        .or(options.image.as_ref())
 }
 
 fn warning(agent: &Agent, field: &str, message: &str) -> Warning {
@@ -886,11 +891,7 @@ impl<'a> Exporter<'a> {
         let agent = self.entries[index].agent;
         let name = self.entries[index].name.clone();
         let health_port = self.entries[index].health_port;
-        let image = self
-            .options
-            .images
-            .get(&agent.name)
-            .or(self.options.image.as_ref())
+        let image = image_of(self.options, agent)
             .cloned()
             .expect("checked in `export`");
         let readiness = &agent.readiness;

@@ -8,13 +8,15 @@
 //! so a partition loses nothing below the bound and a heal delivers no
 //! duplicate), the view of each peer ([`PeerView`]: link up or down, last
 //! seen, clock offset, its agents' states), and feeding remote readiness into
-//! the local supervisor ([`crate::supervisor::SupervisorHandle::report_remote`]).
+//! the local supervisor ([`crate::supervisor::SupervisorHandle::report_remote`]),
+//! and carrying `logs` reads between hosts (`logs`).
 //!
 //! Does not own: sockets, encryption or authentication
 //! (`crate::transport::peer`), keys on disk (`keys`), agent state (the
 //! supervisor; this module only reads its status and reports what peers say).
 
 pub mod keys;
+pub mod logs;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,10 +25,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::{AgentState, StatusSnapshot, SupervisorHandle};
+use crate::supervisor::{AgentState, RemoteRun, StatusSnapshot, SupervisorHandle};
 use crate::transport::messages::ErrorSource;
 use crate::transport::peer::{self, PeerAddress, PeerConfig, PeerEvent, PeerHandle, PeerKeys};
 use crate::transport::{ErrorBusHandle, ErrorRecord, ErrorSink};
+use logs::{LogPage, LogQuery, LogReader};
 
 /// Events kept per peer until it acknowledges them; past this the oldest
 /// are dropped (and counted in [`PeerView::dropped`]).
@@ -64,13 +67,17 @@ pub enum Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LinkEvent {
-    /// One of the sender's agents changed state.
+    /// One of the sender's agents changed state. `run` is its spawn
+    /// generation on the sender: the receiver ignores a report about an
+    /// older run than one it applied (`crate::supervisor::RemoteRun`).
     State {
         agent: String,
         state: String,
         ready: bool,
         pid: Option<u32>,
         reason: Option<String>,
+        #[serde(default)]
+        run: u64,
     },
     /// An operator command for the receiver's own agents (routed here
     /// because the receiver owns them); answered with [`LinkEvent::Reply`].
@@ -86,10 +93,24 @@ pub enum LinkEvent {
         result: Result<Vec<String>, String>,
     },
     /// The sender restarted these agents with their dependents: the
-    /// receiver restarts its own agents that depend on them.
-    RestartedWithDependents { agents: Vec<String> },
+    /// receiver marks them not ready (unless it already heard of a newer
+    /// run), then restarts its own agents that depend on them. `runs` are
+    /// the runs that were restarted, one per agent.
+    RestartedWithDependents {
+        agents: Vec<String>,
+        #[serde(default)]
+        runs: Vec<u64>,
+    },
     /// A record of the sender's error bus.
     Error { record: Box<ErrorRecord> },
+    /// `logs` of the receiver's agents; answered with
+    /// [`LinkEvent::LogsAnswered`].
+    LogsAsked { id: u64, query: LogQuery },
+    /// The lines a [`LinkEvent::LogsAsked`] asked for, or why not.
+    LogsAnswered {
+        id: u64,
+        result: Result<LogPage, String>,
+    },
 }
 
 /// What a routed command does.
@@ -113,12 +134,71 @@ pub struct LinkRequest {
     /// with their dependents ([`LinkEvent::RestartedWithDependents`]);
     /// answered at once.
     pub notify: bool,
+    /// With `notify`: the run of each of `agents` that was restarted.
+    pub runs: Vec<u64>,
     /// Answered with the peer's reply (or an error when it cannot be sent).
     pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
 }
 
+/// A `logs` read of a peer's agents, from the control socket.
+pub struct LogsRequest {
+    pub peer: String,
+    pub query: LogQuery,
+    /// Answered with the peer's page, or why there is none.
+    pub reply: tokio::sync::oneshot::Sender<Result<LogPage, String>>,
+}
+
+/// What the control socket asks of the link task.
+enum Asked {
+    Command(LinkRequest),
+    Logs(LogsRequest),
+}
+
+/// What the link tells its own supervisor about the peers' agents, in the
+/// order the peers said it ([`forward_reports`]).
+#[derive(Debug)]
+enum Report {
+    /// A peer's agent is (or is no longer) ready, in its run `run`.
+    Remote {
+        agent: String,
+        ready: bool,
+        run: RemoteRun,
+    },
+    /// Restart these agents of ours with their dependents (a peer restarted
+    /// agents they depend on).
+    RestartDependents { agents: Vec<String> },
+}
+
+/// Hands the link's reports to the supervisor one after the other, waiting
+/// for room in its queue (nothing is dropped; a restart of dependents is
+/// applied after the not-ready reports sent before it). Ends when the link
+/// drops its sender.
+async fn forward_reports(
+    supervisor: SupervisorHandle,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+) {
+    while let Some(report) = reports.recv().await {
+        match report {
+            Report::Remote { agent, ready, run } => {
+                supervisor.report_remote(agent, ready, run).await;
+            }
+            Report::RestartDependents { agents } => {
+                if let Err(error) = supervisor.restart(agents, true).await {
+                    tracing::warn!(%error, "restarting the dependents of a peer's agents");
+                }
+            }
+        }
+    }
+}
+
 /// A routed command's outcome, for the peer that sent it: `(peer, id, result)`.
 type Outcome = (String, u64, Result<Vec<String>, String>);
+
+/// A log read's answer, for the peer that asked: `(peer, id, result)`.
+type LogsOutcome = (String, u64, Result<LogPage, String>);
+
+/// How long a `logs` read waits for the other host's answer.
+pub const LOGS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a routed command waits for the owning host's answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,7 +251,7 @@ pub struct LinkSnapshot {
 }
 
 /// How to run the link.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkConfig {
     /// This host's name (as in `hosts:`).
     pub host: String,
@@ -182,6 +262,22 @@ pub struct LinkConfig {
     /// This host's agents and their dependencies (names as this host's
     /// supervisor knows them), to find the dependents of a peer's agent.
     pub dependencies: BTreeMap<String, Vec<String>>,
+    /// Reads this host's agent logs for peers' `logs`; `None` answers them
+    /// with an error.
+    pub logs: Option<LogReader>,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LinkConfig")
+            .field("host", &self.host)
+            .field("bind", &self.bind)
+            .field("peers", &self.peers)
+            .field("dependencies", &self.dependencies)
+            .field("logs", &self.logs.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Unix milliseconds now.
@@ -269,10 +365,19 @@ pub struct Link {
     dependencies: BTreeMap<String, Vec<String>>,
     /// Routed commands waiting for a peer's reply, by id.
     waiting: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<Vec<String>, String>>>,
+    /// Log reads waiting for a peer's page, by id (numbered with commands).
+    waiting_logs: BTreeMap<u64, tokio::sync::oneshot::Sender<Result<LogPage, String>>>,
+    /// Reads this host's logs for peers.
+    logs: Option<LogReader>,
+    /// Log reads peers asked for, not yet started: `(peer, id, query)`.
+    logs_asked: Vec<(String, u64, LogQuery)>,
     next_command: u64,
     sockets: PeerHandle,
-    /// What the local agents were last reported as: `(state, ready)`.
-    reported: BTreeMap<String, (String, bool)>,
+    /// What the local agents were last reported as: `(state, ready, run)`.
+    reported: BTreeMap<String, (String, bool, u64)>,
+    /// Reports for this host's supervisor, read by [`forward_reports`]
+    /// (which ends when this is dropped).
+    reports: mpsc::UnboundedSender<Report>,
     /// Their pids as last reported.
     pids: BTreeMap<String, Option<u32>>,
     /// Published after each change; read by `status`.
@@ -285,7 +390,7 @@ pub struct LinkHandle {
     /// Updated by the link task; closed when it ends.
     pub snapshot: watch::Receiver<LinkSnapshot>,
     /// Read by the link task; sends fail once it has ended.
-    requests: mpsc::Sender<LinkRequest>,
+    requests: mpsc::Sender<Asked>,
 }
 
 impl LinkHandle {
@@ -333,10 +438,11 @@ impl LinkHandle {
                 .collect(),
             with_dependents,
             notify: false,
+            runs: Vec::new(),
             reply,
         };
         self.requests
-            .send(request)
+            .send(Asked::Command(request))
             .await
             .map_err(|_| "the peer link has ended".to_string())?;
         match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
@@ -350,21 +456,46 @@ impl LinkHandle {
     }
 
     /// Tells every peer that these local agents were restarted with their
-    /// dependents, so they restart theirs.
-    pub async fn restarted_with_dependents(&self, agents: Vec<String>) {
+    /// dependents (`runs`: the run of each that was restarted), so they
+    /// restart theirs.
+    pub async fn restarted_with_dependents(&self, agents: Vec<String>, runs: Vec<u64>) {
         for peer in self.peers() {
             let (reply, _answer) = tokio::sync::oneshot::channel();
             let _ = self
                 .requests
-                .send(LinkRequest {
+                .send(Asked::Command(LinkRequest {
                     peer,
                     verb: Verb::Restart,
                     agents: agents.clone(),
                     with_dependents: true,
                     notify: true,
+                    runs: runs.clone(),
                     reply,
-                })
+                }))
                 .await;
+        }
+    }
+
+    /// Reads `peer`'s agent logs (at most [`LOGS_TIMEOUT`]); refused at
+    /// once while the peer is not reachable (a read is not worth keeping
+    /// for after a partition).
+    pub async fn logs(&self, peer: &str, query: LogQuery) -> Result<LogPage, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Asked::Logs(LogsRequest {
+                peer: peer.to_string(),
+                query,
+                reply,
+            }))
+            .await
+            .map_err(|_| "the peer link has ended".to_string())?;
+        match tokio::time::timeout(LOGS_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the peer link has ended".into()),
+            Err(_) => Err(format!(
+                "host `{peer}` did not answer within {}s",
+                LOGS_TIMEOUT.as_secs()
+            )),
         }
     }
 }
@@ -433,6 +564,8 @@ impl Link {
             })
             .collect();
         let (requests, request_receiver) = mpsc::channel(64);
+        let (reports, report_receiver) = mpsc::unbounded_channel();
+        tokio::spawn(forward_reports(supervisor.clone(), report_receiver));
         let (snapshot, snapshot_receiver) = watch::channel(LinkSnapshot {
             host: config.host.clone(),
             bound: sockets.bound.clone(),
@@ -445,9 +578,13 @@ impl Link {
             peers,
             dependencies: config.dependencies,
             waiting: BTreeMap::new(),
+            waiting_logs: BTreeMap::new(),
+            logs: config.logs,
+            logs_asked: Vec::new(),
             next_command: 1,
             sockets,
             reported: BTreeMap::new(),
+            reports,
             pids: BTreeMap::new(),
             snapshot,
         };
@@ -500,7 +637,7 @@ impl Link {
         mut self,
         supervisor: SupervisorHandle,
         mut events: mpsc::UnboundedReceiver<PeerEvent>,
-        mut requests: mpsc::Receiver<LinkRequest>,
+        mut requests: mpsc::Receiver<Asked>,
         mut errors: mpsc::UnboundedReceiver<ErrorRecord>,
         sink: Option<ErrorSink>,
         cancel: CancellationToken,
@@ -510,6 +647,8 @@ impl Link {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Outcomes of commands that peers routed here: (peer, id, result).
         let (done, mut outcomes) = mpsc::unbounded_channel();
+        // Log pages read here for peers: (peer, id, result).
+        let (logs_done, mut logs_outcomes) = mpsc::unbounded_channel::<LogsOutcome>();
         let current = status.borrow_and_update().clone();
         self.on_status(&current);
         loop {
@@ -525,16 +664,23 @@ impl Link {
                 event = events.recv() => match event {
                     Some(PeerEvent::Received { peer, payload }) => {
                         self.on_message(&peer, &payload, &supervisor, &done, sink.as_ref());
+                        self.serve_logs(&logs_done);
                     }
                     Some(PeerEvent::Refused { .. }) => {}
                     None => break,
                 },
-                Some(request) = requests.recv() => self.on_request(request),
+                Some(request) = requests.recv() => match request {
+                    Asked::Command(request) => self.on_request(request),
+                    Asked::Logs(request) => self.on_logs_request(request),
+                },
                 Some(record) = errors.recv() => {
                     self.queue(LinkEvent::Error { record: Box::new(record) });
                 }
                 Some((peer, id, result)) = outcomes.recv() => {
                     self.queue_to(&peer, LinkEvent::Reply { id, result });
+                }
+                Some((peer, id, result)) = logs_outcomes.recv() => {
+                    self.queue_to(&peer, LinkEvent::LogsAnswered { id, result });
                 }
                 _ = beat.tick() => self.on_beat(),
             }
@@ -559,6 +705,7 @@ impl Link {
                 &request.peer,
                 LinkEvent::RestartedWithDependents {
                     agents: request.agents,
+                    runs: request.runs,
                 },
             );
             let _ = request.reply.send(Ok(Vec::new()));
@@ -578,12 +725,65 @@ impl Link {
         );
     }
 
+    /// A `logs` read for a peer's agents: sent now, or refused while the
+    /// peer cannot be reached.
+    fn on_logs_request(&mut self, request: LogsRequest) {
+        let Some(peer) = self.peers.get(&request.peer) else {
+            let _ = request
+                .reply
+                .send(Err(format!("no peer host `{}`", request.peer)));
+            return;
+        };
+        if peer.view.link != LinkState::Up {
+            let state = match peer.view.link {
+                LinkState::Waiting => "not connected yet",
+                _ => "unreachable",
+            };
+            let _ = request
+                .reply
+                .send(Err(format!("host `{}` is {state}", request.peer)));
+            return;
+        }
+        let id = self.next_command;
+        self.next_command += 1;
+        self.waiting_logs.insert(id, request.reply);
+        self.queue_to(
+            &request.peer,
+            LinkEvent::LogsAsked {
+                id,
+                query: request.query,
+            },
+        );
+    }
+
+    /// Reads the logs peers asked for, each on a blocking thread; the pages
+    /// come back through `done`.
+    fn serve_logs(&mut self, done: &mpsc::UnboundedSender<LogsOutcome>) {
+        for (peer, id, query) in std::mem::take(&mut self.logs_asked) {
+            let done = done.clone();
+            match self.logs.clone() {
+                Some(reader) => {
+                    tokio::task::spawn_blocking(move || {
+                        let _ = done.send((peer, id, reader(&query)));
+                    });
+                }
+                None => {
+                    let _ = done.send((
+                        peer,
+                        id,
+                        Err(format!("host `{}` serves no logs", self.host)),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Queues a state event for every local agent whose state changed.
     fn on_status(&mut self, status: &StatusSnapshot) {
         for agent in status.agents.iter().filter(|agent| !agent.remote) {
             let ready = agent.state == AgentState::Ready;
             let state = agent.state.to_string();
-            let now = (state.clone(), ready);
+            let now = (state.clone(), ready, agent.run);
             if self.reported.get(&agent.name) == Some(&now)
                 && self.pids.get(&agent.name) == Some(&agent.pid)
             {
@@ -597,6 +797,7 @@ impl Link {
                 ready,
                 pid: agent.pid,
                 reason: agent.reason.clone(),
+                run: agent.run,
             });
         }
     }
@@ -736,9 +937,19 @@ impl Link {
                         ready,
                         pid,
                         reason,
+                        run,
                     } => {
-                        supervisor.report_remote(format!("{from}/{agent}"), ready);
-                        supervisor.report_remote(agent.clone(), ready);
+                        let run = RemoteRun {
+                            epoch: peer.their_epoch,
+                            run,
+                        };
+                        for name in [format!("{from}/{agent}"), agent.clone()] {
+                            let _ = self.reports.send(Report::Remote {
+                                agent: name,
+                                ready,
+                                run,
+                            });
+                        }
                         peer.view.agents.insert(
                             agent,
                             RemoteAgent {
@@ -761,6 +972,14 @@ impl Link {
                     }
                     LinkEvent::Reply { id, result } => {
                         if let Some(reply) = self.waiting.remove(&id) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    LinkEvent::LogsAsked { id, query } => {
+                        self.logs_asked.push((from.to_string(), id, query));
+                    }
+                    LinkEvent::LogsAnswered { id, result } => {
+                        if let Some(reply) = self.waiting_logs.remove(&id) {
                             let _ = reply.send(result);
                         }
                     }
@@ -791,7 +1010,23 @@ impl Link {
                                 done.send((from, id, result.map_err(|error| error.to_string())));
                         });
                     }
-                    LinkEvent::RestartedWithDependents { agents } => {
+                    LinkEvent::RestartedWithDependents { agents, runs } => {
+                        // Not ready any more, before any dependent restarts
+                        // (the sender's state change may come after this
+                        // notice; a newer run already reported stays).
+                        for (agent, run) in agents.iter().zip(&runs) {
+                            let run = RemoteRun {
+                                epoch: peer.their_epoch,
+                                run: *run,
+                            };
+                            for name in [format!("{from}/{agent}"), agent.clone()] {
+                                let _ = self.reports.send(Report::Remote {
+                                    agent: name,
+                                    ready: false,
+                                    run,
+                                });
+                            }
+                        }
                         let theirs: Vec<String> = agents
                             .iter()
                             .flat_map(|agent| [agent.clone(), format!("{from}/{agent}")])
@@ -808,12 +1043,9 @@ impl Link {
                             .collect();
                         if !ours.is_empty() {
                             tracing::info!(peer = %from, ?agents, dependents = ?ours, "restarting the dependents of a peer's restarted agents");
-                            let supervisor = supervisor.clone();
-                            tokio::spawn(async move {
-                                if let Err(error) = supervisor.restart(ours, true).await {
-                                    tracing::warn!(%error, "restarting the dependents of a peer's agents");
-                                }
-                            });
+                            let _ = self
+                                .reports
+                                .send(Report::RestartDependents { agents: ours });
                         }
                     }
                 }
@@ -826,12 +1058,13 @@ impl Link {
         let states: Vec<LinkEvent> = self
             .reported
             .iter()
-            .map(|(agent, (state, ready))| LinkEvent::State {
+            .map(|(agent, (state, ready, run))| LinkEvent::State {
                 agent: agent.clone(),
                 state: state.clone(),
                 ready: *ready,
                 pid: self.pids.get(agent).copied().flatten(),
                 reason: None,
+                run: *run,
             })
             .collect();
         for event in states {
@@ -875,6 +1108,7 @@ mod tests {
     fn error(n: u64) -> LinkEvent {
         LinkEvent::RestartedWithDependents {
             agents: vec![n.to_string()],
+            runs: vec![n],
         }
     }
 
@@ -912,6 +1146,7 @@ mod tests {
             ready: true,
             pid: None,
             reason: None,
+            run: 1,
         });
         outbox.push(error(3));
         outbox.acknowledge(1);
@@ -934,6 +1169,7 @@ mod tests {
                 ready: true,
                 pid: Some(42),
                 reason: None,
+                run: 3,
             },
         };
         let text = serde_json::to_string(&message).expect("serialize");

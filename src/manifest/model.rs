@@ -168,6 +168,9 @@ pub struct Agent {
     pub command: Vec<String>,
     /// Run `command[0]` through `sh -c` (only when the manifest says `shell: true`).
     pub shell: bool,
+    /// `image:`, the container image of `export kubernetes`; `None` when
+    /// not written.
+    pub image: Option<String>,
     /// Working directory: `cwd:` joined to the manifest's directory, for a
     /// legacy script the directory it was found from, else the manifest's
     /// directory.

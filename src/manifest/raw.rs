@@ -150,6 +150,10 @@ pub struct RawAgent {
     pub command: Option<RawCommand>,
     /// Run `command` (a string) with `sh -c`.
     pub shell: Option<bool>,
+    /// The container image `supervisor export kubernetes` runs this agent
+    /// in (e.g. `registry.example/agents:1`); `up` ignores it. Wins over
+    /// `--image IMAGE`; `--image NAME=IMAGE` wins over it.
+    pub image: Option<String>,
     /// A script run with `interpreter` (default `python3`), relative to `cwd`.
     pub script_path: Option<String>,
     /// Program that runs `script_path` (default: `defaults.interpreter`,

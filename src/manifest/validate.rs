@@ -1228,6 +1228,17 @@ fn build_agent(
         signal,
         grace: duration(stop_raw.grace, Duration::from_secs(10)),
     };
+    let image = raw.image.as_deref().map(str::trim).and_then(|image| {
+        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            invalid(
+                "image",
+                format!("`{image}` is not an image reference (e.g. registry.example/agents:1)"),
+            );
+            None
+        } else {
+            Some(image.to_string())
+        }
+    });
     let limits = raw.limits.or(defaults.limits.clone()).map(|raw| {
         if raw
             .cpu_percent
@@ -1254,6 +1265,7 @@ fn build_agent(
         address,
         command,
         shell,
+        image,
         cwd: Some(cwd),
         env,
         port,

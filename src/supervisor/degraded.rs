@@ -154,6 +154,8 @@ mod tests {
             remote: false,
             required: true,
             pid: None,
+            run: 0,
+            own_exit: None,
             restarts: 0,
             ready_at: None,
             time_to_ready: None,

@@ -80,10 +80,12 @@ pub enum Event {
         force: bool,
     },
     /// The supervisor of another host reported over the peer link whether
-    /// one of its agents (awaited here, `remote`) is ready (`crate::link`).
+    /// one of its agents (awaited here, `remote`) is ready (`crate::link`),
+    /// and of which run of it.
     RemoteReported {
         agent: AgentId,
         ready: bool,
+        run: RemoteRun,
     },
     /// An operator asked to start these agents (and, implicitly, the
     /// dependencies they need).
@@ -207,7 +209,11 @@ pub enum Command {
     Shutdown { force: bool },
     /// An agent of another host changed readiness (from the peer link):
     /// ignored unless `agent` is awaited here.
-    RemoteState { agent: String, ready: bool },
+    RemoteState {
+        agent: String,
+        ready: bool,
+        run: RemoteRun,
+    },
     /// Reply with the current status.
     Status {
         reply: oneshot::Sender<StatusSnapshot>,
@@ -270,6 +276,18 @@ pub struct Outcome {
     pub failure: Option<Failure>,
 }
 
+/// Which run of another host's agent a report is about, as the host that
+/// owns it counts: that supervisor's epoch (a new, larger one after it
+/// restarts), then the agent's spawn generation there
+/// ([`AgentStatus::run`]). Ordered: a report about an older run than one
+/// already applied is stale (it was overtaken, e.g. a restart notice
+/// arriving after the new run's readiness) and is ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RemoteRun {
+    pub epoch: u64,
+    pub run: u64,
+}
+
 /// One agent in a [`StatusSnapshot`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
@@ -281,6 +299,12 @@ pub struct AgentStatus {
     pub remote: bool,
     pub required: bool,
     pub pid: Option<u32>,
+    /// Spawn generation of its current (or last) process, from 1; 0 before
+    /// the first start (told to peers so they order reports by run).
+    pub run: u64,
+    /// How its last run ended when it ended on its own (no stop asked);
+    /// `None` while it runs or after a stop (`run-one` exits with it).
+    pub own_exit: Option<Termination>,
     pub restarts: u32,
     /// From the supervisor's start to the agent's first readiness.
     pub ready_at: Option<Duration>,

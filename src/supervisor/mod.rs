@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use event::{
-    AgentStatus, Command, CommandError, Event, Failure, Outcome, Reload, ReloadSummary,
+    AgentStatus, Command, CommandError, Event, Failure, Outcome, Reload, ReloadSummary, RemoteRun,
     StatusSnapshot,
 };
 pub use lifecycle::{AgentSpec, format_duration};
@@ -115,11 +115,14 @@ impl SupervisorHandle {
     }
 
     /// Tells the supervisor that an agent of another host is (or is no
-    /// longer) ready, as its own supervisor reported over the peer link.
-    pub fn report_remote(&self, agent: String, ready: bool) {
+    /// longer) ready, as its own supervisor reported over the peer link
+    /// about its run `run`. Waits for room in the queue: a report is never
+    /// dropped, and reports keep their order.
+    pub async fn report_remote(&self, agent: String, ready: bool, run: RemoteRun) {
         let _ = self
             .commands
-            .try_send(Command::RemoteState { agent, ready });
+            .send(Command::RemoteState { agent, ready, run })
+            .await;
     }
 
     /// Follows every status change.
@@ -406,10 +409,10 @@ impl<S: Spawner> Supervisor<S> {
                 let _ = reply.send(self.lifecycle.snapshot());
                 None
             }
-            Command::RemoteState { agent, ready } => self
+            Command::RemoteState { agent, ready, run } => self
                 .lifecycle
                 .id(&agent)
-                .map(|agent| (Event::RemoteReported { agent, ready }, None)),
+                .map(|agent| (Event::RemoteReported { agent, ready, run }, None)),
             Command::Start { agents, reply } => match self.ids(&agents) {
                 Ok(agents) => {
                     let affected = self.names(&self.lifecycle.start_targets(&agents));

@@ -760,8 +760,9 @@ fn run_one_prints_reported_errors_as_json_and_ends_with_the_agent() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    // A required agent that failed: exit 1, nothing restarted.
-    assert_eq!(status.code(), Some(1));
+    // The agent's own exit code passed through (docs/kubernetes.md),
+    // nothing restarted.
+    assert_eq!(status.code(), Some(4));
     let text = std::fs::read_to_string(&stdout).expect("stdout");
     let errors: Vec<Value> = text
         .lines()
@@ -858,4 +859,243 @@ fn wait_for_times_out_naming_the_target() {
         "{}",
         output.stderr
     );
+}
+
+/// Issue 20: an agent's `image:` is its image; `--image NAME=IMAGE` wins
+/// over it and it wins over `--image IMAGE`. A bad value is a located error.
+#[test]
+fn the_image_field_comes_before_the_default_image() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "version: 1\nagents:\n  own:\n    command: [\"sleep\", \"60\"]\n    image: example/own:1\n  plain:\n    command: [\"sleep\", \"60\"]\n  pinned:\n    command: [\"sleep\", \"60\"]\n    image: example/pinned:1\n",
+    )
+    .expect("write");
+    let path = manifest.to_str().expect("utf-8");
+    // Without `--image`, only the agent without `image:` is a problem.
+    let output = cli(
+        &["export", "kubernetes", "--config", path],
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.code, Some(1), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains(&format!("{path}:6: agent `plain` has no image")),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("`own` has no image")
+            && !output.stderr.contains("`pinned` has no image"),
+        "{}",
+        output.stderr
+    );
+
+    let out = dir.path().join("out");
+    let output = cli(
+        &[
+            "export",
+            "kubernetes",
+            "--config",
+            path,
+            "--image",
+            "pinned=override/pinned:9",
+            "--image",
+            "default/all:3",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.code, Some(0), "{}", output.stderr);
+    for (agent, image) in [
+        ("own", "example/own:1"),
+        ("plain", "default/all:3"),
+        ("pinned", "override/pinned:9"),
+    ] {
+        let deployment = std::fs::read_to_string(out.join(format!("deployment-{agent}.yaml")))
+            .expect("deployment file");
+        let images: Vec<&str> = deployment
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("image: "))
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|found| *found == image),
+            "{agent} should run {image}: {images:?}\n{deployment}"
+        );
+    }
+
+    std::fs::write(
+        &manifest,
+        "version: 1\nagents:\n  own:\n    command: [\"sleep\", \"60\"]\n    image: \"example/own 1\"\n",
+    )
+    .expect("write");
+    let output = cli(&["check", "--config", path], Duration::from_secs(30));
+    assert_eq!(output.code, Some(2), "{} {}", output.stdout, output.stderr);
+    let text = format!("{}{}", output.stdout, output.stderr);
+    assert!(
+        text.contains(&format!("{path}:5"))
+            && text.contains("image")
+            && text.contains("example/own 1"),
+        "{text}"
+    );
+}
+
+/// `run-one NAME` with `manifest` until it ends (bounded); `signal` is sent
+/// to run-one once its agent runs. Gives run-one's exit code.
+fn run_one_exit(manifest: &str, signal: Option<nix::sys::signal::Signal>) -> Option<i32> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut running, _) = run_one(dir.path(), manifest, port());
+    let started = Instant::now();
+    let mut signalled = signal.is_none();
+    loop {
+        if let Some(status) = running.0.try_wait().expect("try_wait") {
+            let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+            eprintln!("run-one stderr:\n{stderr}");
+            return status.code();
+        }
+        if !signalled
+            && std::fs::read_to_string(dir.path().join("stderr.txt"))
+                .unwrap_or_default()
+                .contains("starting")
+        {
+            std::thread::sleep(Duration::from_millis(500));
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(running.0.id() as i32),
+                signal.expect("a signal"),
+            )
+            .expect("signal run-one");
+            signalled = true;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "run-one did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 20: `run-one` exits with the agent's own exit status (its code,
+/// 128 + the signal that killed it), 1 when the agent could not run, 0
+/// after kubelet's SIGTERM stopped it.
+#[test]
+fn run_one_passes_the_agents_exit_status_through() {
+    let agent = |command: &str| format!("version: 1\nagents:\n  faulty:\n    command: {command}\n");
+    assert_eq!(
+        run_one_exit(&agent(r#"["sh", "-c", "sleep 0.5; exit 7"]"#), None),
+        Some(7),
+        "its own exit code"
+    );
+    assert_eq!(
+        run_one_exit(&agent(r#"["sh", "-c", "sleep 0.5; exit 0"]"#), None),
+        Some(0),
+        "a clean exit of its own"
+    );
+    assert_eq!(
+        run_one_exit(
+            &agent(r#"["sh", "-c", "sleep 0.5; kill -KILL $$$$"]"#),
+            None
+        ),
+        Some(128 + 9),
+        "killed by SIGKILL"
+    );
+    assert_eq!(
+        run_one_exit(&agent(r#"["/nonexistent/agent"]"#), None),
+        Some(1),
+        "an agent that cannot start"
+    );
+    assert_eq!(
+        run_one_exit(
+            &agent(r#"["sleep", "60"]"#),
+            Some(nix::sys::signal::Signal::SIGTERM)
+        ),
+        Some(0),
+        "stopped by SIGTERM (kubelet)"
+    );
+}
+
+/// Issue 20: `wait-for zmq://HOST:PORT` against a real legacy ZMQ health
+/// responder (tests/fixtures/legacy_agent.py, the BaseAgent imitation): it
+/// keeps waiting while nothing answers and while the agent answers
+/// "initialising" (`ready: false`), and returns once the reply says ready.
+#[test]
+fn wait_for_zmq_returns_once_the_legacy_health_reply_says_ready() {
+    let test = "wait_for_zmq_returns_once_the_legacy_health_reply_says_ready";
+    let pyzmq = Command::new("python3")
+        .args(["-c", "import zmq"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !pyzmq {
+        corpus::skip(test, "python3 with pyzmq is missing (pip install pyzmq)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let record = dir.path().join("record");
+    let (agent_port, health) = (port(), port());
+    let address = format!("zmq://127.0.0.1:{health}");
+    let child = Command::new(SUPERVISOR)
+        .args(["wait-for", &address, "--timeout", "60", "--interval", "0.2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wait-for");
+    let mut waiting = Running(child);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        waiting.0.try_wait().expect("try_wait").is_none(),
+        "wait-for returned before anything answered"
+    );
+    let agent = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy_agent.py"))
+        .args(["--host", "127.0.0.1", "--port", &agent_port.to_string()])
+        .env("AGENT_NAME", "Legacy")
+        .env("HEALTH_CHECK_PORT", health.to_string())
+        .env("LEGACY_AGENT_INIT_SECONDS", "2")
+        .env("FAKE_AGENT_RECORD", &record)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the legacy agent");
+    let _agent = Running(agent);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = waiting.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "wait-for did not see the legacy agent become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let returned = common::now_nanos();
+    assert_eq!(status.code(), Some(0));
+    let recorded = std::fs::read_to_string(&record).expect("record");
+    let at = |kind: &str| -> u128 {
+        recorded
+            .lines()
+            .find(|line| line.starts_with(&format!("{kind} Legacy ")))
+            .and_then(|line| line.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{kind}` record:\n{recorded}"))
+    };
+    assert!(
+        at("ready") <= returned,
+        "wait-for returned while the agent was still initialising:\n{recorded}"
+    );
+    let mut stderr = String::new();
+    waiting
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert!(
+        stderr.contains(&format!("waiting for {address}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("ready: {address}")), "{stderr}");
 }

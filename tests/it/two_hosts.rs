@@ -700,3 +700,305 @@ fn issue_19_pc2_alone_awaits_a_declared_mainpc_agent_by_probing() {
     assert_eq!(tts["host"], "mainpc", "{status}");
     assert_eq!(tts["remote"], true, "{status}");
 }
+
+/// A `supervisor` command left running (`logs -f`, `errors -f`), its
+/// stdout collected by a thread; killed (by its pid) when dropped.
+struct Follower {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Follower {
+    fn start(args: &[&str]) -> Follower {
+        let mut child = Command::new(SUPERVISOR)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start supervisor CLI");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut output = collected.lock().expect("output lock");
+                output.push_str(&line);
+                output.push('\n');
+            }
+        });
+        Follower { child, output }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    /// Waits until `count` of its lines satisfy `line`.
+    fn wait_lines(&self, what: &str, count: usize, line: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.output().lines().filter(|text| line(text)).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count} line(s) of {what}; output so far:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of one agent's log file on `host`.
+fn log_file(system: &System, host: &str, agent: &str) -> Vec<String> {
+    std::fs::read_to_string(Path::new(&system.run_dir(host)).join(format!("logs/{agent}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn issue_19_logs_and_errors_of_both_hosts_from_either_side() {
+    let test = "issue_19_logs_and_errors_of_both_hosts_from_either_side";
+    let Some(net) = Net::create(test, 5) else {
+        return;
+    };
+    let burst = 3;
+    let system = system(burst, None);
+    let _mainpc = system.up(&net, "mainpc", "mainpc.key");
+    let _pc2 = system.up(&net, "pc2", "pc2.key");
+    for host in ["mainpc", "pc2"] {
+        system.wait_status(
+            host,
+            "Relay ready and the link up",
+            Duration::from_secs(30),
+            |status| state(status, "Relay", "pc2") == "ready" && peer_link(status) == "up",
+        );
+    }
+    let (main_run, pc2_run) = (system.run_dir("mainpc"), system.run_dir("pc2"));
+    wait_until(
+        "Tts's ready line in mainpc's log",
+        Duration::from_secs(30),
+        || {
+            log_file(&system, "mainpc", "Tts")
+                .iter()
+                .any(|line| line.contains("ready"))
+        },
+    );
+    wait_until(
+        "the first burst in pc2's journal",
+        Duration::from_secs(30),
+        || journal_count(&pc2_run, "mainpc/Burst") >= burst as usize,
+    );
+
+    // One agent of the other host, read through the link: its file's lines.
+    let output = cli(
+        &["logs", "Tts", "--run-dir", &pc2_run],
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.code, Some(0), "logs Tts on pc2: {}", output.stderr);
+    assert_eq!(
+        output.stdout.lines().collect::<Vec<_>>(),
+        log_file(&system, "mainpc", "Tts"),
+        "pc2's `logs Tts` is mainpc's Tts.log"
+    );
+    // Both hosts have a MemoryHub: the plain name is this host's copy,
+    // `HOST/NAME` the other's.
+    for (name, host) in [("mainpc/MemoryHub", "mainpc"), ("MemoryHub", "pc2")] {
+        let output = cli(
+            &["logs", name, "--run-dir", &pc2_run],
+            Duration::from_secs(30),
+        );
+        assert_eq!(output.code, Some(0), "logs {name}: {}", output.stderr);
+        assert_eq!(
+            output.stdout.lines().collect::<Vec<_>>(),
+            log_file(&system, host, "MemoryHub"),
+            "pc2's `logs {name}` is {host}'s MemoryHub.log"
+        );
+    }
+    let output = cli(
+        &["logs", "mainpc/Nobody", "--run-dir", &pc2_run],
+        Duration::from_secs(30),
+    );
+    assert_ne!(output.code, Some(0), "an unknown remote agent is an error");
+    assert!(output.stderr.contains("Nobody"), "{}", output.stderr);
+
+    // Merged from each side: every line prefixed with HOST/AGENT, in time
+    // order, every agent of both hosts, each file's lines complete.
+    for run in [&pc2_run, &main_run] {
+        let output = cli(
+            &["logs", "-n", "1000", "--run-dir", run],
+            Duration::from_secs(30),
+        );
+        assert_eq!(output.code, Some(0), "merged logs: {}", output.stderr);
+        let mut by_agent: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut last_time = String::new();
+        for line in output.stdout.lines() {
+            let (prefix, text) = line
+                .split_once(" | ")
+                .unwrap_or_else(|| panic!("no `HOST/AGENT | ` prefix: {line:?}"));
+            let time = text.split(' ').next().unwrap_or_default();
+            if time.starts_with("20") {
+                assert!(
+                    time >= last_time.as_str(),
+                    "out of time order at {line:?}:\n{}",
+                    output.stdout
+                );
+                last_time = time.to_string();
+            }
+            by_agent
+                .entry(prefix.trim().to_string())
+                .or_default()
+                .push(text.to_string());
+        }
+        for (host, agent) in [
+            ("mainpc", "Tts"),
+            ("mainpc", "MemoryHub"),
+            ("pc2", "MemoryHub"),
+            ("pc2", "Relay"),
+        ] {
+            assert_eq!(
+                by_agent
+                    .get(&format!("{host}/{agent}"))
+                    .cloned()
+                    .unwrap_or_default(),
+                log_file(&system, host, agent),
+                "{host}/{agent} in the merged logs read on {run}:\n{}",
+                output.stdout
+            );
+        }
+    }
+
+    // Following: a restart of MainPC's Tts shows up on PC2, in the merged
+    // stream and in Tts's own; MainPC's errors in PC2's `errors -f`.
+    let merged = Follower::start(&["logs", "-f", "--run-dir", &pc2_run]);
+    let single = Follower::start(&["logs", "Tts", "-f", "--run-dir", &pc2_run]);
+    let errors = Follower::start(&["errors", "-f", "--run-dir", &pc2_run]);
+    let ready_of_tts = |line: &str| line.starts_with("mainpc/Tts ") && line.ends_with(" ready");
+    merged.wait_lines("Tts's first ready, merged", 1, ready_of_tts);
+    single.wait_lines("Tts's first ready", 1, |line| line.ends_with(" ready"));
+    errors.wait_lines("the first burst", burst as usize, |line| {
+        line.contains("mainpc/Burst")
+    });
+    for agent in ["Tts", "Burst"] {
+        let output = cli(
+            &["restart", agent, "--run-dir", &main_run],
+            Duration::from_secs(60),
+        );
+        assert_eq!(output.code, Some(0), "restart {agent}: {}", output.stderr);
+    }
+    merged.wait_lines("Tts's second ready, merged", 2, ready_of_tts);
+    single.wait_lines("Tts's second ready", 2, |line| line.ends_with(" ready"));
+    errors.wait_lines("the second burst", 2 * burst as usize, |line| {
+        line.contains("mainpc/Burst")
+    });
+    assert!(
+        merged
+            .output()
+            .lines()
+            .all(|line| line.starts_with("mainpc/") || line.starts_with("pc2/")),
+        "{}",
+        merged.output()
+    );
+}
+
+/// Discovery across hosts: an SDK agent on PC2 resolving MainPC's `Echo`
+/// gets MainPC's address (never loopback) and calls it over the veth; while
+/// the link is down, RESOLVE still answers the manifest's address (the
+/// fallback), with the state last reported.
+#[test]
+fn issue_19_resolve_gives_the_other_hosts_address_with_the_link_up_and_down() {
+    let test = "issue_19_resolve_gives_the_other_hosts_address_with_the_link_up_and_down";
+    let Some(net) = Net::create(test, 6) else {
+        return;
+    };
+    let system = system(0, None);
+    let binary = |name: &str| {
+        Path::new(SUPERVISOR)
+            .with_file_name(name)
+            .display()
+            .to_string()
+    };
+    let append = |file: &str, text: String| {
+        let path = system.path(file);
+        let mut manifest = std::fs::read_to_string(&path).expect("read manifest");
+        manifest.push_str(&text);
+        std::fs::write(&path, manifest).expect("write manifest");
+    };
+    append(
+        "main.yaml",
+        format!(
+            "  Echo:\n    command: [{:?}, --bind, \"tcp://{MAINPC}:7104\"]\n    port: 7104\n    readiness: sdk\n",
+            binary("agent-echo-service")
+        ),
+    );
+    append(
+        "pc2.yaml",
+        format!(
+            "  Caller:\n    command: [{:?}, --service, Echo, --interval, \"300\"]\n    readiness: sdk\n    dependencies: [Echo]\n",
+            binary("agent-echo-client")
+        ),
+    );
+    let _mainpc = system.up(&net, "mainpc", "mainpc.key");
+    let _pc2 = system.up(&net, "pc2", "pc2.key");
+    system.wait_status(
+        "pc2",
+        "Caller ready and the link up",
+        Duration::from_secs(30),
+        |status| state(status, "Caller", "pc2") == "ready" && peer_link(status) == "up",
+    );
+    let expected = format!("echo-client: Echo at tcp://{MAINPC}:7104");
+    let caller_log = || log_file(&system, "pc2", "Caller");
+    wait_until(
+        "Caller resolving Echo and getting an answer across the veth",
+        Duration::from_secs(30),
+        || {
+            let log = caller_log();
+            log.iter().any(|line| line.ends_with(&expected))
+                && log.iter().any(|line| line.contains("echo:ping"))
+        },
+    );
+
+    net.link(false);
+    system.wait_status(
+        "pc2",
+        "mainpc unreachable",
+        Duration::from_secs(20),
+        |status| peer_link(status) == "unreachable",
+    );
+    let output = cli(
+        &["restart", "Caller", "--run-dir", &system.run_dir("pc2")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.code, Some(0), "restart Caller: {}", output.stderr);
+    wait_until(
+        "the new Caller resolving Echo while the link is down",
+        Duration::from_secs(30),
+        || {
+            caller_log()
+                .iter()
+                .filter(|line| line.ends_with(&expected))
+                .count()
+                >= 2
+        },
+    );
+    let log = caller_log();
+    assert!(
+        !log.iter().any(|line| line.contains("127.0.0.1")),
+        "Caller was given a loopback address:\n{}",
+        log.join("\n")
+    );
+    net.link(true);
+}

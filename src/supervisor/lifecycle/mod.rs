@@ -55,15 +55,16 @@ mod properties;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::event::{Action, AgentId, AgentStatus, Event, Failure, StatusSnapshot};
+use super::event::{Action, AgentId, AgentStatus, Event, Failure, RemoteRun, StatusSnapshot};
 use super::restart::{Jitter, RestartTracker};
 use super::state::{AgentState, allowed};
 use crate::manifest::{Agent, Strategy};
+use crate::process::Termination;
 use phase::{Phase, Process, StopIntent};
 
 /// One agent as the supervisor runs it.
@@ -99,6 +100,9 @@ struct Record {
     time_to_ready: Option<Duration>,
     restarts: RestartTracker,
     reason: Option<String>,
+    /// How its last run ended when it ended on its own (no stop was asked
+    /// of it); `None` while it runs or when its last run was stopped.
+    own_exit: Option<Termination>,
     /// Stopped by an operator: stays stopped until started again, and a run
     /// with held agents does not end on its own.
     held: bool,
@@ -130,6 +134,7 @@ impl Record {
             time_to_ready: None,
             restarts: RestartTracker::default(),
             reason: None,
+            own_exit: None,
             held: false,
             held_for_dependency: false,
             retired: false,
@@ -189,6 +194,9 @@ pub struct Lifecycle {
     /// `up --keep-going`: a required agent that fails is reported, and the
     /// others keep running.
     keep_going: bool,
+    /// Remote agents: the newest run their owning host reported about;
+    /// reports about older runs are stale.
+    remote_runs: HashMap<AgentId, RemoteRun>,
 }
 
 impl Lifecycle {
@@ -218,6 +226,7 @@ impl Lifecycle {
             fabric: false,
             last_now: now,
             keep_going: false,
+            remote_runs: HashMap::new(),
         };
         lifecycle.relink();
         lifecycle
@@ -417,9 +426,9 @@ impl Lifecycle {
                 severity,
                 message,
             } => self.on_error_reported(agent, run, severity, &message, now, &mut actions),
-            Event::RemoteReported { agent, ready } => {
+            Event::RemoteReported { agent, ready, run } => {
                 if self.mode == Mode::Running {
-                    self.on_remote_report(agent, ready, now, &mut actions);
+                    self.on_remote_report(agent, ready, run, now, &mut actions);
                 }
             }
             // Refused by the run loop before they get here.
@@ -470,6 +479,8 @@ impl Lifecycle {
             remote: record.spec.remote,
             required: record.spec.agent.required,
             pid,
+            run: record.run,
+            own_exit: record.own_exit,
             restarts: record.restarts.total,
             ready_at: record.first_ready.map(|at| at.duration_since(self.started)),
             time_to_ready: record.time_to_ready,

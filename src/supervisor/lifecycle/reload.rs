@@ -127,6 +127,8 @@ impl Lifecycle {
 pub(super) fn definition(spec: &AgentSpec) -> (Agent, bool) {
     let mut agent = spec.agent.clone();
     agent.location = Default::default();
+    // Only `export kubernetes` reads it: changing it changes no process.
+    agent.image = None;
     for dependency in &mut agent.dependencies {
         dependency.location = Default::default();
     }

@@ -12,7 +12,7 @@ use crate::manifest::{
     RestartMode, RestartPolicy, StopPolicy,
 };
 use crate::process::Termination;
-use crate::supervisor::event::{Outcome, Reload, ResourceSample};
+use crate::supervisor::event::{Outcome, Reload, RemoteRun, ResourceSample};
 
 pub fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -28,6 +28,7 @@ pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
         address: "127.0.0.1".into(),
         command: vec!["true".into()],
         shell: false,
+        image: None,
         cwd: None,
         env: Default::default(),
         port: None,
@@ -101,8 +102,13 @@ struct Driver {
 
 impl Driver {
     fn new(agents: Vec<Agent>, strategy: Strategy) -> Driver {
+        Driver::from_specs(local(agents), strategy)
+    }
+
+    /// Like [`Driver::new`], with agents of other hosts among them.
+    fn from_specs(specs: Vec<AgentSpec>, strategy: Strategy) -> Driver {
         let now = Instant::now();
-        let mut lifecycle = Lifecycle::new(local(agents), strategy, false, now, Jitter::new(7));
+        let mut lifecycle = Lifecycle::new(specs, strategy, false, now, Jitter::new(7));
         let actions = lifecycle.begin(now);
         let mut driver = Driver {
             lifecycle,
@@ -860,4 +866,69 @@ fn memory_above_the_limit_for_the_grace_restarts_the_agent() {
         status.agents[0].rss_bytes, None,
         "no figures without a process"
     );
+}
+
+/// Issue 19: reports of another host's agent can overtake each other (the
+/// notice that its old run stopped arriving after its new run's READY); a
+/// report about an older run than one applied is ignored, so the agent is
+/// not left shown not ready while it is. Runs of a restarted owner (a new
+/// epoch) count from 1 again and are applied.
+#[test]
+fn issue_19_a_remote_report_about_an_older_run_is_ignored() {
+    let mut tts = agent("tts", &[]);
+    tts.readiness.check = ReadinessCheck::Probe(Probe::Tcp {
+        host: "10.0.0.1".into(),
+        port: 7101,
+    });
+    let mut driver = Driver::from_specs(
+        vec![
+            AgentSpec {
+                agent: tts,
+                remote: true,
+            },
+            AgentSpec {
+                agent: agent("relay", &["tts"]),
+                remote: false,
+            },
+        ],
+        Strategy::OneForOne,
+    );
+    assert_eq!(driver.state("tts"), AgentState::Starting);
+    assert_eq!(driver.state("relay"), AgentState::Pending);
+    let tts_id = driver.id("tts");
+    let report = |ready: bool, epoch: u64, run: u64| Event::RemoteReported {
+        agent: tts_id,
+        ready,
+        run: RemoteRun { epoch, run },
+    };
+    driver.send(report(true, 1, 1));
+    assert_eq!(driver.state("tts"), AgentState::Ready);
+    assert_eq!(driver.spawned(), ["relay"]);
+
+    // Reordered: run 2's READY first, then run 1's stop notice.
+    driver.send(report(true, 1, 2));
+    driver.send(report(false, 1, 1));
+    assert_eq!(
+        driver.state("tts"),
+        AgentState::Ready,
+        "the stale notice of run 1 must not make run 2 not ready"
+    );
+
+    // In order: run 2 stops, run 3 is ready.
+    driver.send(report(false, 1, 2));
+    assert_eq!(driver.state("tts"), AgentState::BackingOff);
+    driver.send(report(true, 1, 3));
+    assert_eq!(driver.state("tts"), AgentState::Ready);
+
+    // The owning supervisor restarted: a new epoch, its runs from 1.
+    driver.send(report(false, 2, 1));
+    assert_eq!(driver.state("tts"), AgentState::BackingOff);
+    driver.send(report(true, 1, 9));
+    assert_eq!(
+        driver.state("tts"),
+        AgentState::BackingOff,
+        "a report of the owner's previous epoch is stale"
+    );
+    // Nothing here was restarted because of the other host.
+    assert!(driver.spawned().is_empty());
 }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::manifest::ReadinessCheck;
 use crate::process::Termination;
-use crate::supervisor::event::{Action, AgentId};
+use crate::supervisor::event::{Action, AgentId, RemoteRun};
 use crate::supervisor::state::AgentState;
 
 /// An agent of another host reported not ready is probed again after this
@@ -37,6 +37,7 @@ impl Lifecycle {
         }
         let record = &mut self.agents[agent];
         record.run += 1;
+        record.own_exit = None;
         let run = record.run;
         self.reset_reports(agent);
         let record = &self.agents[agent];
@@ -297,6 +298,7 @@ impl Lifecycle {
             _ => return,
         };
         let decided = matches!(record.phase, Phase::Starting { .. } | Phase::Ready { .. });
+        record.own_exit = intent.is_none().then_some(termination);
         actions.push(Action::CancelWatchers { agent });
         tracing::info!(agent = record.name(), "{termination}");
         if let (true, Some(intent)) = (decided, &intent) {
@@ -387,16 +389,35 @@ impl Lifecycle {
     /// reported ready before. Agents here that already run are left alone
     /// (one host never restarts agents because of another host's state; a
     /// restart with dependents is routed explicitly, `crate::link`).
+    /// A report about an older run than one already applied is stale and
+    /// ignored: the link delivers each host's reports in order, but a
+    /// restart notice can be overtaken by the new run's readiness (see
+    /// [`RemoteRun`]).
     pub(super) fn on_remote_report(
         &mut self,
         agent: AgentId,
         ready: bool,
+        run: RemoteRun,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
         if !self.agents[agent].spec.remote {
             return;
         }
+        if self
+            .remote_runs
+            .get(&agent)
+            .is_some_and(|newest| run < *newest)
+        {
+            tracing::debug!(
+                agent = self.agents[agent].name(),
+                ?run,
+                ready,
+                "stale report of another host's agent ignored"
+            );
+            return;
+        }
+        self.remote_runs.insert(agent, run);
         let unstopped = self.agents[agent].phase.running_unstopped();
         match (ready, self.state(agent)) {
             (true, AgentState::Starting) if unstopped => {
