@@ -117,13 +117,22 @@ fn listening() -> io::Result<Vec<(u16, u64)>> {
 }
 
 // Netlink and sock_diag constants (linux/netlink.h, linux/sock_diag.h).
+/// `nlmsghdr.nlmsg_type` of an error reply; its body starts with a negated
+/// errno (0 is an acknowledgement).
 const NLMSG_ERROR: u16 = 2;
+/// `nlmsghdr.nlmsg_type` that ends a multipart dump.
 const NLMSG_DONE: u16 = 3;
+/// The request (and reply) type of a `sock_diag` query for one address family.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `nlmsg_flags`: this message is a request.
 const NLM_F_REQUEST: u16 = 0x1;
+/// `nlmsg_flags`: return every matching socket (`NLM_F_ROOT | NLM_F_MATCH`).
 const NLM_F_DUMP: u16 = 0x300;
+/// The kernel's `TCP_LISTEN` state number; the request asks for the state
+/// bitmask `1 << TCP_LISTEN` only.
 const TCP_LISTEN: u32 = 10;
-/// `struct nlmsghdr`.
+/// The size of `struct nlmsghdr` in bytes: length (4), type (2), flags (2),
+/// sequence (4), port id (4); every message's body follows it.
 const HEADER_BYTES: usize = 16;
 
 /// The local port and socket inode of the TCP sockets in LISTEN state of

@@ -48,6 +48,8 @@ pub struct CheckOptions {
     pub running: std::collections::BTreeMap<String, u32>,
 }
 
+/// What `check` does without flags: bind check and file check on, no
+/// `--compile`, this machine's hostname, no running agents.
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
