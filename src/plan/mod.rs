@@ -51,7 +51,11 @@ pub struct Plan {
 /// The dependency graph with one node per distinct agent name (borrowed
 /// from the manifest: `check` builds it for every agent).
 struct Graph<'a> {
+    /// One node per distinct agent name, in the manifest's table order (first
+    /// definition of a duplicated name); an edge from an agent to each of its
+    /// defined dependencies.
     graph: DiGraph<&'a str, ()>,
+    /// Agent name -> its node in `graph`.
     index: HashMap<&'a str, NodeIndex>,
 }
 
@@ -277,6 +281,7 @@ fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
 /// graph they induce; returns the one with a cycle whose least vertex is
 /// smallest, as (that vertex, its members). Iterative Tarjan.
 fn least_strong_component(adjacency: &[Vec<usize>], from: usize) -> Option<(usize, Vec<usize>)> {
+    /// `index` of a vertex the search has not reached yet.
     const UNSEEN: usize = usize::MAX;
     let n = adjacency.len();
     let mut index = vec![UNSEEN; n];
@@ -580,6 +585,12 @@ impl Plan {
         ))
     }
 
+    /// The work of [`Plan::around_knots`] over a built graph: finds the knots,
+    /// fills the dependency and dependent lists (sorted), assigns levels with
+    /// Kahn's algorithm (level = 1 + the highest level among the agent's
+    /// dependencies, 0 without any), lists as `blocked` the agents that never
+    /// get a level and are not in a knot, and computes the start order. Agents
+    /// in a knot are in neither `levels` nor `blocked`.
     fn around_knots_of(graph: Graph<'_>) -> Planned {
         let knots = graph.knots();
         let count = graph.graph.node_count();
