@@ -28,11 +28,14 @@ pub type AgentId = usize;
 /// an older run are ignored.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The process of this run started, as process group leader `pid`.
     Spawned {
         agent: AgentId,
         run: u64,
         pid: u32,
     },
+    /// The process of this run could not be started (`error` says why: a
+    /// missing program, a bad working directory, ...).
     SpawnFailed {
         agent: AgentId,
         run: u64,
@@ -50,6 +53,7 @@ pub enum Event {
         run: u64,
         line: String,
     },
+    /// The process of this run ended (reaped), with how.
     Exited {
         agent: AgentId,
         run: u64,
@@ -137,10 +141,15 @@ pub enum Event {
 /// between the command and the event).
 #[derive(Debug, Clone)]
 pub struct Reload {
+    /// Every agent of the new configuration for this host, in manifest order.
     pub agents: Arc<Vec<AgentSpec>>,
+    /// The new configuration's restart strategy.
     pub strategy: Strategy,
 }
 
+/// Two reloads are equal when they share the same agent list (the same
+/// `Arc`, not equal contents) and strategy: enough for tests comparing the
+/// events a command produced.
 impl PartialEq for Reload {
     fn eq(&self, other: &Reload) -> bool {
         Arc::ptr_eq(&self.agents, &other.agents) && self.strategy == other.strategy
@@ -150,9 +159,13 @@ impl PartialEq for Reload {
 /// What a reload changed, by agent name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
+    /// Agents of the new configuration that the table does not have (they start).
     pub added: Vec<String>,
+    /// Agents that are no longer in the configuration (they stop).
     pub removed: Vec<String>,
+    /// Agents whose definition differs (they are replaced).
     pub changed: Vec<String>,
+    /// How many agents keep running untouched.
     pub unchanged: usize,
 }
 
@@ -242,10 +255,13 @@ pub enum Command {
 /// Why the supervisor refused a [`Command`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
+    /// Names that no agent has (empty when the request named no agent).
     #[error("unknown agent(s): {}", .0.join(", "))]
     UnknownAgents(Vec<String>),
+    /// The supervisor is stopping everything; nothing new is accepted.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// The supervisor task has ended (or ended before answering).
     #[error("the supervisor has ended")]
     Ended,
 }
@@ -253,7 +269,9 @@ pub enum CommandError {
 /// Why `up` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The required agent that failed.
     pub agent: String,
+    /// Why it failed, as the lifecycle words it (e.g. the restart limit hit).
     pub reason: String,
 }
 
@@ -273,14 +291,20 @@ pub struct Outcome {
 /// One agent in a [`StatusSnapshot`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
+    /// The agent's name, unique in the table.
     pub name: String,
     /// The manifest's `group:` (or legacy group).
     pub group: Option<String>,
+    /// Where it is in its lifecycle (see [`super::state`]).
     pub state: AgentState,
     /// Runs on another host: probed, never spawned.
     pub remote: bool,
+    /// Its failure stops everything (unless `--keep-going`, or its
+    /// `on_give_up` says otherwise); an optional agent's does not.
     pub required: bool,
+    /// The process group leader's pid while a process runs.
     pub pid: Option<u32>,
+    /// Restarts over its whole life, every cause.
     pub restarts: u32,
     /// From the supervisor's start to the agent's first readiness.
     pub ready_at: Option<Duration>,
@@ -301,6 +325,7 @@ pub struct AgentStatus {
     pub heartbeat_age: Option<Duration>,
     /// From the latest resource sample of its process tree.
     pub cpu_percent: Option<f64>,
+    /// Resident memory of its whole process tree, in bytes, from the same sample.
     pub rss_bytes: Option<u64>,
     /// Restarts by cause (`exit`, `signal`, `liveness`, `memory`,
     /// `operator`, `reload`, `dependency`, `heartbeat`, `progress`, `error`).
@@ -327,11 +352,15 @@ pub struct AgentStatus {
 /// What status readers see; published after every `apply`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusSnapshot {
+    /// When the supervisor started (the zero of `ready_at` and `all_ready_after`).
     pub started: Instant,
+    /// Every agent, in the table's order (the manifest's order; agents added
+    /// by a reload after them; removed ones left out).
     pub agents: Vec<AgentStatus>,
     /// Since `started`, when every agent had been ready (or settled as
     /// failed/blocked) for the first time.
     pub all_ready_after: Option<Duration>,
+    /// A shutdown was requested: agents are stopping and commands are refused.
     pub shutting_down: bool,
     /// Configurations applied since the start.
     pub reloads: u64,
@@ -342,6 +371,7 @@ pub struct StatusSnapshot {
 }
 
 impl StatusSnapshot {
+    /// How many agents are [`AgentState::Ready`] now.
     pub fn ready_count(&self) -> usize {
         self.agents
             .iter()

@@ -71,6 +71,8 @@ pub struct Config {
     /// The agents of this host, plus the agents of other hosts they depend on
     /// (`remote: true`).
     pub agents: Vec<AgentSpec>,
+    /// What else restarts when an agent restarts (the manifest's `strategy`:
+    /// one-for-one, rest-for-one, one-for-all).
     pub strategy: Strategy,
     /// Start one agent at a time in plan order (the benchmark's baseline).
     pub sequential: bool,
@@ -163,6 +165,9 @@ impl SupervisorHandle {
         let _ = self.commands.send(Command::ReloadFailed { errors }).await;
     }
 
+    /// Sends the command built around a fresh reply channel and waits for the
+    /// answer; [`CommandError::Ended`] when the supervisor task has ended
+    /// (before reading the command or before answering it).
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -183,6 +188,7 @@ enum Reply {
         oneshot::Sender<Result<Vec<String>, CommandError>>,
         Vec<String>,
     ),
+    /// The summary of a reload, computed before it was applied.
     Reloaded(
         oneshot::Sender<Result<ReloadSummary, CommandError>>,
         ReloadSummary,
@@ -190,6 +196,8 @@ enum Reply {
 }
 
 impl Reply {
+    /// Answers the waiting caller with success; a caller that stopped
+    /// waiting is ignored.
     fn send(self) {
         match self {
             Reply::Done(reply, affected) => {
@@ -295,13 +303,20 @@ pub fn spawn_with_fabric<S: Spawner>(
     )
 }
 
+/// The run loop's state: the pure [`Lifecycle`] that decides, and
+/// everything needed to carry out its actions. Owned by the one task
+/// [`spawn_with_fabric`] starts; nothing else touches it.
 struct Supervisor<S> {
+    /// Every agent's state; changed only through `begin` and `apply`.
     lifecycle: Lifecycle,
+    /// What was asked for at start (logs, console, port offset, sampling).
     config: Config,
+    /// Starts and signals the agents' processes (a fake one in tests).
     spawner: S,
     /// Process reporters and probe tasks hold clones of `event_sender`; the
     /// loop keeps one too, so `recv` never sees a closed channel.
     events: mpsc::UnboundedReceiver<Event>,
+    /// Cloned into every process reporter, probe task and the sampler.
     event_sender: mpsc::UnboundedSender<Event>,
     /// Senders live in [`SupervisorHandle`]s; when all are dropped the
     /// branch is disabled and the loop carries on.
@@ -324,6 +339,14 @@ struct Supervisor<S> {
 }
 
 impl<S: Spawner> Supervisor<S> {
+    /// The loop: performs the lifecycle's first actions, then waits for an
+    /// event, a command, the lifecycle's next deadline or the shutdown token,
+    /// applies it (with up to [`MAX_BATCH`] more queued events), performs the
+    /// actions and publishes a snapshot (at once for a command reply or the
+    /// end, else at most every [`MIN_PUBLISH_GAP`], or
+    /// [`HEARTBEAT_PUBLISH_GAP`] when only heartbeats came). Replies are sent
+    /// after the snapshot that shows their effect. Returns the outcome of the
+    /// action that ended it, with every probe task cancelled.
     async fn run(mut self) -> Outcome {
         let mut shutdown_seen = false;
         let actions = self.lifecycle.begin(Instant::now());
@@ -492,6 +515,7 @@ impl<S: Spawner> Supervisor<S> {
             .collect())
     }
 
+    /// The names of `agents`, in the same order.
     fn names(&self, agents: &[AgentId]) -> Vec<String> {
         agents
             .iter()
@@ -602,6 +626,11 @@ impl<S: Spawner> Supervisor<S> {
         token
     }
 
+    /// Starts run `run` of `agent`: builds its command and environment, with
+    /// the fabric, registers a fresh token whose variables go first (the
+    /// manifest's `env` can override them), and hands the spawner a reporter
+    /// that turns process events into loop events of this run, records the pid
+    /// for the readiness probe and revokes the run's token when it exits.
     fn spawn_agent(&mut self, agent: AgentId, run: u64) {
         let mut spec = environment::spawn_spec(&self.lifecycle, agent, &self.config);
         let mut revoke = None;
@@ -664,6 +693,8 @@ fn probe_target(probe: &crate::manifest::Probe, spec: &AgentSpec) -> crate::mani
     }
 }
 
+/// Sleeps until `deadline`; without one, never wakes (a `select!` branch
+/// that stays pending).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,

@@ -65,6 +65,9 @@ pub fn wait_before_restart(delay: Duration, uptime: Duration) -> Duration {
 pub struct Jitter(u64);
 
 impl Jitter {
+    /// A generator started from `seed`; the same seed gives the same values.
+    /// The lowest bit is forced on, so a zero seed still works (xorshift
+    /// would stay at zero forever).
     pub fn new(seed: u64) -> Jitter {
         Jitter(seed | 1)
     }
