@@ -196,6 +196,7 @@ pub struct ProcessSpawner {
 struct ThreadContext {
     /// Reports process groups to the keeper, when there is one.
     keeper: Option<keeper::KeeperLink>,
+    /// Shared with the spawner: where each child's tree is made.
     containment: std::sync::Arc<tree::Containment>,
 }
 
@@ -248,6 +249,10 @@ impl ProcessSpawner {
     }
 }
 
+/// Ends the spawner threads and waits for them: each kills (group and tree)
+/// every child still running and reaps it; then every process of every
+/// agent tree is killed and the cgroups are removed. Blocks the dropping
+/// thread until then.
 impl Drop for ProcessSpawner {
     fn drop(&mut self) {
         // Closing the channels ends each `run_spawner`; the joins wait for them.
@@ -260,6 +265,9 @@ impl Drop for ProcessSpawner {
 }
 
 impl Spawner for ProcessSpawner {
+    /// Hands the request to the next spawner thread, round-robin; returns at
+    /// once. With the threads gone, `report` gets
+    /// [`ProcessEvent::SpawnFailed`] ([`SpawnError::SpawnerGone`]) right here.
     fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
         self.next = (self.next + 1) % self.requests.len();
         let report = RunReport::new(report);
@@ -380,6 +388,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// unwinds from a panic (the task is dropped): then `drop` sends the missing
 /// last event, so the supervisor never waits for a run nobody watches.
 struct RunReport {
+    /// The supervisor's callback for this run.
     report: Reporter,
     /// `Spawned` was sent and the last event was not.
     spawned: bool,
