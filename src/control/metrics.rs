@@ -70,6 +70,8 @@ struct CauseLabel {
     cause: String,
 }
 
+/// `{agent="...",kind="...",target="..."}`: one reason an agent is
+/// degraded (`agent_degraded_cause`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DegradedLabel {
     agent: String,
@@ -78,6 +80,8 @@ struct DegradedLabel {
     target: String,
 }
 
+/// `{agent="...",target="...",state="..."}`: one circuit breaker's state
+/// (`agent_breaker_state`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerLabel {
     agent: String,
@@ -85,6 +89,8 @@ struct BreakerLabel {
     state: String,
 }
 
+/// `{agent="...",target="..."}`: one circuit breaker
+/// (`agent_breaker_state_seconds`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
     agent: String,

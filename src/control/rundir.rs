@@ -204,6 +204,7 @@ impl SocketAddress {
 /// pid file and releases the lock.
 #[derive(Debug)]
 pub struct RunDirLock {
+    /// The directory locked.
     run_dir: RunDir,
     /// The locked `supervisor.pid`; the kernel releases the lock when the
     /// process ends, however it ends.
@@ -266,6 +267,8 @@ impl RunDirLock {
     }
 }
 
+/// Removes `control.sock` and `supervisor.pid` (errors ignored: they may be
+/// gone already); the lock itself goes with the file handle.
 impl Drop for RunDirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.run_dir.socket());
