@@ -33,7 +33,7 @@ pub const LATENESS_FRACTION: u32 = 20;
 /// one, for an agent whose configured probe interval is `interval`.
 ///
 /// Never longer than `interval` (the manifest's promise) and never shorter
-/// than [`FIRST_PROBE_DELAY`] unless `interval` itself is shorter.
+/// than `FIRST_PROBE_DELAY` (5 ms) unless `interval` itself is shorter.
 pub fn next_probe_delay(waited: Duration, interval: Duration) -> Duration {
     (waited / LATENESS_FRACTION)
         .max(FIRST_PROBE_DELAY)

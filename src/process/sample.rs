@@ -352,7 +352,7 @@ const TRIM_EVERY: u64 = 15;
 
 /// Every `interval`, samples the process trees of the pids `pids` returns
 /// (the agents that have one) in `spawn_blocking`, and hands the figures to
-/// `send`; when the number of pids changed, and every [`TRIM_EVERY`]
+/// `send`; when the number of pids changed, and every `TRIM_EVERY` (15)
 /// samples, it also gives freed memory back. Ends when `token` is cancelled
 /// or `send` returns `false` (its receiver is gone).
 pub async fn sample_every(

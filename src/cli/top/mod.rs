@@ -8,9 +8,9 @@
 //! SIGHUP and SIGQUIT the loop ends and a guard restores it, and ratatui's
 //! panic hook restores it before a panic message is printed. A terminal that
 //! goes away (a closed SSH connection) ends the process too: see
-//! [`watch_for_hangup`].
+//! `watch_for_hangup`.
 //!
-//! Layout: [`app`] (state and keys, no I/O), [`view`] (drawing). This file
+//! Layout: `app.rs` (state and keys, no I/O), `view.rs` (drawing). This file
 //! owns the loop: the terminal, the control socket connection and reading
 //! the log. The status and log data are `crate::control`'s and
 //! `cli::logs`'s; the cell texts are `cli::status`'s.
