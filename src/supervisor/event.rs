@@ -26,16 +26,18 @@ pub type AgentId = usize;
 
 /// Something that happened. `run` is the agent's spawn generation: events of
 /// an older run are ignored.
+///
+/// The process events, from the spawner's reporter: `Spawned` (the run's
+/// process started, as process group leader `pid`), `SpawnFailed` (it could
+/// not be started; `error` says why), `LastLine` and `Exited` (it was
+/// reaped, with how it ended).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The process of this run started, as process group leader `pid`.
     Spawned {
         agent: AgentId,
         run: u64,
         pid: u32,
     },
-    /// The process of this run could not be started (`error` says why: a
-    /// missing program, a bad working directory, ...).
     SpawnFailed {
         agent: AgentId,
         run: u64,
@@ -53,7 +55,6 @@ pub enum Event {
         run: u64,
         line: String,
     },
-    /// The process of this run ended (reaped), with how.
     Exited {
         agent: AgentId,
         run: u64,
