@@ -838,6 +838,7 @@ mod tests {
         check_manifest(loaded.manifest, loaded.problems, &options)
     }
 
+    /// The report's problems of one kind, in the order found.
     fn of_kind(report: &Report, kind: ProblemKind) -> Vec<&Problem> {
         report
             .problems
@@ -846,6 +847,8 @@ mod tests {
             .collect()
     }
 
+    /// A manifest text with one agent per `(name, dependencies)` pair, each
+    /// running `true`.
     fn agents(edges: &[(&str, &[&str])]) -> String {
         let mut text = String::from("version: 1\nagents:\n");
         for (name, deps) in edges {

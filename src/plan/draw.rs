@@ -434,6 +434,8 @@ mod tests {
     use crate::manifest::test_support::manifest_from_edges;
     use crate::plan::Plan;
 
+    /// The layout of a manifest made from `(agent, dependencies)` pairs, with
+    /// the critical path computed as if every agent took one second.
     fn layout_of(edges: &[(&str, &[&str])]) -> Layout {
         let planned = Plan::around_knots(&manifest_from_edges(edges));
         let (path, _) = planned

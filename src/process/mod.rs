@@ -600,6 +600,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// A reporter that records every event, and the shared list it records to.
     fn collect() -> (Reporter, Arc<Mutex<Vec<ProcessEvent>>>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
@@ -609,6 +610,8 @@ mod tests {
         )
     }
 
+    /// Polls `events` every 10 ms until at least `count` arrived and returns
+    /// them; panics, listing what arrived, after 10 s.
     fn wait_for(events: &Arc<Mutex<Vec<ProcessEvent>>>, count: usize) -> Vec<ProcessEvent> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -727,6 +727,7 @@ mod tests {
         IgnoreTerm,
     }
 
+    /// What the fake spawner was asked to do, with the (paused) clock's time.
     #[derive(Default)]
     struct Journal {
         /// (agent, when) for every spawn.
@@ -737,13 +738,19 @@ mod tests {
 
     /// Processes that exist only as reporters; exits are timers on the (paused) clock.
     struct FakeSpawner {
+        /// How the process of an agent (by name) behaves.
         behaviour: fn(&str) -> Behaviour,
+        /// Shared with the test, which asserts on it.
         journal: Arc<Mutex<Journal>>,
+        /// The last pid handed out; fake pids count up from 101.
         next_pid: u32,
+        /// Fake processes not yet ended: name, behaviour and reporter by pid.
         live: HashMap<u32, (String, Behaviour, Arc<Reporter>)>,
     }
 
     impl Spawner for FakeSpawner {
+        /// Journals the spawn, reports `Spawned` at once and, for
+        /// [`Behaviour::ExitAfter`], `Exited` with its code after its delay.
         fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
             self.next_pid += 1;
             let pid = self.next_pid;
@@ -767,6 +774,9 @@ mod tests {
             self.live.insert(pid, (spec.name, behaviour, report));
         }
 
+        /// Journals the signal; every signal but SIGCONT ends the process with
+        /// `Signaled`, except SIGTERM and the like for [`Behaviour::IgnoreTerm`].
+        /// Never fails.
         fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
             if let Some((name, behaviour, report)) = self.live.get(&pid) {
                 self.journal
@@ -788,6 +798,8 @@ mod tests {
         }
     }
 
+    /// A one-for-one configuration of `agents` on this host, without logs,
+    /// console or sampling.
     fn config(agents: Vec<Agent>) -> Config {
         Config {
             agents: agents
@@ -807,6 +819,7 @@ mod tests {
         }
     }
 
+    /// A fake spawner whose processes behave as `behaviour` says, and its journal.
     fn fake(behaviour: fn(&str) -> Behaviour) -> (FakeSpawner, Arc<Mutex<Journal>>) {
         let journal = Arc::new(Mutex::new(Journal::default()));
         (
@@ -820,6 +833,8 @@ mod tests {
         )
     }
 
+    /// Awaits `future` for at most 600 s of the (paused, auto-advancing) test
+    /// clock; panics naming `what` past that.
     async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(Duration::from_secs(600), future)
             .await

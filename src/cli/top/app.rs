@@ -359,16 +359,19 @@ mod tests {
         }
     }
 
+    /// A key press without modifiers.
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
     }
 
+    /// Presses one key per character of `text`.
     fn type_text(app: &mut App, text: &str) {
         for character in text.chars() {
             app.on_key(key(KeyCode::Char(character)));
         }
     }
 
+    /// The names of the visible agents, in order.
     fn names(app: &App) -> Vec<&str> {
         app.visible()
             .iter()

@@ -332,6 +332,8 @@ mod tests {
         }
     }
 
+    /// Draws `app` (in colour) on an in-memory terminal of `width` x `height`
+    /// and returns the screen's text, one line per row.
     fn render(app: &App, width: u16, height: u16) -> String {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("a terminal");
         terminal
