@@ -14,6 +14,9 @@
 //! owned by the invoking user, or is writable by group or others, and one
 //! holding a symbolic link where the supervisor writes. The files themselves
 //! are opened without following links ([`crate::files`]).
+//!
+//! Does not serve the socket ([`super::server`]) or write the agent logs
+//! (`crate::process::log`); it only says where they are.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

@@ -7,6 +7,11 @@
 //! Pure: every function takes `now` and a jitter value; nothing here reads
 //! the clock or sleeps. The supervisor's transition code ([`super::lifecycle`])
 //! calls it when an agent exits.
+//!
+//! Does not own which agents restart together (the strategy, applied by the
+//! lifecycle), the timer that waits out a delay (the run loop sleeps until
+//! the lifecycle's next deadline) or where each agent's [`RestartTracker`]
+//! lives (in the lifecycle's record of that agent).
 
 use std::collections::VecDeque;
 use std::time::Duration;
