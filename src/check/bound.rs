@@ -341,6 +341,19 @@ fn read_text(path: &str) -> io::Result<String> {
 /// `/proc/net/tcp6` text to `ports`. Rows that do not read as a socket are
 /// skipped. Returns false when the text does not start with that table's
 /// header, i.e. when it cannot be trusted to list the sockets.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use supervisor::check::bound::parse;
+///
+/// let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+///    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 100 0 0 10 0
+/// ";
+/// let mut ports = HashSet::new();
+/// assert!(parse(text, &mut ports));
+/// assert_eq!(ports, HashSet::from([8080]));
+/// assert!(!parse("not a socket table", &mut ports));
+/// ```
 pub fn parse(text: &str, ports: &mut HashSet<u16>) -> bool {
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();

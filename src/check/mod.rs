@@ -70,7 +70,16 @@ pub fn local_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Whether `host` names this machine.
+/// Whether `host` names this machine: `this_host` itself, `localhost`,
+/// `127.0.0.1` or `::1` (exact, case-sensitive matches).
+///
+/// ```
+/// use supervisor::check::is_this_host;
+///
+/// assert!(is_this_host("localhost", "pc1"));
+/// assert!(is_this_host("pc1", "pc1"));
+/// assert!(!is_this_host("pc2", "pc1"));
+/// ```
 pub fn is_this_host(host: &str, this_host: &str) -> bool {
     host == this_host || matches!(host, "localhost" | "127.0.0.1" | "::1")
 }

@@ -342,7 +342,17 @@ fn curve(from: &Node, to: &Node) -> String {
     format!("M{x1:.1},{y1:.1} C{x1:.1},{middle:.1} {x2:.1},{middle:.1} {x2:.1},{y2:.1}")
 }
 
-/// Text safe inside an XML element or a double-quoted attribute.
+/// Text safe inside an XML element or a double-quoted attribute: the five
+/// XML special characters become entities, and control characters that
+/// XML 1.0 does not allow (all below U+0020 but tab, newline and carriage
+/// return) become `?`.
+///
+/// ```
+/// use supervisor::plan::draw::escape;
+///
+/// assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+/// assert_eq!(escape("bell\u{7}"), "bell?");
+/// ```
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for character in text.chars() {

@@ -23,7 +23,16 @@ pub enum PlanError {
     Cycles(Vec<Vec<String>>),
 }
 
-/// `A -> B -> C -> A`.
+/// `A -> B -> C -> A`: the cycle in dependency order, its first agent
+/// repeated at the end; empty for an empty cycle.
+///
+/// ```
+/// use supervisor::plan::format_cycle;
+///
+/// let cycle = ["api".to_string(), "db".to_string()];
+/// assert_eq!(format_cycle(&cycle), "api -> db -> api");
+/// assert_eq!(format_cycle(&[]), "");
+/// ```
 pub fn format_cycle(cycle: &[String]) -> String {
     let mut text = cycle.join(" -> ");
     if let Some(first) = cycle.first() {
@@ -790,6 +799,15 @@ impl Plan {
 /// in agents and edges: an agent's pass is the largest over its dependencies
 /// of their pass, plus one for a dependency listed after it, found in
 /// topological order, rather than by running the passes.
+///
+/// ```
+/// use supervisor::plan::start_order;
+///
+/// // 0 depends on 1 (listed after it), 2 depends on nothing,
+/// // 3 and 4 depend on each other (a cycle).
+/// let table = [vec![1], vec![], vec![], vec![4], vec![3]];
+/// assert_eq!(start_order(&table), [1, 2, 0, 3, 4]);
+/// ```
 pub fn start_order(dependencies: &[Vec<usize>]) -> Vec<usize> {
     let count = dependencies.len();
     let mut waiting: Vec<usize> = dependencies.iter().map(Vec::len).collect();

@@ -39,6 +39,13 @@ pub use log::{Console, LogTarget};
 pub use sample::{ResourceSample, TreeSampler};
 
 /// How a process ended.
+///
+/// ```
+/// use supervisor::process::Termination;
+///
+/// assert_eq!(Termination::Code(1).to_string(), "exited with code 1");
+/// assert_eq!(Termination::Signaled(9).to_string(), "killed by SIGKILL");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
     /// It exited with this code.

@@ -157,7 +157,23 @@ impl PartialEq for Reload {
     }
 }
 
-/// What a reload changed, by agent name.
+/// What a reload changed, by agent name. Its `Display` is the line the
+/// supervisor logs after applying a reload:
+///
+/// ```
+/// use supervisor::supervisor::ReloadSummary;
+///
+/// let summary = ReloadSummary {
+///     added: vec!["cache".into()],
+///     changed: vec!["api".into(), "db".into()],
+///     unchanged: 3,
+///     ..ReloadSummary::default()
+/// };
+/// assert_eq!(
+///     summary.to_string(),
+///     "added: cache; removed: none; changed: api, db; unchanged: 3"
+/// );
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
     /// Agents of the new configuration that the table does not have (they start).

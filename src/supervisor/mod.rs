@@ -100,11 +100,16 @@ pub struct SupervisorHandle {
 
 impl SupervisorHandle {
     /// Stops every agent in reverse dependency order; `force` skips the grace.
+    /// Returns once the request is queued, not when the agents have stopped
+    /// (await the supervisor task's handle for that); does nothing once the
+    /// supervisor has ended.
     pub async fn shutdown(&self, force: bool) {
         let _ = self.commands.send(Command::Shutdown { force }).await;
     }
 
-    /// Like [`SupervisorHandle::shutdown`], from synchronous code (signal handlers).
+    /// Like [`SupervisorHandle::shutdown`], from synchronous code (signal
+    /// handlers): never waits, so the request is lost when the command queue
+    /// (64 commands) is full or the supervisor has ended.
     pub fn try_shutdown(&self, force: bool) {
         let _ = self.commands.try_send(Command::Shutdown { force });
     }
@@ -124,24 +129,37 @@ impl SupervisorHandle {
             .try_send(Command::RemoteState { agent, ready });
     }
 
-    /// Follows every status change.
+    /// Follows the published status: a new snapshot after each batch of
+    /// events, at most every 50 ms while events keep coming (every second when
+    /// only heartbeats arrive), at once after a command. For a snapshot fresher
+    /// than the last published one, ask [`SupervisorHandle::status`].
     pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
         self.status.clone()
     }
 
     /// Starts agents by name (and the dependencies they need); answers once
-    /// the request is applied, not when they are ready.
+    /// the request is applied, not when they are ready, with every agent the
+    /// request starts, in dependency order.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::UnknownAgents`] when a name is unknown or none is given
+    /// (nothing is done then), [`CommandError::ShuttingDown`] during a
+    /// shutdown, [`CommandError::Ended`] once the supervisor has ended. The
+    /// same holds for [`SupervisorHandle::stop`] and
+    /// [`SupervisorHandle::restart`].
     pub async fn start(&self, agents: Vec<String>) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Start { agents, reply }).await?
     }
 
-    /// Stops agents by name, their dependents first; they stay stopped.
+    /// Stops agents by name, their dependents first; they stay stopped until
+    /// started again. Answers with every agent the request stops.
     pub async fn stop(&self, agents: Vec<String>) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Stop { agents, reply }).await?
     }
 
     /// Restarts agents by name (with everything that depends on them when
-    /// `with_dependents`).
+    /// `with_dependents`); answers with every agent it replaces.
     pub async fn restart(
         &self,
         agents: Vec<String>,
@@ -155,7 +173,9 @@ impl SupervisorHandle {
         .await?
     }
 
-    /// Applies a configuration that passed `check`.
+    /// Applies a configuration that passed `check`, answering with what it
+    /// changes once the change is applied (agents still start and stop after).
+    /// Refused with [`CommandError::ShuttingDown`] during a shutdown.
     pub async fn reload(&self, reload: Reload) -> Result<ReloadSummary, CommandError> {
         self.ask(|reply| Command::Reload { reload, reply }).await?
     }

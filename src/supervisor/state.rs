@@ -71,7 +71,14 @@ impl AgentState {
     ];
 
     /// The kebab-case name used on the wire, in `status` and on the dashboard
-    /// (`backing-off`, `ready`, ...).
+    /// (`backing-off`, `ready`, ...); also what `Display` prints.
+    ///
+    /// ```
+    /// use supervisor::supervisor::AgentState;
+    ///
+    /// assert_eq!(AgentState::BackingOff.as_str(), "backing-off");
+    /// assert_eq!(AgentState::Ready.to_string(), "ready");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             AgentState::Pending => "pending",

@@ -179,7 +179,15 @@ impl App {
         self.select(index);
     }
 
-    /// What `key` does; see the help line in `view.rs`.
+    /// What `key` does (the help line in `view.rs` is the short form):
+    /// Ctrl-C, Ctrl-D and `q` quit; with a confirmation pending, `y` sends the
+    /// action and any other key cancels it; while the filter is edited, keys
+    /// edit it (Enter keeps it, Esc clears it); else ↑/`k` and ↓/`j` move the
+    /// selection, Home/`g` and End/`G` jump, PgUp/PgDn scroll the log by
+    /// [`LOG_PAGE`] lines, `f` follows it again, `r`, `x`, `s` ask to restart,
+    /// stop, start the selected agent, `/` edits the filter, Esc clears the
+    /// filter and the message. An Alt+key (Esc and a key arriving together)
+    /// counts as both keys.
     pub fn on_key(&mut self, key: KeyEvent) -> Step {
         if key.modifiers.contains(KeyModifiers::ALT) {
             // Esc and the next key, arriving together (typed fast, or
