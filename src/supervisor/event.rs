@@ -371,8 +371,8 @@ pub struct AgentStatus {
 pub struct StatusSnapshot {
     /// When the supervisor started (the zero of `ready_at` and `all_ready_after`).
     pub started: Instant,
-    /// Every agent, in the table's order (the manifest's order; agents added
-    /// by a reload after them; removed ones left out).
+    /// Every agent, in the table's order ([`super::Config::agents`]' order,
+    /// then the agents added by reloads; removed ones left out).
     pub agents: Vec<AgentStatus>,
     /// Since `started`, when every agent had been ready (or settled as
     /// failed/blocked) for the first time.

@@ -13,7 +13,7 @@ use crate::control::{AgentView, ControlError, Request, Response, StatusView};
 /// What an operator can do to the selected agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// `r`: stop the agent and start it again (its dependents stay).
+    /// `r`: stop the agent and start it again (`with_dependents: false`).
     Restart,
     /// `x`: stop the agent and, as `supervisor stop` does, its dependents.
     Stop,
