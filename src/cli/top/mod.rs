@@ -48,8 +48,8 @@ const KEY_WAIT: Duration = Duration::from_millis(200);
 
 /// `supervisor top`: asks for the status once, before the screen is
 /// touched (no supervisor running, or one refusing: the exit code
-/// `remote::status` chose, e.g. [`Exit::NotRunning`]), refuses without a
-/// terminal on both stdin and stdout ([`Exit::Usage`]), then runs the screen
+/// `remote::status` chose, e.g. [`Exit::NotRunning`]), refuses unless both
+/// stdin and stdout are terminals ([`Exit::Usage`]), then runs the screen
 /// until `q` or a stop signal and gives the terminal back ([`Exit::Ok`]).
 /// Fails when that first request fails, or the terminal cannot be set up,
 /// read or drawn to.
