@@ -143,7 +143,12 @@ pub fn run_with(
     Ok(check_manifest(loaded.manifest, loaded.problems, check))
 }
 
-/// Runs every check over an already loaded manifest.
+/// Runs every check over an already loaded manifest, adding to the
+/// loader's `problems`: a warning when no agent is defined, then duplicates,
+/// unknown and disabled dependencies, cycles, required-on-optional, the
+/// file checks (when `options.files`) and the port checks (the bind test
+/// when `options.bind_check`). Never fails: every finding is a problem in
+/// the report, with the port fixes it found.
 pub fn check_manifest(
     manifest: Manifest,
     mut problems: Vec<Problem>,

@@ -555,7 +555,13 @@ pub struct Planned {
 }
 
 impl Plan {
-    /// Plans the manifest's agents. Fails with every cycle when there is one.
+    /// Plans the manifest's agents; dependencies on undefined agents are left
+    /// out (`check` reports them).
+    ///
+    /// # Errors
+    ///
+    /// [`PlanError::Cycles`] with every listed cycle of every knot when the
+    /// dependencies have one; [`Plan::around_knots`] plans around them instead.
     pub fn new(manifest: &Manifest) -> Result<Plan, PlanError> {
         let planned = Plan::around_knots(manifest);
         if planned.knots.is_empty() {
