@@ -175,8 +175,7 @@ impl Layout {
     /// The picture as a standalone SVG document: its own `<style>` (so it
     /// needs no stylesheet), the `level N` labels, the arrows (drawn first, so
     /// boxes cover their ends) and the boxes, every name escaped. Sized by
-    /// [`Layout::width`] and [`Layout::height`] (at least one box high, so an
-    /// empty plan is still a valid picture).
+    /// [`Layout::width`] and [`Layout::height`] (at least one box high).
     pub fn svg(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
