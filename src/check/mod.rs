@@ -519,6 +519,20 @@ type PortTable<'a> = HashMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortU
 /// Every port check (`port_conflict`, `port_in_use`; ranges were checked
 /// by validation), and the fixes: replacement ports chosen together so no
 /// two land on one port, none on a port this machine holds.
+///
+/// `port_conflict`, one per shared (host, port), in that order: an error
+/// when two agents bind it, or one agent binds it twice (`port` equal to
+/// its own `health_check_port`); a warning when the only other user is a
+/// legacy HTTP health port (`health_check_port + 1`, which exists only for
+/// agents on the legacy base class). The suggestion moves the last written
+/// values one at a time until one agent is left, carrying along the
+/// legacy ports derived from each; a conflict that an earlier suggestion
+/// already resolves says so instead.
+///
+/// `port_in_use` (with the bind check, for this machine's agents only): an
+/// error naming the process that holds the port, with a free replacement;
+/// a warning instead when the holder is this manifest's own agent under a
+/// running supervisor ([`CheckOptions::running`]).
 fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem>) -> Vec<PortFix> {
     let mut table: PortTable = HashMap::new();
     for agent in &manifest.agents {
