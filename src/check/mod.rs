@@ -531,9 +531,8 @@ type PortTable<'a> = HashMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortU
 ///
 /// `port_in_use` (with the bind check, for this machine's agents only): an
 /// error naming the process that holds the port, with a free replacement
-/// when one is found;
-/// a warning instead when the holder is this manifest's own agent under a
-/// running supervisor ([`CheckOptions::running`]).
+/// when one is found; a warning instead when the holder is this manifest's
+/// own agent under a running supervisor ([`CheckOptions::running`]).
 fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem>) -> Vec<PortFix> {
     let mut table: PortTable = HashMap::new();
     for agent in &manifest.agents {
