@@ -125,7 +125,8 @@ async fn metrics(State(context): State<MetricsContext>) -> impl IntoResponse {
 /// The OpenMetrics text for one snapshot (a fresh registry per scrape: the
 /// snapshot is the source of truth, nothing is kept between scrapes).
 ///
-/// Every name is prefixed `supervisor_`. Per agent (label `agent`):
+/// Every name is prefixed `supervisor_`, and counters get OpenMetrics'
+/// `_total` suffix (docs/protocol.md lists them). Per agent (label `agent`):
 /// `agent_up`, `agent_state` (one series per [`AgentState`]),
 /// `agent_restarts` (by `cause`), `agent_ready_seconds`,
 /// `agent_rss_bytes`, `agent_cpu_percent`, `agent_heartbeat_age_seconds`

@@ -170,7 +170,8 @@ enum Input {
 ///
 /// [`DashboardError::Remote`] for a non-loopback address without
 /// `allow_remote`, [`DashboardError::Bind`] when the address cannot be
-/// bound, [`DashboardError::Random`] when no tokens can be made.
+/// bound, [`DashboardError::Random`] when no tokens can be made or the
+/// status feed thread cannot be started.
 pub async fn start(
     run_dir: RunDir,
     options: Options,
