@@ -142,7 +142,8 @@ pub enum Event {
 /// between the command and the event).
 #[derive(Debug, Clone)]
 pub struct Reload {
-    /// Every agent of the new configuration for this host, in manifest order.
+    /// Every agent of the new configuration, as [`super::Config::agents`]
+    /// lists them (this host's, plus the remote agents they depend on).
     pub agents: Arc<Vec<AgentSpec>>,
     /// The new configuration's restart strategy.
     pub strategy: Strategy,
