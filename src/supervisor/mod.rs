@@ -543,7 +543,12 @@ impl<S: Spawner> Supervisor<S> {
             .collect()
     }
 
-    /// Performs actions; returns the outcome when one of them ends the loop.
+    /// Performs actions in order; returns the outcome when one of them ends
+    /// the loop. Any signal but SIGKILL is followed by SIGCONT, so a stopped
+    /// (SIGSTOPped) group can act on it; a failed signal is logged, not
+    /// reported. Probe tasks run on the shutdown tracker under a per-agent
+    /// token (a new watch cancels the agent's previous ones), and report back
+    /// as events of their run.
     fn perform(&mut self, actions: Vec<Action>) -> Option<Outcome> {
         let mut outcome = None;
         for action in actions {
