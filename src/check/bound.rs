@@ -117,13 +117,22 @@ pub(crate) fn listening() -> io::Result<Vec<(u16, u64)>> {
 }
 
 // Netlink and sock_diag constants (linux/netlink.h, linux/sock_diag.h).
+/// `nlmsghdr.nlmsg_type` of an error reply; its body starts with a negated
+/// errno (0 is an acknowledgement).
 const NLMSG_ERROR: u16 = 2;
+/// `nlmsghdr.nlmsg_type` that ends a multipart dump.
 const NLMSG_DONE: u16 = 3;
+/// The request (and reply) type of a `sock_diag` query for one address family.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `nlmsg_flags`: this message is a request.
 const NLM_F_REQUEST: u16 = 0x1;
+/// `nlmsg_flags`: return every matching socket (`NLM_F_ROOT | NLM_F_MATCH`).
 const NLM_F_DUMP: u16 = 0x300;
+/// The kernel's `TCP_LISTEN` state number; the request asks for the state
+/// bitmask `1 << TCP_LISTEN` only.
 const TCP_LISTEN: u32 = 10;
-/// `struct nlmsghdr`.
+/// The size of `struct nlmsghdr` in bytes: length (4), type (2), flags (2),
+/// sequence (4), port id (4); every message's body follows it.
 const HEADER_BYTES: usize = 16;
 
 /// The local port and socket inode of the TCP sockets in LISTEN state of
@@ -332,6 +341,19 @@ fn read_text(path: &str) -> io::Result<String> {
 /// `/proc/net/tcp6` text to `ports`. Rows that do not read as a socket are
 /// skipped. Returns false when the text does not start with that table's
 /// header, i.e. when it cannot be trusted to list the sockets.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use supervisor::check::bound::parse;
+///
+/// let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+///    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0 100 0 0 10 0
+/// ";
+/// let mut ports = HashSet::new();
+/// assert!(parse(text, &mut ports));
+/// assert_eq!(ports, HashSet::from([8080]));
+/// assert!(!parse("not a socket table", &mut ports));
+/// ```
 pub fn parse(text: &str, ports: &mut HashSet<u16>) -> bool {
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();

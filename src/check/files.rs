@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 
 use crate::manifest::{Agent, Problem, ProblemKind};
 
-/// Problems of the agents `here` selects.
+/// Problems (all `missing_file` errors, or syntax errors with `compile`) of
+/// the enabled agents `here` selects. An agent without a program is skipped
+/// (validation reports it); one whose working directory is missing gets
+/// only that problem, since its program and script are looked up from it.
+/// A `shell: true` command is not looked up: the shell parses it.
 pub fn check(agents: &[Agent], here: impl Fn(&Agent) -> bool, compile: bool) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut scripts: Vec<(&Agent, PathBuf)> = Vec::new();
@@ -127,6 +131,8 @@ fn compile_python(scripts: &[(&Agent, PathBuf)]) -> Vec<Problem> {
     if python.is_empty() {
         return Vec::new();
     }
+    /// The parser run by `python3 -c`: one output line per script, in argument
+    /// order, `ok` or `<line>\t<message>` (line 0 when Python gives none).
     const PARSE: &str = r"
 import ast, sys
 for path in sys.argv[1:]:

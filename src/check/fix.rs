@@ -25,7 +25,15 @@ pub struct FixedFile {
     pub skipped: Vec<String>,
 }
 
-/// Applies the fixes to the texts the manifest was read from.
+/// Applies the fixes to the texts the manifest was read from and returns
+/// one [`FixedFile`] per file that has a fix, in path order; writing them is
+/// the caller's job (`cli`).
+///
+/// A fix whose file is not among `manifest.files` is ignored. A value that
+/// is not a plain number, a quoted number or `${VAR}+N` is left as written
+/// and listed in [`FixedFile::skipped`]. Changes are applied from the end of
+/// the text backwards, so each fix's span stays valid; `changes` and
+/// `skipped` are listed in text order.
 pub fn apply(manifest: &Manifest, fixes: &[PortFix]) -> Vec<FixedFile> {
     let mut by_file: BTreeMap<&PathBuf, Vec<&PortFix>> = BTreeMap::new();
     for fix in fixes {

@@ -48,6 +48,8 @@ pub struct CheckOptions {
     pub running: std::collections::BTreeMap<String, u32>,
 }
 
+/// What `check` does without flags: bind check and file check on, no
+/// `--compile`, this machine's hostname, no running agents.
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
@@ -68,7 +70,16 @@ pub fn local_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Whether `host` names this machine.
+/// Whether `host` names this machine: `this_host` itself, `localhost`,
+/// `127.0.0.1` or `::1` (exact, case-sensitive matches).
+///
+/// ```
+/// use supervisor::check::is_this_host;
+///
+/// assert!(is_this_host("localhost", "pc1"));
+/// assert!(is_this_host("pc1", "pc1"));
+/// assert!(!is_this_host("pc2", "pc1"));
+/// ```
 pub fn is_this_host(host: &str, this_host: &str) -> bool {
     host == this_host || matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
@@ -132,7 +143,12 @@ pub fn run_with(
     Ok(check_manifest(loaded.manifest, loaded.problems, check))
 }
 
-/// Runs every check over an already loaded manifest.
+/// Runs every check over an already loaded manifest, adding to the
+/// loader's `problems`: a warning when no agent is defined, then duplicates,
+/// unknown and disabled dependencies, cycles, required-on-optional, the
+/// file checks (when `options.files`) and the port checks (the bind test
+/// when `options.bind_check`). Never fails: every finding is a problem in
+/// the report, with the port fixes it found.
 pub fn check_manifest(
     manifest: Manifest,
     mut problems: Vec<Problem>,
@@ -503,6 +519,20 @@ type PortTable<'a> = HashMap<(&'a str, u16), Vec<(&'a Agent, &'a manifest::PortU
 /// Every port check (`port_conflict`, `port_in_use`; ranges were checked
 /// by validation), and the fixes: replacement ports chosen together so no
 /// two land on one port, none on a port this machine holds.
+///
+/// `port_conflict`, one per shared (host, port), in that order: an error
+/// when two agents bind it, or one agent binds it twice (`port` equal to
+/// its own `health_check_port`); a warning when the only other user is a
+/// legacy HTTP health port (`health_check_port + 1`, which exists only for
+/// agents on the legacy base class). The suggestion moves the last written
+/// values one at a time until one agent is left, carrying along the
+/// legacy ports derived from each; a conflict that an earlier suggestion
+/// already resolves says so instead.
+///
+/// `port_in_use` (with the bind check, for this machine's agents only): an
+/// error naming the process that holds the port, with a free replacement
+/// when one is found; a warning instead when the holder is this manifest's
+/// own agent under a running supervisor ([`CheckOptions::running`]).
 fn ports(manifest: &Manifest, options: &CheckOptions, problems: &mut Vec<Problem>) -> Vec<PortFix> {
     let mut table: PortTable = HashMap::new();
     for agent in &manifest.agents {
@@ -836,6 +866,7 @@ mod tests {
         check_manifest(loaded.manifest, loaded.problems, &options)
     }
 
+    /// The report's problems of one kind, in the order found.
     fn of_kind(report: &Report, kind: ProblemKind) -> Vec<&Problem> {
         report
             .problems
@@ -844,6 +875,8 @@ mod tests {
             .collect()
     }
 
+    /// A manifest text with one agent per `(name, dependencies)` pair, each
+    /// running `true`.
     fn agents(edges: &[(&str, &[&str])]) -> String {
         let mut text = String::from("version: 1\nagents:\n");
         for (name, deps) in edges {

@@ -31,6 +31,13 @@ pub struct Client {
 impl Client {
     /// Connects to `<run-dir>/control.sock`. A Unix socket connect does not
     /// wait for the server: it succeeds, or fails at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::NotRunning`] when there is no socket or nobody listens
+    /// on it; [`ControlError::ForeignPeer`] when the socket file or the process
+    /// serving it belongs to another user (not root); [`ControlError::Io`]
+    /// for any other failure, naming the socket.
     pub fn connect(run_dir: &RunDir) -> Result<Client, ControlError> {
         let path = run_dir.socket();
         let address = run_dir.socket_address().map_err(|error| match error {
@@ -64,7 +71,18 @@ impl Client {
         })
     }
 
-    /// Sends `request` and waits at most `timeout` for the answer.
+    /// Sends `request` as one line and waits at most `timeout` (at least 1 ms)
+    /// for the answer line; the timeout bounds the write and the read each.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::Timeout`] when the supervisor does not answer in time;
+    /// [`ControlError::NotRunning`] when it closed the connection (it is
+    /// ending, or it closed an idle connection); [`ControlError::Protocol`] for
+    /// an answer that is not a [`Response`]; [`ControlError::Io`] otherwise.
+    /// After a timeout the late answer may still arrive on this connection
+    /// and would be read as the answer to the next request: reconnect before
+    /// sending another (`top` does).
     pub fn request(
         &mut self,
         request: &Request,
@@ -86,7 +104,8 @@ impl Client {
     }
 
     /// Reads the next response without sending anything: the answers after
-    /// the first to a `watch`. Waits at most `timeout`.
+    /// the first to a `watch`. Waits at most `timeout`; fails as
+    /// [`Client::request`] does.
     pub fn next_response(&mut self, timeout: Duration) -> Result<Response, ControlError> {
         let run_dir = self.run_dir.clone();
         let io = |source| io_error(&run_dir, timeout, source);

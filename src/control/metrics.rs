@@ -70,6 +70,8 @@ struct CauseLabel {
     cause: String,
 }
 
+/// `{agent="...",kind="...",target="..."}`: one reason an agent is
+/// degraded (`agent_degraded_cause`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DegradedLabel {
     agent: String,
@@ -78,6 +80,8 @@ struct DegradedLabel {
     target: String,
 }
 
+/// `{agent="...",target="...",state="..."}`: one circuit breaker's state
+/// (`agent_breaker_state`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerLabel {
     agent: String,
@@ -85,6 +89,8 @@ struct BreakerLabel {
     state: String,
 }
 
+/// `{agent="...",target="..."}`: one circuit breaker
+/// (`agent_breaker_state_seconds`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
     agent: String,
@@ -118,6 +124,19 @@ async fn metrics(State(context): State<MetricsContext>) -> impl IntoResponse {
 
 /// The OpenMetrics text for one snapshot (a fresh registry per scrape: the
 /// snapshot is the source of truth, nothing is kept between scrapes).
+///
+/// Every name is prefixed `supervisor_`, and counters get OpenMetrics'
+/// `_total` suffix (docs/protocol.md lists them). Per agent (label `agent`):
+/// `agent_up`, `agent_state` (one series per [`AgentState`]),
+/// `agent_restarts` (by `cause`), `agent_ready_seconds`,
+/// `agent_rss_bytes`, `agent_cpu_percent`, `agent_heartbeat_age_seconds`
+/// (each only once known), `agent_degraded`, `agent_degraded_cause`
+/// (`kind`, `target`), `agent_breaker_state` (`target`, `state`) and
+/// `agent_breaker_state_seconds` (`target`). For the supervisor:
+/// `start_duration_seconds`, `reloads`, `config_refused`,
+/// `control_requests` (`control_requests` is the count passed in),
+/// `console_dropped_lines`, `cpu_limit_warnings`. Fails only if the text
+/// cannot be written.
 pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("supervisor");
     let up = Family::<AgentLabel, Gauge>::default();
@@ -296,8 +315,9 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
 }
 
 /// `GET /health`: `stopping` (503) during shutdown, else 200 with
-/// `degraded` when an agent failed, `ok` when all are ready, `starting`
-/// otherwise; the JSON body is in docs/protocol.md.
+/// `degraded` when an agent failed or is degraded, `ok` when all are
+/// ready, `starting` otherwise; the JSON body (also naming the failed and
+/// degraded agents with their causes) is in docs/protocol.md.
 async fn health(State(context): State<MetricsContext>) -> impl IntoResponse {
     let snapshot = context.status.borrow().clone();
     let ready = snapshot.ready_count();

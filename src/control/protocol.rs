@@ -265,6 +265,8 @@ pub struct CauseView {
 /// One circuit breaker of an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerView {
+    /// What the breaker guards, as the agent's SDK names it (e.g. a
+    /// dependency or a URL).
     pub target: String,
     /// `closed`, `open`, `half-open`.
     pub state: String,
@@ -339,6 +341,9 @@ impl StatusView {
         StatusView::build(snapshot, false)
     }
 
+    /// The view of `snapshot` as of now (uptimes and ages are computed against
+    /// the current time); with `escaped`, each agent's `escaped_pids` is filled
+    /// by scanning its process tree.
     fn build(snapshot: &StatusSnapshot, escaped: bool) -> StatusView {
         let now = tokio::time::Instant::now();
         let seconds = |duration: Option<std::time::Duration>| duration.map(|d| d.as_secs_f64());

@@ -49,6 +49,8 @@ const MAX_SETTLE_READS: u32 = 20;
 /// when missing).
 type Snapshot = Vec<Option<(u64, std::time::SystemTime, Vec<u8>)>>;
 
+/// What `files` look like now, in order; a file that cannot be read (or
+/// whose mtime cannot be) is `None`, like a missing one.
 fn snapshot(files: &[PathBuf]) -> Snapshot {
     files
         .iter()

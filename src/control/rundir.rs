@@ -14,6 +14,9 @@
 //! owned by the invoking user, or is writable by group or others, and one
 //! holding a symbolic link where the supervisor writes. The files themselves
 //! are opened without following links ([`crate::files`]).
+//!
+//! Does not serve the socket ([`super::server`]) or write the agent logs
+//! (`crate::process::log`); it only says where they are.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -204,6 +207,7 @@ impl SocketAddress {
 /// pid file and releases the lock.
 #[derive(Debug)]
 pub struct RunDirLock {
+    /// The directory locked.
     run_dir: RunDir,
     /// The locked `supervisor.pid`; the kernel releases the lock when the
     /// process ends, however it ends.
@@ -266,6 +270,8 @@ impl RunDirLock {
     }
 }
 
+/// Removes `control.sock` and `supervisor.pid` (errors ignored: they may be
+/// gone already); the lock itself goes with the file handle.
 impl Drop for RunDirLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.run_dir.socket());

@@ -8,6 +8,11 @@
 //! [`IDLE_TIMEOUT`] is closed; at most [`MAX_CONNECTIONS`] connections are
 //! served at once (more are told "busy" and closed). A malformed request
 //! gets an error response and the connection stays usable.
+//!
+//! Does not own the wire types ([`super::protocol`]), loading and checking
+//! new manifests ([`super::reload`]) or any agent state: the status is the
+//! supervisor's, and commands for agents of another host go to that host's
+//! supervisor over the peer link (`crate::link`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -71,6 +71,8 @@ const LOG_CHUNK: u64 = 256 * 1024;
 /// Where and how to serve.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Address to bind; port 0 picks a free one (the real address is in
+    /// [`Links::address`]).
     pub listen: SocketAddr,
     /// Serve on an address other than loopback.
     pub allow_remote: bool,
@@ -79,23 +81,33 @@ pub struct Options {
 /// The two links, as printed.
 #[derive(Debug, Clone)]
 pub struct Links {
+    /// The address actually bound.
     pub address: SocketAddr,
+    /// `http://ADDRESS/?token=OPERATOR`: may look and act.
     pub operator: String,
+    /// `http://ADDRESS/?token=VIEWER`: may only look.
     pub viewer: String,
 }
 
+/// Why the dashboard did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
     #[error(
         "refusing to serve the dashboard on {0}: it is not a loopback address; pass --allow-remote to serve it there"
     )]
+    /// The listen address is not loopback and `allow_remote` was not given.
     Remote(SocketAddr),
+    /// The listen address could not be bound (in use, no permission).
     #[error("binding the dashboard on {address}: {source}")]
     Bind {
+        /// The address asked for.
         address: SocketAddr,
+        /// The bind error (or `local_addr`'s).
         #[source]
         source: std::io::Error,
     },
+    /// `/dev/urandom` could not be read for the tokens, or the status feed
+    /// thread could not be started.
     #[error("making the access tokens: {0}")]
     Random(std::io::Error),
 }
@@ -103,11 +115,14 @@ pub enum DashboardError {
 /// Who a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The viewer link: every read route, no actions.
     Viewer,
+    /// The operator link: reads and actions (`POST /api/action`).
     Operator,
 }
 
 impl Role {
+    /// `viewer` or `operator`: the page's `__ROLE__` and the audit's `role`.
     fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -118,15 +133,20 @@ impl Role {
 
 /// The model and its JSON, as the model task last published them.
 struct Published {
+    /// The model, for handlers that need its structure (graph, known agents).
     model: Model,
+    /// The model serialised once per change, shared by every page and event.
     json: Arc<str>,
 }
 
 /// What every handler needs.
 #[derive(Clone)]
 struct App {
+    /// Where the control socket, agent logs and audit log are.
     run_dir: RunDir,
+    /// 32 hex digits; grants [`Role::Operator`].
     operator_token: Arc<str>,
+    /// 32 hex digits; grants [`Role::Viewer`].
     viewer_token: Arc<str>,
     /// Published by the model task; closed when it ends.
     published: watch::Receiver<Arc<Published>>,
@@ -134,13 +154,24 @@ struct App {
 
 /// What the feeds tell the model task.
 enum Input {
+    /// A status from the supervisor's `watch` stream.
     Status(Box<StatusView>),
+    /// The control socket could not be reached or failed, with why.
     Disconnected(String),
+    /// New records of `errors.jsonl`, each parsed as JSON.
     Errors(Vec<serde_json::Value>),
 }
 
 /// Binds, starts the feeds and serves until `token` is cancelled; the tasks
-/// live on `tracker`. Returns the links to print.
+/// live on `tracker` (the status feed is a thread that ends within a few
+/// seconds of the cancellation). Returns the links to print.
+///
+/// # Errors
+///
+/// [`DashboardError::Remote`] for a non-loopback address without
+/// `allow_remote`, [`DashboardError::Bind`] when the address cannot be
+/// bound, [`DashboardError::Random`] when no tokens can be made or the
+/// status feed thread cannot be started.
 pub async fn start(
     run_dir: RunDir,
     options: Options,
@@ -219,6 +250,7 @@ fn random_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
+/// The model with its JSON (`{}` if it cannot be serialised).
 fn publish(model: Model) -> Published {
     let json = serde_json::to_string(&model)
         .unwrap_or_else(|_| "{}".to_string())
@@ -226,6 +258,8 @@ fn publish(model: Model) -> Published {
     Published { model, json }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it): the
+/// timeline's clock.
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -427,6 +461,8 @@ async fn authorize(State(app): State<App>, mut request: HttpRequest, next: Next)
     response
 }
 
+/// `GET /`: the page, told its role, under a content security policy that
+/// allows only its inline script and style and requests to this server.
 async fn page(axum::Extension(role): axum::Extension<Role>) -> Response {
     let html = PAGE.replace("__ROLE__", role.as_str());
     (
@@ -442,6 +478,7 @@ async fn page(axum::Extension(role): axum::Extension<Role>) -> Response {
         .into_response()
 }
 
+/// `GET /api/model`: the last published model as JSON.
 async fn model_json(State(app): State<App>) -> Response {
     let json = app.published.borrow().json.clone();
     (
@@ -488,9 +525,12 @@ async fn graph(State(app): State<App>) -> Response {
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
 
+/// `GET /api/log?agent=NAME[&offset=N]`.
 #[derive(Debug, Deserialize)]
 struct LogQuery {
+    /// The agent whose log to read; must be in the last status of this host.
     agent: String,
+    /// The offset a previous answer returned; absent: the log's last 16 KiB.
     offset: Option<u64>,
 }
 
@@ -516,13 +556,21 @@ async fn log_tail(State(app): State<App>, Query(query): Query<LogQuery>) -> Resp
     axum::Json(serde_json::json!({ "offset": offset, "lines": lines })).into_response()
 }
 
+/// `POST /api/action` body: `{"action": "restart"|"stop"|"start", "agent": NAME}`.
 #[derive(Debug, Deserialize)]
 struct ActionBody {
+    /// `restart`, `stop` or `start`; anything else is refused with 400.
     action: String,
+    /// The agent to act on; must be in the last status of this host.
     agent: String,
 }
 
-/// restart, stop or start one agent (operator only), audited.
+/// `POST /api/action`: restart, stop or start one agent of this host.
+/// Refused with 403 for the viewer, without the operator token in
+/// [`TOKEN_HEADER`] or from another origin, 400 for an unknown action, 404
+/// for an unknown agent; the supervisor's refusal is 409, a control socket
+/// failure 502. Every attempt, refused or not, appends one line to
+/// [`AUDIT_FILE`].
 async fn action(
     State(app): State<App>,
     axum::Extension(role): axum::Extension<Role>,

@@ -3,7 +3,7 @@
 //!
 //! Owns the timeline: a restart is seen as an agent's `restarts_by_cause`
 //! count of some cause going up between two statuses, and "caused by" names the dependency (direct or further up)
-//! that restarted, exited or failed last, within [`CAUSE_WINDOW`], before an
+//! that restarted, exited or failed last, within [`CAUSE_WINDOW_MS`], before an
 //! agent restarted with cause `dependency`. Restarts before the dashboard
 //! attached are not in it (the counts are in the table).
 //!
@@ -30,6 +30,7 @@ pub const CAUSE_WINDOW_MS: u64 = 30_000;
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
     /// Its machine's host name.
+    /// The host of the supervisor whose status showed the restart.
     pub host: String,
     /// The last status read; `None` before the first.
     pub status: Option<StatusView>,
@@ -43,6 +44,7 @@ pub struct TimelineEntry {
     pub host: String,
     /// Milliseconds since the Unix epoch, when the dashboard saw it.
     pub at_ms: u64,
+    /// The agent that restarted or failed.
     pub agent: String,
     /// `exit`, `signal`, `liveness`, `dependency`, `operator`, ..., or
     /// `failed` when the supervisor gave up on it.
@@ -60,7 +62,11 @@ pub struct TimelineEntry {
 pub struct Model {
     /// The host the dashboard runs on (shown in the title).
     pub dashboard_host: String,
+    /// One entry per supervisor: the dashboard's own host first, others as
+    /// their statuses arrive.
     pub hosts: Vec<Host>,
+    /// Restarts and give-ups seen since the dashboard attached, oldest first,
+    /// at most [`TIMELINE_LENGTH`].
     pub timeline: VecDeque<TimelineEntry>,
     /// Records of the error journal, newest last, each with `host` added.
     pub errors: VecDeque<serde_json::Value>,
@@ -69,6 +75,7 @@ pub struct Model {
 }
 
 impl Model {
+    /// An empty model: only `dashboard_host`, marked `connecting`, version 0.
     pub fn new(dashboard_host: &str) -> Model {
         Model {
             dashboard_host: dashboard_host.to_string(),
@@ -100,6 +107,9 @@ impl Model {
         self.version += 1;
     }
 
+    /// `host`'s supervisor cannot be read, because of `why`; its last status
+    /// stays. The version changes only when the reason does, so a supervisor
+    /// that stays away does not wake every page each second.
     pub fn disconnected(&mut self, host: &str, why: String) {
         let index = self.host_index(host);
         if self.hosts[index].disconnected.as_ref() != Some(&why) {
@@ -135,6 +145,7 @@ impl Model {
             .any(|status| status.agent(agent).is_some())
     }
 
+    /// The index of `host` in `hosts`, adding an empty entry for a new host.
     fn host_index(&mut self, host: &str) -> usize {
         match self.hosts.iter().position(|entry| entry.host == host) {
             Some(index) => index,
@@ -150,7 +161,13 @@ impl Model {
     }
 }
 
-/// The timeline entries between two statuses of one supervisor.
+/// The timeline entries between two statuses of one supervisor, seen at
+/// `at_ms`: one per cause whose count in an agent's `restarts_by_cause`
+/// went up, or, without one, a `failed` entry when the agent became
+/// failed. An agent missing from `previous` (just added) gives none. A
+/// `dependency` restart gets `caused_by`: the latest entry within
+/// [`CAUSE_WINDOW_MS`] (in `earlier` for this host, or this batch) of an
+/// agent it depends on, directly or further up.
 pub fn restarts(
     host: &str,
     previous: &StatusView,

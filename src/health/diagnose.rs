@@ -107,6 +107,8 @@ fn with_port(check: &Probe, port: u16) -> Option<Probe> {
     }
 }
 
+/// The word the diagnosis uses for what a port answers: `health` (the
+/// legacy ZMQ request), `http`, `tcp` or `exec`.
 fn kind(check: &Probe) -> &'static str {
     match check {
         Probe::Zmq { .. } => "health",

@@ -21,6 +21,7 @@ const MAX_STATUS_LINE: usize = 8 * 1024;
 pub(crate) struct HttpTarget {
     /// Host as written, without brackets for IPv6 (`127.0.0.1`, `::1`, `localhost`).
     pub host: String,
+    /// The port as written, else 80.
     pub port: u16,
     /// The `Host:` header value: the authority as written (`localhost:8080`, `[::1]:80`).
     pub authority: String,

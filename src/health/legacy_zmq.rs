@@ -25,6 +25,12 @@ fn context() -> zmq::Context {
     crate::transport::context()
 }
 
+/// One legacy health exchange with `tcp://host:port` (a wildcard host
+/// probes loopback): a fresh REQ socket sends [`REQUEST`] and the reply is
+/// judged by [`judge_reply`]. The whole attempt, queueing on the blocking
+/// pool included, takes at most `timeout`; past it the result is
+/// [`ProbeError::Timeout`] (nothing listening looks the same, as ZMQ
+/// connects lazily).
 pub(crate) async fn probe_zmq(host: &str, port: u16, timeout: Duration) -> Result<(), ProbeError> {
     let host = connect_host(host).to_string();
     let endpoint = if host.contains(':') {

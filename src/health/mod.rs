@@ -4,7 +4,7 @@
 //! HTTP GET, a command's exit status, or the legacy ZMQ health request
 //! described in `docs/legacy.md`), performing I/O and nothing else; the
 //! probe schedules ([`watch_readiness`], [`watch_liveness`]: tasks that probe
-//! until cancelled, readiness on the schedule of [`schedule`]: fast first,
+//! until cancelled, readiness on the schedule of `schedule.rs`: fast first,
 //! backing off to the interval); and [`diagnose`], the words for why an
 //! agent is not ready.
 //!

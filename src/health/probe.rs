@@ -174,6 +174,10 @@ pub(crate) fn connect_host(host: &str) -> &str {
     }
 }
 
+/// Passes when a TCP connection to `host:port` (a wildcard host probes
+/// loopback) is accepted within `timeout`, name resolution included; the
+/// connection is closed at once. A refusal fails at once
+/// ([`ProbeError::Refused`]).
 async fn probe_tcp(host: &str, port: u16, timeout: Duration) -> Result<(), ProbeError> {
     let host = connect_host(host);
     let target = format!("tcp {host}:{port}");
@@ -189,6 +193,11 @@ async fn probe_tcp(host: &str, port: u16, timeout: Duration) -> Result<(), Probe
     }
 }
 
+/// Passes when `command` (program and arguments, no shell) exits with
+/// status 0 within `timeout`; its output is discarded. Another status is
+/// [`ProbeError::ExitStatus`]; past `timeout` its whole process group is
+/// killed and reaped and the result is [`ProbeError::Timeout`]. An empty
+/// command is [`ProbeError::Unsupported`].
 async fn probe_exec(command: &[String], timeout: Duration) -> Result<(), ProbeError> {
     let target = format!("exec `{}`", command.join(" "));
     let Some((program, args)) = command.split_first() else {

@@ -33,7 +33,20 @@ pub const LATENESS_FRACTION: u32 = 20;
 /// one, for an agent whose configured probe interval is `interval`.
 ///
 /// Never longer than `interval` (the manifest's promise) and never shorter
-/// than [`FIRST_PROBE_DELAY`] unless `interval` itself is shorter.
+/// than `FIRST_PROBE_DELAY` (5 ms) unless `interval` itself is shorter.
+///
+/// ```
+/// use std::time::Duration;
+/// use supervisor::health::next_probe_delay;
+///
+/// let interval = Duration::from_secs(1);
+/// // Fast at first ...
+/// assert_eq!(next_probe_delay(Duration::ZERO, interval), Duration::from_millis(5));
+/// // ... a twentieth of the time waited so far ...
+/// assert_eq!(next_probe_delay(Duration::from_secs(4), interval), Duration::from_millis(200));
+/// // ... and never longer than the interval.
+/// assert_eq!(next_probe_delay(Duration::from_secs(60), interval), interval);
+/// ```
 pub fn next_probe_delay(waited: Duration, interval: Duration) -> Duration {
     (waited / LATENESS_FRACTION)
         .max(FIRST_PROBE_DELAY)

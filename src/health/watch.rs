@@ -46,6 +46,7 @@ static WATCHING: AtomicUsize = AtomicUsize::new(0);
 struct Watching;
 
 impl Watching {
+    /// Counts a new watch; the count drops again when the guard is dropped.
     fn start() -> Watching {
         WATCHING.fetch_add(1, Ordering::Relaxed);
         Watching

@@ -26,9 +26,13 @@ use super::Planned;
 /// Boxes in one row at most; a wider level wraps.
 pub const ROW_WIDTH: usize = 12;
 
+/// Height of every box, in SVG user units (pixels at scale 1).
 const BOX_HEIGHT: f64 = 30.0;
+/// Vertical space between two rows of boxes, where the arrows run.
 const ROW_GAP: f64 = 60.0;
+/// Horizontal space between two boxes of one row.
 const BOX_GAP: f64 = 24.0;
+/// Empty border around the whole picture, on every side.
 const MARGIN: f64 = 20.0;
 /// Room on the left for the `level N` labels.
 const LABEL_WIDTH: f64 = 64.0;
@@ -38,31 +42,44 @@ const CHAR_WIDTH: f64 = 7.2;
 /// One box, placed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
+    /// The agent's name, as written in the manifest (also the box's label).
     pub name: String,
     /// Plan level; `None` for agents in or behind a knot.
     pub level: Option<usize>,
+    /// Left edge of the box, in SVG user units from the picture's left.
     pub x: f64,
+    /// Top edge of the box, in SVG user units from the picture's top.
     pub y: f64,
+    /// Box width: grows with the name's length, at least 60.
     pub width: f64,
+    /// On the critical path: drawn with the heavier orange outline and the
+    /// `critical` class.
     pub critical: bool,
 }
 
 /// One arrow: `from` depends on `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Edge {
+    /// The dependent agent (the arrow starts at its box).
     pub from: String,
+    /// The dependency (the arrow points at its box).
     pub to: String,
+    /// Both ends are consecutive on the critical path.
     pub critical: bool,
 }
 
 /// Every agent and dependency, placed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
+    /// One per agent of the plan, knot members included, in row order.
     pub nodes: Vec<Node>,
+    /// One per dependency between two drawn agents.
     pub edges: Vec<Edge>,
     /// `(y, text)` of each level's label, on its first row.
     pub labels: Vec<(f64, String)>,
+    /// Width of the whole picture (the SVG `width` and `viewBox`).
     pub width: f64,
+    /// Height of the whole picture.
     pub height: f64,
 }
 
@@ -155,7 +172,10 @@ impl Layout {
         }
     }
 
-    /// The picture as a standalone SVG document.
+    /// The picture as a standalone SVG document: its own `<style>` (so it
+    /// needs no stylesheet), the `level N` labels, the arrows (drawn first, so
+    /// boxes cover their ends) and the boxes, every name escaped. Sized by
+    /// [`Layout::width`] and [`Layout::height`] (at least one box high).
     pub fn svg(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -297,6 +317,8 @@ fn order_rows(levels: &[(Option<usize>, Vec<String>)], edges: &[Edge]) -> Rows {
     rows
 }
 
+/// Width of the box for `name`: its estimated text width
+/// ([`CHAR_WIDTH`] per character) plus 20 of padding, at least 60.
 fn box_width(name: &str) -> f64 {
     (name.chars().count() as f64 * CHAR_WIDTH + 20.0).max(60.0)
 }
@@ -323,7 +345,17 @@ fn curve(from: &Node, to: &Node) -> String {
     format!("M{x1:.1},{y1:.1} C{x1:.1},{middle:.1} {x2:.1},{middle:.1} {x2:.1},{y2:.1}")
 }
 
-/// Text safe inside an XML element or a double-quoted attribute.
+/// Text safe inside an XML element or a double-quoted attribute: the five
+/// XML special characters become entities, and control characters that
+/// XML 1.0 does not allow (all below U+0020 but tab, newline and carriage
+/// return) become `?`.
+///
+/// ```
+/// use supervisor::plan::draw::escape;
+///
+/// assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+/// assert_eq!(escape("bell\u{7}"), "bell?");
+/// ```
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for character in text.chars() {
@@ -415,6 +447,8 @@ mod tests {
     use crate::manifest::test_support::manifest_from_edges;
     use crate::plan::Plan;
 
+    /// The layout of a manifest made from `(agent, dependencies)` pairs, with
+    /// the critical path computed as if every agent took one second.
     fn layout_of(edges: &[(&str, &[&str])]) -> Layout {
         let planned = Plan::around_knots(&manifest_from_edges(edges));
         let (path, _) = planned

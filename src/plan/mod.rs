@@ -23,7 +23,16 @@ pub enum PlanError {
     Cycles(Vec<Vec<String>>),
 }
 
-/// `A -> B -> C -> A`.
+/// `A -> B -> C -> A`: the cycle in dependency order, its first agent
+/// repeated at the end; empty for an empty cycle.
+///
+/// ```
+/// use supervisor::plan::format_cycle;
+///
+/// let cycle = ["api".to_string(), "db".to_string()];
+/// assert_eq!(format_cycle(&cycle), "api -> db -> api");
+/// assert_eq!(format_cycle(&[]), "");
+/// ```
 pub fn format_cycle(cycle: &[String]) -> String {
     let mut text = cycle.join(" -> ");
     if let Some(first) = cycle.first() {
@@ -51,7 +60,11 @@ pub struct Plan {
 /// The dependency graph with one node per distinct agent name (borrowed
 /// from the manifest: `check` builds it for every agent).
 struct Graph<'a> {
+    /// One node per distinct agent name, in the manifest's table order (first
+    /// definition of a duplicated name); an edge from an agent to each of its
+    /// defined dependencies.
     graph: DiGraph<&'a str, ()>,
+    /// Agent name -> its node in `graph`.
     index: HashMap<&'a str, NodeIndex>,
 }
 
@@ -277,6 +290,7 @@ fn elementary_cycles(adjacency: &[Vec<usize>]) -> FoundCycles {
 /// graph they induce; returns the one with a cycle whose least vertex is
 /// smallest, as (that vertex, its members). Iterative Tarjan.
 fn least_strong_component(adjacency: &[Vec<usize>], from: usize) -> Option<(usize, Vec<usize>)> {
+    /// `index` of a vertex the search has not reached yet.
     const UNSEEN: usize = usize::MAX;
     let n = adjacency.len();
     let mut index = vec![UNSEEN; n];
@@ -541,7 +555,13 @@ pub struct Planned {
 }
 
 impl Plan {
-    /// Plans the manifest's agents. Fails with every cycle when there is one.
+    /// Plans the manifest's agents; dependencies on undefined agents are left
+    /// out (`check` reports them).
+    ///
+    /// # Errors
+    ///
+    /// [`PlanError::Cycles`] with every listed cycle of every knot when the
+    /// dependencies have one; [`Plan::around_knots`] plans around them instead.
     pub fn new(manifest: &Manifest) -> Result<Plan, PlanError> {
         let planned = Plan::around_knots(manifest);
         if planned.knots.is_empty() {
@@ -580,6 +600,12 @@ impl Plan {
         ))
     }
 
+    /// The work of [`Plan::around_knots`] over a built graph: finds the knots,
+    /// fills the dependency and dependent lists (sorted), assigns levels with
+    /// Kahn's algorithm (level = 1 + the highest level among the agent's
+    /// dependencies, 0 without any), lists as `blocked` the agents that never
+    /// get a level and are not in a knot, and computes the start order. Agents
+    /// in a knot are in neither `levels` nor `blocked`.
     fn around_knots_of(graph: Graph<'_>) -> Planned {
         let knots = graph.knots();
         let count = graph.graph.node_count();
@@ -779,6 +805,15 @@ impl Plan {
 /// in agents and edges: an agent's pass is the largest over its dependencies
 /// of their pass, plus one for a dependency listed after it, found in
 /// topological order, rather than by running the passes.
+///
+/// ```
+/// use supervisor::plan::start_order;
+///
+/// // 0 depends on 1 (listed after it), 2 depends on nothing,
+/// // 3 and 4 depend on each other (a cycle).
+/// let table = [vec![1], vec![], vec![], vec![4], vec![3]];
+/// assert_eq!(start_order(&table), [1, 2, 0, 3, 4]);
+/// ```
 pub fn start_order(dependencies: &[Vec<usize>]) -> Vec<usize> {
     let count = dependencies.len();
     let mut waiting: Vec<usize> = dependencies.iter().map(Vec::len).collect();

@@ -32,6 +32,7 @@ pub const CAPACITY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The queue between the pumps and the writer thread.
 pub struct ConsoleSink {
+    /// The lines waiting for the writer, with their size and drop count.
     queue: Mutex<Queue>,
     /// Signalled on each push; the writer thread waits on it.
     filled: Condvar,
@@ -200,6 +201,8 @@ impl ConsoleSink {
         queue.batches.is_empty() && queue.dropped == 0 && !queue.writing
     }
 
+    /// The queue, even after a thread panicked while holding it: console
+    /// output keeps flowing rather than every later push panicking too.
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue
             .lock()

@@ -44,6 +44,7 @@ pub struct Keeper {
     /// The writer thread, which owns the pipe's writing end; it ends (closing
     /// the pipe, so the keeper exits) when every [`KeeperLink`] is dropped.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Our own link, cloned for each spawner thread; dropped first on drop.
     link: Option<KeeperLink>,
 }
 
@@ -106,6 +107,9 @@ impl Keeper {
     }
 }
 
+/// Drops our link and waits for the writer thread (it ends once every
+/// spawner's link is gone too, closing the pipe), then reaps the keeper,
+/// which exits on the closed pipe. Blocks until both are done.
 impl Drop for Keeper {
     fn drop(&mut self) {
         // Our own link goes first; the writer ends once the spawner's are gone too.

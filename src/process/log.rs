@@ -224,7 +224,9 @@ fn prefix(name: &str, console: &Console) -> String {
 /// what the agent last said (`exited with code 1: No module named 'x'`).
 #[derive(Debug, Default)]
 pub struct Tail {
+    /// The last non-empty line of stdout (trimmed, at most [`Tail::MAX`] bytes).
     stdout: String,
+    /// The last non-empty line of stderr (same rules).
     stderr: String,
 }
 
@@ -340,7 +342,9 @@ thread_local! {
 /// Splits one output pipe into lines. Holds only the unfinished end of a
 /// line between reads.
 struct LineReader {
+    /// The read end of the child's stdout or stderr, non-blocking.
     pipe: pipe::Receiver,
+    /// Bytes read after the last newline, waiting for the rest of their line.
     partial: Vec<u8>,
 }
 

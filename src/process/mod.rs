@@ -39,6 +39,13 @@ pub use log::{Console, LogTarget};
 pub use sample::{ResourceSample, TreeSampler};
 
 /// How a process ended.
+///
+/// ```
+/// use supervisor::process::Termination;
+///
+/// assert_eq!(Termination::Code(1).to_string(), "exited with code 1");
+/// assert_eq!(Termination::Signaled(9).to_string(), "killed by SIGKILL");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
     /// It exited with this code.
@@ -196,6 +203,7 @@ pub struct ProcessSpawner {
 struct ThreadContext {
     /// Reports process groups to the keeper, when there is one.
     keeper: Option<keeper::KeeperLink>,
+    /// Shared with the spawner: where each child's tree is made.
     containment: std::sync::Arc<tree::Containment>,
 }
 
@@ -248,6 +256,10 @@ impl ProcessSpawner {
     }
 }
 
+/// Ends the spawner threads and waits for them: each kills (group and tree)
+/// every child still running and reaps it; then every process of every
+/// agent tree is killed and the cgroups are removed. Blocks the dropping
+/// thread until then.
 impl Drop for ProcessSpawner {
     fn drop(&mut self) {
         // Closing the channels ends each `run_spawner`; the joins wait for them.
@@ -260,6 +272,9 @@ impl Drop for ProcessSpawner {
 }
 
 impl Spawner for ProcessSpawner {
+    /// Hands the request to the next spawner thread, round-robin; returns at
+    /// once. With the threads gone, `report` gets
+    /// [`ProcessEvent::SpawnFailed`] ([`SpawnError::SpawnerGone`]) right here.
     fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
         self.next = (self.next + 1) % self.requests.len();
         let report = RunReport::new(report);
@@ -380,6 +395,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// unwinds from a panic (the task is dropped): then `drop` sends the missing
 /// last event, so the supervisor never waits for a run nobody watches.
 struct RunReport {
+    /// The supervisor's callback for this run.
     report: Reporter,
     /// `Spawned` was sent and the last event was not.
     spawned: bool,
@@ -591,6 +607,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// A reporter that records every event, and the shared list it records to.
     fn collect() -> (Reporter, Arc<Mutex<Vec<ProcessEvent>>>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
@@ -600,6 +617,8 @@ mod tests {
         )
     }
 
+    /// Polls `events` every 10 ms until at least `count` arrived and returns
+    /// them; panics, listing what arrived, after 10 s.
     fn wait_for(events: &Arc<Mutex<Vec<ProcessEvent>>>, count: usize) -> Vec<ProcessEvent> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -63,14 +63,20 @@ struct Tracked {
 /// between calls.
 #[derive(Debug)]
 pub struct TreeSampler {
+    /// `sysconf(CLK_TCK)`: the unit of `utime`/`stime` in `/proc/<pid>/stat`.
     ticks_per_second: f64,
+    /// `sysconf(PAGE_SIZE)` in bytes: the unit of `statm`'s resident pages.
     page_size: u64,
+    /// Every process of every tree being watched, by pid: its open `/proc`
+    /// files and its last CPU reading.
     processes: HashMap<u32, Tracked>,
     /// The members of each root's tree (root first) as of the last rescan.
     trees: HashMap<u32, Vec<u32>>,
+    /// Samples taken so far; decides which ones read CPU and rescan the trees.
     samples: u64,
 }
 
+/// [`TreeSampler::new`].
 impl Default for TreeSampler {
     fn default() -> Self {
         TreeSampler::new()
@@ -346,7 +352,7 @@ const TRIM_EVERY: u64 = 15;
 
 /// Every `interval`, samples the process trees of the pids `pids` returns
 /// (the agents that have one) in `spawn_blocking`, and hands the figures to
-/// `send`; when the number of pids changed, and every [`TRIM_EVERY`]
+/// `send`; when the number of pids changed, and every `TRIM_EVERY` (15)
 /// samples, it also gives freed memory back. Ends when `token` is cancelled
 /// or `send` returns `false` (its receiver is gone).
 pub async fn sample_every(

@@ -237,6 +237,8 @@ impl Tree {
 /// because nothing may be allocated in the child.
 #[derive(Debug, Clone)]
 pub struct Joiner {
+    /// The agent cgroup's `cgroup.procs` path; `None` for a marker tree
+    /// (nothing to join: the marker is in the environment).
     procs: Option<CString>,
 }
 
@@ -272,6 +274,7 @@ fn cgroup_base() -> std::io::Result<PathBuf> {
         .find_map(|line| line.strip_prefix("0::"))
         .ok_or_else(|| std::io::Error::other("no cgroup v2 line in /proc/self/cgroup"))?;
     // A count, so that several spawners of one process (tests) never share one.
+    /// Spawners made by this process so far: numbers their base cgroups.
     static SPAWNERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let count = SPAWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let base = mount

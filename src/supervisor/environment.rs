@@ -24,7 +24,9 @@ fn endpoint_host(spec: &AgentSpec) -> String {
     spec.agent.address.clone()
 }
 
-/// Where dependents reach `spec` according to the manifest (`tcp://host:port`).
+/// Where dependents reach `spec` according to the manifest
+/// (`tcp://host:port`); `None` when it has no `port` (then dependents get no
+/// `<NAME>_ENDPOINT` for it).
 pub(super) fn service_endpoint(spec: &AgentSpec) -> Option<String> {
     spec.agent
         .port
@@ -32,7 +34,10 @@ pub(super) fn service_endpoint(spec: &AgentSpec) -> Option<String> {
 }
 
 /// The command, environment and log target of one run. Injected variables
-/// come first so the manifest's `env` can override them.
+/// come first so the manifest's `env` can override them (the spawner sets
+/// them in order, so a later duplicate wins). `AGENT_DEPENDENCIES` is a JSON
+/// object `{name: endpoint}` of the dependencies that have a port (`{}`
+/// without any); the log goes to `<logs>/<name>.log` when `config.logs` is set.
 pub(super) fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config) -> SpawnSpec {
     let spec: &Agent = &lifecycle.spec(agent).agent;
     let mut env = vec![

@@ -26,6 +26,11 @@ pub type AgentId = usize;
 
 /// Something that happened. `run` is the agent's spawn generation: events of
 /// an older run are ignored.
+///
+/// The process events, from the spawner's reporter: `Spawned` (the run's
+/// process started, as process group leader `pid`), `SpawnFailed` (it could
+/// not be started; `error` says why), `LastLine` and `Exited` (it was
+/// reaped, with how it ended).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Spawned {
@@ -139,22 +144,48 @@ pub enum Event {
 /// between the command and the event).
 #[derive(Debug, Clone)]
 pub struct Reload {
+    /// Every agent of the new configuration, as [`super::Config::agents`]
+    /// lists them (this host's, plus the remote agents they depend on).
     pub agents: Arc<Vec<AgentSpec>>,
+    /// The new configuration's restart strategy.
     pub strategy: Strategy,
 }
 
+/// Two reloads are equal when they share the same agent list (the same
+/// `Arc`, not equal contents) and strategy: enough for tests comparing the
+/// events a command produced.
 impl PartialEq for Reload {
     fn eq(&self, other: &Reload) -> bool {
         Arc::ptr_eq(&self.agents, &other.agents) && self.strategy == other.strategy
     }
 }
 
-/// What a reload changed, by agent name.
+/// What a reload changed, by agent name. Its `Display` is the line the
+/// supervisor logs after applying a reload:
+///
+/// ```
+/// use supervisor::supervisor::ReloadSummary;
+///
+/// let summary = ReloadSummary {
+///     added: vec!["cache".into()],
+///     changed: vec!["api".into(), "db".into()],
+///     unchanged: 3,
+///     ..ReloadSummary::default()
+/// };
+/// assert_eq!(
+///     summary.to_string(),
+///     "added: cache; removed: none; changed: api, db; unchanged: 3"
+/// );
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
+    /// Agents of the new configuration that the table does not have (they start).
     pub added: Vec<String>,
+    /// Agents that are no longer in the configuration (they stop).
     pub removed: Vec<String>,
+    /// Agents whose definition differs (they are replaced).
     pub changed: Vec<String>,
+    /// How many agents keep running untouched.
     pub unchanged: usize,
 }
 
@@ -248,10 +279,13 @@ pub enum Command {
 /// Why the supervisor refused a [`Command`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
+    /// Names that no agent has (empty when the request named no agent).
     #[error("unknown agent(s): {}", .0.join(", "))]
     UnknownAgents(Vec<String>),
+    /// The supervisor is stopping everything; nothing new is accepted.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// The supervisor task has ended (or ended before answering).
     #[error("the supervisor has ended")]
     Ended,
 }
@@ -259,7 +293,9 @@ pub enum CommandError {
 /// Why `up` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The required agent that failed.
     pub agent: String,
+    /// Why it failed, as the lifecycle words it (e.g. the restart limit hit).
     pub reason: String,
 }
 
@@ -291,13 +327,18 @@ pub struct RemoteRun {
 /// One agent in a [`StatusSnapshot`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
+    /// The agent's name, unique in the table.
     pub name: String,
     /// The manifest's `group:` (or legacy group).
     pub group: Option<String>,
+    /// Where it is in its lifecycle (see [`super::state`]).
     pub state: AgentState,
     /// Runs on another host: probed, never spawned.
     pub remote: bool,
+    /// Its failure stops everything (unless `--keep-going`, or its
+    /// `on_give_up` says otherwise); an optional agent's does not.
     pub required: bool,
+    /// The process group leader's pid while a process runs.
     pub pid: Option<u32>,
     /// Spawn generation of its current (or last) process, from 1; 0 before
     /// the first start (told to peers so they order reports by run).
@@ -305,6 +346,7 @@ pub struct AgentStatus {
     /// How its last run ended when it ended on its own (no stop asked);
     /// `None` while it runs or after a stop (`run-one` exits with it).
     pub own_exit: Option<Termination>,
+    /// Restarts over its whole life, every cause.
     pub restarts: u32,
     /// From the supervisor's start to the agent's first readiness.
     pub ready_at: Option<Duration>,
@@ -325,6 +367,7 @@ pub struct AgentStatus {
     pub heartbeat_age: Option<Duration>,
     /// From the latest resource sample of its process tree.
     pub cpu_percent: Option<f64>,
+    /// Resident memory of its whole process tree, in bytes, from the same sample.
     pub rss_bytes: Option<u64>,
     /// Restarts by cause (`exit`, `signal`, `liveness`, `memory`,
     /// `operator`, `reload`, `dependency`, `heartbeat`, `progress`, `error`).
@@ -351,11 +394,15 @@ pub struct AgentStatus {
 /// What status readers see; published after every `apply`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusSnapshot {
+    /// When the supervisor started (the zero of `ready_at` and `all_ready_after`).
     pub started: Instant,
+    /// Every agent, in the table's order ([`super::Config::agents`]' order,
+    /// then the agents added by reloads; removed ones left out).
     pub agents: Vec<AgentStatus>,
     /// Since `started`, when every agent had been ready (or settled as
     /// failed/blocked) for the first time.
     pub all_ready_after: Option<Duration>,
+    /// A shutdown was requested: agents are stopping and commands are refused.
     pub shutting_down: bool,
     /// Configurations applied since the start.
     pub reloads: u64,
@@ -366,6 +413,7 @@ pub struct StatusSnapshot {
 }
 
 impl StatusSnapshot {
+    /// How many agents are [`AgentState::Ready`] now.
     pub fn ready_count(&self) -> usize {
         self.agents
             .iter()

@@ -71,6 +71,8 @@ pub struct Config {
     /// The agents of this host, plus the agents of other hosts they depend on
     /// (`remote: true`).
     pub agents: Vec<AgentSpec>,
+    /// What else restarts when an agent restarts (the manifest's `strategy`:
+    /// one-for-one, rest-for-one, one-for-all).
     pub strategy: Strategy,
     /// Start one agent at a time in plan order (the benchmark's baseline).
     pub sequential: bool,
@@ -98,11 +100,16 @@ pub struct SupervisorHandle {
 
 impl SupervisorHandle {
     /// Stops every agent in reverse dependency order; `force` skips the grace.
+    /// Returns once the request is queued, not when the agents have stopped
+    /// (await the supervisor task's handle for that); does nothing once the
+    /// supervisor has ended.
     pub async fn shutdown(&self, force: bool) {
         let _ = self.commands.send(Command::Shutdown { force }).await;
     }
 
-    /// Like [`SupervisorHandle::shutdown`], from synchronous code (signal handlers).
+    /// Like [`SupervisorHandle::shutdown`], from synchronous code (signal
+    /// handlers): never waits, so the request is lost when the command queue
+    /// (64 commands) is full or the supervisor has ended.
     pub fn try_shutdown(&self, force: bool) {
         let _ = self.commands.try_send(Command::Shutdown { force });
     }
@@ -125,24 +132,37 @@ impl SupervisorHandle {
             .await;
     }
 
-    /// Follows every status change.
+    /// Follows the published status: a new snapshot after each batch of
+    /// events, at most every 50 ms while events keep coming (every second when
+    /// only heartbeats arrive), at once after a command. For a snapshot fresher
+    /// than the last published one, ask [`SupervisorHandle::status`].
     pub fn subscribe(&self) -> watch::Receiver<StatusSnapshot> {
         self.status.clone()
     }
 
     /// Starts agents by name (and the dependencies they need); answers once
-    /// the request is applied, not when they are ready.
+    /// the request is applied, not when they are ready, with every agent the
+    /// request starts, in dependency order.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::UnknownAgents`] when a name is unknown or none is given
+    /// (nothing is done then), [`CommandError::ShuttingDown`] during a
+    /// shutdown, [`CommandError::Ended`] once the supervisor has ended. The
+    /// same holds for [`SupervisorHandle::stop`] and
+    /// [`SupervisorHandle::restart`].
     pub async fn start(&self, agents: Vec<String>) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Start { agents, reply }).await?
     }
 
-    /// Stops agents by name, their dependents first; they stay stopped.
+    /// Stops agents by name, their dependents first; they stay stopped until
+    /// started again. Answers with every agent the request stops.
     pub async fn stop(&self, agents: Vec<String>) -> Result<Vec<String>, CommandError> {
         self.ask(|reply| Command::Stop { agents, reply }).await?
     }
 
     /// Restarts agents by name (with everything that depends on them when
-    /// `with_dependents`).
+    /// `with_dependents`); answers with every agent it replaces.
     pub async fn restart(
         &self,
         agents: Vec<String>,
@@ -156,7 +176,9 @@ impl SupervisorHandle {
         .await?
     }
 
-    /// Applies a configuration that passed `check`.
+    /// Applies a configuration that passed `check`, answering with what it
+    /// changes once the change is applied (agents still start and stop after).
+    /// Refused with [`CommandError::ShuttingDown`] during a shutdown.
     pub async fn reload(&self, reload: Reload) -> Result<ReloadSummary, CommandError> {
         self.ask(|reply| Command::Reload { reload, reply }).await?
     }
@@ -166,6 +188,9 @@ impl SupervisorHandle {
         let _ = self.commands.send(Command::ReloadFailed { errors }).await;
     }
 
+    /// Sends the command built around a fresh reply channel and waits for the
+    /// answer; [`CommandError::Ended`] when the supervisor task has ended
+    /// (before reading the command or before answering it).
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -186,6 +211,7 @@ enum Reply {
         oneshot::Sender<Result<Vec<String>, CommandError>>,
         Vec<String>,
     ),
+    /// The summary of a reload, computed before it was applied.
     Reloaded(
         oneshot::Sender<Result<ReloadSummary, CommandError>>,
         ReloadSummary,
@@ -193,6 +219,8 @@ enum Reply {
 }
 
 impl Reply {
+    /// Answers the waiting caller with success; a caller that stopped
+    /// waiting is ignored.
     fn send(self) {
         match self {
             Reply::Done(reply, affected) => {
@@ -298,13 +326,20 @@ pub fn spawn_with_fabric<S: Spawner>(
     )
 }
 
+/// The run loop's state: the pure [`Lifecycle`] that decides, and
+/// everything needed to carry out its actions. Owned by the one task
+/// [`spawn_with_fabric`] starts; nothing else touches it.
 struct Supervisor<S> {
+    /// Every agent's state; changed only through `begin` and `apply`.
     lifecycle: Lifecycle,
+    /// What was asked for at start (logs, console, port offset, sampling).
     config: Config,
+    /// Starts and signals the agents' processes (a fake one in tests).
     spawner: S,
     /// Process reporters and probe tasks hold clones of `event_sender`; the
     /// loop keeps one too, so `recv` never sees a closed channel.
     events: mpsc::UnboundedReceiver<Event>,
+    /// Cloned into every process reporter, probe task and the sampler.
     event_sender: mpsc::UnboundedSender<Event>,
     /// Senders live in [`SupervisorHandle`]s; when all are dropped the
     /// branch is disabled and the loop carries on.
@@ -327,6 +362,14 @@ struct Supervisor<S> {
 }
 
 impl<S: Spawner> Supervisor<S> {
+    /// The loop: performs the lifecycle's first actions, then waits for an
+    /// event, a command, the lifecycle's next deadline or the shutdown token,
+    /// applies it (with up to [`MAX_BATCH`] more queued events), performs the
+    /// actions and publishes a snapshot (at once for a command reply or the
+    /// end, else at most every [`MIN_PUBLISH_GAP`], or
+    /// [`HEARTBEAT_PUBLISH_GAP`] when only heartbeats came). Replies are sent
+    /// after the snapshot that shows their effect. Returns the outcome of the
+    /// action that ended it, with every probe task cancelled.
     async fn run(mut self) -> Outcome {
         let mut shutdown_seen = false;
         let actions = self.lifecycle.begin(Instant::now());
@@ -495,6 +538,7 @@ impl<S: Spawner> Supervisor<S> {
             .collect())
     }
 
+    /// The names of `agents`, in the same order.
     fn names(&self, agents: &[AgentId]) -> Vec<String> {
         agents
             .iter()
@@ -502,7 +546,12 @@ impl<S: Spawner> Supervisor<S> {
             .collect()
     }
 
-    /// Performs actions; returns the outcome when one of them ends the loop.
+    /// Performs actions in order; returns the outcome when one of them ends
+    /// the loop. Any signal but SIGKILL is followed by SIGCONT, so a stopped
+    /// (SIGSTOPped) group can act on it; a failed signal is logged, not
+    /// reported. Probe tasks run on the shutdown tracker under a per-agent
+    /// token (a new watch cancels the agent's previous ones), and report back
+    /// as events of their run.
     fn perform(&mut self, actions: Vec<Action>) -> Option<Outcome> {
         let mut outcome = None;
         for action in actions {
@@ -605,6 +654,11 @@ impl<S: Spawner> Supervisor<S> {
         token
     }
 
+    /// Starts run `run` of `agent`: builds its command and environment, with
+    /// the fabric, registers a fresh token whose variables go first (the
+    /// manifest's `env` can override them), and hands the spawner a reporter
+    /// that turns process events into loop events of this run, records the pid
+    /// for the readiness probe and revokes the run's token when it exits.
     fn spawn_agent(&mut self, agent: AgentId, run: u64) {
         let mut spec = environment::spawn_spec(&self.lifecycle, agent, &self.config);
         let mut revoke = None;
@@ -667,6 +721,8 @@ fn probe_target(probe: &crate::manifest::Probe, spec: &AgentSpec) -> crate::mani
     }
 }
 
+/// Sleeps until `deadline`; without one, never wakes (a `select!` branch
+/// that stays pending).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -699,6 +755,7 @@ mod tests {
         IgnoreTerm,
     }
 
+    /// What the fake spawner was asked to do, with the (paused) clock's time.
     #[derive(Default)]
     struct Journal {
         /// (agent, when) for every spawn.
@@ -709,13 +766,19 @@ mod tests {
 
     /// Processes that exist only as reporters; exits are timers on the (paused) clock.
     struct FakeSpawner {
+        /// How the process of an agent (by name) behaves.
         behaviour: fn(&str) -> Behaviour,
+        /// Shared with the test, which asserts on it.
         journal: Arc<Mutex<Journal>>,
+        /// The last pid handed out; fake pids count up from 101.
         next_pid: u32,
+        /// Fake processes not yet ended: name, behaviour and reporter by pid.
         live: HashMap<u32, (String, Behaviour, Arc<Reporter>)>,
     }
 
     impl Spawner for FakeSpawner {
+        /// Journals the spawn, reports `Spawned` at once and, for
+        /// [`Behaviour::ExitAfter`], `Exited` with its code after its delay.
         fn spawn(&mut self, spec: SpawnSpec, report: Reporter) {
             self.next_pid += 1;
             let pid = self.next_pid;
@@ -739,6 +802,9 @@ mod tests {
             self.live.insert(pid, (spec.name, behaviour, report));
         }
 
+        /// Journals the signal; every signal but SIGCONT ends the process with
+        /// `Signaled`, except SIGTERM and the like for [`Behaviour::IgnoreTerm`].
+        /// Never fails.
         fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError> {
             if let Some((name, behaviour, report)) = self.live.get(&pid) {
                 self.journal
@@ -760,6 +826,8 @@ mod tests {
         }
     }
 
+    /// A one-for-one configuration of `agents` on this host, without logs,
+    /// console or sampling.
     fn config(agents: Vec<Agent>) -> Config {
         Config {
             agents: agents
@@ -779,6 +847,7 @@ mod tests {
         }
     }
 
+    /// A fake spawner whose processes behave as `behaviour` says, and its journal.
     fn fake(behaviour: fn(&str) -> Behaviour) -> (FakeSpawner, Arc<Mutex<Journal>>) {
         let journal = Arc::new(Mutex::new(Journal::default()));
         (
@@ -792,6 +861,8 @@ mod tests {
         )
     }
 
+    /// Awaits `future` for at most 600 s of the (paused, auto-advancing) test
+    /// clock; panics naming `what` past that.
     async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(Duration::from_secs(600), future)
             .await

@@ -7,6 +7,11 @@
 //! Pure: every function takes `now` and a jitter value; nothing here reads
 //! the clock or sleeps. The supervisor's transition code ([`super::lifecycle`])
 //! calls it when an agent exits.
+//!
+//! Does not own which agents restart together (the strategy, applied by the
+//! lifecycle), the timer that waits out a delay (the run loop sleeps until
+//! the lifecycle's next deadline) or where each agent's [`RestartTracker`]
+//! lives (in the lifecycle's record of that agent).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -34,6 +39,22 @@ pub enum Decision {
 /// The delay before restart number `attempt` (0-based): `initial *
 /// multiplier^attempt`, capped at `max`, then scaled by `1 + JITTER * jitter`
 /// where `jitter` is in `[-1, 1]` (and capped at `max` again).
+///
+/// ```
+/// use std::time::Duration;
+/// use supervisor::manifest::Backoff;
+/// use supervisor::supervisor::restart::backoff_delay;
+///
+/// let backoff = Backoff {
+///     initial: Duration::from_secs(1),
+///     max: Duration::from_secs(10),
+///     multiplier: 2.0,
+/// };
+/// assert_eq!(backoff_delay(&backoff, 0, 0.0), Duration::from_secs(1));
+/// assert_eq!(backoff_delay(&backoff, 3, 0.0), Duration::from_secs(8));
+/// // Past the cap, jitter never takes it above `max`.
+/// assert_eq!(backoff_delay(&backoff, 9, 1.0), Duration::from_secs(10));
+/// ```
 pub fn backoff_delay(backoff: &Backoff, attempt: u32, jitter: f64) -> Duration {
     let base =
         backoff.initial.as_secs_f64() * backoff.multiplier.max(1.0).powi(attempt.min(64) as i32);
@@ -51,6 +72,17 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(1);
 /// so an agent that stayed up at least `delay` and at least [`CRASH_WINDOW`]
 /// (healthy, then killed) restarts at once, while a crash loop (dying sooner)
 /// waits the whole step, which grows exponentially up to the cap.
+///
+/// ```
+/// use std::time::Duration;
+/// use supervisor::supervisor::restart::wait_before_restart;
+///
+/// let step = Duration::from_secs(2);
+/// // Crashed half a second after its start: waits the whole step.
+/// assert_eq!(wait_before_restart(step, Duration::from_millis(500)), step);
+/// // Ran for a minute: restarts at once.
+/// assert_eq!(wait_before_restart(step, Duration::from_secs(60)), Duration::ZERO);
+/// ```
 pub fn wait_before_restart(delay: Duration, uptime: Duration) -> Duration {
     if uptime >= delay.max(CRASH_WINDOW) {
         Duration::ZERO
@@ -65,6 +97,9 @@ pub fn wait_before_restart(delay: Duration, uptime: Duration) -> Duration {
 pub struct Jitter(u64);
 
 impl Jitter {
+    /// A generator started from `seed`; the same seed gives the same values.
+    /// The lowest bit is forced on, so a zero seed still works (xorshift
+    /// would stay at zero forever).
     pub fn new(seed: u64) -> Jitter {
         Jitter(seed | 1)
     }
@@ -78,7 +113,7 @@ impl Jitter {
         Jitter::new(nanos ^ ((std::process::id() as u64) << 32))
     }
 
-    /// A value in `[-1, 1]`.
+    /// The next value, in `[-1, 1)` (53 random bits), advancing the generator.
     pub fn sample(&mut self) -> f64 {
         let mut x = self.0;
         x ^= x << 13;

@@ -39,17 +39,26 @@
 /// Where an agent is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AgentState {
+    /// Waiting for its dependencies to be ready (`waiting_on` names them).
     Pending,
+    /// A dependency failed for good: it will not start on its own.
     Blocked,
+    /// Spawned (or, for a remote agent, being probed); not ready yet.
     Starting,
+    /// Its readiness check passed; dependents may start.
     Ready,
+    /// Exited; waiting for its backoff delay before the next start.
     BackingOff,
+    /// Asked to stop (signal sent), waiting for its exit within the grace.
     Stopping,
+    /// Not running and not restarted: shut down, done, or held by an operator.
     Stopped,
+    /// Gave up: it could not be spawned or its restarts ran out.
     Failed,
 }
 
 impl AgentState {
+    /// Every state, in declaration order (the transition table's rows).
     pub const ALL: [AgentState; 8] = [
         AgentState::Pending,
         AgentState::Blocked,
@@ -61,6 +70,15 @@ impl AgentState {
         AgentState::Failed,
     ];
 
+    /// The kebab-case name used on the wire, in `status` and on the dashboard
+    /// (`backing-off`, `ready`, ...); also what `Display` prints.
+    ///
+    /// ```
+    /// use supervisor::supervisor::AgentState;
+    ///
+    /// assert_eq!(AgentState::BackingOff.as_str(), "backing-off");
+    /// assert_eq!(AgentState::Ready.to_string(), "ready");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             AgentState::Pending => "pending",

@@ -13,12 +13,16 @@ use crate::control::{AgentView, ControlError, Request, Response, StatusView};
 /// What an operator can do to the selected agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// `r`: stop the agent and start it again (`with_dependents: false`).
     Restart,
+    /// `x`: stop the agent and, as `supervisor stop` does, its dependents.
     Stop,
+    /// `s`: start an agent that an operator stopped (or that failed).
     Start,
 }
 
 impl Action {
+    /// The lower-case verb for messages: `restart`, `stop`, `start`.
     pub fn verb(self) -> &'static str {
         match self {
             Action::Restart => "restart",
@@ -45,7 +49,9 @@ impl Action {
 /// What the loop does after a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Keep looping; the key only changed the screen's state.
     Stay,
+    /// End `top` and give the terminal back (`q`, Ctrl-C, Ctrl-D).
     Quit,
     /// Send this action for this agent, then refresh.
     Send(Action, String),
@@ -54,13 +60,18 @@ pub enum Step {
 /// The last line under the table: how the last action went, or a hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// One line, e.g. `restart db: accepted` or the supervisor's refusal.
     pub text: String,
+    /// Drawn in the error colour: the action was refused or failed.
     pub error: bool,
 }
 
 /// How many more log lines one PgUp shows.
 pub const LOG_PAGE: usize = 10;
 
+/// Everything `top` shows, changed only by [`App::on_key`], [`App::update`],
+/// [`App::refresh_failed`], [`App::answered`] and [`App::set_log`]; the
+/// loop in `mod.rs` calls them and [`super::view::draw`] reads the result.
 #[derive(Debug, Default)]
 pub struct App {
     /// The last status received; `None` before the first.
@@ -75,6 +86,8 @@ pub struct App {
     pub selected: Option<String>,
     /// An action waiting for `y`.
     pub pending: Option<(Action, String)>,
+    /// The line under the table; set by actions, confirmations and errors,
+    /// cleared by Esc and `/`.
     pub message: Option<Message>,
     /// The end of the selected agent's log, oldest first.
     pub log: Vec<String>,
@@ -87,6 +100,8 @@ pub struct App {
 }
 
 impl App {
+    /// An empty screen for `host` and `run_dir`: no status yet, no filter,
+    /// nothing selected.
     pub fn new(host: String, run_dir: String) -> App {
         App {
             host,
@@ -130,6 +145,8 @@ impl App {
             .position(|agent| agent.name == selected)
     }
 
+    /// Moves the selection to the first visible agent (or to none) when the
+    /// selected one is no longer visible; then the log follows again.
     fn keep_selection(&mut self) {
         if self.selected_index().is_none() {
             self.selected = self.visible().first().map(|agent| agent.name.clone());
@@ -137,6 +154,8 @@ impl App {
         }
     }
 
+    /// Selects the `index`-th visible agent; nothing happens past the end.
+    /// A different agent's log starts following its end.
     fn select(&mut self, index: usize) {
         let name = self.visible().get(index).map(|agent| agent.name.clone());
         if name.is_some() && name != self.selected {
@@ -145,6 +164,8 @@ impl App {
         }
     }
 
+    /// One row down or up, stopping at the first and last visible agent;
+    /// without a selection, the first row.
     fn move_selection(&mut self, down: bool) {
         let count = self.visible().len();
         if count == 0 {
@@ -158,7 +179,15 @@ impl App {
         self.select(index);
     }
 
-    /// What `key` does; see the help line in `view.rs`.
+    /// What `key` does (the help line in `view.rs` is the short form):
+    /// Ctrl-C, Ctrl-D and `q` quit; with a confirmation pending, `y` sends the
+    /// action and any other key cancels it; while the filter is edited, keys
+    /// edit it (Enter keeps it, Esc clears it); else ↑/`k` and ↓/`j` move the
+    /// selection, Home/`g` and End/`G` jump, PgUp/PgDn scroll the log by
+    /// [`LOG_PAGE`] lines, `f` follows it again, `r`, `x`, `s` ask to restart,
+    /// stop, start the selected agent, `/` edits the filter, Esc clears the
+    /// filter and the message. An Alt+key (Esc and a key arriving together)
+    /// counts as both keys.
     pub fn on_key(&mut self, key: KeyEvent) -> Step {
         if key.modifiers.contains(KeyModifiers::ALT) {
             // Esc and the next key, arriving together (typed fast, or
@@ -228,6 +257,8 @@ impl App {
         Step::Stay
     }
 
+    /// Asks for confirmation of `action` on the selected agent (the next key
+    /// `y` sends it, any other cancels), or says there is nothing selected.
     fn ask(&mut self, action: Action) {
         match &self.selected {
             Some(agent) => self.pending = Some((action, agent.clone())),
@@ -240,7 +271,10 @@ impl App {
         }
     }
 
-    /// The supervisor's answer to an action.
+    /// Turns the supervisor's answer to `action` on `agent` into the message
+    /// line: `accepted` (naming the other agents it took along, e.g. a stop's
+    /// dependents), the refusal with every error it gave, or the request's
+    /// failure.
     pub fn answered(
         &mut self,
         action: Action,
@@ -333,16 +367,19 @@ mod tests {
         }
     }
 
+    /// A key press without modifiers.
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
     }
 
+    /// Presses one key per character of `text`.
     fn type_text(app: &mut App, text: &str) {
         for character in text.chars() {
             app.on_key(key(KeyCode::Char(character)));
         }
     }
 
+    /// The names of the visible agents, in order.
     fn names(app: &App) -> Vec<&str> {
         app.visible()
             .iter()

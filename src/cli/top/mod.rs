@@ -8,9 +8,9 @@
 //! SIGHUP and SIGQUIT the loop ends and a guard restores it, and ratatui's
 //! panic hook restores it before a panic message is printed. A terminal that
 //! goes away (a closed SSH connection) ends the process too: see
-//! [`watch_for_hangup`].
+//! `watch_for_hangup`.
 //!
-//! Layout: [`app`] (state and keys, no I/O), [`view`] (drawing). This file
+//! Layout: `app.rs` (state and keys, no I/O), `view.rs` (drawing). This file
 //! owns the loop: the terminal, the control socket connection and reading
 //! the log. The status and log data are `crate::control`'s and
 //! `cli::logs`'s; the cell texts are `cli::status`'s.
@@ -46,6 +46,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// seen soon.
 const KEY_WAIT: Duration = Duration::from_millis(200);
 
+/// `supervisor top`: asks for the status once, before the screen is
+/// touched (no supervisor running, or one refusing: the exit code
+/// `remote::status` chose, e.g. [`Exit::NotRunning`]), refuses unless both
+/// stdin and stdout are terminals ([`Exit::Usage`]), then runs the screen
+/// until `q` or a stop signal and gives the terminal back ([`Exit::Ok`]).
+/// Fails when that first request fails, or the terminal cannot be set up,
+/// read or drawn to.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let run_dir = args.target.run_dir();
     // Not running: say so and exit 3 before taking over the screen.
@@ -134,17 +141,26 @@ impl Drop for Restore {
     }
 }
 
+/// The loop's I/O side: where the supervisor is, the kept connection to it,
+/// and the refresh period. Its state for drawing is the [`App`].
 struct Screen<'a> {
+    /// The run directory of the supervisor shown (its control socket and logs).
     run_dir: &'a RunDir,
     /// One connection for every request; reopened after a failure (the
     /// supervisor closes idle ones after 5 s).
     client: Option<Client>,
+    /// Time between status refreshes (`--interval`, at least 0.1 s).
     interval: Duration,
     /// Set by a signal handler: end the loop.
     stop: &'a AtomicBool,
 }
 
 impl Screen<'_> {
+    /// The loop: refreshes the status every `interval` (and right after an
+    /// action), reads the selected agent's log when the selection or the status
+    /// changes, redraws only when something changed, and waits for a key at
+    /// most [`KEY_WAIT`] so a stop signal is seen. Returns on `q`, Ctrl-C or a
+    /// signal; fails when the terminal cannot be read or drawn to.
     fn run(
         &mut self,
         terminal: &mut ratatui::DefaultTerminal,

@@ -35,6 +35,9 @@ const DROP_ORDER: [usize; 7] = [7, 1, PROGRESS, 8, 10, 9, 4];
 pub struct Colors(pub bool);
 
 impl Colors {
+    /// The colour of a state cell: green ready, yellow on the way (starting,
+    /// pending, stopping), light red backing off, red failed, magenta blocked,
+    /// grey otherwise; plain without colour.
     fn state(&self, state: &str) -> Style {
         if !self.0 {
             return Style::default();
@@ -50,6 +53,7 @@ impl Colors {
         Style::default().fg(color)
     }
 
+    /// `color` as foreground, or the plain style without colour.
     fn paint(&self, color: Color) -> Style {
         if self.0 {
             Style::default().fg(color)
@@ -59,6 +63,10 @@ impl Colors {
     }
 }
 
+/// Draws the whole screen from `app`, top to bottom: header (1 line), agent
+/// table (its rows plus borders and header, at most half the screen, at
+/// least 4 lines), log (the rest, at least 3), message line, help line.
+/// Reads `app` only.
 pub fn draw(frame: &mut Frame, app: &App, colors: &Colors) {
     let visible = app.visible();
     let table_height = (visible.len() as u16 + 3).clamp(4, (frame.area().height / 2).max(4));
@@ -80,6 +88,9 @@ pub fn draw(frame: &mut Frame, app: &App, colors: &Colors) {
     );
 }
 
+/// `supervisor top  host H  RUN_DIR  pid P, up T, R/N ready`, then in colour
+/// whether it is shutting down, whether the last reload was refused, and
+/// why the last refresh failed (the table is then stale).
 fn header_line<'a>(app: &'a App, colors: &Colors) -> Line<'a> {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut spans = vec![
@@ -132,6 +143,7 @@ fn cells(agent: &AgentView) -> Vec<String> {
     cells
 }
 
+/// The header text of a column index of [`COLUMNS`].
 fn header_of(column: usize) -> &'static str {
     if column == PROGRESS {
         "PROGRESS"
@@ -140,6 +152,10 @@ fn header_of(column: usize) -> &'static str {
     }
 }
 
+/// The bordered agent table of the `visible` agents, titled with the count
+/// shown and the filter; columns are dropped in [`DROP_ORDER`] until the
+/// rows fit `area`'s width, the state cell is coloured and the selected row
+/// is reversed with a `> ` mark.
 fn draw_table(frame: &mut Frame, area: Rect, app: &App, visible: &[&AgentView], colors: &Colors) {
     let rows: Vec<Vec<String>> = visible.iter().map(|agent| cells(agent)).collect();
     let width_of = |column: usize| {
@@ -198,6 +214,9 @@ fn draw_table(frame: &mut Frame, area: Rect, app: &App, visible: &[&AgentView], 
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// The last lines of the selected agent's log that fit `area`, ending
+/// `app.log_back` lines before the end, dates cut and control characters
+/// made visible; the title says whether it follows new lines.
 fn draw_log(frame: &mut Frame, area: Rect, app: &App) {
     let title = match &app.selected {
         None => " log ".to_string(),
@@ -226,6 +245,9 @@ fn draw_log(frame: &mut Frame, area: Rect, app: &App) {
     );
 }
 
+/// The line under the log, first match wins: a pending confirmation, the
+/// filter's help while editing it, the last message (red for errors, green
+/// otherwise), or nothing.
 fn message_line<'a>(app: &'a App, colors: &Colors) -> Line<'a> {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     if let Some((action, agent)) = &app.pending {
@@ -310,6 +332,8 @@ mod tests {
         }
     }
 
+    /// Draws `app` (in colour) on an in-memory terminal of `width` x `height`
+    /// and returns the screen's text, one line per row.
     fn render(app: &App, width: u16, height: u16) -> String {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("a terminal");
         terminal
