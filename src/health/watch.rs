@@ -71,8 +71,8 @@ fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
 /// until one attempt
 /// passes (reported once) or `token` is cancelled. A tcp probe of a local
 /// port is also tried again the moment that port listens
-/// ([`super::listeners::listening`]), not only at the next scheduled time. The readiness timeout is
-/// the lifecycle's deadline, not this task's.
+/// (`listeners::listening`), not only at the next scheduled time. The
+/// readiness timeout is the lifecycle's deadline, not this task's.
 ///
 /// A tcp or http probe of a local port that connects passes only if the
 /// listener is in the agent's process tree (`owner`: its pid once spawned):

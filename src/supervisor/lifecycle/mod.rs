@@ -1,7 +1,7 @@
 //! The pure heart of the supervisor: the agent table and
 //! [`Lifecycle::apply`]`(event, now) -> Vec<Action>`.
 //!
-//! Owns every agent's [`Phase`] (its state with exactly the data valid in
+//! Owns every agent's `Phase` (its state with exactly the data valid in
 //! it: the process of a run, its timers, why it is being stopped), its run
 //! generation and its restart bookkeeping. Does no I/O and never reads the
 //! clock: the run loop in [`super`] feeds it events with `now`, performs the
@@ -9,7 +9,7 @@
 //!
 //! Split by concern, each file an `impl Lifecycle` block:
 //! - this file: the types, the table, [`Lifecycle::apply`] (which event goes
-//!   where), the status snapshot and the one [`Lifecycle::transition`] that
+//!   where), the status snapshot and the one `Lifecycle::transition` that
 //!   checks every change against the table of [`super::state`];
 //! - `transitions.rs`: a run from start to exit (spawned, ready, readiness
 //!   and liveness results, timers);
@@ -34,7 +34,7 @@
 //! - `agent_reports.rs`: READY, heartbeats and errors reported through the SDK.
 //!
 //! A required agent that fails (with `on_give_up: shutdown`) shuts
-//! everything down and becomes the [`Outcome`]'s failure. Operators start,
+//! everything down and becomes the [`Outcome`](crate::supervisor::Outcome)'s failure. Operators start,
 //! stop and restart agents by name: `start` also starts the stopped
 //! dependencies the agent needs; `stop` stops the agent's dependents first
 //! and keeps them all stopped (`held`) until started again, so a run with
