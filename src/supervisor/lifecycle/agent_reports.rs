@@ -41,16 +41,6 @@ impl Lifecycle {
         )
     }
 
-    /// At `Spawned`: an SDK agent is watched from its first moment.
-    pub(super) fn watch_heartbeats_from_spawn(&mut self, agent: AgentId, now: Instant) {
-        if self.fabric && self.agents[agent].spec.agent.readiness.check == ReadinessCheck::Sdk {
-            let tracker = self.new_tracker(agent, now);
-            if let Some(process) = self.agents[agent].phase.process_mut() {
-                process.heartbeat = Some(tracker);
-            }
-        }
-    }
-
     /// Forgets the heartbeats, errors and degradation of the previous run.
     pub(super) fn reset_reports(&mut self, agent: AgentId) {
         let record = &mut self.agents[agent];
@@ -310,9 +300,14 @@ mod tests {
     fn sdk_readiness_waits_for_ready_and_silence_kills_the_group() {
         let start = Instant::now();
         let mut lifecycle = sdk_lifecycle(start);
-        // No start-period fallback: still starting long after 1 s... but the
-        // heartbeat deadline comes first.
-        assert_eq!(lifecycle.next_deadline(), Some(start + ms(300)));
+        // No start-period fallback, and no heartbeat deadline before the
+        // first heartbeat (a Python agent importing for seconds is not hung):
+        // the readiness timeout (30 s) bounds the start.
+        assert_eq!(lifecycle.next_deadline(), Some(start + ms(30_000)));
+        assert!(!killed(
+            &lifecycle.apply(Event::DeadlineReached, start + ms(1_000))
+        ));
+        assert_eq!(lifecycle.state(0), AgentState::Starting);
         lifecycle.apply(
             Event::HeartbeatReceived {
                 agent: 0,

@@ -73,7 +73,6 @@ impl Lifecycle {
                 ReadinessCheck::Sdk => *ready_at = Some(now + SDK_FALLBACK_START_PERIOD),
                 ReadinessCheck::Probe(_) => {}
             }
-            self.watch_heartbeats_from_spawn(agent, now);
         }
     }
 
