@@ -77,6 +77,8 @@ pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
         config: Default::default(),
         extra: Default::default(),
         legacy: false,
+        replicas: None,
+        replica: None,
         group: None,
         script: None,
     }
