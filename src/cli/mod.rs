@@ -28,6 +28,7 @@ pub mod plan;
 pub mod reload;
 pub mod remote;
 pub mod restart;
+pub mod scale;
 pub mod run_one;
 pub mod start;
 pub mod status;
@@ -95,6 +96,8 @@ pub enum Command {
     Stop(stop::Args),
     /// Restart agents (`--with-dependents`: and everything depending on them).
     Restart(restart::Args),
+    /// Run N instances of an agent with `replicas` (extra ones stop, highest index first).
+    Scale(scale::Args),
     /// Print (and with -f follow) an agent's log, or every agent's merged by time.
     Logs(logs::Args),
     /// Stop every agent in reverse dependency order and end the supervisor.
@@ -284,6 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Start(args) => start::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Restart(args) => restart::run(args),
+        Command::Scale(args) => scale::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),

@@ -50,10 +50,13 @@ pub async fn run(
     }
 }
 
-/// `{agent="..."}`.
+/// `{agent="...",replica_of="...",replica="..."}`: the last two only for
+/// an instance of an agent with `replicas` (empty, so absent, otherwise).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentLabel {
     agent: String,
+    replica_of: Option<String>,
+    replica: Option<u32>,
 }
 
 /// `{agent="...",state="..."}`: one series per state, 1 for the current one.
@@ -135,6 +138,8 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
     for agent in &snapshot.agents {
         let label = AgentLabel {
             agent: agent.name.clone(),
+            replica_of: agent.replica.as_ref().map(|(of, _)| of.clone()),
+            replica: agent.replica.as_ref().map(|(_, index)| *index),
         };
         up.get_or_create(&label)
             .set(i64::from(agent.state == AgentState::Ready));

@@ -237,6 +237,13 @@ pub enum Command {
     },
     /// A reload that did not pass `check`: keep running, report `errors`.
     ReloadFailed { errors: Vec<String> },
+    /// Run `count` instances of the agent with `replicas` called `agent`
+    /// (a reload of the running configuration, see `Lifecycle::scaled`).
+    Scale {
+        agent: String,
+        count: u32,
+        reply: oneshot::Sender<Result<ReloadSummary, CommandError>>,
+    },
 }
 
 /// Why the supervisor refused a [`Command`].
@@ -246,6 +253,9 @@ pub enum CommandError {
     UnknownAgents(Vec<String>),
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// A request that cannot be carried out, and why (one line).
+    #[error("{0}")]
+    Refused(String),
     #[error("the supervisor has ended")]
     Ended,
 }
@@ -274,6 +284,9 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
     pub name: String,
+    /// For an instance of an agent with `replicas`: that agent and the
+    /// instance's index.
+    pub replica: Option<(String, u32)>,
     /// The manifest's `group:` (or legacy group).
     pub group: Option<String>,
     pub state: AgentState,
