@@ -213,7 +213,11 @@ fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
         }
     }
     // An instance (`worker-1`) must not take another agent's name.
-    for agent in manifest.agents.iter().filter(|agent| agent.replicas.is_some()) {
+    for agent in manifest
+        .agents
+        .iter()
+        .filter(|agent| agent.replicas.is_some())
+    {
         for instance in manifest::replicas::instances(agent) {
             if let Some(other) = first.get(instance.name.as_str()) {
                 problems.push(

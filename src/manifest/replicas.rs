@@ -11,7 +11,7 @@
 //! `REPLICAS` variables of a run (`crate::supervisor::environment`), nor
 //! which instances a dependency waits for (`crate::supervisor::lifecycle`).
 
-use super::model::{Agent, Manifest, Probe, ReadinessCheck, Replica};
+use super::model::{Agent, Manifest, PortUse, Probe, ReadinessCheck, Replica};
 
 /// The most instances one agent may have.
 pub const MAX_REPLICAS: u32 = 1000;
@@ -80,17 +80,25 @@ pub fn instance(template: &Agent, index: u32) -> Agent {
     if replicas.health_range {
         agent.health_check_port = template.health_check_port.map(shift);
     }
-    // `ports` already lists every instance's port (see `validate`); an
-    // instance keeps its own.
-    let suffix = format!("({}, from ", agent.name);
-    agent
+    // `ports` lists every instance's port of a range (see `validate`): an
+    // instance has its own, shifted from instance 0's (`scale` may make
+    // instances beyond the count written).
+    let first = format!(" ({}, from ", instance_name(&template.name, 0));
+    let ranged = |use_: &PortUse| use_.field.contains(" from ") && use_.field.ends_with("+)");
+    let own: Vec<PortUse> = template
         .ports
-        .retain(|use_| !use_.field.contains(" from ") || use_.field.contains(&suffix));
-    for use_ in &mut agent.ports {
-        if let Some((field, _)) = use_.field.split_once(" (") {
-            use_.field = field.to_string();
-        }
-    }
+        .iter()
+        .filter_map(|use_| {
+            let (field, _) = use_.field.split_once(&first)?;
+            Some(PortUse {
+                port: use_.port.saturating_add(offset),
+                field: field.to_string(),
+                ..use_.clone()
+            })
+        })
+        .collect();
+    agent.ports.retain(|use_| !ranged(use_));
+    agent.ports.extend(own);
     let probes = match &mut agent.readiness.check {
         ReadinessCheck::Probe(probe) => Some(probe),
         _ => None,
@@ -179,7 +187,11 @@ mod tests {
             })
         );
         assert_eq!(
-            second.ports.iter().map(|use_| use_.port).collect::<Vec<_>>(),
+            second
+                .ports
+                .iter()
+                .map(|use_| use_.port)
+                .collect::<Vec<_>>(),
             [9101]
         );
         let replica = second.replica.as_ref().expect("an instance");
@@ -193,13 +205,37 @@ mod tests {
     #[test]
     fn bad_counts_fixed_ports_and_stray_ranges_are_located_errors() {
         let cases = [
-            ("replicas: 0\n    port: 9100+\n", "agents.w.replicas: 0 is not a number", 5),
-            ("replicas: 3\n    port: 9100\n", "9100 is one port for 3 instances", 6),
-            ("replicas: 2\n    min_ready: 3\n", "agents.w.min_ready: 3 is not between 1 and `replicas` (2)", 6),
+            (
+                "replicas: 0\n    port: 9100+\n",
+                "agents.w.replicas: 0 is not a number",
+                5,
+            ),
+            (
+                "replicas: 3\n    port: 9100\n",
+                "9100 is one port for 3 instances",
+                6,
+            ),
+            (
+                "replicas: 2\n    min_ready: 3\n",
+                "agents.w.min_ready: 3 is not between 1 and `replicas` (2)",
+                6,
+            ),
             ("min_ready: 1\n", "`min_ready` needs `replicas`", 5),
-            ("port: 9100+\n", "`9100+` is a port range, for an agent with `replicas`", 5),
-            ("replicas: 2\n    port: 65535+\n", "the range 65535+ of 2 instances goes past port 65535", 6),
-            ("env: {ID: \"${REPLICA}\"}\n", "`${REPLICA}` is the instance index of an agent with `replicas`", 5),
+            (
+                "port: 9100+\n",
+                "`9100+` is a port range, for an agent with `replicas`",
+                5,
+            ),
+            (
+                "replicas: 2\n    port: 65535+\n",
+                "the range 65535+ of 2 instances goes past port 65535",
+                6,
+            ),
+            (
+                "env: {ID: \"${REPLICA}\"}\n",
+                "`${REPLICA}` is the instance index of an agent with `replicas`",
+                5,
+            ),
         ];
         for (fields, message, line) in cases {
             let text = format!("version: 1\nagents:\n  w:\n    command: [\"true\"]\n    {fields}");

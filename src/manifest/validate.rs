@@ -18,9 +18,8 @@ use nix::sys::signal::Signal;
 
 use super::legacy::{self, NATIVE_KEYS};
 use super::raw::{
-    RawPort,
     RawAgent, RawArgs, RawCommand, RawDefaults, RawDuration, RawGiveUp, RawLiveness, RawManifest,
-    RawReadiness, RawRestart, RawRestartMode, RawStrategy, RawTarget,
+    RawPort, RawReadiness, RawRestart, RawRestartMode, RawStrategy, RawTarget,
 };
 use super::replicas::{MAX_REPLICAS, REPLICA_VARIABLE};
 use super::vars::{self, Variables};
@@ -1307,7 +1306,9 @@ fn build_agent(
         if let Some(field) = field {
             invalid(
                 field,
-                format!("`{REPLICA_VARIABLE}` is the instance index of an agent with `replicas`; this one has none"),
+                format!(
+                    "`{REPLICA_VARIABLE}` is the instance index of an agent with `replicas`; this one has none"
+                ),
             );
         }
     }
@@ -1360,10 +1361,7 @@ fn replicas(
         if min_ready.is_some() {
             invalid("min_ready", "`min_ready` needs `replicas`".into());
         }
-        for (field, port) in [
-            ("port", port),
-            ("health_check_port", health_check_port),
-        ] {
+        for (field, port) in [("port", port), ("health_check_port", health_check_port)] {
             if is_range(port) {
                 invalid(
                     field,
@@ -1406,10 +1404,7 @@ fn replicas(
             }
         },
     };
-    for (field, port) in [
-        ("port", port),
-        ("health_check_port", health_check_port),
-    ] {
+    for (field, port) in [("port", port), ("health_check_port", health_check_port)] {
         if let Some(RawPort::Fixed(port)) = port
             && count > 1
         {

@@ -280,9 +280,11 @@ impl Lifecycle {
                     min_ready,
                 })
             };
-            by_name(false)
-                .or_else(|| instances(false))
-                .or_else(|| retired.then(|| by_name(true).or_else(|| instances(true))).flatten())
+            by_name(false).or_else(|| instances(false)).or_else(|| {
+                retired
+                    .then(|| by_name(true).or_else(|| instances(true)))
+                    .flatten()
+            })
         };
         let needs: Vec<Vec<Need>> = agents
             .iter()
@@ -295,14 +297,18 @@ impl Lifecycle {
                     .filter_map(|dependency| find(&dependency.name, record.retired))
                     .collect();
                 if let (true, Some(replica)) = (record.retired, &record.spec.agent.replica) {
-                    let before: Vec<AgentId> = (0..agents.len())
-                        .filter(|id| {
-                            agents[*id].retired
-                                && agents[*id].spec.agent.replica.as_ref().is_some_and(|other| {
-                                    other.of == replica.of && other.index + 1 == replica.index
-                                })
-                        })
-                        .collect();
+                    let before: Vec<AgentId> =
+                        (0..agents.len())
+                            .filter(|id| {
+                                agents[*id].retired
+                                    && agents[*id].spec.agent.replica.as_ref().is_some_and(
+                                        |other| {
+                                            other.of == replica.of
+                                                && other.index + 1 == replica.index
+                                        },
+                                    )
+                            })
+                            .collect();
                     if !before.is_empty() {
                         needs.push(Need {
                             agents: before,
@@ -367,7 +373,14 @@ impl Lifecycle {
                         .is_some_and(|replica| replica.of == of)
             })
             .collect();
-        ids.sort_by_key(|id| self.agents[*id].spec.agent.replica.as_ref().map(|replica| replica.index));
+        ids.sort_by_key(|id| {
+            self.agents[*id]
+                .spec
+                .agent
+                .replica
+                .as_ref()
+                .map(|replica| replica.index)
+        });
         ids
     }
 

@@ -47,7 +47,9 @@ impl Lifecycle {
             .map_or(1, |replicas| replicas.min_ready);
         let most = crate::manifest::replicas::MAX_REPLICAS;
         if count == 0 || count > most {
-            return refuse(format!("{count} is not a number of instances (1 to {most})"));
+            return refuse(format!(
+                "{count} is not a number of instances (1 to {most})"
+            ));
         }
         if count < min_ready {
             return refuse(format!(
