@@ -261,3 +261,46 @@ agents:
         "{plan:?}"
     );
 }
+
+#[test]
+fn an_sdk_agent_resolves_every_instance_and_spreads_requests_over_them() {
+    let fixture = Fixture::new();
+    let first = ports(3);
+    let manifest = fixture.manifest(&format!(
+        r#"version: 1
+agents:
+  echo:
+    command: ["{service}", "--reply-prefix", "echo${{REPLICA}}:"]
+    port: {first}+
+    readiness: sdk
+    replicas: 3
+  client:
+    command: ["{client}", "--service", "echo", "--spread", "--count", "6", "--interval", "50"]
+    readiness: sdk
+    restart: never
+    dependencies: [echo]
+"#,
+        service = env!("CARGO_BIN_EXE_agent-echo-service"),
+        client = env!("CARGO_BIN_EXE_agent-echo-client"),
+    ));
+    let up = fixture.up(&manifest, &["--no-watch"]);
+    wait_for_status(&manifest, "the client done", BOUND, |status| {
+        agent_of(status, "client")["state"] == "stopped"
+    });
+    let output = up.output();
+    for index in 0..3u16 {
+        let endpoint = format!("tcp://127.0.0.1:{}", first + index);
+        assert!(
+            output.contains(&format!("instance echo-{index} {endpoint} Ready")),
+            "echo-{index} not resolved at {endpoint}:\n{output}"
+        );
+        // Six calls in turn over three ready instances: two each.
+        let answers = output
+            .matches(&format!("{endpoint} echo{index}:ping"))
+            .count();
+        assert_eq!(
+            answers, 2,
+            "echo-{index} answered {answers} calls:\n{output}"
+        );
+    }
+}
