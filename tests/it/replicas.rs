@@ -304,3 +304,58 @@ agents:
         );
     }
 }
+
+/// Waits (bounded) until every instance of `echo` is ready, then prints them.
+const PYTHON_AGENT: &str = r#"
+import time
+from supervisor_sdk import Agent
+
+agent = Agent.from_env()
+agent.ready()
+deadline = time.monotonic() + 20
+while True:
+    found = agent.resolve_all("echo")
+    if all(instance.state == "ready" for instance in found) or time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+for instance in found:
+    print("py", instance.name, instance.endpoint, instance.state, flush=True)
+agent.close()
+"#;
+
+#[test]
+fn the_python_sdk_resolves_every_instance() {
+    let fixture = Fixture::new();
+    let first = ports(3);
+    let script = fixture.path("agent.py");
+    std::fs::write(&script, PYTHON_AGENT).expect("write the python agent");
+    let manifest = fixture.manifest(&format!(
+        r#"version: 1
+agents:
+  echo:
+    command: ["{service}"]
+    port: {first}+
+    readiness: sdk
+    replicas: 3
+  client:
+    command: ["python3", "{script}"]
+    env: {{ PYTHONPATH: "{python}" }}
+    readiness: sdk
+    restart: never
+"#,
+        service = env!("CARGO_BIN_EXE_agent-echo-service"),
+        script = script.display(),
+        python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .display(),
+    ));
+    let up = fixture.up(&manifest, &["--no-watch"]);
+    wait_for_status(&manifest, "the python client done", BOUND, |status| {
+        agent_of(status, "client")["state"] == "stopped"
+    });
+    let output = up.output();
+    for index in 0..3u16 {
+        let line = format!("py echo-{index} tcp://127.0.0.1:{} ready", first + index);
+        assert!(output.contains(&line), "no `{line}`:\n{output}");
+    }
+}
