@@ -74,7 +74,7 @@ impl Lifecycle {
             if let Some(replica) = &mut spec.agent.replica
                 && replica.of == of
             {
-                replica.template = Box::new(template.clone());
+                *replica.template = template.clone();
                 spec.agent.replicas.clone_from(&template.replicas);
             }
         }
@@ -235,7 +235,7 @@ pub(super) fn definition(spec: &AgentSpec) -> (Agent, bool) {
         .0;
         // Lists every instance's port; the instance's own are compared above.
         template.ports.clear();
-        replica.template = Box::new(template);
+        *replica.template = template;
     }
     if let Some(replicas) = &mut agent.replicas {
         replicas.count = 0;
