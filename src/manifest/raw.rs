@@ -549,7 +549,7 @@ impl<'de> Deserialize<'de> for RawPort {
                     Ok(port) if range => Ok(RawPort::RangeStart(port)),
                     Ok(port) => Ok(RawPort::Fixed(port)),
                     Err(_) => Err(E::custom(format!(
-                        "`{text}` is not a port, or the start of a port range such as `9100+`"
+                        "expected an integer (a port), or with `replicas` the start of a range such as `9100+`, found `{text}`"
                     ))),
                 }
             }

@@ -861,14 +861,15 @@ fn wait_for_times_out_naming_the_target() {
 }
 
 /// `replicas: 3` becomes the Deployment's `replicas`; instances that differ
-/// (a port range) are warned about: their StatefulSet is not exported yet.
+/// (a port range, `${REPLICA}`) are warned about: their StatefulSet is not
+/// exported yet.
 #[test]
 fn replicas_become_the_deployments_replicas() {
     let dir = tempfile::tempdir().expect("temp dir");
     let manifest = dir.path().join("m.yaml");
     std::fs::write(
         &manifest,
-        "version: 1\nagents:\n  worker:\n    command: [\"sleep\", \"60\"]\n    port: 7300\n    replicas: 3\n    min_ready: 2\n  sharded:\n    command: [\"sleep\", \"60\"]\n    port: 7400+\n    replicas: 2\n",
+        "version: 1\nagents:\n  worker:\n    command: [\"sleep\", \"60\"]\n    replicas: 3\n    min_ready: 2\n  sharded:\n    command: [\"sleep\", \"60\"]\n    port: 7400+\n    replicas: 2\n",
     )
     .expect("write");
     let path = manifest.to_str().expect("utf-8");
