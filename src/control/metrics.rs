@@ -50,13 +50,29 @@ pub async fn run(
     }
 }
 
-/// `{agent="...",replica_of="...",replica="..."}`: the last two only for
-/// an instance of an agent with `replicas` (empty, so absent, otherwise).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `{agent="..."}`, and for an instance of an agent with `replicas`
+/// `{agent="worker-2",replica_of="worker",replica="2"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct AgentLabel {
     agent: String,
     replica_of: Option<String>,
     replica: Option<u32>,
+}
+
+impl prometheus_client::encoding::EncodeLabelSet for AgentLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("agent", self.agent.as_str()).encode(encoder.encode_label())?;
+        // Left out, not empty, for an agent that is no instance.
+        if let (Some(of), Some(index)) = (&self.replica_of, self.replica) {
+            ("replica_of", of.as_str()).encode(encoder.encode_label())?;
+            ("replica", index.to_string().as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// `{agent="...",state="..."}`: one series per state, 1 for the current one.
