@@ -44,6 +44,11 @@ struct Args {
     /// Milliseconds an open breaker waits before a trial call.
     #[arg(long, default_value = "10000")]
     breaker_recovery_ms: u64,
+    /// Find every instance of the service (`resolve_all`), spread the calls
+    /// over the ready ones in turn, and at the end print the instances as
+    /// `instance NAME ENDPOINT STATE`.
+    #[arg(long)]
+    spread: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,7 +81,44 @@ fn main() -> std::process::ExitCode {
     }
     let mut done: u64 = 0;
     let mut last_endpoint = None;
-    while !agent.shutdown_requested() && (args.count == 0 || done < args.count) {
+    while args.spread && !agent.shutdown_requested() && (args.count == 0 || done < args.count) {
+        let ready: Vec<String> = match agent.resolve_all(&args.service) {
+            Ok(instances) => instances
+                .into_iter()
+                .filter(|instance| instance.state == supervisor::sdk::AgentState::Ready)
+                .filter_map(|instance| instance.endpoint)
+                .collect(),
+            Err(error) => {
+                eprintln!("echo-client: resolve_all: {error}");
+                Vec::new()
+            }
+        };
+        let message = format!("ping {done}");
+        match agent.pool().request_spread(
+            &ready,
+            message.as_bytes(),
+            Duration::from_millis(args.timeout_ms),
+            args.retries,
+        ) {
+            Ok((endpoint, reply)) => {
+                done += 1;
+                println!("{endpoint} {}", String::from_utf8_lossy(&reply));
+            }
+            Err(error) => eprintln!("echo-client: {error}"),
+        }
+        agent.wait_for_shutdown(Some(Duration::from_millis(args.interval)));
+    }
+    if args.spread {
+        for instance in agent.resolve_all(&args.service).unwrap_or_default() {
+            println!(
+                "instance {} {} {:?}",
+                instance.name,
+                instance.endpoint.as_deref().unwrap_or("-"),
+                instance.state
+            );
+        }
+    }
+    while !args.spread && !agent.shutdown_requested() && (args.count == 0 || done < args.count) {
         // Resolve each time: the service may have restarted on another port.
         let endpoint = match agent.resolve(&args.service) {
             Ok(resolved) => resolved.endpoint,

@@ -17,6 +17,10 @@ struct Args {
     /// Endpoint to bind; default tcp://127.0.0.1:$AGENT_PORT.
     #[arg(long)]
     bind: Option<String>,
+    /// What every reply starts with (an instance of an agent with
+    /// `replicas` may put its `${REPLICA}` in it).
+    #[arg(long, default_value = "echo:")]
+    reply_prefix: String,
     #[arg(long, env = "AGENT_PORT", default_value = "7200")]
     port: u16,
 }
@@ -68,7 +72,7 @@ fn main() -> std::process::ExitCode {
         let Ok(request) = socket.recv_bytes(0) else {
             continue;
         };
-        let mut reply = b"echo:".to_vec();
+        let mut reply = args.reply_prefix.as_bytes().to_vec();
         reply.extend_from_slice(&request);
         if socket.send(reply, 0).is_ok() {
             served += 1;

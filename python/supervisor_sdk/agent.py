@@ -22,7 +22,7 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ._link import Link, LinkStats
 from .errors import (
@@ -436,6 +436,36 @@ class Agent:
                 state=state if state in _STATES else "unknown",
             )
         )
+
+    def resolve_all(self, name: str) -> List[Resolved]:
+        """Every instance of agent `name`: for an agent with `replicas`
+        (`worker`), `worker-0 ... worker-(N-1)` with their endpoints and
+        states, by index; for a plain agent, itself alone (as `resolve`).
+        Pick the ready ones to spread requests over them.
+
+        Raises `NotFoundError` when no such agent is known.
+        """
+        if self._link is None:
+            return [self._remember(_resolve_from_env(name))]
+        reply = self._link.call({"type": "resolve", "name": name}, self.call_timeout)
+        if reply.get("found") is not True:
+            raise NotFoundError(name)
+        instances = reply.get("instances")
+        if instances is None:
+            instances = [reply | {"name": name}]
+        found = []
+        for instance in instances:
+            state = instance.get("state")
+            found.append(
+                self._remember(
+                    Resolved(
+                        name=instance.get("name", name),
+                        endpoint=instance.get("endpoint"),
+                        state=state if state in _STATES else "unknown",
+                    )
+                )
+            )
+        return found
 
     def _remember(self, found: Resolved) -> Resolved:
         # Breakers of requests to this endpoint are reported by the agent's name.

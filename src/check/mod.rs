@@ -228,6 +228,29 @@ fn duplicate_agents(manifest: &Manifest, problems: &mut Vec<Problem>) {
             }
         }
     }
+    // An instance (`worker-1`) must not take another agent's name.
+    for agent in manifest
+        .agents
+        .iter()
+        .filter(|agent| agent.replicas.is_some())
+    {
+        for instance in manifest::replicas::instances(agent) {
+            if let Some(other) = first.get(instance.name.as_str()) {
+                problems.push(
+                    Problem::error(
+                        ProblemKind::DuplicateAgent,
+                        format!(
+                            "instance `{}` of agent `{}` (replicas) has the name of the agent at {}",
+                            instance.name, agent.name, other.location
+                        ),
+                    )
+                    .at(&agent.location)
+                    .for_agent(&agent.name)
+                    .suggest("rename one of them"),
+                );
+            }
+        }
+    }
 }
 
 /// An enabled agent that depends on a disabled one: `up` starts it without
@@ -269,12 +292,21 @@ fn disabled_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
 /// `unknown_dependency`: a dependency no file defines, with the closest
 /// defined name, or the mis-indented legacy group hiding it, as suggestion.
 fn unknown_dependencies(manifest: &Manifest, problems: &mut Vec<Problem>) {
+    // Each instance of an agent with `replicas` may be named alone (`worker-1`).
+    let instances: Vec<String> = manifest
+        .agents
+        .iter()
+        .filter(|agent| agent.replicas.is_some())
+        .flat_map(manifest::replicas::instances)
+        .map(|instance| instance.name)
+        .collect();
     // Agents of other hosts declared under `hosts:` are known too.
     let names: HashSet<&str> = manifest
         .agents
         .iter()
         .chain(&manifest.declared)
         .map(|agent| agent.name.as_str())
+        .chain(instances.iter().map(String::as_str))
         .collect();
     // Sorted, so that ties between equally close names resolve the same way
     // every time; only built when a dependency is unknown.

@@ -29,6 +29,7 @@ pub mod reload;
 pub mod remote;
 pub mod restart;
 pub mod run_one;
+pub mod scale;
 pub mod start;
 pub mod status;
 pub mod stop;
@@ -97,6 +98,8 @@ pub enum Command {
     Stop(stop::Args),
     /// Restart agents (`--with-dependents`: and everything depending on them).
     Restart(restart::Args),
+    /// Run N instances of an agent with `replicas` (extra ones stop, highest index first).
+    Scale(scale::Args),
     /// Print (and with -f follow) an agent's log, or every agent's merged by time.
     Logs(logs::Args),
     /// Stop every agent in reverse dependency order and end the supervisor.
@@ -303,6 +306,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Start(args) => start::run(args),
         Command::Stop(args) => stop::run(args),
         Command::Restart(args) => restart::run(args),
+        Command::Scale(args) => scale::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Down(args) => down::run(args),
         Command::Reload(args) => reload::run(args),

@@ -66,9 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         Ok(report) => report,
         Err(exit) => return Ok(exit),
     };
-    let planned = Plan::around_knots(&report.manifest);
+    // As `up` runs them: an agent with `replicas` as its instances.
+    let manifest = &crate::manifest::replicas::expand_manifest(&report.manifest);
+    let planned = Plan::around_knots(manifest);
     let plan = &planned.plan;
-    let manifest = &report.manifest;
     // By name, built once (`Manifest::agent` searches the list).
     let mut by_name: std::collections::HashMap<&str, &Agent> =
         std::collections::HashMap::with_capacity(manifest.agents.len());

@@ -478,10 +478,11 @@ fn select_agents(manifest: &Manifest, is_local: impl Fn(&Agent) -> bool) -> Vec<
                 .map(|dependency| dependency.name.as_str())
         })
         .collect();
+    // An agent with `replicas` runs as its instances (`worker-0`, ...).
     let mut specs: Vec<AgentSpec> = local
         .iter()
-        .map(|agent| {
-            let mut agent = (*agent).clone();
+        .flat_map(|agent| crate::manifest::replicas::instances(agent))
+        .map(|mut agent| {
             // Probes written against this host's name go to its `hosts:` address.
             if let Some(host) = manifest.host(&agent.host) {
                 aim_at(&mut agent, host.address(), false);

@@ -50,10 +50,29 @@ pub async fn run(
     }
 }
 
-/// `{agent="..."}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `{agent="..."}`, and for an instance of an agent with `replicas`
+/// `{agent="worker-2",replica_of="worker",replica="2"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct AgentLabel {
     agent: String,
+    replica_of: Option<String>,
+    replica: Option<u32>,
+}
+
+impl prometheus_client::encoding::EncodeLabelSet for AgentLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("agent", self.agent.as_str()).encode(encoder.encode_label())?;
+        // Left out, not empty, for an agent that is no instance.
+        if let (Some(of), Some(index)) = (&self.replica_of, self.replica) {
+            ("replica_of", of.as_str()).encode(encoder.encode_label())?;
+            ("replica", index.to_string().as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// `{agent="...",state="..."}`: one series per state, 1 for the current one.
@@ -154,6 +173,8 @@ pub fn encode(snapshot: &StatusSnapshot, control_requests: u64) -> Result<String
     for agent in &snapshot.agents {
         let label = AgentLabel {
             agent: agent.name.clone(),
+            replica_of: agent.replica.as_ref().map(|(of, _)| of.clone()),
+            replica: agent.replica.as_ref().map(|(_, index)| *index),
         };
         up.get_or_create(&label)
             .set(i64::from(agent.state == AgentState::Ready));

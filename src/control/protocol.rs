@@ -58,6 +58,17 @@ pub enum Request {
     },
     /// Load and check the manifests again; apply them if they pass.
     Reload,
+    /// Run `count` instances of the agent with `replicas` called `agent`:
+    /// extra instances stop (highest index first), new ones start. Answers
+    /// `reload` with the instances added and removed; refused for an agent
+    /// without `replicas` or below its `min_ready`. A later reload of the
+    /// manifests sets the count written there again.
+    Scale {
+        /// The agent as the manifest names it (`worker`).
+        agent: String,
+        /// How many instances to run.
+        count: u32,
+    },
     /// Stop everything in reverse dependency order and exit; `force` kills.
     Down {
         /// Skip the grace: SIGKILL at once (what a second SIGTERM does).
@@ -185,6 +196,13 @@ pub struct StatusView {
 pub struct AgentView {
     /// The agent's name.
     pub name: String,
+    /// For an instance (`worker-2`) of an agent with `replicas`: that
+    /// agent (`worker`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+    /// The instance's index (2 for `worker-2`), with `replica_of`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
     /// The manifest's `group:` (or the legacy group it was listed in).
     #[serde(default)]
     pub group: Option<String>,
@@ -298,6 +316,8 @@ impl StatusView {
                 let clash = self.agents.iter().any(|row| row.name == name);
                 self.agents.push(AgentView {
                     name: if clash { qualified } else { name },
+                    replica_of: None,
+                    replica: None,
                     group: None,
                     host: peer.host.clone(),
                     state: agent.state,
@@ -360,6 +380,8 @@ impl StatusView {
                 .iter()
                 .map(|agent| AgentView {
                     name: agent.name.clone(),
+                    replica_of: agent.replica.as_ref().map(|(of, _)| of.clone()),
+                    replica: agent.replica.as_ref().map(|(_, index)| *index),
                     group: agent.group.clone(),
                     host: agent.host.clone(),
                     state: agent.state.as_str().to_string(),

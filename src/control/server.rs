@@ -355,6 +355,13 @@ async fn answer(request: Request, context: &ServerContext) -> Response {
                 Err(error) => Response::error(format!("logs of host `{host}`: {error}")),
             },
         },
+        Request::Scale { agent, count } => match handle.scale(agent, count).await {
+            Ok(summary) => Response {
+                reload: Some(ReloadView::from(summary)),
+                ..Response::ok()
+            },
+            Err(error) => Response::error(error.to_string()),
+        },
         Request::Reload => match &context.reloader {
             None => Response::error("reload is not available"),
             Some(reloader) => match reload_once(reloader, handle, "control request").await {

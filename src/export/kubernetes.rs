@@ -1014,12 +1014,26 @@ impl<'a> Exporter<'a> {
         if !matches!(agent.host.as_str(), "localhost" | "127.0.0.1" | "0.0.0.0") {
             pod["nodeSelector"] = json!({ HOST_LABEL: host_label(&agent.host) });
         }
+        let replicas = agent.replicas.as_ref().map_or(1, |replicas| replicas.count);
+        if let Some(written) = &agent.replicas
+            && (written.port_range
+                || written.health_range
+                || crate::manifest::replicas::uses_index(agent))
+        {
+            // Not done: a StatefulSet (stable names, ordinal -> REPLICA)
+            // with a headless Service.
+            self.warnings.push(warning(
+                agent,
+                "replicas",
+                "its instances differ (a port range or ${REPLICA}), which needs a StatefulSet with a headless Service; this export writes a Deployment whose pods all run the agent as written (first port, ${REPLICA} unexpanded)",
+            ));
+        }
         json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": self.metadata(&name, Some(agent)),
             "spec": {
-                "replicas": 1,
+                "replicas": replicas,
                 "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                 "template": {
                     "metadata": {"labels": self.labels(&name)},

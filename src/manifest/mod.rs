@@ -14,6 +14,7 @@ mod model;
 pub mod names;
 mod problem;
 pub mod raw;
+pub mod replicas;
 mod validate;
 mod vars;
 pub mod yaml;
@@ -122,6 +123,19 @@ pub fn load_str(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+
+    /// `text` loaded as `test.yaml` with an empty environment.
+    pub fn load_text(text: &str) -> Loaded {
+        load_str(
+            Path::new("test.yaml"),
+            text,
+            &LoadOptions {
+                environment: Some(HashMap::new()),
+                ..Default::default()
+            },
+        )
+        .expect("test manifest can be read")
+    }
 
     /// A manifest whose agents have the given dependencies and default settings.
     pub fn manifest_from_edges(edges: &[(&str, &[&str])]) -> Manifest {

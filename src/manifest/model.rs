@@ -211,6 +211,40 @@ pub struct Agent {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// True when the entry came from a legacy `startup_config.yaml` format.
     pub legacy: bool,
+    /// `replicas:` and `min_ready:`; `None` when not written (one process
+    /// under the agent's own name).
+    pub replicas: Option<Replicas>,
+    /// Set only on the instances [`crate::manifest::replicas`] makes of an
+    /// agent with `replicas`: which agent, which index.
+    pub replica: Option<Replica>,
+}
+
+/// `replicas: N` of one agent: N instances `NAME-0 … NAME-(N-1)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicas {
+    /// How many instances run (at least 1).
+    pub count: u32,
+    /// How many of them must be ready before a dependent of the agent
+    /// starts (1 to `count`; default `count`).
+    pub min_ready: u32,
+    /// `port: 9100+`: instance i serves on `port + i`.
+    pub port_range: bool,
+    /// `health_check_port: 9200+`: instance i's health port is `health_check_port + i`.
+    pub health_range: bool,
+    /// Where `replicas:` was written.
+    pub location: Location,
+}
+
+/// One instance of an agent with `replicas` (see [`crate::manifest::replicas`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    /// The agent as written, whose instance this is (`worker`).
+    pub of: String,
+    /// The instance's index, 0 to count-1 (`worker-2` has index 2).
+    pub index: u32,
+    /// The agent as written (with `${REPLICA}` unexpanded), from which
+    /// `scale` makes further instances.
+    pub template: Box<Agent>,
 }
 
 /// A script an agent runs (`script_path`).

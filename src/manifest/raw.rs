@@ -171,11 +171,18 @@ pub struct RawAgent {
     /// The machine this agent runs on. `localhost`, `127.0.0.1` and `0.0.0.0`
     /// mean the manifest's own machine (legacy files use them as bind addresses).
     pub host: Option<String>,
-    /// The port the agent serves on (checked for conflicts per host).
-    pub port: Option<i64>,
+    /// The port the agent serves on (checked for conflicts per host). With
+    /// `replicas`, `9100+`: instance i serves on 9100+i.
+    pub port: Option<RawPort>,
     /// The port of the agent's health endpoint (checked for conflicts; the
-    /// legacy ZMQ probe's port).
-    pub health_check_port: Option<i64>,
+    /// legacy ZMQ probe's port). With `replicas`, `9200+` as for `port`.
+    pub health_check_port: Option<RawPort>,
+    /// Run this many instances `NAME-0 … NAME-(N-1)` (default 1, one
+    /// process under the agent's own name).
+    pub replicas: Option<i64>,
+    /// With `replicas`: how many instances must be ready before a
+    /// dependent starts (1 to `replicas`; default all).
+    pub min_ready: Option<i64>,
     /// Agents that must be ready before this one starts.
     #[serde(alias = "depends_on")]
     pub dependencies: Option<Vec<String>>,
@@ -424,6 +431,24 @@ pub enum RawTarget {
     Address(String),
 }
 
+/// A port (`9100`), or with `replicas` the start of a range (`9100+`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawPort {
+    /// One port (range checked by `validate`).
+    Fixed(i64),
+    /// `9100+`: instance i of a replicated agent uses 9100+i.
+    RangeStart(i64),
+}
+
+impl RawPort {
+    /// The port written (the first of a range).
+    pub fn first(self) -> i64 {
+        match self {
+            RawPort::Fixed(port) | RawPort::RangeStart(port) => port,
+        }
+    }
+}
+
 /// `500ms`, `1s`, `2m`, `1h`, or a plain number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RawDuration(pub Duration);
@@ -499,6 +524,54 @@ impl JsonSchema for RawDuration {
             "anyOf": [
                 { "type": "number", "minimum": 0 },
                 { "type": "string", "pattern": "^[0-9.]+ ?(us|ms|s|sec|secs|m|min|mins|h)?$" }
+            ]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl Visitor<'_> for PortVisitor {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port, or with `replicas` the start of a range such as `9100+`")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawPort, E> {
+                Ok(RawPort::Fixed(value))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawPort, E> {
+                Ok(RawPort::Fixed(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawPort, E> {
+                let text = text.trim();
+                let (number, range) = match text.strip_suffix('+') {
+                    Some(start) => (start.trim_end(), true),
+                    None => (text, false),
+                };
+                match number.parse::<i64>() {
+                    Ok(port) if range => Ok(RawPort::RangeStart(port)),
+                    Ok(port) => Ok(RawPort::Fixed(port)),
+                    Err(_) => Err(E::custom(format!(
+                        "expected an integer (a port), or with `replicas` the start of a range such as `9100+`, found `{text}`"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+impl JsonSchema for RawPort {
+    fn schema_name() -> Cow<'static, str> {
+        "Port".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A port, or with `replicas` the start of a range: `9100+` (instance i uses 9100+i).",
+            "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 65535 },
+                { "type": "string", "pattern": "^[0-9]+ ?\\+?$" }
             ]
         })
     }

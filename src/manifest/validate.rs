@@ -19,8 +19,9 @@ use nix::sys::signal::Signal;
 use super::legacy::{self, NATIVE_KEYS};
 use super::raw::{
     RawAgent, RawArgs, RawCommand, RawDefaults, RawDuration, RawGiveUp, RawLiveness, RawManifest,
-    RawReadiness, RawRestart, RawRestartMode, RawStrategy, RawTarget,
+    RawPort, RawReadiness, RawRestart, RawRestartMode, RawStrategy, RawTarget,
 };
+use super::replicas::{MAX_REPLICAS, REPLICA_VARIABLE};
 use super::vars::{self, Variables};
 use super::yaml::{self, Node, Value};
 use super::*;
@@ -879,6 +880,7 @@ fn build_agent(
 
     // What it runs.
     let shell = raw.shell.unwrap_or(false);
+    let raw_has_args = raw.args.is_some();
     let args = match raw.args {
         None => Vec::new(),
         Some(RawArgs::Argv(argv)) => argv,
@@ -1065,8 +1067,56 @@ fn build_agent(
                 }
             }
         };
-    let port = port_field("port", raw.port, problems);
-    let health_check_port = port_field("health_check_port", raw.health_check_port, problems);
+    let port = port_field("port", raw.port.map(RawPort::first), problems);
+    let health_check_port = port_field(
+        "health_check_port",
+        raw.health_check_port.map(RawPort::first),
+        problems,
+    );
+    let replicas = replicas(
+        [raw.replicas, raw.min_ready],
+        [raw.port, raw.health_check_port],
+        legacy,
+        &field_location,
+        &mut invalid,
+    );
+    if let Some(replicas) = &replicas {
+        // Every instance's port is the agent's, so `check` finds a range
+        // overlapping another agent's port (naming both).
+        let mut instance_ports = Vec::new();
+        for use_ in ports.iter_mut().filter(|use_| {
+            (use_.field == "port" && replicas.port_range)
+                || (use_.field == "health_check_port" && replicas.health_range)
+        }) {
+            let first = use_.port;
+            let field = std::mem::take(&mut use_.field);
+            // A range has no single value `check-ports --fix` could rewrite.
+            use_.span = None;
+            for index in 0..replicas.count {
+                match first.checked_add(u16::try_from(index).unwrap_or(u16::MAX)) {
+                    Some(port) => instance_ports.push(PortUse {
+                        port,
+                        field: format!("{field} ({name}-{index}, from {first}+)"),
+                        kind: use_.kind,
+                        location: use_.location.clone(),
+                        span: None,
+                    }),
+                    None => {
+                        invalid(
+                            &field,
+                            format!(
+                                "the range {first}+ of {} instances goes past port 65535",
+                                replicas.count
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        ports.retain(|use_| !use_.field.is_empty());
+        ports.extend(instance_ports);
+    }
     for (key, value) in node
         .get("config")
         .and_then(Node::as_mapping)
@@ -1256,6 +1306,24 @@ fn build_agent(
         }
     });
 
+    if replicas.is_none() {
+        let field = if command.iter().any(|text| text.contains(REPLICA_VARIABLE)) {
+            Some(if raw_has_args { "args" } else { "command" })
+        } else {
+            env.iter()
+                .find(|(_, value)| value.contains(REPLICA_VARIABLE))
+                .map(|_| "env")
+        };
+        if let Some(field) = field {
+            invalid(
+                field,
+                format!(
+                    "`{REPLICA_VARIABLE}` is the instance index of an agent with `replicas`; this one has none"
+                ),
+            );
+        }
+    }
+
     Some(Agent {
         name,
         script,
@@ -1284,6 +1352,88 @@ fn build_agent(
         config: raw.config.unwrap_or_default(),
         extra: raw.extra.unwrap_or_default(),
         legacy,
+        replicas,
+        replica: None,
+    })
+}
+
+/// `replicas:` and `min_ready:` of one agent, with the ports they need:
+/// a fixed `port` (or `health_check_port`) with more than one instance
+/// would be bound by all of them, and a range (`9100+`) or `min_ready`
+/// means nothing without `replicas`.
+fn replicas(
+    [count, min_ready]: [Option<i64>; 2],
+    [port, health_check_port]: [Option<RawPort>; 2],
+    legacy: bool,
+    field_location: &impl Fn(&str) -> Location,
+    invalid: &mut impl FnMut(&str, String),
+) -> Option<Replicas> {
+    let is_range = |port: Option<RawPort>| matches!(port, Some(RawPort::RangeStart(_)));
+    let Some(count) = count else {
+        if min_ready.is_some() {
+            invalid("min_ready", "`min_ready` needs `replicas`".into());
+        }
+        for (field, port) in [("port", port), ("health_check_port", health_check_port)] {
+            if is_range(port) {
+                invalid(
+                    field,
+                    format!(
+                        "`{}+` is a port range, for an agent with `replicas`; write one port",
+                        port.map(RawPort::first).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        return None;
+    };
+    let count = match u32::try_from(count) {
+        Ok(count) if (1..=MAX_REPLICAS).contains(&count) => count,
+        _ => {
+            invalid(
+                "replicas",
+                format!("{count} is not a number of instances (1 to {MAX_REPLICAS})"),
+            );
+            return None;
+        }
+    };
+    if legacy {
+        invalid(
+            "replicas",
+            "a legacy agent (its health port is port+1) cannot have replicas".into(),
+        );
+        return None;
+    }
+    let min_ready = match min_ready {
+        None => count,
+        Some(min_ready) => match u32::try_from(min_ready) {
+            Ok(min_ready) if (1..=count).contains(&min_ready) => min_ready,
+            _ => {
+                invalid(
+                    "min_ready",
+                    format!("{min_ready} is not between 1 and `replicas` ({count})"),
+                );
+                count
+            }
+        },
+    };
+    for (field, port) in [("port", port), ("health_check_port", health_check_port)] {
+        if let Some(RawPort::Fixed(port)) = port
+            && count > 1
+        {
+            invalid(
+                field,
+                format!(
+                    "{port} is one port for {count} instances, which would collide; write `{port}+` (instance i uses {port}+i)"
+                ),
+            );
+        }
+    }
+    Some(Replicas {
+        count,
+        min_ready,
+        port_range: is_range(port),
+        health_range: is_range(health_check_port),
+        location: field_location("replicas"),
     })
 }
 

@@ -206,6 +206,13 @@ fn substitute(text: &str, variables: &Variables) -> Result<String, ExpandError> 
                 )
                 .into());
             }
+            // `${REPLICA}` is each instance's own index: replaced when an
+            // agent with `replicas` is expanded (`super::replicas`).
+            if reference == "REPLICA" {
+                out.push_str(super::replicas::REPLICA_VARIABLE);
+                rest = &inner[end + 1..];
+                continue;
+            }
             match (variables.get(name), default) {
                 // `:-` also replaces an empty value, as in the shell.
                 (Some(""), Some(default)) => out.push_str(default),

@@ -71,13 +71,29 @@ struct Graph<'a> {
 impl<'a> Graph<'a> {
     /// Edges go from an agent to each of its dependencies. Dependencies on
     /// undefined agents are left out (`check` reports them).
+    /// A dependency on an agent with `replicas` whose instances are in
+    /// the manifest (`up`, `plan`) is an edge to each instance.
     fn new(manifest: &'a Manifest) -> Graph<'a> {
+        let mut instances: HashMap<&str, Vec<&str>> = HashMap::new();
+        for agent in &manifest.agents {
+            if let Some(replica) = &agent.replica {
+                instances
+                    .entry(replica.of.as_str())
+                    .or_default()
+                    .push(agent.name.as_str());
+            }
+        }
         Graph::of(
             manifest
                 .agents
                 .iter()
                 .map(|agent| {
-                    let dependencies = agent.dependencies.iter().map(|d| d.name.as_str());
+                    let dependencies = agent.dependencies.iter().flat_map(|d| {
+                        instances
+                            .get(d.name.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| vec![d.name.as_str()])
+                    });
                     (agent.name.as_str(), dependencies.collect())
                 })
                 .collect(),

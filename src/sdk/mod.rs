@@ -472,6 +472,42 @@ impl Agent {
         resolved(name, reply).map(|found| self.remember(found))
     }
 
+    /// Every instance of agent `name`: for an agent with `replicas`
+    /// (`worker`), `worker-0 … worker-(N-1)` with their endpoints and
+    /// states, by index; for a plain agent, itself alone. Standalone (no
+    /// supervisor), what [`Agent::resolve`] finds from the environment.
+    ///
+    /// ```no_run
+    /// let agent = supervisor::sdk::Agent::from_env()?;
+    /// for worker in agent.resolve_all("worker")? {
+    ///     println!("{} at {:?} is {:?}", worker.name, worker.endpoint, worker.state);
+    /// }
+    /// # Ok::<(), supervisor::sdk::SdkError>(())
+    /// ```
+    pub fn resolve_all(&self, name: &str) -> Result<Vec<Resolved>, SdkError> {
+        let Some(link) = &self.link else {
+            return resolve_from_env(name).map(|found| vec![self.remember(found)]);
+        };
+        let reply = link
+            .handle
+            .call(self.resolve_message(name), self.call_timeout)?;
+        let instances = reply.instances.clone();
+        let found = resolved(name, reply)?;
+        Ok(match instances {
+            None => vec![self.remember(found)],
+            Some(instances) => instances
+                .into_iter()
+                .map(|instance| {
+                    self.remember(Resolved {
+                        name: instance.name,
+                        endpoint: instance.endpoint,
+                        state: instance.state,
+                    })
+                })
+                .collect(),
+        })
+    }
+
     /// Names the resolved endpoint in the pool, so the breaker of requests
     /// to it is reported as the agent's name.
     fn remember(&self, found: Resolved) -> Resolved {

@@ -148,6 +148,7 @@ mod tests {
 
     fn agent(name: &str, state: AgentState, dependencies: &[&str]) -> AgentStatus {
         AgentStatus {
+            replica: None,
             name: name.into(),
             group: None,
             state,

@@ -1,5 +1,5 @@
 //! The environment of an agent's run: what the supervisor injects
-//! (`AGENT_NAME`, `PORT_OFFSET`, `AGENT_PORT`, `AGENT_HEALTH_PORT`, each
+//! (`AGENT_NAME`, `PORT_OFFSET`, `REPLICA` and `REPLICAS` of an instance, `AGENT_PORT`, `AGENT_HEALTH_PORT`, each
 //! dependency's `<NAME>_ENDPOINT` and `AGENT_DEPENDENCIES`, `AGENT_CONFIG_*`
 //! from `config`), then the manifest's own `env`, which overrides them; and
 //! where dependents reach an agent.
@@ -44,6 +44,12 @@ pub(super) fn spawn_spec(lifecycle: &Lifecycle, agent: AgentId, config: &Config)
         ("AGENT_NAME".to_string(), spec.name.clone()),
         ("PORT_OFFSET".to_string(), config.port_offset.clone()),
     ];
+    if let Some(replica) = &spec.replica {
+        env.push(("REPLICA".into(), replica.index.to_string()));
+        // The count as the instance starts (`scale` does not restart the others).
+        let count = lifecycle.instances_of(&replica.of).len();
+        env.push(("REPLICAS".into(), count.to_string()));
+    }
     if let Some(port) = spec.port {
         env.push(("AGENT_PORT".into(), port.to_string()));
     }

@@ -274,6 +274,13 @@ pub enum Command {
     },
     /// A reload that did not pass `check`: keep running, report `errors`.
     ReloadFailed { errors: Vec<String> },
+    /// Run `count` instances of the agent with `replicas` called `agent`
+    /// (a reload of the running configuration, see `Lifecycle::scaled`).
+    Scale {
+        agent: String,
+        count: u32,
+        reply: oneshot::Sender<Result<ReloadSummary, CommandError>>,
+    },
 }
 
 /// Why the supervisor refused a [`Command`].
@@ -285,6 +292,9 @@ pub enum CommandError {
     /// The supervisor is stopping everything; nothing new is accepted.
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// A request that cannot be carried out, and why (one line).
+    #[error("{0}")]
+    Refused(String),
     /// The supervisor task has ended (or ended before answering).
     #[error("the supervisor has ended")]
     Ended,
@@ -329,6 +339,9 @@ pub struct RemoteRun {
 pub struct AgentStatus {
     /// The agent's name, unique in the table.
     pub name: String,
+    /// For an instance of an agent with `replicas`: that agent and the
+    /// instance's index.
+    pub replica: Option<(String, u32)>,
     /// The manifest's `group:` (or legacy group).
     pub group: Option<String>,
     /// Where it is in its lifecycle (see [`super::state`]).

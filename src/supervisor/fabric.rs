@@ -365,20 +365,56 @@ impl Bridge {
                 })
                 .map_or(name, String::as_str)
         };
-        let state = self
-            .status
-            .borrow()
+        let endpoint = |name: &str| {
+            table
+                .get(name)
+                .and_then(|entry| entry.advertised.clone().or(entry.endpoint.clone()))
+        };
+        let status = self.status.borrow();
+        let state = status
             .agents
             .iter()
             .find(|agent| agent.name == name)
             .map(|agent| protocol_state(agent.state));
-        let entry = table.get(name);
-        if state.is_none() && entry.is_none() {
-            return None;
+        // An agent with `replicas` is its instances, by index.
+        let mut instances: Vec<(u32, transport::Instance)> = status
+            .agents
+            .iter()
+            .filter_map(|agent| {
+                let (of, index) = agent.replica.as_ref()?;
+                (of == name).then(|| {
+                    (
+                        *index,
+                        transport::Instance {
+                            name: agent.name.clone(),
+                            endpoint: endpoint(&agent.name),
+                            state: protocol_state(agent.state),
+                        },
+                    )
+                })
+            })
+            .collect();
+        drop(status);
+        instances.sort_by_key(|(index, _)| *index);
+        let instances: Vec<transport::Instance> = instances
+            .into_iter()
+            .map(|(_, instance)| instance)
+            .collect();
+        if state.is_none() && !table.contains_key(name) {
+            let first = instances
+                .iter()
+                .find(|instance| instance.state == transport::AgentState::Ready)
+                .or(instances.first())?;
+            return Some(Resolution {
+                endpoint: first.endpoint.clone(),
+                state: first.state,
+                instances,
+            });
         }
         Some(Resolution {
-            endpoint: entry.and_then(|entry| entry.advertised.clone().or(entry.endpoint.clone())),
+            endpoint: endpoint(name),
             state: state.unwrap_or(transport::AgentState::Unknown),
+            instances: Vec::new(),
         })
     }
 }

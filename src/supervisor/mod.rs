@@ -184,6 +184,18 @@ impl SupervisorHandle {
     }
 
     /// Records a configuration that did not pass `check` (shown in the status).
+    /// Runs `count` instances of the agent with `replicas` called `agent`:
+    /// extra instances stop (highest index first), new ones start once the
+    /// agent's dependencies are ready. Answers what was added and removed.
+    pub async fn scale(&self, agent: String, count: u32) -> Result<ReloadSummary, CommandError> {
+        self.ask(|reply| Command::Scale {
+            agent,
+            count,
+            reply,
+        })
+        .await?
+    }
+
     pub async fn reload_failed(&self, errors: Vec<String>) {
         let _ = self.commands.send(Command::ReloadFailed { errors }).await;
     }
@@ -515,6 +527,23 @@ impl<S: Spawner> Supervisor<S> {
                 ))
             }
             Command::ReloadFailed { errors } => Some((Event::ReloadFailed { errors }, None)),
+            Command::Scale {
+                agent,
+                count,
+                reply,
+            } => match self.lifecycle.scaled(&agent, count) {
+                Ok(reload) => {
+                    let summary = self.lifecycle.reload_summary(&reload);
+                    Some((
+                        Event::ReloadRequested(reload),
+                        Some(Reply::Reloaded(reply, summary)),
+                    ))
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    None
+                }
+            },
         }
     }
 

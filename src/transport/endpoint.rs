@@ -169,6 +169,8 @@ pub struct Resolution {
     /// The agent's state on the wire ([`AgentState::Unknown`] for no such
     /// agent).
     pub state: AgentState,
+    /// For an agent with `replicas`: its instances (empty otherwise).
+    pub instances: Vec<super::messages::Instance>,
 }
 
 impl Resolution {
@@ -177,6 +179,7 @@ impl Resolution {
         Resolution {
             endpoint: None,
             state: AgentState::Unknown,
+            instances: Vec::new(),
         }
     }
 }
@@ -228,6 +231,7 @@ impl ResolveReply {
             found: Some(found),
             endpoint: resolution.endpoint,
             state: Some(resolution.state),
+            instances: (!resolution.instances.is_empty()).then_some(resolution.instances),
             ..Reply::new(ReplyKind::Resolved, self.seq)
         };
         let _ = self.commands.send(Command::Send {

@@ -428,6 +428,23 @@ pub struct Reply {
     /// RESOLVE: the agent's current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<AgentState>,
+    /// RESOLVE of an agent with `replicas` (`worker`): each of its
+    /// instances by index; `endpoint` and `state` are then those of the
+    /// first ready instance (else the first). Absent for a plain agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<Instance>>,
+}
+
+/// One instance of an agent with `replicas`, in a RESOLVE reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// `worker-2`.
+    pub name: String,
+    /// Where to connect; absent when it has no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Its current state.
+    pub state: AgentState,
 }
 
 impl Reply {
@@ -442,6 +459,7 @@ impl Reply {
             found: None,
             endpoint: None,
             state: None,
+            instances: None,
         }
     }
 

@@ -57,7 +57,7 @@ pub use endpoint::{
 pub use error_bus::{ErrorBus, ErrorBusConfig, ErrorBusHandle, ErrorBusStats, ErrorSink};
 pub use follow::ErrorFollower;
 pub use heartbeat::{HeartbeatTracker, HeartbeatVerdict};
-pub use messages::{AgentState, ErrorRecord, HeartbeatPayload, Severity};
+pub use messages::{AgentState, ErrorRecord, HeartbeatPayload, Instance, Severity};
 pub use pool::{PoolConfig, PoolStats, PooledSocket, SocketKind, SocketPool};
 
 /// What went wrong in the transport, with the endpoint or agent it concerns.
@@ -97,6 +97,9 @@ pub enum TransportError {
         /// Sockets checked out for it now (the pool's per-endpoint limit).
         in_use: usize,
     },
+    /// A request to be spread over no endpoint at all (no instance ready).
+    #[error("no endpoint to send the request to (no instance is ready)")]
+    NoEndpoint,
     /// This libzmq was built without CURVE (libsodium was not found when
     /// `vendor/zmq-sys` was built).
     #[error(

@@ -170,6 +170,8 @@ struct Shared {
     /// Endpoint -> the agent name it was resolved from, so breakers are
     /// named after agents (`postgres`), not addresses.
     targets: Mutex<HashMap<String, String>>,
+    /// Round-robin position of [`SocketPool::request_spread`].
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// A pool of client sockets; clones share the same pool.
@@ -235,6 +237,7 @@ impl SocketPool {
                 counters: Counters::default(),
                 breakers,
                 targets: Mutex::new(HashMap::new()),
+                turn: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -395,6 +398,42 @@ impl SocketPool {
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
             slots.waiters -= 1;
         }
+    }
+
+    /// [`SocketPool::request`] to one of `endpoints`, taken in turn (round
+    /// robin across calls): spreads requests over the ready instances of an
+    /// agent with `replicas` (see `Agent::resolve_all`). Answers which
+    /// endpoint was used with the reply.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::NoEndpoint`] when `endpoints` is empty; else as
+    /// [`SocketPool::request`] for the endpoint chosen.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let pool = supervisor::sdk::SocketPool::new();
+    /// let workers = ["tcp://127.0.0.1:9100".to_string(), "tcp://127.0.0.1:9101".to_string()];
+    /// let (used, reply) = pool.request_spread(&workers, b"job", Duration::from_millis(200), 1)?;
+    /// # Ok::<(), supervisor::transport::TransportError>(())
+    /// ```
+    pub fn request_spread(
+        &self,
+        endpoints: &[String],
+        message: &[u8],
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<(String, Vec<u8>), TransportError> {
+        if endpoints.is_empty() {
+            return Err(TransportError::NoEndpoint);
+        }
+        let turn = self
+            .shared
+            .turn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let endpoint = &endpoints[turn % endpoints.len()];
+        self.request(endpoint, message, timeout, retries)
+            .map(|reply| (endpoint.clone(), reply))
     }
 
     /// Lazy-pirate request/reply: send `message` on a pooled REQ socket and

@@ -106,6 +106,7 @@ async fn ready_and_resolve_are_awaited_without_blocking_the_runtime() {
                 reply.answer(Resolution {
                     endpoint: Some("tcp://127.0.0.1:7200".into()),
                     state: AgentState::Ready,
+                    instances: Vec::new(),
                 });
             } else {
                 drop(reply); // dropping answers "not found"

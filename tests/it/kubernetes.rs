@@ -1099,3 +1099,59 @@ fn wait_for_zmq_returns_once_the_legacy_health_reply_says_ready() {
     );
     assert!(stderr.contains(&format!("ready: {address}")), "{stderr}");
 }
+
+/// `replicas: 3` becomes the Deployment's `replicas`; instances that differ
+/// (a port range, `${REPLICA}`) are warned about: their StatefulSet is not
+/// exported yet.
+#[test]
+fn replicas_become_the_deployments_replicas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "version: 1\nagents:\n  worker:\n    command: [\"sleep\", \"60\"]\n    replicas: 3\n    min_ready: 2\n  sharded:\n    command: [\"sleep\", \"60\"]\n    port: 7400+\n    replicas: 2\n",
+    )
+    .expect("write");
+    let path = manifest.to_str().expect("utf-8");
+    let out = dir.path().join("out");
+    let output = cli(
+        &[
+            "export",
+            "kubernetes",
+            "--config",
+            path,
+            "--image",
+            IMAGE,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.code, Some(0), "{}", output.stderr);
+    let worker = std::fs::read_to_string(out.join("deployment-worker.yaml")).expect("file");
+    assert!(worker.contains("replicas: 3"), "{worker}");
+    let sharded = std::fs::read_to_string(out.join("deployment-sharded.yaml")).expect("file");
+    assert!(sharded.contains("replicas: 2"), "{sharded}");
+    assert!(
+        output
+            .stderr
+            .contains("agent `sharded`: `replicas`: its instances differ"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("agent `worker`: `replicas`"),
+        "{}",
+        output.stderr
+    );
+    if let Some(program) = validator("replicas_become_the_deployments_replicas") {
+        validate(
+            program,
+            &[
+                out.join("deployment-worker.yaml"),
+                out.join("deployment-sharded.yaml"),
+            ],
+            "1.30.0",
+        );
+    }
+}

@@ -31,6 +31,7 @@ mod pool;
 mod probes;
 mod python_sdk;
 mod reload;
+mod replicas;
 mod restart;
 mod schema;
 mod sdk;

@@ -197,6 +197,7 @@ fn python_agent_speaks_the_protocol_to_the_rust_endpoint() {
                     reply.answer(Resolution {
                         endpoint: Some("tcp://127.0.0.1:7200".into()),
                         state: AgentState::Ready,
+                        instances: Vec::new(),
                     });
                 }
                 EndpointEvent::ErrorReported { record } => records.push(record),

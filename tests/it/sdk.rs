@@ -196,6 +196,7 @@ fn resolve_is_answered_through_the_reply_handle() {
             reply.answer(Resolution {
                 endpoint: Some("tcp://127.0.0.1:7200".into()),
                 state: AgentState::Ready,
+                instances: Vec::new(),
             });
         } else {
             drop(reply); // dropping answers "not found"

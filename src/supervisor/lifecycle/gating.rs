@@ -17,13 +17,37 @@ use crate::supervisor::state::AgentState;
 static NO_AGENTS: Vec<AgentId> = Vec::new();
 
 impl Lifecycle {
-    /// Every dependency is ready and not about to be stopped.
+    /// Every dependency is ready and not about to be stopped (for a
+    /// replicated one, `min_ready` of its instances).
     pub(super) fn dependencies_ready(&self, agent: AgentId) -> bool {
-        self.agents[agent].dependencies.iter().all(|dependency| {
+        self.agents[agent].needs.iter().all(|need| {
+            need.agents
+                .iter()
+                .filter(|dependency| {
+                    matches!(
+                        self.agents[**dependency].phase,
+                        Phase::Ready { stop: None, .. }
+                    )
+                })
+                .count()
+                >= need.min_ready
+        })
+    }
+
+    /// A dependency of `agent` that is gone for good (failed, blocked or
+    /// stopped), so too few of what it needs can become ready.
+    fn blocker(&self, agent: AgentId) -> Option<AgentId> {
+        let gone = |dependency: &AgentId| {
             matches!(
                 self.agents[*dependency].phase,
-                Phase::Ready { stop: None, .. }
+                Phase::Failed | Phase::Blocked | Phase::Stopped
             )
+        };
+        self.agents[agent].needs.iter().find_map(|need| {
+            let possible = need.agents.iter().filter(|id| !gone(id)).count();
+            (possible < need.min_ready)
+                .then(|| need.agents.iter().copied().find(gone))
+                .flatten()
         })
     }
 
@@ -74,17 +98,7 @@ impl Lifecycle {
             if !matches!(self.agents[agent].phase, Phase::Pending) {
                 continue;
             }
-            let blocker = self.agents[agent]
-                .dependencies
-                .iter()
-                .copied()
-                .find(|dependency| {
-                    matches!(
-                        self.agents[*dependency].phase,
-                        Phase::Failed | Phase::Blocked | Phase::Stopped
-                    )
-                });
-            if let Some(blocker) = blocker {
+            if let Some(blocker) = self.blocker(agent) {
                 let reason = format!(
                     "dependency `{}` is {}",
                     self.agents[blocker].name(),

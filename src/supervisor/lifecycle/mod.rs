@@ -91,7 +91,11 @@ const SDK_FALLBACK_START_PERIOD: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Record {
     spec: AgentSpec,
+    /// Every agent it depends on (for a replicated dependency, each instance).
     dependencies: Vec<AgentId>,
+    /// What it waits for: per written dependency, how many of which agents
+    /// must be ready (one agent, or `min_ready` instances of a replicated one).
+    needs: Vec<Need>,
     dependents: Vec<AgentId>,
     phase: Phase,
     /// Spawn generation; events carrying an older one are stale.
@@ -127,6 +131,7 @@ impl Record {
         Record {
             spec,
             dependencies: Vec::new(),
+            needs: Vec::new(),
             dependents: Vec::new(),
             phase: Phase::Pending,
             run: 0,
@@ -162,6 +167,15 @@ impl Record {
     fn alive(&self) -> bool {
         !self.spec.remote && self.phase.process().is_some()
     }
+}
+
+/// One written dependency as the table resolves it: at least `min_ready`
+/// of `agents` must be ready (`worker` with `replicas: 3, min_ready: 2`:
+/// two of `worker-0..2`; a plain agent: itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Need {
+    agents: Vec<AgentId>,
+    min_ready: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,33 +248,92 @@ impl Lifecycle {
 
     /// Recomputes dependency edges and the start order from the agents'
     /// definitions (after construction and after a reload). Names resolve to
-    /// live (not retired) agents; a retired agent keeps edges to the
-    /// retired agents it depended on so they stop in reverse order.
+    /// live (not retired) agents, and the name of an agent with `replicas`
+    /// to its live instances; a retired agent keeps edges to the retired
+    /// agents it depended on so they stop in reverse order, and a retired
+    /// instance waits for the retired instance after it (`scale` down stops
+    /// the highest index first).
     fn relink(&mut self) {
-        let lookup = |name: &str, retired: bool| {
-            self.agents
-                .iter()
-                .position(|record| !record.retired && record.name() == name)
-                .or_else(|| {
-                    retired
-                        .then(|| {
-                            self.agents
-                                .iter()
-                                .position(|record| record.retired && record.name() == name)
-                        })
-                        .flatten()
+        let agents = &self.agents;
+        let find = |name: &str, retired: bool| -> Option<Need> {
+            let by_name = |retired: bool| {
+                agents
+                    .iter()
+                    .position(|record| record.retired == retired && record.name() == name)
+                    .map(|id| Need {
+                        agents: vec![id],
+                        min_ready: 1,
+                    })
+            };
+            let instances = |retired: bool| {
+                let ids: Vec<AgentId> = (0..agents.len())
+                    .filter(|id| {
+                        agents[*id].retired == retired
+                            && agents[*id]
+                                .spec
+                                .agent
+                                .replica
+                                .as_ref()
+                                .is_some_and(|replica| replica.of == name)
+                    })
+                    .collect();
+                let min_ready = ids
+                    .iter()
+                    .filter_map(|id| agents[*id].spec.agent.replicas.as_ref())
+                    .map(|replicas| replicas.min_ready as usize)
+                    .max()
+                    .unwrap_or(1)
+                    .min(ids.len());
+                (!ids.is_empty()).then_some(Need {
+                    agents: ids,
+                    min_ready,
                 })
+            };
+            by_name(false).or_else(|| instances(false)).or_else(|| {
+                retired
+                    .then(|| by_name(true).or_else(|| instances(true)))
+                    .flatten()
+            })
         };
-        let dependencies: Vec<Vec<AgentId>> = self
-            .agents
+        let needs: Vec<Vec<Need>> = agents
             .iter()
             .map(|record| {
-                let mut ids: Vec<AgentId> = record
+                let mut needs: Vec<Need> = record
                     .spec
                     .agent
                     .dependencies
                     .iter()
-                    .filter_map(|dependency| lookup(&dependency.name, record.retired))
+                    .filter_map(|dependency| find(&dependency.name, record.retired))
+                    .collect();
+                if let (true, Some(replica)) = (record.retired, &record.spec.agent.replica) {
+                    let before: Vec<AgentId> =
+                        (0..agents.len())
+                            .filter(|id| {
+                                agents[*id].retired
+                                    && agents[*id].spec.agent.replica.as_ref().is_some_and(
+                                        |other| {
+                                            other.of == replica.of
+                                                && other.index + 1 == replica.index
+                                        },
+                                    )
+                            })
+                            .collect();
+                    if !before.is_empty() {
+                        needs.push(Need {
+                            agents: before,
+                            min_ready: 0,
+                        });
+                    }
+                }
+                needs
+            })
+            .collect();
+        let dependencies: Vec<Vec<AgentId>> = needs
+            .iter()
+            .map(|needs| {
+                let mut ids: Vec<AgentId> = needs
+                    .iter()
+                    .flat_map(|need| need.agents.iter().copied())
                     .collect();
                 ids.sort_unstable();
                 ids.dedup();
@@ -274,11 +347,16 @@ impl Lifecycle {
             }
         }
         self.order = crate::plan::start_order(&dependencies);
-        for ((record, dependencies), dependents) in
-            self.agents.iter_mut().zip(dependencies).zip(dependents)
+        for (((record, dependencies), dependents), needs) in self
+            .agents
+            .iter_mut()
+            .zip(dependencies)
+            .zip(dependents)
+            .zip(needs)
         {
             record.dependencies = dependencies;
             record.dependents = dependents;
+            record.needs = needs;
         }
     }
 
@@ -288,6 +366,40 @@ impl Lifecycle {
 
     pub fn state(&self, agent: AgentId) -> AgentState {
         self.agents[agent].state()
+    }
+
+    /// The live instances of the agent with `replicas` called `of`, by index.
+    pub fn instances_of(&self, of: &str) -> Vec<AgentId> {
+        let mut ids: Vec<AgentId> = (0..self.agents.len())
+            .filter(|id| {
+                let record = &self.agents[*id];
+                !record.retired
+                    && record
+                        .spec
+                        .agent
+                        .replica
+                        .as_ref()
+                        .is_some_and(|replica| replica.of == of)
+            })
+            .collect();
+        ids.sort_by_key(|id| {
+            self.agents[*id]
+                .spec
+                .agent
+                .replica
+                .as_ref()
+                .map(|replica| replica.index)
+        });
+        ids
+    }
+
+    /// The specs of every live agent (what a reload starts from).
+    pub fn live_specs(&self) -> Vec<AgentSpec> {
+        self.agents
+            .iter()
+            .filter(|record| !record.retired)
+            .map(|record| record.spec.clone())
+            .collect()
     }
 
     /// The live (not retired) agent called `name`.
@@ -474,6 +586,12 @@ impl Lifecycle {
         let pid = process.and_then(|process| process.pid);
         AgentStatus {
             name: record.name().to_string(),
+            replica: record
+                .spec
+                .agent
+                .replica
+                .as_ref()
+                .map(|replica| (replica.of.clone(), replica.index)),
             group: record.spec.agent.group.clone(),
             state: record.state(),
             remote: record.spec.remote,

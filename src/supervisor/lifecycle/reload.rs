@@ -4,14 +4,102 @@
 //! hidden from the status; changed ones restart alone with the new
 //! definition; the rest are untouched (their spec is swapped for the new,
 //! equal one). An agent changed when its [`definition`] differs.
+//! `scale` is a reload made here from the running configuration
+//! ([`Lifecycle::scaled`]): instances beyond the new count are removed
+//! (stopped highest index first, see `relink`), new ones added.
 //!
 //! Part of [`super::Lifecycle`]; pure like it.
 
 use super::{AgentSpec, Lifecycle, Phase, Record, StopIntent};
 use crate::manifest::Agent;
-use crate::supervisor::event::{Action, AgentId, Reload, ReloadSummary};
+use crate::supervisor::event::{Action, AgentId, CommandError, Reload, ReloadSummary};
 
 impl Lifecycle {
+    /// The running configuration with `count` instances of the agent with
+    /// `replicas` called `of`: what `scale` applies as a reload. Refused for
+    /// an agent without `replicas`, a count of 0 (or more than the most
+    /// allowed), and a count below its `min_ready` (its dependents would
+    /// wait for instances that no longer run).
+    pub fn scaled(&self, of: &str, count: u32) -> Result<Reload, CommandError> {
+        let refuse = |why: String| Err(CommandError::Refused(why));
+        if self.shutting_down() {
+            return Err(CommandError::ShuttingDown);
+        }
+        let instances = self.instances_of(of);
+        let Some(first) = instances.first() else {
+            return match self.id(of) {
+                Some(_) => refuse(format!(
+                    "agent `{of}` has no `replicas:` in its manifest, so it has no instances to scale"
+                )),
+                None => Err(CommandError::UnknownAgents(vec![of.to_string()])),
+            };
+        };
+        let replica = self.agents[*first]
+            .spec
+            .agent
+            .replica
+            .as_ref()
+            .expect("instances_of returns instances");
+        let mut template = (*replica.template).clone();
+        let min_ready = template
+            .replicas
+            .as_ref()
+            .map_or(1, |replicas| replicas.min_ready);
+        let most = crate::manifest::replicas::MAX_REPLICAS;
+        if count == 0 || count > most {
+            return refuse(format!(
+                "{count} is not a number of instances (1 to {most})"
+            ));
+        }
+        if count < min_ready {
+            return refuse(format!(
+                "`{of}` needs at least {min_ready} ready instances (`min_ready: {min_ready}`); scaling it to {count} would leave its dependents waiting"
+            ));
+        }
+        if let Some(replicas) = &mut template.replicas {
+            replicas.count = count;
+        }
+        let remote = self.agents[*first].spec.remote;
+        let mut agents: Vec<AgentSpec> = self
+            .live_specs()
+            .into_iter()
+            .filter(|spec| {
+                spec.agent
+                    .replica
+                    .as_ref()
+                    .is_none_or(|replica| replica.of != of || replica.index < count)
+            })
+            .collect();
+        for spec in &mut agents {
+            if let Some(replica) = &mut spec.agent.replica
+                && replica.of == of
+            {
+                *replica.template = template.clone();
+                spec.agent.replicas.clone_from(&template.replicas);
+            }
+        }
+        let present = |index: u32, agents: &[AgentSpec]| {
+            agents.iter().any(|spec| {
+                spec.agent
+                    .replica
+                    .as_ref()
+                    .is_some_and(|replica| replica.of == of && replica.index == index)
+            })
+        };
+        for index in 0..count {
+            if !present(index, &agents) {
+                agents.push(AgentSpec {
+                    agent: crate::manifest::replicas::instance(&template, index),
+                    remote,
+                });
+            }
+        }
+        Ok(Reload {
+            agents: std::sync::Arc::new(agents),
+            strategy: self.strategy,
+        })
+    }
+
     /// What applying `reload` would change; pure, changes nothing.
     pub fn reload_summary(&self, reload: &Reload) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
@@ -138,6 +226,23 @@ pub(super) fn definition(spec: &AgentSpec) -> (Agent, bool) {
     }
     if let Some(script) = &mut agent.script {
         script.location = Default::default();
+    }
+    // An instance is unchanged by a new count of instances (`scale`):
+    // only the ones added or removed start or stop.
+    if let Some(replica) = &mut agent.replica {
+        let mut template = definition(&AgentSpec {
+            agent: (*replica.template).clone(),
+            remote: spec.remote,
+        })
+        .0;
+        // Lists every instance's port; the instance's own are compared above.
+        template.ports.clear();
+        *replica.template = template;
+    }
+    if let Some(replicas) = &mut agent.replicas {
+        replicas.count = 0;
+        replicas.min_ready = 0;
+        replicas.location = Default::default();
     }
     (agent, spec.remote)
 }

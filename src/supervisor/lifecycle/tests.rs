@@ -12,7 +12,7 @@ use crate::manifest::{
     RestartMode, RestartPolicy, StopPolicy,
 };
 use crate::process::Termination;
-use crate::supervisor::event::{Outcome, Reload, RemoteRun, ResourceSample};
+use crate::supervisor::event::{CommandError, Outcome, Reload, RemoteRun, ResourceSample};
 
 pub fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -78,6 +78,8 @@ pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
         config: Default::default(),
         extra: Default::default(),
         legacy: false,
+        replicas: None,
+        replica: None,
         group: None,
         script: None,
     }
@@ -931,4 +933,82 @@ fn issue_19_a_remote_report_about_an_older_run_is_ignored() {
     );
     // Nothing here was restarted because of the other host.
     assert!(driver.spawned().is_empty());
+}
+
+/// `worker` with `replicas: 3, min_ready: 2`, instance i ready after
+/// (i+1) × 100 ms, and `api` depending on `worker`.
+fn replicated() -> Vec<Agent> {
+    let mut template = agent("worker", &[]);
+    template.replicas = Some(crate::manifest::Replicas {
+        count: 3,
+        min_ready: 2,
+        port_range: false,
+        health_range: false,
+        location: Location::default(),
+    });
+    let mut agents = crate::manifest::replicas::instances(&template);
+    for (index, instance) in agents.iter_mut().enumerate() {
+        instance.readiness.check = ReadinessCheck::StartPeriod(ms(100 * (index as u64 + 1)));
+    }
+    agents.push(agent("api", &["worker"]));
+    agents
+}
+
+#[test]
+fn a_dependent_of_a_replicated_agent_waits_for_min_ready_instances() {
+    let mut driver = Driver::new(replicated(), Strategy::OneForOne);
+    assert_eq!(driver.spawned(), ["worker-0", "worker-1", "worker-2"]);
+    driver.advance(ms(100));
+    assert_eq!(
+        driver.spawned(),
+        Vec::<String>::new(),
+        "one of two is ready"
+    );
+    driver.advance(ms(100));
+    assert_eq!(driver.spawned(), ["api"], "two of three are ready");
+    assert_eq!(driver.state("worker-2"), AgentState::Starting);
+}
+
+#[test]
+fn scaling_down_stops_the_highest_index_first_and_below_min_ready_is_refused() {
+    let mut driver = Driver::new(replicated(), Strategy::OneForOne);
+    driver.advance(Duration::from_secs(1));
+    driver.take_log();
+    assert!(matches!(
+        driver.lifecycle.scaled("worker", 1),
+        Err(CommandError::Refused(why)) if why.contains("min_ready: 2")
+    ));
+    assert!(matches!(
+        driver.lifecycle.scaled("api", 2),
+        Err(CommandError::Refused(why)) if why.contains("no `replicas:`")
+    ));
+    let five = driver.lifecycle.scaled("worker", 5).expect("scale up");
+    driver.send(Event::ReloadRequested(five));
+    assert_eq!(driver.spawned(), ["worker-3", "worker-4"]);
+    driver.advance(Duration::from_secs(1));
+    let two = driver.lifecycle.scaled("worker", 2).expect("scale down");
+    assert_eq!(
+        driver.lifecycle.reload_summary(&two).removed,
+        ["worker-2", "worker-3", "worker-4"]
+    );
+    driver.send(Event::ReloadRequested(two));
+    // One at a time, from the top: each after the one above it exited.
+    for name in ["worker-4", "worker-3", "worker-2"] {
+        assert_eq!(driver.signalled(), [(name.to_string(), Signal::SIGTERM)]);
+        let agent = driver
+            .lifecycle
+            .agents
+            .iter()
+            .position(|record| record.retired && record.name() == name)
+            .expect("retired");
+        let run = driver.lifecycle.agents[agent].run;
+        driver.send(Event::Exited {
+            agent,
+            run,
+            termination: Termination::Signaled(15),
+        });
+    }
+    assert_eq!(driver.signalled(), Vec::<(String, Signal)>::new());
+    assert_eq!(driver.state("api"), AgentState::Ready, "api kept running");
+    assert_eq!(driver.lifecycle.instances_of("worker").len(), 2);
 }
