@@ -365,7 +365,7 @@ impl Bridge {
                 return;
             }
             EndpointEvent::ResolveRequested { agent, name, reply } => {
-                let resolution = self.resolve(&name);
+                let resolution = self.resolve(&name, &agent);
                 tracing::debug!(%agent, %name, ?resolution, "resolve");
                 match resolution {
                     Some(resolution) => reply.answer(resolution),
@@ -385,8 +385,11 @@ impl Bridge {
         let _ = self.events.send(event);
     }
 
-    /// Where `name` is and its state now; `None` when nobody knows it.
-    fn resolve(&self, name: &str) -> Option<Resolution> {
+    /// Where `name` is and its state now; `None` when nobody knows it. An
+    /// `Idle` agent is woken (`Event::WakeRequested`, asked by `by`) and
+    /// answered `starting`, so the caller resolves again until `ready` (its
+    /// endpoint may change: a READY endpoint of the idle run is forgotten).
+    fn resolve(&mut self, name: &str, by: &str) -> Option<Resolution> {
         // An agent of another host awaited here as `HOST/NAME` is found by
         // its plain name too (unless this host has its own `NAME`).
         let qualified;
@@ -403,13 +406,29 @@ impl Bridge {
                 None => name,
             }
         };
-        let state = self
-            .status
-            .borrow()
-            .agents
-            .iter()
-            .find(|agent| agent.name == name)
-            .map(|agent| protocol_state(agent.state));
+        let (state, shutting_down) = {
+            let status = self.status.borrow();
+            let state = status
+                .agents
+                .iter()
+                .find(|agent| agent.name == name)
+                .map(|agent| agent.state);
+            (state, status.shutting_down)
+        };
+        let state_is_idle = state == Some(AgentState::Idle);
+        let mut state = state.map(protocol_state);
+        if state_is_idle
+            && !shutting_down
+            && let Some(entry) = self.table.get_mut(name)
+            && let Some((agent, _)) = entry.current
+        {
+            entry.advertised = None;
+            let _ = self.events.send(Event::WakeRequested {
+                agent,
+                by: by.to_string(),
+            });
+            state = Some(transport::AgentState::Starting);
+        }
         let entry = self.table.get(name);
         if state.is_none() && entry.is_none() {
             return None;
@@ -421,7 +440,8 @@ impl Bridge {
     }
 }
 
-/// The wire name of a state (`blocked` is reported as `pending`).
+/// The wire name of a state (`blocked` is reported as `pending`, `idle` as
+/// `stopped`: RESOLVE wakes an idle agent and answers `starting` instead).
 fn protocol_state(state: AgentState) -> transport::AgentState {
     match state {
         AgentState::Pending | AgentState::Blocked => transport::AgentState::Pending,
@@ -429,7 +449,7 @@ fn protocol_state(state: AgentState) -> transport::AgentState {
         AgentState::Ready => transport::AgentState::Ready,
         AgentState::BackingOff => transport::AgentState::BackingOff,
         AgentState::Stopping => transport::AgentState::Stopping,
-        AgentState::Stopped => transport::AgentState::Stopped,
+        AgentState::Stopped | AgentState::Idle => transport::AgentState::Stopped,
         AgentState::Failed => transport::AgentState::Failed,
     }
 }

@@ -5,15 +5,16 @@
 //! against [`allowed`].
 //!
 //! ```text
-//! from \ to    Pending Blocked Starting Ready BackingOff Stopping Stopped Failed
-//! Pending         .       x       x       .       .         .        x       .
-//! Blocked         x       .       .       .       .         .        x       .
-//! Starting        .       .       .       x       x         x        x       x
-//! Ready           .       .       .       .       x         x        x       x
-//! BackingOff      x       .       x       .       .         .        x       x
-//! Stopping        x       .       .       .       x         .        x       x
-//! Stopped         x       .       .       .       .         .        .       .
-//! Failed          x       .       .       .       .         .        .       .
+//! from \ to    Pending Blocked Starting Ready BackingOff Stopping Stopped Failed Idle
+//! Pending         .       x       x       .       .         .        x       .     .
+//! Blocked         x       .       .       .       .         .        x       .     .
+//! Starting        .       .       .       x       x         x        x       x     .
+//! Ready           .       .       .       .       x         x        x       x     .
+//! BackingOff      x       .       x       .       .         .        x       x     .
+//! Stopping        x       .       .       .       x         .        x       x     x
+//! Stopped         x       .       .       .       .         .        .       .     .
+//! Failed          x       .       .       .       .         .        .       .     .
+//! Idle            x       .       .       .       .         .        x       .     .
 //! ```
 //!
 //! - `Pending`: waiting for its dependencies; `Starting` once all are ready,
@@ -32,6 +33,11 @@
 //!   `Stopped` (shutdown), `Pending` (restarted with the agent it depends on),
 //!   `BackingOff` (killed as hung, restarted under its policy), `Failed`.
 //! - `Blocked`: `Pending` when an operator starts the dependency it waited for.
+//! - `Idle`: stopped on purpose after its SDK heartbeats reported no work
+//!   for `idle_stop` (it leaves `Ready` through `Stopping`); not final and
+//!   no fault: `Pending` when woken (a RESOLVE of it, `start`, a pending
+//!   dependent that needs it), `Stopped` on shutdown or an operator `stop`.
+//!   Its dependents keep running.
 //! - `Stopped` and `Failed` are final on their own; only an operator
 //!   (`start`, `restart`) or a reload that changed the agent's definition
 //!   brings them back to `Pending`.
@@ -47,10 +53,11 @@ pub enum AgentState {
     Stopping,
     Stopped,
     Failed,
+    Idle,
 }
 
 impl AgentState {
-    pub const ALL: [AgentState; 8] = [
+    pub const ALL: [AgentState; 9] = [
         AgentState::Pending,
         AgentState::Blocked,
         AgentState::Starting,
@@ -59,6 +66,7 @@ impl AgentState {
         AgentState::Stopping,
         AgentState::Stopped,
         AgentState::Failed,
+        AgentState::Idle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +79,7 @@ impl AgentState {
             AgentState::Stopping => "stopping",
             AgentState::Stopped => "stopped",
             AgentState::Failed => "failed",
+            AgentState::Idle => "idle",
         }
     }
 
@@ -113,8 +122,11 @@ pub const ALLOWED_TRANSITIONS: &[(AgentState, AgentState)] = &[
     (Stopping, BackingOff),
     (Stopping, Stopped),
     (Stopping, Failed),
+    (Stopping, Idle),
     (Stopped, Pending),
     (Failed, Pending),
+    (Idle, Pending),
+    (Idle, Stopped),
 ];
 
 /// Whether an agent may go from `from` to `to`.
