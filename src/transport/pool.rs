@@ -922,7 +922,7 @@ mod tests {
                 }
                 let request = socket.recv_bytes(0).unwrap();
                 socket
-                    .send(&[b"awake:".as_slice(), &request].concat(), 0)
+                    .send([b"awake:".as_slice(), &request].concat(), 0)
                     .unwrap();
                 std::thread::sleep(Duration::from_millis(200));
             });

@@ -182,3 +182,88 @@ agents:
 fn status_now(manifest: &Path) -> serde_json::Value {
     wait_for_status(manifest, "a status", BOUND, |_| true)
 }
+
+/// A `shell: true` command recording its start, then running `program`.
+fn recorded(fixture: &Fixture, name: &str, program: &str, args: &str) -> String {
+    let record = fixture.record.display();
+    format!(r#"echo start {name} $$(date +%s%N) $$$$ >> "{record}"; exec {program} {args}"#)
+}
+
+#[test]
+fn a_pool_request_left_unanswered_by_an_idle_service_starts_it_and_a_retry_reaches_it() {
+    let fixture = Fixture::new();
+    let port = common::port();
+    // The Rust echo service reports `in_flight: 0` after each request; the
+    // client resolves it once, then only calls its endpoint through the
+    // pool, every 2.5 s: longer than `idle_stop`, so each call after the
+    // first finds the service idle.
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  service:
+    command: '{service}'
+    shell: true
+    port: {port}
+    readiness: {{ sdk: true, timeout: 30s }}
+    heartbeat: {{ interval: 200ms, misses: 10 }}
+    idle_stop: 1s
+  client:
+    command: '{client}'
+    shell: true
+    dependencies: [service]
+    readiness: {{ sdk: true, timeout: 30s }}
+    heartbeat: {{ interval: 200ms, misses: 10 }}
+"#,
+        service = recorded(
+            &fixture,
+            "service",
+            env!("CARGO_BIN_EXE_agent-echo-service"),
+            &format!("--port {port}")
+        ),
+        client = recorded(
+            &fixture,
+            "client",
+            env!("CARGO_BIN_EXE_agent-echo-client"),
+            "--service service --resolve-once --interval 2500 --timeout-ms 500 --retries 40"
+        ),
+    ));
+    let mut up = fixture.up(&manifest, &[]);
+    up.wait_for_output("all ready: 2/2", BOUND);
+    wait_for_state(&manifest, "service", "idle");
+    let calls = |status: &serde_json::Value| {
+        agent_of(status, "client")["heartbeat"]["custom"]["calls"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = calls(&status_now(&manifest));
+    // The next call wakes it (through the pool's RESOLVE) and is answered.
+    let status = wait_for_status(
+        &manifest,
+        "a call answered after the idle stop",
+        BOUND,
+        |status| calls(status) > before && fixture.records_of("start", "service").len() >= 2,
+    );
+    let service = agent_of(&status, "service");
+    assert_eq!(service["restarts"], 0, "{service}");
+    // Woken by the RESOLVE the client's pool sent (the client resolves
+    // nothing itself after its first call).
+    assert!(
+        up.output().contains("waking: resolved by `client`"),
+        "{}",
+        up.output()
+    );
+    // Nothing failed on the client's side: no call ran out of retries.
+    let client = agent_of(&status, "client");
+    assert_eq!(client["restarts"], 0, "{client}");
+    let errors = cli(&["errors", "--config", manifest.to_str().unwrap()], BOUND);
+    assert!(
+        !errors.stdout.contains("request"),
+        "a call failed:\n{}",
+        errors.stdout
+    );
+
+    up.signal(Signal::SIGTERM);
+    let exit = up.wait(BOUND);
+    assert!(exit.success(), "{exit:?}\n{}", up.output());
+}
