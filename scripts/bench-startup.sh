@@ -107,8 +107,9 @@ def run_naive(deps):
 graphs = {"b": benchlib.wide_graph, "c": benchlib.chain_graph}
 corpus, missing = benchlib.corpus_dir(ROOT)
 interval = INTERVAL or "100ms (default)"
+containment = os.environ.get("SUPERVISOR_CONTAINMENT") or "default (a cgroup per agent where available)"
 print(f"fake agents ready {DELAY * 1000:.0f} ms after start; tcp readiness, interval {interval}; "
-      f"{RUNS} run(s) each, median shown; {benchlib.load()}\n")
+      f"{RUNS} run(s) each, median shown; containment {containment}; {benchlib.load()}\n")
 print(f"{'graph':<30} {'bound':>7} {'ours':>8} {'ratio':>6} {'target':>6} {'viol':>4}"
       + (f" {'naive seq':>9} {'ours/naive':>10} {'viol':>4}" if SEQUENTIAL else ""))
 failed = False

@@ -108,7 +108,7 @@ fn listening_ports() -> io::Result<HashSet<u16>> {
 
 /// The (local port, socket inode) of every listening TCP socket of both
 /// address families, from netlink `sock_diag`.
-fn listening() -> io::Result<Vec<(u16, u64)>> {
+pub(crate) fn listening() -> io::Result<Vec<(u16, u64)>> {
     let mut found = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
         found.extend(listening_of(family as u8)?);

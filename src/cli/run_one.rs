@@ -188,13 +188,8 @@ async fn supervise(
         supervisor::fabric::Fabric::start(&supervisor::fabric::FabricConfig::in_run_dir(run_dir))
             .context("starting the agent endpoint and error bus")?;
     // Subscribed before the agent starts, so its first error is not missed.
-    let printer = match fabric.error_bus().publish_endpoint() {
-        Some(endpoint) => Some(
-            print_errors(endpoint, shutdown.token().clone()).context("following the error bus")?,
-        ),
-        None => None,
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let printer = print_errors(fabric.error_bus().subscribe(), shutdown.token().clone())
+        .context("starting the error printer")?;
     let (handle, task) =
         supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
     let (livez_requests, requests) = mpsc::channel(16);
@@ -240,9 +235,7 @@ async fn supervise(
     {
         tracing::warn!("some tasks did not finish within 5s");
     }
-    if let Some(printer) = printer {
-        let _ = tokio::task::spawn_blocking(move || printer.join()).await;
-    }
+    let _ = tokio::task::spawn_blocking(move || printer.join()).await;
     fabric.stop().await;
     let state = last
         .agents
@@ -256,13 +249,12 @@ async fn supervise(
 }
 
 /// Prints every error record on the bus as one JSON line on stdout, on its
-/// own thread (the follower's socket is blocking), until `token` is
-/// cancelled and the bus is quiet.
+/// own thread, until `token` is cancelled and the bus is quiet.
 fn print_errors(
-    endpoint: &str,
+    records: std::sync::mpsc::Receiver<crate::transport::ErrorRecord>,
     token: tokio_util::sync::CancellationToken,
-) -> Result<std::thread::JoinHandle<()>, crate::transport::TransportError> {
-    let follower = crate::transport::ErrorFollower::connect(endpoint, &[String::new()])?;
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::sync::mpsc::RecvTimeoutError;
     std::thread::Builder::new()
         .name("error-printer".into())
         .spawn(move || {
@@ -270,8 +262,8 @@ fn print_errors(
             // for one wait: an error sent just before the agent died must
             // not be lost to the shutdown.
             loop {
-                match follower.next(Duration::from_millis(200)) {
-                    Ok(Some(record)) => {
+                match records.recv_timeout(Duration::from_millis(200)) {
+                    Ok(record) => {
                         if let Ok(line) = serde_json::to_string(&record) {
                             crate::process::console::sink_of(
                                 crate::process::console::Stream::Stdout,
@@ -279,18 +271,11 @@ fn print_errors(
                             .push(format!("{line}\n").into_bytes(), 1);
                         }
                     }
-                    Ok(None) if token.is_cancelled() => return,
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "following the error bus failed");
-                        return;
-                    }
+                    Err(RecvTimeoutError::Timeout) if token.is_cancelled() => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-        })
-        .map_err(|source| crate::transport::TransportError::Io {
-            what: "start the error printer thread",
-            source,
         })
 }
 

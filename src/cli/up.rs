@@ -757,6 +757,11 @@ async fn supervise(
             ..supervisor::fabric::FabricConfig::in_run_dir(&control.lock.run_dir().path)
         })
         .context("starting the agent endpoint and error bus")?;
+    // Before any agent runs, so the link forwards every error.
+    let local_errors = control
+        .link
+        .as_ref()
+        .map(|_| crate::link::LocalErrors::of(fabric.error_bus()));
     let (handle, task) =
         supervisor::spawn_with_fabric(config, spawner, &shutdown, Some(fabric_link));
     let link = match control.link.clone() {
@@ -764,7 +769,7 @@ async fn supervise(
             let (link, task) = crate::link::Link::start(
                 config,
                 handle.clone(),
-                Some(fabric.error_bus().clone()),
+                local_errors,
                 shutdown.token().child_token(),
             )
             .context("starting the peer link")?;

@@ -100,9 +100,16 @@ fn exchange(
         Err(error) => return Err(zmq_error("send request", error)),
     }
 
-    let ready = socket
-        .poll(zmq::POLLIN, i64::from(millis_until(deadline)))
-        .map_err(|error| zmq_error("poll", error))?;
+    // libzmq's clock is coarse (its poll may return up to a millisecond
+    // early): wait again until the deadline has really passed.
+    let ready = loop {
+        let ready = socket
+            .poll(zmq::POLLIN, i64::from(millis_until(deadline)))
+            .map_err(|error| zmq_error("poll", error))?;
+        if ready > 0 || Instant::now() >= deadline {
+            break ready;
+        }
+    };
     if ready == 0 {
         return Err(timed_out());
     }

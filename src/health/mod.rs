@@ -15,6 +15,7 @@
 mod diagnose;
 mod http;
 mod legacy_zmq;
+mod listeners;
 mod probe;
 mod schedule;
 mod watch;

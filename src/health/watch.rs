@@ -68,7 +68,9 @@ fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
 /// Probes after the initial delay, then on the schedule of
 /// [`super::next_probe_delay`] (fast first, backing off to the interval),
 /// until one attempt
-/// passes (reported once) or `token` is cancelled. The readiness timeout is
+/// passes (reported once) or `token` is cancelled. A tcp probe of a local
+/// port is also tried again the moment that port listens
+/// ([`super::listeners::listening`]), not only at the next scheduled time. The readiness timeout is
 /// the lifecycle's deadline, not this task's.
 ///
 /// A tcp or http probe of a local port that connects passes only if the
@@ -85,6 +87,8 @@ pub async fn watch_readiness(
     blocked: impl Fn(String),
 ) {
     let port = crate::health::local_port(&probe);
+    let tcp_port = port.filter(|_| matches!(probe, Probe::Tcp { .. }));
+    let mut woke = false;
     let mut last_blocked: Option<String> = None;
     tokio::select! {
         _ = token.cancelled() => return,
@@ -127,9 +131,25 @@ pub async fn watch_readiness(
                 }
             }
         }
+        // A tcp probe that could not connect to a local port is tried
+        // again as soon as the port listens (within a millisecond, see
+        // `listeners`), else at the scheduled time. Only once in a row: a
+        // port that listens yet refuses this probe (another address
+        // family) waits for the schedule.
+        let wake = match (tcp_port, &result) {
+            (Some(port), Err(_)) if !woke => Some(port),
+            _ => None,
+        };
+        woke = false;
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
+            true = async {
+                match wake {
+                    Some(port) => super::listeners::listening(port).await,
+                    None => std::future::pending().await,
+                }
+            } => woke = true,
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::supervisor::{AgentState, StatusSnapshot, SupervisorHandle};
 use crate::transport::messages::ErrorSource;
 use crate::transport::peer::{self, PeerAddress, PeerConfig, PeerEvent, PeerHandle, PeerKeys};
-use crate::transport::{ErrorBusHandle, ErrorFollower, ErrorRecord, ErrorSink};
+use crate::transport::{ErrorBusHandle, ErrorRecord, ErrorSink};
 
 /// Events kept per peer until it acknowledges them; past this the oldest
 /// are dropped (and counted in [`PeerView::dropped`]).
@@ -369,6 +369,25 @@ impl LinkHandle {
     }
 }
 
+/// This host's error bus as the link uses it.
+pub struct LocalErrors {
+    /// Where errors of the peers' agents go (journal, `errors -f`).
+    pub sink: ErrorSink,
+    /// This host's own errors, to forward; subscribed before any agent
+    /// runs ([`ErrorBusHandle::subscribe`]), so none is missed.
+    pub records: std::sync::mpsc::Receiver<ErrorRecord>,
+}
+
+impl LocalErrors {
+    /// Subscribes to `bus` now.
+    pub fn of(bus: &ErrorBusHandle) -> LocalErrors {
+        LocalErrors {
+            sink: bus.sink(),
+            records: bus.subscribe(),
+        }
+    }
+}
+
 impl Link {
     /// Binds and connects (the socket thread), then runs the link task until
     /// `cancel`: local status changes go to every peer, peers' reports come
@@ -376,7 +395,7 @@ impl Link {
     pub fn start(
         config: LinkConfig,
         supervisor: SupervisorHandle,
-        bus: Option<ErrorBusHandle>,
+        errors: Option<LocalErrors>,
         cancel: CancellationToken,
     ) -> Result<(LinkHandle, tokio::task::JoinHandle<()>), crate::transport::TransportError> {
         let (events_sender, events) = mpsc::unbounded_channel();
@@ -433,27 +452,27 @@ impl Link {
             snapshot,
         };
         tracing::info!(bound = %link.sockets.bound, "peer link listening");
-        // This host's errors, read off its own bus by a follower thread.
+        // This host's errors, passed on by a thread.
+        let (sink, follower) = match errors {
+            Some(LocalErrors { sink, records }) => (Some(sink), Some(records)),
+            None => (None, None),
+        };
         let (errors_sender, errors) = mpsc::unbounded_channel();
-        let sink = bus.as_ref().map(ErrorBusHandle::sink);
-        if let Some(endpoint) = bus.as_ref().and_then(|bus| bus.publish_endpoint()) {
-            let follower = ErrorFollower::connect(endpoint, &[String::new()])?;
+        {
             let cancel = cancel.clone();
             std::thread::Builder::new()
                 .name("peer-link-errors".into())
                 .spawn(move || {
+                    let Some(follower) = follower else { return };
                     while !cancel.is_cancelled() {
-                        match follower.next(Duration::from_millis(200)) {
-                            Ok(Some(record)) if record.source != ErrorSource::Peer => {
+                        match follower.recv_timeout(Duration::from_millis(200)) {
+                            Ok(record) if record.source != ErrorSource::Peer => {
                                 if errors_sender.send(record).is_err() {
                                     return;
                                 }
                             }
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::warn!(%error, "peer link: reading this host's error bus");
-                                return;
-                            }
+                            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })

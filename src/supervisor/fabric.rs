@@ -4,9 +4,11 @@
 //! the bridge task that turns authenticated [`EndpointEvent`]s into loop
 //! [`Event`]s and answers RESOLVE requests.
 //!
-//! Owns the sockets' lifetimes (through `transport`'s handles) and the table
-//! "agent name -> current run, endpoint" that the bridge keeps. Does not own
-//! agent state: READY, heartbeats and errors become events that
+//! Owns the sockets' lifetimes (through `transport`'s handles). The table
+//! "agent name -> token, current run, endpoint" is the endpoint's
+//! [`AgentTable`]: the registrar writes it, the endpoint checks tokens
+//! against it and the bridge maps messages to runs and answers RESOLVE from
+//! it. Does not own agent state: READY, heartbeats and errors become events that
 //! `lifecycle::agent_reports` decides about; RESOLVE reads the published
 //! [`StatusSnapshot`], so answers follow restarts and port changes.
 
@@ -20,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::event::{AgentId, Event, StatusSnapshot};
 use super::state::AgentState;
 use crate::transport::{
-    self, AgentEndpoint, EndpointConfig, EndpointEvent, EndpointHandle, ErrorBus, ErrorBusConfig,
-    ErrorBusHandle, Resolution, TransportError,
+    self, AgentEndpoint, AgentTable, EndpointConfig, EndpointEvent, EndpointHandle, ErrorBus,
+    ErrorBusConfig, ErrorBusHandle, Resolution, TransportError,
 };
 
 /// Endpoint events queued between the endpoint thread and the bridge; beyond
@@ -171,7 +173,7 @@ impl Fabric {
     }
 }
 
-/// One run of one agent, as the bridge knows it.
+/// One run of one agent, about to be spawned.
 #[derive(Debug)]
 pub(super) struct Registration {
     pub name: String,
@@ -185,9 +187,6 @@ pub(super) struct Registration {
 #[derive(Debug)]
 pub(super) struct Registrar {
     endpoint: EndpointHandle,
-    /// Read by the bridge task; when it has ended, registrations are only
-    /// lost for RESOLVE/READY mapping (the loop carries on).
-    bridge: mpsc::UnboundedSender<Registration>,
     /// Given to agents as `SUPERVISOR_RUN_DIR` (for data of their own).
     run_dir: PathBuf,
 }
@@ -202,8 +201,13 @@ impl Registrar {
         interval: Duration,
     ) -> Vec<(String, String)> {
         let token = transport::generate_token();
-        self.endpoint.register(&registration.name, &token);
-        let _ = self.bridge.send(registration);
+        self.endpoint.table().register_run(
+            &registration.name,
+            &token,
+            registration.agent,
+            registration.run,
+            registration.endpoint,
+        );
         // The names of docs/protocol.md, section 1.
         vec![
             (
@@ -222,13 +226,15 @@ impl Registrar {
         ]
     }
 
-    /// The endpoint handle, to unregister an agent once its process exited.
-    pub fn endpoint(&self) -> &EndpointHandle {
-        &self.endpoint
+    /// The table, to revoke a run's token once its process exited.
+    pub fn table(&self) -> &AgentTable {
+        self.endpoint.table()
     }
 }
 
 /// Starts the bridge task on `tracker`; returns the loop's registrar.
+/// `known` names every agent of the manifest with where it serves, so
+/// RESOLVE finds agents that have not run yet (or run on another host).
 pub(super) fn start_bridge(
     link: FabricLink,
     known: HashMap<String, Option<String>>,
@@ -237,20 +243,10 @@ pub(super) fn start_bridge(
     token: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Registrar {
-    let (bridge, registrations) = mpsc::unbounded_channel();
-    let table = known
-        .into_iter()
-        .map(|(name, endpoint)| {
-            (
-                name,
-                Entry {
-                    current: None,
-                    endpoint,
-                    advertised: None,
-                },
-            )
-        })
-        .collect();
+    let table = link.endpoint.table().clone();
+    for (name, endpoint) in known {
+        table.declare(&name, endpoint);
+    }
     tracker.spawn(run(
         Bridge {
             table,
@@ -258,29 +254,17 @@ pub(super) fn start_bridge(
             status,
         },
         link.events,
-        registrations,
         token,
     ));
     Registrar {
         endpoint: link.endpoint,
-        bridge,
         run_dir: link.run_dir,
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    /// The registered run, once spawned.
-    current: Option<(AgentId, u64)>,
-    /// From the manifest.
-    endpoint: Option<String>,
-    /// From the current run's READY; wins over `endpoint`.
-    advertised: Option<String>,
-}
-
 struct Bridge {
-    /// Agent name -> its current run and endpoints.
-    table: HashMap<String, Entry>,
+    /// Which run an agent's message belongs to; where agents serve.
+    table: AgentTable,
     /// The loop's inbox; the loop holds a sender too, so it stays open.
     events: mpsc::UnboundedSender<Event>,
     /// The published status, for RESOLVE.
@@ -288,18 +272,14 @@ struct Bridge {
 }
 
 /// Forwards endpoint events until the token is cancelled or the endpoint
-/// stopped. Registrations are read first (`biased`): the loop sends one
-/// before spawning the process whose messages it maps.
+/// stopped.
 async fn run(
     mut bridge: Bridge,
     mut endpoint_events: mpsc::Receiver<EndpointEvent>,
-    mut registrations: mpsc::UnboundedReceiver<Registration>,
     token: CancellationToken,
 ) {
     loop {
         tokio::select! {
-            biased;
-            Some(registration) = registrations.recv() => bridge.register(registration),
             event = endpoint_events.recv() => match event {
                 Some(event) => bridge.forward(event),
                 None => return,
@@ -310,22 +290,8 @@ async fn run(
 }
 
 impl Bridge {
-    fn register(&mut self, registration: Registration) {
-        let entry = self
-            .table
-            .entry(registration.name)
-            .or_insert_with(|| Entry {
-                current: None,
-                endpoint: None,
-                advertised: None,
-            });
-        entry.current = Some((registration.agent, registration.run));
-        entry.endpoint = registration.endpoint;
-        entry.advertised = None;
-    }
-
     fn current(&self, name: &str) -> Option<(AgentId, u64)> {
-        self.table.get(name).and_then(|entry| entry.current)
+        self.table.run_of(name)
     }
 
     fn forward(&mut self, event: EndpointEvent) {
@@ -358,9 +324,8 @@ impl Bridge {
                 }
             }
             EndpointEvent::Advertised { agent, endpoint } => {
-                if let Some(entry) = self.table.get_mut(&agent) {
+                if self.table.advertise(&agent, &endpoint) {
                     tracing::info!(%agent, %endpoint, "serves on");
-                    entry.advertised = Some(endpoint);
                 }
                 return;
             }
@@ -387,24 +352,22 @@ impl Bridge {
 
     /// Where `name` is and its state now; `None` when nobody knows it. An
     /// `Idle` agent is woken (`Event::WakeRequested`, asked by `by`) and
-    /// answered `starting`, so the caller resolves again until `ready` (its
-    /// endpoint may change: a READY endpoint of the idle run is forgotten).
-    fn resolve(&mut self, name: &str, by: &str) -> Option<Resolution> {
+    /// answered `starting` with its manifest endpoint, so the caller
+    /// resolves again until `ready` (a READY endpoint of the idle run is
+    /// not answered: the new run may serve elsewhere).
+    fn resolve(&self, name: &str, by: &str) -> Option<Resolution> {
         // An agent of another host awaited here as `HOST/NAME` is found by
         // its plain name too (unless this host has its own `NAME`).
-        let qualified;
-        let name = if self.table.contains_key(name) {
+        let table = self.table.read();
+        let name = if table.contains_key(name) {
             name
         } else {
-            match self.table.keys().find(|key| {
-                crate::manifest::names::split(key).is_some_and(|(_, plain)| plain == name)
-            }) {
-                Some(key) => {
-                    qualified = key.clone();
-                    qualified.as_str()
-                }
-                None => name,
-            }
+            table
+                .keys()
+                .find(|key| {
+                    crate::manifest::names::split(key).is_some_and(|(_, plain)| plain == name)
+                })
+                .map_or(name, String::as_str)
         };
         let (state, shutting_down) = {
             let status = self.status.borrow();
@@ -415,21 +378,22 @@ impl Bridge {
                 .map(|agent| agent.state);
             (state, status.shutting_down)
         };
-        let state_is_idle = state == Some(AgentState::Idle);
-        let mut state = state.map(protocol_state);
-        if state_is_idle
+        let entry = table.get(name);
+        if state == Some(AgentState::Idle)
             && !shutting_down
-            && let Some(entry) = self.table.get_mut(name)
-            && let Some((agent, _)) = entry.current
+            && let Some((agent, _)) = entry.and_then(|entry| entry.run)
         {
-            entry.advertised = None;
             let _ = self.events.send(Event::WakeRequested {
                 agent,
                 by: by.to_string(),
             });
-            state = Some(transport::AgentState::Starting);
+            // Where the idle run served is stale until the new run's READY.
+            return Some(Resolution {
+                endpoint: entry.and_then(|entry| entry.endpoint.clone()),
+                state: transport::AgentState::Starting,
+            });
         }
-        let entry = self.table.get(name);
+        let state = state.map(protocol_state);
         if state.is_none() && entry.is_none() {
             return None;
         }

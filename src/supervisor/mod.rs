@@ -604,7 +604,7 @@ impl<S: Spawner> Supervisor<S> {
 
     fn spawn_agent(&mut self, agent: AgentId, run: u64) {
         let mut spec = environment::spawn_spec(&self.lifecycle, agent, &self.config);
-        let mut unregister = None;
+        let mut revoke = None;
         if let Some(registrar) = &self.fabric {
             let agent_spec = self.lifecycle.spec(agent);
             let variables = registrar.register(
@@ -618,7 +618,7 @@ impl<S: Spawner> Supervisor<S> {
             );
             // First, so the manifest's `env` can still override them.
             spec.env.splice(0..0, variables);
-            unregister = Some((registrar.endpoint().clone(), spec.name.clone()));
+            revoke = Some((registrar.table().clone(), spec.name.clone()));
         }
         let events = self.event_sender.clone();
         let spawned_pid = Arc::new(OnceLock::new());
@@ -628,9 +628,9 @@ impl<S: Spawner> Supervisor<S> {
                 let _ = spawned_pid.set(*pid);
             }
             // Its process is gone: nothing may speak for this run any more
-            // (the next run registers a new token after this event).
-            if let (ProcessEvent::Exited { .. }, Some((endpoint, name))) = (&event, &unregister) {
-                endpoint.unregister(name);
+            // (a later run keeps its own token).
+            if let (ProcessEvent::Exited { .. }, Some((table, name))) = (&event, &revoke) {
+                table.revoke(name, Some(run));
             }
             let event = match event {
                 ProcessEvent::Spawned { pid } => Event::Spawned { agent, run, pid },

@@ -13,7 +13,6 @@
 //! agent state or any decision about it (the supervisor loop), nor the error
 //! bus (it only holds an [`ErrorSink`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,13 +22,14 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::agent_table::{AgentTable, TokenCheck};
 use super::error_bus::ErrorSink;
 use super::messages::{
     AgentMessage, AgentState, ErrorRecord, HeartbeatPayload, MAX_MESSAGE_BYTES, MessageKind, Reply,
     ReplyKind,
 };
 use super::wake::{self, WakeReceiver, Waker};
-use super::{TransportError, bound_endpoint, context, secrets_equal, small_batches};
+use super::{TransportError, bound_endpoint, context, small_batches};
 
 /// At most this many messages are read per poll wake-up before commands
 /// (registrations, resolve answers) get another turn.
@@ -249,13 +249,6 @@ impl Drop for ResolveReply {
 
 /// Instructions for the endpoint thread.
 enum Command {
-    Register {
-        agent: String,
-        token: String,
-    },
-    Unregister {
-        agent: String,
-    },
     Send {
         identity: Vec<u8>,
         delimited: bool,
@@ -351,6 +344,8 @@ pub struct EndpointHandle {
     /// Written by the endpoint thread only.
     counters: Arc<Counters>,
     endpoint: String,
+    /// Who may speak: read by the endpoint thread for every message.
+    table: AgentTable,
 }
 
 impl EndpointHandle {
@@ -361,20 +356,20 @@ impl EndpointHandle {
     }
 
     /// Accepts messages from `agent` carrying `token` (replacing any earlier
-    /// token, e.g. a fresh one per restart). Takes effect before any message
-    /// read after this call returns.
+    /// token). Takes effect for every message read after this call returns.
+    /// The supervisor registers its runs through [`EndpointHandle::table`].
     pub fn register(&self, agent: &str, token: &str) {
-        self.command(Command::Register {
-            agent: agent.to_string(),
-            token: token.to_string(),
-        });
+        self.table.allow(agent, token);
     }
 
     /// Refuses `agent` from now on.
     pub fn unregister(&self, agent: &str) {
-        self.command(Command::Unregister {
-            agent: agent.to_string(),
-        });
+        self.table.revoke(agent, None);
+    }
+
+    /// The table of agents the endpoint checks every message against.
+    pub fn table(&self) -> &AgentTable {
+        &self.table
     }
 
     /// The counters so far.
@@ -402,8 +397,8 @@ pub struct AgentEndpoint {
     endpoint: String,
     /// Frames larger than this are refused as oversized.
     max_message_bytes: usize,
-    /// Agent name -> token bytes.
-    tokens: HashMap<String, Vec<u8>>,
+    /// Who may speak (shared with the handles and the supervisor).
+    table: AgentTable,
     /// The supervisor (or a test) holds the receiver; when it is dropped,
     /// events are counted as dropped and the thread carries on.
     events: mpsc::Sender<EndpointEvent>,
@@ -460,17 +455,19 @@ impl AgentEndpoint {
         })?;
         let (command_sender, commands) = std_mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let table = AgentTable::default();
         let handle = EndpointHandle {
             commands: command_sender.clone(),
             waker: waker.clone(),
             counters: counters.clone(),
             endpoint: endpoint.clone(),
+            table: table.clone(),
         };
         let endpoint_thread = AgentEndpoint {
             router,
             endpoint,
             max_message_bytes: config.max_message_bytes,
-            tokens: HashMap::new(),
+            table,
             events,
             errors,
             commands,
@@ -492,9 +489,11 @@ impl AgentEndpoint {
     }
 
     /// The endpoint thread's body: one `zmq::poll` over the ROUTER and the
-    /// wake pipe, without a timeout (nothing here is timed); commands are
-    /// drained before every message so a registration change applies to
-    /// the messages sent after it. Messages are read in batches of
+    /// wake pipe, without a timeout (nothing here is timed); commands
+    /// (queued replies, stop) are drained before every message. Who may
+    /// speak is read from the [`AgentTable`] for each message, so a
+    /// registration applies to every message read after it. Messages are
+    /// read in batches of
     /// `BATCH`, and the heartbeats of a batch are delivered together.
     /// Returns on `Stop`, when every handle is gone, or when poll fails.
     fn run(mut self) {
@@ -528,8 +527,7 @@ impl AgentEndpoint {
                 let received = self.counters.received.load(Ordering::Relaxed);
                 let heartbeats = self.counters.heartbeats.load(Ordering::Relaxed);
                 for _ in 0..BATCH {
-                    // A command queued before a message was sent (unregister,
-                    // then the agent's next message) applies before it.
+                    // Queued replies go out, and a stop applies, between messages.
                     self.stopping |= !self.drain_commands();
                     if self.stopping {
                         break;
@@ -561,12 +559,6 @@ impl AgentEndpoint {
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Register { agent, token }) => {
-                    self.tokens.insert(agent, token.into_bytes());
-                }
-                Ok(Command::Unregister { agent }) => {
-                    self.tokens.remove(&agent);
-                }
                 Ok(Command::Send {
                     identity,
                     delimited,
@@ -633,17 +625,10 @@ impl AgentEndpoint {
             // Whatever this message emits comes after the heartbeats before it.
             self.flush_heartbeats();
         }
-        if !self.tokens.contains_key(&message.agent) {
-            // A registration may have been queued while this batch was being
-            // read (the agent was started right after it): apply it first.
-            self.stopping |= !self.drain_commands();
-        }
-        let verdict = match self.tokens.get(&message.agent) {
-            None => Some(RejectReason::UnknownAgent),
-            Some(token) if !secrets_equal(token, message.token.as_bytes()) => {
-                Some(RejectReason::BadToken)
-            }
-            Some(_) => None,
+        let verdict = match self.table.check(&message.agent, message.token.as_bytes()) {
+            TokenCheck::Unknown => Some(RejectReason::UnknownAgent),
+            TokenCheck::Wrong => Some(RejectReason::BadToken),
+            TokenCheck::Valid => None,
         };
         if let Some(reason) = verdict {
             let counter = match reason {

@@ -215,6 +215,8 @@ enum Command {
     Flush(std_mpsc::Sender<()>),
     /// Replies with the per-agent, per-severity counts so far.
     Counts(std_mpsc::Sender<ErrorCounts>),
+    /// Hand every record written from now on to this receiver, too.
+    Subscribe(std_mpsc::Sender<ErrorRecord>),
     /// Write what is queued, summarise, flush, and end the thread.
     Stop,
 }
@@ -320,6 +322,19 @@ impl ErrorBusHandle {
         answer.recv_timeout(timeout).ok()
     }
 
+    /// Every record written from now on, in order, for a follower in this
+    /// process. Unlike a SUB socket on the publish endpoint, which misses
+    /// what is published before its subscription has reached the bus, it
+    /// gets every record a producer hands over after this call returns.
+    /// The channel ends when the bus thread does.
+    pub fn subscribe(&self) -> std_mpsc::Receiver<ErrorRecord> {
+        let (sender, receiver) = std_mpsc::channel();
+        if self.sink.commands.send(Command::Subscribe(sender)).is_ok() {
+            self.sink.waker.wake();
+        }
+        receiver
+    }
+
     /// Stops the thread after it has written what was queued before.
     pub fn stop(&self) {
         if self.sink.commands.send(Command::Stop).is_ok() {
@@ -342,6 +357,9 @@ pub struct ErrorBus {
     /// PUB: every accepted record with topic `<severity>.<agent>`; `None`
     /// when publishing is off.
     publisher: Option<zmq::Socket>,
+    /// In-process followers ([`ErrorBusHandle::subscribe`]); dropped once
+    /// their receiver is gone.
+    subscribers: Vec<std_mpsc::Sender<ErrorRecord>>,
     /// The bound SUB that legacy agents' PUB sockets connect to; `None`
     /// when legacy intake is off.
     legacy: Option<zmq::Socket>,
@@ -420,6 +438,7 @@ impl ErrorBus {
             pending_records: 0,
             journal_failing: false,
             publisher,
+            subscribers: Vec::new(),
             legacy,
             commands,
             wake_receiver,
@@ -554,6 +573,7 @@ impl ErrorBus {
                 Ok(Command::Counts(reply)) => {
                     let _ = reply.send(self.counts.clone());
                 }
+                Ok(Command::Subscribe(subscriber)) => self.subscribers.push(subscriber),
                 Ok(Command::Stop) => {
                     // Write what producers queued before the stop.
                     while let Ok(Command::Record(record)) = self.commands.try_recv() {
@@ -644,6 +664,8 @@ impl ErrorBus {
         if self.pending.len() >= JOURNAL_BUFFER {
             self.flush_journal();
         }
+        self.subscribers
+            .retain(|subscriber| subscriber.send(record.clone()).is_ok());
         if let Some(publisher) = &self.publisher {
             let topic = record.topic();
             let body = &self.line[..self.line.len() - 1];
@@ -777,6 +799,7 @@ mod tests {
             limit: RateLimit::default(),
         };
         let (handle, thread) = ErrorBus::spawn(&config).unwrap();
+        let follower = handle.subscribe();
         let sink = handle.sink();
         for index in 0..100 {
             assert!(sink.publish(record("a", Severity::Warning, &format!("m{index}"))));
@@ -800,5 +823,10 @@ mod tests {
         thread.join().unwrap();
         assert!(!sink.publish(record("a", Severity::Info, "late")));
         assert_eq!(handle.stats().lost, 1);
+        // The in-process follower got every record, in order, then the end.
+        let followed: Vec<String> = follower.iter().map(|record| record.message).collect();
+        assert_eq!(followed.len(), 101);
+        assert_eq!(followed[0], "m0");
+        assert_eq!(followed[100], "boom");
     }
 }

@@ -33,6 +33,7 @@
 //! crate: other modules see only the types defined here.
 
 pub mod agent_link;
+pub mod agent_table;
 pub mod breaker;
 pub mod endpoint;
 pub mod error_bus;
@@ -45,6 +46,7 @@ pub mod redact;
 mod wake;
 
 pub use agent_link::{AgentLink, AgentLinkHandle, LinkSettings, LinkStats};
+pub use agent_table::{AgentTable, TableEntry, TokenCheck};
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerReport, BreakerState, Breakers, CircuitBreaker,
 };

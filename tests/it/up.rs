@@ -273,7 +273,9 @@ agents:
 #[test]
 fn a_dependency_on_another_host_is_waited_for_through_its_probe() {
     let fixture = Fixture::new();
-    let remote = port();
+    let (remote, api) = (port(), port());
+    // api's readiness is its own port, so ready means it ran (and wrote
+    // its `start` record) however slowly a loaded machine starts it.
     let manifest = fixture.manifest(&format!(
         r#"
 version: 1
@@ -285,8 +287,9 @@ agents:
     readiness: {{ tcp: {remote}, timeout: 20s, interval: 20ms }}
   api:
     command: ["FAKE"]
+    port: {api}
     dependencies: [remote-db]
-    readiness: {{ start_period: 300ms }}
+    readiness: {{ tcp: {api} }}
 "#
     ));
     let mut up = fixture.up(&manifest, &["--exit-when-ready"]);
