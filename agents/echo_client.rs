@@ -29,6 +29,11 @@ struct Args {
     /// Milliseconds between calls.
     #[arg(long, default_value = "200")]
     interval: u64,
+    /// Resolve the service until it has an endpoint, then keep calling that
+    /// endpoint without resolving again (the pool resolves it again when a
+    /// call goes unanswered, which starts a service stopped as idle).
+    #[arg(long)]
+    resolve_once: bool,
     /// Stop after this many successful calls (0: run until SIGTERM).
     #[arg(long, default_value = "0")]
     count: u64,
@@ -119,15 +124,20 @@ fn main() -> std::process::ExitCode {
         }
     }
     while !args.spread && !agent.shutdown_requested() && (args.count == 0 || done < args.count) {
-        // Resolve each time: the service may have restarted on another port.
-        let endpoint = match agent.resolve(&args.service) {
-            Ok(resolved) => resolved.endpoint,
-            Err(error) => {
-                agent
-                    .report_error(Severity::Warning, &error.to_string())
-                    .kind("resolve")
-                    .send();
-                None
+        // Resolve each time (the service may have restarted on another
+        // port), unless `--resolve-once`.
+        let endpoint = if args.resolve_once && last_endpoint.is_some() {
+            last_endpoint.clone()
+        } else {
+            match agent.resolve(&args.service) {
+                Ok(resolved) => resolved.endpoint,
+                Err(error) => {
+                    agent
+                        .report_error(Severity::Warning, &error.to_string())
+                        .kind("resolve")
+                        .send();
+                    None
+                }
             }
         };
         if endpoint.is_some() && endpoint != last_endpoint {
@@ -151,6 +161,7 @@ fn main() -> std::process::ExitCode {
                     println!("{}", String::from_utf8_lossy(&reply));
                     agent.progress(HeartbeatPayload {
                         queue_depth: Some(0),
+                        custom: [("calls".to_string(), done.into())].into_iter().collect(),
                         ..HeartbeatPayload::default()
                     });
                 }

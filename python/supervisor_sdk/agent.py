@@ -229,6 +229,10 @@ class Agent:
         self.pool = pool or SocketPool()
         if link is not None:
             link.breakers = self.pool.breakers
+            # A request through the pool that goes unanswered resolves its
+            # target again: that starts an agent stopped as idle (the reply
+            # is not awaited; the pool's retries reach it once it listens).
+            self.pool.on_unanswered(lambda target: _post_resolve(link, target))
         #: Set on SIGTERM/SIGINT or `request_shutdown()`; wait on it or poll it.
         self.shutdown_requested = shutdown_requested
         if handle_signals:
@@ -375,6 +379,26 @@ class Agent:
         else:
             self._link.set_payload(payload)
 
+    def busy(self, in_flight: int) -> None:
+        """Reports `in_flight` pieces of work being processed now (and none
+        queued), as a progress payload (replacing the previous one, like
+        `progress`). With `idle_stop` in the manifest, an agent whose
+        heartbeats say `busy(0)` (see `idle`) for that long, without new
+        progress, is stopped and started again on demand (docs/protocol.md,
+        *Idle*).
+
+        >>> Agent.standalone("demo", handle_signals=False).busy(3)
+        """
+        self.progress(in_flight=in_flight)
+
+    def idle(self) -> None:
+        """Reports no work: `busy(0)`. Call it when the last piece of work
+        is done; the idle clock of `idle_stop` starts then.
+
+        >>> Agent.standalone("demo", handle_signals=False).idle()
+        """
+        self.busy(0)
+
     def report_error(
         self,
         message: str,
@@ -501,6 +525,14 @@ class Agent:
         >>> logging.getLogger().addHandler(agent.logging_handler(logging.WARNING))
         """
         return ErrorHandler(self, level)
+
+
+def _post_resolve(link: Link, name: str) -> None:
+    """Sends RESOLVE `name` without waiting for the answer (it wakes an idle agent)."""
+    try:
+        link.post({"type": "resolve", "name": name})
+    except Exception:  # StoppedError: the agent is closing
+        pass
 
 
 def _resolve_from_env(name: str) -> Resolved:

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import zmq
 
@@ -131,6 +131,17 @@ class SocketPool:
         self.breakers = Breakers(self.config.breaker or BreakerConfig())
         # Endpoint -> the agent name it was resolved from.
         self._targets: Dict[str, str] = {}
+        # See `on_unanswered`; set by the SDK's `Agent`.
+        self._unanswered: Optional[Callable[[str], None]] = None
+
+    def on_unanswered(self, hook: Callable[[str], None]) -> None:
+        """Calls `hook` with the agent's name when the first attempt of a
+        `request` to an endpoint named by `name_endpoint` gets no reply,
+        before the retries. The SDK's `Agent` sets it to resolve that agent
+        again, which starts it if the supervisor stopped it as idle
+        (`idle_stop`); the retries then reach it once it listens (a fixed
+        port) or fail (a port of its own choosing: resolve again)."""
+        self._unanswered = hook
 
     def name_endpoint(self, endpoint: str, name: str) -> None:
         """Names the target behind `endpoint` (the SDK does this for every
@@ -263,10 +274,20 @@ class SocketPool:
                 except (zmq.ZMQError, TimeoutError) as error:
                     # The guard discards the socket: it is waiting for a reply.
                     log.debug("request to %s failed (attempt %d): %s", endpoint, attempt, error)
+            if attempt == 0:
+                self._tell_unanswered(endpoint)
             if attempt < retries:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         raise RequestTimeoutError(endpoint, retries + 1, timeout)
+
+    def _tell_unanswered(self, endpoint: str) -> None:
+        """Calls the `on_unanswered` hook if `endpoint` is named. Without the lock."""
+        with self._freed:
+            name = self._targets.get(endpoint)
+        hook = self._unanswered
+        if hook is not None and name is not None:
+            hook(name)
 
     # ----- internals (called with the lock held unless said otherwise) ------
 

@@ -160,3 +160,42 @@ def test_idle_sockets_expire():
     pool.checkout(SocketKind.PUSH, "tcp://127.0.0.1:1").close()
     assert pool.expire_idle() == 1
     assert pool.stats().idle == 0
+
+
+def test_an_unanswered_request_to_a_named_agent_calls_the_hook_and_a_retry_reaches_it():
+    """The SDK's `Agent` sets the hook to resolve the target again, which
+    starts an agent the supervisor stopped as idle; here the hook starts the
+    server itself."""
+    context = zmq.Context.instance()
+    probe = context.socket(zmq.REP)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    pool = SocketPool()
+    pool.name_endpoint(endpoint, "lazy")
+    calls = []
+
+    def serve():
+        socket = context.socket(zmq.REP)
+        socket.setsockopt(zmq.LINGER, 0)
+        for _ in range(250):  # the closed probe frees the port in the background
+            try:
+                socket.bind(endpoint)
+                break
+            except zmq.ZMQError:
+                time.sleep(0.02)
+        if socket.poll(10_000):
+            socket.send(b"awake:" + socket.recv())
+        time.sleep(0.2)
+        socket.close()
+
+    def wake(name):
+        calls.append(name)
+        threading.Thread(target=serve, daemon=True).start()
+
+    pool.on_unanswered(wake)
+    assert pool.request(endpoint, b"ping", timeout=0.3, retries=5) == b"awake:ping"
+    assert calls == ["lazy"]
+    with pytest.raises(RequestTimeoutError):
+        pool.request("tcp://127.0.0.1:9", b"ping", timeout=0.02, retries=1)
+    assert calls == ["lazy"], "an unnamed endpoint calls nothing"

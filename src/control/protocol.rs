@@ -209,7 +209,7 @@ pub struct AgentView {
     /// The machine it runs on (`localhost` unless the manifest says).
     pub host: String,
     /// Its state in lowercase: `pending`, `blocked`, `starting`, `ready`,
-    /// `backing-off`, `stopping`, `stopped`, `failed`.
+    /// `backing-off`, `stopping`, `stopped`, `failed`, `idle`.
     pub state: String,
     /// Runs on another host: probed, never spawned by this supervisor.
     pub remote: bool,

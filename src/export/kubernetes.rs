@@ -671,6 +671,15 @@ impl<'a> Exporter<'a> {
                 "error policies have no Kubernetes equivalent: errors are printed as JSON lines on the container's stdout, and `run-one` ends the container when the policy says restart".to_string(),
             ));
         }
+        if let Some(idle_stop) = agent.idle_stop {
+            found.push((
+                "idle_stop",
+                format!(
+                    "{}: stopping an idle agent and starting it on demand has no Kubernetes equivalent (a scale-to-zero autoscaler such as KEDA would be needed): the pod keeps running",
+                    duration_text(idle_stop)
+                ),
+            ));
+        }
         if let Some(limits) = &agent.limits
             && let Some(cpu) = limits.cpu_percent
         {

@@ -199,6 +199,10 @@ pub struct Agent {
     pub restart: RestartPolicy,
     /// Heartbeat deadlines (watched for SDK agents only).
     pub heartbeat: Heartbeat,
+    /// `idle_stop:`: stopped (gracefully, as `idle`) after its SDK
+    /// heartbeats reported no work for this long; `None`: never. Only for
+    /// `readiness: sdk` agents (validated).
+    pub idle_stop: Option<Duration>,
     /// How it is stopped: signal, then SIGKILL after the grace.
     pub stop: StopPolicy,
     /// `None` when the manifest sets no `limits`.

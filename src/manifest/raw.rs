@@ -202,6 +202,11 @@ pub struct RawAgent {
     /// For SDK agents: how many missed heartbeats (and how long without
     /// progress) make the agent hung (default 1s × 3).
     pub heartbeat: Option<RawHeartbeat>,
+    /// For SDK agents (`readiness: sdk`): stop the agent gracefully once its
+    /// heartbeats have reported no work (`in_flight: 0`, no `queue_depth`,
+    /// `last_progress_ms` unchanged) for this long; shown as `idle`, started
+    /// again by the next RESOLVE of it or `supervisor start` (default: never).
+    pub idle_stop: Option<RawDuration>,
     /// The stop signal and the grace before SIGKILL (default SIGTERM, 10s).
     pub stop: Option<RawStop>,
     /// `{memory_mb, cpu_percent, grace}`: resource limits of the agent's process tree.

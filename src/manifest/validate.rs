@@ -1259,6 +1259,17 @@ fn build_agent(
         misses: heartbeat_raw.misses.unwrap_or(3).max(1),
         progress_timeout: heartbeat_raw.progress_timeout.map(|value| value.0),
     };
+    let idle_stop = raw.idle_stop.map(|value| value.0);
+    if idle_stop.is_some_and(|value| value.is_zero()) {
+        invalid("idle_stop", "must be longer than 0s".into());
+    } else if idle_stop.is_some() && readiness.check != ReadinessCheck::Sdk {
+        invalid(
+            "idle_stop",
+            "needs `readiness: sdk`: idleness is judged from the SDK heartbeat payload \
+             (`in_flight`), which this agent does not send"
+                .into(),
+        );
+    }
     let on_error = match raw.on_error.or(defaults.on_error.clone()) {
         Some(raw) => error_policy(raw, &mut invalid),
         None => ErrorPolicy::default(),
@@ -1346,6 +1357,7 @@ fn build_agent(
         liveness,
         restart,
         heartbeat,
+        idle_stop,
         stop,
         limits,
         on_error,
@@ -1830,6 +1842,45 @@ mod tests {
             );
             assert_eq!(problems[0].line, Some(6), "{entry}");
         }
+    }
+
+    #[test]
+    fn idle_stop_needs_sdk_heartbeats_and_is_located() {
+        let error = load(
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    idle_stop: 10m\n  b:\n    command: [\"true\"]\n    readiness: sdk\n    idle_stop: 10m\n",
+        )
+        .unwrap_err();
+        let problems: Vec<&Problem> = error
+            .problems
+            .iter()
+            .filter(|problem| problem.kind == ProblemKind::InvalidValue)
+            .collect();
+        assert_eq!(problems.len(), 1, "{:?}", error.problems);
+        assert_eq!(problems[0].line, Some(5));
+        assert_eq!(problems[0].agent.as_deref(), Some("a"));
+        assert!(
+            problems[0].message.contains("agents.a.idle_stop")
+                && problems[0].message.contains("readiness: sdk"),
+            "{}",
+            problems[0].message
+        );
+        let loaded = load(
+            "version: 1\nagents:\n  b:\n    command: [\"true\"]\n    readiness: sdk\n    idle_stop: 10m\n",
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.manifest.agents[0].idle_stop,
+            Some(Duration::from_secs(600))
+        );
+
+        let error = load(
+            "version: 1\nagents:\n  a:\n    command: [\"true\"]\n    readiness: sdk\n    idle_stop: 0s\n",
+        )
+        .unwrap_err();
+        let problems = &error.problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, Some(6));
+        assert!(problems[0].message.contains("longer than 0s"));
     }
 
     #[test]

@@ -303,6 +303,16 @@ impl Agent {
             },
             Some(pool.breakers().clone()),
         )?;
+        // A request through the pool that goes unanswered resolves its
+        // target again: that starts an agent stopped as idle (the reply is
+        // not awaited; the pool's retries reach the agent once it listens).
+        let waker = handle.clone();
+        let asking = settings.name.clone();
+        pool.on_unanswered(move |name| {
+            let mut message = AgentMessage::new(MessageKind::Resolve, &asking, "", 0);
+            message.name = Some(name.to_string());
+            let _ = waker.post(message);
+        });
         Ok(Agent {
             name: settings.name,
             link: Some(Link {
@@ -425,6 +435,35 @@ impl Agent {
             Some(link) => link.handle.set_payload(payload),
             None => tracing::debug!(agent = %self.name, ?payload, "standalone: progress"),
         }
+    }
+
+    /// Reports `in_flight` pieces of work being processed now (and none
+    /// queued), as a progress payload (replacing the previous one, like
+    /// [`Agent::progress`]). With `idle_stop` in the manifest, an agent
+    /// whose heartbeats say `busy(0)` (see [`Agent::idle`]) for that long,
+    /// without new progress, is stopped and started again on demand
+    /// (docs/protocol.md, *Idle*).
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::standalone("demo");
+    /// agent.busy(3);
+    /// ```
+    pub fn busy(&self, in_flight: u64) {
+        self.progress(HeartbeatPayload {
+            in_flight: Some(in_flight),
+            ..HeartbeatPayload::default()
+        });
+    }
+
+    /// Reports no work: `busy(0)`. Call it when the last piece of work is
+    /// done; the idle clock of `idle_stop` starts then.
+    ///
+    /// ```
+    /// let agent = supervisor::sdk::Agent::standalone("demo");
+    /// agent.idle();
+    /// ```
+    pub fn idle(&self) {
+        self.busy(0);
     }
 
     /// Starts an error report; finish it with [`ErrorReport::send`].

@@ -5,7 +5,14 @@
 //!   crashed and backing off, stopped, failed, restarting;
 //! - one of its circuit breakers (reported in its SDK heartbeats) is open
 //!   or half-open: it cannot reach that target right now;
-//! - its `on_error` policy marked it degraded (until its next restart).
+//! - its `on_error` policy marked it degraded (until its next restart);
+//! - a dependency it needs is ready but degraded itself (kind `upstream`):
+//!   degradation propagates along the dependency graph, and the cause names
+//!   the dependency and the root cause further down (``dependency
+//!   `backend` is degraded (dependency `redis` is backing-off)``).
+//!
+//! An `idle` dependency (stopped by `idle_stop`, started again on demand) is
+//! not down: it degrades nobody.
 //!
 //! Derived from a [`StatusSnapshot`] when it is built (the graph is in each
 //! agent's `dependencies`, the breakers in its last heartbeat); it is not a
@@ -16,6 +23,7 @@
 //! (`lifecycle`), breaker state (`transport::breaker`, in the agent), or
 //! how status and metrics lay it out (`cli::status`, `control::metrics`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -41,6 +49,14 @@ pub enum Cause {
     },
     /// Its `on_error` policy marked it degraded.
     ErrorPolicy { reason: String },
+    /// A dependency it needs is degraded; `root` is the first cause of
+    /// that, found at agent `root_agent` (the dependency itself, or an agent
+    /// further down its dependencies).
+    Upstream {
+        dependency: String,
+        root_agent: String,
+        root: Box<Cause>,
+    },
 }
 
 impl Cause {
@@ -50,13 +66,16 @@ impl Cause {
             Cause::DependencyDown { .. } => "dependency",
             Cause::BreakerOpen { .. } => "breaker",
             Cause::ErrorPolicy { .. } => "errors",
+            Cause::Upstream { .. } => "upstream",
         }
     }
 
     /// The dependency or breaker target it names (empty for `errors`).
     pub fn target(&self) -> &str {
         match self {
-            Cause::DependencyDown { dependency, .. } => dependency,
+            Cause::DependencyDown { dependency, .. } | Cause::Upstream { dependency, .. } => {
+                dependency
+            }
             Cause::BreakerOpen { target, .. } => target,
             Cause::ErrorPolicy { .. } => "",
         }
@@ -79,6 +98,24 @@ impl Cause {
                 whole_seconds(now.saturating_duration_since(*since))
             ),
             Cause::ErrorPolicy { reason } => format!("error policy: {reason}"),
+            Cause::Upstream {
+                dependency,
+                root_agent,
+                root,
+            } if dependency == root_agent => {
+                format!(
+                    "dependency `{dependency}` is degraded ({})",
+                    root.describe(now)
+                )
+            }
+            Cause::Upstream {
+                dependency,
+                root_agent,
+                root,
+            } => format!(
+                "dependency `{dependency}` is degraded (`{root_agent}`: {})",
+                root.describe(now)
+            ),
         }
     }
 }
@@ -91,7 +128,7 @@ fn whole_seconds(duration: Duration) -> String {
 /// (`ready`) can be degraded; during shutdown nothing is (everything is
 /// going down on purpose).
 pub fn derive(snapshot: &mut StatusSnapshot) {
-    let states: std::collections::HashMap<String, AgentState> = snapshot
+    let states: HashMap<String, AgentState> = snapshot
         .agents
         .iter()
         .map(|agent| (agent.name.clone(), agent.state))
@@ -103,16 +140,79 @@ pub fn derive(snapshot: &mut StatusSnapshot) {
             causes(agent, &states)
         };
     }
+    propagate(snapshot);
 }
 
-fn causes(
-    agent: &AgentStatus,
-    states: &std::collections::HashMap<String, AgentState>,
-) -> Vec<Cause> {
+/// Adds an `upstream` cause to every ready agent with a degraded ready
+/// dependency, dependencies first (so a chain propagates to its end).
+fn propagate(snapshot: &mut StatusSnapshot) {
+    let index: HashMap<String, usize> = snapshot
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(position, agent)| (agent.name.clone(), position))
+        .collect();
+    // 0: not visited, 1: on the stack (a cycle, which `check` rejects,
+    // is cut there), 2: done.
+    let mut visited = vec![0u8; snapshot.agents.len()];
+    for position in 0..snapshot.agents.len() {
+        visit(position, &index, &mut visited, &mut snapshot.agents);
+    }
+}
+
+fn visit(
+    position: usize,
+    index: &HashMap<String, usize>,
+    visited: &mut [u8],
+    agents: &mut [AgentStatus],
+) {
+    if visited[position] != 0 {
+        return;
+    }
+    visited[position] = 1;
+    let dependencies: Vec<usize> = agents[position]
+        .dependencies
+        .iter()
+        .filter_map(|name| index.get(name).copied())
+        .collect();
+    for dependency in &dependencies {
+        visit(*dependency, index, visited, agents);
+    }
+    visited[position] = 2;
+    if agents[position].state != AgentState::Ready {
+        return;
+    }
+    let mut found = Vec::new();
+    for dependency in dependencies {
+        let upstream = &agents[dependency];
+        // Only a ready dependency spreads its degradation (one that is down
+        // is already a cause of its own kind), and only its first cause.
+        let Some(first) = upstream.degraded_by.first() else {
+            continue;
+        };
+        if upstream.state != AgentState::Ready {
+            continue;
+        }
+        let (root_agent, root) = match first {
+            Cause::Upstream {
+                root_agent, root, ..
+            } => (root_agent.clone(), root.clone()),
+            other => (upstream.name.clone(), Box::new(other.clone())),
+        };
+        found.push(Cause::Upstream {
+            dependency: upstream.name.clone(),
+            root_agent,
+            root,
+        });
+    }
+    agents[position].degraded_by.extend(found);
+}
+
+fn causes(agent: &AgentStatus, states: &HashMap<String, AgentState>) -> Vec<Cause> {
     let mut found = Vec::new();
     for dependency in &agent.dependencies {
         match states.get(dependency) {
-            Some(AgentState::Ready) | None => {}
+            Some(AgentState::Ready | AgentState::Idle) | None => {}
             Some(state) => found.push(Cause::DependencyDown {
                 dependency: dependency.clone(),
                 state: *state,
@@ -207,9 +307,18 @@ mod tests {
             .collect();
         assert_eq!(described, ["dependency `redis` is backing-off"]);
         assert!(status.agents[2].degraded_by.is_empty(), "not running");
-        assert!(
-            status.agents[3].degraded_by.is_empty(),
-            "a dependency that is ready but degraded itself does not spread"
+        assert_eq!(
+            status.agents[3]
+                .degraded_by
+                .iter()
+                .map(|cause| (cause.kind(), cause.target(), cause.describe(now)))
+                .collect::<Vec<_>>(),
+            [(
+                "upstream",
+                "backend",
+                "dependency `backend` is degraded (dependency `redis` is backing-off)".to_string()
+            )],
+            "a ready but degraded dependency spreads, naming the root cause"
         );
         status.shutting_down = true;
         derive(&mut status);
@@ -252,5 +361,65 @@ mod tests {
             ("breaker", "postgres")
         );
         assert_eq!(causes[1].kind(), "errors");
+    }
+
+    #[test]
+    fn degradation_propagates_down_a_chain_naming_the_root_agent_and_cause() {
+        // redis (down) <- backend <- api <- gateway; cache idle <- search.
+        let mut status = snapshot(vec![
+            agent("gateway", AgentState::Ready, &["api"]),
+            agent("api", AgentState::Ready, &["backend"]),
+            agent("backend", AgentState::Ready, &["redis"]),
+            agent("redis", AgentState::Failed, &[]),
+            agent("cache", AgentState::Idle, &[]),
+            agent("search", AgentState::Ready, &["cache"]),
+            agent("healthy", AgentState::Ready, &[]),
+            agent("client", AgentState::Ready, &["healthy", "search"]),
+        ]);
+        derive(&mut status);
+        let now = Instant::now();
+        let described = |status: &StatusSnapshot, position: usize| -> Vec<String> {
+            status.agents[position]
+                .degraded_by
+                .iter()
+                .map(|cause| cause.describe(now))
+                .collect()
+        };
+        assert_eq!(described(&status, 2), ["dependency `redis` is failed"]);
+        assert_eq!(
+            described(&status, 1),
+            ["dependency `backend` is degraded (dependency `redis` is failed)"]
+        );
+        assert_eq!(
+            described(&status, 0),
+            ["dependency `api` is degraded (`backend`: dependency `redis` is failed)"]
+        );
+        assert_eq!(status.agents[0].degraded_by[0].kind(), "upstream");
+        assert_eq!(status.agents[0].degraded_by[0].target(), "api");
+        // An idle dependency is not down, and nothing spreads from it.
+        for position in [4, 5, 6, 7] {
+            assert!(
+                described(&status, position).is_empty(),
+                "{}",
+                status.agents[position].name
+            );
+        }
+        // A dependency that is down itself is a `dependency` cause, not an
+        // `upstream` one, even when it was degraded before.
+        status.agents[1].state = AgentState::BackingOff;
+        derive(&mut status);
+        assert_eq!(described(&status, 0), ["dependency `api` is backing-off"]);
+    }
+
+    #[test]
+    fn a_dependency_cycle_does_not_loop() {
+        let mut status = snapshot(vec![
+            agent("a", AgentState::Ready, &["b"]),
+            agent("b", AgentState::Ready, &["a", "down"]),
+            agent("down", AgentState::Stopped, &[]),
+        ]);
+        derive(&mut status);
+        assert_eq!(status.agents[1].degraded_by.len(), 1);
+        assert_eq!(status.agents[0].degraded_by[0].kind(), "upstream");
     }
 }

@@ -138,6 +138,13 @@ pub enum Event {
         severity: Severity,
         message: String,
     },
+    /// Another agent resolved this one (RESOLVE through the agent endpoint,
+    /// via `fabric`'s bridge): an `Idle` agent is started again (`idle.rs`);
+    /// in any other state nothing happens. `by` names the asking agent.
+    WakeRequested {
+        agent: AgentId,
+        by: String,
+    },
 }
 
 /// The agents of a configuration that passed `check` (shared, not copied,

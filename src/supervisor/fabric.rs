@@ -330,7 +330,7 @@ impl Bridge {
                 return;
             }
             EndpointEvent::ResolveRequested { agent, name, reply } => {
-                let resolution = self.resolve(&name);
+                let resolution = self.resolve(&name, &agent);
                 tracing::debug!(%agent, %name, ?resolution, "resolve");
                 match resolution {
                     Some(resolution) => reply.answer(resolution),
@@ -350,8 +350,12 @@ impl Bridge {
         let _ = self.events.send(event);
     }
 
-    /// Where `name` is and its state now; `None` when nobody knows it.
-    fn resolve(&self, name: &str) -> Option<Resolution> {
+    /// Where `name` is and its state now; `None` when nobody knows it. An
+    /// `Idle` agent is woken (`Event::WakeRequested`, asked by `by`) and
+    /// answered `starting` with its manifest endpoint, so the caller
+    /// resolves again until `ready` (a READY endpoint of the idle run is
+    /// not answered: the new run may serve elsewhere).
+    fn resolve(&self, name: &str, by: &str) -> Option<Resolution> {
         // An agent of another host awaited here as `HOST/NAME` is found by
         // its plain name too (unless this host has its own `NAME`).
         let table = self.table.read();
@@ -371,11 +375,12 @@ impl Bridge {
                 .and_then(|entry| entry.advertised.clone().or(entry.endpoint.clone()))
         };
         let status = self.status.borrow();
-        let state = status
+        let core_state = status
             .agents
             .iter()
             .find(|agent| agent.name == name)
-            .map(|agent| protocol_state(agent.state));
+            .map(|agent| agent.state);
+        let shutting_down = status.shutting_down;
         // An agent with `replicas` is its instances, by index.
         let mut instances: Vec<(u32, transport::Instance)> = status
             .agents
@@ -400,7 +405,24 @@ impl Bridge {
             .into_iter()
             .map(|(_, instance)| instance)
             .collect();
-        if state.is_none() && !table.contains_key(name) {
+        let entry = table.get(name);
+        if core_state == Some(AgentState::Idle)
+            && !shutting_down
+            && let Some((agent, _)) = entry.and_then(|entry| entry.run)
+        {
+            let _ = self.events.send(Event::WakeRequested {
+                agent,
+                by: by.to_string(),
+            });
+            // Where the idle run served is stale until the new run's READY.
+            return Some(Resolution {
+                endpoint: entry.and_then(|entry| entry.endpoint.clone()),
+                state: transport::AgentState::Starting,
+                instances: Vec::new(),
+            });
+        }
+        let state = core_state.map(protocol_state);
+        if state.is_none() && entry.is_none() {
             let first = instances
                 .iter()
                 .find(|instance| instance.state == transport::AgentState::Ready)
@@ -419,7 +441,8 @@ impl Bridge {
     }
 }
 
-/// The wire name of a state (`blocked` is reported as `pending`).
+/// The wire name of a state (`blocked` is reported as `pending`, `idle` as
+/// `stopped`: RESOLVE wakes an idle agent and answers `starting` instead).
 fn protocol_state(state: AgentState) -> transport::AgentState {
     match state {
         AgentState::Pending | AgentState::Blocked => transport::AgentState::Pending,
@@ -427,7 +450,7 @@ fn protocol_state(state: AgentState) -> transport::AgentState {
         AgentState::Ready => transport::AgentState::Ready,
         AgentState::BackingOff => transport::AgentState::BackingOff,
         AgentState::Stopping => transport::AgentState::Stopping,
-        AgentState::Stopped => transport::AgentState::Stopped,
+        AgentState::Stopped | AgentState::Idle => transport::AgentState::Stopped,
         AgentState::Failed => transport::AgentState::Failed,
     }
 }

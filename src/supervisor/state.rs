@@ -5,15 +5,16 @@
 //! against [`allowed`].
 //!
 //! ```text
-//! from \ to    Pending Blocked Starting Ready BackingOff Stopping Stopped Failed
-//! Pending         .       x       x       .       .         .        x       .
-//! Blocked         x       .       .       .       .         .        x       .
-//! Starting        .       .       .       x       x         x        x       x
-//! Ready           .       .       .       .       x         x        x       x
-//! BackingOff      x       .       x       .       .         .        x       x
-//! Stopping        x       .       .       .       x         .        x       x
-//! Stopped         x       .       .       .       .         .        .       .
-//! Failed          x       .       .       .       .         .        .       .
+//! from \ to    Pending Blocked Starting Ready BackingOff Stopping Stopped Failed Idle
+//! Pending         .       x       x       .       .         .        x       .     .
+//! Blocked         x       .       .       .       .         .        x       .     .
+//! Starting        .       .       .       x       x         x        x       x     .
+//! Ready           .       .       .       .       x         x        x       x     .
+//! BackingOff      x       .       x       .       .         .        x       x     .
+//! Stopping        x       .       .       .       x         .        x       x     x
+//! Stopped         x       .       .       .       .         .        .       .     .
+//! Failed          x       .       .       .       .         .        .       .     .
+//! Idle            x       .       .       .       .         .        x       .     .
 //! ```
 //!
 //! - `Pending`: waiting for its dependencies; `Starting` once all are ready,
@@ -32,6 +33,11 @@
 //!   `Stopped` (shutdown), `Pending` (restarted with the agent it depends on),
 //!   `BackingOff` (killed as hung, restarted under its policy), `Failed`.
 //! - `Blocked`: `Pending` when an operator starts the dependency it waited for.
+//! - `Idle`: stopped on purpose after its SDK heartbeats reported no work
+//!   for `idle_stop` (it leaves `Ready` through `Stopping`); not final and
+//!   no fault: `Pending` when woken (a RESOLVE of it, `start`, a pending
+//!   dependent that needs it), `Stopped` on shutdown or an operator `stop`.
+//!   Its dependents keep running.
 //! - `Stopped` and `Failed` are final on their own; only an operator
 //!   (`start`, `restart`) or a reload that changed the agent's definition
 //!   brings them back to `Pending`.
@@ -55,11 +61,12 @@ pub enum AgentState {
     Stopped,
     /// Gave up: it could not be spawned or its restarts ran out.
     Failed,
+    Idle,
 }
 
 impl AgentState {
     /// Every state, in declaration order (the transition table's rows).
-    pub const ALL: [AgentState; 8] = [
+    pub const ALL: [AgentState; 9] = [
         AgentState::Pending,
         AgentState::Blocked,
         AgentState::Starting,
@@ -68,6 +75,7 @@ impl AgentState {
         AgentState::Stopping,
         AgentState::Stopped,
         AgentState::Failed,
+        AgentState::Idle,
     ];
 
     /// The kebab-case name used on the wire, in `status` and on the dashboard
@@ -89,6 +97,7 @@ impl AgentState {
             AgentState::Stopping => "stopping",
             AgentState::Stopped => "stopped",
             AgentState::Failed => "failed",
+            AgentState::Idle => "idle",
         }
     }
 
@@ -131,8 +140,11 @@ pub const ALLOWED_TRANSITIONS: &[(AgentState, AgentState)] = &[
     (Stopping, BackingOff),
     (Stopping, Stopped),
     (Stopping, Failed),
+    (Stopping, Idle),
     (Stopped, Pending),
     (Failed, Pending),
+    (Idle, Pending),
+    (Idle, Stopped),
 ];
 
 /// Whether an agent may go from `from` to `to`.

@@ -172,7 +172,13 @@ struct Shared {
     targets: Mutex<HashMap<String, String>>,
     /// Round-robin position of [`SocketPool::request_spread`].
     turn: std::sync::atomic::AtomicUsize,
+    /// Called with the name of a target whose request went unanswered (see
+    /// [`SocketPool::on_unanswered`]); set by the SDK's `Agent`.
+    unanswered: Mutex<Option<Unanswered>>,
 }
+
+/// See [`SocketPool::on_unanswered`].
+type Unanswered = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A pool of client sockets; clones share the same pool.
 ///
@@ -238,6 +244,7 @@ impl SocketPool {
                 breakers,
                 targets: Mutex::new(HashMap::new()),
                 turn: std::sync::atomic::AtomicUsize::new(0),
+                unanswered: Mutex::new(None),
             }),
         }
     }
@@ -270,6 +277,47 @@ impl SocketPool {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(endpoint.to_string(), name.to_string());
+    }
+
+    /// Calls `hook` with the agent's name when the first attempt of a
+    /// [`SocketPool::request`] to an endpoint named by
+    /// [`SocketPool::name_endpoint`] gets no reply, before the retries. The
+    /// SDK's `Agent` sets it to resolve that agent again, which starts it if
+    /// the supervisor stopped it as idle (`idle_stop`); the retries then
+    /// reach it once it listens (a fixed port) or fail (a port of its own
+    /// choosing: resolve again).
+    ///
+    /// ```
+    /// let pool = supervisor::transport::SocketPool::new();
+    /// pool.on_unanswered(|name| eprintln!("no answer from {name}"));
+    /// ```
+    pub fn on_unanswered(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        *self
+            .shared
+            .unanswered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Tells the [`SocketPool::on_unanswered`] hook, if any and if
+    /// `endpoint` is named.
+    fn unanswered(&self, endpoint: &str) {
+        let hook = self
+            .shared
+            .unanswered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let name = self
+            .shared
+            .targets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(endpoint)
+            .cloned();
+        if let (Some(hook), Some(name)) = (hook, name) {
+            hook(&name);
+        }
     }
 
     /// The breaker target of `endpoint`: the name given by
@@ -506,6 +554,9 @@ impl SocketPool {
                     // The guard discards the socket: it is waiting for a reply.
                     drop(socket);
                     tracing::debug!(%endpoint, attempt, %error, "request failed, retrying on a new socket");
+                    if attempt == 0 {
+                        self.unanswered(endpoint);
+                    }
                     if attempt < retries {
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -884,6 +935,54 @@ mod tests {
 
     fn bound_endpoint_for_test(socket: &zmq::Socket) -> String {
         socket.get_last_endpoint().unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_unanswered_request_to_a_named_agent_calls_the_hook_and_retries_reach_it() {
+        // A port nothing listens on (bound once to learn a free one).
+        let (server, endpoint) = rep_server();
+        drop(server);
+        let pool = SocketPool::new();
+        pool.name_endpoint(&endpoint, "lazy");
+        let (calls, woken) = std::sync::mpsc::channel::<String>();
+        let serving = endpoint.clone();
+        pool.on_unanswered(move |name| {
+            let _ = calls.send(name.to_string());
+            // "Woken": the agent starts serving on its port.
+            let endpoint = serving.clone();
+            std::thread::spawn(move || {
+                let socket = context().socket(zmq::REP).unwrap();
+                socket.set_linger(0).unwrap();
+                // libzmq frees the port of the closed socket in the background.
+                let mut tries = 0;
+                while socket.bind(&endpoint).is_err() && tries < 250 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    tries += 1;
+                }
+                let request = socket.recv_bytes(0).unwrap();
+                socket
+                    .send([b"awake:".as_slice(), &request].concat(), 0)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            });
+        });
+        let reply = pool
+            .request(&endpoint, b"ping", Duration::from_millis(300), 5)
+            .expect("a retry reaches the woken server");
+        assert_eq!(reply, b"awake:ping");
+        assert_eq!(
+            woken.try_iter().collect::<Vec<_>>(),
+            ["lazy"],
+            "called once"
+        );
+        // An unnamed endpoint calls nothing.
+        let (server, unnamed) = rep_server();
+        drop(server);
+        assert!(
+            pool.request(&unnamed, b"ping", Duration::from_millis(20), 1)
+                .is_err()
+        );
+        assert_eq!(woken.try_iter().count(), 0);
     }
 
     #[test]

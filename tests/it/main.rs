@@ -17,6 +17,7 @@ mod error_bus;
 mod heartbeat;
 mod hostile_agents;
 mod hostile_manifests;
+mod idle;
 mod kubernetes;
 mod legacy_agents;
 mod legacy_error_bus;

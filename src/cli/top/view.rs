@@ -48,6 +48,7 @@ impl Colors {
             "backing-off" => Color::LightRed,
             "failed" => Color::Red,
             "blocked" => Color::Magenta,
+            "idle" => Color::Cyan,
             _ => Color::DarkGray,
         };
         Style::default().fg(color)

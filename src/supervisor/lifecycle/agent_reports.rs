@@ -105,6 +105,8 @@ impl Lifecycle {
         {
             tracker.record(now.into_std(), payload.as_ref());
         }
+        self.record_idle(agent, payload.as_ref(), now);
+        let record = &mut self.agents[agent];
         record.last_heartbeat = Some((now, payload));
     }
 

@@ -93,6 +93,7 @@ impl Lifecycle {
     /// Blocks the pending agents whose dependency is gone for good, then
     /// starts those whose dependencies are all ready, in start order.
     fn block_and_start(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.wake_needed_dependencies();
         for index in 0..self.order.len() {
             let agent = self.order[index];
             if !matches!(self.agents[agent].phase, Phase::Pending) {
@@ -199,7 +200,7 @@ impl Lifecycle {
             record.held = false;
             record.held_for_dependency = false;
             match &mut record.phase {
-                Phase::Stopped | Phase::Failed | Phase::Blocked => {
+                Phase::Stopped | Phase::Failed | Phase::Blocked | Phase::Idle => {
                     record.restarts.forgive();
                     record.reason = Some("started by operator".into());
                     self.transition(agent, Phase::Pending);
@@ -254,7 +255,7 @@ impl Lifecycle {
                 Phase::BackingOff { .. } => {
                     self.transition(agent, Phase::Pending);
                 }
-                Phase::Stopped | Phase::Failed | Phase::Blocked => {
+                Phase::Stopped | Phase::Failed | Phase::Blocked | Phase::Idle => {
                     record.restarts.forgive();
                     record.reason = Some("started by operator".into());
                     self.transition(agent, Phase::Pending);

@@ -31,7 +31,10 @@
 //! - `resources.rs`: resource samples matched to agents by pid: memory above
 //!   the limit for its grace restarts the agent (cause `memory`), CPU above
 //!   the limit is a warning;
-//! - `agent_reports.rs`: READY, heartbeats and errors reported through the SDK.
+//! - `agent_reports.rs`: READY, heartbeats and errors reported through the SDK;
+//! - `idle.rs`: `idle_stop`: an agent whose heartbeats report no work for
+//!   that long is stopped gracefully and becomes `Idle` (dependents keep
+//!   running); a RESOLVE of it, `start` or a pending dependent wakes it.
 //!
 //! A required agent that fails (with `on_give_up: shutdown`) shuts
 //! everything down and becomes the [`Outcome`](crate::supervisor::Outcome)'s failure. Operators start,
@@ -43,6 +46,7 @@
 
 mod agent_reports;
 mod gating;
+mod idle;
 mod phase;
 mod reload;
 mod resources;
@@ -538,6 +542,11 @@ impl Lifecycle {
                 severity,
                 message,
             } => self.on_error_reported(agent, run, severity, &message, now, &mut actions),
+            Event::WakeRequested { agent, by } => {
+                if agent < self.agents.len() {
+                    self.wake(agent, &format!("resolved by `{by}`"));
+                }
+            }
             Event::RemoteReported { agent, ready, run } => {
                 if self.mode == Mode::Running {
                     self.on_remote_report(agent, ready, run, now, &mut actions);
@@ -559,6 +568,7 @@ impl Lifecycle {
             .iter()
             .filter_map(|record| record.phase.deadline())
             .chain(self.heartbeat_deadline())
+            .chain(self.idle_deadline())
             .min()
     }
 

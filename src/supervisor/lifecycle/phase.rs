@@ -8,6 +8,7 @@
 
 use tokio::time::Instant;
 
+use super::idle::IdleWatch;
 use crate::supervisor::state::AgentState;
 use crate::transport::HeartbeatTracker;
 
@@ -34,6 +35,9 @@ pub(super) enum StopIntent {
     },
     /// Removed by a reload: -> `Stopped`, retired.
     Retire,
+    /// Its heartbeats reported no work for `idle_stop` (`reason` says how
+    /// long): -> `Idle`, started again on demand. Dependents keep running.
+    Idle { reason: String },
 }
 
 impl StopIntent {
@@ -68,6 +72,8 @@ pub(super) struct Process {
     pub(super) memory_over_since: Option<Instant>,
     /// SDK heartbeat deadlines of this run (see `agent_reports`).
     pub(super) heartbeat: Option<HeartbeatTracker>,
+    /// Since when its heartbeats report no work (see `idle.rs`).
+    pub(super) idle: IdleWatch,
 }
 
 impl Process {
@@ -80,6 +86,7 @@ impl Process {
             rss_bytes: None,
             memory_over_since: None,
             heartbeat: None,
+            idle: IdleWatch::default(),
         }
     }
 }
@@ -124,6 +131,8 @@ pub(super) enum Phase {
     },
     Stopped,
     Failed,
+    /// Stopped after `idle_stop` without work; woken on demand.
+    Idle,
 }
 
 impl Phase {
@@ -137,6 +146,7 @@ impl Phase {
             Phase::Stopping { .. } => AgentState::Stopping,
             Phase::Stopped => AgentState::Stopped,
             Phase::Failed => AgentState::Failed,
+            Phase::Idle => AgentState::Idle,
         }
     }
 

@@ -48,6 +48,8 @@ struct AgentPlan {
     /// Ignores SIGTERM (dies on SIGKILL only).
     stubborn: bool,
     required: bool,
+    /// `idle_stop` of 1 s (heartbeats then sometimes report no work).
+    idle: bool,
 }
 
 fn agent_plan(index: usize) -> impl Strategy<Value = AgentPlan> {
@@ -67,6 +69,7 @@ fn agent_plan(index: usize) -> impl Strategy<Value = AgentPlan> {
         50u64..2000,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
             move |(
@@ -81,6 +84,7 @@ fn agent_plan(index: usize) -> impl Strategy<Value = AgentPlan> {
                 grace,
                 stubborn,
                 required,
+                idle,
             )| AgentPlan {
                 dependencies: if index == 0 { Vec::new() } else { dependencies },
                 start_period,
@@ -93,6 +97,7 @@ fn agent_plan(index: usize) -> impl Strategy<Value = AgentPlan> {
                 grace,
                 stubborn,
                 required,
+                idle,
             },
         )
 }
@@ -105,17 +110,47 @@ fn table() -> impl Strategy<Value = Vec<AgentPlan>> {
 /// into the live agents (modulo their number).
 #[derive(Debug, Clone)]
 enum Step {
-    Exit { agent: usize, code: i32 },
-    ReadinessPassed { agent: usize },
-    Liveness { agent: usize, ok: bool },
-    Heartbeat { agent: usize },
-    Start { agent: usize },
-    Stop { agent: usize },
-    Restart { agent: usize, with_dependents: bool },
-    Reload { agent: usize, kind: u8 },
-    Advance { millis: u64 },
+    Exit {
+        agent: usize,
+        code: i32,
+    },
+    ReadinessPassed {
+        agent: usize,
+    },
+    Liveness {
+        agent: usize,
+        ok: bool,
+    },
+    /// `idle`: the payload says no work (`in_flight: 0`).
+    Heartbeat {
+        agent: usize,
+        idle: bool,
+    },
+    /// A RESOLVE of the agent (wakes it when idle).
+    Wake {
+        agent: usize,
+    },
+    Start {
+        agent: usize,
+    },
+    Stop {
+        agent: usize,
+    },
+    Restart {
+        agent: usize,
+        with_dependents: bool,
+    },
+    Reload {
+        agent: usize,
+        kind: u8,
+    },
+    Advance {
+        millis: u64,
+    },
     DeliverExits,
-    Shutdown { force: bool },
+    Shutdown {
+        force: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -123,7 +158,8 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0usize..8, 0i32..3).prop_map(|(agent, code)| Step::Exit { agent, code }),
         3 => (0usize..8).prop_map(|agent| Step::ReadinessPassed { agent }),
         2 => (0usize..8, any::<bool>()).prop_map(|(agent, ok)| Step::Liveness { agent, ok }),
-        1 => (0usize..8).prop_map(|agent| Step::Heartbeat { agent }),
+        2 => (0usize..8, any::<bool>()).prop_map(|(agent, idle)| Step::Heartbeat { agent, idle }),
+        1 => (0usize..8).prop_map(|agent| Step::Wake { agent }),
         1 => (0usize..8).prop_map(|agent| Step::Start { agent }),
         1 => (0usize..8).prop_map(|agent| Step::Stop { agent }),
         1 => (0usize..8, any::<bool>())
@@ -168,6 +204,7 @@ fn build(name: &str, plan: &AgentPlan, names: &[String]) -> Agent {
     agent.restart.backoff.max = ms(plan.initial * 8);
     agent.stop.grace = ms(plan.grace);
     agent.required = plan.required;
+    agent.idle_stop = plan.idle.then(|| Duration::from_secs(1));
     agent
 }
 
@@ -332,7 +369,9 @@ impl World {
                         && entered_now
                         && !matches!(
                             intent,
+                            // An idle stop leaves its dependents running.
                             StopIntent::Restart { .. }
+                                | StopIntent::Idle { .. }
                                 | StopIntent::Replace {
                                     after_dependents: false,
                                     ..
@@ -523,13 +562,24 @@ impl World {
                     self.send(Event::LivenessProbed { agent, run, result });
                 }
             }
-            Step::Heartbeat { agent } => {
+            Step::Heartbeat { agent, idle } => {
                 if let Some(agent) = self.pick(agent) {
                     let run = self.lifecycle.agents[agent].run;
                     self.send(Event::HeartbeatReceived {
                         agent,
                         run,
-                        payload: None,
+                        payload: idle.then(|| crate::transport::HeartbeatPayload {
+                            in_flight: Some(0),
+                            ..Default::default()
+                        }),
+                    });
+                }
+            }
+            Step::Wake { agent } => {
+                if let Some(agent) = self.pick(agent) {
+                    self.send(Event::WakeRequested {
+                        agent,
+                        by: "prop".into(),
                     });
                 }
             }

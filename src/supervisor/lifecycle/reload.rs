@@ -160,7 +160,7 @@ impl Lifecycle {
         record.held = false;
         let remote = record.spec.remote;
         match &mut record.phase {
-            Phase::Pending | Phase::Blocked | Phase::BackingOff { .. } => {
+            Phase::Pending | Phase::Blocked | Phase::BackingOff { .. } | Phase::Idle => {
                 self.transition(agent, Phase::Stopped);
             }
             Phase::Starting { .. } | Phase::Ready { .. } if remote => {
@@ -205,7 +205,8 @@ impl Lifecycle {
             Phase::Stopped if !held => {
                 self.transition(agent, Phase::Pending);
             }
-            Phase::Stopped | Phase::Stopping { .. } | Phase::Pending => {}
+            // An idle agent starts with its new definition when woken.
+            Phase::Stopped | Phase::Stopping { .. } | Phase::Pending | Phase::Idle => {}
         }
     }
 }

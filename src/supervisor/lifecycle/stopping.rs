@@ -53,7 +53,7 @@ impl Lifecycle {
             let record = &mut self.agents[agent];
             let (remote, run) = (record.spec.remote, record.run);
             match &mut record.phase {
-                Phase::Pending | Phase::Blocked | Phase::BackingOff { .. } => {
+                Phase::Pending | Phase::Blocked | Phase::BackingOff { .. } | Phase::Idle => {
                     self.transition(agent, Phase::Stopped);
                 }
                 Phase::Starting { .. } | Phase::Ready { .. } if remote => {
@@ -105,7 +105,7 @@ impl Lifecycle {
             record.held = true;
             let remote = record.spec.remote;
             match &mut record.phase {
-                Phase::Pending | Phase::Blocked | Phase::BackingOff { .. } => {
+                Phase::Pending | Phase::Blocked | Phase::BackingOff { .. } | Phase::Idle => {
                     record.reason = Some("stopped by operator".into());
                     self.transition(agent, Phase::Stopped);
                 }

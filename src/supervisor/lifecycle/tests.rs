@@ -69,6 +69,7 @@ pub fn agent(name: &str, dependencies: &[&str]) -> Agent {
             misses: 3,
             progress_timeout: None,
         },
+        idle_stop: None,
         stop: StopPolicy {
             signal: Signal::SIGTERM,
             grace: Duration::from_secs(1),
@@ -1011,4 +1012,218 @@ fn scaling_down_stops_the_highest_index_first_and_below_min_ready_is_refused() {
     assert_eq!(driver.signalled(), Vec::<(String, Signal)>::new());
     assert_eq!(driver.state("api"), AgentState::Ready, "api kept running");
     assert_eq!(driver.lifecycle.instances_of("worker").len(), 2);
+}
+
+/// A heartbeat payload: `in_flight`, and the progress marker.
+fn work(in_flight: Option<u64>, progress: u64) -> Option<crate::transport::HeartbeatPayload> {
+    Some(crate::transport::HeartbeatPayload {
+        in_flight,
+        last_progress_ms: Some(progress),
+        ..Default::default()
+    })
+}
+
+impl Driver {
+    fn beat(&mut self, name: &str, payload: Option<crate::transport::HeartbeatPayload>) {
+        let agent = self.id(name);
+        let run = self.lifecycle.agents[agent].run;
+        self.send(Event::HeartbeatReceived {
+            agent,
+            run,
+            payload,
+        });
+    }
+
+    /// Heartbeats every 200 ms for `by`, each carrying `payload`.
+    fn beat_for(
+        &mut self,
+        name: &str,
+        by: Duration,
+        payload: Option<crate::transport::HeartbeatPayload>,
+    ) {
+        let end = self.now + by;
+        while self.now < end {
+            self.beat(name, payload.clone());
+            self.advance(ms(200).min(end - self.now));
+        }
+    }
+}
+
+/// `worker` (idle_stop 1 s) with a dependent `client`, both ready.
+fn idle_pair() -> Driver {
+    let mut worker = agent("worker", &[]);
+    worker.idle_stop = Some(Duration::from_secs(1));
+    let mut driver = Driver::new(
+        vec![worker, agent("client", &["worker"])],
+        Strategy::OneForAll,
+    );
+    driver.advance(ms(250));
+    assert_eq!(driver.state("worker"), AgentState::Ready);
+    assert_eq!(driver.state("client"), AgentState::Ready);
+    driver.take_log();
+    driver
+}
+
+#[test]
+fn an_agent_without_work_for_idle_stop_is_stopped_gracefully_alone_and_shown_idle() {
+    let mut driver = idle_pair();
+    // Busy, then progress with nothing in flight: the idle clock starts at
+    // the last change of `last_progress_ms`.
+    driver.beat_for("worker", Duration::from_secs(3), work(Some(2), 1));
+    driver.beat_for("worker", ms(600), work(Some(0), 2));
+    driver.beat_for("worker", ms(200), work(Some(0), 3));
+    assert_eq!(driver.signalled(), vec![]);
+    let idle_from = driver.now - ms(200);
+    driver.beat_for("worker", ms(790), work(Some(0), 3));
+    assert_eq!(driver.state("worker"), AgentState::Ready);
+    assert_eq!(driver.signalled(), vec![]);
+    driver.beat_for("worker", ms(400), work(Some(0), 3));
+    assert!(driver.now >= idle_from + Duration::from_secs(1));
+    // Its own stop signal (not SIGKILL), and the dependent keeps running
+    // (even under one_for_all).
+    assert_eq!(
+        driver.signalled(),
+        vec![("worker".to_string(), Signal::SIGTERM)]
+    );
+    assert_eq!(driver.state("worker"), AgentState::Stopping);
+    driver.exit("worker", Termination::Signaled(15));
+    assert_eq!(driver.state("worker"), AgentState::Idle);
+    assert_eq!(driver.state("client"), AgentState::Ready);
+    assert_eq!(driver.signalled(), vec![]);
+    let snapshot = driver.lifecycle.snapshot();
+    let worker = &snapshot.agents[driver.id("worker")];
+    assert_eq!(worker.reason.as_deref(), Some("idle: no work for 1.00s"));
+    assert_eq!(worker.restarts, 0, "an idle stop is no crash");
+    assert!(worker.restarts_by_cause.is_empty());
+    // Not restarted by its policy, and the run does not end.
+    driver.advance(Duration::from_secs(60));
+    assert_eq!(driver.state("worker"), AgentState::Idle);
+    assert_eq!(driver.spawned(), Vec::<String>::new());
+    assert_eq!(driver.lifecycle.next_deadline(), None);
+}
+
+#[test]
+fn work_in_flight_queued_work_or_no_payload_is_never_idle() {
+    for payload in [
+        work(Some(1), 7),
+        None,
+        work(None, 7),
+        Some(crate::transport::HeartbeatPayload {
+            in_flight: Some(0),
+            queue_depth: Some(3),
+            ..Default::default()
+        }),
+    ] {
+        let mut driver = idle_pair();
+        driver.beat_for("worker", Duration::from_secs(5), payload.clone());
+        assert_eq!(driver.state("worker"), AgentState::Ready, "{payload:?}");
+        assert_eq!(driver.signalled(), vec![], "{payload:?}");
+    }
+    // Progress with nothing in flight, at every heartbeat: each change
+    // restarts the idle clock.
+    let mut driver = idle_pair();
+    for marker in 0..25 {
+        driver.beat("worker", work(Some(0), marker));
+        driver.advance(ms(200));
+    }
+    assert_eq!(driver.state("worker"), AgentState::Ready);
+}
+
+/// Stops `worker` for idleness; it ends `Idle`.
+fn make_idle(driver: &mut Driver) {
+    driver.beat_for("worker", ms(1200), work(Some(0), 1));
+    assert_eq!(driver.state("worker"), AgentState::Stopping);
+    driver.exit("worker", Termination::Code(0));
+    assert_eq!(driver.state("worker"), AgentState::Idle);
+    driver.take_log();
+}
+
+#[test]
+fn an_idle_agent_is_woken_by_a_resolve_by_start_and_by_a_dependent_that_needs_it() {
+    // RESOLVE.
+    let mut driver = idle_pair();
+    make_idle(&mut driver);
+    let worker = driver.id("worker");
+    driver.send(Event::WakeRequested {
+        agent: worker,
+        by: "client".into(),
+    });
+    assert_eq!(driver.state("worker"), AgentState::Starting);
+    assert_eq!(driver.spawned(), ["worker"]);
+    let snapshot = driver.lifecycle.snapshot();
+    assert_eq!(
+        snapshot.agents[worker].reason.as_deref(),
+        Some("started on demand: resolved by `client`")
+    );
+    driver.advance(ms(150));
+    assert_eq!(driver.state("worker"), AgentState::Ready);
+    assert_eq!(driver.state("client"), AgentState::Ready);
+    // A fresh idle clock: busy now, so it stays.
+    driver.beat_for("worker", Duration::from_secs(3), work(Some(1), 5));
+    assert_eq!(driver.state("worker"), AgentState::Ready);
+    // A wake of a running agent changes nothing.
+    driver.send(Event::WakeRequested {
+        agent: worker,
+        by: "client".into(),
+    });
+    assert_eq!(driver.spawned(), Vec::<String>::new());
+
+    // `supervisor start`.
+    let mut driver = idle_pair();
+    make_idle(&mut driver);
+    let worker = driver.id("worker");
+    driver.send(Event::StartRequested {
+        agents: vec![worker],
+    });
+    assert_eq!(driver.spawned(), ["worker"]);
+
+    // A dependent that restarts needs it.
+    let mut driver = idle_pair();
+    make_idle(&mut driver);
+    driver.exit("client", Termination::Code(1));
+    assert_eq!(driver.state("client"), AgentState::BackingOff);
+    // Its restart wakes the idle worker and waits for it to be ready.
+    driver.advance(ms(150));
+    assert_eq!(driver.spawned(), ["worker", "client"]);
+    driver.advance(ms(150));
+    assert_eq!(driver.state("worker"), AgentState::Ready);
+    assert_eq!(driver.state("client"), AgentState::Ready);
+    let snapshot = driver.lifecycle.snapshot();
+    assert_eq!(
+        snapshot.agents[driver.id("worker")].reason.as_deref(),
+        Some("started on demand: `client` needs it")
+    );
+}
+
+#[test]
+fn an_idle_agent_stops_for_good_on_shutdown_and_on_an_operator_stop() {
+    let mut driver = idle_pair();
+    make_idle(&mut driver);
+    let worker = driver.id("worker");
+    driver.send(Event::StopRequested {
+        agents: vec![worker],
+    });
+    assert_eq!(driver.state("worker"), AgentState::Stopped);
+    // A resolve does not wake an agent an operator stopped.
+    driver.send(Event::WakeRequested {
+        agent: worker,
+        by: "client".into(),
+    });
+    assert_eq!(driver.state("worker"), AgentState::Stopped);
+
+    let mut driver = idle_pair();
+    make_idle(&mut driver);
+    driver.send(Event::ShutdownRequested { force: false });
+    assert_eq!(driver.state("worker"), AgentState::Stopped);
+    assert_eq!(
+        driver.signalled(),
+        vec![("client".to_string(), Signal::SIGTERM)]
+    );
+    driver.exit("client", Termination::Signaled(15));
+    assert!(
+        driver
+            .take_log()
+            .iter()
+            .any(|action| matches!(action, Action::Exit(_)))
+    );
 }

@@ -187,6 +187,7 @@ impl Lifecycle {
     /// `DeadlineReached`: every timer that is due fires.
     pub(super) fn on_deadlines(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.check_heartbeats(now, actions);
+        self.check_idle(now, actions);
         let due = |deadline: Option<Instant>| deadline.is_some_and(|at| at <= now);
         for agent in 0..self.agents.len() {
             match &self.agents[agent].phase {
@@ -334,6 +335,13 @@ impl Lifecycle {
             }
             Some(StopIntent::Operator) => {
                 record.reason = Some(format!("stopped by operator ({termination})"));
+                self.transition(agent, Phase::Stopped);
+            }
+            Some(StopIntent::Idle { reason }) if running => {
+                record.reason = Some(reason);
+                self.transition(agent, Phase::Idle);
+            }
+            Some(StopIntent::Idle { .. }) => {
                 self.transition(agent, Phase::Stopped);
             }
             Some(StopIntent::Retire) => {
