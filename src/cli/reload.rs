@@ -25,19 +25,23 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     match ask(&run_dir, &Request::Reload, Duration::from_secs(60))? {
         Answer::Ok(response) => {
             let summary = response.reload.unwrap_or_default();
-            let list = |names: &[String]| match names.is_empty() {
-                true => "none".to_string(),
-                false => names.join(", "),
-            };
             println!(
                 "reloaded: added {}; removed {}; changed {}; {} unchanged",
-                list(&summary.added),
-                list(&summary.removed),
-                list(&summary.changed),
+                names_or_none(&summary.added),
+                names_or_none(&summary.removed),
+                names_or_none(&summary.changed),
                 summary.unchanged
             );
             Ok(Exit::Ok)
         }
         Answer::Exit(exit) => Ok(exit),
+    }
+}
+
+/// `a, b` or `none`: the agents a reload or a scale added or removed.
+pub(super) fn names_or_none(names: &[String]) -> String {
+    match names.is_empty() {
+        true => "none".to_string(),
+        false => names.join(", "),
     }
 }

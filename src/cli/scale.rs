@@ -34,16 +34,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     match ask(&run_dir, &request, Duration::from_secs(60))? {
         Answer::Ok(response) => {
             let summary = response.reload.unwrap_or_default();
-            let list = |names: &[String]| match names.is_empty() {
-                true => "none".to_string(),
-                false => names.join(", "),
-            };
             println!(
                 "scaled {} to {}: started {}; stopping {}",
                 args.agent,
                 args.count,
-                list(&summary.added),
-                list(&summary.removed)
+                super::reload::names_or_none(&summary.added),
+                super::reload::names_or_none(&summary.removed)
             );
             Ok(Exit::Ok)
         }
