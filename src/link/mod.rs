@@ -55,9 +55,14 @@ pub enum Message {
         ack_epoch: u64,
         ack: u64,
     },
-    /// One event, numbered from 1 within the sender's epoch.
+    /// One event, numbered from 1 within the pair of runs: the sender's
+    /// `epoch` and the receiver's epoch `to` as the sender knew it when it
+    /// numbered the event. The receiver applies an event only when both are
+    /// the current runs and `seq` is the next number, so a renumbering after
+    /// either side restarted can never be taken for events already applied.
     Event {
         epoch: u64,
+        to: u64,
         seq: u64,
         event: LinkEvent,
     },
@@ -352,6 +357,14 @@ struct Peer {
     their_epoch: u64,
     received_upto: u64,
     last_heard: Option<Instant>,
+}
+
+impl Peer {
+    /// Events go out only while the peer is up and its run is known (the
+    /// numbering belongs to that run).
+    fn sendable(&self) -> bool {
+        self.view.link == LinkState::Up && self.their_epoch != 0
+    }
 }
 
 /// The running link: a tokio task plus the socket thread.
@@ -818,17 +831,19 @@ impl Link {
             return;
         };
         target.outbox.push(event);
-        if target.view.link == LinkState::Up {
+        if target.sendable() {
             let due = target.outbox.due(Instant::now(), false);
-            self.send_events(peer, due);
+            let to = target.their_epoch;
+            self.send_events(peer, to, due);
         }
     }
 
-    /// Sends numbered events of our epoch to `peer`.
-    fn send_events(&self, peer: &str, events: Vec<(u64, LinkEvent)>) {
+    /// Sends numbered events of our epoch to `peer`, whose run is `to`.
+    fn send_events(&self, peer: &str, to: u64, events: Vec<(u64, LinkEvent)>) {
         for (seq, event) in events {
             let payload = serde_json::to_vec(&Message::Event {
                 epoch: self.epoch,
+                to,
                 seq,
                 event,
             })
@@ -861,12 +876,12 @@ impl Link {
                 name,
                 serde_json::to_vec(&beat).expect("link messages serialize"),
             );
-            if peer.view.link == LinkState::Up {
-                due.push((name.clone(), peer.outbox.due(now, false)));
+            if peer.sendable() {
+                due.push((name.clone(), peer.their_epoch, peer.outbox.due(now, false)));
             }
         }
-        for (name, events) in due {
-            self.send_events(&name, events);
+        for (name, to, events) in due {
+            self.send_events(&name, to, events);
         }
     }
 
@@ -921,11 +936,17 @@ impl Link {
                 }
                 if came_back {
                     let due = peer.outbox.due(now, true);
-                    self.send_events(from, due);
+                    let to = peer.their_epoch;
+                    self.send_events(from, to, due);
                 }
             }
-            Message::Event { epoch, seq, event } => {
-                if epoch != peer.their_epoch || seq != peer.received_upto + 1 {
+            Message::Event {
+                epoch,
+                to,
+                seq,
+                event,
+            } => {
+                if epoch != peer.their_epoch || to != self.epoch || seq != peer.received_upto + 1 {
                     // Out of order or already applied: it comes again in order.
                     return;
                 }
@@ -1162,6 +1183,7 @@ mod tests {
     fn messages_round_trip_as_json() {
         let message = Message::Event {
             epoch: 7,
+            to: 9,
             seq: 1,
             event: LinkEvent::State {
                 agent: "Tts".into(),
