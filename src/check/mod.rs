@@ -879,6 +879,16 @@ mod tests {
 
     /// Every check but the machine-dependent ones over `text`.
     fn check_text(text: &str) -> Report {
+        check_ports(text, false, Default::default())
+    }
+
+    /// The checks of `check_text`, plus the bind check when `bind_check`,
+    /// with `running` as the agents a supervisor already runs.
+    fn check_ports(
+        text: &str,
+        bind_check: bool,
+        running: std::collections::BTreeMap<String, u32>,
+    ) -> Report {
         let loaded = manifest::load_str(
             std::path::Path::new("m.yaml"),
             text,
@@ -889,11 +899,11 @@ mod tests {
         )
         .expect("the manifest reads");
         let options = CheckOptions {
-            bind_check: false,
+            bind_check,
             this_host: "localhost".into(),
             files: false,
             compile: false,
-            running: Default::default(),
+            running,
         };
         check_manifest(loaded.manifest, loaded.problems, &options)
     }
@@ -1098,23 +1108,11 @@ mod tests {
         let (_listener, port) = held();
         let text =
             format!("version: 1\nagents:\n  mine:\n    command: [\"true\"]\n    port: {port}\n");
-        let loaded = manifest::load_str(
-            std::path::Path::new("m.yaml"),
+        let report = check_ports(
             &text,
-            &LoadOptions {
-                environment: Some(HashMap::new()),
-                ..LoadOptions::default()
-            },
-        )
-        .unwrap();
-        let options = CheckOptions {
-            bind_check: true,
-            this_host: "localhost".into(),
-            files: false,
-            compile: false,
-            running: [("mine".to_string(), 4242)].into_iter().collect(),
-        };
-        let report = check_manifest(loaded.manifest, loaded.problems, &options);
+            true,
+            [("mine".to_string(), 4242)].into_iter().collect(),
+        );
         let in_use = of_kind(&report, ProblemKind::PortInUse);
         assert_eq!(in_use.len(), 1, "{:?}", report.problems);
         assert_eq!(in_use[0].severity, manifest::Severity::Warning);
@@ -1301,23 +1299,7 @@ mod tests {
         let text = format!(
             "version: 1\nagents:\n  a: {{ command: [\"true\"], port: {port} }}\n  b: {{ command: [\"true\"], port: {free} }}\n"
         );
-        let loaded = manifest::load_str(
-            std::path::Path::new("m.yaml"),
-            &text,
-            &LoadOptions {
-                environment: Some(HashMap::new()),
-                ..LoadOptions::default()
-            },
-        )
-        .unwrap();
-        let options = CheckOptions {
-            bind_check: true,
-            this_host: "localhost".into(),
-            files: false,
-            compile: false,
-            running: Default::default(),
-        };
-        let report = check_manifest(loaded.manifest, loaded.problems, &options);
+        let report = check_ports(&text, true, Default::default());
         let in_use: Vec<_> = report
             .problems
             .iter()

@@ -102,11 +102,10 @@ agents:
     ));
     let mut up = fixture.up(&manifest, &[]);
     up.wait_for_output("all ready: 2/2", BOUND);
-    let status = status_now(&manifest);
-    let (first_lazy, caller_pid) = (
-        pid(&status, "lazy").expect("lazy pid"),
-        pid(&status, "caller").expect("caller pid"),
-    );
+    // The first run's pid from its own record: on a loaded machine `lazy`
+    // may already be idle by the time a status answers.
+    let first_lazy = fixture.first("start", "lazy").pid;
+    let caller_pid = pid(&status_now(&manifest), "caller").expect("caller pid");
 
     // Idle after ~2 s without work: stopped with SIGTERM (the Python SDK
     // exits cleanly on it), shown idle, no restart, the dependent untouched.

@@ -87,7 +87,7 @@ fn a_legacy_repository_runs_from_its_root_and_what_agents_listen_on_is_shown() {
     GREETING: from the manifest
     LEGACY_AGENT: {agent}
   health_checks:
-    start_period_seconds: 3
+    start_period_seconds: 8
 agent_groups:
   core:
     Good:
@@ -147,7 +147,7 @@ agent_groups:
     // PlusOne answers health on port+1 (and, as the BaseAgent does, on its
     // main port), not on its manifest health port: the reason says so.
     let expected = format!(
-        "not ready within 3.00s: nothing of the agent listens on {plus_health}; the agent listens on {plus} (answers health: ok), {} (answers health: ok)",
+        "not ready within 8.00s: nothing of the agent listens on {plus_health}; the agent listens on {plus} (answers health: ok), {} (answers health: ok)",
         plus + 1
     );
     up.wait_for_output(&expected, BOUND);
