@@ -464,11 +464,15 @@ fn issue_16_a_foreign_listener_is_not_readiness() {
 version: 1
 agents:
   a:
-    command: ["FAKE", "--ready-after", "300ms"]
+    command: ["FAKE", "--ready-after", "120s"]
     port: {held}
     readiness: {{ tcp: {held}, timeout: 60s, interval: 50ms }}
 "#
     ));
+    // The agent would only try its port after 120 s, so the foreign
+    // listener is all the probe ever sees (an agent that fails to bind
+    // after a moment would replace the reason with its exit before a
+    // slow status call on a loaded machine reads it).
     // Skip the pre-start check, as a restart or a reload would.
     let up = fixture.up(&manifest, &["--no-bind-check"]);
     let expected = format!(
