@@ -83,6 +83,10 @@ pub enum LinkEvent {
         reason: Option<String>,
         #[serde(default)]
         run: u64,
+        /// For an instance (`worker-2`) of an agent with `replicas`: that
+        /// agent (`worker`), so the peer routes a command naming it here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replica_of: Option<String>,
     },
     /// An operator command for the receiver's own agents (routed here
     /// because the receiver owns them); answered with [`LinkEvent::Reply`].
@@ -226,6 +230,9 @@ pub struct RemoteAgent {
     pub ready: bool,
     pub pid: Option<u32>,
     pub reason: Option<String>,
+    /// The agent with `replicas` it is an instance of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
 }
 
 /// What this side knows of one peer.
@@ -393,6 +400,8 @@ pub struct Link {
     reports: mpsc::UnboundedSender<Report>,
     /// Their pids as last reported.
     pids: BTreeMap<String, Option<u32>>,
+    /// The local instances of agents with `replicas`: instance -> agent.
+    replica_of: BTreeMap<String, String>,
     /// Published after each change; read by `status`.
     snapshot: watch::Sender<LinkSnapshot>,
 }
@@ -414,7 +423,12 @@ impl LinkHandle {
             let plain = name
                 .strip_prefix(&format!("{}/", peer.host))
                 .unwrap_or(name);
-            peer.agents.contains_key(plain).then(|| peer.host.clone())
+            let instance = || {
+                peer.agents
+                    .values()
+                    .any(|agent| agent.replica_of.as_deref() == Some(plain))
+            };
+            (peer.agents.contains_key(plain) || instance()).then(|| peer.host.clone())
         })
     }
 
@@ -599,6 +613,7 @@ impl Link {
             reported: BTreeMap::new(),
             reports,
             pids: BTreeMap::new(),
+            replica_of: BTreeMap::new(),
             snapshot,
         };
         tracing::info!(bound = %link.sockets.bound, "peer link listening");
@@ -804,6 +819,10 @@ impl Link {
             }
             self.reported.insert(agent.name.clone(), now);
             self.pids.insert(agent.name.clone(), agent.pid);
+            let replica_of = agent.replica.as_ref().map(|(of, _)| of.clone());
+            if let Some(of) = &replica_of {
+                self.replica_of.insert(agent.name.clone(), of.clone());
+            }
             self.queue(LinkEvent::State {
                 agent: agent.name.clone(),
                 state,
@@ -811,6 +830,7 @@ impl Link {
                 pid: agent.pid,
                 reason: agent.reason.clone(),
                 run: agent.run,
+                replica_of,
             });
         }
     }
@@ -959,6 +979,7 @@ impl Link {
                         pid,
                         reason,
                         run,
+                        replica_of,
                     } => {
                         let run = RemoteRun {
                             epoch: peer.their_epoch,
@@ -978,6 +999,7 @@ impl Link {
                                 ready,
                                 pid,
                                 reason,
+                                replica_of,
                             },
                         );
                     }
@@ -1086,6 +1108,7 @@ impl Link {
                 pid: self.pids.get(agent).copied().flatten(),
                 reason: None,
                 run: *run,
+                replica_of: self.replica_of.get(agent).cloned(),
             })
             .collect();
         for event in states {
@@ -1168,6 +1191,7 @@ mod tests {
             pid: None,
             reason: None,
             run: 1,
+            replica_of: None,
         });
         outbox.push(error(3));
         outbox.acknowledge(1);
@@ -1192,6 +1216,7 @@ mod tests {
                 pid: Some(42),
                 reason: None,
                 run: 3,
+                replica_of: Some("tts".into()),
             },
         };
         let text = serde_json::to_string(&message).expect("serialize");
