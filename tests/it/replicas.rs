@@ -456,3 +456,90 @@ fn start_stop_and_restart_by_the_agents_name_reach_every_instance() {
         "{output:?}"
     );
 }
+
+/// The names of the agents in `status`, sorted.
+fn names(status: &serde_json::Value) -> Vec<String> {
+    status["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|agent| agent["name"].as_str().map(str::to_string))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn a_reload_keeps_the_scaled_count_until_the_manifest_changes_replicas() {
+    let fixture = Fixture::new();
+    let (first, api_port) = (ports(5), port());
+    let text = manifest_text(first, api_port);
+    let manifest = fixture.manifest(&text);
+    let _up = fixture.up(&manifest, &["--no-watch"]);
+    let path = manifest.to_str().expect("utf-8 path");
+    wait_for_status(&manifest, "all ready", BOUND, |status| {
+        all_ready(status, &["worker-0", "worker-1", "worker-2", "api"])
+    });
+    let output = cli(&["scale", "worker", "5", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    let five = ["worker-0", "worker-1", "worker-2", "worker-3", "worker-4"];
+    let scaled = wait_for_status(&manifest, "five instances ready", BOUND, |status| {
+        all_ready(status, &five)
+    });
+
+    // The manifest as it was: the operator's five stay, nothing restarts.
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output
+            .stdout
+            .contains("added none; removed none; changed none; 6 unchanged"),
+        "{output:?}"
+    );
+    // Another field changed, `replicas:` not: still five, `api` restarts.
+    fixture.manifest(&text.replace(
+        "    dependencies: [worker]\n",
+        "    dependencies: [worker]\n    env: { CHANGED: \"1\" }\n",
+    ));
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output
+            .stdout
+            .contains("added none; removed none; changed api; 5 unchanged"),
+        "{output:?}"
+    );
+    let kept = wait_for_status(&manifest, "api ready again", BOUND, |status| {
+        all_ready(status, &five) && all_ready(status, &["api"])
+    });
+    assert_eq!(
+        names(&kept),
+        [
+            "api", "worker-0", "worker-1", "worker-2", "worker-3", "worker-4"
+        ]
+    );
+    assert_eq!(
+        pids(&kept, &five),
+        pids(&scaled, &five),
+        "no instance restarted"
+    );
+
+    // `replicas: 4` in the manifest: its count wins over the operator's.
+    fixture.manifest(&text.replace("replicas: 3", "replicas: 4"));
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(output.stdout.contains("removed worker-4"), "{output:?}");
+    let four = wait_for_status(&manifest, "four instances", BOUND, |status| {
+        names(status) == ["api", "worker-0", "worker-1", "worker-2", "worker-3"]
+    });
+    let gone = pid_of(&scaled, "worker-4") as u32;
+    common::wait_until("worker-4 gone", BOUND, || !alive(gone));
+    // And a reload of that manifest keeps four: nothing is left to keep.
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output.stdout.contains("added none; removed none"),
+        "{output:?}"
+    );
+    assert_eq!(names(&four).len(), 5);
+}
