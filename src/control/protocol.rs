@@ -314,9 +314,10 @@ impl StatusView {
                 self.agents
                     .retain(|row| !(row.remote && (row.name == name || row.name == qualified)));
                 let clash = self.agents.iter().any(|row| row.name == name);
+                // The index is not sent; the agent it is an instance of is.
                 self.agents.push(AgentView {
                     name: if clash { qualified } else { name },
-                    replica_of: None,
+                    replica_of: agent.replica_of,
                     replica: None,
                     group: None,
                     host: peer.host.clone(),
