@@ -178,6 +178,16 @@ enum Report {
     RestartDependents { agents: Vec<String> },
 }
 
+/// Whether a local agent in `state` is reported ready to the peers (the
+/// `ready` of [`LinkEvent::State`], which their gating follows). An `idle`
+/// agent is: it was stopped on purpose and starts again on demand, so a
+/// peer's dependents must not wait for it, be blocked by it, or have it
+/// probed and failed (the state string still says `idle`, which the peer's
+/// `status` shows).
+fn available(state: AgentState) -> bool {
+    matches!(state, AgentState::Ready | AgentState::Idle)
+}
+
 /// Hands the link's reports to the supervisor one after the other, waiting
 /// for room in its queue (nothing is dropped; a restart of dependents is
 /// applied after the not-ready reports sent before it). Ends when the link
@@ -809,7 +819,7 @@ impl Link {
     /// Queues a state event for every local agent whose state changed.
     fn on_status(&mut self, status: &StatusSnapshot) {
         for agent in status.agents.iter().filter(|agent| !agent.remote) {
-            let ready = agent.state == AgentState::Ready;
+            let ready = available(agent.state);
             let state = agent.state.to_string();
             let now = (state.clone(), ready, agent.run);
             if self.reported.get(&agent.name) == Some(&now)
@@ -1201,6 +1211,23 @@ mod tests {
         assert_eq!(outbox.waiting[0].1, error(3));
         outbox.push(error(4));
         assert_eq!(outbox.waiting.back().map(|entry| entry.0), Some(2));
+    }
+
+    #[test]
+    fn an_idle_agent_is_reported_available_to_the_peers() {
+        assert!(available(AgentState::Ready));
+        assert!(available(AgentState::Idle));
+        for state in [
+            AgentState::Pending,
+            AgentState::Starting,
+            AgentState::Stopping,
+            AgentState::Stopped,
+            AgentState::Failed,
+            AgentState::BackingOff,
+            AgentState::Blocked,
+        ] {
+            assert!(!available(state), "{state:?}");
+        }
     }
 
     #[test]
