@@ -237,9 +237,28 @@ pub fn request_and_wait(
     } else {
         response.agents.clone()
     };
+    // A name of an agent with `replicas` stands for its instances: they
+    // are what was named, not taken along.
+    let instances: Vec<String> = match affected.iter().all(|name| names.contains(name)) {
+        true => Vec::new(),
+        false => match status(run_dir)? {
+            Ok(view) => view
+                .agents
+                .iter()
+                .filter(|agent| {
+                    agent
+                        .replica_of
+                        .as_ref()
+                        .is_some_and(|of| names.contains(of))
+                })
+                .map(|agent| agent.name.clone())
+                .collect(),
+            Err(exit) => return Ok(exit),
+        },
+    };
     let along: Vec<&str> = affected
         .iter()
-        .filter(|name| !names.contains(name))
+        .filter(|name| !names.contains(name) && !instances.contains(name))
         .map(String::as_str)
         .collect();
     let report = || {

@@ -106,6 +106,21 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     if !args.command.is_empty() {
         target.command = args.command.clone();
     }
+    // A pod of a StatefulSet runs one instance of an agent with `replicas`:
+    // the one its ordinal names (`worker-2` -> instance 2: its port from
+    // the range, `${REPLICA}` and `REPLICA`). It keeps the agent's name.
+    if target.replicas.is_some() {
+        let Some(index) = pod_ordinal() else {
+            eprintln!(
+                "error: agent `{}` has `replicas`: run-one takes the instance from the pod's name, but neither POD_NAME nor HOSTNAME ends in `-ORDINAL`",
+                args.name
+            );
+            return Ok(Exit::Usage);
+        };
+        tracing::info!(agent = %args.name, replica = index, "instance from the pod's ordinal");
+        target = crate::manifest::replicas::instance(&target, index);
+        target.name = args.name.clone();
+    }
     let watch_from_spawn = target.readiness.check == ReadinessCheck::Sdk;
     let mut agents = vec![AgentSpec {
         agent: target,
@@ -159,6 +174,17 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
     Ok(exit)
+}
+
+/// The ordinal at the end of the pod's name (`worker-2` -> 2): from
+/// `POD_NAME` (the downward API variable the export sets), else `HOSTNAME`
+/// (a StatefulSet pod's host name is its name).
+fn pod_ordinal() -> Option<u32> {
+    ["POD_NAME", "HOSTNAME"].iter().find_map(|variable| {
+        let name = std::env::var(variable).ok()?;
+        let (_, ordinal) = name.rsplit_once('-')?;
+        ordinal.parse().ok()
+    })
 }
 
 /// What `run-one` exits with (docs/kubernetes.md): the agent's own exit

@@ -313,6 +313,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             Ok(supervisor::Reload {
                 agents: Arc::new(agents),
                 strategy: report.manifest.strategy,
+                scaled: None,
             })
         })
     };

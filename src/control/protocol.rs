@@ -61,8 +61,8 @@ pub enum Request {
     /// Run `count` instances of the agent with `replicas` called `agent`:
     /// extra instances stop (highest index first), new ones start. Answers
     /// `reload` with the instances added and removed; refused for an agent
-    /// without `replicas` or below its `min_ready`. A later reload of the
-    /// manifests sets the count written there again.
+    /// without `replicas` or below its `min_ready`. Reloads keep the count
+    /// until one changes the manifest's `replicas:` (docs/manifest.md).
     Scale {
         /// The agent as the manifest names it (`worker`).
         agent: String,
@@ -314,9 +314,10 @@ impl StatusView {
                 self.agents
                     .retain(|row| !(row.remote && (row.name == name || row.name == qualified)));
                 let clash = self.agents.iter().any(|row| row.name == name);
+                // The index is not sent; the agent it is an instance of is.
                 self.agents.push(AgentView {
                     name: if clash { qualified } else { name },
-                    replica_of: None,
+                    replica_of: agent.replica_of,
                     replica: None,
                     group: None,
                     host: peer.host.clone(),

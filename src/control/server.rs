@@ -198,13 +198,18 @@ async fn routed(
     with_dependents: bool,
 ) -> Response {
     let handle = &context.handle;
+    // An agent with `replicas` is named by its instances and by its own
+    // name (the supervisor resolves that to every instance).
     let local: std::collections::HashSet<String> = handle
         .subscribe()
         .borrow()
         .agents
         .iter()
         .filter(|agent| !agent.remote)
-        .map(|agent| agent.name.clone())
+        .flat_map(|agent| {
+            std::iter::once(agent.name.clone())
+                .chain(agent.replica.as_ref().map(|(of, _)| of.clone()))
+        })
         .collect();
     let mut here = Vec::new();
     let mut away: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -222,22 +227,27 @@ async fn routed(
     if !here.is_empty() || away.is_empty() {
         // The runs being restarted, for the peers (they ignore the notice
         // for an agent whose newer run they already heard of).
-        let runs: Vec<u64> = match (verb, with_dependents, &context.link) {
-            (Verb::Restart, true, Some(_)) => match handle.status().await {
-                Some(status) => here
-                    .iter()
-                    .map(|name| {
-                        status
-                            .agents
-                            .iter()
-                            .find(|agent| agent.name == *name)
-                            .map_or(0, |agent| agent.run)
-                    })
-                    .collect(),
-                None => Vec::new(),
-            },
-            _ => Vec::new(),
-        };
+        // The name of an agent with `replicas` goes with each instance's
+        // (a peer's dependent may name either).
+        let (restarted, runs): (Vec<String>, Vec<u64>) =
+            match (verb, with_dependents, &context.link) {
+                (Verb::Restart, true, Some(_)) => match handle.status().await {
+                    Some(status) => here
+                        .iter()
+                        .flat_map(|name| {
+                            let own = status.agents.iter().find(|agent| agent.name == *name);
+                            let instances = status.agents.iter().filter(move |agent| {
+                                own.is_none()
+                                    && agent.replica.as_ref().is_some_and(|(of, _)| of == name)
+                            });
+                            std::iter::once((name.clone(), own.map_or(0, |agent| agent.run)))
+                                .chain(instances.map(|agent| (agent.name.clone(), agent.run)))
+                        })
+                        .unzip(),
+                    None => (here.clone(), Vec::new()),
+                },
+                _ => (here.clone(), Vec::new()),
+            };
         let result = match verb {
             Verb::Start => handle.start(here.clone()).await,
             Verb::Stop => handle.stop(here.clone()).await,
@@ -250,7 +260,7 @@ async fn routed(
         if let (Verb::Restart, true, Some(link), true) =
             (verb, with_dependents, &context.link, errors.is_empty())
         {
-            link.restarted_with_dependents(here, runs).await;
+            link.restarted_with_dependents(restarted, runs).await;
         }
     }
     if let Some(link) = &context.link {

@@ -1,6 +1,8 @@
 //! `supervisor export kubernetes`: one Deployment, Service and
-//! NetworkPolicy per agent, plus one ConfigMap holding the in-pod manifest
-//! each agent's `supervisor run-one` reads (docs/kubernetes.md).
+//! NetworkPolicy per agent (a StatefulSet and a headless Service for an
+//! agent with `replicas` whose instances differ), plus one ConfigMap
+//! holding the in-pod manifest each agent's `supervisor run-one` reads
+//! (docs/kubernetes.md).
 //!
 //! Owns: what maps to what (readiness and liveness to probes, dependencies
 //! to `supervisor wait-for` init containers and to NetworkPolicy ingress,
@@ -219,11 +221,64 @@ struct Entry<'a> {
     ports: BTreeSet<u16>,
     /// Where `run-one` serves `/readyz` and `/livez`.
     health_port: u16,
+    /// An agent with `replicas` whose instances differ (a port range or
+    /// `${REPLICA}`): a StatefulSet with a headless Service, each pod the
+    /// instance its ordinal names.
+    stateful: bool,
 }
 
 impl Entry<'_> {
     fn service_host(&self, namespace: &str) -> String {
         format!("{}.{namespace}.svc", self.name)
+    }
+
+    /// The stable DNS name of instance `index` of a StatefulSet:
+    /// `worker-2.worker.<ns>.svc`.
+    fn instance_host(&self, index: u32, namespace: &str) -> String {
+        format!("{}-{index}.{}.{namespace}.svc", self.name, self.name)
+    }
+
+    /// How many instances the agent runs (1 without `replicas`).
+    fn count(&self) -> u32 {
+        self.agent
+            .replicas
+            .as_ref()
+            .map_or(1, |replicas| replicas.count)
+    }
+
+    /// The instance of a StatefulSet serving `port` (a port of its range).
+    fn instance_of_port(&self, port: u16) -> Option<u32> {
+        let replicas = self.agent.replicas.as_ref().filter(|_| self.stateful)?;
+        let ranged = [
+            (replicas.port_range, self.agent.port),
+            (replicas.health_range, self.agent.health_check_port),
+        ];
+        ranged.into_iter().find_map(|(ranged, base)| {
+            let base = base.filter(|_| ranged)?;
+            let index = u32::from(port.checked_sub(base)?);
+            (index < replicas.count).then_some(index)
+        })
+    }
+
+    /// Where `port` of this agent is reached: its instance's stable name
+    /// for a port of a StatefulSet's range, else the Service.
+    fn host_for_port(&self, port: u16, namespace: &str) -> String {
+        match self.instance_of_port(port) {
+            Some(index) => self.instance_host(index, namespace),
+            None => self.service_host(namespace),
+        }
+    }
+
+    /// A probe of the agent that differs between its instances (aimed at a
+    /// port of its range, or an exec using `${REPLICA}`): kubelet, with one
+    /// pod template for all, cannot run it.
+    fn per_instance(&self, probe: &Probe) -> bool {
+        match probe {
+            Probe::Exec { command } => command
+                .iter()
+                .any(|arg| arg.contains(crate::manifest::replicas::REPLICA_VARIABLE)),
+            _ => probe_port(probe).is_some_and(|port| self.instance_of_port(port).is_some()),
+        }
     }
 }
 
@@ -285,11 +340,17 @@ pub fn export(manifest: &Manifest, options: &Options) -> Result<Export, ExportEr
         while ports.contains(&health_port) {
             health_port += 1;
         }
+        let stateful = agent.replicas.as_ref().is_some_and(|replicas| {
+            replicas.port_range
+                || replicas.health_range
+                || crate::manifest::replicas::uses_index(agent)
+        });
         entries.push(Entry {
             agent,
             name,
             ports,
             health_port,
+            stateful,
         });
     }
     if !problems.is_empty() {
@@ -502,7 +563,7 @@ impl<'a> Exporter<'a> {
             if let Some((port, port_end)) = self.host_port_at(&text, at)
                 && let Some(target) = self.port_owner(port, index)
             {
-                out.push_str(&self.entries[target].service_host(&self.options.namespace));
+                out.push_str(&self.entries[target].host_for_port(port, &self.options.namespace));
                 out.push(':');
                 out.push_str(&port.to_string());
                 at = port_end;
@@ -513,9 +574,9 @@ impl<'a> Exporter<'a> {
                     Some(port) => format!("{host}:{port}"),
                     None => host.to_string(),
                 };
-                let owner = port.and_then(|port| self.port_owner(port, index));
-                let replacement = if let Some(target) = owner {
-                    with_port(&self.entries[target].service_host(&self.options.namespace))
+                let owner = port.and_then(|port| Some((self.port_owner(port, index)?, port)));
+                let replacement = if let Some((target, port)) = owner {
+                    with_port(&self.entries[target].host_for_port(port, &self.options.namespace))
                 } else if ip == "0.0.0.0" {
                     // Bind to every interface: right in a pod too.
                     with_port(&ip)
@@ -728,11 +789,27 @@ impl<'a> Exporter<'a> {
         if !env.is_empty() {
             entry.insert("env".into(), Value::Object(env));
         }
+        // A StatefulSet's pods run one instance each: the in-pod manifest
+        // keeps `replicas` and the ranges, and `run-one` picks the instance
+        // of the pod's ordinal.
+        let ranged = |on: bool, port: u16| match on {
+            true => json!(format!("{port}+")),
+            false => json!(port),
+        };
+        let replicas = agent
+            .replicas
+            .as_ref()
+            .filter(|_| self.entries[index].stateful);
+        if let Some(replicas) = replicas {
+            entry.insert("replicas".into(), json!(replicas.count));
+        }
         if let Some(port) = agent.port {
-            entry.insert("port".into(), json!(port));
+            let on = replicas.is_some_and(|replicas| replicas.port_range);
+            entry.insert("port".into(), ranged(on, port));
         }
         if let Some(port) = agent.health_check_port {
-            entry.insert("health_check_port".into(), json!(port));
+            let on = replicas.is_some_and(|replicas| replicas.health_range);
+            entry.insert("health_check_port".into(), ranged(on, port));
         }
         if !agent.config.is_empty() {
             let config = Value::Object(agent.config.clone());
@@ -808,8 +885,35 @@ impl<'a> Exporter<'a> {
             let Some(&target) = self.by_name.get(dependency.name.as_str()) else {
                 continue; // disabled: started without it, as under `up`
             };
-            dependencies.push(Value::String(dependency.name.clone()));
             let target = &self.entries[target];
+            if target.stateful {
+                // Each instance by its stable name (`worker-1.worker.<ns>.svc`).
+                let replicas = target
+                    .agent
+                    .replicas
+                    .as_ref()
+                    .expect("stateful has replicas");
+                for instance in 0..replicas.count {
+                    let name =
+                        crate::manifest::replicas::instance_name(&target.agent.name, instance);
+                    let mut stub = json!({
+                        "command": ["true"],
+                        "host": target.instance_host(instance, &self.options.namespace),
+                        "readiness": "none",
+                    });
+                    if let Some(port) = target.agent.port {
+                        let offset = u16::try_from(instance).unwrap_or(u16::MAX);
+                        stub["port"] = match replicas.port_range {
+                            true => json!(port.saturating_add(offset)),
+                            false => json!(port),
+                        };
+                    }
+                    dependencies.push(Value::String(name.clone()));
+                    agents.insert(name, stub);
+                }
+                continue;
+            }
+            dependencies.push(Value::String(dependency.name.clone()));
             let mut stub = json!({
                 "command": ["true"],
                 "host": target.service_host(&self.options.namespace),
@@ -905,7 +1009,13 @@ impl<'a> Exporter<'a> {
             .expect("checked in `export`");
         let readiness = &agent.readiness;
         let period = seconds(readiness.interval, 1);
+        let stateful = self.entries[index].stateful;
         let (ready_handler, attempt) = match &readiness.check {
+            // Differs per pod: `run-one` runs it for its instance.
+            ReadinessCheck::Probe(probe) if self.entries[index].per_instance(probe) => (
+                json!({"httpGet": {"path": "/readyz", "port": "supervisor"}}),
+                Duration::from_secs(1),
+            ),
             ReadinessCheck::Probe(probe) => {
                 let attempt = readiness.interval.max(Duration::from_secs(1));
                 let allowed = attempt + process_start(probe);
@@ -928,8 +1038,19 @@ impl<'a> Exporter<'a> {
         if !readiness.initial_delay.is_zero() {
             startup_probe["initialDelaySeconds"] = json!(seconds(readiness.initial_delay, 0));
         }
+        let per_instance_liveness = agent
+            .liveness
+            .as_ref()
+            .is_some_and(|liveness| self.entries[index].per_instance(&liveness.probe));
+        if per_instance_liveness {
+            self.warnings.push(warning(
+                agent,
+                "liveness",
+                "the probe differs between instances (a port of its range or ${REPLICA}), and one pod template serves them all: kubelet checks `/livez` (heartbeats) instead",
+            ));
+        }
         let liveness_probe = match &agent.liveness {
-            Some(liveness) => {
+            Some(liveness) if !per_instance_liveness => {
                 let mut probe = self.handler(index, &liveness.probe, liveness.timeout);
                 probe["periodSeconds"] = json!(seconds(liveness.interval, 1));
                 probe["timeoutSeconds"] = json!(seconds(
@@ -941,7 +1062,7 @@ impl<'a> Exporter<'a> {
             }
             // `/livez` fails once heartbeats are missed `misses` times
             // (or progress stalls): one failure is enough.
-            None => json!({
+            _ => json!({
                 "httpGet": {"path": "/livez", "port": "supervisor"},
                 "periodSeconds": seconds(agent.heartbeat.interval, 1),
                 "timeoutSeconds": 1,
@@ -958,6 +1079,10 @@ impl<'a> Exporter<'a> {
         for (key, value) in &agent.env {
             let value = self.rewrite(index, &format!("env.{key}"), value);
             env.push(json!({"name": key, "value": value}));
+        }
+        if stateful {
+            // `run-one` takes its instance from the ordinal ending it.
+            env.push(json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}));
         }
         let command = vec![
             json!("supervisor"),
@@ -1004,11 +1129,13 @@ impl<'a> Exporter<'a> {
             let Some(&target) = self.by_name.get(dependency.name.as_str()) else {
                 continue;
             };
-            let wait = self.wait_target(target);
+            let mut command = vec![json!("supervisor"), json!("wait-for")];
+            command.extend(self.wait_targets(target).into_iter().map(Value::String));
+            command.extend([json!("--timeout"), json!(WAIT_TIMEOUT_SECONDS.to_string())]);
             init.push(json!({
                 "name": format!("wait-for-{}", self.entries[target].name).chars().take(63).collect::<String>().trim_end_matches('-'),
                 "image": image,
-                "command": ["supervisor", "wait-for", wait, "--timeout", WAIT_TIMEOUT_SECONDS.to_string()],
+                "command": command,
             }));
         }
         let mut pod = json!({
@@ -1023,36 +1150,49 @@ impl<'a> Exporter<'a> {
         if !matches!(agent.host.as_str(), "localhost" | "127.0.0.1" | "0.0.0.0") {
             pod["nodeSelector"] = json!({ HOST_LABEL: host_label(&agent.host) });
         }
-        let replicas = agent.replicas.as_ref().map_or(1, |replicas| replicas.count);
-        if let Some(written) = &agent.replicas
-            && (written.port_range
-                || written.health_range
-                || crate::manifest::replicas::uses_index(agent))
-        {
-            // Not done: a StatefulSet (stable names, ordinal -> REPLICA)
-            // with a headless Service.
-            self.warnings.push(warning(
-                agent,
-                "replicas",
-                "its instances differ (a port range or ${REPLICA}), which needs a StatefulSet with a headless Service; this export writes a Deployment whose pods all run the agent as written (first port, ${REPLICA} unexpanded)",
-            ));
+        let mut spec = json!({
+            "replicas": self.entries[index].count(),
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": self.labels(&name)},
+                "spec": pod,
+            },
+        });
+        if stateful {
+            // Stable pod names `NAME-i` under the headless Service; the
+            // instances start together, as under `up`.
+            spec["serviceName"] = json!(name);
+            spec["podManagementPolicy"] = json!("Parallel");
         }
         json!({
             "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            "kind": if stateful { "StatefulSet" } else { "Deployment" },
             "metadata": self.metadata(&name, Some(agent)),
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-                "template": {
-                    "metadata": {"labels": self.labels(&name)},
-                    "spec": pod,
-                },
-            },
+            "spec": spec,
         })
     }
 
-    /// What `supervisor wait-for` checks for a dependency, through its Service.
+    /// What `supervisor wait-for` checks for a dependency, through its
+    /// Service; for a StatefulSet, the `/readyz` of its first `min_ready`
+    /// instances by their stable names (what a dependent waits for under
+    /// `up`).
+    fn wait_targets(&self, target: usize) -> Vec<String> {
+        let entry = &self.entries[target];
+        if let Some(replicas) = entry.agent.replicas.as_ref().filter(|_| entry.stateful) {
+            return (0..replicas.min_ready)
+                .map(|instance| {
+                    format!(
+                        "http://{}:{}/readyz",
+                        entry.instance_host(instance, &self.options.namespace),
+                        entry.health_port
+                    )
+                })
+                .collect();
+        }
+        vec![self.wait_target(target)]
+    }
+
+    /// What `supervisor wait-for` checks for a plain dependency.
     fn wait_target(&self, target: usize) -> String {
         let entry = &self.entries[target];
         let host = entry.service_host(&self.options.namespace);
@@ -1076,15 +1216,21 @@ impl<'a> Exporter<'a> {
             .map(|port| json!({"name": format!("tcp-{port}"), "port": port, "targetPort": port, "protocol": "TCP"}))
             .collect();
         ports.push(json!({"name": "supervisor", "port": entry.health_port, "targetPort": entry.health_port, "protocol": "TCP"}));
+        let mut spec = json!({
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": entry.name},
+            "ports": ports,
+        });
+        if entry.stateful {
+            // Headless: the StatefulSet's `serviceName`, giving each pod
+            // its DNS name `NAME-i.NAME.<ns>.svc`.
+            spec["clusterIP"] = json!("None");
+        }
         json!({
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": self.metadata(&entry.name, Some(entry.agent)),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": {"app.kubernetes.io/name": entry.name},
-                "ports": ports,
-            },
+            "spec": spec,
         })
     }
 

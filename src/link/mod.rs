@@ -83,6 +83,10 @@ pub enum LinkEvent {
         reason: Option<String>,
         #[serde(default)]
         run: u64,
+        /// For an instance (`worker-2`) of an agent with `replicas`: that
+        /// agent (`worker`), so the peer routes a command naming it here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replica_of: Option<String>,
     },
     /// An operator command for the receiver's own agents (routed here
     /// because the receiver owns them); answered with [`LinkEvent::Reply`].
@@ -174,6 +178,16 @@ enum Report {
     RestartDependents { agents: Vec<String> },
 }
 
+/// Whether a local agent in `state` is reported ready to the peers (the
+/// `ready` of [`LinkEvent::State`], which their gating follows). An `idle`
+/// agent is: it was stopped on purpose and starts again on demand, so a
+/// peer's dependents must not wait for it, be blocked by it, or have it
+/// probed and failed (the state string still says `idle`, which the peer's
+/// `status` shows).
+fn available(state: AgentState) -> bool {
+    matches!(state, AgentState::Ready | AgentState::Idle)
+}
+
 /// Hands the link's reports to the supervisor one after the other, waiting
 /// for room in its queue (nothing is dropped; a restart of dependents is
 /// applied after the not-ready reports sent before it). Ends when the link
@@ -226,6 +240,9 @@ pub struct RemoteAgent {
     pub ready: bool,
     pub pid: Option<u32>,
     pub reason: Option<String>,
+    /// The agent with `replicas` it is an instance of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
 }
 
 /// What this side knows of one peer.
@@ -393,6 +410,8 @@ pub struct Link {
     reports: mpsc::UnboundedSender<Report>,
     /// Their pids as last reported.
     pids: BTreeMap<String, Option<u32>>,
+    /// The local instances of agents with `replicas`: instance -> agent.
+    replica_of: BTreeMap<String, String>,
     /// Published after each change; read by `status`.
     snapshot: watch::Sender<LinkSnapshot>,
 }
@@ -414,7 +433,12 @@ impl LinkHandle {
             let plain = name
                 .strip_prefix(&format!("{}/", peer.host))
                 .unwrap_or(name);
-            peer.agents.contains_key(plain).then(|| peer.host.clone())
+            let instance = || {
+                peer.agents
+                    .values()
+                    .any(|agent| agent.replica_of.as_deref() == Some(plain))
+            };
+            (peer.agents.contains_key(plain) || instance()).then(|| peer.host.clone())
         })
     }
 
@@ -599,6 +623,7 @@ impl Link {
             reported: BTreeMap::new(),
             reports,
             pids: BTreeMap::new(),
+            replica_of: BTreeMap::new(),
             snapshot,
         };
         tracing::info!(bound = %link.sockets.bound, "peer link listening");
@@ -794,7 +819,7 @@ impl Link {
     /// Queues a state event for every local agent whose state changed.
     fn on_status(&mut self, status: &StatusSnapshot) {
         for agent in status.agents.iter().filter(|agent| !agent.remote) {
-            let ready = agent.state == AgentState::Ready;
+            let ready = available(agent.state);
             let state = agent.state.to_string();
             let now = (state.clone(), ready, agent.run);
             if self.reported.get(&agent.name) == Some(&now)
@@ -804,6 +829,10 @@ impl Link {
             }
             self.reported.insert(agent.name.clone(), now);
             self.pids.insert(agent.name.clone(), agent.pid);
+            let replica_of = agent.replica.as_ref().map(|(of, _)| of.clone());
+            if let Some(of) = &replica_of {
+                self.replica_of.insert(agent.name.clone(), of.clone());
+            }
             self.queue(LinkEvent::State {
                 agent: agent.name.clone(),
                 state,
@@ -811,6 +840,7 @@ impl Link {
                 pid: agent.pid,
                 reason: agent.reason.clone(),
                 run: agent.run,
+                replica_of,
             });
         }
     }
@@ -959,6 +989,7 @@ impl Link {
                         pid,
                         reason,
                         run,
+                        replica_of,
                     } => {
                         let run = RemoteRun {
                             epoch: peer.their_epoch,
@@ -978,6 +1009,7 @@ impl Link {
                                 ready,
                                 pid,
                                 reason,
+                                replica_of,
                             },
                         );
                     }
@@ -1086,6 +1118,7 @@ impl Link {
                 pid: self.pids.get(agent).copied().flatten(),
                 reason: None,
                 run: *run,
+                replica_of: self.replica_of.get(agent).cloned(),
             })
             .collect();
         for event in states {
@@ -1168,6 +1201,7 @@ mod tests {
             pid: None,
             reason: None,
             run: 1,
+            replica_of: None,
         });
         outbox.push(error(3));
         outbox.acknowledge(1);
@@ -1177,6 +1211,23 @@ mod tests {
         assert_eq!(outbox.waiting[0].1, error(3));
         outbox.push(error(4));
         assert_eq!(outbox.waiting.back().map(|entry| entry.0), Some(2));
+    }
+
+    #[test]
+    fn an_idle_agent_is_reported_available_to_the_peers() {
+        assert!(available(AgentState::Ready));
+        assert!(available(AgentState::Idle));
+        for state in [
+            AgentState::Pending,
+            AgentState::Starting,
+            AgentState::Stopping,
+            AgentState::Stopped,
+            AgentState::Failed,
+            AgentState::BackingOff,
+            AgentState::Blocked,
+        ] {
+            assert!(!available(state), "{state:?}");
+        }
     }
 
     #[test]
@@ -1192,6 +1243,7 @@ mod tests {
                 pid: Some(42),
                 reason: None,
                 run: 3,
+                replica_of: Some("tts".into()),
             },
         };
         let text = serde_json::to_string(&message).expect("serialize");

@@ -156,6 +156,11 @@ pub struct Reload {
     pub agents: Arc<Vec<AgentSpec>>,
     /// The new configuration's restart strategy.
     pub strategy: Strategy,
+    /// `Some(agent)` for the reload `scale` makes of the running
+    /// configuration (a new count of the agent's instances, the operator's
+    /// until the manifest's `replicas:` changes); `None` for one made from
+    /// the manifests.
+    pub scaled: Option<String>,
 }
 
 /// Two reloads are equal when they share the same agent list (the same
@@ -163,7 +168,9 @@ pub struct Reload {
 /// events a command produced.
 impl PartialEq for Reload {
     fn eq(&self, other: &Reload) -> bool {
-        Arc::ptr_eq(&self.agents, &other.agents) && self.strategy == other.strategy
+        Arc::ptr_eq(&self.agents, &other.agents)
+            && self.strategy == other.strategy
+            && self.scaled == other.scaled
     }
 }
 

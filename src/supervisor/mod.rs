@@ -547,24 +547,34 @@ impl<S: Spawner> Supervisor<S> {
         }
     }
 
-    /// The ids of live agents by name; refuses unknown names and requests
-    /// during shutdown.
+    /// The ids of live agents by name, the name of an agent with
+    /// `replicas` standing for all its live instances (`worker` for
+    /// `worker-0..N-1`); refuses unknown names and requests during shutdown.
+    /// Every operator command (CLI, dashboard, top, a peer's routed
+    /// command) resolves its names here.
     fn ids(&self, names: &[String]) -> Result<Vec<AgentId>, CommandError> {
         if self.lifecycle.shutting_down() {
             return Err(CommandError::ShuttingDown);
         }
+        let named = |name: &String| match self.lifecycle.id(name) {
+            Some(agent) => vec![agent],
+            None => self.lifecycle.instances_of(name),
+        };
         let unknown: Vec<String> = names
             .iter()
-            .filter(|name| self.lifecycle.id(name).is_none())
+            .filter(|name| named(name).is_empty())
             .cloned()
             .collect();
         if !unknown.is_empty() || names.is_empty() {
             return Err(CommandError::UnknownAgents(unknown));
         }
-        Ok(names
-            .iter()
-            .filter_map(|name| self.lifecycle.id(name))
-            .collect())
+        let mut ids: Vec<AgentId> = Vec::new();
+        for agent in names.iter().flat_map(named) {
+            if !ids.contains(&agent) {
+                ids.push(agent);
+            }
+        }
+        Ok(ids)
     }
 
     /// The names of `agents`, in the same order.

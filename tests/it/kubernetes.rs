@@ -158,7 +158,8 @@ fn semantic_problems(manifest: &Manifest, objects: &[Value]) -> Vec<String> {
     let config_map = find("ConfigMap", kubernetes::CONFIG_MAP);
     for agent in manifest.agents.iter().filter(|agent| agent.enabled) {
         let name = dns_name(&agent.name);
-        let Some(deployment) = find("Deployment", &name) else {
+        let Some(deployment) = find("Deployment", &name).or_else(|| find("StatefulSet", &name))
+        else {
             problems.push(format!("agent `{}`: no Deployment `{name}`", agent.name));
             continue;
         };
@@ -1100,9 +1101,9 @@ fn wait_for_zmq_returns_once_the_legacy_health_reply_says_ready() {
     assert!(stderr.contains(&format!("ready: {address}")), "{stderr}");
 }
 
-/// `replicas: 3` becomes the Deployment's `replicas`; instances that differ
-/// (a port range, `${REPLICA}`) are warned about: their StatefulSet is not
-/// exported yet.
+/// `replicas: 3` becomes the Deployment's `replicas` when the instances are
+/// alike; instances that differ (a port range, `${REPLICA}`) become a
+/// StatefulSet whose pods are the instances.
 #[test]
 fn replicas_become_the_deployments_replicas() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1130,18 +1131,11 @@ fn replicas_become_the_deployments_replicas() {
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     let worker = std::fs::read_to_string(out.join("deployment-worker.yaml")).expect("file");
     assert!(worker.contains("replicas: 3"), "{worker}");
-    let sharded = std::fs::read_to_string(out.join("deployment-sharded.yaml")).expect("file");
+    let sharded = std::fs::read_to_string(out.join("statefulset-sharded.yaml")).expect("file");
     assert!(sharded.contains("replicas: 2"), "{sharded}");
     assert!(
-        output
-            .stderr
-            .contains("agent `sharded`: `replicas`: its instances differ"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        !output.stderr.contains("agent `worker`: `replicas`"),
-        "{}",
+        !output.stderr.contains("`replicas`"),
+        "nothing of replicas is left unmapped: {}",
         output.stderr
     );
     if let Some(program) = validator("replicas_become_the_deployments_replicas") {
@@ -1149,9 +1143,252 @@ fn replicas_become_the_deployments_replicas() {
             program,
             &[
                 out.join("deployment-worker.yaml"),
-                out.join("deployment-sharded.yaml"),
+                out.join("statefulset-sharded.yaml"),
+                out.join("service-sharded.yaml"),
             ],
             "1.30.0",
         );
     }
+}
+
+/// Instances that differ: a StatefulSet (`serviceName` = a headless Service
+/// with every instance's port, POD_NAME from the downward API, readiness
+/// through `run-one`'s `/readyz`), dependents reaching instances by their
+/// stable names `NAME-i.NAME.<ns>.svc`; valid for Kubernetes 1.30 and the
+/// newest schemas.
+#[test]
+fn instances_that_differ_become_a_statefulset_with_a_headless_service() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("m.yaml");
+    std::fs::write(
+        &path,
+        r#"version: 1
+agents:
+  sharded:
+    command: ["./shard", "--id", "${REPLICA}"]
+    env: { SLOT: "slot-${REPLICA}" }
+    port: 7400+
+    readiness: { tcp: 7400 }
+    liveness: { tcp: 7400 }
+    replicas: 3
+    min_ready: 2
+  api:
+    command: ["./api", "--shard", "localhost:7401"]
+    port: 7500
+    readiness: { tcp: 7500 }
+    dependencies: [sharded]
+"#,
+    )
+    .expect("write");
+    let manifest = checked(&[path.to_str().expect("utf-8")]).expect("the manifest passes check");
+    let export = kubernetes::export(&manifest, &options(dir.path())).expect("exports");
+    let objects = &export.objects;
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let set = find("StatefulSet", "sharded");
+    assert!(
+        !objects
+            .iter()
+            .any(|object| object["kind"] == "Deployment" && object["metadata"]["name"] == "sharded")
+    );
+    assert_eq!(set["spec"]["serviceName"], "sharded");
+    assert_eq!(set["spec"]["replicas"], 3);
+    assert_eq!(set["spec"]["podManagementPolicy"], "Parallel");
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    let pod_name = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|variable| variable["name"] == "POD_NAME")
+        .expect("POD_NAME");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    // One template for all pods: probes of ranged ports go through run-one.
+    for probe in ["readinessProbe", "startupProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "supervisor", "{probe}");
+    }
+    assert!(
+        export
+            .warnings
+            .iter()
+            .any(|warning| warning.agent == "sharded" && warning.field == "liveness"),
+        "{:?}",
+        export.warnings
+    );
+    assert!(
+        !export
+            .warnings
+            .iter()
+            .any(|warning| warning.field == "replicas"),
+        "{:?}",
+        export.warnings
+    );
+    let service = find("Service", "sharded");
+    assert_eq!(service["spec"]["clusterIP"], "None");
+    let service_ports: Vec<u64> = service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|port| port["port"].as_u64())
+        .collect();
+    for port in [7400, 7401, 7402] {
+        assert!(service_ports.contains(&port), "{service_ports:?}");
+    }
+    // `api` waits for min_ready (2) instances by their stable names, and
+    // its address of instance 1 is that instance's.
+    let api = find("Deployment", "api");
+    let init = api["spec"]["template"]["spec"]["initContainers"][0]["command"].to_string();
+    assert!(
+        init.contains("http://sharded-0.sharded.agents.svc:8086/readyz")
+            && init.contains("http://sharded-1.sharded.agents.svc:8086/readyz")
+            && !init.contains("sharded-2"),
+        "{init}"
+    );
+    let args = api["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("sharded-1.sharded.agents.svc:7401"), "{args}");
+    // The in-pod manifests: `sharded` keeps its range for `run-one`; `api`
+    // names each instance by its stable name.
+    let data = &find("ConfigMap", kubernetes::CONFIG_MAP)["data"];
+    let api_manifest = data["api.yaml"].as_str().expect("api.yaml");
+    for index in 0..3 {
+        assert!(
+            api_manifest.contains(&format!("sharded-{index}.sharded.agents.svc")),
+            "{api_manifest}"
+        );
+    }
+    for (key, text) in data.as_object().expect("data") {
+        let file = dir.path().join(key);
+        std::fs::write(&file, text.as_str().expect("text")).expect("write");
+        let loaded = checked(&[file.to_str().expect("utf-8")])
+            .unwrap_or_else(|| panic!("{key} fails check:\n{text}"));
+        if key == "sharded.yaml" {
+            let sharded = loaded.agent("sharded").expect("sharded");
+            let replicas = sharded.replicas.as_ref().expect("replicas kept");
+            assert_eq!(replicas.count, 3);
+            assert!(replicas.port_range, "{text}");
+        }
+    }
+    let problems = semantic_problems(&manifest, objects);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let Some(program) =
+        validator("instances_that_differ_become_a_statefulset_with_a_headless_service")
+    else {
+        return;
+    };
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let mut files = Vec::new();
+    for (object, name) in objects.iter().zip(export.file_names()) {
+        let file = out.join(name);
+        std::fs::write(
+            &file,
+            kubernetes::to_yaml(std::slice::from_ref(object)).expect("yaml"),
+        )
+        .expect("write");
+        files.push(file);
+    }
+    for version in ["1.30.0", "1.37.0"] {
+        validate(program, &files, version);
+    }
+}
+
+/// `run-one` in a StatefulSet's pod runs the instance its pod name's
+/// ordinal names: its port of the range (which the readiness probe follows)
+/// and `${REPLICA}` in its environment.
+#[test]
+fn run_one_runs_the_instance_its_pod_ordinal_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = loop {
+        let first = port();
+        if first < u16::MAX - 3
+            && (1..3)
+                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", first + offset)).is_ok())
+        {
+            break first;
+        }
+    };
+    let path = dir.path().join("m.yaml");
+    let record = dir.path().join("record-${REPLICA}.txt");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nagents:\n  sharded:\n    command: [\"{fake}\"]\n    env: {{ FAKE_AGENT_RECORD: \"{record}\" }}\n    port: {first}+\n    readiness: {{ tcp: {first} }}\n    replicas: 3\n",
+            fake = env!("CARGO_BIN_EXE_fake-agent"),
+            record = record.display(),
+        ),
+    )
+    .expect("write");
+    let manifest = checked(&[path.to_str().expect("utf-8")]).expect("passes check");
+    let options = Options {
+        app_dir: dir.path().display().to_string(),
+        ..options(dir.path())
+    };
+    let export = kubernetes::export(&manifest, &options).expect("exports");
+    let in_pod = export
+        .objects
+        .iter()
+        .find(|object| object["kind"] == "ConfigMap")
+        .and_then(|map| map["data"]["sharded.yaml"].as_str())
+        .expect("the in-pod manifest")
+        .to_string();
+    let in_pod_path = dir.path().join("sharded.yaml");
+    std::fs::write(&in_pod_path, &in_pod).expect("write");
+    let health = port();
+    let child = Command::new(SUPERVISOR)
+        .args(["run-one", "sharded", "--config"])
+        .arg(&in_pod_path)
+        .args([
+            "--health-port",
+            &health.to_string(),
+            "--health-bind",
+            "127.0.0.1",
+        ])
+        .env("POD_NAME", "sharded-2")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("stdout.txt")).expect("stdout file"))
+        .stderr(std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file"))
+        .spawn()
+        .expect("start run-one");
+    let _running = Running(child);
+    let log = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+    wait_until(
+        "/readyz 200 for instance 2",
+        Duration::from_secs(30),
+        || get(health, "/readyz").is_some_and(|(status, _)| status == 200),
+    );
+    // Instance 2 listens on first+2 (AGENT_PORT), the probe followed it.
+    std::net::TcpStream::connect(("127.0.0.1", first + 2))
+        .unwrap_or_else(|error| panic!("nothing on {}: {error}\n{}", first + 2, log()));
+    for other in [first, first + 1] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", other)).is_err(),
+            "port {other} is another instance's"
+        );
+    }
+    wait_until("instance 2's record", Duration::from_secs(10), || {
+        dir.path().join("record-2.txt").exists()
+    });
+    assert!(!dir.path().join("record-0.txt").exists());
+
+    // Without an ordinal: a clear usage error.
+    let output = Command::new(SUPERVISOR)
+        .args(["run-one", "sharded", "--config"])
+        .arg(&in_pod_path)
+        .args(["--health-port", "0"])
+        .env("POD_NAME", "sharded")
+        .env("HOSTNAME", "box")
+        .output()
+        .expect("run run-one");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("neither POD_NAME nor HOSTNAME ends in `-ORDINAL`"),
+        "{stderr}"
+    );
 }

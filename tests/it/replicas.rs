@@ -359,3 +359,187 @@ agents:
         assert!(output.contains(&line), "no `{line}`:\n{output}");
     }
 }
+
+/// The pid of every one of `names`.
+fn pids(status: &serde_json::Value, names: &[&str]) -> Vec<u64> {
+    names.iter().map(|name| pid_of(status, name)).collect()
+}
+
+#[test]
+fn start_stop_and_restart_by_the_agents_name_reach_every_instance() {
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest(&manifest_text(ports(3), port()));
+    let _up = fixture.up(&manifest, &["--no-watch"]);
+    let path = manifest.to_str().expect("utf-8 path");
+    let workers = ["worker-0", "worker-1", "worker-2"];
+    let before = wait_for_status(&manifest, "all ready", BOUND, |status| {
+        all_ready(status, &workers) && all_ready(status, &["api"])
+    });
+    let old = pids(&before, &workers);
+
+    // `restart worker`: every instance at once, `api` keeps its process.
+    let output = cli(&["restart", "worker", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(output.stdout.contains("restarted: worker"), "{output:?}");
+    assert!(
+        !output.stdout.contains("and with them"),
+        "the instances are what was named: {output:?}"
+    );
+    let after = wait_for_status(&manifest, "new instances ready", BOUND, |status| {
+        all_ready(status, &workers)
+    });
+    for (name, old) in workers.iter().zip(&old) {
+        assert_ne!(pid_of(&after, name), *old, "{name} got a new process");
+        assert!(!alive(*old as u32), "{name}'s old process {old} is gone");
+        assert_eq!(fixture.records_of("start", name).len(), 2, "{name}");
+    }
+    assert_eq!(
+        pid_of(&after, "api"),
+        pid_of(&before, "api"),
+        "api kept running"
+    );
+    // All at once: every instance was stopped before any was started again.
+    let last_stop = workers
+        .iter()
+        .map(|name| fixture.first("stop", name).nanos)
+        .max()
+        .expect("three instances");
+    for name in workers {
+        let second_start = fixture.records_of("start", name)[1].nanos;
+        assert!(
+            second_start > last_stop,
+            "{name} started again before every instance had stopped: {:?}",
+            fixture.records()
+        );
+    }
+
+    // `restart --with-dependents worker` takes `api` along.
+    let old_api = pid_of(&after, "api");
+    let output = cli(
+        &["restart", "--with-dependents", "worker", "--config", path],
+        BOUND,
+    );
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(output.stdout.contains("and with them: api"), "{output:?}");
+    let again = wait_for_status(&manifest, "all ready again", BOUND, |status| {
+        all_ready(status, &workers) && all_ready(status, &["api"])
+    });
+    assert_ne!(pid_of(&again, "api"), old_api, "api was restarted");
+
+    // `stop worker`: every instance, and `api` (its dependent) first.
+    let running = pids(&again, &workers);
+    let output = cli(&["stop", "worker", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    let stopped = wait_for_status(&manifest, "everything stopped", BOUND, |status| {
+        workers
+            .iter()
+            .chain(&["api"])
+            .all(|name| agent_of(status, name)["state"] == "stopped")
+    });
+    for (name, pid) in workers.iter().zip(running) {
+        assert!(!alive(pid as u32), "{name} ({pid}) still runs");
+        assert_eq!(agent_of(&stopped, name)["held"], true, "{name}");
+    }
+
+    // `start worker`: every instance again, and `api` that it took along.
+    let output = cli(&["start", "worker", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    wait_for_status(&manifest, "started again", BOUND, |status| {
+        all_ready(status, &workers) && all_ready(status, &["api"])
+    });
+
+    // An unknown name is still refused, naming it.
+    let output = cli(&["restart", "workers", "--config", path], BOUND);
+    assert_eq!(output.code, Some(1), "{output:?}");
+    assert!(
+        output.stderr.contains("unknown agent(s): workers"),
+        "{output:?}"
+    );
+}
+
+/// The names of the agents in `status`, sorted.
+fn names(status: &serde_json::Value) -> Vec<String> {
+    status["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|agent| agent["name"].as_str().map(str::to_string))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn a_reload_keeps_the_scaled_count_until_the_manifest_changes_replicas() {
+    let fixture = Fixture::new();
+    let (first, api_port) = (ports(5), port());
+    let text = manifest_text(first, api_port);
+    let manifest = fixture.manifest(&text);
+    let _up = fixture.up(&manifest, &["--no-watch"]);
+    let path = manifest.to_str().expect("utf-8 path");
+    wait_for_status(&manifest, "all ready", BOUND, |status| {
+        all_ready(status, &["worker-0", "worker-1", "worker-2", "api"])
+    });
+    let output = cli(&["scale", "worker", "5", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    let five = ["worker-0", "worker-1", "worker-2", "worker-3", "worker-4"];
+    let scaled = wait_for_status(&manifest, "five instances ready", BOUND, |status| {
+        all_ready(status, &five)
+    });
+
+    // The manifest as it was: the operator's five stay, nothing restarts.
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output
+            .stdout
+            .contains("added none; removed none; changed none; 6 unchanged"),
+        "{output:?}"
+    );
+    // Another field changed, `replicas:` not: still five, `api` restarts.
+    fixture.manifest(&text.replace(
+        "    dependencies: [worker]\n",
+        "    dependencies: [worker]\n    env: { CHANGED: \"1\" }\n",
+    ));
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output
+            .stdout
+            .contains("added none; removed none; changed api; 5 unchanged"),
+        "{output:?}"
+    );
+    let kept = wait_for_status(&manifest, "api ready again", BOUND, |status| {
+        all_ready(status, &five) && all_ready(status, &["api"])
+    });
+    assert_eq!(
+        names(&kept),
+        [
+            "api", "worker-0", "worker-1", "worker-2", "worker-3", "worker-4"
+        ]
+    );
+    assert_eq!(
+        pids(&kept, &five),
+        pids(&scaled, &five),
+        "no instance restarted"
+    );
+
+    // `replicas: 4` in the manifest: its count wins over the operator's.
+    fixture.manifest(&text.replace("replicas: 3", "replicas: 4"));
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(output.stdout.contains("removed worker-4"), "{output:?}");
+    let four = wait_for_status(&manifest, "four instances", BOUND, |status| {
+        names(status) == ["api", "worker-0", "worker-1", "worker-2", "worker-3"]
+    });
+    let gone = pid_of(&scaled, "worker-4") as u32;
+    common::wait_until("worker-4 gone", BOUND, || !alive(gone));
+    // And a reload of that manifest keeps four: nothing is left to keep.
+    let output = cli(&["reload", "--config", path], BOUND);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert!(
+        output.stdout.contains("added none; removed none"),
+        "{output:?}"
+    );
+    assert_eq!(names(&four).len(), 5);
+}

@@ -28,6 +28,8 @@
 //!   start in dependency order, removed ones stop in reverse order and are
 //!   retired (kept in the table under their id, hidden from the status),
 //!   changed ones restart with the new definition, the rest are untouched;
+//!   `scale` is a reload too, and its count outlives reloads of a manifest
+//!   whose `replicas:` did not change;
 //! - `resources.rs`: resource samples matched to agents by pid: memory above
 //!   the limit for its grace restarts the agent (cause `memory`), CPU above
 //!   the limit is a warning;
@@ -215,6 +217,19 @@ pub struct Lifecycle {
     /// Remote agents: the newest run their owning host reported about;
     /// reports about older runs are stale.
     remote_runs: HashMap<AgentId, RemoteRun>,
+    /// The agents with `replicas` an operator scaled: their count, kept
+    /// by reloads while the manifest's `replicas:` stays as it was
+    /// (`reload.rs`).
+    scaled: BTreeMap<String, Scaled>,
+}
+
+/// The count `scale` set for an agent with `replicas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scaled {
+    /// The manifest's `replicas:` when the operator scaled it.
+    written: u32,
+    /// The operator's count.
+    count: u32,
 }
 
 impl Lifecycle {
@@ -245,6 +260,7 @@ impl Lifecycle {
             last_now: now,
             keep_going: false,
             remote_runs: HashMap::new(),
+            scaled: BTreeMap::new(),
         };
         lifecycle.relink();
         lifecycle

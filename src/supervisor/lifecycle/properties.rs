@@ -528,6 +528,7 @@ impl World {
         let reload = Reload {
             agents: std::sync::Arc::new(Self::specs(&plans)),
             strategy: self.lifecycle.strategy,
+            scaled: None,
         };
         self.plans = plans;
         self.backoffs.clear();

@@ -6,7 +6,11 @@
 //! equal one). An agent changed when its [`definition`] differs.
 //! `scale` is a reload made here from the running configuration
 //! ([`Lifecycle::scaled`]): instances beyond the new count are removed
-//! (stopped highest index first, see `relink`), new ones added.
+//! (stopped highest index first, see `relink`), new ones added. The count
+//! is then the operator's: a reload of the manifests keeps it while the
+//! agent's `replicas:` there is the one it was when the operator scaled
+//! (whatever else changed); a reload that changes `replicas:` applies the
+//! manifest's count, and the operator's is forgotten.
 //!
 //! Part of [`super::Lifecycle`]; pure like it.
 
@@ -40,8 +44,8 @@ impl Lifecycle {
             .replica
             .as_ref()
             .expect("instances_of returns instances");
-        let mut template = (*replica.template).clone();
-        let min_ready = template
+        let min_ready = replica
+            .template
             .replicas
             .as_ref()
             .map_or(1, |replicas| replicas.min_ready);
@@ -56,52 +60,73 @@ impl Lifecycle {
                 "`{of}` needs at least {min_ready} ready instances (`min_ready: {min_ready}`); scaling it to {count} would leave its dependents waiting"
             ));
         }
-        if let Some(replicas) = &mut template.replicas {
-            replicas.count = count;
-        }
-        let remote = self.agents[*first].spec.remote;
-        let mut agents: Vec<AgentSpec> = self
-            .live_specs()
-            .into_iter()
-            .filter(|spec| {
-                spec.agent
-                    .replica
-                    .as_ref()
-                    .is_none_or(|replica| replica.of != of || replica.index < count)
-            })
-            .collect();
-        for spec in &mut agents {
-            if let Some(replica) = &mut spec.agent.replica
-                && replica.of == of
-            {
-                *replica.template = template.clone();
-                spec.agent.replicas.clone_from(&template.replicas);
-            }
-        }
-        let present = |index: u32, agents: &[AgentSpec]| {
-            agents.iter().any(|spec| {
-                spec.agent
-                    .replica
-                    .as_ref()
-                    .is_some_and(|replica| replica.of == of && replica.index == index)
-            })
-        };
-        for index in 0..count {
-            if !present(index, &agents) {
-                agents.push(AgentSpec {
-                    agent: crate::manifest::replicas::instance(&template, index),
-                    remote,
-                });
-            }
-        }
         Ok(Reload {
-            agents: std::sync::Arc::new(agents),
+            agents: std::sync::Arc::new(with_count(self.live_specs(), of, count)),
             strategy: self.strategy,
+            scaled: Some(of.to_string()),
         })
+    }
+
+    /// `reload` as it applies: a reload of the manifests with the operator's
+    /// count of every agent it scaled whose `replicas:` is still the one
+    /// written when it was scaled (and whose `min_ready` that count meets);
+    /// `None` when that changes nothing.
+    fn with_operator_counts(&self, reload: &Reload) -> Option<Reload> {
+        if reload.scaled.is_some() {
+            return None;
+        }
+        let mut agents: Option<Vec<AgentSpec>> = None;
+        for (of, scaled) in &self.scaled {
+            let Some(written) = written_replicas(&reload.agents, of) else {
+                continue;
+            };
+            if written.count != scaled.written
+                || written.count == scaled.count
+                || written.min_ready > scaled.count
+            {
+                continue;
+            }
+            let specs = agents.take().unwrap_or_else(|| reload.agents.to_vec());
+            agents = Some(with_count(specs, of, scaled.count));
+        }
+        agents.map(|agents| Reload {
+            agents: std::sync::Arc::new(agents),
+            strategy: reload.strategy,
+            scaled: None,
+        })
+    }
+
+    /// Remembers the operator's counts after `reload` (as written, before
+    /// [`Self::with_operator_counts`]): a `scale` records its count; a reload
+    /// of the manifests forgets the count of every agent whose `replicas:`
+    /// it changed (or removed).
+    fn remember_counts(&mut self, reload: &Reload) {
+        match &reload.scaled {
+            Some(of) => {
+                let Some(count) = written_replicas(&reload.agents, of).map(|now| now.count) else {
+                    return;
+                };
+                let written = match self.scaled.get(of) {
+                    Some(scaled) => scaled.written,
+                    None => match written_replicas(&self.live_specs(), of) {
+                        Some(before) => before.count,
+                        None => return,
+                    },
+                };
+                self.scaled
+                    .insert(of.clone(), super::Scaled { written, count });
+            }
+            None => self.scaled.retain(|of, scaled| {
+                written_replicas(&reload.agents, of).map(|written| written.count)
+                    == Some(scaled.written)
+            }),
+        }
     }
 
     /// What applying `reload` would change; pure, changes nothing.
     pub fn reload_summary(&self, reload: &Reload) -> ReloadSummary {
+        let kept = self.with_operator_counts(reload);
+        let reload = kept.as_ref().unwrap_or(reload);
         let mut summary = ReloadSummary::default();
         for spec in reload.agents.iter() {
             match self.id(&spec.agent.name) {
@@ -128,6 +153,9 @@ impl Lifecycle {
     pub(super) fn reload(&mut self, reload: Reload, actions: &mut Vec<Action>) {
         let summary = self.reload_summary(&reload);
         tracing::info!("reloading: {summary}");
+        let kept = self.with_operator_counts(&reload);
+        self.remember_counts(&reload);
+        let reload = kept.unwrap_or(reload);
         self.strategy = reload.strategy;
         for agent in 0..self.agents.len() {
             if self.agents[agent].retired {
@@ -209,6 +237,75 @@ impl Lifecycle {
             Phase::Stopped | Phase::Stopping { .. } | Phase::Pending | Phase::Idle => {}
         }
     }
+}
+
+/// `agents` with `count` instances of the agent with `replicas` called `of`
+/// (its instances there give the template): instances beyond `count` are
+/// left out, missing ones made, and every instance's template says `count`.
+/// Unchanged when `agents` has no instance of `of`.
+fn with_count(mut agents: Vec<AgentSpec>, of: &str, count: u32) -> Vec<AgentSpec> {
+    let is_instance = |spec: &AgentSpec| {
+        spec.agent
+            .replica
+            .as_ref()
+            .is_some_and(|replica| replica.of == of)
+    };
+    let Some(first) = agents.iter().find(|spec| is_instance(spec)) else {
+        return agents;
+    };
+    let remote = first.remote;
+    let mut template = (*first
+        .agent
+        .replica
+        .as_ref()
+        .expect("found as an instance")
+        .template)
+        .clone();
+    if let Some(replicas) = &mut template.replicas {
+        replicas.count = count;
+    }
+    agents.retain(|spec| {
+        spec.agent
+            .replica
+            .as_ref()
+            .is_none_or(|replica| replica.of != of || replica.index < count)
+    });
+    for spec in &mut agents {
+        if let Some(replica) = &mut spec.agent.replica
+            && replica.of == of
+        {
+            *replica.template = template.clone();
+            spec.agent.replicas.clone_from(&template.replicas);
+        }
+    }
+    let present = |index: u32, agents: &[AgentSpec]| {
+        agents.iter().any(|spec| {
+            spec.agent
+                .replica
+                .as_ref()
+                .is_some_and(|replica| replica.of == of && replica.index == index)
+        })
+    };
+    for index in 0..count {
+        if !present(index, &agents) {
+            agents.push(AgentSpec {
+                agent: crate::manifest::replicas::instance(&template, index),
+                remote,
+            });
+        }
+    }
+    agents
+}
+
+/// The `replicas:` of the agent `of` as its instances in `agents` carry it
+/// (the manifest's, or the count of a `scale`).
+fn written_replicas(agents: &[AgentSpec], of: &str) -> Option<crate::manifest::Replicas> {
+    agents.iter().find_map(|spec| {
+        let replica = spec.agent.replica.as_ref()?;
+        (replica.of == of)
+            .then(|| replica.template.replicas.clone())
+            .flatten()
+    })
 }
 
 /// An agent's definition without where it was written: a reload restarts an

@@ -785,6 +785,7 @@ fn a_reload_restarts_changed_agents_stops_removed_ones_and_starts_new_ones() {
             agent("new", &["db"]),
         ])),
         strategy: Strategy::OneForOne,
+        scaled: None,
     };
     let old = driver.id("old");
     let summary = driver.lifecycle.reload_summary(&reload);
