@@ -275,7 +275,7 @@ agents:
     readiness: sdk
     replicas: 3
   client:
-    command: ["{client}", "--service", "echo", "--spread", "--count", "6", "--interval", "50"]
+    command: ["{client}", "--service", "echo", "--spread", "--count", "6", "--interval", "50", "--timeout-ms", "10000"]
     readiness: sdk
     restart: never
     dependencies: [echo]
@@ -294,7 +294,9 @@ agents:
             output.contains(&format!("instance echo-{index} {endpoint} Ready")),
             "echo-{index} not resolved at {endpoint}:\n{output}"
         );
-        // Six calls in turn over three ready instances: two each.
+        // Six calls in turn over three ready instances: two each (a call
+        // timed out on a loaded machine would move the turn on, hence the
+        // client's long timeout).
         let answers = output
             .matches(&format!("{endpoint} echo{index}:ping"))
             .count();
