@@ -113,13 +113,15 @@ agents:
   deadlocked:
     command: ["@PYTHON@", "@AGENT@", "--hang", "deadlock"]
     readiness: sdk
-    heartbeat: { interval: 100ms, misses: 3, progress_timeout: 1s }
+    heartbeat: { interval: 100ms, misses: 30, progress_timeout: 1s }
     restart: { policy: always, backoff: { initial: 5s, max: 5s } }
 """
     )
     running.wait_for_output("all ready: 1/1 agents", BOUND)
     old = running.first("ready", "deadlocked").pid
     # Heartbeats keep coming (the link thread is fine); progress does not.
+    # (misses: 30, so a loaded machine delaying a heartbeat cannot be taken
+    # for the deadlock: only the 1 s progress timeout can fire first.)
     wait_until("the deadlocked agent killed", BOUND, lambda: not alive(old))
     assert "no progress" in running.output, running.output
 
