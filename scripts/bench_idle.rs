@@ -13,7 +13,9 @@
 //!
 //! Run: `cargo bench --bench idle` (release). Environment:
 //! `IDLE_SECONDS` (window, default 30), `IDLE_MODES` (`sdk,http`),
-//! `IDLE_AGENTS` (`1,100,500`).
+//! `IDLE_AGENTS` (`1,100,500`), `IDLE_SUPERVISOR` (another `supervisor`
+//! binary to measure instead of this build's, e.g. a copy of the one built
+//! from main, to compare before and after in one session).
 //!
 //! `sample/100` is the mean over 20 samples, as the supervisor takes them:
 //! most read memory only, every 5th also CPU, every 10th also walks `/proc`
@@ -141,7 +143,8 @@ fn start(dir: &Path, mode: Mode, agents: usize) -> (Child, Duration) {
     let manifest = dir.join(format!("idle-{}-{agents}.yaml", mode.name()));
     std::fs::write(&manifest, text).expect("write manifest");
     let started = Instant::now();
-    let mut child = Command::new(SUPERVISOR)
+    let supervisor = std::env::var("IDLE_SUPERVISOR").unwrap_or_else(|_| SUPERVISOR.to_string());
+    let mut child = Command::new(supervisor)
         .args([
             "--log",
             "warn",
@@ -252,8 +255,9 @@ fn main() {
         .unwrap_or(100) as f64;
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
-        "bench-idle: supervisor CPU and RSS over {seconds} s with idle agents (sdk: heartbeat 1 s; http: HTTP liveness 1 s); load {}",
-        load()
+        "bench-idle: supervisor CPU and RSS over {seconds} s with idle agents (sdk: heartbeat 1 s; http: HTTP liveness 1 s); load {}; supervisor {}",
+        load(),
+        std::env::var("IDLE_SUPERVISOR").unwrap_or_else(|_| SUPERVISOR.to_string())
     );
     println!(
         "  {:>4}  {:>6}  {:>8}  {:>7}  {:>7}  {:>9}  {:>8}  {:>9}  {:>10}  load",

@@ -293,6 +293,14 @@ pub fn generate_token() -> String {
 mod tests {
     use super::*;
 
+    /// `vendor/zmq-sys/build/zmq_config.hpp` replaces libzmq 4.3.4's own
+    /// compile-time settings; another libzmq needs that file redone from
+    /// its `src/config.hpp`.
+    #[test]
+    fn libzmq_is_the_configured_version() {
+        assert_eq!(zmq::version(), (4, 3, 4));
+    }
+
     #[test]
     fn secrets_compare_by_content_and_length() {
         assert!(secrets_equal(b"abc", b"abc"));
