@@ -6,14 +6,18 @@
 //! - `http`: plain agents (`fake-agent`) with an HTTP liveness probe every
 //!   1 s (`liveness: { http: ..., interval: 1s }`). Target: under 3 %.
 //!
-//! RSS target: under 25 MB for 500 agents in either mode. Each line prints
+//! RSS target: under 25 MB for 500 agents in either mode. `anon MiB` is
+//! the part of it that is the process's own (`RssAnon`: heap, stacks,
+//! libzmq's buffers); the rest is pages of the binary and libraries. Each line prints
 //! the ratio to the 1-agent baseline of its mode and to the target, and the
 //! load average at the end of its window. Also the cost of one resource
 //! sample (the /proc walk of every agent's process tree) per 100 agents.
 //!
 //! Run: `cargo bench --bench idle` (release). Environment:
 //! `IDLE_SECONDS` (window, default 30), `IDLE_MODES` (`sdk,http`),
-//! `IDLE_AGENTS` (`1,100,500`).
+//! `IDLE_AGENTS` (`1,100,500`), `IDLE_SUPERVISOR` (another `supervisor`
+//! binary to measure instead of this build's, e.g. a copy of the one built
+//! from main, to compare before and after in one session).
 //!
 //! `sample/100` is the mean over 20 samples, as the supervisor takes them:
 //! most read memory only, every 5th also CPU, every 10th also walks `/proc`
@@ -103,13 +107,16 @@ fn cpu_ticks(pid: u32) -> u64 {
     utime + stime
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` figure in KiB: `VmRSS` (all resident memory) or
+/// `RssAnon` (the heap and other private memory, without the pages of the
+/// binary and libraries, which are shared with the page cache).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|line| line.starts_with("VmRSS:"))
+                .find(|line| line.starts_with(field))
                 .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -141,7 +148,8 @@ fn start(dir: &Path, mode: Mode, agents: usize) -> (Child, Duration) {
     let manifest = dir.join(format!("idle-{}-{agents}.yaml", mode.name()));
     std::fs::write(&manifest, text).expect("write manifest");
     let started = Instant::now();
-    let mut child = Command::new(SUPERVISOR)
+    let supervisor = std::env::var("IDLE_SUPERVISOR").unwrap_or_else(|_| SUPERVISOR.to_string());
+    let mut child = Command::new(supervisor)
         .args([
             "--log",
             "warn",
@@ -252,11 +260,12 @@ fn main() {
         .unwrap_or(100) as f64;
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
-        "bench-idle: supervisor CPU and RSS over {seconds} s with idle agents (sdk: heartbeat 1 s; http: HTTP liveness 1 s); load {}",
-        load()
+        "bench-idle: supervisor CPU and RSS over {seconds} s with idle agents (sdk: heartbeat 1 s; http: HTTP liveness 1 s); load {}; supervisor {}",
+        load(),
+        std::env::var("IDLE_SUPERVISOR").unwrap_or_else(|_| SUPERVISOR.to_string())
     );
     println!(
-        "  {:>4}  {:>6}  {:>8}  {:>7}  {:>7}  {:>9}  {:>8}  {:>9}  {:>10}  load",
+        "  {:>4}  {:>6}  {:>8}  {:>7}  {:>7}  {:>9}  {:>8}  {:>9}  {:>8}  {:>10}  load",
         "mode",
         "agents",
         "start",
@@ -265,6 +274,7 @@ fn main() {
         "vs target",
         "RSS MiB",
         "vs 25 MB",
+        "anon MiB",
         "sample/100"
     );
     for mode in modes {
@@ -300,7 +310,8 @@ fn measure(
     std::thread::sleep(Duration::from_secs(seconds));
     let used = (cpu_ticks(pid) - before) as f64 / ticks_per_second;
     let cpu_percent = 100.0 * used / window.elapsed().as_secs_f64();
-    let rss = rss_kib(pid) as f64 / 1024.0;
+    let rss = status_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let anon = status_kib(pid, "RssAnon:") as f64 / 1024.0;
     // One resource sample of every agent tree, timed here with the same code the supervisor runs.
     let roots = agent_pids(pid);
     let mut sampler = TreeSampler::new();
@@ -313,7 +324,7 @@ fn measure(
     let per_100 = timer.elapsed() / runs / (roots.len().max(1) as u32) * 100;
     let baseline = *baseline_cpu.get_or_insert(cpu_percent.max(0.001));
     println!(
-        "  {:>4}  {agents:>6}  {:>7.2}s  {cpu_percent:>6.2}%  {:>6.1}x  {:>8.2}x  {rss:>8.1}  {:>8.2}x  {:>7.2} ms  {}{}",
+        "  {:>4}  {agents:>6}  {:>7.2}s  {cpu_percent:>6.2}%  {:>6.1}x  {:>8.2}x  {rss:>8.1}  {:>8.2}x  {anon:>8.1}  {:>7.2} ms  {}{}",
         mode.name(),
         took.as_secs_f64(),
         cpu_percent / baseline,

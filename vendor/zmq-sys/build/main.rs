@@ -1,4 +1,4 @@
-// Vendored from zmq-sys 0.12.0 (MIT/Apache-2.0) with two changes:
+// Vendored from zmq-sys 0.12.0 (MIT/Apache-2.0) with three changes:
 // - libzmq is built with its DRAFT API, for the ZMQ_IN_BATCH_SIZE /
 //   ZMQ_OUT_BATCH_SIZE socket options. The supervisor sets them on its agent
 //   endpoint so each of hundreds of agent connections holds 2 KiB read and
@@ -9,6 +9,10 @@
 //   static library and headers are found (Debian: `libsodium-dev`; or
 //   SODIUM_LIB_DIR + SODIUM_INCLUDE_DIR). Without them libzmq builds as
 //   before and the peer link refuses to start, saying so.
+// - libzmq's compile-time config.hpp is replaced by build/zmq_config.hpp
+//   (force-included), whose message pipes allocate 16 messages at a time
+//   instead of 256: 1 KiB chunks instead of 16 KiB, of which every pipe that
+//   keeps receiving ends up with two resident (see that file).
 pub fn configure() {
     println!("cargo:rerun-if-changed=build/main.rs");
     println!("cargo:rerun-if-env-changed=PROFILE");
@@ -18,9 +22,17 @@ pub fn configure() {
     // audited nor is ready for production](https://github.com/zeromq/libzmq/issues/3006),
     // we link against `libsodium` to enable `ZMQ_CURVE`.
     // libzmq's C++ warnings are not ours to fix; keep build output quiet.
-    if std::env::var_os("CXXFLAGS").is_none() {
-        std::env::set_var("CXXFLAGS", "-w");
-    }
+    println!("cargo:rerun-if-changed=build/zmq_config.hpp");
+    println!("cargo:rerun-if-env-changed=CXXFLAGS");
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/zmq_config.hpp");
+    let given = std::env::var("CXXFLAGS").unwrap_or_else(|_| "-w".to_string());
+    // cc splits CXXFLAGS at whitespace: a path with a space would break it.
+    assert!(
+        !config.display().to_string().contains(char::is_whitespace),
+        "zmq-sys: the path of build/zmq_config.hpp must not contain whitespace: {}",
+        config.display()
+    );
+    std::env::set_var("CXXFLAGS", format!("{given} -include {}", config.display()));
     println!("cargo:rerun-if-env-changed=SODIUM_LIB_DIR");
     println!("cargo:rerun-if-env-changed=SODIUM_INCLUDE_DIR");
     let sodium = libsodium();
