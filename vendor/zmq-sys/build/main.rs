@@ -24,15 +24,21 @@ pub fn configure() {
     // libzmq's C++ warnings are not ours to fix; keep build output quiet.
     println!("cargo:rerun-if-changed=build/zmq_config.hpp");
     println!("cargo:rerun-if-env-changed=CXXFLAGS");
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/zmq_config.hpp");
+    println!("cargo:rerun-if-env-changed=CPATH");
     let given = std::env::var("CXXFLAGS").unwrap_or_else(|_| "-w".to_string());
-    // cc splits CXXFLAGS at whitespace: a path with a space would break it.
-    assert!(
-        !config.display().to_string().contains(char::is_whitespace),
-        "zmq-sys: the path of build/zmq_config.hpp must not contain whitespace: {}",
-        config.display()
+    // cc splits CXXFLAGS at whitespace, so the file goes there by name only
+    // and its directory by CPATH (searched like -I; a clone path with a
+    // space in it stays whole).
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build");
+    let mut search = vec![directory];
+    if let Some(existing) = std::env::var_os("CPATH") {
+        search.extend(std::env::split_paths(&existing));
+    }
+    std::env::set_var(
+        "CPATH",
+        std::env::join_paths(search).expect("zmq-sys: the build directory's path holds a ':'"),
     );
-    std::env::set_var("CXXFLAGS", format!("{given} -include {}", config.display()));
+    std::env::set_var("CXXFLAGS", format!("{given} -include zmq_config.hpp"));
     println!("cargo:rerun-if-env-changed=SODIUM_LIB_DIR");
     println!("cargo:rerun-if-env-changed=SODIUM_INCLUDE_DIR");
     let sodium = libsodium();
