@@ -749,8 +749,7 @@ impl Link {
             let _ = request.reply.send(Ok(Vec::new()));
             return;
         }
-        let id = self.next_command;
-        self.next_command += 1;
+        let id = self.next_id();
         self.waiting.insert(id, request.reply);
         self.queue_to(
             &request.peer,
@@ -761,6 +760,14 @@ impl Link {
                 with_dependents: request.with_dependents,
             },
         );
+    }
+
+    /// The number of the next command or log read sent to a peer (their
+    /// answers come back by it).
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_command;
+        self.next_command += 1;
+        id
     }
 
     /// A `logs` read for a peer's agents: sent now, or refused while the
@@ -782,8 +789,7 @@ impl Link {
                 .send(Err(format!("host `{}` is {state}", request.peer)));
             return;
         }
-        let id = self.next_command;
-        self.next_command += 1;
+        let id = self.next_id();
         self.waiting_logs.insert(id, request.reply);
         self.queue_to(
             &request.peer,

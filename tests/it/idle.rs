@@ -34,12 +34,11 @@ fn require_pyzmq() {
 
 /// A `shell: true` command recording its start, then running the idle agent.
 fn agent_command(fixture: &Fixture, name: &str, args: &str) -> String {
-    let record = fixture.record.display();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/python/tests/agents/idle_agent.py"
     );
-    format!(r#"echo start {name} $$(date +%s%N) $$$$ >> "{record}"; exec python3 {script} {args}"#)
+    recorded(fixture, name, &format!("python3 {script}"), args)
 }
 
 fn state(status: &serde_json::Value, name: &str) -> String {

@@ -33,6 +33,21 @@ const FAULTY: &str = env!("CARGO_BIN_EXE_agent-faulty");
 const NAMESPACE: &str = "agents";
 const IMAGE: &str = "registry.example/agents:1";
 
+/// `text` as `m.yaml` in a new temporary directory (removed with it).
+fn manifest_in_temp(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(&manifest, text).expect("write");
+    (dir, manifest)
+}
+
+/// `supervisor export kubernetes --config CONFIG ARGS...`, 30 s at most.
+fn export_cli(config: &str, args: &[&str]) -> common::CliOutput {
+    let mut all = vec!["export", "kubernetes", "--config", config];
+    all.extend_from_slice(args);
+    cli(&all, Duration::from_secs(30))
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -278,12 +293,9 @@ fn semantic_problems(manifest: &Manifest, objects: &[Value]) -> Vec<String> {
 
 /// `export kubernetes --format json` of config/startup.yaml, parsed.
 fn startup_objects() -> Vec<Value> {
-    let output = cli(
+    let output = export_cli(
+        "config/startup.yaml",
         &[
-            "export",
-            "kubernetes",
-            "--config",
-            "config/startup.yaml",
             "--image",
             IMAGE,
             "--namespace",
@@ -291,7 +303,6 @@ fn startup_objects() -> Vec<Value> {
             "--format",
             "json",
         ],
-        Duration::from_secs(30),
     );
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     let list: Value = serde_json::from_str(&output.stdout).expect("JSON output");
@@ -300,18 +311,9 @@ fn startup_objects() -> Vec<Value> {
 
 #[test]
 fn startup_export_matches_the_golden_file() {
-    let output = cli(
-        &[
-            "export",
-            "kubernetes",
-            "--config",
-            "config/startup.yaml",
-            "--image",
-            IMAGE,
-            "--namespace",
-            NAMESPACE,
-        ],
-        Duration::from_secs(30),
+    let output = export_cli(
+        "config/startup.yaml",
+        &["--image", IMAGE, "--namespace", NAMESPACE],
     );
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     let golden = repo().join("tests/fixtures/kubernetes/startup.yaml");
@@ -466,18 +468,11 @@ fn in_pod_manifest_loads_and_names_dependencies_by_service() {
 
 #[test]
 fn missing_image_is_a_located_error_and_unmapped_fields_are_warned() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("m.yaml");
-    std::fs::write(
-        &manifest,
+    let (dir, manifest) = manifest_in_temp(
         "version: 1\nstrategy: one_for_all\nagents:\n  ModelOpsCoordinator:\n    command: [\"sleep\", \"60\"]\n    port: 7211\n    restart: { policy: always, backoff: { initial: 1s, max: 1m, multiplier: 3 }, max_restarts: 2, within: 10s }\n    on_error: { rate: { count: 5, within: 10s } }\n    limits: { memory_mb: 256 }\n  worker:\n    command: [\"sleep\", \"60\"]\n    dependencies: [ModelOpsCoordinator]\n",
-    )
-    .expect("write");
-    let path = manifest.to_str().expect("utf-8");
-    let output = cli(
-        &["export", "kubernetes", "--config", path],
-        Duration::from_secs(30),
     );
+    let path = manifest.to_str().expect("utf-8");
+    let output = export_cli(path, &[]);
     assert_eq!(output.code, Some(1), "{}", output.stderr);
     assert!(
         output.stderr.contains(&format!(
@@ -489,12 +484,9 @@ fn missing_image_is_a_located_error_and_unmapped_fields_are_warned() {
     assert!(output.stdout.is_empty(), "{}", output.stdout);
 
     let out = dir.path().join("out");
-    let output = cli(
+    let output = export_cli(
+        path,
         &[
-            "export",
-            "kubernetes",
-            "--config",
-            path,
             "--image",
             "worker=example/worker:2",
             "--image",
@@ -502,7 +494,6 @@ fn missing_image_is_a_located_error_and_unmapped_fields_are_warned() {
             "--out",
             out.to_str().expect("utf-8"),
         ],
-        Duration::from_secs(30),
     );
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     for field in [
@@ -866,19 +857,12 @@ fn wait_for_times_out_naming_the_target() {
 /// over it and it wins over `--image IMAGE`. A bad value is a located error.
 #[test]
 fn the_image_field_comes_before_the_default_image() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("m.yaml");
-    std::fs::write(
-        &manifest,
+    let (dir, manifest) = manifest_in_temp(
         "version: 1\nagents:\n  own:\n    command: [\"sleep\", \"60\"]\n    image: example/own:1\n  plain:\n    command: [\"sleep\", \"60\"]\n  pinned:\n    command: [\"sleep\", \"60\"]\n    image: example/pinned:1\n",
-    )
-    .expect("write");
+    );
     let path = manifest.to_str().expect("utf-8");
     // Without `--image`, only the agent without `image:` is a problem.
-    let output = cli(
-        &["export", "kubernetes", "--config", path],
-        Duration::from_secs(30),
-    );
+    let output = export_cli(path, &[]);
     assert_eq!(output.code, Some(1), "{}", output.stderr);
     assert!(
         output
@@ -895,12 +879,9 @@ fn the_image_field_comes_before_the_default_image() {
     );
 
     let out = dir.path().join("out");
-    let output = cli(
+    let output = export_cli(
+        path,
         &[
-            "export",
-            "kubernetes",
-            "--config",
-            path,
             "--image",
             "pinned=override/pinned:9",
             "--image",
@@ -908,7 +889,6 @@ fn the_image_field_comes_before_the_default_image() {
             "--out",
             out.to_str().expect("utf-8"),
         ],
-        Duration::from_secs(30),
     );
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     for (agent, image) in [
@@ -1106,27 +1086,14 @@ fn wait_for_zmq_returns_once_the_legacy_health_reply_says_ready() {
 /// StatefulSet whose pods are the instances.
 #[test]
 fn replicas_become_the_deployments_replicas() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("m.yaml");
-    std::fs::write(
-        &manifest,
+    let (dir, manifest) = manifest_in_temp(
         "version: 1\nagents:\n  worker:\n    command: [\"sleep\", \"60\"]\n    replicas: 3\n    min_ready: 2\n  sharded:\n    command: [\"sleep\", \"60\"]\n    port: 7400+\n    replicas: 2\n",
-    )
-    .expect("write");
+    );
     let path = manifest.to_str().expect("utf-8");
     let out = dir.path().join("out");
-    let output = cli(
-        &[
-            "export",
-            "kubernetes",
-            "--config",
-            path,
-            "--image",
-            IMAGE,
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        Duration::from_secs(30),
+    let output = export_cli(
+        path,
+        &["--image", IMAGE, "--out", out.to_str().expect("utf-8")],
     );
     assert_eq!(output.code, Some(0), "{}", output.stderr);
     let worker = std::fs::read_to_string(out.join("deployment-worker.yaml")).expect("file");
