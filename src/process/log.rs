@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::os::fd::OwnedFd;
 
 use tokio::net::unix::pipe;
-use tokio::process::{ChildStderr, ChildStdout};
 
 use super::SpawnSpec;
 pub use crate::files::{LogTarget, RotatingFile, rotated_path};
@@ -268,8 +267,8 @@ impl Tail {
 /// and the console queue, and keeping the last line of each in `tail`.
 /// Returns when both reached end of file.
 pub(super) fn pump(
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     spec: &SpawnSpec,
     tail: std::sync::Arc<std::sync::Mutex<Tail>>,
 ) -> impl std::future::Future<Output = ()> + use<> {
@@ -279,8 +278,8 @@ pub(super) fn pump(
         .as_ref()
         .map(|console| prefix(&spec.name, console));
     async move {
-        let mut out = stdout.and_then(|stream| LineReader::new(stream.into_owned_fd()));
-        let mut err = stderr.and_then(|stream| LineReader::new(stream.into_owned_fd()));
+        let mut out = stdout.and_then(LineReader::new);
+        let mut err = stderr.and_then(LineReader::new);
         // The console copy of one read, handed to the console queue whole:
         // never a write to the console here (see `super::console`).
         let mut batch: Vec<u8> = Vec::new();
@@ -350,8 +349,8 @@ struct LineReader {
 
 impl LineReader {
     /// `None` when the stream cannot be watched (it is then not read, as if closed).
-    fn new(fd: std::io::Result<OwnedFd>) -> Option<LineReader> {
-        let pipe = fd.and_then(pipe::Receiver::from_owned_fd);
+    fn new(fd: OwnedFd) -> Option<LineReader> {
+        let pipe = pipe::Receiver::from_owned_fd(fd);
         match pipe {
             Ok(pipe) => Some(LineReader {
                 pipe,

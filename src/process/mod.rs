@@ -20,7 +20,16 @@
 //! forked the child exits, and blocking-pool threads idle out (see
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
 //! process group is killed so no grandchild is left behind.
+//!
+//! With cgroup containment a child is cloned straight into its cgroup
+//! ([`clone3`]: no migration, which costs ~10 ms per spawn in the kernel,
+//! and the spawner thread does not wait for the exec). With the marker, on
+//! kernels without `CLONE_INTO_CGROUP`, or with `SUPERVISOR_SPAWN=fork`
+//! ([`SPAWN_VARIABLE`]), it is forked by `tokio::process::Command` and joins
+//! its cgroup between fork and exec ([`tree::Joiner`]). Which one is used is
+//! logged at debug level.
 
+pub mod clone3;
 pub mod console;
 pub mod keeper;
 pub mod log;
@@ -28,8 +37,10 @@ pub mod ports;
 pub mod sample;
 pub mod tree;
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -170,6 +181,36 @@ pub trait Spawner: Send + 'static {
     fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError>;
 }
 
+/// Chooses how children are started: unset or `clone3` clones them into
+/// their cgroup where the kernel can; `fork` always uses fork, join and
+/// exec (to compare, or to work around a kernel problem).
+pub const SPAWN_VARIABLE: &str = "SUPERVISOR_SPAWN";
+
+/// How a spawner starts children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnMethod {
+    /// `clone3(CLONE_INTO_CGROUP)` for cgroup trees, falling back to
+    /// [`SpawnMethod::Fork`] when the kernel cannot (and for marker trees).
+    Clone3,
+    /// `tokio::process::Command`; the child joins its cgroup itself.
+    Fork,
+}
+
+impl SpawnMethod {
+    /// From [`SPAWN_VARIABLE`]: `fork` is [`SpawnMethod::Fork`], anything
+    /// else [`SpawnMethod::Clone3`].
+    pub fn from_environment() -> SpawnMethod {
+        match std::env::var(SPAWN_VARIABLE).as_deref() {
+            Ok("fork") => SpawnMethod::Fork,
+            _ => SpawnMethod::Clone3,
+        }
+    }
+}
+
+/// Set once `clone3` said it cannot clone into a cgroup on this kernel:
+/// every later spawn goes straight to the fallback.
+static CLONE3_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
 /// A request for the spawner thread.
 struct Request {
     /// What to start.
@@ -205,6 +246,8 @@ struct ThreadContext {
     keeper: Option<keeper::KeeperLink>,
     /// Shared with the spawner: where each child's tree is made.
     containment: std::sync::Arc<tree::Containment>,
+    /// How children are started.
+    method: SpawnMethod,
 }
 
 impl ProcessSpawner {
@@ -221,14 +264,24 @@ impl ProcessSpawner {
     pub fn start_with_keeper(
         keeper: Option<keeper::KeeperLink>,
     ) -> Result<ProcessSpawner, SpawnError> {
+        ProcessSpawner::start_with(keeper, SpawnMethod::from_environment())
+    }
+
+    /// Like [`ProcessSpawner::start_with_keeper`], starting children by
+    /// `method` whatever [`SPAWN_VARIABLE`] says.
+    pub fn start_with(
+        keeper: Option<keeper::KeeperLink>,
+        method: SpawnMethod,
+    ) -> Result<ProcessSpawner, SpawnError> {
         let containment = std::sync::Arc::new(tree::Containment::detect());
-        tracing::debug!(containment = %containment.describe(), "agent process trees");
+        tracing::debug!(containment = %containment.describe(), ?method, "agent process trees");
         if let Some(keeper) = &keeper {
             keeper.send(keeper::GroupChanged::Contained((*containment).clone()));
         }
         let context = ThreadContext {
             keeper,
             containment: containment.clone(),
+            method,
         };
         let mut spawner = ProcessSpawner {
             requests: Vec::new(),
@@ -345,7 +398,7 @@ async fn run_spawner(mut requests: mpsc::UnboundedReceiver<Request>, context: Th
         // A panic here must not end the thread (its other children would
         // lose their reaper): it becomes this run's spawn failure.
         let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            start(&spec, &context.containment)
+            start(&spec, &context.containment, context.method)
         }));
         match started {
             Ok(Ok((child, tree))) => {
@@ -482,12 +535,18 @@ impl Drop for GroupGuard {
 /// `abandoned` fires (the spawner is going away with the child still
 /// running) the group is SIGKILLed instead of waited for.
 async fn supervise_child(
-    mut child: tokio::process::Child,
+    mut child: Child,
     spec: SpawnSpec,
     mut report: RunReport,
     mut guard: GroupGuard,
     abandoned: tokio_util::sync::CancellationToken,
 ) {
+    if let Err(error) = child.exec_result(&spec).await {
+        report.send(ProcessEvent::SpawnFailed {
+            error: error.to_string(),
+        });
+        return;
+    }
     let Some(pid) = child.id() else {
         report.send(ProcessEvent::SpawnFailed {
             error: "the child exited before it got a pid".into(),
@@ -501,12 +560,8 @@ async fn supervise_child(
     report.send_ref(ProcessEvent::Spawned { pid });
     // Drained concurrently with the wait, so a chatty child never blocks on a full pipe.
     let tail = std::sync::Arc::new(std::sync::Mutex::new(log::Tail::default()));
-    let mut output = tokio::spawn(log::pump(
-        child.stdout.take(),
-        child.stderr.take(),
-        &spec,
-        tail.clone(),
-    ));
+    let (stdout, stderr) = child.take_output();
+    let mut output = tokio::spawn(log::pump(stdout, stderr, &spec, tail.clone()));
     let status = tokio::select! {
         status = child.wait() => status,
         () = abandoned.cancelled() => {
@@ -515,10 +570,7 @@ async fn supervise_child(
         }
     };
     drop(guard);
-    let termination = match status {
-        Ok(status) => Termination::from(status),
-        Err(_) => Termination::Code(-1),
-    };
+    let termination = status.unwrap_or(Termination::Code(-1));
     // Its last words: what is still in the pipes comes within moments (the
     // group is dead); a grandchild holding them open costs at most 50 ms.
     let drained = tokio::time::timeout(std::time::Duration::from_millis(50), &mut output)
@@ -539,12 +591,84 @@ async fn supervise_child(
     }
 }
 
-/// Forks and execs one child with its own process group and PDEATHSIG, in
-/// its agent's tree (returned).
+/// A started child, by either method.
+enum Child {
+    /// Forked by `tokio::process::Command` (it has exec'd already).
+    Forked(tokio::process::Child),
+    /// Cloned into its cgroup; whether it exec'd is read by
+    /// [`Child::exec_result`].
+    Cloned(clone3::Child),
+}
+
+impl Child {
+    /// Waits until the child exec'd; an error names the agent and program
+    /// (the child is reaped then).
+    async fn exec_result(&mut self, spec: &SpawnSpec) -> Result<(), SpawnError> {
+        match self {
+            Child::Forked(_) => Ok(()),
+            Child::Cloned(child) => {
+                child
+                    .exec_result(spec.cwd.as_deref())
+                    .await
+                    .map_err(|source| SpawnError::Start {
+                        agent: spec.name.clone(),
+                        program: program(spec).to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Its pid; `None` once a forked child was reaped.
+    fn id(&self) -> Option<u32> {
+        match self {
+            Child::Forked(child) => child.id(),
+            Child::Cloned(child) => Some(child.id()),
+        }
+    }
+
+    /// The read ends of its stdout and stderr, for the pump.
+    fn take_output(&mut self) -> (Option<OwnedFd>, Option<OwnedFd>) {
+        /// A tokio pipe end as a plain fd; one that cannot be is not read.
+        fn owned(stream: Option<std::io::Result<OwnedFd>>) -> Option<OwnedFd> {
+            stream?
+                .inspect_err(|error| tracing::warn!(%error, "cannot read agent output"))
+                .ok()
+        }
+        match self {
+            Child::Forked(child) => (
+                owned(child.stdout.take().map(|stream| stream.into_owned_fd())),
+                owned(child.stderr.take().map(|stream| stream.into_owned_fd())),
+            ),
+            Child::Cloned(child) => (child.stdout.take(), child.stderr.take()),
+        }
+    }
+
+    /// Waits for it to exit and reaps it.
+    async fn wait(&mut self) -> std::io::Result<Termination> {
+        match self {
+            Child::Forked(child) => child.wait().await.map(Termination::from),
+            Child::Cloned(child) => child.wait().await,
+        }
+    }
+}
+
+/// The program that is exec'd: `sh` in shell mode, else `argv[0]`.
+fn program(spec: &SpawnSpec) -> &str {
+    match spec.shell {
+        true => "sh",
+        false => spec.argv.first().map(String::as_str).unwrap_or_default(),
+    }
+}
+
+/// Starts one child with its own process group and PDEATHSIG, in its
+/// agent's tree (returned): cloned into its cgroup when `method` and the
+/// kernel allow, else forked.
 fn start(
     spec: &SpawnSpec,
     containment: &tree::Containment,
-) -> Result<(tokio::process::Child, tree::Tree), SpawnError> {
+    method: SpawnMethod,
+) -> Result<(Child, tree::Tree), SpawnError> {
     // Validation rejects an empty command; a spawner must not trust that.
     let Some((first, rest)) = spec
         .argv
@@ -557,7 +681,35 @@ fn start(
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty"),
         });
     };
-    let program = if spec.shell { "sh" } else { first.as_str() };
+    let program = program(spec);
+    let tree = containment.tree(&spec.name);
+    if method == SpawnMethod::Clone3
+        && let Some(cgroup) = tree.cgroup()
+        && !CLONE3_UNSUPPORTED.load(Ordering::Relaxed)
+    {
+        let failed = |source| SpawnError::Start {
+            agent: spec.name.clone(),
+            program: program.to_string(),
+            source,
+        };
+        let argv: Vec<String> = match spec.shell {
+            true => vec!["sh".into(), "-c".into(), first.clone()],
+            false => spec.argv.clone(),
+        };
+        let prepared = clone3::Prepared::new(&argv, &spec.env, spec.cwd.as_deref())
+            .map_err(failed)?;
+        match clone3::spawn(&prepared, cgroup) {
+            Ok(child) => {
+                tracing::debug!(agent = %spec.name, pid = child.id(), "spawned by clone3 into its cgroup");
+                return Ok((Child::Cloned(child), tree));
+            }
+            Err(clone3::Error::Failed(source)) => return Err(failed(source)),
+            Err(clone3::Error::Unsupported(error)) => {
+                CLONE3_UNSUPPORTED.store(true, Ordering::Relaxed);
+                tracing::debug!(%error, "clone3 cannot clone into a cgroup here; forking and joining instead");
+            }
+        }
+    }
     let mut command = tokio::process::Command::new(program);
     if spec.shell {
         command.arg("-c").arg(first);
@@ -574,7 +726,6 @@ fn start(
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
-    let tree = containment.tree(&spec.name);
     if let Some((key, value)) = tree.environment() {
         command.env(key, value);
     }
@@ -598,7 +749,8 @@ fn start(
         program: program.to_string(),
         source,
     })?;
-    Ok((child, tree))
+    tracing::debug!(agent = %spec.name, pid = child.id(), "spawned by fork");
+    Ok((Child::Forked(child), tree))
 }
 
 #[cfg(test)]
@@ -634,45 +786,188 @@ mod tests {
         }
     }
 
+    /// Both ways of starting a child; most tests below run on each.
+    const METHODS: [SpawnMethod; 2] = [SpawnMethod::Clone3, SpawnMethod::Fork];
+
+    /// Runs `spec` on a spawner using `method` until it exited; returns its
+    /// events and the spawner's containment.
+    fn run(method: SpawnMethod, spec: SpawnSpec) -> (Vec<ProcessEvent>, tree::Containment) {
+        let mut spawner = ProcessSpawner::start_with(None, method).unwrap();
+        let containment = (*spawner.containment).clone();
+        let (report, events) = collect();
+        spawner.spawn(spec, report);
+        let mut seen = wait_for(&events, 1);
+        if matches!(seen[0], ProcessEvent::Spawned { .. }) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !seen
+                .iter()
+                .any(|event| matches!(event, ProcessEvent::Exited { .. }))
+            {
+                assert!(std::time::Instant::now() < deadline, "{seen:?}");
+                std::thread::sleep(Duration::from_millis(10));
+                seen = events.lock().unwrap().clone();
+            }
+        }
+        (seen, containment)
+    }
+
     #[test]
     fn a_child_is_spawned_reaped_and_reports_its_code() {
-        let mut spawner = ProcessSpawner::start().unwrap();
-        let (report, events) = collect();
-        spawner.spawn(
-            SpawnSpec {
-                name: "t".into(),
-                argv: vec!["exit 7".into()],
-                shell: true,
-                ..Default::default()
-            },
-            report,
-        );
-        let seen = wait_for(&events, 2);
-        assert!(matches!(seen[0], ProcessEvent::Spawned { .. }));
-        assert_eq!(
-            seen[1],
-            ProcessEvent::Exited {
-                termination: Termination::Code(7)
-            }
-        );
+        for method in METHODS {
+            let (seen, _) = run(
+                method,
+                SpawnSpec {
+                    name: "t".into(),
+                    argv: vec!["exit 7".into()],
+                    shell: true,
+                    ..Default::default()
+                },
+            );
+            assert!(matches!(seen[0], ProcessEvent::Spawned { .. }), "{method:?}");
+            assert_eq!(
+                seen[1],
+                ProcessEvent::Exited {
+                    termination: Termination::Code(7)
+                },
+                "{method:?}"
+            );
+        }
     }
 
     #[test]
     fn a_missing_program_is_a_spawn_failure() {
-        let mut spawner = ProcessSpawner::start().unwrap();
-        let (report, events) = collect();
-        spawner.spawn(
-            SpawnSpec {
-                name: "t".into(),
-                argv: vec!["/nonexistent/x".into()],
-                ..Default::default()
-            },
-            report,
-        );
-        let seen = wait_for(&events, 1);
-        assert!(
-            matches!(&seen[0], ProcessEvent::SpawnFailed { error } if error.contains("/nonexistent/x"))
-        );
+        for method in METHODS {
+            let (seen, _) = run(
+                method,
+                SpawnSpec {
+                    name: "t".into(),
+                    argv: vec!["/nonexistent/x".into()],
+                    ..Default::default()
+                },
+            );
+            assert!(
+                matches!(&seen[..], [ProcessEvent::SpawnFailed { error }] if error.contains("/nonexistent/x") && error.contains("No such file")),
+                "{method:?}: {seen:?}"
+            );
+            let (seen, _) = run(
+                method,
+                SpawnSpec {
+                    name: "t".into(),
+                    argv: vec!["no-such-program-anywhere".into()],
+                    ..Default::default()
+                },
+            );
+            assert!(
+                matches!(&seen[..], [ProcessEvent::SpawnFailed { error }] if error.contains("no-such-program-anywhere")),
+                "{method:?}: {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_working_directory_is_a_spawn_failure() {
+        for method in METHODS {
+            let (seen, containment) = run(
+                method,
+                SpawnSpec {
+                    name: "t".into(),
+                    argv: vec!["true".into()],
+                    cwd: Some("/nonexistent/dir".into()),
+                    ..Default::default()
+                },
+            );
+            let [ProcessEvent::SpawnFailed { error }] = &seen[..] else {
+                panic!("{method:?}: {seen:?}");
+            };
+            assert!(error.contains("`t` (true)"), "{error}");
+            // Cloned children say which step failed.
+            if method == SpawnMethod::Clone3 && matches!(containment, tree::Containment::Cgroup { .. })
+            {
+                assert!(error.contains("directory /nonexistent/dir"), "{error}");
+            }
+        }
+    }
+
+    /// Group, stdin, environment, working directory, PATH search with the
+    /// child's PATH, signal mask and SIGPIPE, output to the log, and the
+    /// cgroup the exec'd program finds itself in: the same both ways.
+    #[test]
+    fn a_child_gets_the_same_start_both_ways() {
+        let directory = tempfile::tempdir().unwrap();
+        let bin = directory.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let script = bin.join("report");
+        // No `#!`: execve refuses it (ENOEXEC) and it runs through /bin/sh.
+        std::fs::write(
+            &script,
+            "echo \"pgid $(cut -d' ' -f5 /proc/$$/stat) pid $$\"\n\
+             echo \"stdin $(readlink /proc/$$/fd/0)\"\n\
+             echo \"value $ADDED_VALUE\"\n\
+             echo \"cwd $(pwd)\"\n\
+             grep -E '^(SigBlk|SigIgn)' /proc/$$/status\n\
+             echo 'to stderr' >&2\n\
+             exec cat /proc/self/cgroup\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for method in METHODS {
+            let log = directory.path().join(format!("{method:?}.log"));
+            let (seen, containment) = run(
+                method,
+                SpawnSpec {
+                    name: "same".into(),
+                    argv: vec!["report".into()],
+                    env: vec![
+                        ("ADDED_VALUE".into(), "forty two".into()),
+                        (
+                            "PATH".into(),
+                            format!("{}:/usr/bin:/bin", bin.display()),
+                        ),
+                    ],
+                    cwd: Some(directory.path().to_path_buf()),
+                    log: Some(LogTarget::new(log.clone())),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(
+                seen.last(),
+                Some(&ProcessEvent::Exited {
+                    termination: Termination::Code(0)
+                }),
+                "{method:?}: {seen:?}"
+            );
+            let text = std::fs::read_to_string(&log).unwrap();
+            let has = |wanted: &str| {
+                assert!(
+                    text.lines().any(|line| line.ends_with(wanted)),
+                    "{method:?}: no line ending with {wanted:?} in\n{text}"
+                )
+            };
+            let ProcessEvent::Spawned { pid } = seen[0] else {
+                panic!("{seen:?}")
+            };
+            has(&format!("pgid {pid} pid {pid}"));
+            has("stdin /dev/null");
+            has("value forty two");
+            has(&format!("cwd {}", directory.path().display()));
+            has("SigBlk:\t0000000000000000");
+            // SIGPIPE (13, bit 12) back at its default, whatever else the
+            // test runner's parent ignores.
+            let ignored = text
+                .lines()
+                .find_map(|line| line.split_once("SigIgn:\t"))
+                .and_then(|(_, mask)| u64::from_str_radix(mask.trim(), 16).ok())
+                .expect("a SigIgn line");
+            assert_eq!(ignored & (1 << 12), 0, "{method:?}: SIGPIPE ignored\n{text}");
+            has("to stderr");
+            match containment {
+                tree::Containment::Cgroup { .. } => has("/agent-same"),
+                tree::Containment::Marker { .. } => {
+                    eprintln!("SKIPPED the cgroup check of {method:?}: no cgroup here")
+                }
+            }
+        }
     }
 
     #[test]
@@ -734,7 +1029,13 @@ mod tests {
 
     #[test]
     fn dropping_the_spawner_kills_children_it_was_not_told_to_stop() {
-        let mut spawner = ProcessSpawner::start().unwrap();
+        for method in METHODS {
+            dropping_the_spawner_kills(method);
+        }
+    }
+
+    fn dropping_the_spawner_kills(method: SpawnMethod) {
+        let mut spawner = ProcessSpawner::start_with(None, method).unwrap();
         let (report, events) = collect();
         spawner.spawn(
             SpawnSpec {
@@ -758,7 +1059,13 @@ mod tests {
 
     #[test]
     fn a_signal_reaches_the_group() {
-        let mut spawner = ProcessSpawner::start().unwrap();
+        for method in METHODS {
+            a_signal_reaches_the_group_by(method);
+        }
+    }
+
+    fn a_signal_reaches_the_group_by(method: SpawnMethod) {
+        let mut spawner = ProcessSpawner::start_with(None, method).unwrap();
         let (report, events) = collect();
         spawner.spawn(
             SpawnSpec {

@@ -6,8 +6,10 @@
 //!
 //! - **cgroup v2** (preferred): `<cgroup of the supervisor>/supervisor-<pid>-<n>/agent-<agent>`
 //!   per agent, when the supervisor can create it and move a process into it
-//!   (root, or a delegated subtree). The child joins its cgroup between fork
-//!   and exec, before the agent's code runs, and no process can leave a
+//!   (root, or a delegated subtree). The child is cloned straight into its
+//!   cgroup (`clone3(CLONE_INTO_CGROUP)`, `super::clone3`), or, where the
+//!   kernel cannot, joins it between fork and exec ([`Joiner`]); either way
+//!   before the agent's code runs, and no process can leave a
 //!   cgroup without write access to another one. Killed with `cgroup.kill`
 //!   (Linux 5.14), else by signalling `cgroup.procs` until it is empty. No
 //!   controller is enabled, so the "no internal processes" rule never applies.
@@ -158,6 +160,14 @@ impl Tree {
                 procs: CString::new(path.join("cgroup.procs").as_os_str().as_bytes()).ok(),
             },
             Tree::Marker(_) => Joiner { procs: None },
+        }
+    }
+
+    /// The agent's cgroup directory, for a cgroup tree.
+    pub fn cgroup(&self) -> Option<&Path> {
+        match self {
+            Tree::Cgroup(path) => Some(path),
+            Tree::Marker(_) => None,
         }
     }
 

@@ -38,6 +38,7 @@ mod schema;
 mod sdk;
 mod security;
 mod shutdown;
+mod spawn;
 mod status;
 mod top;
 mod two_hosts;

@@ -1,0 +1,629 @@
+//! Spawning a child straight into its agent's cgroup with
+//! `clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)` (Linux 5.7+).
+//!
+//! Moving a running process into a cgroup (writing `cgroup.procs` between
+//! fork and exec, the [`super::tree::Joiner`] path) takes the kernel's
+//! `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace
+//! period: ~10 ms per spawn on the test machine, serialised across every
+//! spawner thread. A child cloned with `CLONE_INTO_CGROUP` is born in its
+//! cgroup and never migrates. The `CLONE_PIDFD` file descriptor becomes
+//! readable when the child exits (waited on with tokio's `AsyncFd`, reaped
+//! with `waitid(P_PIDFD)`) and signals it without the risk of a reused pid.
+//!
+//! Everything the child needs (argv, envp, the program's path after a
+//! `PATH` search with the child's `PATH`, the working directory, the pipes)
+//! is prepared in the parent before `clone3`; between clone and exec the
+//! child makes only async-signal-safe system calls (see [`child_after_clone`]).
+//! An `exec` failure comes back through a `CLOEXEC` pipe as the errno and
+//! the step that failed, as `std::process::Command` does, and is reported
+//! when the spawner task reads it, so the spawner thread never blocks on a
+//! child's exec.
+//!
+//! Owns: preparing, cloning and reaping one child. Does not own when to
+//! use this path (`super::start` chooses it for cgroup containment and falls
+//! back to `tokio::process::Command` when [`Error::Unsupported`]), the
+//! process group's signals, or the output pump (`super::log`).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use super::Termination;
+
+/// `CLONE_INTO_CGROUP` from `linux/sched.h`: libc 0.2 declares it as a
+/// (deprecated, overflowing) `c_int`; `clone_args.flags` is 64 bits.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of `linux/sched.h`, up to `cgroup`
+/// (`CLONE_ARGS_SIZE_VER2`, 88 bytes). Declared here because libc only
+/// has it for some targets; the layout is the kernel's ABI.
+#[repr(C, align(8))]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// The step of the child between clone and exec that failed, sent with its
+/// errno through the error pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Step {
+    /// `setpgid(0, 0)`.
+    ProcessGroup = 1,
+    /// `prctl(PR_SET_PDEATHSIG)` or the parent died meanwhile.
+    DeathSignal = 2,
+    /// `dup2` of stdin/stdout/stderr.
+    Streams = 3,
+    /// `chdir` to the agent's `cwd`.
+    Directory = 4,
+    /// `execve` itself.
+    Exec = 5,
+}
+
+impl Step {
+    /// The step whose number the child sent.
+    fn from_number(number: u32) -> Option<Step> {
+        [
+            Step::ProcessGroup,
+            Step::DeathSignal,
+            Step::Streams,
+            Step::Directory,
+            Step::Exec,
+        ]
+        .into_iter()
+        .find(|step| *step as u32 == number)
+    }
+}
+
+/// Why a child was not started on this path.
+#[derive(Debug)]
+pub enum Error {
+    /// The kernel cannot clone into a cgroup (`ENOSYS`: no `clone3`;
+    /// `EINVAL`/`E2BIG`: no `CLONE_INTO_CGROUP`; `EOPNOTSUPP`/`EBUSY`: not
+    /// into this cgroup): the caller falls back to fork, join and exec.
+    Unsupported(std::io::Error),
+    /// Starting failed for a reason the fallback would meet too (program
+    /// not found, bad `cwd`, out of processes): the agent's spawn error.
+    Failed(std::io::Error),
+}
+
+/// Everything the child needs, prepared in the parent: nothing is
+/// allocated after `clone3`.
+pub struct Prepared {
+    /// The file to exec: `argv[0]` as given when it holds a `/`, else where
+    /// the `PATH` search found it.
+    path: CString,
+    /// `argv`, with `argv[0]` as given.
+    argv: Vec<CString>,
+    /// `["/bin/sh", path, argv[1..]]`: a file without `#!` that `execve`
+    /// refuses with `ENOEXEC` runs through the shell, as `execvp` does.
+    shell_argv: Vec<CString>,
+    /// `KEY=value` entries: the supervisor's environment with the agent's
+    /// additions applied in order.
+    envp: Vec<CString>,
+    /// The working directory, when the agent has one.
+    cwd: Option<CString>,
+}
+
+impl Prepared {
+    /// Prepares `argv` (never empty) with the supervisor's environment plus
+    /// `env`, to run in `cwd`. Fails naming what is wrong: a NUL byte, a
+    /// program not found on the child's `PATH`.
+    pub fn new(
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: Option<&Path>,
+    ) -> std::io::Result<Prepared> {
+        let mut environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        for (key, value) in env {
+            match environment
+                .iter_mut()
+                .find(|(existing, _)| existing.as_os_str() == OsStr::new(key))
+            {
+                Some(entry) => entry.1 = value.into(),
+                None => environment.push((key.into(), value.into())),
+            }
+        }
+        let child_path = environment
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.clone());
+        let program = argv.first().map(String::as_str).unwrap_or_default();
+        let path = find_program(program, child_path.as_deref(), cwd)?;
+        let argv = argv
+            .iter()
+            .map(|argument| c_string(argument.as_bytes()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let path = c_string(path.as_os_str().as_bytes())?;
+        let mut shell_argv = vec![c_string(b"/bin/sh")?, path.clone()];
+        shell_argv.extend(argv.iter().skip(1).cloned());
+        let envp = environment
+            .into_iter()
+            .map(|(key, value)| {
+                let mut entry = key.into_vec();
+                entry.push(b'=');
+                entry.extend(value.into_vec());
+                c_string(&entry)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let cwd = cwd
+            .map(|cwd| c_string(cwd.as_os_str().as_bytes()))
+            .transpose()?;
+        Ok(Prepared {
+            path,
+            argv,
+            shell_argv,
+            envp,
+            cwd,
+        })
+    }
+}
+
+/// A NUL-terminated copy of `bytes`; an inner NUL is an `InvalidInput` error.
+fn c_string(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "`{}` contains a NUL byte",
+                String::from_utf8_lossy(bytes).replace('\0', "\\0")
+            ),
+        )
+    })
+}
+
+/// Where `execvp` would find `program` with `PATH` = `search` (glibc's
+/// default `/bin:/usr/bin` when unset): `program` itself when it holds a
+/// `/`. Relative entries are relative to `cwd`, where the child will be.
+/// Not found is `ENOENT`; found only without execute permission, `EACCES`.
+fn find_program(
+    program: &str,
+    search: Option<&OsStr>,
+    cwd: Option<&Path>,
+) -> std::io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let search = search.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    let mut denied = false;
+    for directory in std::env::split_paths(search) {
+        // An empty entry is the current directory.
+        let candidate = directory.join(program);
+        let seen_from_here = match (candidate.is_relative(), cwd) {
+            (true, Some(cwd)) => cwd.join(&candidate),
+            _ => candidate.clone(),
+        };
+        let Ok(metadata) = std::fs::metadata(&seen_from_here) else {
+            continue;
+        };
+        if !metadata.is_file() {
+            continue;
+        }
+        if nix::unistd::access(&seen_from_here, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return Ok(candidate);
+        }
+        denied = true;
+    }
+    Err(std::io::Error::from_raw_os_error(if denied {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
+}
+
+/// A child started by [`spawn`]. Dropped before it was reaped, it is
+/// SIGKILLed and reaped (`kill_on_drop`).
+pub struct Child {
+    /// Its pid, also its process group id.
+    pid: u32,
+    /// The `CLONE_PIDFD` descriptor: readable once it exited.
+    pidfd: OwnedFd,
+    /// The read end of its stdout, until taken for the pump.
+    pub stdout: Option<OwnedFd>,
+    /// The read end of its stderr, until taken for the pump.
+    pub stderr: Option<OwnedFd>,
+    /// The read end of the `CLOEXEC` error pipe, until [`Child::exec_result`]
+    /// read it: end of file means the exec happened.
+    exec_errors: Option<OwnedFd>,
+    /// `waitid` collected it: nothing left to kill or reap.
+    reaped: bool,
+}
+
+impl Child {
+    /// Its pid (and process group id).
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until the child has exec'd (`Ok`) or failed before that
+    /// (`Err`: the errno, with the step for a `chdir` failure; the child has
+    /// exited with 127 then and is reaped here).
+    pub async fn exec_result(&mut self, cwd: Option<&Path>) -> std::io::Result<()> {
+        let Some(errors) = self.exec_errors.take() else {
+            return Ok(());
+        };
+        let mut report = [0u8; 8];
+        let mut filled = 0;
+        let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(errors)?;
+        while filled < report.len() {
+            pipe.readable().await?;
+            match pipe.try_read(&mut report[filled..]) {
+                Ok(0) => break,
+                Ok(count) => filled += count,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        // The child wrote its report and exits: collect it.
+        let _ = self.wait().await;
+        let (errno, step) = report.split_at(4);
+        let errno = i32::from_ne_bytes(errno.try_into().expect("4 bytes"));
+        let step = u32::from_ne_bytes(step.try_into().expect("4 bytes"));
+        let error = std::io::Error::from_raw_os_error(errno);
+        Err(match (Step::from_number(step), cwd) {
+            (Some(Step::Directory), Some(cwd)) => std::io::Error::new(
+                error.kind(),
+                format!("cannot change to directory {}: {error}", cwd.display()),
+            ),
+            (Some(Step::DeathSignal), _) => std::io::Error::new(
+                error.kind(),
+                format!("the supervisor exited during spawn or prctl failed: {error}"),
+            ),
+            (Some(Step::ProcessGroup), _) => {
+                std::io::Error::new(error.kind(), format!("setpgid failed: {error}"))
+            }
+            (Some(Step::Streams), _) => std::io::Error::new(
+                error.kind(),
+                format!("cannot set up stdin/stdout/stderr: {error}"),
+            ),
+            _ => error,
+        })
+    }
+
+    /// Waits for the child to exit and reaps it. Cancel safe: nothing is
+    /// lost if the future is dropped before it completes.
+    pub async fn wait(&mut self) -> std::io::Result<Termination> {
+        if self.reaped {
+            return Err(std::io::Error::other("the child was reaped already"));
+        }
+        // SAFETY: the pidfd is owned by `self`, which this borrow keeps
+        // alive and unchanged until `watched` is dropped at the end of the call.
+        let watched = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                self.pidfd.as_raw_fd(),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|error| error.into_parts().1)?;
+        loop {
+            let mut ready = watched.readable().await?;
+            if let Some(termination) = reap(self.pidfd.as_raw_fd(), false)? {
+                self.reaped = true;
+                return Ok(termination);
+            }
+            ready.clear_ready();
+        }
+    }
+
+    /// SIGKILLs the child (not its group) through its pidfd; nothing
+    /// happens once it is reaped.
+    fn kill(&self) {
+        if self.reaped {
+            return;
+        }
+        // SAFETY: a raw system call with a pidfd we own, a signal number and
+        // null info; it reads no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+impl Drop for Child {
+    /// Kill on drop: SIGKILL, then reap; when the child has not exited yet
+    /// (it cannot take long after SIGKILL, but must not block the spawner
+    /// thread), a short-lived thread waits for it.
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.kill();
+        if let Ok(Some(_)) = reap(self.pidfd.as_raw_fd(), false) {
+            return;
+        }
+        let Ok(pidfd) = self.pidfd.try_clone() else {
+            return;
+        };
+        let _ = std::thread::Builder::new()
+            .name("agent-reaper".into())
+            .spawn(move || {
+                let _ = reap(pidfd.as_raw_fd(), true);
+            });
+    }
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED)`, without blocking unless `block`:
+/// `None` when it has not exited yet.
+fn reap(pidfd: RawFd, block: bool) -> std::io::Result<Option<Termination>> {
+    loop {
+        // SAFETY: zeroed siginfo_t is a valid value; waitid writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+        // SAFETY: `info` is a valid, writable siginfo_t; the pidfd is open.
+        let result = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
+        if result < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        // SAFETY: after a successful waitid the pid and status fields of a
+        // SIGCHLD siginfo are set (the pid is 0 when nothing had exited).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => Termination::Code(status),
+            _ => Termination::Signaled(status),
+        }));
+    }
+}
+
+/// A `pipe2(O_CLOEXEC)`: (read end, write end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// Starts `prepared` in its own process group inside the cgroup directory
+/// `cgroup`, with stdin `/dev/null`, stdout and stderr piped, and
+/// PDEATHSIG SIGKILL. Returns once cloned: whether the exec worked comes
+/// from [`Child::exec_result`].
+pub fn spawn(prepared: &Prepared, cgroup: &Path) -> Result<Child, Error> {
+    let failed = Error::Failed;
+    let cgroup_dir = std::fs::File::open(cgroup).map_err(failed)?;
+    let null = std::fs::File::open("/dev/null").map_err(failed)?;
+    let (stdout_read, stdout_write) = pipe().map_err(failed)?;
+    let (stderr_read, stderr_write) = pipe().map_err(failed)?;
+    let (errors_read, errors_write) = pipe().map_err(failed)?;
+    // Raw pointer arrays for execve, NULL-terminated, built before the clone.
+    let argv: Vec<*const libc::c_char> = pointers(&prepared.argv);
+    let shell_argv: Vec<*const libc::c_char> = pointers(&prepared.shell_argv);
+    let envp: Vec<*const libc::c_char> = pointers(&prepared.envp);
+    let child = ChildSetup {
+        parent: std::process::id() as libc::pid_t,
+        null: null.as_raw_fd(),
+        stdout: stdout_write.as_raw_fd(),
+        stderr: stderr_write.as_raw_fd(),
+        errors: errors_write.as_raw_fd(),
+        cwd: prepared.cwd.as_ref().map(|cwd| cwd.as_ptr()),
+        path: prepared.path.as_ptr(),
+        argv: argv.as_ptr(),
+        shell_argv: shell_argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_dir.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `clone3` without CLONE_VM or a stack, i.e. a fork: the child
+    // gets a copy of this address space in which only the calling thread
+    // exists, so locks other threads held (the allocator's, stdio's) may
+    // stay locked forever there. The child therefore runs only
+    // `child_after_clone`, which touches memory prepared above (C strings
+    // and pointer arrays that are only read, fds that stay open until after
+    // the clone) and makes async-signal-safe system calls, then execs or
+    // `_exit`s: it never returns, unwinds, allocates or runs destructors.
+    // `args` and `pidfd` outlive the call; the size passed is the struct's.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: see above; in the child, right after clone3.
+        unsafe { child_after_clone(&child) }
+    }
+    if pid < 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP | libc::EBUSY) => {
+                Error::Unsupported(error)
+            }
+            _ => Error::Failed(error),
+        });
+    }
+    // SAFETY: on success the kernel stored a new pidfd, owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // The child holds its own copies; ours must close so end of file comes.
+    drop((stdout_write, stderr_write, errors_write, null, cgroup_dir));
+    Ok(Child {
+        pid: pid as u32,
+        pidfd,
+        stdout: Some(stdout_read),
+        stderr: Some(stderr_read),
+        exec_errors: Some(errors_read),
+        reaped: false,
+    })
+}
+
+/// `strings` as a NULL-terminated array of pointers into them.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|string| string.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// What the child reads between clone and exec: raw fds and pointers only.
+struct ChildSetup {
+    /// The supervisor's pid, to detect that it died before PDEATHSIG was set.
+    parent: libc::pid_t,
+    /// `/dev/null`, for stdin.
+    null: RawFd,
+    /// The write end of the stdout pipe.
+    stdout: RawFd,
+    /// The write end of the stderr pipe.
+    stderr: RawFd,
+    /// The write end of the `CLOEXEC` error pipe.
+    errors: RawFd,
+    /// The working directory, when there is one.
+    cwd: Option<*const libc::c_char>,
+    /// The file to exec.
+    path: *const libc::c_char,
+    /// NULL-terminated argv.
+    argv: *const *const libc::c_char,
+    /// NULL-terminated argv for the `ENOEXEC` retry through `/bin/sh`.
+    shell_argv: *const *const libc::c_char,
+    /// NULL-terminated envp.
+    envp: *const *const libc::c_char,
+}
+
+/// The child's side, between `clone3` and `execve`: every call here is an
+/// async-signal-safe system call wrapper (sigprocmask, sigaction, setpgid,
+/// prctl, getppid, dup2, chdir, execve, write, _exit) and nothing is
+/// allocated. Never returns.
+///
+/// # Safety
+///
+/// Only in the child right after `clone3`, with `setup`'s pointers valid.
+unsafe fn child_after_clone(setup: &ChildSetup) -> ! {
+    // SAFETY (whole body): raw system calls on fds and C strings prepared
+    // by the parent, which stay valid in this copy of its memory.
+    unsafe {
+        // Like std's spawn: the agent starts with no blocked signal and
+        // SIGPIPE at its default (Rust ignores it in the supervisor).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
+        if libc::setpgid(0, 0) != 0 {
+            fail(setup.errors, Step::ProcessGroup);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            fail(setup.errors, Step::DeathSignal);
+        }
+        // The parent may have died before prctl took effect.
+        if libc::getppid() != setup.parent {
+            *libc::__errno_location() = libc::ESRCH;
+            fail(setup.errors, Step::DeathSignal);
+        }
+        // dup2 clears CLOEXEC on the copies, so 0-2 survive the exec; the
+        // originals (>= 3, std keeps 0-2 open) close on exec.
+        if libc::dup2(setup.null, 0) < 0
+            || libc::dup2(setup.stdout, 1) < 0
+            || libc::dup2(setup.stderr, 2) < 0
+        {
+            fail(setup.errors, Step::Streams);
+        }
+        if let Some(cwd) = setup.cwd
+            && libc::chdir(cwd) != 0
+        {
+            fail(setup.errors, Step::Directory);
+        }
+        libc::execve(setup.path, setup.argv, setup.envp);
+        if *libc::__errno_location() == libc::ENOEXEC {
+            libc::execve(c"/bin/sh".as_ptr(), setup.shell_argv, setup.envp);
+        }
+        fail(setup.errors, Step::Exec)
+    }
+}
+
+/// Sends errno and `step` through the error pipe and exits with 127.
+///
+/// # Safety
+///
+/// Only in the child after `clone3` (it `_exit`s without any cleanup).
+unsafe fn fail(errors: RawFd, step: Step) -> ! {
+    // SAFETY: reads errno, writes 8 bytes from the stack, exits.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let mut report = [0u8; 8];
+        report[..4].copy_from_slice(&errno.to_ne_bytes());
+        report[4..].copy_from_slice(&(step as u32).to_ne_bytes());
+        libc::write(errors, report.as_ptr().cast(), report.len());
+        libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_is_found_on_the_childs_path_not_the_parents() {
+        let directory = tempfile::tempdir().unwrap();
+        let program = directory.path().join("only-here");
+        std::fs::write(&program, "#!/bin/sh\n").unwrap();
+        let search = directory.path().as_os_str();
+        let missing = find_program("only-here", None, None).unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        // Not executable: EACCES, like execvp.
+        let denied = find_program("only-here", Some(search), None).unwrap_err();
+        assert_eq!(denied.raw_os_error(), Some(libc::EACCES));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            find_program("only-here", Some(search), None).unwrap(),
+            program
+        );
+        assert_eq!(
+            find_program("./x/y", Some(search), None).unwrap(),
+            PathBuf::from("./x/y")
+        );
+        // A relative PATH entry is looked up from the child's directory.
+        assert_eq!(
+            find_program("only-here", Some(OsStr::new(".")), Some(directory.path())).unwrap(),
+            PathBuf::from("./only-here")
+        );
+    }
+
+    #[test]
+    fn the_agents_environment_overrides_the_supervisors() {
+        let prepared = Prepared::new(
+            &["sh".into()],
+            &[("PATH".into(), "/usr/bin:/bin".into()), ("X_ADDED".into(), "1".into())],
+            None,
+        )
+        .unwrap();
+        let entries: Vec<&[u8]> = prepared.envp.iter().map(|entry| entry.as_bytes()).collect();
+        assert_eq!(
+            entries.iter().filter(|entry| entry.starts_with(b"PATH=")).count(),
+            1
+        );
+        assert!(entries.contains(&&b"PATH=/usr/bin:/bin"[..]));
+        assert!(entries.contains(&&b"X_ADDED=1"[..]));
+        assert_eq!(prepared.path.as_bytes(), b"/usr/bin/sh");
+    }
+}

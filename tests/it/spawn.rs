@@ -1,0 +1,90 @@
+//! How agents are started (issue 18): with a cgroup per agent the child is
+//! cloned straight into its cgroup (`clone3(CLONE_INTO_CGROUP)`); with
+//! `SUPERVISOR_SPAWN=fork` it is forked and joins the cgroup before exec.
+//! Either way the agent's program is in its cgroup from its first
+//! instruction: here the program is `cat /proc/self/cgroup` itself.
+
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::common::{self, Fixture, Up};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Runs an agent whose program prints its own cgroup, with
+/// `SUPERVISOR_SPAWN=spawn` and debug logs; returns the cgroup line it
+/// printed and the supervisor's output, or `None` (after a visible skip)
+/// when the supervisor could not make a cgroup here.
+fn first_cgroup(test: &str, spawn: &str) -> Option<(String, String)> {
+    let fixture = Fixture::new();
+    let manifest = fixture.manifest(
+        r#"
+version: 1
+agents:
+  first:
+    command: ["cat", "/proc/self/cgroup"]
+    restart: never
+"#,
+    );
+    let mut command = Command::new(common::SUPERVISOR);
+    command
+        .args(["--log", "debug", "up", "--no-watch", "--config"])
+        .arg(&manifest)
+        .env("SUPERVISOR_SPAWN", spawn)
+        .env_remove("SUPERVISOR_CONTAINMENT");
+    let mut up = Up::spawn(command, &fixture.record);
+    up.wait_for_output("containment=", BOUND);
+    if !up.output().contains("containment=cgroup:") {
+        common::corpus::skip(
+            test,
+            "no cgroup v2 for agents here (needs root or a delegated cgroup)",
+        );
+        return None;
+    }
+    up.wait_for_output("0::/", BOUND);
+    let output = up.output();
+    let line = output
+        .lines()
+        .find(|line| line.contains("0::/"))
+        .expect("waited for it")
+        .to_string();
+    up.signal(Signal::SIGTERM);
+    let status = up.wait(BOUND);
+    assert!(status.success(), "{}", up.output());
+    Some((line, up.output()))
+}
+
+#[test]
+fn issue_18_an_agent_is_cloned_into_its_cgroup() {
+    let Some((line, output)) = first_cgroup("issue_18_an_agent_is_cloned_into_its_cgroup", "clone3")
+    else {
+        return;
+    };
+    assert!(
+        line.contains("/supervisor-") && line.ends_with("/agent-first"),
+        "the agent's first read of its cgroup: {line}\n{output}"
+    );
+    assert!(
+        output.contains("spawned by clone3 into its cgroup"),
+        "the clone3 path was not taken:\n{output}"
+    );
+    assert!(!output.contains("forking and joining instead"), "{output}");
+}
+
+#[test]
+fn issue_18_the_fork_fallback_still_joins_the_cgroup_before_exec() {
+    let Some((line, output)) = first_cgroup(
+        "issue_18_the_fork_fallback_still_joins_the_cgroup_before_exec",
+        "fork",
+    ) else {
+        return;
+    };
+    assert!(
+        line.contains("/supervisor-") && line.ends_with("/agent-first"),
+        "the agent's first read of its cgroup: {line}\n{output}"
+    );
+    assert!(output.contains("spawned by fork"), "the fork path was not taken:\n{output}");
+    assert!(!output.contains("spawned by clone3 into its cgroup"), "{output}");
+}
