@@ -613,13 +613,19 @@ mod tests {
     fn the_agents_environment_overrides_the_supervisors() {
         let prepared = Prepared::new(
             &["sh".into()],
-            &[("PATH".into(), "/usr/bin:/bin".into()), ("X_ADDED".into(), "1".into())],
+            &[
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("X_ADDED".into(), "1".into()),
+            ],
             None,
         )
         .unwrap();
         let entries: Vec<&[u8]> = prepared.envp.iter().map(|entry| entry.as_bytes()).collect();
         assert_eq!(
-            entries.iter().filter(|entry| entry.starts_with(b"PATH=")).count(),
+            entries
+                .iter()
+                .filter(|entry| entry.starts_with(b"PATH="))
+                .count(),
             1
         );
         assert!(entries.contains(&&b"PATH=/usr/bin:/bin"[..]));

@@ -43,13 +43,14 @@ agents:
         );
         return None;
     }
-    up.wait_for_output("0::/", BOUND);
+    // The console copy of its output: `first | 0::/...`.
+    up.wait_for_output("| 0::/", BOUND);
     let output = up.output();
     let line = output
         .lines()
-        .find(|line| line.contains("0::/"))
-        .expect("waited for it")
-        .to_string();
+        .find_map(|line| line.split_once("| 0::/"))
+        .map(|(_, path)| format!("0::/{}", path.trim_end()))
+        .expect("waited for it");
     up.signal(Signal::SIGTERM);
     let status = up.wait(BOUND);
     assert!(status.success(), "{}", up.output());
@@ -58,7 +59,8 @@ agents:
 
 #[test]
 fn issue_18_an_agent_is_cloned_into_its_cgroup() {
-    let Some((line, output)) = first_cgroup("issue_18_an_agent_is_cloned_into_its_cgroup", "clone3")
+    let Some((line, output)) =
+        first_cgroup("issue_18_an_agent_is_cloned_into_its_cgroup", "clone3")
     else {
         return;
     };
@@ -85,6 +87,12 @@ fn issue_18_the_fork_fallback_still_joins_the_cgroup_before_exec() {
         line.contains("/supervisor-") && line.ends_with("/agent-first"),
         "the agent's first read of its cgroup: {line}\n{output}"
     );
-    assert!(output.contains("spawned by fork"), "the fork path was not taken:\n{output}");
-    assert!(!output.contains("spawned by clone3 into its cgroup"), "{output}");
+    assert!(
+        output.contains("spawned by fork"),
+        "the fork path was not taken:\n{output}"
+    );
+    assert!(
+        !output.contains("spawned by clone3 into its cgroup"),
+        "{output}"
+    );
 }
