@@ -1,6 +1,7 @@
-//! How agents are started (issue 18): with a cgroup per agent the child is
-//! cloned straight into its cgroup (`clone3(CLONE_INTO_CGROUP)`); with
-//! `SUPERVISOR_SPAWN=fork` it is forked and joins the cgroup before exec.
+//! How agents are started (issue 18): with `SUPERVISOR_SPAWN=clone3` and a
+//! cgroup per agent the child is cloned straight into its cgroup
+//! (`clone3(CLONE_INTO_CGROUP)`); by default (`fork`) it is forked and joins
+//! the cgroup before exec.
 //! Either way the agent's program is in its cgroup from its first
 //! instruction: here the program is `cat /proc/self/cgroup` itself.
 
