@@ -27,7 +27,8 @@
 //!   the in-pod side).
 //! - [`process`]: spawning, signalling and reaping agent processes; each
 //!   agent's tree (a cgroup, else an environment marker) so daemons die with
-//!   it; `clone3.rs`, which clones a child straight into its cgroup; the keeper process that kills agent groups and trees if the
+//!   it; `clone3.rs`, which clones a child straight into its cgroup; the
+//!   keeper process that kills agent groups and trees if the
 //!   supervisor is killed; the bounded console queue for agent output;
 //!   which TCP ports a process tree listens on (`ports.rs`); resource
 //!   sampling of agent process trees (`sample.rs`).

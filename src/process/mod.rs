@@ -21,15 +21,15 @@
 //! `shared/notes/crates.md`). When a child's leader exits, the rest of its
 //! process group is killed so no grandchild is left behind.
 //!
-//! By default a child is forked by `tokio::process::Command` and joins its
-//! cgroup between fork and exec ([`tree::Joiner`]). With
-//! `SUPERVISOR_SPAWN=clone3` ([`SPAWN_VARIABLE`]) and cgroup containment it
-//! is cloned straight into its cgroup instead ([`clone3`]: no migration, and
-//! the spawner thread does not wait for the exec), falling back to the fork
-//! on kernels without `CLONE_INTO_CGROUP`. Not the default yet: it measured
-//! no faster per spawn on the test machine, and a heartbeat-timing test of
-//! the Python SDK failed more often with it under heavy load (issue 18
-//! notes). Which one is used is logged at debug level.
+//! With cgroup containment a child is cloned straight into its cgroup
+//! ([`clone3`]: no migration, and the spawner thread does not wait for the
+//! exec). Moving a process into a cgroup after an idle spell waits for an
+//! RCU grace period in the kernel (about 10 ms here, `cargo bench --bench
+//! spawn`, "spaced"): a cost every hop of a dependency chain would pay. On
+//! kernels without `CLONE_INTO_CGROUP`, with marker containment, or with
+//! `SUPERVISOR_SPAWN=fork` ([`SPAWN_VARIABLE`]), a child is forked by
+//! `tokio::process::Command` and joins its cgroup between fork and exec
+//! ([`tree::Joiner`]). Which one is used is logged at debug level.
 
 pub mod clone3;
 pub mod console;
@@ -183,9 +183,9 @@ pub trait Spawner: Send + 'static {
     fn signal_group(&mut self, pid: u32, signal: Signal) -> Result<(), SpawnError>;
 }
 
-/// Chooses how children are started: `clone3` clones them into their
-/// cgroup where the kernel can; unset or anything else (`fork`) uses fork,
-/// join and exec.
+/// Chooses how children are started: `fork` forks, joins the cgroup and
+/// execs; unset or anything else clones them into their cgroup where the
+/// kernel can.
 pub const SPAWN_VARIABLE: &str = "SUPERVISOR_SPAWN";
 
 /// How a spawner starts children.
@@ -199,12 +199,12 @@ pub enum SpawnMethod {
 }
 
 impl SpawnMethod {
-    /// From [`SPAWN_VARIABLE`]: `clone3` is [`SpawnMethod::Clone3`],
-    /// anything else [`SpawnMethod::Fork`].
+    /// From [`SPAWN_VARIABLE`]: `fork` is [`SpawnMethod::Fork`], anything
+    /// else [`SpawnMethod::Clone3`].
     pub fn from_environment() -> SpawnMethod {
         match std::env::var(SPAWN_VARIABLE).as_deref() {
-            Ok("clone3") => SpawnMethod::Clone3,
-            _ => SpawnMethod::Fork,
+            Ok("fork") => SpawnMethod::Fork,
+            _ => SpawnMethod::Clone3,
         }
     }
 }

@@ -7,8 +7,8 @@
 //! - **cgroup v2** (preferred): `<cgroup of the supervisor>/supervisor-<pid>-<n>/agent-<agent>`
 //!   per agent, when the supervisor can create it and move a process into it
 //!   (root, or a delegated subtree). The child joins its cgroup between fork
-//!   and exec ([`Joiner`]), or, with `SUPERVISOR_SPAWN=clone3`, is cloned
-//!   straight into it (`clone3(CLONE_INTO_CGROUP)`, `super::clone3`); either way
+//!   and exec ([`Joiner`]) or, where the kernel can, is cloned straight into
+//!   it (`clone3(CLONE_INTO_CGROUP)`, `super::clone3`); either way
 //!   before the agent's code runs, and no process can leave a
 //!   cgroup without write access to another one. Killed with `cgroup.kill`
 //!   (Linux 5.14), else by signalling `cgroup.procs` until it is empty. No

@@ -1,7 +1,7 @@
-//! How agents are started (issue 18): with `SUPERVISOR_SPAWN=clone3` and a
-//! cgroup per agent the child is cloned straight into its cgroup
-//! (`clone3(CLONE_INTO_CGROUP)`); by default (`fork`) it is forked and joins
-//! the cgroup before exec.
+//! How agents are started (issue 18): with a cgroup per agent the child is
+//! cloned straight into its cgroup (`clone3(CLONE_INTO_CGROUP)`, the
+//! default); with `SUPERVISOR_SPAWN=fork` it is forked and joins the cgroup
+//! before exec.
 //! Either way the agent's program is in its cgroup from its first
 //! instruction: here the program is `cat /proc/self/cgroup` itself.
 
@@ -15,10 +15,10 @@ use crate::common::{self, Fixture, Up};
 const BOUND: Duration = Duration::from_secs(30);
 
 /// Runs an agent whose program prints its own cgroup, with
-/// `SUPERVISOR_SPAWN=spawn` and debug logs; returns the cgroup line it
+/// `SUPERVISOR_SPAWN=spawn` (unset for `None`) and debug logs; returns the cgroup line it
 /// printed and the supervisor's output, or `None` (after a visible skip)
 /// when the supervisor could not make a cgroup here.
-fn first_cgroup(test: &str, spawn: &str) -> Option<(String, String)> {
+fn first_cgroup(test: &str, spawn: Option<&str>) -> Option<(String, String)> {
     let fixture = Fixture::new();
     let manifest = fixture.manifest(
         r#"
@@ -33,8 +33,11 @@ agents:
     command
         .args(["--log", "debug", "up", "--no-watch", "--config"])
         .arg(&manifest)
-        .env("SUPERVISOR_SPAWN", spawn)
+        .env_remove("SUPERVISOR_SPAWN")
         .env_remove("SUPERVISOR_CONTAINMENT");
+    if let Some(spawn) = spawn {
+        command.env("SUPERVISOR_SPAWN", spawn);
+    }
     let mut up = Up::spawn(command, &fixture.record);
     up.wait_for_output("containment=", BOUND);
     if !up.output().contains("containment=cgroup:") {
@@ -59,10 +62,11 @@ agents:
 }
 
 #[test]
-fn issue_18_an_agent_is_cloned_into_its_cgroup() {
-    let Some((line, output)) =
-        first_cgroup("issue_18_an_agent_is_cloned_into_its_cgroup", "clone3")
-    else {
+fn issue_18_an_agent_is_cloned_into_its_cgroup_by_default() {
+    let Some((line, output)) = first_cgroup(
+        "issue_18_an_agent_is_cloned_into_its_cgroup_by_default",
+        None,
+    ) else {
         return;
     };
     assert!(
@@ -80,7 +84,7 @@ fn issue_18_an_agent_is_cloned_into_its_cgroup() {
 fn issue_18_the_fork_fallback_still_joins_the_cgroup_before_exec() {
     let Some((line, output)) = first_cgroup(
         "issue_18_the_fork_fallback_still_joins_the_cgroup_before_exec",
-        "fork",
+        Some("fork"),
     ) else {
         return;
     };
