@@ -109,9 +109,17 @@ fn listening_ports() -> io::Result<HashSet<u16>> {
 /// The (local port, socket inode) of every listening TCP socket of both
 /// address families, from netlink `sock_diag`.
 pub(crate) fn listening() -> io::Result<Vec<(u16, u64)>> {
+    listening_on(0)
+}
+
+/// Like [`listening`], only the sockets on `port` (0: every port). The
+/// kernel skips the others before describing them, so asking about one
+/// port costs little however many sockets listen (500 agents starting
+/// used to pay a full listing each, issue 18).
+fn listening_on(port: u16) -> io::Result<Vec<(u16, u64)>> {
     let mut found = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
-        found.extend(listening_of(family as u8)?);
+        found.extend(listening_of(family as u8, port)?);
     }
     Ok(found)
 }
@@ -138,9 +146,10 @@ const HEADER_BYTES: usize = 16;
 /// The local port and socket inode of the TCP sockets in LISTEN state of
 /// one address family, by one `SOCK_DIAG_BY_FAMILY` dump request over
 /// netlink (the kernel walks only its listening table, not the thousands
-/// of TIME_WAIT rows that `/proc/net/tcp` lists after many probes). Fails
-/// when netlink is not available (then `/proc/net/tcp*` is read instead).
-fn listening_of(family: u8) -> io::Result<Vec<(u16, u64)>> {
+/// of TIME_WAIT rows that `/proc/net/tcp` lists after many probes), on
+/// `port` only unless it is 0. Fails when netlink is not available (then
+/// `/proc/net/tcp*` is read instead).
+fn listening_of(family: u8, port: u16) -> io::Result<Vec<(u16, u64)>> {
     use nix::sys::socket::{
         AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
         setsockopt, socket, sockopt,
@@ -160,7 +169,8 @@ fn listening_of(family: u8) -> io::Result<Vec<(u16, u64)>> {
         &nix::sys::time::TimeVal::new(1, 0),
     )?;
     // `struct nlmsghdr` then `struct inet_diag_req_v2`: family, protocol,
-    // extensions, padding, the states wanted, and a zeroed socket id.
+    // extensions, padding, the states wanted, and the socket id: its
+    // source port (big-endian; 0 matches any), the rest zeroed.
     let mut request = Vec::with_capacity(HEADER_BYTES + 56);
     request.extend(((HEADER_BYTES + 56) as u32).to_ne_bytes());
     request.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -169,7 +179,8 @@ fn listening_of(family: u8) -> io::Result<Vec<(u16, u64)>> {
     request.extend(0u32.to_ne_bytes());
     request.extend([family, libc::IPPROTO_TCP as u8, 0, 0]);
     request.extend((1u32 << TCP_LISTEN).to_ne_bytes());
-    request.extend([0u8; 48]);
+    request.extend(port.to_be_bytes());
+    request.extend([0u8; 46]);
     sendto(
         socket.as_raw_fd(),
         &request,
@@ -260,9 +271,10 @@ impl Listeners {
 /// The inodes of the listening sockets on `port`: from netlink `sock_diag`,
 /// else from `/proc/net/tcp{,6}`.
 pub fn listening_sockets(port: u16) -> HashSet<u64> {
-    if let Ok(found) = listening() {
+    if let Ok(found) = listening_on(port) {
         return found
             .into_iter()
+            // The kernel filtered already; an old one may not have.
             .filter(|(listening, _)| *listening == port)
             .map(|(_, inode)| inode)
             .collect();
@@ -497,6 +509,20 @@ garbage line without fields
             "closed listeners are gone"
         );
         assert!(!BoundPorts::read().is_held(v4_port));
+    }
+
+    #[test]
+    fn asking_netlink_about_one_port_returns_only_that_ports_listeners() {
+        let wanted = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = wanted.local_addr().unwrap().port();
+        let found = listening_on(port).expect("netlink sock_diag works on Linux");
+        // The kernel's filter, not ours: nothing else comes back.
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, port);
+        assert!(listening_on(0).unwrap().len() >= 2);
+        drop((wanted, other));
+        assert!(listening_on(port).unwrap().is_empty());
     }
 
     #[test]
