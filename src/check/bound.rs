@@ -151,8 +151,8 @@ const HEADER_BYTES: usize = 16;
 /// `/proc/net/tcp*` is read instead).
 fn listening_of(family: u8, port: u16) -> io::Result<Vec<(u16, u64)>> {
     use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-        setsockopt, socket, sockopt,
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sendto, setsockopt,
+        socket, sockopt,
     };
     use std::os::fd::AsRawFd;
 
@@ -187,10 +187,25 @@ fn listening_of(family: u8, port: u16) -> io::Result<Vec<(u16, u64)>> {
         &NetlinkAddr::new(0, 0),
         MsgFlags::empty(),
     )?;
+    thread_local! {
+        /// One reply buffer per thread, kept: a listing runs every few
+        /// milliseconds while agents start, and a buffer this large would
+        /// otherwise be mapped and unmapped each time (see
+        /// `crate::platform::tune_allocator`).
+        static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+    }
+    BUFFER.with_borrow_mut(|buffer| read_listing(&socket, buffer))
+}
+
+/// Reads the replies of a `sock_diag` dump from `socket` into `buffer`
+/// until its end: each socket's (local port, inode).
+fn read_listing(socket: &std::os::fd::OwnedFd, buffer: &mut [u8]) -> io::Result<Vec<(u16, u64)>> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+
     let mut ports = Vec::new();
-    let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let received = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
+        let received = recv(socket.as_raw_fd(), buffer, MsgFlags::empty())?;
         if received == 0 {
             return Err(io::Error::other(
                 "netlink closed before the end of the dump",

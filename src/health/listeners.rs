@@ -52,6 +52,12 @@ fn watcher() -> Option<&'static Watcher> {
     })
 }
 
+/// Whether sockets can be listed here, so [`listening`] wakes its waiters
+/// (starts the thread if it was not running).
+pub fn available() -> bool {
+    watcher().is_some()
+}
+
 /// Resolves once a socket listens on TCP `port` (either address family):
 /// at once if one does now, else within a tick of one appearing. `false`
 /// at once when sockets cannot be listed here. Dropping the future stops

@@ -71,7 +71,8 @@ fn attempt_timeout(interval: Duration, limit: Duration) -> Duration {
 /// until one attempt
 /// passes (reported once) or `token` is cancelled. A tcp probe of a local
 /// port is also tried again the moment that port listens
-/// (`listeners::listening`), not only at the next scheduled time. The
+/// (`listeners::listening`), and then needs no fast schedule: where the
+/// listener watch works it is probed every interval besides. The
 /// readiness timeout is the lifecycle's deadline, not this task's.
 ///
 /// A tcp or http probe of a local port that connects passes only if the
@@ -89,6 +90,10 @@ pub async fn watch_readiness(
 ) {
     let port = crate::health::local_port(&probe);
     let tcp_port = port.filter(|_| matches!(probe, Probe::Tcp { .. }));
+    // When the listener watch wakes this probe the moment its port listens,
+    // probing fast on a schedule as well only costs refused connects
+    // (thousands while 500 agents start): the interval is enough then.
+    let woken_by_watch = tcp_port.is_some() && super::listeners::available();
     let mut woke = false;
     let mut last_blocked: Option<String> = None;
     tokio::select! {
@@ -101,8 +106,11 @@ pub async fn watch_readiness(
     loop {
         let now = Instant::now();
         let floor = super::schedule::shared_floor(WATCHING.load(Ordering::Relaxed));
-        let delay = super::next_probe_delay(now - first, readiness.interval)
-            .max(floor.min(readiness.interval));
+        let delay = match woken_by_watch {
+            true => readiness.interval,
+            false => super::next_probe_delay(now - first, readiness.interval)
+                .max(floor.min(readiness.interval)),
+        };
         let next = now + delay;
         let result = tokio::select! {
             _ = token.cancelled() => return,

@@ -412,12 +412,13 @@ pub fn spawn(prepared: &Prepared, cgroup: &Path) -> Result<Child, Error> {
     let argv: Vec<*const libc::c_char> = pointers(&prepared.argv);
     let shell_argv: Vec<*const libc::c_char> = pointers(&prepared.shell_argv);
     let envp: Vec<*const libc::c_char> = pointers(&prepared.envp);
-    let child = ChildSetup {
+    let mut child = ChildSetup {
         parent: std::process::id() as libc::pid_t,
         null: null.as_raw_fd(),
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
         errors: errors_write.as_raw_fd(),
+        keep_below: None,
         cwd: prepared.cwd.as_ref().map(|cwd| cwd.as_ptr()),
         path: prepared.path.as_ptr(),
         argv: argv.as_ptr(),
@@ -432,7 +433,7 @@ pub fn spawn(prepared: &Prepared, cgroup: &Path) -> Result<Child, Error> {
         cgroup: cgroup_dir.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    let pid = clone(&mut args, &child);
+    let pid = clone(&mut args, &mut child);
     if pid < 0 {
         let error = std::io::Error::from_raw_os_error(-pid as i32);
         return Err(match error.raw_os_error() {
@@ -461,6 +462,98 @@ pub fn spawn(prepared: &Prepared, cgroup: &Path) -> Result<Child, Error> {
 #[cfg(target_arch = "x86_64")]
 const CHILD_STACK: usize = 64 * 1024;
 
+/// Descriptor numbers a spawner thread keeps for a child's stdout, stderr
+/// and error pipe while it is cloned; in between they hold `/dev/null`
+/// (close-on-exec), like `null`, which is the child's stdin. They are low
+/// numbers (from 10 up, taken when the thread first spawns), so the child
+/// can take a descriptor table of its own holding only the descriptors
+/// below them and the slots, instead of a copy of the whole table that
+/// exec would then close one by one: with 500 agents the supervisor holds
+/// thousands (pipes, logs, `/proc` files), and closing them was a tenth of
+/// the CPU of starting 500 agents (`perf`, issue 18).
+#[cfg(target_arch = "x86_64")]
+struct Slots {
+    /// stdin (always `/dev/null`), stdout, stderr, error pipe.
+    fds: [OwnedFd; 4],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Slots {
+    /// Four close-on-exec copies of `/dev/null` at the lowest free numbers
+    /// from 10 up (0-2 are the supervisor's own streams, and a few above
+    /// stay free for whatever expects them).
+    fn reserve() -> std::io::Result<Slots> {
+        let null = std::fs::File::open("/dev/null")?;
+        let slot = || -> std::io::Result<OwnedFd> {
+            // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the result is
+            // a new descriptor owned by nobody else.
+            let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: see above.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        Ok(Slots {
+            fds: [slot()?, slot()?, slot()?, slot()?],
+        })
+    }
+
+    /// Puts `setup`'s stdout, stderr and error pipe into the slots and
+    /// points `setup` at the slots (`keep_below` past the highest); on an
+    /// error `setup` is left as it was.
+    fn fill(&self, setup: &mut ChildSetup) -> std::io::Result<()> {
+        let [stdin, stdout, stderr, errors] = &self.fds;
+        for (from, slot) in [
+            (setup.stdout, stdout),
+            (setup.stderr, stderr),
+            (setup.errors, errors),
+        ] {
+            dup_into(from, slot)?;
+        }
+        setup.null = stdin.as_raw_fd();
+        setup.stdout = stdout.as_raw_fd();
+        setup.stderr = stderr.as_raw_fd();
+        setup.errors = errors.as_raw_fd();
+        setup.keep_below = self
+            .fds
+            .iter()
+            .map(AsRawFd::as_raw_fd)
+            .max()
+            .map(|max| max + 1);
+        Ok(())
+    }
+
+    /// Puts `/dev/null` back into the slots, dropping this side's copies
+    /// of the child's pipe ends.
+    fn empty(&self) {
+        let [stdin, rest @ ..] = &self.fds;
+        for slot in rest {
+            let _ = dup_into(stdin.as_raw_fd(), slot);
+        }
+    }
+}
+
+/// `dup3(from, slot, O_CLOEXEC)`: `slot` now refers to what `from` does.
+#[cfg(target_arch = "x86_64")]
+fn dup_into(from: RawFd, slot: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: dup3 on descriptors this thread keeps open; replacing the
+    // slot's old file is what the slot is for.
+    if unsafe { libc::dup3(from, slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// This thread's slots; `None` when they could not be made (then the
+    /// child gets a copy of the whole table).
+    static SLOTS: Option<Slots> = Slots::reserve()
+        .inspect_err(|error| tracing::debug!(%error, "no descriptor slots for spawning"))
+        .ok();
+}
+
 /// Clones the child described by `args` and runs [`child_after_clone`]
 /// with `setup` in it. Returns its pid, or `-errno`.
 ///
@@ -471,14 +564,50 @@ const CHILD_STACK: usize = 64 * 1024;
 /// supervisor is, and the supervisor's next writes to its own memory do
 /// not copy pages the child still shared (a fork's cost, measured with
 /// `perf` at 500 agents: half the spawner threads' CPU and a fifth of the
-/// main threads'). Elsewhere it is a fork (no `CLONE_VM`).
+/// main threads'). With this thread's [`Slots`] the child also shares the
+/// descriptor table until it takes a small one of its own. Elsewhere it is
+/// a fork (no `CLONE_VM`).
 #[cfg(target_arch = "x86_64")]
-fn clone(args: &mut CloneArgs, setup: &ChildSetup) -> i64 {
-    // 16-byte aligned, as the ABI wants the stack before a call.
-    let mut stack = vec![0u128; CHILD_STACK / 16];
+fn clone(args: &mut CloneArgs, setup: &mut ChildSetup) -> i64 {
+    SLOTS.with(|slots| match slots {
+        Some(slots) => match slots.fill(setup) {
+            Ok(()) => {
+                // The child shares this table until it takes its own.
+                args.flags |= libc::CLONE_FILES as u64;
+                let result = clone_sharing_memory(args, setup);
+                slots.empty();
+                result
+            }
+            // `setup` is unchanged then: the child copies the whole table.
+            Err(error) => {
+                tracing::debug!(%error, "cannot fill the descriptor slots");
+                slots.empty();
+                clone_sharing_memory(args, setup)
+            }
+        },
+        None => clone_sharing_memory(args, setup),
+    })
+}
+
+/// The x86_64 clone itself (see [`clone`]).
+#[cfg(target_arch = "x86_64")]
+fn clone_sharing_memory(args: &mut CloneArgs, setup: &ChildSetup) -> i64 {
+    thread_local! {
+        /// The child's stack, 16-byte aligned as the ABI wants it before a
+        /// call; one per spawner thread (its children run one at a time,
+        /// CLONE_VFORK), so spawning maps and unmaps nothing.
+        static STACK: std::cell::RefCell<Vec<u128>> =
+            std::cell::RefCell::new(vec![0; CHILD_STACK / 16]);
+    }
+    STACK.with_borrow_mut(|stack| clone_on_stack(args, setup, stack))
+}
+
+/// [`clone_sharing_memory`] with the child on `stack`.
+#[cfg(target_arch = "x86_64")]
+fn clone_on_stack(args: &mut CloneArgs, setup: &ChildSetup, stack: &mut [u128]) -> i64 {
     args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
     args.stack = stack.as_mut_ptr() as u64;
-    args.stack_size = CHILD_STACK as u64;
+    args.stack_size = std::mem::size_of_val(stack) as u64;
     // No signal handler of the supervisor may run in the child, which
     // shares its memory: every signal stays blocked from before the clone
     // until the child has set the handlers it inherited back to default.
@@ -494,9 +623,10 @@ fn clone(args: &mut CloneArgs, setup: &ChildSetup) -> i64 {
     // the pid or `-errno` in rax (rcx and r11 are clobbered by `syscall`).
     // The child starts on `stack` (the kernel sets rsp to its top), with
     // rax 0 and the other registers as they were: it calls
-    // `child_entry(setup)`, which never returns. `stack`, `args` and
-    // `setup` stay alive and unmoved until the child has exec'd or exited,
-    // since CLONE_VFORK holds this thread until then.
+    // `child_entry(setup)`, which never returns. `stack` (borrowed
+    // mutably, so nothing else uses it), `args` and `setup` stay alive and
+    // unmoved until the child has exec'd or exited, since CLONE_VFORK holds
+    // this thread until then.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -518,7 +648,6 @@ fn clone(args: &mut CloneArgs, setup: &ChildSetup) -> i64 {
         );
         libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
     }
-    drop(stack);
     result
 }
 
@@ -533,7 +662,7 @@ extern "C" fn child_entry(setup: *const ChildSetup) -> ! {
 /// See the x86_64 version: here the child is a fork (a copy of this
 /// address space in which only the calling thread exists).
 #[cfg(not(target_arch = "x86_64"))]
-fn clone(args: &mut CloneArgs, setup: &ChildSetup) -> i64 {
+fn clone(args: &mut CloneArgs, setup: &mut ChildSetup) -> i64 {
     // SAFETY: `clone3` without CLONE_VM or a stack, i.e. a fork: locks
     // other threads held (the allocator's, stdio's) may stay locked forever
     // in the child, so it runs only `child_after_clone` (see there).
@@ -580,6 +709,11 @@ struct ChildSetup {
     stderr: RawFd,
     /// The write end of the `CLOEXEC` error pipe.
     errors: RawFd,
+    /// Set when the child shares the supervisor's descriptor table
+    /// (`CLONE_FILES`): it first takes a table of its own with only the
+    /// descriptors below this number (among them the four above), and
+    /// closes all but the error pipe once 0-2 are set.
+    keep_below: Option<RawFd>,
     /// The working directory, when there is one.
     cwd: Option<*const libc::c_char>,
     /// The file to exec.
@@ -605,6 +739,16 @@ unsafe fn child_after_clone(setup: &ChildSetup) -> ! {
     // by the parent, which stay valid while it waits (or in this copy of
     // its memory).
     unsafe {
+        if let Some(below) = setup.keep_below
+            && libc::syscall(
+                libc::SYS_close_range,
+                below as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) != 0
+        {
+            fail(setup.errors, Step::Streams);
+        }
         // Signals are blocked (on x86_64 the parent blocked them all). A
         // handler inherited from the supervisor goes back to default before
         // any is unblocked (exec would reset it too, but a signal before
@@ -645,6 +789,22 @@ unsafe fn child_after_clone(setup: &ChildSetup) -> ! {
             || libc::dup2(setup.stderr, 2) < 0
         {
             fail(setup.errors, Step::Streams);
+        }
+        // Of the few descriptors the own table holds, only 0-2 and the
+        // error pipe (close-on-exec) stay.
+        if let Some(below) = setup.keep_below {
+            let close = |first: RawFd, last: RawFd| {
+                if first <= last {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        first as libc::c_uint,
+                        last as libc::c_uint,
+                        0,
+                    );
+                }
+            };
+            close(3, setup.errors - 1);
+            close(setup.errors + 1, below - 1);
         }
         if let Some(cwd) = setup.cwd
             && libc::chdir(cwd) != 0

@@ -272,12 +272,17 @@ pub(super) fn pump(
     spec: &SpawnSpec,
     tail: std::sync::Arc<std::sync::Mutex<Tail>>,
 ) -> impl std::future::Future<Output = ()> + use<> {
-    let mut file = spec.log.clone().map(open_log);
+    let log = spec.log.clone();
     let console = spec
         .console
         .as_ref()
         .map(|console| prefix(&spec.name, console));
     async move {
+        // Opened here, when the task first runs, not when it is made: the
+        // spawner starts every child already asked for before it polls
+        // their pumps, so creating log files (about a millisecond each on
+        // ext4 after many deletions) never delays the next spawn.
+        let mut file = log.map(open_log);
         let mut out = stdout.and_then(LineReader::new);
         let mut err = stderr.and_then(LineReader::new);
         // The console copy of one read, handed to the console queue whole:
