@@ -1,8 +1,9 @@
 //! Platform tuning of the supervisor process itself: glibc's allocator set
 //! up for a long-running process with many small, long-lived connections,
-//! and freed heap memory handed back to the system. No-ops elsewhere.
+//! freed heap memory handed back to the system, and the open-files limit
+//! raised for hundreds of agents (and given back to them). No-ops elsewhere.
 //!
-//! Owns these process-wide allocator settings, nothing else.
+//! Owns these process-wide settings, nothing else.
 
 /// Allocations of at least this size get their own mapping (see
 /// [`tune_allocator`]).
@@ -41,5 +42,71 @@ pub fn release_free_memory() {
     // lists; it takes the allocator's locks like any malloc call.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// The open-files limit `up` was started with, kept when
+/// [`raise_open_files`] raised it: every agent gets it back.
+static STARTED_WITH: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises the soft limit on open files to the hard one. The supervisor
+/// holds five or six descriptors per agent (output pipes, pidfd, log file,
+/// `/proc` files, a kept probe connection): 500 agents need about 3,500,
+/// and the usual soft limit is 1,024. Agents get the limit the supervisor
+/// was started with back ([`agents_open_files`]), as if started from the
+/// same shell (a program using `select` breaks on descriptors past 1,024).
+/// Call once, early.
+pub fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read the struct on this stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            let _ = STARTED_WITH.set(limit);
+        }
+    }
+}
+
+/// The open-files limit agents start with: `None` when the supervisor's
+/// own was not raised (they inherit it unchanged).
+pub fn agents_open_files() -> Option<libc::rlimit> {
+    STARTED_WITH.get().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_raised_limit_is_given_back_to_agents() {
+        let mut before = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct on this stack.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut before) },
+            0
+        );
+        super::raise_open_files();
+        let mut after = before;
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut after) },
+            0
+        );
+        assert_eq!(after.rlim_cur, after.rlim_max);
+        if before.rlim_cur < before.rlim_max {
+            let given = super::agents_open_files().expect("raised, so kept");
+            assert_eq!(given.rlim_cur, before.rlim_cur);
+        }
     }
 }

@@ -350,6 +350,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     super::console::set_name_width(width);
     crate::platform::tune_allocator();
+    crate::platform::raise_open_files();
     // One worker: the loop owns all agent state and every blocking job
     // (fork/exec, ZeroMQ, /proc) has its own thread, so a second worker
     // would mostly add wake-ups handing tasks between the two.

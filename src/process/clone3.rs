@@ -419,6 +419,7 @@ pub fn spawn(prepared: &Prepared, cgroup: &Path) -> Result<Child, Error> {
         stderr: stderr_write.as_raw_fd(),
         errors: errors_write.as_raw_fd(),
         keep_below: None,
+        open_files: crate::platform::agents_open_files(),
         cwd: prepared.cwd.as_ref().map(|cwd| cwd.as_ptr()),
         path: prepared.path.as_ptr(),
         argv: argv.as_ptr(),
@@ -714,6 +715,8 @@ struct ChildSetup {
     /// descriptors below this number (among them the four above), and
     /// closes all but the error pipe once 0-2 are set.
     keep_below: Option<RawFd>,
+    /// The open-files limit to set ([`crate::platform::agents_open_files`]).
+    open_files: Option<libc::rlimit>,
     /// The working directory, when there is one.
     cwd: Option<*const libc::c_char>,
     /// The file to exec.
@@ -728,7 +731,8 @@ struct ChildSetup {
 
 /// The child's side, between `clone3` and `execve`: every call here is an
 /// async-signal-safe system call wrapper (sigprocmask, sigaction, setpgid,
-/// prctl, getppid, dup2, chdir, execve, write, _exit) and nothing is
+/// prctl, getppid, close_range, dup2, setrlimit, chdir, execve, write,
+/// _exit) and nothing is
 /// allocated or written outside its own stack (and errno). Never returns.
 ///
 /// # Safety
@@ -805,6 +809,10 @@ unsafe fn child_after_clone(setup: &ChildSetup) -> ! {
             };
             close(3, setup.errors - 1);
             close(setup.errors + 1, below - 1);
+        }
+        if let Some(limit) = &setup.open_files {
+            // Best effort, like the shell that started the supervisor.
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
         }
         if let Some(cwd) = setup.cwd
             && libc::chdir(cwd) != 0

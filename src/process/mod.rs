@@ -733,14 +733,19 @@ fn start(
     }
     let joiner = tree.joiner();
     let parent = std::process::id() as i32;
+    let open_files = crate::platform::agents_open_files();
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid, open/write/close).
+    // async-signal-safe system calls (prctl, getppid, setrlimit,
+    // open/write/close).
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // The parent may have died before prctl took effect.
             if nix::unistd::getppid().as_raw() != parent {
                 return Err(std::io::Error::other("the supervisor exited during spawn"));
+            }
+            if let Some(limit) = &open_files {
+                libc::setrlimit(libc::RLIMIT_NOFILE, limit);
             }
             // Before the agent runs, so nothing it starts is outside.
             joiner.join()
@@ -992,6 +997,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A child cloned into its cgroup holds its three streams and nothing
+    /// else, not even a descriptor the supervisor holds without
+    /// close-on-exec (as a shell's `exec 7</dev/null` before starting the
+    /// supervisor leaves one): it gets a small table of its own. (The fork
+    /// fallback passes such descriptors on, as `std::process` does.)
+    #[test]
+    fn a_cloned_child_holds_only_its_three_streams() {
+        use std::os::fd::AsRawFd;
+        let directory = tempfile::tempdir().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: F_DUPFD on an open descriptor: a new one, closed below.
+        let stray = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, 40) };
+        assert!(stray >= 40);
+        let log = directory.path().join("fds.log");
+        let (seen, containment) = run(
+            SpawnMethod::Clone3,
+            SpawnSpec {
+                name: "fds".into(),
+                argv: vec!["ls".into(), "/proc/self/fd".into()],
+                log: Some(LogTarget::new(log.clone())),
+                ..Default::default()
+            },
+        );
+        // SAFETY: closes the descriptor made above, which nothing else uses.
+        unsafe { libc::close(stray) };
+        if !matches!(containment, tree::Containment::Cgroup { .. }) {
+            eprintln!("SKIPPED a_cloned_child_holds_only_its_three_streams: no cgroup here");
+            return;
+        }
+        assert_eq!(
+            seen.last(),
+            Some(&ProcessEvent::Exited {
+                termination: Termination::Code(0)
+            }),
+            "{seen:?}"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        let fds: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.rsplit(' ').next())
+            .collect();
+        // 3 is `ls`'s own handle on the directory it lists.
+        assert_eq!(fds, ["0", "1", "2", "3"], "{text}");
     }
 
     #[test]

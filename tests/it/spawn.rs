@@ -101,3 +101,62 @@ fn issue_18_the_fork_fallback_still_joins_the_cgroup_before_exec() {
         "{output}"
     );
 }
+
+/// With 500 agents the supervisor holds about 3,500 descriptors: `up`
+/// raises its soft open-files limit to the hard one, and each agent gets
+/// the limit the supervisor was started with, both ways of spawning.
+#[test]
+fn agents_get_the_open_files_limit_the_supervisor_was_started_with() {
+    for spawn in ["clone3", "fork"] {
+        let fixture = Fixture::new();
+        let manifest = fixture.manifest(
+            r#"
+version: 1
+agents:
+  limits:
+    command: ["sh", "-c", "echo soft=$(ulimit -Sn)"]
+    restart: never
+"#,
+        );
+        let mut command = Command::new(common::SUPERVISOR);
+        command
+            .args(["up", "--no-watch", "--config"])
+            .arg(&manifest)
+            .env("SUPERVISOR_SPAWN", spawn);
+        // SAFETY: setrlimit between fork and exec, async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = limit.rlim_max.min(1000);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                Ok(())
+            });
+        }
+        let mut up = Up::spawn(command, &fixture.record);
+        up.wait_for_output("soft=", BOUND);
+        let supervisor_limits = std::fs::read_to_string(format!("/proc/{}/limits", up.pid()))
+            .expect("the supervisor's limits");
+        let open_files = supervisor_limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .expect("a Max open files line")
+            .split_whitespace()
+            .skip(3)
+            .take(2)
+            .collect::<Vec<_>>();
+        assert_eq!(open_files[0], open_files[1], "{spawn}: {supervisor_limits}");
+        up.signal(Signal::SIGTERM);
+        let status = up.wait(BOUND);
+        assert!(status.success(), "{}", up.output());
+        assert!(
+            up.output().contains("soft=1000"),
+            "{spawn}: the agent did not get 1000:\n{}",
+            up.output()
+        );
+    }
+}
