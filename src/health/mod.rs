@@ -21,6 +21,7 @@ mod schedule;
 mod watch;
 
 pub use diagnose::diagnose;
-pub use probe::{ProbeError, alive, local_port, probe};
+pub use http::PROBES_PER_CONNECTION;
+pub use probe::{ProbeError, Prober, alive, local_port, probe};
 pub use schedule::next_probe_delay;
 pub use watch::{aimed_at, watch_liveness, watch_readiness};

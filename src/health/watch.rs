@@ -96,6 +96,7 @@ pub async fn watch_readiness(
         _ = tokio::time::sleep(readiness.initial_delay) => {}
     }
     let timeout = attempt_timeout(readiness.interval, readiness.timeout);
+    let mut prober = crate::health::Prober::new(probe);
     let first = Instant::now();
     let _counted = Watching::start();
     loop {
@@ -106,7 +107,7 @@ pub async fn watch_readiness(
         let next = now + delay;
         let result = tokio::select! {
             _ = token.cancelled() => return,
-            result = crate::health::probe(&probe, timeout) => result,
+            result = prober.probe(timeout) => result,
         };
         if result.is_ok() {
             let verdict = match (port, &owner) {
@@ -215,6 +216,7 @@ pub async fn watch_liveness(
     let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passed_before = false;
+    let mut prober = crate::health::Prober::new(probe);
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -222,7 +224,7 @@ pub async fn watch_liveness(
         }
         let result = tokio::select! {
             _ = token.cancelled() => return,
-            result = crate::health::alive(&probe, liveness.timeout) => result,
+            result = prober.alive(liveness.timeout) => result,
         };
         let passed = result.is_ok();
         if !(passed && passed_before) {
