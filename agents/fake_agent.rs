@@ -330,7 +330,10 @@ async fn answer(mut stream: tokio::net::TcpStream, server: std::sync::Arc<HttpSe
         let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
         buffer.drain(..head_end);
         let close = head.contains("\r\nconnection: close")
-            || (head.split("\r\n").next().is_some_and(|line| line.ends_with("http/1.0"))
+            || (head
+                .split("\r\n")
+                .next()
+                .is_some_and(|line| line.ends_with("http/1.0"))
                 && !head.contains("\r\nconnection: keep-alive"));
         if close {
             let _ = stream.write_all(CLOSING).await;

@@ -133,7 +133,7 @@ const MAX_DRAIN: u64 = 64 * 1024;
 
 /// Room for the head of a usual health answer (uvicorn's is ~150 bytes),
 /// allocated once per client and reused by every probe.
-const BUFFER_CAPACITY: usize = 1024;
+const BUFFER_CAPACITY: usize = 512;
 
 /// Probes one URL again and again, keeping its connection open between
 /// probes (HTTP/1.1 keep-alive) when the answer allows it.
@@ -248,7 +248,10 @@ impl HttpClient {
         if let Some(kept) = self.kept.take()
             && is_idle(&kept.stream)
         {
-            match self.attempt(kept.stream, kept.probes, deadline, timeout).await {
+            match self
+                .attempt(kept.stream, kept.probes, deadline, timeout)
+                .await
+            {
                 Attempt::Answered(status) => return Ok(status),
                 Attempt::Failed(error) => return Err(error),
                 // Closed by the agent while idle: not a failure, ask anew.
@@ -302,12 +305,11 @@ impl HttpClient {
         }
         self.buffer.clear();
         let (status, framing, head_length) = loop {
-            let read = match tokio::time::timeout_at(deadline, stream.read_buf(&mut self.buffer))
-                .await
-            {
-                Ok(read) => read,
-                Err(_elapsed) => return Attempt::Failed(self.timed_out(timeout)),
-            };
+            let read =
+                match tokio::time::timeout_at(deadline, stream.read_buf(&mut self.buffer)).await {
+                    Ok(read) => read,
+                    Err(_elapsed) => return Attempt::Failed(self.timed_out(timeout)),
+                };
             match read {
                 Ok(0) if self.buffer.is_empty() => {
                     return stale_or_failed(self.bad_reply("connection closed without a reply"));
@@ -785,7 +787,10 @@ mod tests {
         );
         let close = [header("content-length", "3"), header("Connection", "Close")];
         assert!(!framing(1, 200, &close).reusable());
-        let tokens = [header("Content-Length", "0"), header("Connection", "upgrade, close")];
+        let tokens = [
+            header("Content-Length", "0"),
+            header("Connection", "upgrade, close"),
+        ];
         assert!(!framing(1, 200, &tokens).keep_alive);
     }
 
@@ -793,7 +798,10 @@ mod tests {
     fn http_1_0_keeps_the_connection_only_when_it_says_so() {
         let plain = [header("Content-Length", "3")];
         assert!(!framing(0, 200, &plain).reusable());
-        let kept = [header("Content-Length", "3"), header("Connection", "keep-alive")];
+        let kept = [
+            header("Content-Length", "3"),
+            header("Connection", "keep-alive"),
+        ];
         assert!(framing(0, 200, &kept).reusable());
     }
 
@@ -895,11 +903,16 @@ mod tests {
 
     #[test]
     fn malformed_chunked_bodies_are_rejected() {
-        assert_eq!(decode_in_pieces(b"zz\r\nab\r\n0\r\n\r\n", 64), Err(BadChunk));
+        assert_eq!(
+            decode_in_pieces(b"zz\r\nab\r\n0\r\n\r\n", 64),
+            Err(BadChunk)
+        );
         // Data longer than its size.
-        assert_eq!(decode_in_pieces(b"2\r\nabc\r\n0\r\n\r\n", 64), Err(BadChunk));
+        assert_eq!(
+            decode_in_pieces(b"2\r\nabc\r\n0\r\n\r\n", 64),
+            Err(BadChunk)
+        );
         // Ends before the last chunk.
         assert_eq!(decode_in_pieces(b"2\r\nab\r\n", 64), Err(BadChunk));
     }
-
 }

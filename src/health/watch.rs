@@ -203,7 +203,8 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     ))
 }
 
-/// Probes every interval until `token` is cancelled, and reports each result
+/// Probes every interval until `token` is cancelled (an HTTP probe on a
+/// kept connection, see [`crate::health::Prober`]), and reports each result
 /// except a pass after a pass: that changes nothing in the lifecycle (the
 /// failure count is already zero) but would wake the supervisor loop and
 /// republish the status of every agent, per agent per interval.

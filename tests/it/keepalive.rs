@@ -205,9 +205,7 @@ async fn one_connection_serves_n_probes_then_a_fresh_one_is_opened() {
 #[tokio::test]
 async fn connection_close_answers_get_a_fresh_connection_every_probe() {
     let server = Server::start(
-        |_, _| {
-            Reply::Close("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        },
+        |_, _| Reply::Close("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
         None,
     )
     .await;
@@ -270,9 +268,9 @@ async fn a_body_longer_than_the_buffer_is_discarded_and_the_connection_kept() {
 async fn a_bad_status_on_a_kept_connection_fails_and_the_next_probe_is_fresh() {
     let server = Server::start(
         |connection, request| match (connection, request) {
-            (0, 1) => Reply::Keep(
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
-            ),
+            (0, 1) => {
+                Reply::Keep("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+            }
             _ => Reply::Keep(OK_KEPT),
         },
         None,
@@ -285,7 +283,11 @@ async fn a_bad_status_on_a_kept_connection_fails_and_the_next_probe_is_fresh() {
         other => panic!("expected status 503, got {other:?}"),
     }
     probe(&mut prober, GENEROUS).await.0.expect("third 200");
-    assert_eq!(server.connections(), 2, "a fresh connection after a failure");
+    assert_eq!(
+        server.connections(),
+        2,
+        "a fresh connection after a failure"
+    );
 }
 
 /// Hang detection stays: a server that accepts the next request on a kept
@@ -332,13 +334,10 @@ async fn a_kept_connection_closed_before_the_answer_is_retried_on_a_fresh_one() 
                 _ => Reply::Keep(OK_KEPT),
             }) as fn(usize, usize) -> Reply,
         ),
-        (
-            "reset",
-            |connection, request| match (connection, request) {
-                (0, 1) => Reply::Reset,
-                _ => Reply::Keep(OK_KEPT),
-            },
-        ),
+        ("reset", |connection, request| match (connection, request) {
+            (0, 1) => Reply::Reset,
+            _ => Reply::Keep(OK_KEPT),
+        }),
     ] {
         let server = Server::start(rule, None).await;
         let mut prober = http(&server.url());
@@ -378,7 +377,11 @@ async fn a_server_closing_idle_connections_quickly_is_not_failed() {
         result.unwrap_or_else(|error| panic!("probe {probes} failed: {error}"));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert_eq!(server.requests(), 5, "no request was lost to a closed connection");
+    assert_eq!(
+        server.requests(),
+        5,
+        "no request was lost to a closed connection"
+    );
     assert_eq!(server.connections(), 5);
 }
 
@@ -473,7 +476,13 @@ async fn python_http_server_http_1_0_passes_every_probe() {
     let port = common::port();
     let _server = Process(
         Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -509,7 +518,9 @@ fn client_ports(log: &std::path::Path, path: &str) -> Vec<u16> {
     text.lines()
         .filter(|line| line.contains(&format!("\"GET {path} HTTP/1.1\" 200")))
         .filter_map(|line| {
-            let address = line.split_whitespace().find(|word| word.starts_with("127.0.0.1:"))?;
+            let address = line
+                .split_whitespace()
+                .find(|word| word.starts_with("127.0.0.1:"))?;
             address.trim_start_matches("127.0.0.1:").parse().ok()
         })
         .collect()
@@ -552,7 +563,8 @@ async fn uvicorn_keeps_the_connection_with_a_length_and_chunked() {
         let mut prober = http(&format!("http://127.0.0.1:{port}{path}"));
         for probes in 1..=5 {
             let (result, _) = probe(&mut prober, GENEROUS).await;
-            result.unwrap_or_else(|error| panic!("probe {probes} of uvicorn {path} failed: {error}"));
+            result
+                .unwrap_or_else(|error| panic!("probe {probes} of uvicorn {path} failed: {error}"));
         }
         let mut ports = Vec::new();
         wait_until(
