@@ -646,3 +646,59 @@ agents:
         up.output()
     );
 }
+
+/// Hang detection on a kept connection, end to end: an agent that stops
+/// answering (its kept connection stays open) is replaced after about
+/// `interval` x `failures` plus at most one interval.
+#[test]
+fn a_hung_agent_on_a_kept_connection_is_replaced_within_the_bound() {
+    let fixture = Fixture::new();
+    let port = common::port();
+    let manifest = fixture.manifest(&format!(
+        r#"
+version: 1
+agents:
+  hangs:
+    command: ["FAKE", "--record-http", "--hang-after", "2s"]
+    port: {port}
+    readiness: {{ tcp: {port}, timeout: 20s, interval: 20ms }}
+    liveness: {{ http: "http://127.0.0.1:{port}/health", interval: 300ms, timeout: 300ms, failures: 3 }}
+    restart: {{ policy: always, backoff: {{ initial: 100ms, max: 1s, multiplier: 2 }} }}
+"#
+    ));
+    let up = fixture.up(&manifest, &[]);
+    up.wait_for_output("all ready", OUTER);
+    wait_until("a second start of `hangs`", OUTER, || {
+        fixture.records_of("start", "hangs").len() >= 2
+    });
+    let starts = fixture.records_of("start", "hangs");
+    let first = starts[0].pid;
+    let of = |kind: &str| {
+        fixture
+            .records_of(kind, "hangs")
+            .into_iter()
+            .filter(|record| record.pid == first)
+            .count()
+    };
+    assert!(
+        of("http-connection") < of("http-request"),
+        "the probes before the hang shared connections: {} connections, {} requests",
+        of("http-connection"),
+        of("http-request")
+    );
+    let hung_at = starts[0].nanos + 2_000_000_000;
+    let replaced_after = Duration::from_nanos((starts[1].nanos - hung_at) as u64);
+    eprintln!("hung agent replaced {replaced_after:?} after the hang");
+    // Bound: 3 x 300 ms + one interval = 1.2 s; the rest is the stop, the
+    // 100 ms backoff and the spawn on a busy machine.
+    assert!(
+        replaced_after < Duration::from_millis(1200) + Duration::from_secs(2),
+        "replaced {replaced_after:?} after the hang"
+    );
+    assert!(
+        up.output()
+            .contains("hung: liveness probe failed 3 times in a row"),
+        "{}",
+        up.output()
+    );
+}
