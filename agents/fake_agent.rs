@@ -7,7 +7,8 @@
 //! Ready means: it listens on `--port` (or `AGENT_PORT`) on `--bind`
 //! (default 127.0.0.1) and
 //! answers every connection with `HTTP/1.1 200 OK` (so tcp and http probes
-//! both work), and/or it has written `--ready-file`.
+//! both work; HTTP/1.1 requests keep the connection open for the next one,
+//! as real servers do), and/or it has written `--ready-file`.
 //!
 //! Owns nothing of the supervisor; it only uses what an agent sees (argv,
 //! environment, signals).
@@ -64,6 +65,13 @@ struct Args {
     /// Append `start|ready|stop NAME UNIX_NANOS PID` lines here.
     #[arg(long, env = "FAKE_AGENT_RECORD")]
     record: Option<PathBuf>,
+    /// Also record `http-connection` (the first request on a connection)
+    /// and `http-request` (every request) lines.
+    #[arg(long)]
+    record_http: bool,
+    /// Close a kept-alive HTTP connection idle this long (uvicorn: 5 s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    keep_alive_idle: Duration,
     /// Once ready, allocate and touch this many MiB and hold them (memory
     /// limit tests).
     #[arg(long, default_value_t = 0)]
@@ -101,12 +109,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn record(args: &Args, what: &str) {
-    let Some(path) = &args.record else { return };
+    if let Some(path) = &args.record {
+        record_line(path, &args.name, what);
+    }
+}
+
+fn record_line(path: &std::path::Path, name: &str, what: &str) {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|since| since.as_nanos())
         .unwrap_or(0);
-    let line = format!("{what} {} {nanos} {}\n", args.name, std::process::id());
+    let line = format!("{what} {name} {nanos} {}\n", std::process::id());
     // One write of a short line with O_APPEND: lines of concurrent agents do not interleave.
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
@@ -178,6 +191,14 @@ async fn run(args: Args) -> i32 {
     let hang_at = started + args.hang_after.unwrap_or(never);
     let ready = tokio::time::sleep_until(started + args.ready_after);
     tokio::pin!(ready);
+    let server = std::sync::Arc::new(HttpServer {
+        hang_at,
+        keep_alive_idle: args.keep_alive_idle,
+        record: args
+            .record_http
+            .then(|| args.record.clone().map(|path| (path, args.name.clone())))
+            .flatten(),
+    });
     let mut listener: Option<tokio::net::TcpListener> = None;
     let mut is_ready = false;
     let mut _held_memory: Vec<u8> = Vec::new();
@@ -212,15 +233,7 @@ async fn run(args: Args) -> i32 {
             }
             accepted = accept(&listener) => {
                 if let Ok((stream, _)) = accepted {
-                    if tokio::time::Instant::now() < hang_at {
-                        tokio::spawn(answer(stream));
-                    } else {
-                        // Hung: keep the connection open and never answer.
-                        tokio::spawn(async move {
-                            let _stream = stream;
-                            std::future::pending::<()>().await;
-                        });
-                    }
+                    tokio::spawn(answer(stream, server.clone()));
                 }
             }
             _ = tokio::time::sleep_until(crash_at) => {
@@ -251,14 +264,86 @@ async fn accept(
     }
 }
 
-/// Reads (some of) the request and answers 200.
-async fn answer(mut stream: tokio::net::TcpStream) {
-    let mut buffer = [0u8; 1024];
-    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await;
-    let _ = stream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
-        .await;
-    let _ = stream.shutdown().await;
+/// How the agent answers HTTP, shared by its connections.
+struct HttpServer {
+    /// From then on, nothing is answered, on new and kept connections alike.
+    hang_at: tokio::time::Instant,
+    /// A kept connection idle this long is closed.
+    keep_alive_idle: Duration,
+    /// `--record-http`: the record file and the agent's name.
+    record: Option<(PathBuf, String)>,
+}
+
+/// The answer to a request that keeps the connection.
+const KEPT: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n";
+/// The answer that closes it.
+const CLOSING: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+
+/// Answers requests on one connection as HTTP/1.1 servers do: 200 with a
+/// length, and the connection kept for the next request unless the request
+/// asks to close (`Connection: close`, or HTTP/1.0 without keep-alive); a
+/// kept connection idle for `--keep-alive-idle` is closed. A connection
+/// whose first request does not arrive within 200 ms (a tcp probe, a bare
+/// connect) is answered 200 and closed all the same.
+async fn answer(mut stream: tokio::net::TcpStream, server: std::sync::Arc<HttpServer>) {
+    let mut buffer: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let mut requests = 0u64;
+    loop {
+        let wait = if requests == 0 {
+            Duration::from_millis(200)
+        } else {
+            server.keep_alive_idle
+        };
+        let until = tokio::time::Instant::now() + wait;
+        let head_end = loop {
+            if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+                break Some(end + 4);
+            }
+            if buffer.len() > 16 * 1024 {
+                return;
+            }
+            match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
+                Ok(Ok(read)) if read > 0 => buffer.extend_from_slice(&chunk[..read]),
+                _ => break None,
+            }
+        };
+        if tokio::time::Instant::now() >= server.hang_at {
+            // Hung: keep the connection open and never answer.
+            std::future::pending::<()>().await
+        }
+        let Some(head_end) = head_end else {
+            if requests == 0 {
+                let _ = stream.write_all(CLOSING).await;
+                let _ = stream.shutdown().await;
+            }
+            return;
+        };
+        requests += 1;
+        if let Some((path, name)) = &server.record {
+            if requests == 1 {
+                record_line(path, name, "http-connection");
+            }
+            record_line(path, name, "http-request");
+        }
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        buffer.drain(..head_end);
+        let close = head.contains("\r\nconnection: close")
+            || (head
+                .split("\r\n")
+                .next()
+                .is_some_and(|line| line.ends_with("http/1.0"))
+                && !head.contains("\r\nconnection: keep-alive"));
+        if close {
+            let _ = stream.write_all(CLOSING).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        if stream.write_all(KEPT).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn fork_grandchild(args: &Args) -> Option<std::process::Child> {

@@ -1,4 +1,6 @@
-//! One probe attempt: [`probe`] and its error type [`ProbeError`].
+//! One probe attempt: [`probe`] and its error type [`ProbeError`]; and
+//! [`Prober`], which probes one target repeatedly and keeps what can be
+//! reused between attempts (an HTTP connection).
 //!
 //! Owns the dispatch over [`Probe`] kinds, the TCP and exec probes, the
 //! rule that every attempt is bounded by its timeout, and which local port a
@@ -13,6 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::health::http::HttpClient;
 use crate::manifest::Probe;
 
 /// Why one probe attempt failed. Every variant names its target (`tcp
@@ -119,7 +122,7 @@ impl ProbeError {
 pub async fn probe(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
     match probe {
         Probe::Tcp { host, port } => probe_tcp(host, *port, timeout).await,
-        Probe::Http { url } => crate::health::http::probe_http(url, timeout).await,
+        Probe::Http { url } => HttpClient::once(url).probe(timeout).await,
         Probe::Exec { command } => probe_exec(command, timeout).await,
         Probe::Zmq { host, port } => {
             crate::health::legacy_zmq::probe_zmq(host, *port, timeout).await
@@ -133,13 +136,58 @@ pub async fn probe(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
 /// legacy agents report `degraded` for reasons that a restart does not cure
 /// (their Redis ready key expires after five minutes and is never renewed).
 pub async fn alive(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
-    match crate::health::probe(probe, timeout).await {
+    liveness_verdict(probe, crate::health::probe(probe, timeout).await)
+}
+
+/// What a probe's result means for liveness (see [`alive`]).
+fn liveness_verdict(probe: &Probe, result: Result<(), ProbeError>) -> Result<(), ProbeError> {
+    match result {
         Err(ProbeError::Unhealthy { .. } | ProbeError::BadReply { .. })
             if matches!(probe, Probe::Zmq { .. }) =>
         {
             Ok(())
         }
         other => other,
+    }
+}
+
+/// Probes one target again and again, keeping between attempts what can
+/// be reused: an HTTP probe keeps its connection open (see
+/// `docs/manifest.md`, "HTTP probes"); other kinds are the same as
+/// [`probe`] and [`alive`].
+///
+/// One per watch task: a restarted agent is watched by new tasks, so its
+/// first probe opens a fresh connection and nothing of the old instance is
+/// carried over. Dropping it resets the kept connection.
+pub struct Prober {
+    /// What is probed.
+    probe: Probe,
+    /// The kept connection of an HTTP probe.
+    http: Option<HttpClient>,
+}
+
+impl Prober {
+    /// A prober for `probe`, with no connection yet.
+    pub fn new(probe: Probe) -> Prober {
+        let http = match &probe {
+            Probe::Http { url } => Some(HttpClient::new(url)),
+            _ => None,
+        };
+        Prober { probe, http }
+    }
+
+    /// One attempt, as [`probe`].
+    pub async fn probe(&mut self, timeout: Duration) -> Result<(), ProbeError> {
+        match &mut self.http {
+            Some(client) => client.probe(timeout).await,
+            None => crate::health::probe(&self.probe, timeout).await,
+        }
+    }
+
+    /// One liveness attempt, as [`alive`].
+    pub async fn alive(&mut self, timeout: Duration) -> Result<(), ProbeError> {
+        let result = self.probe(timeout).await;
+        liveness_verdict(&self.probe, result)
     }
 }
 

@@ -101,6 +101,7 @@ pub async fn watch_readiness(
         _ = tokio::time::sleep(readiness.initial_delay) => {}
     }
     let timeout = attempt_timeout(readiness.interval, readiness.timeout);
+    let mut prober = crate::health::Prober::new(probe);
     let first = Instant::now();
     let _counted = Watching::start();
     loop {
@@ -114,7 +115,7 @@ pub async fn watch_readiness(
         let next = now + delay;
         let result = tokio::select! {
             _ = token.cancelled() => return,
-            result = crate::health::probe(&probe, timeout) => result,
+            result = prober.probe(timeout) => result,
         };
         if result.is_ok() {
             let verdict = match (port, &owner) {
@@ -210,7 +211,8 @@ fn listener_owner(port: u16, pid: Option<u32>) -> Listener {
     ))
 }
 
-/// Probes every interval until `token` is cancelled, and reports each result
+/// Probes every interval until `token` is cancelled (an HTTP probe on a
+/// kept connection, see [`crate::health::Prober`]), and reports each result
 /// except a pass after a pass: that changes nothing in the lifecycle (the
 /// failure count is already zero) but would wake the supervisor loop and
 /// republish the status of every agent, per agent per interval.
@@ -223,6 +225,7 @@ pub async fn watch_liveness(
     let mut ticks = tokio::time::interval_at(Instant::now() + liveness.interval, liveness.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passed_before = false;
+    let mut prober = crate::health::Prober::new(probe);
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -230,7 +233,7 @@ pub async fn watch_liveness(
         }
         let result = tokio::select! {
             _ = token.cancelled() => return,
-            result = crate::health::alive(&probe, liveness.timeout) => result,
+            result = prober.alive(liveness.timeout) => result,
         };
         let passed = result.is_ok();
         if !(passed && passed_before) {

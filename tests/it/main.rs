@@ -18,6 +18,7 @@ mod heartbeat;
 mod hostile_agents;
 mod hostile_manifests;
 mod idle;
+mod keepalive;
 mod kubernetes;
 mod legacy_agents;
 mod legacy_error_bus;
