@@ -376,6 +376,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .map(|spec| (spec.agent.name.clone(), describe(&spec.agent.readiness)))
             .collect(),
     };
+    // The supervisor holds what it needs of the manifest (`config.agents`);
+    // the manifest as loaded (about 1 KB an agent) need not stay for the run.
+    drop(manifest);
     let (outcome, late, last) =
         runtime.block_on(supervise(config, plan.clone(), &args, control))?;
     if let (Some(path), Some(failure)) = (&args.summary_json, &outcome.failure) {
