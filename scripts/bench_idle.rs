@@ -8,7 +8,9 @@
 //!
 //! RSS target: under 25 MB for 500 agents in either mode. `anon MiB` is
 //! the part of it that is the process's own (`RssAnon`: heap, stacks,
-//! libzmq's buffers); the rest is pages of the binary and libraries. Each line prints
+//! libzmq's buffers); the rest is pages of the binary and libraries (those
+//! idle runs: `up` unmaps the ones only start-up ran once every agent is
+//! ready, `platform::release_start_up_pages`). Each line prints
 //! the ratio to the 1-agent baseline of its mode and to the target, and the
 //! load average at the end of its window. Also the cost of one resource
 //! sample (the /proc walk of every agent's process tree) per 100 agents.

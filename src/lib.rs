@@ -39,7 +39,8 @@
 //!   (`mod.rs`), the pure lifecycle split by concern (`lifecycle/`),
 //!   restart policy and backoff, the environment injected into each run;
 //!   `degraded.rs` derives which ready agents are degraded, and why.
-//! - [`platform`]: glibc allocator tuning of the supervisor process.
+//! - [`platform`]: memory of the supervisor process itself: glibc allocator
+//!   tuning, and unmapping the code pages only start-up ran.
 //! - [`control`]: the control socket (requests in, supervisor commands
 //!   out), its client, the run directory lock, hot reload, `/metrics`.
 //! - [`dashboard`]: the web dashboard of a running supervisor (tokens,

@@ -377,6 +377,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             .map(|spec| (spec.agent.name.clone(), describe(&spec.agent.readiness)))
             .collect(),
     };
+    // The supervisor holds what it needs of the manifest (`config.agents`);
+    // the manifest as loaded (about 1 KB an agent) need not stay for the run.
+    drop(manifest);
     let (outcome, late, last) =
         runtime.block_on(supervise(config, plan.clone(), &args, control))?;
     if let (Some(path), Some(failure)) = (&args.summary_json, &outcome.failure) {
@@ -901,6 +904,11 @@ async fn report_progress(handle: SupervisorHandle, plan: Start, finish: Finish) 
         if snapshot.all_ready_after.is_some() {
             let summary = summary(&snapshot, &plan);
             crate::process::console::print_stderr(&summary.text);
+            // Start-up is over: the code only it ran need not stay mapped.
+            match crate::platform::release_start_up_pages() {
+                Ok(bytes) => tracing::debug!(bytes, "released the start-up pages"),
+                Err(error) => tracing::debug!(%error, "cannot release the start-up pages"),
+            }
             let late = not_ready(&snapshot, &finish.run_dir)
                 .filter(|_| finish.exit_when_ready)
                 .map(|list| format!("not every agent became ready:{list}"));
