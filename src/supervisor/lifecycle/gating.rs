@@ -91,7 +91,9 @@ impl Lifecycle {
     }
 
     /// Blocks the pending agents whose dependency is gone for good, then
-    /// starts those whose dependencies are all ready, in start order.
+    /// starts those whose dependencies are all ready: in launch order
+    /// (longest chain of dependents first), or one at a time in start
+    /// order when sequential.
     fn block_and_start(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.wake_needed_dependencies();
         for index in 0..self.order.len() {
@@ -111,7 +113,10 @@ impl Lifecycle {
             }
         }
         for index in 0..self.order.len() {
-            let agent = self.order[index];
+            let agent = match self.sequential {
+                true => self.order[index],
+                false => self.launch_order[index],
+            };
             if self.sequential
                 && self
                     .agents

@@ -196,6 +196,12 @@ pub struct Lifecycle {
     agents: Vec<Record>,
     /// Agent ids in start order ([`crate::plan::start_order`]).
     order: Vec<AgentId>,
+    /// Agent ids in the order agents that can start at the same moment are
+    /// launched: those heading the longest chain of dependents first, ties
+    /// in start order. A burst of starts queues on the spawner, and an agent
+    /// a long chain waits for must not wait behind ones nothing waits for
+    /// (issue 18: up to 46 ms per hop of the MainPC graph).
+    launch_order: Vec<AgentId>,
     strategy: Strategy,
     sequential: bool,
     mode: Mode,
@@ -245,6 +251,7 @@ impl Lifecycle {
         let mut lifecycle = Lifecycle {
             agents: agents.into_iter().map(Record::new).collect(),
             order: Vec::new(),
+            launch_order: Vec::new(),
             strategy,
             sequential,
             mode: Mode::Running,
@@ -367,6 +374,20 @@ impl Lifecycle {
             }
         }
         self.order = crate::plan::start_order(&dependencies);
+        // Agents on the longest chains below them first; dependents come
+        // after their dependencies in `order`, so walking it backwards sees
+        // every dependent's chain before the agent's own.
+        let mut chain = vec![0usize; self.agents.len()];
+        for agent in self.order.iter().rev() {
+            chain[*agent] = 1 + dependents[*agent]
+                .iter()
+                .map(|dependent| chain[*dependent])
+                .max()
+                .unwrap_or(0);
+        }
+        self.launch_order = self.order.clone();
+        self.launch_order
+            .sort_by_key(|agent| std::cmp::Reverse(chain[*agent]));
         for (((record, dependencies), dependents), needs) in self
             .agents
             .iter_mut()

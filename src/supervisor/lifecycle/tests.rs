@@ -252,6 +252,33 @@ fn agents_start_in_the_order_of_the_plan() {
     assert_eq!(order, ["db", "api", "free", "ui"]);
 }
 
+/// Agents that can start at the same moment are launched the one heading
+/// the longest chain of dependents first (the spawner takes them in turn),
+/// ties in start order.
+#[test]
+fn agents_that_start_together_launch_the_longest_chain_first() {
+    let now = Instant::now();
+    let agents = local(vec![
+        agent("leaf", &[]),
+        agent("short", &[]),
+        agent("long", &[]),
+        agent("after_short", &["short"]),
+        agent("after_long", &["long"]),
+        agent("last", &["after_long"]),
+    ]);
+    let mut lifecycle = Lifecycle::new(agents, Strategy::OneForOne, false, now, Jitter::new(1));
+    let launched: Vec<&str> = lifecycle
+        .begin(now)
+        .iter()
+        .filter_map(|action| match action {
+            Action::Spawn { agent, .. } => Some(*agent),
+            _ => None,
+        })
+        .map(|agent| lifecycle.agent_name(agent))
+        .collect();
+    assert_eq!(launched, ["long", "short", "leaf"]);
+}
+
 #[test]
 fn sequential_mode_starts_one_agent_at_a_time() {
     let now = Instant::now();
