@@ -743,6 +743,9 @@ unsafe fn child_after_clone(setup: &ChildSetup) -> ! {
     // by the parent, which stay valid while it waits (or in this copy of
     // its memory).
     unsafe {
+        // A table of its own: the low part only, or (before Linux 5.9,
+        // no close_range) a whole copy, whose close-on-exec rest the exec
+        // closes.
         if let Some(below) = setup.keep_below
             && libc::syscall(
                 libc::SYS_close_range,
@@ -750,6 +753,7 @@ unsafe fn child_after_clone(setup: &ChildSetup) -> ! {
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_UNSHARE,
             ) != 0
+            && libc::unshare(libc::CLONE_FILES) != 0
         {
             fail(setup.errors, Step::Streams);
         }
