@@ -470,8 +470,8 @@ const CHILD_STACK: usize = 64 * 1024;
 /// can take a descriptor table of its own holding only the descriptors
 /// below them and the slots, instead of a copy of the whole table that
 /// exec would then close one by one: with 500 agents the supervisor holds
-/// thousands (pipes, logs, `/proc` files), and closing them was a tenth of
-/// the CPU of starting 500 agents (`perf`, issue 18).
+/// thousands (pipes, logs, `/proc` files), and closing them was about 5 %
+/// of all CPU while 500 agents started (`perf`, issue 18).
 #[cfg(target_arch = "x86_64")]
 struct Slots {
     /// stdin (always `/dev/null`), stdout, stderr, error pipe.
