@@ -106,11 +106,13 @@ pub async fn watch_readiness(
     let _counted = Watching::start();
     loop {
         let now = Instant::now();
-        let floor = super::schedule::shared_floor(WATCHING.load(Ordering::Relaxed));
         let delay = match woken_by_watch {
             true => readiness.interval,
-            false => super::next_probe_delay(now - first, readiness.interval)
-                .max(floor.min(readiness.interval)),
+            false => {
+                let floor = super::schedule::shared_floor(WATCHING.load(Ordering::Relaxed));
+                super::next_probe_delay(now - first, readiness.interval)
+                    .max(floor.min(readiness.interval))
+            }
         };
         let next = now + delay;
         let result = tokio::select! {

@@ -112,11 +112,8 @@ impl Lifecycle {
                 self.transition(agent, Phase::Blocked);
             }
         }
-        for index in 0..self.order.len() {
-            let agent = match self.sequential {
-                true => self.order[index],
-                false => self.launch_order[index],
-            };
+        for index in 0..self.launch_order.len() {
+            let agent = self.launch_order[index];
             if self.sequential
                 && self
                     .agents

@@ -198,9 +198,10 @@ pub struct Lifecycle {
     order: Vec<AgentId>,
     /// Agent ids in the order agents that can start at the same moment are
     /// launched: those heading the longest chain of dependents first, ties
-    /// in start order. A burst of starts queues on the spawner, and an agent
-    /// a long chain waits for must not wait behind ones nothing waits for
-    /// (issue 18: up to 46 ms per hop of the MainPC graph).
+    /// in start order (`order` itself when sequential). A burst of starts
+    /// queues on the spawner, and an agent a long chain waits for must not
+    /// wait behind ones nothing waits for (issue 18: up to 46 ms per hop of
+    /// the MainPC graph).
     launch_order: Vec<AgentId>,
     strategy: Strategy,
     sequential: bool,
@@ -386,8 +387,10 @@ impl Lifecycle {
                 .unwrap_or(0);
         }
         self.launch_order = self.order.clone();
-        self.launch_order
-            .sort_by_key(|agent| std::cmp::Reverse(chain[*agent]));
+        if !self.sequential {
+            self.launch_order
+                .sort_by_key(|agent| std::cmp::Reverse(chain[*agent]));
+        }
         for (((record, dependencies), dependents), needs) in self
             .agents
             .iter_mut()
